@@ -1,0 +1,207 @@
+"""The warehouse's assets: the RDS inventory and the hourly CloudWatch metrics.
+
+Both are thin: the logic lives in `inventory`, `cloudwatch` and `warehouse`; these wrap it
+with Dagster's partitions, config, logging and metadata.
+"""
+
+
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dagster import (
+    AssetExecutionContext,
+    BackfillPolicy,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from metrics_pipeline.cloudwatch import (
+    RequestStats,
+    align_window,
+    build_queries,
+    datapoints_per_query,
+    fetch_batch_to_spool,
+    minimum_requests,
+    plan_batches,
+)
+from metrics_pipeline.inventory import describe_instances
+from metrics_pipeline.partitions import hourly_partitions, naive_utc
+from metrics_pipeline.resources import AwsResource, WarehouseResource, aws_errors
+from metrics_pipeline.warehouse import (
+    INSTANCES_TABLE,
+    METRICS_TABLE,
+    collection_targets,
+    known_instance_ids,
+    replace_metrics,
+    table_exists,
+    upsert_instances,
+)
+
+GROUP = "rds"
+# Runs that write the warehouse share this pool; DuckDB takes one writing process at a time.
+WAREHOUSE_POOL = "duckdb_warehouse"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@asset(
+    group_name=GROUP,
+    pool=WAREHOUSE_POOL,
+    description=(
+        f"Every RDS instance in the configured regions (DuckDB table `{INSTANCES_TABLE}`), "
+        "one row per instance, with first_seen/last_seen kept across discoveries."
+    ),
+)
+def rds_instances(
+    context: AssetExecutionContext, aws: AwsResource, warehouse: WarehouseResource
+) -> MaterializeResult:
+    stats = RequestStats()
+    seen_at = _utc_now()
+    account_id = aws.account_id(stats)
+    records = []
+    for region in aws.regions:
+        with aws_errors("DescribeDBInstances", region):
+            found = describe_instances(aws.client("rds", region, stats), account_id, region)
+        context.log.info(f"{region}: {len(found)} instance(s)")
+        records.extend(found)
+    with warehouse.connect() as conn:
+        known_before = known_instance_ids(conn)
+        upsert_instances(conn, records, seen_at)
+    new_ids = sorted(r["instance_id"] for r in records if r["instance_id"] not in known_before)
+    if new_ids:
+        context.log.info(f"New instance(s): {', '.join(new_ids)}")
+    return MaterializeResult(
+        metadata={
+            "instances": len(records),
+            "new_instances": len(new_ids),
+            "regions": ", ".join(aws.regions),
+            "account_id": account_id,
+            "aws_requests": stats.api_calls,
+            "by_region": MetadataValue.md(
+                "| region | instances |\n|---|---|\n"
+                + "".join(
+                    f"| {region} | {sum(r['region'] == region for r in records)} |\n"
+                    for region in aws.regions
+                )
+            ),
+        }
+    )
+
+
+class CollectionConfig(Config):
+    instances: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Collect only these instance ids (and replace only their rows); "
+            "empty means every instance that existed in the window."
+        ),
+    )
+
+
+@asset(
+    group_name=GROUP,
+    pool=WAREHOUSE_POOL,
+    partitions_def=hourly_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    deps=[rds_instances],
+    description=(
+        f"CloudWatch metrics of every RDS instance, one partition per UTC hour (DuckDB table "
+        f"`{METRICS_TABLE}`, fetch log `rds_metric_fetches`). A run over a range of hours "
+        "fetches the whole window with batched GetMetricData calls."
+    ),
+)
+def rds_metrics(
+    context: AssetExecutionContext,
+    config: CollectionConfig,
+    aws: AwsResource,
+    warehouse: WarehouseResource,
+) -> MaterializeResult:
+    window = context.partition_time_window
+    start, end = align_window(naive_utc(window.start), naive_utc(window.end), aws.period_seconds)
+    with warehouse.connect() as conn:
+        if not table_exists(conn, INSTANCES_TABLE):
+            raise Failure(
+                description="The inventory is empty: materialize rds_instances before rds_metrics."
+            )
+        unknown = sorted(set(config.instances) - known_instance_ids(conn))
+        if unknown:
+            raise Failure(
+                description=(
+                    f"instances: unknown instance id(s) {', '.join(unknown)}; "
+                    f"the inventory ({INSTANCES_TABLE}) does not list them."
+                )
+            )
+        targets = collection_targets(conn, aws.regions, start, end, config.instances)
+    context.log.info(f"Collecting {start} to {end} UTC for {len(targets)} instance(s)")
+
+    stats = RequestStats()
+    fetched_at = _utc_now()
+    points_per_query = datapoints_per_query(start, end, aws.period_seconds)
+    queries = build_queries(targets, aws.metrics, aws.statistics)
+    batches = plan_batches(queries, points_per_query, max_datapoints=aws.max_datapoints_per_request)
+    clients = {region: aws.client("cloudwatch", region, stats) for region in aws.regions}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="rds-metrics-spool-") as spool:
+        spool_files = []
+        for number, batch in enumerate(batches, start=1):
+            region = batch[0].instance.region
+            with aws_errors("GetMetricData", region):
+                for spooled in fetch_batch_to_spool(
+                    clients[region],
+                    batch,
+                    start,
+                    end,
+                    aws.period_seconds,
+                    Path(spool),
+                    aws.max_datapoints_per_request,
+                ):
+                    spool_files.append(spooled.path)
+            context.log.info(
+                f"Fetched batch {number}/{len(batches)} ({region}, {len(batch)} queries); "
+                f"{stats.api_calls} request(s) so far"
+            )
+        fetch_seconds = time.monotonic() - started
+        with warehouse.connect() as conn:
+            written = replace_metrics(
+                conn,
+                spool_files=spool_files,
+                targets=targets,
+                start=start,
+                end=end,
+                fetched_at=fetched_at,
+                settle_delay=aws.settle_delay,
+                run_id=context.run_id,
+            )
+    write_seconds = time.monotonic() - started - fetch_seconds
+    context.log.info(
+        f"Wrote {written.rows_written} row(s) (replaced {written.rows_replaced}) "
+        f"from {written.datapoints} datapoint(s) in {stats.api_calls} request(s)"
+    )
+    return MaterializeResult(
+        metadata={
+            "window_start": start.isoformat(),
+            "window_end": end.isoformat(),
+            "rows_written": written.rows_written,
+            "rows_replaced": written.rows_replaced,
+            "instances": len(targets),
+            "datapoints": written.datapoints,
+            "settled_hours": written.settled_hours,
+            "cloudwatch_requests": stats.api_calls,
+            "minimum_requests": minimum_requests(
+                len(queries), points_per_query, max_datapoints=aws.max_datapoints_per_request
+            ),
+            "metrics_requested": stats.metrics_requested,
+            "throttled_calls": stats.throttled,
+            "retried_calls": stats.retried,
+            "fetch_seconds": round(fetch_seconds, 3),
+            "write_seconds": round(write_seconds, 3),
+        }
+    )

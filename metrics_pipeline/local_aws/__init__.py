@@ -1,0 +1,1 @@
+"""A local AWS for development and tests: moto, extended where it differs from AWS."""

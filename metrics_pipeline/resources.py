@@ -1,0 +1,160 @@
+"""The two things every asset talks to: AWS (per region, rate-limited) and the DuckDB file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import duckdb
+from botocore.config import Config as BotocoreConfig
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.retries.bucket import Clock, TokenBucket
+from dagster import ConfigurableResource, Failure, InitResourceContext
+from dagster_aws.utils import ResourceWithBoto3Configuration
+from dagster_duckdb import DuckDBResource
+from pydantic import Field, PrivateAttr
+
+from metrics_pipeline.cloudwatch import MAX_DATAPOINTS_PER_RESPONSE, RequestStats
+from metrics_pipeline.settings import (
+    DEFAULT_AWS_MAX_ATTEMPTS,
+    DEFAULT_MAX_REQUESTS_PER_SECOND,
+    DEFAULT_METRICS,
+    DEFAULT_PERIOD_SECONDS,
+    DEFAULT_SETTLE_MINUTES,
+    DEFAULT_STATISTICS,
+    Settings,
+    check_writable,
+)
+
+
+class AwsResource(ResourceWithBoto3Configuration):
+    """Boto3 clients for each collected region, with the collection settings they serve.
+
+    Credentials, profile and endpoint follow boto3's own chain (including AWS_ENDPOINT_URL).
+    Retries use botocore's adaptive mode; on top of it a token bucket per region caps the
+    request rate so a large fleet does not burn the account's CloudWatch quota.
+    """
+
+    regions: list[str] = Field(description="Regions to discover and collect.")
+    period_seconds: int = Field(default=DEFAULT_PERIOD_SECONDS, description="CloudWatch period.")
+    metrics: list[str] = Field(default=list(DEFAULT_METRICS), description="AWS/RDS metric names.")
+    statistics: list[str] = Field(default=list(DEFAULT_STATISTICS), description="Statistics.")
+    settle_minutes: int = Field(
+        default=DEFAULT_SETTLE_MINUTES,
+        description="Minutes after an hour ends before CloudWatch's data for it is final.",
+    )
+    max_requests_per_second: float = Field(
+        default=DEFAULT_MAX_REQUESTS_PER_SECOND, description="Client-side cap per region."
+    )
+    max_datapoints_per_request: int = Field(
+        default=MAX_DATAPOINTS_PER_RESPONSE,
+        description="GetMetricData page size (MaxDatapoints); CloudWatch's maximum by default.",
+    )
+    retry_mode: str = Field(default="adaptive", description="botocore retry mode.")
+    max_attempts: int = Field(default=DEFAULT_AWS_MAX_ATTEMPTS, description="Attempts per call.")
+
+    _buckets: dict[str, TokenBucket] = PrivateAttr(default_factory=dict)
+
+    @property
+    def settle_delay(self) -> timedelta:
+        return timedelta(minutes=self.settle_minutes)
+
+    def _session(self) -> boto3.session.Session:
+        return boto3.session.Session(
+            profile_name=self.profile_name,
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key,
+            aws_session_token=self.aws_session_token,
+        )
+
+    def client(self, service: str, region: str, stats: RequestStats | None = None) -> Any:
+        client = self._session().client(
+            service,
+            region_name=region,
+            endpoint_url=self.endpoint_url,
+            use_ssl=self.use_ssl,
+            verify=self.verify,
+            config=BotocoreConfig(
+                retries={"mode": self.retry_mode, "max_attempts": self.max_attempts},  # type: ignore[typeddict-item]
+            ),
+        )
+        bucket = self._buckets.setdefault(
+            region, TokenBucket(max_rate=self.max_requests_per_second, clock=Clock())
+        )
+
+        def wait_for_token(**_: Any) -> None:  # returning a value would replace the response
+            bucket.acquire()
+
+        client.meta.events.register_first("before-send", wait_for_token)
+        if stats is not None:
+            stats.attach(client)
+        return client
+
+    def account_id(self, stats: RequestStats | None = None) -> str:
+        with aws_errors("GetCallerIdentity", self.regions[0]):
+            return self.client("sts", self.regions[0], stats).get_caller_identity()["Account"]
+
+
+@contextmanager
+def aws_errors(operation: str, region: str) -> Iterator[None]:
+    """Turns botocore's exceptions into one Dagster failure line naming the call and region."""
+    try:
+        yield
+    except NoCredentialsError:
+        raise Failure(
+            description=(
+                f"{operation} in {region}: no AWS credentials found. Set AWS_PROFILE, or "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run on a role."
+            )
+        ) from None
+    except ClientError as error:
+        info = error.response.get("Error", {})
+        attempts = error.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
+        raise Failure(
+            description=(
+                f"{operation} in {region} failed after {attempts} attempt(s): "
+                f"{info.get('Code')}: {info.get('Message')}"
+            ),
+            metadata={"error_code": str(info.get("Code")), "attempts": attempts},
+        ) from None
+    except BotoCoreError as error:
+        raise Failure(description=f"{operation} in {region} failed: {error}") from None
+
+
+class WarehouseResource(DuckDBResource):
+    """The DuckDB warehouse file.
+
+    dagster-duckdb's resource already retries with backoff while another process holds the
+    file's lock; this adds a writable-path check at run start and always closes connections.
+    """
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        if self.database != ":memory:":
+            check_writable(Path(self.database))
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self.get_connection() as conn:
+            try:
+                yield conn
+            finally:
+                conn.close()
+
+
+def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
+    return {
+        "aws": AwsResource(
+            regions=list(settings.regions),
+            period_seconds=settings.period_seconds,
+            metrics=list(settings.metrics),
+            statistics=list(settings.statistics),
+            settle_minutes=settings.settle_minutes,
+            max_requests_per_second=settings.max_requests_per_second,
+            max_attempts=settings.aws_max_attempts,
+        ),
+        "warehouse": WarehouseResource(database=str(settings.duckdb_path)),
+    }

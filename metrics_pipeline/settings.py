@@ -1,0 +1,307 @@
+"""Every setting of the pipeline, read from the environment and validated in one place.
+
+Each setting has one name (the environment variable), one default and one check; a bad
+value raises :class:`ConfigError` naming the variable and what is allowed, before any
+AWS or DuckDB call is made.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
+
+import botocore.session
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DUCKDB_PATH = PROJECT_ROOT / "data" / "metrics.duckdb"
+
+# Units of the AWS/RDS metrics the pipeline knows. GetMetricData does not return units,
+# so the catalogue is the source of the `unit` column (and of what counts as a metric).
+RDS_METRIC_UNITS: dict[str, str] = {
+    "CPUUtilization": "Percent",
+    "DatabaseConnections": "Count",
+    "FreeableMemory": "Bytes",
+    "FreeStorageSpace": "Bytes",
+    "ReadIOPS": "Count/Second",
+    "WriteIOPS": "Count/Second",
+    "ReadLatency": "Seconds",
+    "WriteLatency": "Seconds",
+    "ReadThroughput": "Bytes/Second",
+    "WriteThroughput": "Bytes/Second",
+    "NetworkReceiveThroughput": "Bytes/Second",
+    "NetworkTransmitThroughput": "Bytes/Second",
+    "DiskQueueDepth": "Count",
+    "SwapUsage": "Bytes",
+    "BinLogDiskUsage": "Bytes",
+    "BurstBalance": "Percent",
+    "CPUCreditBalance": "Count",
+    "CPUCreditUsage": "Count",
+    "CPUSurplusCreditBalance": "Count",
+    "CPUSurplusCreditsCharged": "Count",
+    "CheckpointLag": "Seconds",
+    "ConnectionAttempts": "Count",
+    "DBLoad": "Count",
+    "DBLoadCPU": "Count",
+    "DBLoadNonCPU": "Count",
+    "EBSByteBalance%": "Percent",
+    "EBSIOBalance%": "Percent",
+    "FreeLocalStorage": "Bytes",
+    "MaximumUsedTransactionIDs": "Count",
+    "NetworkThroughput": "Bytes/Second",
+    "OldestReplicationSlotLag": "Bytes",
+    "ReplicaLag": "Seconds",
+    "ReplicationSlotDiskUsage": "Bytes",
+    "TransactionLogsDiskUsage": "Bytes",
+    "TransactionLogsGeneration": "Bytes/Second",
+}
+
+DEFAULT_METRICS: tuple[str, ...] = (
+    "CPUUtilization",
+    "DatabaseConnections",
+    "FreeableMemory",
+    "FreeStorageSpace",
+    "ReadIOPS",
+    "WriteIOPS",
+    "ReadLatency",
+    "WriteLatency",
+    "ReadThroughput",
+    "WriteThroughput",
+    "NetworkReceiveThroughput",
+    "NetworkTransmitThroughput",
+    "DiskQueueDepth",
+    "SwapUsage",
+)
+
+# CloudWatch statistic name -> rds_metrics column.
+STATISTIC_COLUMNS: dict[str, str] = {
+    "Average": "average",
+    "Minimum": "minimum",
+    "Maximum": "maximum",
+    "Sum": "sum",
+    "SampleCount": "sample_count",
+}
+DEFAULT_STATISTICS: tuple[str, ...] = tuple(STATISTIC_COLUMNS)
+
+DEFAULT_PERIOD_SECONDS = 300
+DEFAULT_SETTLE_MINUTES = 15
+DEFAULT_PARTITIONS_START = "2026-01-01"
+DEFAULT_MAX_REQUESTS_PER_SECOND = 10.0
+DEFAULT_AWS_MAX_ATTEMPTS = 8
+
+
+class ConfigError(ValueError):
+    """A setting has a value the pipeline cannot use; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    regions: tuple[str, ...]
+    duckdb_path: Path = DEFAULT_DUCKDB_PATH
+    period_seconds: int = DEFAULT_PERIOD_SECONDS
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    statistics: tuple[str, ...] = DEFAULT_STATISTICS
+    settle_minutes: int = DEFAULT_SETTLE_MINUTES
+    partitions_start: datetime = field(
+        default_factory=lambda: datetime.fromisoformat(DEFAULT_PARTITIONS_START)
+    )
+    max_requests_per_second: float = DEFAULT_MAX_REQUESTS_PER_SECOND
+    aws_max_attempts: int = DEFAULT_AWS_MAX_ATTEMPTS
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls(
+            regions=parse_regions(env.get("METRICS_AWS_REGIONS"), default_region(env)),
+            duckdb_path=parse_path(env.get("METRICS_DUCKDB_PATH")),
+            period_seconds=parse_period(env.get("METRICS_PERIOD_SECONDS")),
+            metrics=parse_metrics(env.get("METRICS_CLOUDWATCH_METRICS")),
+            statistics=parse_statistics(env.get("METRICS_STATISTICS")),
+            settle_minutes=parse_int(
+                "METRICS_SETTLE_MINUTES", env.get("METRICS_SETTLE_MINUTES"), DEFAULT_SETTLE_MINUTES
+            ),
+            partitions_start=parse_start(env.get("METRICS_PARTITIONS_START")),
+            max_requests_per_second=parse_positive_float(
+                "METRICS_MAX_REQUESTS_PER_SECOND",
+                env.get("METRICS_MAX_REQUESTS_PER_SECOND"),
+                DEFAULT_MAX_REQUESTS_PER_SECOND,
+            ),
+            aws_max_attempts=parse_int(
+                "METRICS_AWS_MAX_ATTEMPTS",
+                env.get("METRICS_AWS_MAX_ATTEMPTS"),
+                DEFAULT_AWS_MAX_ATTEMPTS,
+                minimum=1,
+            ),
+        )
+
+    @property
+    def settle_delay(self) -> timedelta:
+        return timedelta(minutes=self.settle_minutes)
+
+
+@cache
+def get_settings() -> Settings:
+    """The settings of this process, read once: Definitions are built from them at load."""
+    return Settings.from_env()
+
+
+def _is_set(raw: str | None) -> bool:
+    return raw is not None and raw.strip() != ""
+
+
+def _split_list(raw: str) -> list[str]:
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+@cache
+def known_regions() -> frozenset[str]:
+    session = botocore.session.get_session()
+    return frozenset(
+        region
+        for partition in session.get_available_partitions()
+        for region in session.get_available_regions("cloudwatch", partition_name=partition)
+    )
+
+
+def default_region(env: Mapping[str, str]) -> str | None:
+    """The region boto3 would use: the environment first, then the active profile's config."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        if _is_set(env.get(name)):
+            return env[name].strip()
+    profile = env.get("AWS_PROFILE") or None
+    try:
+        return botocore.session.Session(profile=profile).get_config_variable("region")
+    except Exception:  # a missing or broken profile means there is no default region
+        return None
+
+
+def parse_regions(raw: str | None, fallback: str | None) -> tuple[str, ...]:
+    if _is_set(raw):
+        regions = _split_list(raw)  # type: ignore[arg-type]
+    elif fallback:
+        regions = [fallback]
+    else:
+        raise ConfigError(
+            "METRICS_AWS_REGIONS is not set and boto3 has no default region: set "
+            "METRICS_AWS_REGIONS (e.g. 'us-east-1,eu-west-1') or AWS_REGION/AWS_DEFAULT_REGION."
+        )
+    unknown = [region for region in regions if region not in known_regions()]
+    if unknown:
+        raise ConfigError(
+            f"METRICS_AWS_REGIONS: unknown region(s) {', '.join(repr(r) for r in unknown)}; "
+            "expected AWS region names such as 'us-east-1' or 'eu-west-1', comma-separated."
+        )
+    return tuple(dict.fromkeys(regions))
+
+
+def parse_path(raw: str | None) -> Path:
+    if not _is_set(raw):
+        return DEFAULT_DUCKDB_PATH
+    path = Path(raw.strip()).expanduser()  # type: ignore[union-attr]
+    if path.is_dir():
+        raise ConfigError(
+            f"METRICS_DUCKDB_PATH: '{path}' is a directory; expected the path of a DuckDB file, "
+            "e.g. 'data/metrics.duckdb'."
+        )
+    return path.resolve()
+
+
+def check_writable(path: Path) -> None:
+    """Creates the warehouse folder and proves it can be written, or names the setting."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"METRICS_DUCKDB_PATH: cannot create the folder '{path.parent}' ({error.strerror})."
+        ) from None
+    target = path if path.exists() else path.parent
+    if not os.access(target, os.W_OK):
+        raise ConfigError(
+            f"METRICS_DUCKDB_PATH: '{target}' is not writable; choose a path this user can write."
+        )
+
+
+def parse_int(name: str, raw: str | None, default: int, minimum: int = 0) -> int:
+    if not _is_set(raw):
+        return default
+    try:
+        value = int(raw.strip())  # type: ignore[union-attr]
+    except ValueError:
+        raise ConfigError(f"{name}: '{raw}' is not a whole number.") from None
+    if value < minimum:
+        raise ConfigError(f"{name}: {value} is not allowed; expected a whole number >= {minimum}.")
+    return value
+
+
+def parse_positive_float(name: str, raw: str | None, default: float) -> float:
+    if not _is_set(raw):
+        return default
+    try:
+        value = float(raw.strip())  # type: ignore[union-attr]
+    except ValueError:
+        raise ConfigError(f"{name}: '{raw}' is not a number.") from None
+    if not value > 0:
+        raise ConfigError(f"{name}: {raw} is not allowed; expected a number > 0.")
+    return value
+
+
+def parse_period(raw: str | None) -> int:
+    if not _is_set(raw):
+        return DEFAULT_PERIOD_SECONDS
+    try:
+        value = int(raw.strip())  # type: ignore[union-attr]
+    except ValueError:
+        value = -1
+    if value <= 0 or value % 60 or 3600 % value:
+        raise ConfigError(
+            f"METRICS_PERIOD_SECONDS: '{raw}' is not allowed; expected a positive multiple of 60 "
+            "that divides an hour (60, 120, 180, 240, 300, 360, 600, 720, 900, 1200, 1800, 3600)."
+        )
+    return value
+
+
+def parse_metrics(raw: str | None) -> tuple[str, ...]:
+    if not _is_set(raw):
+        return DEFAULT_METRICS
+    metrics = _split_list(raw)  # type: ignore[arg-type]
+    unknown = [metric for metric in metrics if metric not in RDS_METRIC_UNITS]
+    if unknown or not metrics:
+        raise ConfigError(
+            f"METRICS_CLOUDWATCH_METRICS: unknown metric(s) {', '.join(repr(m) for m in unknown)}; "
+            f"known AWS/RDS metrics are: {', '.join(RDS_METRIC_UNITS)}."
+        )
+    return tuple(dict.fromkeys(metrics))
+
+
+def parse_statistics(raw: str | None) -> tuple[str, ...]:
+    if not _is_set(raw):
+        return DEFAULT_STATISTICS
+    statistics = _split_list(raw)  # type: ignore[arg-type]
+    unknown = [stat for stat in statistics if stat not in STATISTIC_COLUMNS]
+    if unknown or not statistics:
+        raise ConfigError(
+            f"METRICS_STATISTICS: unknown statistic(s) {', '.join(repr(s) for s in unknown)}; "
+            f"allowed: {', '.join(STATISTIC_COLUMNS)}."
+        )
+    return tuple(dict.fromkeys(statistics))
+
+
+def parse_start(raw: str | None) -> datetime:
+    text = raw.strip() if _is_set(raw) else DEFAULT_PARTITIONS_START  # type: ignore[union-attr]
+    try:
+        start = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"METRICS_PARTITIONS_START: '{raw}' is not a date; expected YYYY-MM-DD "
+            "or YYYY-MM-DDTHH:00 (UTC)."
+        ) from None
+    if start.tzinfo is not None:
+        raise ConfigError(
+            f"METRICS_PARTITIONS_START: '{raw}' has a time zone; give the UTC hour without one."
+        )
+    if start.minute or start.second or start.microsecond:
+        raise ConfigError(f"METRICS_PARTITIONS_START: '{raw}' must fall on a whole hour.")
+    return start

@@ -1,0 +1,315 @@
+"""The DuckDB warehouse: table names, schema, and the transactional writes of each asset.
+
+Every write is one transaction that replaces exactly the rows it owns (a window of hours
+for a set of instances), so re-running is idempotent and a crash leaves the old rows or
+the new ones, never a mix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from metrics_pipeline.cloudwatch import Instance
+from metrics_pipeline.partitions import hour_starts, is_settled
+from metrics_pipeline.settings import RDS_METRIC_UNITS, STATISTIC_COLUMNS
+
+INSTANCES_TABLE = "rds_instances"
+METRICS_TABLE = "rds_metrics"
+FETCHES_TABLE = "rds_metric_fetches"
+
+# An instance is collected for a window if discovery saw it no earlier than this before the
+# window began: deleted instances drop out, a missed discovery tick does not.
+DISCOVERY_GRACE = timedelta(hours=2)
+
+SCHEMA_SQL = f"""
+CREATE TABLE IF NOT EXISTS {INSTANCES_TABLE} (
+    account_id VARCHAR NOT NULL,
+    region VARCHAR NOT NULL,
+    instance_id VARCHAR NOT NULL,
+    engine VARCHAR,
+    engine_version VARCHAR,
+    instance_class VARCHAR,
+    allocated_storage_gb INTEGER,
+    multi_az BOOLEAN,
+    status VARCHAR,
+    create_time TIMESTAMP,
+    tags MAP(VARCHAR, VARCHAR),
+    first_seen TIMESTAMP NOT NULL,
+    last_seen TIMESTAMP NOT NULL,
+    PRIMARY KEY (account_id, region, instance_id)
+);
+CREATE TABLE IF NOT EXISTS {METRICS_TABLE} (
+    ts TIMESTAMP NOT NULL,
+    account_id VARCHAR NOT NULL,
+    region VARCHAR NOT NULL,
+    instance_id VARCHAR NOT NULL,
+    metric VARCHAR NOT NULL,
+    unit VARCHAR,
+    average DOUBLE,
+    minimum DOUBLE,
+    maximum DOUBLE,
+    sum DOUBLE,
+    sample_count DOUBLE,
+    collected_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (account_id, region, instance_id, metric, ts)
+);
+CREATE TABLE IF NOT EXISTS {FETCHES_TABLE} (
+    hour TIMESTAMP NOT NULL,
+    account_id VARCHAR NOT NULL,
+    region VARCHAR NOT NULL,
+    instance_id VARCHAR NOT NULL,
+    fetched_at TIMESTAMP NOT NULL,
+    datapoints BIGINT NOT NULL,
+    settled BOOLEAN NOT NULL,
+    run_id VARCHAR,
+    PRIMARY KEY (account_id, region, instance_id, hour)
+);
+"""
+
+INVENTORY_SCHEMA = pa.schema(
+    [
+        ("account_id", pa.string()),
+        ("region", pa.string()),
+        ("instance_id", pa.string()),
+        ("engine", pa.string()),
+        ("engine_version", pa.string()),
+        ("instance_class", pa.string()),
+        ("allocated_storage_gb", pa.int32()),
+        ("multi_az", pa.bool_()),
+        ("status", pa.string()),
+        ("create_time", pa.timestamp("us")),
+        ("tags", pa.map_(pa.string(), pa.string())),
+    ]
+)
+INSTANCE_KEY_SCHEMA = pa.schema(
+    [("account_id", pa.string()), ("region", pa.string()), ("instance_id", pa.string())]
+)
+
+
+def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(SCHEMA_SQL)
+
+
+def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
+    found = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+    ).fetchone()
+    return bool(found and found[0])
+
+
+def _in_transaction(conn: duckdb.DuckDBPyConnection, statements: Any) -> Any:
+    conn.begin()
+    try:
+        result = statements()
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+    return result
+
+
+def upsert_instances(
+    conn: duckdb.DuckDBPyConnection, records: Sequence[dict[str, Any]], seen_at: datetime
+) -> int:
+    """Adds new instances and refreshes known ones; first_seen never moves, last_seen does."""
+    ensure_schema(conn)
+    discovered = pa.Table.from_pylist(
+        [{**r, "tags": list(r["tags"].items())} for r in records], schema=INVENTORY_SCHEMA
+    )
+    conn.register("discovered", discovered)
+    columns = ", ".join(INVENTORY_SCHEMA.names)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in INVENTORY_SCHEMA.names[3:])
+
+    def write() -> int:
+        conn.execute(
+            f"""
+            INSERT INTO {INSTANCES_TABLE} ({columns}, first_seen, last_seen)
+            SELECT {columns}, $seen, $seen FROM discovered
+            ON CONFLICT (account_id, region, instance_id)
+            DO UPDATE SET {updates}, last_seen = excluded.last_seen
+            """,
+            {"seen": seen_at},
+        )
+        return len(records)
+
+    try:
+        return _in_transaction(conn, write)
+    finally:
+        conn.unregister("discovered")
+
+
+def collection_targets(
+    conn: duckdb.DuckDBPyConnection,
+    regions: Sequence[str],
+    start: datetime,
+    end: datetime,
+    only: Sequence[str] = (),
+) -> list[Instance]:
+    """Instances that existed during [start, end) per the inventory, optionally a subset."""
+    if not table_exists(conn, INSTANCES_TABLE):
+        return []
+    rows = conn.execute(
+        f"""
+        SELECT account_id, region, instance_id FROM {INSTANCES_TABLE}
+        WHERE region IN (SELECT unnest($regions))
+          AND coalesce(create_time, first_seen) < $end
+          AND last_seen >= $start
+          AND (len($only) = 0 OR instance_id IN (SELECT unnest($only)))
+        ORDER BY region, account_id, instance_id
+        """,
+        {
+            "regions": list(regions),
+            "start": start - DISCOVERY_GRACE,
+            "end": end,
+            "only": list(only),
+        },
+    ).fetchall()
+    return [Instance(*row) for row in rows]
+
+
+def known_instance_ids(conn: duckdb.DuckDBPyConnection) -> set[str]:
+    if not table_exists(conn, INSTANCES_TABLE):
+        return set()
+    return {row[0] for row in conn.execute(f"SELECT instance_id FROM {INSTANCES_TABLE}").fetchall()}
+
+
+def _sql_literal(value: object) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _staged_datapoints_sql(spool_files: Sequence[Path], start: datetime, end: datetime) -> str:
+    """The spooled datapoints worth storing: in the window, for a target, not NaN.
+
+    Written with literals because DuckDB views take no parameters; the view is read twice
+    (rows and fetch log) without holding the datapoints in memory.
+    """
+    if not spool_files:
+        return (
+            "SELECT NULL::VARCHAR AS account_id, NULL::VARCHAR AS region, "
+            "NULL::VARCHAR AS instance_id, NULL::VARCHAR AS metric, "
+            "NULL::VARCHAR AS statistic, NULL::TIMESTAMP AS ts, NULL::DOUBLE AS value WHERE false"
+        )
+    files = ", ".join(_sql_literal(path) for path in spool_files)
+    return (
+        f"SELECT s.* FROM read_parquet([{files}]) s "
+        "JOIN targets USING (account_id, region, instance_id) "
+        f"WHERE s.ts >= TIMESTAMP {_sql_literal(start.isoformat())} "
+        f"AND s.ts < TIMESTAMP {_sql_literal(end.isoformat())} AND NOT isnan(s.value)"
+    )
+
+
+@dataclass(frozen=True)
+class MetricsWrite:
+    rows_written: int
+    rows_replaced: int
+    datapoints: int
+    hours: int
+    settled_hours: int
+
+
+def replace_metrics(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    spool_files: Sequence[Path],
+    targets: Sequence[Instance],
+    start: datetime,
+    end: datetime,
+    fetched_at: datetime,
+    settle_delay: timedelta,
+    run_id: str,
+) -> MetricsWrite:
+    """Replaces the targets' metric rows and fetch log entries of [start, end) in one go.
+
+    Spooled datapoints are pivoted here (one row per key, one column per statistic) and
+    anything outside the window, for another instance, or NaN is left out.
+    """
+    ensure_schema(conn)
+    hours = hour_starts(start, end)
+    conn.register(
+        "targets",
+        pa.Table.from_pylist([vars(t) for t in targets], schema=INSTANCE_KEY_SCHEMA),
+    )
+    conn.register(
+        "fetched_hours",
+        pa.table(
+            {
+                "hour": pa.array(hours, pa.timestamp("us")),
+                "settled": [is_settled(h, fetched_at, settle_delay) for h in hours],
+            }
+        ),
+    )
+    conn.register(
+        "metric_units",
+        pa.table({"metric": list(RDS_METRIC_UNITS), "unit": list(RDS_METRIC_UNITS.values())}),
+    )
+    staged = _staged_datapoints_sql(spool_files, start, end)
+    pivots = ",\n".join(
+        f"any_value(value) FILTER (WHERE statistic = '{stat}') AS {column}"
+        for stat, column in STATISTIC_COLUMNS.items()
+    )
+
+    def write() -> MetricsWrite:
+        conn.execute(f"CREATE OR REPLACE TEMP VIEW staged AS {staged}")
+        replaced = conn.execute(
+            f"""
+            DELETE FROM {METRICS_TABLE} m USING targets t
+            WHERE m.account_id = t.account_id AND m.region = t.region
+              AND m.instance_id = t.instance_id AND m.ts >= $start AND m.ts < $end
+            """,
+            {"start": start, "end": end},
+        ).fetchone()
+        written = conn.execute(
+            f"""
+            INSERT INTO {METRICS_TABLE}
+            SELECT ts, account_id, region, instance_id, metric, u.unit,
+                   {pivots},
+                   $collected_at AS collected_at
+            FROM staged LEFT JOIN metric_units u USING (metric)
+            GROUP BY ts, account_id, region, instance_id, metric, u.unit
+            """,
+            {"collected_at": fetched_at},
+        ).fetchone()
+        conn.execute(
+            f"""
+            DELETE FROM {FETCHES_TABLE} f USING targets t
+            WHERE f.account_id = t.account_id AND f.region = t.region
+              AND f.instance_id = t.instance_id AND f.hour >= $start AND f.hour < $end
+            """,
+            {"start": start, "end": end},
+        )
+        conn.execute(
+            f"""
+            INSERT INTO {FETCHES_TABLE}
+            SELECT h.hour, t.account_id, t.region, t.instance_id, $fetched_at,
+                   coalesce(c.datapoints, 0), h.settled, $run_id
+            FROM targets t CROSS JOIN fetched_hours h
+            LEFT JOIN (
+                SELECT account_id, region, instance_id, date_trunc('hour', ts) AS hour,
+                       count(*) AS datapoints
+                FROM staged GROUP BY ALL
+            ) c USING (account_id, region, instance_id, hour)
+            """,
+            {"fetched_at": fetched_at, "run_id": run_id},
+        )
+        datapoints = conn.execute("SELECT count(*) FROM staged").fetchone()
+        conn.execute("DROP VIEW staged")
+        return MetricsWrite(
+            rows_written=int(written[0]) if written else 0,
+            rows_replaced=int(replaced[0]) if replaced else 0,
+            datapoints=int(datapoints[0]) if datapoints else 0,
+            hours=len(hours),
+            settled_hours=sum(is_settled(h, fetched_at, settle_delay) for h in hours),
+        )
+
+    try:
+        return _in_transaction(conn, write)
+    finally:
+        for name in ("targets", "fetched_hours", "metric_units"):
+            conn.unregister(name)

@@ -1,0 +1,74 @@
+"""Shared fixtures: moto for AWS (with CloudWatch's real GetMetricData limits), a real DuckDB file."""
+
+import os
+import tempfile
+
+# The environment of a machine with no AWS account: set before the package reads settings.
+for _name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_REGION", "METRICS_AWS_REGIONS"):
+    os.environ.pop(_name, None)
+for _name in list(os.environ):
+    if _name.startswith("METRICS_"):
+        os.environ.pop(_name)
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    METRICS_DUCKDB_PATH=os.path.join(tempfile.mkdtemp(prefix="metrics-tests-"), "defs.duckdb"),
+)
+
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+from moto import mock_aws  # noqa: E402
+from moto.cloudwatch.responses import CloudWatchResponse  # noqa: E402
+
+from metrics_pipeline.local_aws import cloudwatch_limits  # noqa: E402
+from metrics_pipeline.resources import AwsResource, WarehouseResource  # noqa: E402
+
+cloudwatch_limits.install()
+
+REGIONS = ["us-east-1", "eu-west-1"]
+
+
+@pytest.fixture
+def moto_aws() -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> WarehouseResource:
+    return WarehouseResource(database=str(tmp_path / "warehouse" / "metrics.duckdb"))
+
+
+def make_aws(**overrides: Any) -> AwsResource:
+    """The AWS resource as the tests use it: both regions, no client-side rate cap to wait on."""
+    return AwsResource(**{"regions": REGIONS, "max_requests_per_second": 1000, **overrides})
+
+
+@pytest.fixture
+def aws() -> AwsResource:
+    return make_aws()
+
+
+@pytest.fixture
+def get_metric_data_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every GetMetricData request as the (moto) server received it."""
+    calls: list[dict[str, Any]] = []
+
+    def recording(self: CloudWatchResponse) -> Any:
+        params = self._get_params()
+        calls.append(
+            {
+                "queries": len(params.get("MetricDataQueries", [])),
+                "max_datapoints": params.get("MaxDatapoints"),
+                "next_token": params.get("NextToken"),
+                "region": self.region,
+            }
+        )
+        return cloudwatch_limits.get_metric_data(self)
+
+    monkeypatch.setattr(CloudWatchResponse, "get_metric_data", recording)
+    return calls

@@ -1,0 +1,91 @@
+"""Builders of test fleets in moto: RDS instances and the CloudWatch datapoints they publish.
+
+The expected warehouse values are computed here from the raw datapoints put, by hand
+(mean, min, max, sum, count), never read back from the code under test.
+"""
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+from moto.rds.models import rds_backends
+
+ACCOUNT_ID = "123456789012"  # moto's default account
+STAT_COLUMNS = ("average", "minimum", "maximum", "sum", "sample_count")
+
+
+def create_instance(
+    region: str,
+    instance_id: str,
+    engine: str = "postgres",
+    instance_class: str = "db.t3.micro",
+    storage_gb: int = 20,
+    tags: dict[str, str] | None = None,
+    created: datetime = datetime(2026, 11, 1, tzinfo=UTC),
+) -> None:
+    """An instance as DescribeDBInstances will list it, created at `created`.
+
+    RDS has no API to backdate an instance, so the creation time is set on moto's model:
+    a fleet that existed before the hours a test collects.
+    """
+    boto3.client("rds", region_name=region).create_db_instance(
+        DBInstanceIdentifier=instance_id,
+        DBInstanceClass=instance_class,
+        Engine=engine,
+        AllocatedStorage=storage_gb,
+        MasterUsername="admin",
+        MasterUserPassword="password-123",
+        Tags=[{"Key": k, "Value": v} for k, v in (tags or {}).items()],
+    )
+    rds_backends[ACCOUNT_ID][region].databases[instance_id].instance_create_time = created
+
+
+def raw_values(instance_id: str, metric: str, period_start: datetime) -> list[float]:
+    """Two datapoints per period, distinct for every instance, metric and period."""
+    base = (sum(map(ord, instance_id)) % 97) * 10 + (sum(map(ord, metric)) % 89)
+    minute = period_start.hour * 60 + period_start.minute
+    return [base + minute / 7.0, base + minute / 3.0 + 1.25]
+
+
+def put_metrics(
+    region: str,
+    instance_ids: Sequence[str],
+    metrics: Sequence[str],
+    start: datetime,
+    end: datetime,
+    period_seconds: int = 300,
+) -> dict[tuple[str, str, datetime, str], float]:
+    """Publishes the datapoints; returns the expected value per (instance, metric, ts, column)."""
+    client = boto3.client("cloudwatch", region_name=region)
+    expected: dict[tuple[str, str, datetime, str], float] = {}
+    for instance_id in instance_ids:
+        data: list[dict[str, Any]] = []
+        period_start = start
+        while period_start < end:
+            for metric in metrics:
+                values = raw_values(instance_id, metric, period_start)
+                for offset, value in zip((10, 70), values, strict=True):
+                    data.append(
+                        {
+                            "MetricName": metric,
+                            "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": instance_id}],
+                            "Timestamp": (period_start + timedelta(seconds=offset)).replace(
+                                tzinfo=UTC
+                            ),
+                            "Value": value,
+                        }
+                    )
+                statistics = {
+                    "average": sum(values) / len(values),
+                    "minimum": min(values),
+                    "maximum": max(values),
+                    "sum": sum(values),
+                    "sample_count": float(len(values)),
+                }
+                for column, value in statistics.items():
+                    expected[(instance_id, metric, period_start, column)] = value
+            period_start += timedelta(seconds=period_seconds)
+        for i in range(0, len(data), 1000):
+            client.put_metric_data(Namespace="AWS/RDS", MetricData=data[i : i + 1000])
+    return expected

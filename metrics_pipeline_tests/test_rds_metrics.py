@@ -1,0 +1,261 @@
+"""rds_metrics materialized through Dagster against moto, compared value by value."""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import duckdb
+import pytest
+from dagster import materialize
+
+from metrics_pipeline.assets import rds_instances, rds_metrics
+from metrics_pipeline.resources import AwsResource, WarehouseResource
+from metrics_pipeline_tests.conftest import make_aws
+from metrics_pipeline_tests.fleet import ACCOUNT_ID, STAT_COLUMNS, create_instance, put_metrics
+
+HOUR = datetime(2026, 11, 20, 10, 0)
+METRICS = ["CPUUtilization", "FreeableMemory"]
+
+pytestmark = pytest.mark.usefixtures("moto_aws")
+
+
+def partition_key(hour: datetime) -> str:
+    return hour.strftime("%Y-%m-%d-%H:%M")
+
+
+def discover(aws: AwsResource, warehouse: WarehouseResource) -> None:
+    assert materialize([rds_instances], resources={"aws": aws, "warehouse": warehouse}).success
+
+
+def collect(
+    aws: AwsResource,
+    warehouse: WarehouseResource,
+    first: datetime,
+    last: datetime | None = None,
+    instances: list[str] | None = None,
+    raise_on_error: bool = True,
+) -> Any:
+    run_config = {"ops": {"rds_metrics": {"config": {"instances": instances}}}} if instances else None
+    if last is None:
+        return materialize(
+            [rds_metrics],
+            partition_key=partition_key(first),
+            resources={"aws": aws, "warehouse": warehouse},
+            run_config=run_config,
+            raise_on_error=raise_on_error,
+        )
+    return materialize(
+        [rds_metrics],
+        tags={
+            "dagster/asset_partition_range_start": partition_key(first),
+            "dagster/asset_partition_range_end": partition_key(last),
+        },
+        resources={"aws": aws, "warehouse": warehouse},
+        run_config=run_config,
+        raise_on_error=raise_on_error,
+    )
+
+
+def stored(warehouse: WarehouseResource) -> dict[tuple[str, str, datetime, str], float | None]:
+    """Every statistic cell of rds_metrics, keyed like fleet.put_metrics' expectations."""
+    with duckdb.connect(warehouse.database, read_only=True) as conn:
+        rows = conn.execute(
+            f"SELECT instance_id, metric, ts, {', '.join(STAT_COLUMNS)} FROM rds_metrics"
+        ).fetchall()
+    return {
+        (r[0], r[1], r[2], column): value
+        for r in rows
+        for column, value in zip(STAT_COLUMNS, r[3:], strict=True)
+    }
+
+
+def materialization_metadata(result: Any) -> dict[str, Any]:
+    """The run's figures, which every partition of a single run carries alike."""
+    events = result.asset_materializations_for_node("rds_metrics")
+    figures = [{key: value.value for key, value in e.metadata.items()} for e in events]
+    assert all(f == figures[0] for f in figures)
+    return figures[0]
+
+
+@pytest.fixture
+def small_aws() -> AwsResource:
+    return make_aws(metrics=METRICS)
+
+
+def test_one_partition_matches_what_cloudwatch_was_given(
+    small_aws: AwsResource, warehouse: WarehouseResource
+) -> None:
+    create_instance("us-east-1", "orders-db", tags={"team": "shop"})
+    create_instance("eu-west-1", "users-db", engine="mysql")
+    expected = put_metrics("us-east-1", ["orders-db"], METRICS, HOUR, HOUR + timedelta(hours=1))
+    expected |= put_metrics("eu-west-1", ["users-db"], METRICS, HOUR, HOUR + timedelta(hours=1))
+    # Datapoints just outside the hour must not leak into the partition.
+    put_metrics("us-east-1", ["orders-db"], METRICS, HOUR + timedelta(hours=1), HOUR + timedelta(hours=2))
+
+    discover(small_aws, warehouse)
+    result = collect(small_aws, warehouse, HOUR)
+
+    assert stored(warehouse) == pytest.approx(expected)
+    assert len(expected) == 2 * 2 * 12 * 5
+    metadata = materialization_metadata(result)
+    assert metadata["rows_written"] == 48
+    assert metadata["instances"] == 2
+    assert metadata["datapoints"] == 48 * 5
+    assert metadata["cloudwatch_requests"] == 2  # one per region
+    assert metadata["metrics_requested"] == 2 * 2 * 5
+    with duckdb.connect(warehouse.database, read_only=True) as conn:
+        units = dict(conn.execute("SELECT DISTINCT metric, unit FROM rds_metrics").fetchall())
+        regions = dict(conn.execute("SELECT instance_id, region FROM rds_metrics").fetchall())
+        accounts = {r[0] for r in conn.execute("SELECT account_id FROM rds_metrics").fetchall()}
+    assert units == {"CPUUtilization": "Percent", "FreeableMemory": "Bytes"}
+    assert regions == {"orders-db": "us-east-1", "users-db": "eu-west-1"}
+    assert accounts == {ACCOUNT_ID}
+
+
+def test_statistics_not_requested_are_null(aws: AwsResource, warehouse: WarehouseResource) -> None:
+    create_instance("us-east-1", "orders-db")
+    expected = put_metrics("us-east-1", ["orders-db"], ["CPUUtilization"], HOUR, HOUR + timedelta(hours=1))
+    only_max = make_aws(metrics=["CPUUtilization"], statistics=["Maximum"])
+    discover(only_max, warehouse)
+    collect(only_max, warehouse, HOUR)
+    assert stored(warehouse) == {
+        key: value if key[3] == "maximum" else None for key, value in expected.items()
+    }
+
+
+def test_range_runs_once_and_rematerializing_is_idempotent(
+    small_aws: AwsResource, warehouse: WarehouseResource, get_metric_data_calls: list[dict[str, Any]]
+) -> None:
+    create_instance("us-east-1", "orders-db")
+    end = HOUR + timedelta(hours=3)
+    expected = put_metrics("us-east-1", ["orders-db"], METRICS, HOUR, end)
+    discover(small_aws, warehouse)
+
+    result = collect(small_aws, warehouse, HOUR, HOUR + timedelta(hours=2))
+    assert len(get_metric_data_calls) == 1  # us-east-1 only: eu-west-1 has no instance
+    assert stored(warehouse) == pytest.approx(expected)
+    assert materialization_metadata(result)["window_end"] == end.isoformat()
+    materialized = {
+        e.partition for e in result.asset_materializations_for_node("rds_metrics")
+    }
+    assert materialized == {partition_key(HOUR + timedelta(hours=h)) for h in range(3)}
+
+    for _ in range(2):
+        collect(small_aws, warehouse, HOUR + timedelta(hours=1))
+        collect(small_aws, warehouse, HOUR, HOUR + timedelta(hours=2))
+    assert stored(warehouse) == pytest.approx(expected)
+    with duckdb.connect(warehouse.database, read_only=True) as conn:
+        [(count, distinct)] = conn.execute(
+            "SELECT count(*), count(DISTINCT (instance_id, metric, ts)) FROM rds_metrics"
+        ).fetchall()
+    assert count == distinct == 3 * 12 * 2
+
+
+def test_instances_config_restricts_fetch_and_replace(
+    small_aws: AwsResource, warehouse: WarehouseResource, get_metric_data_calls: list[dict[str, Any]]
+) -> None:
+    for name in ("orders-db", "users-db"):
+        create_instance("us-east-1", name)
+    first = put_metrics("us-east-1", ["orders-db", "users-db"], METRICS, HOUR, HOUR + timedelta(hours=1))
+    discover(small_aws, warehouse)
+    collect(small_aws, warehouse, HOUR)
+    get_metric_data_calls.clear()
+
+    # New datapoints arrive for both; only users-db is re-collected.
+    later = put_metrics("us-east-1", ["orders-db", "users-db"], ["SwapUsage"], HOUR, HOUR + timedelta(hours=1))
+    with_swap = make_aws(metrics=[*METRICS, "SwapUsage"])
+    collect(with_swap, warehouse, HOUR, instances=["users-db"])
+
+    assert get_metric_data_calls[0]["queries"] == 1 * 3 * 5
+    expected = first | {k: v for k, v in later.items() if k[0] == "users-db"}
+    assert stored(warehouse) == pytest.approx(expected)
+
+
+def test_unknown_instance_in_config_fails_with_its_name(
+    small_aws: AwsResource, warehouse: WarehouseResource
+) -> None:
+    create_instance("us-east-1", "orders-db")
+    discover(small_aws, warehouse)
+    result = collect(small_aws, warehouse, HOUR, instances=["no-such-db"], raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert "instances: unknown instance id(s) no-such-db" in failure.message
+
+
+def test_metrics_before_discovery_fail_clearly(
+    small_aws: AwsResource, warehouse: WarehouseResource
+) -> None:
+    result = collect(small_aws, warehouse, HOUR, raise_on_error=False)
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert "materialize rds_instances before rds_metrics" in failure.message
+
+
+def test_500_query_batching(
+    aws: AwsResource, warehouse: WarehouseResource, get_metric_data_calls: list[dict[str, Any]]
+) -> None:
+    # 8 instances x 14 metrics x 5 statistics = 560 queries: two requests, none above 500.
+    ids = [f"db-{n}" for n in range(8)]
+    for name in ids:
+        create_instance("us-east-1", name)
+    expected = put_metrics("us-east-1", ids[:1], ["CPUUtilization"], HOUR, HOUR + timedelta(hours=1))
+    discover(aws, warehouse)
+    result = collect(aws, warehouse, HOUR)
+
+    assert [c["queries"] for c in get_metric_data_calls] == [500, 60]
+    metadata = materialization_metadata(result)
+    assert metadata["cloudwatch_requests"] == 2 == metadata["minimum_requests"]
+    assert metadata["metrics_requested"] == 560
+    assert stored(warehouse) == pytest.approx(expected)
+
+
+def test_next_token_paging_returns_every_datapoint(
+    small_aws: AwsResource, warehouse: WarehouseResource, get_metric_data_calls: list[dict[str, Any]]
+) -> None:
+    create_instance("us-east-1", "orders-db")
+    create_instance("us-east-1", "users-db")
+    end = HOUR + timedelta(hours=2)
+    expected = put_metrics("us-east-1", ["orders-db", "users-db"], METRICS, HOUR, end)
+    paged = make_aws(metrics=METRICS, max_datapoints_per_request=50)
+    discover(paged, warehouse)
+    result = collect(paged, warehouse, HOUR, HOUR + timedelta(hours=1))
+
+    # 2 instances x 2 metrics x 5 statistics x 24 periods = 480 datapoints, 50 per page.
+    assert len(get_metric_data_calls) == 10
+    assert all(c["max_datapoints"] == 50 for c in get_metric_data_calls)
+    assert [c["next_token"] is None for c in get_metric_data_calls] == [True] + [False] * 9
+    assert materialization_metadata(result)["datapoints"] == 480
+    assert stored(warehouse) == pytest.approx(expected)
+
+
+def test_fetch_log_records_each_instance_hour(
+    small_aws: AwsResource, warehouse: WarehouseResource
+) -> None:
+    create_instance("us-east-1", "orders-db")
+    create_instance("us-east-1", "stopped-db")
+    put_metrics("us-east-1", ["orders-db"], METRICS, HOUR, HOUR + timedelta(hours=1))
+    discover(small_aws, warehouse)
+    collect(small_aws, warehouse, HOUR, HOUR + timedelta(hours=1))
+
+    with duckdb.connect(warehouse.database, read_only=True) as conn:
+        log = conn.execute(
+            "SELECT instance_id, hour, datapoints, settled FROM rds_metric_fetches ORDER BY ALL"
+        ).fetchall()
+    next_hour = HOUR + timedelta(hours=1)
+    assert log == [
+        ("orders-db", HOUR, 2 * 5 * 12, True),
+        ("orders-db", next_hour, 0, True),
+        ("stopped-db", HOUR, 0, True),
+        ("stopped-db", next_hour, 0, True),
+    ]
+
+
+def test_hour_in_progress_is_logged_unsettled(
+    small_aws: AwsResource, warehouse: WarehouseResource
+) -> None:
+    create_instance("us-east-1", "orders-db")
+    now = datetime.utcnow().replace(minute=0, second=0, microsecond=0)  # noqa: DTZ003
+    put_metrics("us-east-1", ["orders-db"], METRICS, now - timedelta(hours=1), now)
+    discover(small_aws, warehouse)
+    collect(small_aws, warehouse, now - timedelta(hours=1), now)
+    with duckdb.connect(warehouse.database, read_only=True) as conn:
+        settled = dict(conn.execute("SELECT hour, settled FROM rds_metric_fetches").fetchall())
+    assert settled[now] is False
