@@ -4,7 +4,6 @@ Both are thin: the logic lives in `inventory`, `cloudwatch` and `warehouse`; the
 with Dagster's partitions, config, logging and metadata.
 """
 
-
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -178,7 +177,7 @@ def rds_metrics(
                 end=end,
                 fetched_at=fetched_at,
                 settle_delay=aws.settle_delay,
-                run_id=context.run_id,
+                run_id=context.run.run_id,
             )
     write_seconds = time.monotonic() - started - fetch_seconds
     context.log.info(

@@ -71,7 +71,9 @@ class MetricQuery:
                 "Metric": {
                     "Namespace": NAMESPACE,
                     "MetricName": self.metric,
-                    "Dimensions": [{"Name": INSTANCE_DIMENSION, "Value": self.instance.instance_id}],
+                    "Dimensions": [
+                        {"Name": INSTANCE_DIMENSION, "Value": self.instance.instance_id}
+                    ],
                 },
                 "Period": period_seconds,
                 "Stat": self.statistic,
@@ -204,9 +206,7 @@ def page_to_table(page: dict[str, Any], queries_by_id: dict[str, MetricQuery]) -
         columns["instance_id"].extend([instance.instance_id] * count)
         columns["metric"].extend([query.metric] * count)
         columns["statistic"].extend([query.statistic] * count)
-        columns["ts"].extend(
-            ts.astimezone(UTC).replace(tzinfo=None) for ts in timestamps[:count]
-        )
+        columns["ts"].extend(ts.astimezone(UTC).replace(tzinfo=None) for ts in timestamps[:count])
         columns["value"].extend(float(v) for v in values[:count])
     return pa.table(columns, schema=SPOOL_SCHEMA)
 

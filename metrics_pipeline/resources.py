@@ -79,7 +79,7 @@ class AwsResource(ResourceWithBoto3Configuration):
             use_ssl=self.use_ssl,
             verify=self.verify,
             config=BotocoreConfig(
-                retries={"mode": self.retry_mode, "max_attempts": self.max_attempts},  # type: ignore[typeddict-item]
+                retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},  # type: ignore[typeddict-item]
             ),
         )
         bucket = self._buckets.setdefault(

@@ -1,4 +1,4 @@
-"""Shared fixtures: moto for AWS (with CloudWatch's real GetMetricData limits), a real DuckDB file."""
+"""Shared fixtures: moto for AWS (with GetMetricData's real limits) and a real DuckDB file."""
 
 import os
 import tempfile

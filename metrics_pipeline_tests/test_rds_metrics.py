@@ -34,7 +34,9 @@ def collect(
     instances: list[str] | None = None,
     raise_on_error: bool = True,
 ) -> Any:
-    run_config = {"ops": {"rds_metrics": {"config": {"instances": instances}}}} if instances else None
+    run_config = (
+        {"ops": {"rds_metrics": {"config": {"instances": instances}}}} if instances else None
+    )
     if last is None:
         return materialize(
             [rds_metrics],
@@ -89,7 +91,9 @@ def test_one_partition_matches_what_cloudwatch_was_given(
     expected = put_metrics("us-east-1", ["orders-db"], METRICS, HOUR, HOUR + timedelta(hours=1))
     expected |= put_metrics("eu-west-1", ["users-db"], METRICS, HOUR, HOUR + timedelta(hours=1))
     # Datapoints just outside the hour must not leak into the partition.
-    put_metrics("us-east-1", ["orders-db"], METRICS, HOUR + timedelta(hours=1), HOUR + timedelta(hours=2))
+    put_metrics(
+        "us-east-1", ["orders-db"], METRICS, HOUR + timedelta(hours=1), HOUR + timedelta(hours=2)
+    )
 
     discover(small_aws, warehouse)
     result = collect(small_aws, warehouse, HOUR)
@@ -113,7 +117,9 @@ def test_one_partition_matches_what_cloudwatch_was_given(
 
 def test_statistics_not_requested_are_null(aws: AwsResource, warehouse: WarehouseResource) -> None:
     create_instance("us-east-1", "orders-db")
-    expected = put_metrics("us-east-1", ["orders-db"], ["CPUUtilization"], HOUR, HOUR + timedelta(hours=1))
+    expected = put_metrics(
+        "us-east-1", ["orders-db"], ["CPUUtilization"], HOUR, HOUR + timedelta(hours=1)
+    )
     only_max = make_aws(metrics=["CPUUtilization"], statistics=["Maximum"])
     discover(only_max, warehouse)
     collect(only_max, warehouse, HOUR)
@@ -123,7 +129,9 @@ def test_statistics_not_requested_are_null(aws: AwsResource, warehouse: Warehous
 
 
 def test_range_runs_once_and_rematerializing_is_idempotent(
-    small_aws: AwsResource, warehouse: WarehouseResource, get_metric_data_calls: list[dict[str, Any]]
+    small_aws: AwsResource,
+    warehouse: WarehouseResource,
+    get_metric_data_calls: list[dict[str, Any]],
 ) -> None:
     create_instance("us-east-1", "orders-db")
     end = HOUR + timedelta(hours=3)
@@ -134,9 +142,7 @@ def test_range_runs_once_and_rematerializing_is_idempotent(
     assert len(get_metric_data_calls) == 1  # us-east-1 only: eu-west-1 has no instance
     assert stored(warehouse) == pytest.approx(expected)
     assert materialization_metadata(result)["window_end"] == end.isoformat()
-    materialized = {
-        e.partition for e in result.asset_materializations_for_node("rds_metrics")
-    }
+    materialized = {e.partition for e in result.asset_materializations_for_node("rds_metrics")}
     assert materialized == {partition_key(HOUR + timedelta(hours=h)) for h in range(3)}
 
     for _ in range(2):
@@ -151,17 +157,23 @@ def test_range_runs_once_and_rematerializing_is_idempotent(
 
 
 def test_instances_config_restricts_fetch_and_replace(
-    small_aws: AwsResource, warehouse: WarehouseResource, get_metric_data_calls: list[dict[str, Any]]
+    small_aws: AwsResource,
+    warehouse: WarehouseResource,
+    get_metric_data_calls: list[dict[str, Any]],
 ) -> None:
     for name in ("orders-db", "users-db"):
         create_instance("us-east-1", name)
-    first = put_metrics("us-east-1", ["orders-db", "users-db"], METRICS, HOUR, HOUR + timedelta(hours=1))
+    first = put_metrics(
+        "us-east-1", ["orders-db", "users-db"], METRICS, HOUR, HOUR + timedelta(hours=1)
+    )
     discover(small_aws, warehouse)
     collect(small_aws, warehouse, HOUR)
     get_metric_data_calls.clear()
 
     # New datapoints arrive for both; only users-db is re-collected.
-    later = put_metrics("us-east-1", ["orders-db", "users-db"], ["SwapUsage"], HOUR, HOUR + timedelta(hours=1))
+    later = put_metrics(
+        "us-east-1", ["orders-db", "users-db"], ["SwapUsage"], HOUR, HOUR + timedelta(hours=1)
+    )
     with_swap = make_aws(metrics=[*METRICS, "SwapUsage"])
     collect(with_swap, warehouse, HOUR, instances=["users-db"])
 
@@ -196,7 +208,9 @@ def test_500_query_batching(
     ids = [f"db-{n}" for n in range(8)]
     for name in ids:
         create_instance("us-east-1", name)
-    expected = put_metrics("us-east-1", ids[:1], ["CPUUtilization"], HOUR, HOUR + timedelta(hours=1))
+    expected = put_metrics(
+        "us-east-1", ids[:1], ["CPUUtilization"], HOUR, HOUR + timedelta(hours=1)
+    )
     discover(aws, warehouse)
     result = collect(aws, warehouse, HOUR)
 
@@ -208,7 +222,9 @@ def test_500_query_batching(
 
 
 def test_next_token_paging_returns_every_datapoint(
-    small_aws: AwsResource, warehouse: WarehouseResource, get_metric_data_calls: list[dict[str, Any]]
+    small_aws: AwsResource,
+    warehouse: WarehouseResource,
+    get_metric_data_calls: list[dict[str, Any]],
 ) -> None:
     create_instance("us-east-1", "orders-db")
     create_instance("us-east-1", "users-db")
@@ -252,7 +268,7 @@ def test_hour_in_progress_is_logged_unsettled(
     small_aws: AwsResource, warehouse: WarehouseResource
 ) -> None:
     create_instance("us-east-1", "orders-db")
-    now = datetime.utcnow().replace(minute=0, second=0, microsecond=0)  # noqa: DTZ003
+    now = datetime.utcnow().replace(minute=0, second=0, microsecond=0)
     put_metrics("us-east-1", ["orders-db"], METRICS, now - timedelta(hours=1), now)
     discover(small_aws, warehouse)
     collect(small_aws, warehouse, now - timedelta(hours=1), now)

@@ -10,11 +10,18 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from moto.cloudwatch.exceptions import ValidationError
+from moto.cloudwatch.exceptions import CloudWatchException, ValidationError
 from moto.cloudwatch.responses import CloudWatchResponse
 from moto.core.responses import ActionResult
 
 from metrics_pipeline.cloudwatch import MAX_DATAPOINTS_PER_RESPONSE, MAX_QUERIES_PER_REQUEST
+
+
+class Throttling(CloudWatchException):
+    """CloudWatch's answer past the request quota (HTTP 400, code Throttling)."""
+
+    code = "Throttling"
+    message = "Rate exceeded"
 
 
 def encode_token(offset: int) -> str:

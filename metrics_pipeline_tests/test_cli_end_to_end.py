@@ -1,0 +1,103 @@
+"""The command line a user runs, against a moto server on loopback (no code change, only
+AWS_ENDPOINT_URL), with the warehouse a real DuckDB file."""
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+from moto.server import ThreadedMotoServer
+
+from metrics_pipeline_tests.fleet import create_instance, put_metrics
+
+HOUR = datetime(2026, 11, 20, 10)
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    yield url
+    server.stop()
+
+
+def run_dagster(
+    args: list[str], env: dict[str, str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DAGSTER, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_materialize_from_the_command_line(moto_server: str, tmp_path: Path) -> None:
+    create_instance("us-east-1", "orders-db")
+    expected = put_metrics(
+        "us-east-1",
+        ["orders-db"],
+        ["CPUUtilization", "DiskQueueDepth"],
+        HOUR,
+        HOUR + timedelta(hours=1),
+    )
+    database = tmp_path / "warehouse" / "metrics.duckdb"
+    (tmp_path / "home").mkdir()
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": moto_server,
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "METRICS_AWS_REGIONS": "us-east-1",
+        "METRICS_DUCKDB_PATH": str(database),
+        "METRICS_CLOUDWATCH_METRICS": "CPUUtilization,DiskQueueDepth",
+    }
+    module = ["-m", "metrics_pipeline.definitions"]
+
+    discovered = run_dagster(
+        ["asset", "materialize", *module, "--select", "rds_instances"], env, tmp_path
+    )
+    assert discovered.returncode == 0, discovered.stderr[-3000:]
+    collected = run_dagster(
+        [
+            "asset",
+            "materialize",
+            *module,
+            "--select",
+            "rds_metrics",
+            "--partition",
+            "2026-11-20-10:00",
+        ],
+        env,
+        tmp_path,
+    )
+    assert collected.returncode == 0, collected.stderr[-3000:]
+
+    with duckdb.connect(str(database), read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT instance_id, metric, ts, average, minimum, maximum, sum, sample_count "
+            "FROM rds_metrics"
+        ).fetchall()
+    columns = ("average", "minimum", "maximum", "sum", "sample_count")
+    got = {(r[0], r[1], r[2], c): v for r in rows for c, v in zip(columns, r[3:], strict=True)}
+    assert got == pytest.approx(expected)
+    assert len(rows) == 24
+
+
+def test_bad_setting_fails_the_command_with_its_name(tmp_path: Path) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "METRICS_PERIOD_SECONDS": "90"}
+    result = run_dagster(
+        ["asset", "materialize", "-m", "metrics_pipeline.definitions", "--select", "rds_instances"],
+        env,
+        tmp_path,
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "METRICS_PERIOD_SECONDS: '90' is not allowed" in output
+    assert "botocore" not in output and "duckdb" not in output.lower().replace("metrics.duckdb", "")

@@ -1,0 +1,140 @@
+"""The pure planning of GetMetricData requests: queries, batches, windows, pages."""
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from metrics_pipeline.cloudwatch import (
+    Instance,
+    MetricQuery,
+    align_window,
+    build_queries,
+    datapoints_per_query,
+    minimum_requests,
+    page_to_table,
+    plan_batches,
+    queries_per_request,
+)
+from metrics_pipeline.partitions import hour_starts, is_settled
+
+A = Instance("111", "us-east-1", "a")
+B = Instance("111", "eu-west-1", "b")
+
+
+def test_one_query_per_instance_metric_statistic_with_unique_ids() -> None:
+    queries = build_queries([A, B], ["CPUUtilization", "SwapUsage"], ["Average", "Maximum"])
+    assert len(queries) == 8
+    assert len({q.query_id for q in queries}) == 8
+    api = queries[0].to_api(300)
+    assert api["MetricStat"]["Metric"] == {
+        "Namespace": "AWS/RDS",
+        "MetricName": "CPUUtilization",
+        "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": "a"}],
+    }
+    assert api["MetricStat"]["Period"] == 300
+    assert api["MetricStat"]["Stat"] == "Average"
+    assert api["Id"][0].islower()
+
+
+@pytest.mark.parametrize(
+    ("points", "expected"),
+    [
+        (12, 500),  # one hour at 300 s: 6,000 points per full batch, one page
+        (201, 500),  # 100,500 points: still one page
+        (202, 499),  # 500 x 202 would spill onto a second page; 499 x 202 fills one
+        (864, 466),  # 3 days at 300 s: 466 x 864 = 402,624 = 4 pages of 100,800 (or fewer)
+        (200_000, 499),  # longer than a page: 499 queries need 991 of the 992 pages 500 would
+    ],
+)
+def test_batch_size_fills_whole_pages(points: int, expected: int) -> None:
+    assert queries_per_request(points) == expected
+    if expected < 500 and points * expected > 100_800:
+        pages = -(-points * expected // 100_800)
+        assert points * expected > (pages - 1) * 100_800
+
+
+def test_batches_respect_limit_and_never_mix_regions() -> None:
+    instances = [
+        Instance("111", region, f"{region}-{n}")
+        for region in ("us-east-1", "eu-west-1")
+        for n in range(9)
+    ]
+    statistics = ["Average", "Minimum", "Maximum", "Sum", "SampleCount"]
+    # 18 instances x 2 metrics x 5 statistics = 180 queries, 90 per region, 50 per request.
+    queries = build_queries(instances, ["CPUUtilization", "SwapUsage"], statistics)
+    batches = plan_batches(queries, datapoints_per_query=12, max_queries=50)
+    assert [len(b) for b in batches] == [50, 40, 50, 40]
+    assert all(len({q.instance.region for q in b}) == 1 for b in batches)
+    assert sorted(q.query_id for b in batches for q in b) == sorted(q.query_id for q in queries)
+
+
+def test_three_day_plan_is_close_to_the_lower_bound() -> None:
+    instances = [Instance("111", "us-east-1", f"db-{n}") for n in range(100)]
+    queries = build_queries(
+        instances,
+        [f"m{n}" for n in range(14)],
+        ["Average", "Minimum", "Maximum", "Sum", "SampleCount"],
+    )
+    points = datapoints_per_query(datetime(2026, 11, 1), datetime(2026, 11, 4), 300)
+    assert points == 864
+    batches = plan_batches(queries, points)
+    requests = sum(-(-len(b) * points // 100_800) for b in batches)
+    naive = -(-len(queries) // 500) * -(-500 * points // 100_800)
+    lower = minimum_requests(len(queries), points)
+    assert lower == -(-7000 * 864 // 100_800) == 60
+    assert naive == 70
+    assert lower <= requests <= lower + 1
+
+
+def test_windows_align_to_the_period() -> None:
+    start = datetime(2026, 11, 20, 10, 7, 30)
+    end = datetime(2026, 11, 20, 10, 52, 1)
+    assert align_window(start, end, 300) == (
+        datetime(2026, 11, 20, 10, 5),
+        datetime(2026, 11, 20, 10, 55),
+    )
+    hour = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    assert align_window(hour, hour + timedelta(hours=1), 60) == (hour, hour + timedelta(hours=1))
+
+
+def test_hours_and_settling() -> None:
+    start = datetime(2026, 11, 20, 22)
+    assert hour_starts(start, start + timedelta(hours=3)) == [
+        start + timedelta(hours=h) for h in range(3)
+    ]
+    assert hour_starts(start + timedelta(minutes=5), start + timedelta(hours=1)) == []
+    settle = timedelta(minutes=15)
+    assert is_settled(start, start + timedelta(minutes=75), settle)
+    assert not is_settled(start, start + timedelta(minutes=74, seconds=59), settle)
+
+
+def test_page_rows_carry_their_query_and_utc_time() -> None:
+    query = MetricQuery("q7", A, "CPUUtilization", "Maximum")
+    local = datetime(2026, 11, 20, 10, 5, tzinfo=UTC).astimezone(timezone(timedelta(hours=1)))
+    page = {
+        "MetricDataResults": [
+            {"Id": "q7", "Timestamps": [local, local - timedelta(minutes=5)], "Values": [4.5, 3.0]},
+            {"Id": "q8", "Timestamps": [], "Values": []},
+        ]
+    }
+    table = page_to_table(page, {"q7": query})
+    assert table.to_pylist() == [
+        {
+            "account_id": "111",
+            "region": "us-east-1",
+            "instance_id": "a",
+            "metric": "CPUUtilization",
+            "statistic": "Maximum",
+            "ts": datetime(2026, 11, 20, 10, 5),
+            "value": 4.5,
+        },
+        {
+            "account_id": "111",
+            "region": "us-east-1",
+            "instance_id": "a",
+            "metric": "CPUUtilization",
+            "statistic": "Maximum",
+            "ts": datetime(2026, 11, 20, 10, 0),
+            "value": 3.0,
+        },
+    ]

@@ -1,0 +1,33 @@
+"""The code location loads, and its pieces are wired as the product promises."""
+
+from datetime import UTC, datetime
+
+from dagster import AssetKey, BackfillPolicy
+
+from metrics_pipeline.definitions import defs
+from metrics_pipeline.partitions import hourly_partitions
+from metrics_pipeline.settings import get_settings
+
+
+def test_definitions_load_with_both_assets() -> None:
+    graph = defs.resolve_asset_graph()
+    assert graph.get_all_asset_keys() == {AssetKey("rds_instances"), AssetKey("rds_metrics")}
+    metrics = graph.get(AssetKey("rds_metrics"))
+    assert metrics.parent_keys == {AssetKey("rds_instances")}
+    assert metrics.backfill_policy == BackfillPolicy.single_run()
+    assert defs.resolve_assets_def("rds_metrics").op.pool == "duckdb_warehouse"
+    assert defs.resolve_assets_def("rds_instances").op.pool == "duckdb_warehouse"
+
+
+def test_resources_come_from_the_environment() -> None:
+    resources = defs.resources
+    assert resources["warehouse"].database == str(get_settings().duckdb_path)
+    assert resources["aws"].regions == ["us-east-1"]  # conftest's AWS_DEFAULT_REGION
+    assert resources["aws"].period_seconds == 300
+
+
+def test_last_partition_is_the_hour_in_progress() -> None:
+    now = datetime.now(UTC)
+    keys = hourly_partitions.get_partition_keys(current_time=now)
+    assert keys[-1] == now.strftime("%Y-%m-%d-%H:00")
+    assert keys[0] == "2026-01-01-00:00"

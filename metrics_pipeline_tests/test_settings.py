@@ -1,0 +1,130 @@
+"""Every setting: its default, its parsing, and the one clear message a bad value gets."""
+
+from pathlib import Path
+
+import pytest
+from dagster import materialize
+
+from metrics_pipeline.assets import rds_instances
+from metrics_pipeline.resources import WarehouseResource
+from metrics_pipeline.settings import (
+    DEFAULT_DUCKDB_PATH,
+    DEFAULT_METRICS,
+    ConfigError,
+    Settings,
+    check_writable,
+)
+from metrics_pipeline_tests.conftest import make_aws
+
+BASE = {"AWS_DEFAULT_REGION": "eu-west-1"}
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env(BASE)
+    assert settings.regions == ("eu-west-1",)
+    assert settings.duckdb_path == DEFAULT_DUCKDB_PATH
+    assert DEFAULT_DUCKDB_PATH.parts[-2:] == ("data", "metrics.duckdb")
+    assert settings.period_seconds == 300
+    assert settings.metrics == DEFAULT_METRICS and len(DEFAULT_METRICS) == 14
+    assert settings.statistics == ("Average", "Minimum", "Maximum", "Sum", "SampleCount")
+    assert settings.settle_minutes == 15
+
+
+def test_values_are_parsed() -> None:
+    settings = Settings.from_env(
+        {
+            **BASE,
+            "METRICS_AWS_REGIONS": " us-east-1, eu-west-1 ,us-east-1",
+            "METRICS_PERIOD_SECONDS": "60",
+            "METRICS_CLOUDWATCH_METRICS": "CPUUtilization,ReplicaLag",
+            "METRICS_STATISTICS": "Maximum",
+            "METRICS_SETTLE_MINUTES": "0",
+            "METRICS_PARTITIONS_START": "2026-11-01T06:00",
+            "METRICS_DUCKDB_PATH": "relative/dir/w.duckdb",
+        }
+    )
+    assert settings.regions == ("us-east-1", "eu-west-1")
+    assert settings.period_seconds == 60
+    assert settings.metrics == ("CPUUtilization", "ReplicaLag")
+    assert settings.statistics == ("Maximum",)
+    assert settings.settle_minutes == 0
+    assert settings.partitions_start.isoformat() == "2026-11-01T06:00:00"
+    assert settings.duckdb_path == Path("relative/dir/w.duckdb").resolve()
+
+
+def test_aws_region_wins_over_default_region() -> None:
+    settings = Settings.from_env({"AWS_REGION": "ap-south-1", "AWS_DEFAULT_REGION": "eu-west-1"})
+    assert settings.regions == ("ap-south-1",)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"METRICS_AWS_REGIONS": "us-east-1,moon-1"},
+            "METRICS_AWS_REGIONS: unknown region(s) 'moon-1'",
+        ),
+        ({"METRICS_PERIOD_SECONDS": "7"}, "METRICS_PERIOD_SECONDS: '7' is not allowed"),
+        ({"METRICS_PERIOD_SECONDS": "-300"}, "METRICS_PERIOD_SECONDS: '-300' is not allowed"),
+        ({"METRICS_PERIOD_SECONDS": "0"}, "METRICS_PERIOD_SECONDS: '0' is not allowed"),
+        ({"METRICS_PERIOD_SECONDS": "420"}, "METRICS_PERIOD_SECONDS: '420' is not allowed"),
+        ({"METRICS_PERIOD_SECONDS": "five"}, "METRICS_PERIOD_SECONDS: 'five' is not allowed"),
+        ({"METRICS_SETTLE_MINUTES": "-5"}, "METRICS_SETTLE_MINUTES: -5 is not allowed"),
+        ({"METRICS_SETTLE_MINUTES": "1.5"}, "METRICS_SETTLE_MINUTES: '1.5' is not a whole number"),
+        (
+            {"METRICS_MAX_REQUESTS_PER_SECOND": "-2"},
+            "METRICS_MAX_REQUESTS_PER_SECOND: -2 is not allowed",
+        ),
+        ({"METRICS_AWS_MAX_ATTEMPTS": "0"}, "METRICS_AWS_MAX_ATTEMPTS: 0 is not allowed"),
+        (
+            {"METRICS_CLOUDWATCH_METRICS": "CPUUtilization,CPUUtilisation"},
+            "METRICS_CLOUDWATCH_METRICS: unknown metric(s) 'CPUUtilisation'",
+        ),
+        ({"METRICS_CLOUDWATCH_METRICS": ","}, "METRICS_CLOUDWATCH_METRICS: unknown metric(s)"),
+        ({"METRICS_STATISTICS": "Average,p99"}, "METRICS_STATISTICS: unknown statistic(s) 'p99'"),
+        (
+            {"METRICS_PARTITIONS_START": "yesterday"},
+            "METRICS_PARTITIONS_START: 'yesterday' is not a date",
+        ),
+        ({"METRICS_PARTITIONS_START": "2026-11-01T06:30"}, "must fall on a whole hour"),
+    ],
+)
+def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({**BASE, **env})
+    assert message in str(raised.value)
+    assert raised.value.__cause__ is None
+
+
+def test_directory_as_duckdb_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"METRICS_DUCKDB_PATH: '.*' is a directory"):
+        Settings.from_env({**BASE, "METRICS_DUCKDB_PATH": str(tmp_path)})
+
+
+def test_unwritable_duckdb_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match="METRICS_DUCKDB_PATH: cannot create the folder"):
+        check_writable(blocker / "sub" / "metrics.duckdb")
+
+
+def test_missing_folder_is_created(tmp_path: Path) -> None:
+    check_writable(tmp_path / "new" / "deeper" / "metrics.duckdb")
+    assert (tmp_path / "new" / "deeper").is_dir()
+
+
+def test_unwritable_path_fails_the_run_at_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = materialize(
+        [rds_instances],
+        resources={
+            "aws": make_aws(),
+            "warehouse": WarehouseResource(database=str(blocker / "metrics.duckdb")),
+        },
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = result.all_events[-1].event_specific_data.error  # RUN_FAILURE
+    text = failure.to_string()
+    assert "METRICS_DUCKDB_PATH: cannot create the folder" in text
