@@ -29,14 +29,13 @@ from metrics_pipeline.cloudwatch import (
     minimum_requests,
     plan_batches,
 )
-from metrics_pipeline.inventory import describe_instances
+from metrics_pipeline.inventory import describe_instances, instances_existing
 from metrics_pipeline.partitions import hourly_partitions, naive_utc
 from metrics_pipeline.resources import AwsResource, WarehouseResource, aws_errors
 from metrics_pipeline.warehouse import (
     INSTANCES_TABLE,
     METRICS_TABLE,
-    collection_targets,
-    known_instance_ids,
+    read_inventory,
     replace_metrics,
     table_exists,
     upsert_instances,
@@ -72,7 +71,7 @@ def rds_instances(
         context.log.info(f"{region}: {len(found)} instance(s)")
         records.extend(found)
     with warehouse.connect() as conn:
-        known_before = known_instance_ids(conn)
+        known_before = {entry.instance.instance_id for entry in read_inventory(conn, aws.regions)}
         upsert_instances(conn, records, seen_at)
     new_ids = sorted(r["instance_id"] for r in records if r["instance_id"] not in known_before)
     if new_ids:
@@ -130,15 +129,16 @@ def rds_metrics(
             raise Failure(
                 description="The inventory is empty: materialize rds_instances before rds_metrics."
             )
-        unknown = sorted(set(config.instances) - known_instance_ids(conn))
-        if unknown:
-            raise Failure(
-                description=(
-                    f"instances: unknown instance id(s) {', '.join(unknown)}; "
-                    f"the inventory ({INSTANCES_TABLE}) does not list them."
-                )
+        inventory = read_inventory(conn, aws.regions)
+    unknown = sorted(set(config.instances) - {entry.instance.instance_id for entry in inventory})
+    if unknown:
+        raise Failure(
+            description=(
+                f"instances: unknown instance id(s) {', '.join(unknown)}; "
+                f"the inventory ({INSTANCES_TABLE}) does not list them."
             )
-        targets = collection_targets(conn, aws.regions, start, end, config.instances)
+        )
+    targets = instances_existing(inventory, start, end, config.instances)
     context.log.info(f"Collecting {start} to {end} UTC for {len(targets)} instance(s)")
 
     stats = RequestStats()

@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from metrics_pipeline.cloudwatch import Instance
+
 DESCRIBE_PAGE_SIZE = 100  # DescribeDBInstances allows 20 to 100 records per page
+
+# An instance counts as existing in a window if discovery saw it no earlier than this before
+# the window began: deleted instances drop out, a missed discovery does not.
+DISCOVERY_GRACE = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class InventoryEntry:
+    """What the inventory knows of an instance's life: enough to say when it existed."""
+
+    instance: Instance
+    create_time: datetime | None
+    first_seen: datetime
+    last_seen: datetime
+
+    def existed_during(self, start: datetime, end: datetime) -> bool:
+        born = self.create_time or self.first_seen
+        return born < end and self.last_seen >= start - DISCOVERY_GRACE
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:
@@ -41,4 +63,18 @@ def describe_instances(
         instance_record(db_instance, account_id, region)
         for page in paginator.paginate(PaginationConfig={"PageSize": page_size})
         for db_instance in page.get("DBInstances", [])
+    ]
+
+
+def instances_existing(
+    inventory: Sequence[InventoryEntry],
+    start: datetime,
+    end: datetime,
+    only: Collection[str] = (),
+) -> list[Instance]:
+    """The instances to collect for [start, end): those that existed, optionally a subset."""
+    return [
+        entry.instance
+        for entry in inventory
+        if entry.existed_during(start, end) and (not only or entry.instance.instance_id in only)
     ]

@@ -17,16 +17,13 @@ import duckdb
 import pyarrow as pa
 
 from metrics_pipeline.cloudwatch import Instance
+from metrics_pipeline.inventory import InventoryEntry
 from metrics_pipeline.partitions import hour_starts, is_settled
 from metrics_pipeline.settings import RDS_METRIC_UNITS, STATISTIC_COLUMNS
 
 INSTANCES_TABLE = "rds_instances"
 METRICS_TABLE = "rds_metrics"
 FETCHES_TABLE = "rds_metric_fetches"
-
-# An instance is collected for a window if discovery saw it no earlier than this before the
-# window began: deleted instances drop out, a missed discovery tick does not.
-DISCOVERY_GRACE = timedelta(hours=2)
 
 SCHEMA_SQL = f"""
 CREATE TABLE IF NOT EXISTS {INSTANCES_TABLE} (
@@ -145,39 +142,21 @@ def upsert_instances(
         conn.unregister("discovered")
 
 
-def collection_targets(
-    conn: duckdb.DuckDBPyConnection,
-    regions: Sequence[str],
-    start: datetime,
-    end: datetime,
-    only: Sequence[str] = (),
-) -> list[Instance]:
-    """Instances that existed during [start, end) per the inventory, optionally a subset."""
+def read_inventory(
+    conn: duckdb.DuckDBPyConnection, regions: Sequence[str]
+) -> list[InventoryEntry]:
+    """The inventory of the collected regions, oldest key first; empty before discovery."""
     if not table_exists(conn, INSTANCES_TABLE):
         return []
     rows = conn.execute(
         f"""
-        SELECT account_id, region, instance_id FROM {INSTANCES_TABLE}
-        WHERE region IN (SELECT unnest($regions))
-          AND coalesce(create_time, first_seen) < $end
-          AND last_seen >= $start
-          AND (len($only) = 0 OR instance_id IN (SELECT unnest($only)))
+        SELECT account_id, region, instance_id, create_time, first_seen, last_seen
+        FROM {INSTANCES_TABLE} WHERE region IN (SELECT unnest($regions))
         ORDER BY region, account_id, instance_id
         """,
-        {
-            "regions": list(regions),
-            "start": start - DISCOVERY_GRACE,
-            "end": end,
-            "only": list(only),
-        },
+        {"regions": list(regions)},
     ).fetchall()
-    return [Instance(*row) for row in rows]
-
-
-def known_instance_ids(conn: duckdb.DuckDBPyConnection) -> set[str]:
-    if not table_exists(conn, INSTANCES_TABLE):
-        return set()
-    return {row[0] for row in conn.execute(f"SELECT instance_id FROM {INSTANCES_TABLE}").fetchall()}
+    return [InventoryEntry(Instance(*row[:3]), *row[3:]) for row in rows]
 
 
 def _sql_literal(value: object) -> str:
