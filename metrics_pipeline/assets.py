@@ -30,8 +30,9 @@ from metrics_pipeline.cloudwatch import (
     plan_batches,
 )
 from metrics_pipeline.inventory import describe_instances, instances_existing
-from metrics_pipeline.partitions import hourly_partitions, naive_utc
+from metrics_pipeline.partitions import hourly_partitions, naive_utc, oldest_kept_hour
 from metrics_pipeline.resources import AwsResource, WarehouseResource, aws_errors
+from metrics_pipeline.settings import cloudwatch_retention_days
 from metrics_pipeline.warehouse import (
     INSTANCES_TABLE,
     METRICS_TABLE,
@@ -94,6 +95,25 @@ def rds_instances(
     )
 
 
+def check_collectable(start: datetime, now: datetime, retention_days: int, period: int) -> None:
+    """Refuses hours that retention would delete at once, or that CloudWatch no longer has."""
+    cloudwatch_days = cloudwatch_retention_days(period)
+    oldest = max(oldest_kept_hour(now, retention_days), oldest_kept_hour(now, cloudwatch_days))
+    if start < oldest:
+        limit = (
+            f"METRICS_RETENTION_DAYS={retention_days}"
+            if retention_days <= cloudwatch_days
+            else f"CloudWatch keeps {period} s data for {cloudwatch_days} days"
+        )
+        raise Failure(
+            description=(
+                f"rds_metrics: the window starts at {start:%Y-%m-%d %H:%M} UTC, before "
+                f"{oldest:%Y-%m-%d %H:%M} UTC, the oldest hour that can be collected "
+                f"({limit}). Choose hours from {oldest:%Y-%m-%d %H:%M} UTC on."
+            )
+        )
+
+
 class CollectionConfig(Config):
     instances: list[str] = Field(
         default_factory=list,
@@ -113,7 +133,9 @@ class CollectionConfig(Config):
     description=(
         f"CloudWatch metrics of every RDS instance, one partition per UTC hour (DuckDB table "
         f"`{METRICS_TABLE}`, fetch log `rds_metric_fetches`). A run over a range of hours "
-        "fetches the whole window with batched GetMetricData calls."
+        "fetches the whole window with batched GetMetricData calls. Hours older than "
+        "METRICS_RETENTION_DAYS are deleted daily: Dagster still shows them as materialized, "
+        "and each dropped hour carries a `dropped_by_retention` observation."
     ),
 )
 def rds_metrics(
@@ -124,6 +146,7 @@ def rds_metrics(
 ) -> MaterializeResult:
     window = context.partition_time_window
     start, end = align_window(naive_utc(window.start), naive_utc(window.end), aws.period_seconds)
+    check_collectable(start, _utc_now(), warehouse.retention_days, aws.period_seconds)
     with warehouse.connect() as conn:
         if not table_exists(conn, INSTANCES_TABLE):
             raise Failure(

@@ -36,6 +36,23 @@ def hour_starts(start: datetime, end: datetime) -> list[datetime]:
     return [first + n * HOUR for n in range(count)]
 
 
+def floor_hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def partition_key(hour: datetime) -> str:
+    return hour.strftime("%Y-%m-%d-%H:%M")
+
+
+def hour_of_key(key: str) -> datetime:
+    return datetime.strptime(key, "%Y-%m-%d-%H:%M")
+
+
 def is_settled(hour_start: datetime, fetched_at: datetime, settle_delay: timedelta) -> bool:
     """CloudWatch publishes late: an hour is final once it ended settle_delay before the fetch."""
     return hour_start + HOUR + settle_delay <= fetched_at
+
+
+def oldest_kept_hour(now: datetime, days: int) -> datetime:
+    """The first hour still inside a window of `days` days ending now (whole hours only)."""
+    return floor_hour(now - timedelta(days=days))

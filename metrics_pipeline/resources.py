@@ -24,6 +24,7 @@ from metrics_pipeline.settings import (
     DEFAULT_MAX_REQUESTS_PER_SECOND,
     DEFAULT_METRICS,
     DEFAULT_PERIOD_SECONDS,
+    DEFAULT_RETENTION_DAYS,
     DEFAULT_SETTLE_MINUTES,
     DEFAULT_STATISTICS,
     Settings,
@@ -132,6 +133,10 @@ class WarehouseResource(DuckDBResource):
     file's lock; this adds a writable-path check at run start and always closes connections.
     """
 
+    retention_days: int = Field(
+        default=DEFAULT_RETENTION_DAYS, description="Days of metrics the warehouse keeps."
+    )
+
     def setup_for_execution(self, context: InitResourceContext) -> None:
         if self.database != ":memory:":
             check_writable(Path(self.database))
@@ -143,6 +148,16 @@ class WarehouseResource(DuckDBResource):
                 yield conn
             finally:
                 conn.close()
+
+    @contextmanager
+    def connect_read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A reader's connection, without waiting: raises duckdb.IOException while a writer
+        holds the file (or before the file exists)."""
+        conn = duckdb.connect(self.database, read_only=True)
+        try:
+            yield conn
+        finally:
+            conn.close()
 
 
 def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
@@ -156,5 +171,7 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
             max_requests_per_second=settings.max_requests_per_second,
             max_attempts=settings.aws_max_attempts,
         ),
-        "warehouse": WarehouseResource(database=str(settings.duckdb_path)),
+        "warehouse": WarehouseResource(
+            database=str(settings.duckdb_path), retention_days=settings.retention_days
+        ),
     }

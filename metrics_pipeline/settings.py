@@ -91,6 +91,11 @@ DEFAULT_SETTLE_MINUTES = 15
 DEFAULT_PARTITIONS_START = "2026-01-01"
 DEFAULT_MAX_REQUESTS_PER_SECOND = 10.0
 DEFAULT_AWS_MAX_ATTEMPTS = 8
+DEFAULT_FRESH_INTERVAL_MINUTES = 15
+DEFAULT_BACKFILL_DAYS = 3
+DEFAULT_BACKFILL_INTERVAL_MINUTES = 60
+DEFAULT_BACKFILL_MAX_HOURS_PER_TICK = 24
+DEFAULT_RETENTION_DAYS = 7
 
 
 class ConfigError(ValueError):
@@ -110,6 +115,19 @@ class Settings:
     )
     max_requests_per_second: float = DEFAULT_MAX_REQUESTS_PER_SECOND
     aws_max_attempts: int = DEFAULT_AWS_MAX_ATTEMPTS
+    fresh_interval_minutes: int = DEFAULT_FRESH_INTERVAL_MINUTES
+    backfill_days: int = DEFAULT_BACKFILL_DAYS
+    backfill_interval_minutes: int = DEFAULT_BACKFILL_INTERVAL_MINUTES
+    backfill_max_hours_per_tick: int = DEFAULT_BACKFILL_MAX_HOURS_PER_TICK
+    retention_days: int = DEFAULT_RETENTION_DAYS
+
+    def __post_init__(self) -> None:
+        if self.backfill_days >= self.retention_days:
+            raise ConfigError(
+                f"METRICS_BACKFILL_DAYS ({self.backfill_days}) must be less than "
+                f"METRICS_RETENTION_DAYS ({self.retention_days}), or retention would delete "
+                "hours the gap sensor keeps healing."
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -135,11 +153,51 @@ class Settings:
                 DEFAULT_AWS_MAX_ATTEMPTS,
                 minimum=1,
             ),
+            fresh_interval_minutes=parse_fresh_interval(env.get("METRICS_FRESH_INTERVAL_MINUTES")),
+            backfill_days=parse_int(
+                "METRICS_BACKFILL_DAYS",
+                env.get("METRICS_BACKFILL_DAYS"),
+                DEFAULT_BACKFILL_DAYS,
+                minimum=1,
+            ),
+            backfill_interval_minutes=parse_int(
+                "METRICS_BACKFILL_INTERVAL_MINUTES",
+                env.get("METRICS_BACKFILL_INTERVAL_MINUTES"),
+                DEFAULT_BACKFILL_INTERVAL_MINUTES,
+                minimum=1,
+            ),
+            backfill_max_hours_per_tick=parse_int(
+                "METRICS_BACKFILL_MAX_HOURS_PER_TICK",
+                env.get("METRICS_BACKFILL_MAX_HOURS_PER_TICK"),
+                DEFAULT_BACKFILL_MAX_HOURS_PER_TICK,
+                minimum=1,
+            ),
+            retention_days=parse_int(
+                "METRICS_RETENTION_DAYS",
+                env.get("METRICS_RETENTION_DAYS"),
+                DEFAULT_RETENTION_DAYS,
+                minimum=1,
+            ),
         )
 
     @property
     def settle_delay(self) -> timedelta:
         return timedelta(minutes=self.settle_minutes)
+
+    @property
+    def fresh_cron(self) -> str:
+        minutes = self.fresh_interval_minutes
+        return "* * * * *" if minutes == 1 else f"*/{minutes} * * * *"
+
+
+def cloudwatch_retention_days(period_seconds: int) -> int:
+    """How far back CloudWatch answers at this period: it keeps 1-minute datapoints for
+    15 days, 5-minute aggregates for 63 days and hourly ones for 455 days."""
+    if period_seconds % 3600 == 0:
+        return 455
+    if period_seconds % 300 == 0:
+        return 63
+    return 15
 
 
 @cache
@@ -261,6 +319,18 @@ def parse_period(raw: str | None) -> int:
             "that divides an hour (60, 120, 180, 240, 300, 360, 600, 720, 900, 1200, 1800, 3600)."
         )
     return value
+
+
+def parse_fresh_interval(raw: str | None) -> int:
+    minutes = parse_int(
+        "METRICS_FRESH_INTERVAL_MINUTES", raw, DEFAULT_FRESH_INTERVAL_MINUTES, minimum=1
+    )
+    if 60 % minutes:
+        raise ConfigError(
+            f"METRICS_FRESH_INTERVAL_MINUTES: {minutes} is not allowed; expected a number of "
+            "minutes that divides an hour (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)."
+        )
+    return minutes
 
 
 def parse_metrics(raw: str | None) -> tuple[str, ...]:

@@ -142,9 +142,7 @@ def upsert_instances(
         conn.unregister("discovered")
 
 
-def read_inventory(
-    conn: duckdb.DuckDBPyConnection, regions: Sequence[str]
-) -> list[InventoryEntry]:
+def read_inventory(conn: duckdb.DuckDBPyConnection, regions: Sequence[str]) -> list[InventoryEntry]:
     """The inventory of the collected regions, oldest key first; empty before discovery."""
     if not table_exists(conn, INSTANCES_TABLE):
         return []
@@ -292,3 +290,54 @@ def replace_metrics(
     finally:
         for name in ("targets", "fetched_hours", "metric_units"):
             conn.unregister(name)
+
+
+def settled_fetches(
+    conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+) -> set[tuple[Instance, datetime]]:
+    """(instance, hour) pairs of [start, end) whose data was fetched after the hour settled."""
+    if not table_exists(conn, FETCHES_TABLE):
+        return set()
+    rows = conn.execute(
+        f"""
+        SELECT account_id, region, instance_id, hour FROM {FETCHES_TABLE}
+        WHERE settled AND hour >= $start AND hour < $end
+        """,
+        {"start": start, "end": end},
+    ).fetchall()
+    return {(Instance(*row[:3]), row[3]) for row in rows}
+
+
+# Every table that holds time series, with its time column: what retention trims.
+TIME_SERIES_TABLES: dict[str, str] = {METRICS_TABLE: "ts", FETCHES_TABLE: "hour"}
+
+
+@dataclass(frozen=True)
+class TableTrim:
+    table: str
+    rows: int
+    hours: list[datetime]
+
+
+def drop_rows_before(conn: duckdb.DuckDBPyConnection, cutoff: datetime) -> list[TableTrim]:
+    """Deletes what is older than `cutoff` from every time-series table, a transaction each."""
+    ensure_schema(conn)
+    trims = []
+    for table, column in TIME_SERIES_TABLES.items():
+
+        def trim(table: str = table, column: str = column) -> TableTrim:
+            hours = [
+                row[0]
+                for row in conn.execute(
+                    f"SELECT DISTINCT date_trunc('hour', {column}) FROM {table} "
+                    f"WHERE {column} < $cutoff ORDER BY 1",
+                    {"cutoff": cutoff},
+                ).fetchall()
+            ]
+            deleted = conn.execute(
+                f"DELETE FROM {table} WHERE {column} < $cutoff", {"cutoff": cutoff}
+            ).fetchone()
+            return TableTrim(table, int(deleted[0]) if deleted else 0, hours)
+
+        trims.append(_in_transaction(conn, trim))
+    return trims

@@ -12,6 +12,10 @@ import boto3
 from moto.rds.models import rds_backends
 
 ACCOUNT_ID = "123456789012"  # moto's default account
+# Tests collect hours relative to now: the pipeline refuses hours outside retention.
+THIS_HOUR = datetime.now(UTC).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+TWO_DAYS_AGO = THIS_HOUR - timedelta(days=2)
+A_MONTH_AGO = (THIS_HOUR - timedelta(days=30)).replace(tzinfo=UTC)
 STAT_COLUMNS = ("average", "minimum", "maximum", "sum", "sample_count")
 
 
@@ -22,7 +26,7 @@ def create_instance(
     instance_class: str = "db.t3.micro",
     storage_gb: int = 20,
     tags: dict[str, str] | None = None,
-    created: datetime = datetime(2026, 11, 1, tzinfo=UTC),
+    created: datetime = A_MONTH_AGO,
 ) -> None:
     """An instance as DescribeDBInstances will list it, created at `created`.
 

@@ -5,16 +5,17 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
 import pytest
 from moto.server import ThreadedMotoServer
 
-from metrics_pipeline_tests.fleet import create_instance, put_metrics
+from metrics_pipeline.partitions import partition_key
+from metrics_pipeline_tests.fleet import TWO_DAYS_AGO, create_instance, put_metrics
 
-HOUR = datetime(2026, 11, 20, 10)
+HOUR = TWO_DAYS_AGO
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 pytestmark = pytest.mark.e2e
@@ -72,7 +73,7 @@ def test_materialize_from_the_command_line(moto_server: str, tmp_path: Path) -> 
             "--select",
             "rds_metrics",
             "--partition",
-            "2026-11-20-10:00",
+            partition_key(HOUR),
         ],
         env,
         tmp_path,

@@ -10,9 +10,16 @@ from dagster import materialize
 from metrics_pipeline.assets import rds_instances, rds_metrics
 from metrics_pipeline.resources import AwsResource, WarehouseResource
 from metrics_pipeline_tests.conftest import make_aws
-from metrics_pipeline_tests.fleet import ACCOUNT_ID, STAT_COLUMNS, create_instance, put_metrics
+from metrics_pipeline_tests.fleet import (
+    ACCOUNT_ID,
+    STAT_COLUMNS,
+    THIS_HOUR,
+    TWO_DAYS_AGO,
+    create_instance,
+    put_metrics,
+)
 
-HOUR = datetime(2026, 11, 20, 10, 0)
+HOUR = TWO_DAYS_AGO
 METRICS = ["CPUUtilization", "FreeableMemory"]
 
 pytestmark = pytest.mark.usefixtures("moto_aws")
@@ -268,7 +275,7 @@ def test_hour_in_progress_is_logged_unsettled(
     small_aws: AwsResource, warehouse: WarehouseResource
 ) -> None:
     create_instance("us-east-1", "orders-db")
-    now = datetime.utcnow().replace(minute=0, second=0, microsecond=0)
+    now = THIS_HOUR
     put_metrics("us-east-1", ["orders-db"], METRICS, now - timedelta(hours=1), now)
     discover(small_aws, warehouse)
     collect(small_aws, warehouse, now - timedelta(hours=1), now)

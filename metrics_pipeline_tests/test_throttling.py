@@ -1,7 +1,7 @@
 """Throttled GetMetricData calls: retried by botocore, or a clear failure once retries run out."""
 
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,9 +13,9 @@ from metrics_pipeline.cloudwatch import RequestStats
 from metrics_pipeline.local_aws import cloudwatch_limits
 from metrics_pipeline.resources import WarehouseResource
 from metrics_pipeline_tests.conftest import make_aws
-from metrics_pipeline_tests.fleet import create_instance, put_metrics
+from metrics_pipeline_tests.fleet import TWO_DAYS_AGO, create_instance, put_metrics
 
-HOUR = datetime(2026, 11, 20, 10)
+HOUR = TWO_DAYS_AGO
 
 pytestmark = pytest.mark.usefixtures("moto_aws")
 

@@ -1,0 +1,98 @@
+"""The jobs that schedules, the gap sensor and operators launch."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dagster import (
+    AssetObservation,
+    AssetSelection,
+    MetadataValue,
+    OpExecutionContext,
+    Output,
+    define_asset_job,
+    job,
+    op,
+)
+
+from metrics_pipeline.assets import WAREHOUSE_POOL, rds_instances, rds_metrics
+from metrics_pipeline.partitions import hourly_partitions, oldest_kept_hour, partition_key
+from metrics_pipeline.resources import WarehouseResource
+from metrics_pipeline.warehouse import drop_rows_before
+
+# Run-queue priorities: a fresh tick goes ahead of healing backfills waiting in the queue.
+FRESH_PRIORITY = "10"
+HEALING_PRIORITY = "-10"
+
+fresh_collection_job = define_asset_job(
+    "fresh_collection",
+    selection=AssetSelection.assets(rds_instances, rds_metrics),
+    description="Refreshes the inventory, then collects the newest hours (one run per tick).",
+    tags={"dagster/priority": FRESH_PRIORITY},
+)
+
+healing_job = define_asset_job(
+    "healing_backfill",
+    selection=AssetSelection.assets(rds_metrics),
+    description="Re-collects settled hours that lack data (launched by the gap sensor).",
+    tags={"dagster/priority": HEALING_PRIORITY},
+)
+
+
+def _file_bytes(database: str) -> int:
+    """The warehouse's size on disk, its write-ahead log included."""
+    paths = [Path(database), Path(database + ".wal")]
+    return sum(p.stat().st_size for p in paths if p.exists())
+
+
+@op(pool=WAREHOUSE_POOL)
+def drop_expired_rows(context: OpExecutionContext, warehouse: WarehouseResource) -> Output[int]:
+    """Deletes metrics older than the retention, then checkpoints so the space is reused.
+
+    Dagster OSS keeps partition status forever, so each dropped hour also gets an
+    observation on rds_metrics saying its rows are gone: the UI's history stays honest.
+    """
+    now = datetime.now(UTC).replace(tzinfo=None)
+    cutoff = oldest_kept_hour(now, warehouse.retention_days)
+    bytes_before = _file_bytes(warehouse.database)
+    with warehouse.connect() as conn:
+        trims = drop_rows_before(conn, cutoff)
+        conn.execute("CHECKPOINT")
+    bytes_after = _file_bytes(warehouse.database)
+
+    valid_keys = set(hourly_partitions.get_partition_keys())
+    dropped_hours = sorted({hour for trim in trims for hour in trim.hours})
+    for hour in dropped_hours:
+        key = partition_key(hour)
+        if key in valid_keys:
+            context.log_event(
+                AssetObservation(
+                    asset_key=rds_metrics.key,
+                    partition=key,
+                    metadata={"dropped_by_retention": True, "cutoff": cutoff.isoformat()},
+                )
+            )
+    rows = sum(trim.rows for trim in trims)
+    context.log.info(
+        f"Dropped {rows} row(s) older than {cutoff} UTC ({len(dropped_hours)} hour(s)); "
+        f"file {bytes_before} -> {bytes_after} bytes"
+    )
+    return Output(
+        rows,
+        metadata={
+            "cutoff": cutoff.isoformat(),
+            "retention_days": warehouse.retention_days,
+            "hours_dropped": len(dropped_hours),
+            "rows_dropped": rows,
+            **{f"rows_dropped_{trim.table}": trim.rows for trim in trims},
+            "bytes_before": bytes_before,
+            "bytes_after": bytes_after,
+            "oldest_dropped_hour": MetadataValue.text(
+                dropped_hours[0].isoformat() if dropped_hours else "none"
+            ),
+        },
+    )
+
+
+@job(description="Drops metrics older than METRICS_RETENTION_DAYS from every table.")
+def retention_job() -> None:
+    drop_expired_rows()

@@ -1,0 +1,67 @@
+"""Fresh collection every few minutes, and retention once a day."""
+
+from datetime import datetime, timedelta
+
+from dagster import (
+    DefaultScheduleStatus,
+    RunRequest,
+    ScheduleEvaluationContext,
+    schedule,
+)
+
+from metrics_pipeline.jobs import fresh_collection_job, retention_job
+from metrics_pipeline.partitions import HOUR, floor_hour, naive_utc, partition_key
+from metrics_pipeline.settings import get_settings
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+settings = get_settings()
+
+
+def fresh_hours(
+    scheduled: datetime, settle_delay: timedelta, tick_interval: timedelta
+) -> tuple[datetime, datetime]:
+    """The hour in progress, preceded by the previous hour until one tick has fetched it
+    settled: CloudWatch keeps filling an hour for a while after it ends."""
+    current = floor_hour(scheduled)
+    previous = current - HOUR
+    settled_by_earlier_tick = scheduled - tick_interval >= previous + HOUR + settle_delay
+    return (current if settled_by_earlier_tick else previous), current
+
+
+def range_tags(first: datetime, last: datetime) -> dict[str, str]:
+    """Tags that make one run cover [first, last] of a single-run backfill asset."""
+    return {RANGE_START_TAG: partition_key(first), RANGE_END_TAG: partition_key(last)}
+
+
+@schedule(
+    job=fresh_collection_job,
+    cron_schedule=settings.fresh_cron,
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description=(
+        "Collects the hour in progress (and the previous one until it has settled) in one "
+        "run, after refreshing the inventory so new instances are collected at once."
+    ),
+)
+def fresh_collection_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+    scheduled = naive_utc(context.scheduled_execution_time)
+    first, last = fresh_hours(
+        scheduled, settings.settle_delay, timedelta(minutes=settings.fresh_interval_minutes)
+    )
+    return RunRequest(
+        run_key=f"fresh {scheduled:%Y-%m-%dT%H:%M}",
+        tags=range_tags(first, last),
+    )
+
+
+@schedule(
+    job=retention_job,
+    cron_schedule="20 0 * * *",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Drops data older than METRICS_RETENTION_DAYS, daily at 00:20 UTC.",
+)
+def retention_schedule() -> RunRequest:
+    return RunRequest()

@@ -1,0 +1,105 @@
+"""The self-healing gap sensor: finds settled hours that lack data and backfills them."""
+
+from datetime import UTC, datetime
+
+import duckdb
+from dagster import (
+    AssetKey,
+    AssetPartitionStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from metrics_pipeline.healing import (
+    HealingRun,
+    HourStatus,
+    find_gaps,
+    healing_hours,
+    plan_healing_runs,
+)
+from metrics_pipeline.jobs import healing_job
+from metrics_pipeline.partitions import HOUR, hourly_partitions, partition_key
+from metrics_pipeline.resources import AwsResource, WarehouseResource
+from metrics_pipeline.schedules import range_tags
+from metrics_pipeline.settings import get_settings
+from metrics_pipeline.warehouse import read_inventory, settled_fetches
+
+settings = get_settings()
+
+STATUS_OF: dict[AssetPartitionStatus | None, HourStatus] = {
+    AssetPartitionStatus.MATERIALIZED: HourStatus.MATERIALIZED,
+    AssetPartitionStatus.FAILED: HourStatus.FAILED,
+    AssetPartitionStatus.IN_PROGRESS: HourStatus.IN_PROGRESS,
+    None: HourStatus.MISSING,
+}
+
+
+def healing_request(run: HealingRun, now: datetime) -> RunRequest:
+    scope = ",".join(run.instance_ids) if run.instance_ids else "all instances"
+    run_config = (
+        {"ops": {"rds_metrics": {"config": {"instances": list(run.instance_ids)}}}}
+        if run.instance_ids
+        else {}
+    )
+    return RunRequest(
+        run_key=(
+            f"heal {partition_key(run.first_hour)}..{partition_key(run.last_hour)} "
+            f"[{scope}] @{now:%Y-%m-%dT%H:%M}"
+        ),
+        run_config=run_config,
+        tags=range_tags(run.first_hour, run.last_hour),
+    )
+
+
+@sensor(
+    job=healing_job,
+    minimum_interval_seconds=settings.backfill_interval_minutes * 60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        f"Every {settings.backfill_interval_minutes} min, looks back "
+        f"{settings.backfill_days} days for settled hours that an existing instance has no "
+        "settled fetch of, or that never materialized, and backfills them (at most "
+        f"{settings.backfill_max_hours_per_tick} hours per tick, newest first)."
+    ),
+)
+def gap_healing_sensor(
+    context: SensorEvaluationContext, warehouse: WarehouseResource, aws: AwsResource
+) -> SensorResult | SkipReason:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    hours = healing_hours(now, settings.backfill_days, aws.settle_delay)
+    if not hours:
+        return SkipReason("No settled hour in the look-back window yet.")
+    try:
+        with warehouse.connect_read_only() as conn:
+            inventory = read_inventory(conn, aws.regions)
+            settled = settled_fetches(conn, hours[0], hours[-1] + HOUR)
+    except duckdb.IOException as error:
+        return SkipReason(f"The warehouse could not be read ({error}); trying again next tick.")
+    if not inventory:
+        return SkipReason("The inventory is empty: rds_instances has not run yet.")
+
+    keys = [partition_key(hour) for hour in hours]
+    statuses = (
+        context.instance.get_status_by_partition(AssetKey("rds_metrics"), keys, hourly_partitions)
+        or {}
+    )
+    status_by_hour = {
+        hour: STATUS_OF[statuses.get(key)] for hour, key in zip(hours, keys, strict=True)
+    }
+    gaps = find_gaps(hours, inventory, settled, status_by_hour)
+    if not gaps:
+        return SkipReason(
+            f"No gaps: {len(hours)} settled hours since {partition_key(hours[0])} are complete "
+            f"for {len(inventory)} instance(s)."
+        )
+    runs = plan_healing_runs(gaps, inventory, settings.backfill_max_hours_per_tick)
+    planned = sum(run.hours for run in runs)
+    context.log.info(
+        f"{len(gaps)} gap hour(s) found; launching {len(runs)} run(s) for {planned} hour(s)"
+        + (", the rest next tick" if planned < len(gaps) else "")
+    )
+    return SensorResult(run_requests=[healing_request(run, now) for run in runs])
