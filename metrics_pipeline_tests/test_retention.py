@@ -1,0 +1,144 @@
+"""Retention: old rows dropped from every time-series table, recent ones untouched, and
+hours outside the retention (or CloudWatch's) refused."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from dagster import DagsterEventType, instance_for_test, materialize
+
+from metrics_pipeline.assets import rds_metrics
+from metrics_pipeline.jobs import retention_job
+from metrics_pipeline.resources import WarehouseResource
+from metrics_pipeline.settings import ConfigError, Settings
+from metrics_pipeline.warehouse import ensure_schema
+from metrics_pipeline_tests.conftest import make_aws
+
+
+def floor_hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def fill(database: str, first_hour: datetime, hours: int) -> None:
+    """One instance, one metric, 12 periods an hour, and a fetch log row per hour."""
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(database) as conn:
+        ensure_schema(conn)
+        conn.execute(
+            """
+            INSERT INTO rds_metrics
+            SELECT $first + INTERVAL 5 MINUTE * n, '1', 'us-east-1', 'db', 'CPUUtilization',
+                   'Percent', n, n, n, n, 1, $first
+            FROM range($periods) t(n)
+            """,
+            {"first": first_hour, "periods": hours * 12},
+        )
+        conn.execute(
+            """
+            INSERT INTO rds_metric_fetches
+            SELECT $first + INTERVAL 1 HOUR * n, '1', 'us-east-1', 'db', $first, 12, true, 'r'
+            FROM range($hours) t(n)
+            """,
+            {"first": first_hour, "hours": hours},
+        )
+
+
+def output_metadata(result: Any) -> dict[str, Any]:
+    [output] = [
+        event
+        for event in result.events_for_node("drop_expired_rows")
+        if event.event_type == DagsterEventType.STEP_OUTPUT
+    ]
+    return {k: v.value for k, v in output.event_specific_data.metadata.items()}
+
+
+def test_drops_old_hours_keeps_recent_ones_and_reports(warehouse: WarehouseResource) -> None:
+    before = datetime.now(UTC).replace(tzinfo=None)
+    first = floor_hour(before) - timedelta(days=10)
+    fill(warehouse.database, first, 10 * 24 + 1)
+    seven_days = WarehouseResource(database=warehouse.database, retention_days=7)
+
+    with instance_for_test() as instance:
+        result = retention_job.execute_in_process(
+            resources={"warehouse": seven_days}, instance=instance
+        )
+        observations = instance.get_records_for_run(
+            result.run_id, of_type=DagsterEventType.ASSET_OBSERVATION
+        ).records
+    after = datetime.now(UTC).replace(tzinfo=None)
+    assert result.success
+
+    metadata = output_metadata(result)
+    cutoff = datetime.fromisoformat(metadata["cutoff"])
+    assert cutoff in {floor_hour(before - timedelta(days=7)), floor_hour(after - timedelta(days=7))}
+    dropped_hours = int((cutoff - first) / timedelta(hours=1))
+    assert dropped_hours in (72, 73)
+    assert metadata["hours_dropped"] == dropped_hours
+    assert metadata["rows_dropped_rds_metrics"] == dropped_hours * 12
+    assert metadata["rows_dropped_rds_metric_fetches"] == dropped_hours
+    assert metadata["rows_dropped"] == dropped_hours * 13
+    assert metadata["bytes_before"] > 0 and metadata["bytes_after"] > 0
+
+    with duckdb.connect(warehouse.database, read_only=True) as conn:
+        [(kept, oldest)] = conn.execute("SELECT count(*), min(ts) FROM rds_metrics").fetchall()
+        [(kept_log, oldest_log)] = conn.execute(
+            "SELECT count(*), min(hour) FROM rds_metric_fetches"
+        ).fetchall()
+    assert (kept, oldest) == ((241 - dropped_hours) * 12, cutoff)
+    assert (kept_log, oldest_log) == (241 - dropped_hours, cutoff)
+
+    observed = sorted(r.event_log_entry.dagster_event.partition for r in observations)
+    expected = sorted(
+        (first + timedelta(hours=h)).strftime("%Y-%m-%d-%H:%M") for h in range(dropped_hours)
+    )
+    assert observed == expected
+
+
+def test_second_run_drops_nothing(warehouse: WarehouseResource) -> None:
+    fill(
+        warehouse.database,
+        floor_hour(datetime.now(UTC).replace(tzinfo=None)) - timedelta(days=1),
+        5,
+    )
+    with instance_for_test() as instance:
+        result = retention_job.execute_in_process(
+            resources={"warehouse": warehouse}, instance=instance
+        )
+    assert output_metadata(result)["rows_dropped"] == 0
+    with duckdb.connect(warehouse.database, read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM rds_metrics").fetchone() == (60,)
+
+
+def collect_hour(hour: datetime, warehouse: WarehouseResource, period: int = 300) -> str:
+    result = materialize(
+        [rds_metrics],
+        partition_key=hour.strftime("%Y-%m-%d-%H:%M"),
+        resources={"aws": make_aws(period_seconds=period), "warehouse": warehouse},
+        raise_on_error=False,
+    )
+    assert not result.success
+    return result.get_step_failure_events()[0].step_failure_data.error.message
+
+
+def test_hours_outside_retention_are_refused(warehouse: WarehouseResource) -> None:
+    old = floor_hour(datetime.now(UTC).replace(tzinfo=None)) - timedelta(days=8)
+    message = collect_hour(old, warehouse)
+    assert f"the window starts at {old:%Y-%m-%d %H:%M} UTC" in message
+    assert "(METRICS_RETENTION_DAYS=7)" in message
+
+
+def test_hours_outside_cloudwatch_retention_are_refused(tmp_path: Path) -> None:
+    long_kept = WarehouseResource(database=str(tmp_path / "w.duckdb"), retention_days=30)
+    old = floor_hour(datetime.now(UTC).replace(tzinfo=None)) - timedelta(days=20)
+    message = collect_hour(old, long_kept, period=60)
+    assert "(CloudWatch keeps 60 s data for 15 days)" in message
+
+
+def test_backfill_window_must_stay_inside_retention() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"METRICS_BACKFILL_DAYS \(7\) must be less than METRICS_RETENTION_DAYS \(7\)",
+    ):
+        Settings.from_env({"AWS_DEFAULT_REGION": "us-east-1", "METRICS_BACKFILL_DAYS": "7"})

@@ -1,0 +1,63 @@
+"""The fresh schedule: hours from the tick's scheduled time, one run, an idempotent run key."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from dagster import DefaultScheduleStatus, RunRequest, build_schedule_context
+
+from metrics_pipeline.schedules import fresh_collection_schedule, fresh_hours, retention_schedule
+
+START = "dagster/asset_partition_range_start"
+END = "dagster/asset_partition_range_end"
+
+
+def tick(hour: int, minute: int) -> RunRequest:
+    scheduled = datetime(2026, 11, 20, hour, minute, tzinfo=UTC)
+    result = fresh_collection_schedule(build_schedule_context(scheduled_execution_time=scheduled))
+    assert isinstance(result, RunRequest)
+    return result
+
+
+@pytest.mark.parametrize(
+    ("minute", "first"),
+    [
+        (0, "2026-11-20-09:00"),  # 09:00 ended just now: not settled, fetch it again
+        (10, "2026-11-20-09:00"),  # a replayed or late tick
+        (15, "2026-11-20-09:00"),  # settled now: this tick's fetch of 09:00 is final
+        (20, "2026-11-20-09:00"),  # the tick before (10:05) was not late enough yet
+        (30, "2026-11-20-10:00"),  # the 10:15 tick already fetched 09:00 settled
+        (45, "2026-11-20-10:00"),
+    ],
+)
+def test_tick_collects_the_hour_in_progress_and_the_unsettled_one(minute: int, first: str) -> None:
+    request = tick(10, minute)
+    assert request.tags[START] == first
+    assert request.tags[END] == "2026-11-20-10:00"
+    assert request.run_key == f"fresh 2026-11-20T10:{minute:02d}"
+    assert request.partition_key is None  # one run over the range, not one per hour
+
+
+def test_same_tick_same_run_key_and_midnight_crossing() -> None:
+    assert tick(0, 0).run_key == tick(0, 0).run_key
+    assert tick(0, 0).tags[START] == "2026-11-19-23:00"
+    assert tick(0, 0).tags[END] == "2026-11-20-00:00"
+
+
+def test_previous_hour_follows_the_settle_delay() -> None:
+    hour = datetime(2026, 11, 20, 10)
+    every_5 = timedelta(minutes=5)
+    # 40 min settle: the 10:40 tick is the first to fetch 09:00 settled; 10:45 drops it.
+    assert fresh_hours(hour + timedelta(minutes=40), timedelta(minutes=40), every_5)[
+        0
+    ] == hour - timedelta(hours=1)
+    assert fresh_hours(hour + timedelta(minutes=45), timedelta(minutes=40), every_5)[0] == hour
+    # No settle delay, hourly ticks: each tick still takes the hour that just ended once.
+    assert fresh_hours(hour, timedelta(0), timedelta(hours=1)) == (hour - timedelta(hours=1), hour)
+
+
+def test_schedules_run_by_default_on_utc() -> None:
+    assert fresh_collection_schedule.cron_schedule == "*/15 * * * *"
+    assert fresh_collection_schedule.execution_timezone == "UTC"
+    assert fresh_collection_schedule.default_status == DefaultScheduleStatus.RUNNING
+    assert retention_schedule.default_status == DefaultScheduleStatus.RUNNING
+    assert fresh_collection_schedule.job_name == "fresh_collection"

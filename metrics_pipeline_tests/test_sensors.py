@@ -1,0 +1,213 @@
+"""The gap sensor, evaluated through Dagster against a real instance and a DuckDB with holes."""
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+from dagster import (
+    AssetMaterialization,
+    DagsterInstance,
+    SkipReason,
+    build_sensor_context,
+    instance_for_test,
+    materialize,
+)
+
+from metrics_pipeline.assets import rds_metrics
+from metrics_pipeline.cloudwatch import Instance
+from metrics_pipeline.definitions import defs
+from metrics_pipeline.healing import healing_hours
+from metrics_pipeline.resources import WarehouseResource
+from metrics_pipeline.sensors import gap_healing_sensor
+from metrics_pipeline.warehouse import replace_metrics, upsert_instances
+from metrics_pipeline_tests.conftest import make_aws
+
+SETTLE = timedelta(minutes=15)
+ACCOUNT = "123456789012"
+A = Instance(ACCOUNT, "us-east-1", "orders-db")
+B = Instance(ACCOUNT, "us-east-1", "users-db")
+STOPPED = Instance(ACCOUNT, "eu-west-1", "stopped-db")
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+
+def key(hour: datetime) -> str:
+    return hour.strftime("%Y-%m-%d-%H:%M")
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    with instance_for_test() as test_instance:
+        yield test_instance
+
+
+@pytest.fixture
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@pytest.fixture
+def hours(now: datetime) -> list[datetime]:
+    return healing_hours(now, 3, SETTLE)  # the sensor's window with the default settings
+
+
+def record(instance: Instance, created: datetime) -> dict:
+    return {
+        "account_id": instance.account_id,
+        "region": instance.region,
+        "instance_id": instance.instance_id,
+        "engine": "postgres",
+        "engine_version": "16.4",
+        "instance_class": "db.t3.micro",
+        "allocated_storage_gb": 20,
+        "multi_az": False,
+        "status": "available",
+        "create_time": created,
+        "tags": {},
+    }
+
+
+def prepare_warehouse(
+    warehouse: WarehouseResource, now: datetime, hours: list[datetime], fetched: list[Instance]
+) -> None:
+    """Inventory of A, B and a stopped instance; every hour fetched settled, with nothing
+    returned: CloudWatch had no data, which is final."""
+    Path(warehouse.database).parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(warehouse.database) as conn:
+        upsert_instances(conn, [record(i, now - timedelta(days=30)) for i in (A, B, STOPPED)], now)
+        replace_metrics(
+            conn,
+            spool_files=[],
+            targets=fetched,
+            start=hours[0],
+            end=hours[-1] + timedelta(hours=1),
+            fetched_at=now,
+            settle_delay=SETTLE,
+            run_id="setup",
+        )
+
+
+def forget_fetches(warehouse: WarehouseResource, hour: datetime, *instances: Instance) -> None:
+    with duckdb.connect(warehouse.database) as conn:
+        for i in instances:
+            conn.execute(
+                "DELETE FROM rds_metric_fetches WHERE instance_id = ? AND hour = ?",
+                [i.instance_id, hour],
+            )
+
+
+def mark_materialized(instance: DagsterInstance, hours: list[datetime]) -> None:
+    for hour in hours:
+        instance.report_runless_asset_event(
+            AssetMaterialization(asset_key="rds_metrics", partition=key(hour))
+        )
+
+
+def evaluate(instance: DagsterInstance, warehouse: WarehouseResource):
+    context = build_sensor_context(
+        instance=instance, resources={"warehouse": warehouse, "aws": make_aws()}
+    )
+    return gap_healing_sensor(context)
+
+
+def test_requests_exactly_the_holes(
+    instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, hours: list[datetime]
+) -> None:
+    prepare_warehouse(warehouse, now, hours, [A, B, STOPPED])
+    never = hours[20:23]
+    mark_materialized(instance, [h for h in hours if h not in never])
+    forget_fetches(warehouse, hours[10], B)  # one instance missing one hour
+    for hour in never:  # never materialized, never fetched
+        forget_fetches(warehouse, hour, A, B, STOPPED)
+    forget_fetches(warehouse, hours[40], A, B, STOPPED)  # a queued run covers it
+    instance.create_run_for_job(
+        job_def=defs.resolve_job_def("healing_backfill"), tags={"dagster/partition": key(hours[40])}
+    )
+    # hours[30]: fetched fine, but the latest materialization failed.
+    failed = materialize(
+        [rds_metrics],
+        partition_key=key(hours[30]),
+        instance=instance,
+        resources={
+            "aws": make_aws(),
+            "warehouse": WarehouseResource(database=str(Path(warehouse.database).with_name("x"))),
+        },
+        raise_on_error=False,
+    )
+    assert not failed.success
+
+    result = evaluate(instance, warehouse)
+    requests = [
+        (r.tags[RANGE_START], r.tags[RANGE_END], r.run_config.get("ops", {}))
+        for r in result.run_requests
+    ]
+    assert requests == [
+        (key(hours[30]), key(hours[30]), {}),
+        (key(never[0]), key(never[-1]), {}),
+        (key(hours[10]), key(hours[10]), {"rds_metrics": {"config": {"instances": ["users-db"]}}}),
+    ]
+    run_keys = [r.run_key for r in result.run_requests]
+    assert run_keys[1].startswith(f"heal {key(never[0])}..{key(never[-1])} [all instances] @")
+    assert run_keys[2].startswith(f"heal {key(hours[10])}..{key(hours[10])} [users-db] @")
+    assert all(r.job_name in (None, "healing_backfill") for r in result.run_requests)
+
+
+def test_nothing_to_heal_says_why(
+    instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, hours: list[datetime]
+) -> None:
+    prepare_warehouse(warehouse, now, hours, [A, B, STOPPED])
+    mark_materialized(instance, hours)
+    result = evaluate(instance, warehouse)
+    assert isinstance(result, SkipReason)
+    assert f"No gaps: {len(hours)} settled hours since {key(hours[0])} are complete" in (
+        result.skip_message or ""
+    )
+
+
+def test_new_instance_gets_its_last_days_newest_first(
+    instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, hours: list[datetime]
+) -> None:
+    prepare_warehouse(warehouse, now, hours, [A, STOPPED])  # users-db just discovered
+    mark_materialized(instance, hours)
+    [request] = evaluate(instance, warehouse).run_requests
+    assert request.tags[RANGE_START] == key(hours[-24])  # capped at 24 hours per tick
+    assert request.tags[RANGE_END] == key(hours[-1])
+    assert request.run_config["ops"]["rds_metrics"]["config"]["instances"] == ["users-db"]
+
+
+def test_empty_or_locked_warehouse_is_a_skip(
+    instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, hours: list[datetime]
+) -> None:
+    missing = evaluate(instance, warehouse)
+    assert isinstance(missing, SkipReason)
+    assert "could not be read" in (missing.skip_message or "")
+
+    prepare_warehouse(warehouse, now, hours, [A, B, STOPPED])
+    mark_materialized(instance, hours[:-3])
+    writer = subprocess.Popen(
+        [sys.executable, "-c", HOLD_WRITE_LOCK, warehouse.database],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "locked"
+        locked = evaluate(instance, warehouse)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert isinstance(locked, SkipReason)
+    assert "could not be read" in (locked.skip_message or "")
+    assert "trying again next tick" in (locked.skip_message or "")
+    assert len(evaluate(instance, warehouse).run_requests) == 1  # once the writer is gone
+
+
+HOLD_WRITE_LOCK = """
+import sys, time, duckdb
+conn = duckdb.connect(sys.argv[1])
+print("locked", flush=True)
+time.sleep(60)
+"""
