@@ -16,6 +16,8 @@ os.environ.update(
     METRICS_DUCKDB_PATH=os.path.join(tempfile.mkdtemp(prefix="metrics-tests-"), "defs.duckdb"),
 )
 
+import shutil  # noqa: E402
+import sys  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -23,6 +25,7 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 from moto import mock_aws  # noqa: E402
 from moto.cloudwatch.responses import CloudWatchResponse  # noqa: E402
+from moto.server import ThreadedMotoServer  # noqa: E402
 
 from metrics_pipeline.local_aws import cloudwatch_limits  # noqa: E402
 from metrics_pipeline.resources import AwsResource, WarehouseResource  # noqa: E402
@@ -30,6 +33,9 @@ from metrics_pipeline.resources import AwsResource, WarehouseResource  # noqa: E
 cloudwatch_limits.install()
 
 REGIONS = ["us-east-1", "eu-west-1"]
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+DAGSTER_DAEMON = str(Path(sys.executable).with_name("dagster-daemon"))
 
 
 @pytest.fixture
@@ -72,3 +78,32 @@ def get_metric_data_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any
 
     monkeypatch.setattr(CloudWatchResponse, "get_metric_data", recording)
     return calls
+
+
+@pytest.fixture
+def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A moto server on a free loopback port, in this process (so fleets can be set up
+    through moto's models), with the real GetMetricData limits."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    yield url
+    server.stop()
+
+
+def pipeline_env(tmp_path: Path, endpoint: str, **settings: str) -> dict[str, str]:
+    """The environment of a deployment in tmp_path: its own DAGSTER_HOME with the project's
+    dagster.yaml, its own warehouse, AWS at `endpoint`."""
+    home = tmp_path / "dagster_home"
+    home.mkdir(exist_ok=True)
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return {
+        **os.environ,
+        "AWS_ENDPOINT_URL": endpoint,
+        "DAGSTER_HOME": str(home),
+        "METRICS_AWS_REGIONS": "us-east-1",
+        "METRICS_DUCKDB_PATH": str(tmp_path / "warehouse" / "metrics.duckdb"),
+        **settings,
+    }

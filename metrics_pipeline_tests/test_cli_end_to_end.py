@@ -1,35 +1,20 @@
 """The command line a user runs, against a moto server on loopback (no code change, only
 AWS_ENDPOINT_URL), with the warehouse a real DuckDB file."""
 
-import os
 import subprocess
-import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import duckdb
 import pytest
-from moto.server import ThreadedMotoServer
 
 from metrics_pipeline.partitions import partition_key
+from metrics_pipeline_tests.conftest import DAGSTER, pipeline_env
 from metrics_pipeline_tests.fleet import TWO_DAYS_AGO, create_instance, put_metrics
 
 HOUR = TWO_DAYS_AGO
-DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
-    yield url
-    server.stop()
 
 
 def run_dagster(
@@ -49,16 +34,10 @@ def test_materialize_from_the_command_line(moto_server: str, tmp_path: Path) -> 
         HOUR,
         HOUR + timedelta(hours=1),
     )
-    database = tmp_path / "warehouse" / "metrics.duckdb"
-    (tmp_path / "home").mkdir()
-    env = {
-        **os.environ,
-        "AWS_ENDPOINT_URL": moto_server,
-        "DAGSTER_HOME": str(tmp_path / "home"),
-        "METRICS_AWS_REGIONS": "us-east-1",
-        "METRICS_DUCKDB_PATH": str(database),
-        "METRICS_CLOUDWATCH_METRICS": "CPUUtilization,DiskQueueDepth",
-    }
+    env = pipeline_env(
+        tmp_path, moto_server, METRICS_CLOUDWATCH_METRICS="CPUUtilization,DiskQueueDepth"
+    )
+    database = Path(env["METRICS_DUCKDB_PATH"])
     module = ["-m", "metrics_pipeline.definitions"]
 
     discovered = run_dagster(
@@ -92,7 +71,7 @@ def test_materialize_from_the_command_line(moto_server: str, tmp_path: Path) -> 
 
 
 def test_bad_setting_fails_the_command_with_its_name(tmp_path: Path) -> None:
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "METRICS_PERIOD_SECONDS": "90"}
+    env = pipeline_env(tmp_path, "http://127.0.0.1:9", METRICS_PERIOD_SECONDS="90")
     result = run_dagster(
         ["asset", "materialize", "-m", "metrics_pipeline.definitions", "--select", "rds_instances"],
         env,

@@ -184,7 +184,7 @@ def test_empty_or_locked_warehouse_is_a_skip(
 ) -> None:
     missing = evaluate(instance, warehouse)
     assert isinstance(missing, SkipReason)
-    assert "could not be read" in (missing.skip_message or "")
+    assert "No warehouse yet" in (missing.skip_message or "")
 
     prepare_warehouse(warehouse, now, hours, [A, B, STOPPED])
     mark_materialized(instance, hours[:-3])
