@@ -1,12 +1,15 @@
 """The code location loads, and its pieces are wired as the product promises."""
 
+import shutil
 from datetime import UTC, datetime
+from pathlib import Path
 
-from dagster import AssetKey, BackfillPolicy
+from dagster import AssetKey, BackfillPolicy, DagsterInstance
 
 from metrics_pipeline.definitions import defs
 from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.settings import get_settings
+from metrics_pipeline_tests.conftest import PROJECT_ROOT
 
 
 def test_definitions_load_with_both_assets() -> None:
@@ -31,3 +34,18 @@ def test_last_partition_is_the_hour_in_progress() -> None:
     keys = hourly_partitions.get_partition_keys(current_time=now)
     assert keys[-1] == now.strftime("%Y-%m-%d-%H:00")
     assert keys[0] == "2026-01-01-00:00"
+
+
+def test_project_instance_allows_one_warehouse_writer(tmp_path: Path) -> None:
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    instance = DagsterInstance.from_config(str(tmp_path))
+    pool = instance.event_log_storage.get_concurrency_info("duckdb_warehouse")
+    assert pool.limit == 1
+    assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
+
+
+def test_schedules_sensor_and_jobs_are_loaded() -> None:
+    assert {s.name for s in defs.schedules} == {"fresh_collection_schedule", "retention_schedule"}
+    assert {s.name for s in defs.sensors} == {"gap_healing_sensor"}
+    for job in ("fresh_collection", "healing_backfill", "retention_job"):
+        assert defs.resolve_job_def(job).name == job
