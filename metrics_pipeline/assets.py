@@ -169,7 +169,8 @@ def rds_metrics(
     points_per_query = datapoints_per_query(start, end, aws.period_seconds)
     queries = build_queries(targets, aws.metrics, aws.statistics)
     batches = plan_batches(queries, points_per_query, max_datapoints=aws.max_datapoints_per_request)
-    clients = {region: aws.client("cloudwatch", region, stats) for region in aws.regions}
+    regions = sorted({batch[0].instance.region for batch in batches})
+    clients = {region: aws.client("cloudwatch", region, stats) for region in regions}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="rds-metrics-spool-") as spool:
         spool_files = []

@@ -44,10 +44,6 @@ def partition_key(hour: datetime) -> str:
     return hour.strftime("%Y-%m-%d-%H:%M")
 
 
-def hour_of_key(key: str) -> datetime:
-    return datetime.strptime(key, "%Y-%m-%d-%H:%M")
-
-
 def is_settled(hour_start: datetime, fetched_at: datetime, settle_delay: timedelta) -> bool:
     """CloudWatch publishes late: an hour is final once it ended settle_delay before the fetch."""
     return hour_start + HOUR + settle_delay <= fetched_at
