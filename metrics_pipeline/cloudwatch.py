@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -190,25 +191,59 @@ def datapoints_per_query(start: datetime, end: datetime, period_seconds: int) ->
     return max(1, math.ceil((end - start).total_seconds() / period_seconds))
 
 
+def raw_timestamp(value: Any) -> Any:
+    """botocore timestamp parser that keeps the wire value: parsing each of 100,800
+    timestamps into an aware datetime costs more than the rest of a page put together."""
+    return value
+
+
+def epoch_micros(timestamps: Sequence[Any]) -> np.ndarray:
+    """Microseconds since the epoch (UTC) of timestamps as the wire or botocore gives them:
+    epoch seconds (JSON/CBOR protocols), ISO 8601 strings (query protocol) or datetimes."""
+    if not timestamps:
+        return np.empty(0, np.int64)
+    first = timestamps[0]
+    if isinstance(first, int | float):
+        return np.rint(np.asarray(timestamps, dtype=np.float64) * 1e6).astype(np.int64)
+    if isinstance(first, str):
+        timestamps = [datetime.fromisoformat(t.replace("Z", "+00:00")) for t in timestamps]
+    return np.array(
+        [round(t.replace(tzinfo=t.tzinfo or UTC).timestamp() * 1e6) for t in timestamps],
+        dtype=np.int64,
+    )
+
+
 def page_to_table(page: dict[str, Any], queries_by_id: dict[str, MetricQuery]) -> pa.Table:
     """Long-format rows of one response page; the warehouse pivots statistics into columns."""
-    columns: dict[str, list[Any]] = {name: [] for name in SPOOL_SCHEMA.names}
+    labels: dict[str, list[str]] = {name: [] for name in SPOOL_SCHEMA.names[:5]}
+    times: list[np.ndarray] = []
+    values: list[np.ndarray] = []
     for result in page.get("MetricDataResults", []):
         query = queries_by_id.get(result["Id"])
-        timestamps = result.get("Timestamps", [])
-        values = result.get("Values", [])
-        if query is None or not values:
+        result_values = result.get("Values", [])
+        if query is None or not result_values:
             continue
-        count = min(len(timestamps), len(values))
+        count = min(len(result.get("Timestamps", [])), len(result_values))
         instance = query.instance
-        columns["account_id"].extend([instance.account_id] * count)
-        columns["region"].extend([instance.region] * count)
-        columns["instance_id"].extend([instance.instance_id] * count)
-        columns["metric"].extend([query.metric] * count)
-        columns["statistic"].extend([query.statistic] * count)
-        columns["ts"].extend(ts.astimezone(UTC).replace(tzinfo=None) for ts in timestamps[:count])
-        columns["value"].extend(float(v) for v in values[:count])
-    return pa.table(columns, schema=SPOOL_SCHEMA)
+        row_labels = (
+            instance.account_id,
+            instance.region,
+            instance.instance_id,
+            query.metric,
+            query.statistic,
+        )
+        for name, label in zip(labels, row_labels, strict=True):
+            labels[name].extend([label] * count)
+        times.append(epoch_micros(result["Timestamps"][:count]))
+        values.append(np.asarray(result_values[:count], dtype=np.float64))
+    return pa.table(
+        {
+            **labels,
+            "ts": pa.array(np.concatenate(times) if times else [], pa.timestamp("us")),
+            "value": pa.array(np.concatenate(values) if values else [], pa.float64()),
+        },
+        schema=SPOOL_SCHEMA,
+    )
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,10 @@ from moto import mock_aws  # noqa: E402
 from moto.cloudwatch.responses import CloudWatchResponse  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
-from metrics_pipeline.local_aws import cloudwatch_limits  # noqa: E402
+from metrics_pipeline.local_aws import cloudwatch as local_cloudwatch  # noqa: E402
 from metrics_pipeline.resources import AwsResource, WarehouseResource  # noqa: E402
 
-cloudwatch_limits.install()
+local_cloudwatch.install()
 
 REGIONS = ["us-east-1", "eu-west-1"]
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ def get_metric_data_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any
                 "region": self.region,
             }
         )
-        return cloudwatch_limits.get_metric_data(self)
+        return local_cloudwatch.get_metric_data(self)
 
     monkeypatch.setattr(CloudWatchResponse, "get_metric_data", recording)
     return calls

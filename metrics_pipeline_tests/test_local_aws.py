@@ -7,7 +7,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from metrics_pipeline.cloudwatch import Instance, build_queries
-from metrics_pipeline.local_aws.cloudwatch_limits import page_results
+from metrics_pipeline.local_aws.cloudwatch import page_results
 from metrics_pipeline_tests.fleet import put_metrics
 
 HOUR = datetime(2026, 11, 20, 10)

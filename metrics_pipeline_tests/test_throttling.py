@@ -10,7 +10,7 @@ from moto.cloudwatch.responses import CloudWatchResponse
 
 from metrics_pipeline.assets import rds_instances, rds_metrics
 from metrics_pipeline.cloudwatch import RequestStats
-from metrics_pipeline.local_aws import cloudwatch_limits
+from metrics_pipeline.local_aws import cloudwatch as local_cloudwatch
 from metrics_pipeline.resources import WarehouseResource
 from metrics_pipeline_tests.conftest import make_aws
 from metrics_pipeline_tests.fleet import TWO_DAYS_AGO, create_instance, put_metrics
@@ -28,8 +28,8 @@ def throttle_first(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     def throttled(self: CloudWatchResponse) -> Any:
         state["seen"] += 1
         if state["seen"] <= state["count"]:
-            raise cloudwatch_limits.Throttling()
-        return cloudwatch_limits.get_metric_data(self)
+            raise local_cloudwatch.Throttling()
+        return local_cloudwatch.get_metric_data(self)
 
     monkeypatch.setattr(CloudWatchResponse, "get_metric_data", throttled)
     return state

@@ -1,13 +1,13 @@
 """GetMetricData as CloudWatch really answers it, on top of moto.
 
-moto answers any number of queries in one unpaged response; CloudWatch refuses more than
-500 queries and pages at MaxDatapoints (at most 100,800) with NextToken. The pipeline's
-batching and paging can only be tested against the real limits, so this adds them.
+moto answers any number of queries in one unpaged response, from a store that gets slow
+on wide windows; CloudWatch refuses more than 500 queries, pages at MaxDatapoints (at most
+100,800) with NextToken, and throttles. This handler adds the limits and paging, and answers
+queries about the simulator's fleet from generated values (others from moto's store).
 """
 
-from __future__ import annotations
-
 import base64
+from datetime import datetime
 from typing import Any
 
 from moto.cloudwatch.exceptions import CloudWatchException, ValidationError
@@ -15,6 +15,7 @@ from moto.cloudwatch.responses import CloudWatchResponse
 from moto.core.responses import ActionResult
 
 from metrics_pipeline.cloudwatch import MAX_DATAPOINTS_PER_RESPONSE, MAX_QUERIES_PER_REQUEST
+from metrics_pipeline.local_aws.simulator import Simulator, Throttled, Unavailable
 
 
 class Throttling(CloudWatchException):
@@ -22,6 +23,16 @@ class Throttling(CloudWatchException):
 
     code = "Throttling"
     message = "Rate exceeded"
+
+
+class InternalServiceFault(CloudWatchException):
+    """CloudWatch's 500: what a request gets during a (simulated) outage."""
+
+    code = "InternalServiceError"
+    message = "Internal service error"
+
+
+_simulator: Simulator | None = None
 
 
 def encode_token(offset: int) -> str:
@@ -65,6 +76,29 @@ def page_results(
     return page, (end if end < position else None)
 
 
+def _results(
+    response: CloudWatchResponse, queries: list[dict[str, Any]], start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """Each query's full answer, in query order: generated for the simulated fleet,
+    from moto's store for anything else."""
+    simulated = {
+        q["Id"]: _simulator.answer(response.region, q, start, end)
+        for q in queries
+        if _simulator is not None and _simulator.knows(response.region, q)
+    }
+    stored_queries = [q for q in queries if q["Id"] not in simulated]
+    stored = {}
+    if stored_queries:
+        stored = {
+            r["id"]: r
+            for r in response.cloudwatch_backend.get_metric_data(
+                start_time=start, end_time=end, queries=stored_queries, scan_by="TimestampAscending"
+            )
+        }
+    answers = {**stored, **simulated}
+    return [answers[q["Id"]] for q in queries if q["Id"] in answers]
+
+
 def get_metric_data(self: CloudWatchResponse) -> ActionResult:
     params = self._get_params()
     queries = params.get("MetricDataQueries", [])
@@ -80,20 +114,36 @@ def get_metric_data(self: CloudWatchResponse) -> ActionResult:
         raise ValidationError(
             f"The parameter MaxDatapoints must be between 1 and {MAX_DATAPOINTS_PER_RESPONSE}."
         )
+    start, end = params["StartTime"], params["EndTime"]
+    if start >= end:
+        raise ValidationError("The parameter EndTime must be greater than StartTime.")
     offset = decode_token(params["NextToken"]) if params.get("NextToken") else 0
-    results = self.cloudwatch_backend.get_metric_data(
-        start_time=params["StartTime"],
-        end_time=params["EndTime"],
-        queries=queries,
-        scan_by=params.get("ScanBy") or "TimestampDescending",
-    )
-    page, next_offset = page_results(results, max_datapoints, offset)
+    try:
+        if _simulator is not None:
+            _simulator.check_outage()
+            _simulator.admit_request(self.region)
+        page, next_offset = page_results(
+            _results(self, queries, start, end), max_datapoints, offset
+        )
+        if _simulator is not None:
+            _simulator.admit_datapoints(self.region, sum(len(r["values"]) for r in page))
+    except Throttled as throttled:
+        raise Throttling(str(throttled)) from None
+    except Unavailable as outage:
+        raise InternalServiceFault(str(outage)) from None
+    if params.get("ScanBy", "TimestampDescending") == "TimestampDescending":
+        page = [
+            {**r, "values": r["values"][::-1], "timestamps": r["timestamps"][::-1]} for r in page
+        ]
     body: dict[str, Any] = {"MetricDataResults": page}
     if next_offset is not None:
         body["NextToken"] = encode_token(next_offset)
     return ActionResult(body)
 
 
-def install() -> None:
-    """Makes every moto CloudWatch in this process (in-process or server) enforce the limits."""
+def install(simulator: Simulator | None = None) -> None:
+    """Makes every moto CloudWatch in this process (in-process or server) answer like
+    CloudWatch, and about `simulator`'s fleet if one is given."""
+    global _simulator
+    _simulator = simulator
     CloudWatchResponse.get_metric_data = get_metric_data  # type: ignore[method-assign]

@@ -1,0 +1,3 @@
+from metrics_pipeline.local_aws.server import main
+
+main()

@@ -1,0 +1,174 @@
+"""The local AWS's living fleet: RDS instances in moto, their CloudWatch metrics generated on
+demand, and the faults a real account shows (throttling, late publishing, outages)."""
+
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+from moto.rds.models import rds_backends
+
+from metrics_pipeline.local_aws.fleet import ENGINE_VERSIONS, SimulatedInstance
+from metrics_pipeline.local_aws.signals import Profile, series
+
+ACCOUNT_ID = "123456789012"  # moto's default account
+STOPPED_DAYS_AGO = 2
+
+
+class Throttled(Exception):
+    """Over the per-region request or datapoint quota."""
+
+
+class Unavailable(Exception):
+    """Inside an outage window."""
+
+
+@dataclass
+class RateWindow:
+    """Counts of the last second, per region: the quota CloudWatch enforces."""
+
+    limit: float
+    events: deque[tuple[float, float]] = field(default_factory=deque)
+
+    def admit(self, amount: float, now: float) -> bool:
+        while self.events and self.events[0][0] <= now - 1.0:
+            self.events.popleft()
+        used = sum(a for _, a in self.events)
+        if used + amount > self.limit and self.events:
+            return False
+        self.events.append((now, amount))
+        return True
+
+
+@dataclass
+class Faults:
+    max_requests_per_second: float | None = None
+    max_datapoints_per_second: float | None = None
+    late_minutes: int = 0
+    outages: list[tuple[datetime, datetime]] = field(default_factory=list)
+
+
+class Simulator:
+    def __init__(
+        self,
+        fleet: Sequence[SimulatedInstance],
+        seed: int = 7,
+        faults: Faults | None = None,
+        clock: Any = None,
+    ) -> None:
+        self.seed = seed
+        self.faults = faults or Faults()
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.started_at = self.clock()
+        self.fleet = {(i.region, i.instance_id): i for i in fleet}
+        self._created: set[tuple[str, str]] = set()
+        self._requests: dict[str, RateWindow] = {}
+        self._datapoints: dict[str, RateWindow] = {}
+        self._lock = threading.Lock()
+
+    def profile(self, region: str, instance_id: str) -> Profile | None:
+        instance = self.fleet.get((region, instance_id))
+        if instance is None:
+            return None
+        stopped_at = (
+            max(instance.created_at, self.started_at - timedelta(days=STOPPED_DAYS_AGO))
+            if instance.stopped
+            else None
+        )
+        return instance.profile(self.seed, stopped_at)
+
+    def knows(self, region: str, query: dict[str, Any]) -> bool:
+        metric = query.get("MetricStat", {}).get("Metric", {})
+        dimensions = metric.get("Dimensions", [])
+        return (
+            metric.get("Namespace") == "AWS/RDS"
+            and len(dimensions) == 1
+            and dimensions[0].get("Name") == "DBInstanceIdentifier"
+            and (region, dimensions[0].get("Value")) in self.fleet
+        )
+
+    def answer(
+        self, region: str, query: dict[str, Any], start: datetime, end: datetime
+    ) -> dict[str, Any]:
+        stat = query["MetricStat"]
+        metric = stat["Metric"]
+        instance_id = metric["Dimensions"][0]["Value"]
+        period = int(stat["Period"])
+        aligned_start = datetime.fromtimestamp(start.timestamp() // period * period, UTC)
+        published = self.clock() - timedelta(minutes=self.faults.late_minutes)
+        seconds, values = series(
+            self.profile(region, instance_id),
+            metric["MetricName"],
+            stat["Stat"],
+            period,
+            aligned_start,
+            end,
+            published,
+        )
+        return {
+            "id": query["Id"],
+            "label": query.get("Label") or f"{metric['MetricName']} {stat['Stat']}",
+            "values": values.tolist(),
+            "timestamps": [datetime.fromtimestamp(int(s), UTC) for s in seconds],
+            "status_code": "Complete",
+        }
+
+    def check_outage(self) -> None:
+        now = self.clock()
+        for began, ended in self.faults.outages:
+            if began <= now < ended:
+                raise Unavailable(f"simulated outage until {ended:%H:%M:%S} UTC")
+
+    def admit_request(self, region: str) -> None:
+        limit = self.faults.max_requests_per_second
+        if limit is None:
+            return
+        with self._lock:
+            window = self._requests.setdefault(region, RateWindow(limit))
+            if not window.admit(1, time.monotonic()):
+                raise Throttled("Rate exceeded")
+
+    def admit_datapoints(self, region: str, count: int) -> None:
+        limit = self.faults.max_datapoints_per_second
+        if limit is None:
+            return
+        with self._lock:
+            window = self._datapoints.setdefault(region, RateWindow(limit))
+            if not window.admit(count, time.monotonic()):
+                raise Throttled("Rate exceeded: datapoints per second")
+
+    def create_due_instances(self, endpoint_url: str) -> list[SimulatedInstance]:
+        """Creates in moto's RDS every simulated instance whose creation time has come."""
+        now = self.clock()
+        due = [
+            i for key, i in self.fleet.items() if key not in self._created and i.created_at <= now
+        ]
+        for instance in due:
+            client = boto3.client(
+                "rds",
+                region_name=instance.region,
+                endpoint_url=endpoint_url,
+                aws_access_key_id="local",
+                aws_secret_access_key="local",
+            )
+            client.create_db_instance(
+                DBInstanceIdentifier=instance.instance_id,
+                DBInstanceClass=instance.instance_class,
+                Engine=instance.engine,
+                EngineVersion=ENGINE_VERSIONS.get(instance.engine, "1.0"),
+                AllocatedStorage=instance.storage_gib,
+                MultiAZ=instance.multi_az,
+                MasterUsername="admin",
+                MasterUserPassword="local-password",
+                Tags=[{"Key": k, "Value": v} for k, v in instance.tags.items()],
+            )
+            model = rds_backends[ACCOUNT_ID][instance.region].databases[instance.instance_id]
+            model.instance_create_time = instance.created_at
+            if instance.stopped:
+                client.stop_db_instance(DBInstanceIdentifier=instance.instance_id)
+            self._created.add((instance.region, instance.instance_id))
+        return due
