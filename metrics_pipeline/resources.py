@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.session
 import duckdb
 from botocore.config import Config as BotocoreConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
@@ -18,7 +19,11 @@ from dagster_aws.utils import ResourceWithBoto3Configuration
 from dagster_duckdb import DuckDBResource
 from pydantic import Field, PrivateAttr
 
-from metrics_pipeline.cloudwatch import MAX_DATAPOINTS_PER_RESPONSE, RequestStats
+from metrics_pipeline.cloudwatch import (
+    MAX_DATAPOINTS_PER_RESPONSE,
+    RequestStats,
+    raw_timestamp,
+)
 from metrics_pipeline.settings import (
     DEFAULT_AWS_MAX_ATTEMPTS,
     DEFAULT_MAX_REQUESTS_PER_SECOND,
@@ -64,16 +69,24 @@ class AwsResource(ResourceWithBoto3Configuration):
     def settle_delay(self) -> timedelta:
         return timedelta(minutes=self.settle_minutes)
 
-    def _session(self) -> boto3.session.Session:
+    def _session(self, raw_timestamps: bool = False) -> boto3.session.Session:
+        core = botocore.session.get_session()
+        if raw_timestamps:
+            core.get_component("response_parser_factory").set_parser_defaults(
+                timestamp_parser=raw_timestamp
+            )
         return boto3.session.Session(
             profile_name=self.profile_name,
             aws_access_key_id=self.aws_access_key_id,
             aws_secret_access_key=self.aws_secret_access_key,
             aws_session_token=self.aws_session_token,
+            botocore_session=core,
         )
 
     def client(self, service: str, region: str, stats: RequestStats | None = None) -> Any:
-        client = self._session().client(
+        """A client for `service` in `region`; CloudWatch's keeps timestamps as sent, for
+        `cloudwatch.page_to_table` to convert a page at once."""
+        client = self._session(raw_timestamps=service == "cloudwatch").client(
             service,
             region_name=region,
             endpoint_url=self.endpoint_url,
