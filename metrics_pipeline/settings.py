@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
@@ -88,7 +88,6 @@ DEFAULT_STATISTICS: tuple[str, ...] = tuple(STATISTIC_COLUMNS)
 
 DEFAULT_PERIOD_SECONDS = 300
 DEFAULT_SETTLE_MINUTES = 15
-DEFAULT_PARTITIONS_START = "2026-01-01"
 DEFAULT_MAX_REQUESTS_PER_SECOND = 10.0
 DEFAULT_AWS_MAX_ATTEMPTS = 8
 DEFAULT_FRESH_INTERVAL_MINUTES = 15
@@ -111,7 +110,7 @@ class Settings:
     statistics: tuple[str, ...] = DEFAULT_STATISTICS
     settle_minutes: int = DEFAULT_SETTLE_MINUTES
     partitions_start: datetime = field(
-        default_factory=lambda: datetime.fromisoformat(DEFAULT_PARTITIONS_START)
+        default_factory=lambda: rolling_start(DEFAULT_RETENTION_DAYS)
     )
     max_requests_per_second: float = DEFAULT_MAX_REQUESTS_PER_SECOND
     aws_max_attempts: int = DEFAULT_AWS_MAX_ATTEMPTS
@@ -132,6 +131,12 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
+        retention_days = parse_int(
+            "METRICS_RETENTION_DAYS",
+            env.get("METRICS_RETENTION_DAYS"),
+            DEFAULT_RETENTION_DAYS,
+            minimum=1,
+        )
         return cls(
             regions=parse_regions(env.get("METRICS_AWS_REGIONS"), default_region(env)),
             duckdb_path=parse_path(env.get("METRICS_DUCKDB_PATH")),
@@ -141,7 +146,7 @@ class Settings:
             settle_minutes=parse_int(
                 "METRICS_SETTLE_MINUTES", env.get("METRICS_SETTLE_MINUTES"), DEFAULT_SETTLE_MINUTES
             ),
-            partitions_start=parse_start(env.get("METRICS_PARTITIONS_START")),
+            partitions_start=parse_start(env.get("METRICS_PARTITIONS_START"), retention_days),
             max_requests_per_second=parse_positive_float(
                 "METRICS_MAX_REQUESTS_PER_SECOND",
                 env.get("METRICS_MAX_REQUESTS_PER_SECOND"),
@@ -172,12 +177,7 @@ class Settings:
                 DEFAULT_BACKFILL_MAX_HOURS_PER_TICK,
                 minimum=1,
             ),
-            retention_days=parse_int(
-                "METRICS_RETENTION_DAYS",
-                env.get("METRICS_RETENTION_DAYS"),
-                DEFAULT_RETENTION_DAYS,
-                minimum=1,
-            ),
+            retention_days=retention_days,
         )
 
     @property
@@ -359,10 +359,18 @@ def parse_statistics(raw: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(statistics))
 
 
-def parse_start(raw: str | None) -> datetime:
-    text = raw.strip() if _is_set(raw) else DEFAULT_PARTITIONS_START  # type: ignore[union-attr]
+def rolling_start(retention_days: int) -> datetime:
+    """Midnight UTC `retention_days` ago: the UI lists the hours the warehouse can hold,
+    not months of hours that retention would delete anyway."""
+    today = datetime.now(UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=retention_days)
+
+
+def parse_start(raw: str | None, retention_days: int) -> datetime:
+    if not _is_set(raw):
+        return rolling_start(retention_days)
     try:
-        start = datetime.fromisoformat(text)
+        start = datetime.fromisoformat(raw.strip())  # type: ignore[union-attr]
     except ValueError:
         raise ConfigError(
             f"METRICS_PARTITIONS_START: '{raw}' is not a date; expected YYYY-MM-DD "

@@ -1,7 +1,7 @@
 """The code location loads, and its pieces are wired as the product promises."""
 
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dagster import AssetKey, BackfillPolicy, DagsterInstance
@@ -33,7 +33,8 @@ def test_last_partition_is_the_hour_in_progress() -> None:
     now = datetime.now(UTC)
     keys = hourly_partitions.get_partition_keys(current_time=now)
     assert keys[-1] == now.strftime("%Y-%m-%d-%H:00")
-    assert keys[0] == "2026-01-01-00:00"
+    # By default the first partition is midnight UTC, METRICS_RETENTION_DAYS (7) days ago.
+    assert keys[0] == (now - timedelta(days=7)).strftime("%Y-%m-%d-00:00")
 
 
 def test_project_instance_allows_one_warehouse_writer(tmp_path: Path) -> None:

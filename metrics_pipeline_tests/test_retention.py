@@ -11,6 +11,7 @@ from dagster import DagsterEventType, instance_for_test, materialize
 
 from metrics_pipeline.assets import rds_metrics
 from metrics_pipeline.jobs import retention_job
+from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.resources import WarehouseResource
 from metrics_pipeline.settings import ConfigError, Settings
 from metrics_pipeline.warehouse import ensure_schema
@@ -89,9 +90,13 @@ def test_drops_old_hours_keeps_recent_ones_and_reports(warehouse: WarehouseResou
     assert (kept, oldest) == ((241 - dropped_hours) * 12, cutoff)
     assert (kept_log, oldest_log) == (241 - dropped_hours, cutoff)
 
+    # Dropped hours that are partitions (the first one is the configured start) are observed.
+    first_partition = hourly_partitions.get_first_partition_key()
     observed = sorted(r.event_log_entry.dagster_event.partition for r in observations)
     expected = sorted(
-        (first + timedelta(hours=h)).strftime("%Y-%m-%d-%H:%M") for h in range(dropped_hours)
+        key
+        for h in range(dropped_hours)
+        if (key := (first + timedelta(hours=h)).strftime("%Y-%m-%d-%H:%M")) >= first_partition
     )
     assert observed == expected
 

@@ -6,6 +6,7 @@ Point the pipeline at it with AWS_ENDPOINT_URL=http://127.0.0.1:5055 (any creden
 """
 
 import argparse
+import logging
 import signal
 import threading
 import urllib.request
@@ -134,6 +135,7 @@ def build_fleet(args: argparse.Namespace, now: datetime) -> list[SimulatedInstan
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     now = datetime.now(UTC)
     faults = Faults(
         max_requests_per_second=args.max_requests_per_second,

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# One command to run metrics_pipeline: installs it into .venv if needed, then starts the
+# local AWS (a simulated RDS fleet), the Dagster webserver and the daemon.
+#
+#   bash scripts/start.sh              # on the local AWS, no account needed
+#   bash scripts/start.sh --real-aws   # on your AWS account (boto3's usual credentials)
+#
+# Ctrl-C stops everything. Settings come from the environment (see README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+project=$PWD
+
+local_aws=1
+case "${1:-}" in
+  "") ;;
+  --real-aws) local_aws=0 ;;
+  -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "start.sh: unknown option '$1' (expected --real-aws or nothing)" >&2; exit 2 ;;
+esac
+
+bash scripts/install.sh
+
+ui_port=${DAGSTER_PORT:-3000}
+aws_port=${LOCAL_AWS_PORT:-5055}
+export DAGSTER_HOME=${DAGSTER_HOME:-$project/.dagster}
+mkdir -p "$DAGSTER_HOME"
+ln -sf "$project/dagster.yaml" "$DAGSTER_HOME/dagster.yaml"
+export METRICS_DUCKDB_PATH=${METRICS_DUCKDB_PATH:-$project/data/metrics.duckdb}
+
+children=()
+stop() {
+  trap - INT TERM EXIT
+  echo
+  echo "Stopping..."
+  for pid in "${children[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${children[@]}"; do wait "$pid" 2>/dev/null || true; done
+  echo "Stopped."
+}
+trap stop INT TERM EXIT
+
+if [ "$local_aws" = 1 ]; then
+  export AWS_ENDPOINT_URL=http://127.0.0.1:$aws_port
+  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
+  unset AWS_PROFILE AWS_SESSION_TOKEN
+  export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
+  export METRICS_AWS_REGIONS=${METRICS_AWS_REGIONS:-us-east-1,eu-west-1}
+  log=$DAGSTER_HOME/local_aws.log
+  .venv/bin/python -u -m metrics_pipeline.local_aws --port "$aws_port" \
+    --regions "$METRICS_AWS_REGIONS" ${LOCAL_AWS_ARGS:-} >"$log" 2>&1 &
+  children+=($!)
+  for _ in $(seq 1 100); do
+    grep -q "^local AWS on" "$log" 2>/dev/null && break
+    kill -0 "${children[0]}" 2>/dev/null || { cat "$log" >&2; exit 1; }
+    sleep 0.2
+  done
+  grep "^local AWS on" "$log"
+fi
+
+.venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "$ui_port" >"$DAGSTER_HOME/dagster.log" 2>&1 &
+children+=($!)
+for _ in $(seq 1 300); do
+  curl -sf "http://127.0.0.1:$ui_port/server_info" >/dev/null 2>&1 && break
+  kill -0 "${children[-1]}" 2>/dev/null || { tail -50 "$DAGSTER_HOME/dagster.log" >&2; exit 1; }
+  sleep 0.5
+done
+
+cat <<EOT
+metrics_pipeline is running.
+  Dagster UI:  http://127.0.0.1:$ui_port
+  DuckDB file: $METRICS_DUCKDB_PATH
+  Logs:        $DAGSTER_HOME/dagster.log
+The fresh schedule collects every ${METRICS_FRESH_INTERVAL_MINUTES:-15} minutes; the gap sensor backfills the last days.
+Press Ctrl-C to stop.
+EOT
+wait -n "${children[@]}"
