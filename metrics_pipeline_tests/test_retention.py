@@ -7,9 +7,9 @@ from typing import Any
 
 import duckdb
 import pytest
-from dagster import DagsterEventType, instance_for_test, materialize
+from dagster import DagsterEventType, Failure, instance_for_test, materialize
 
-from metrics_pipeline.assets import rds_metrics
+from metrics_pipeline.assets import check_collectable, rds_metrics
 from metrics_pipeline.jobs import retention_job
 from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.resources import WarehouseResource
@@ -127,18 +127,23 @@ def collect_hour(hour: datetime, warehouse: WarehouseResource, period: int = 300
     return result.get_step_failure_events()[0].step_failure_data.error.message
 
 
-def test_hours_outside_retention_are_refused(warehouse: WarehouseResource) -> None:
-    old = floor_hour(datetime.now(UTC).replace(tzinfo=None)) - timedelta(days=8)
-    message = collect_hour(old, warehouse)
+def test_hours_outside_retention_are_refused(tmp_path: Path) -> None:
+    # The partitions reach 7 days back; a warehouse keeping 2 days refuses the older ones.
+    two_days = WarehouseResource(database=str(tmp_path / "w.duckdb"), retention_days=2)
+    old = floor_hour(datetime.now(UTC).replace(tzinfo=None)) - timedelta(days=3)
+    message = collect_hour(old, two_days)
     assert f"the window starts at {old:%Y-%m-%d %H:%M} UTC" in message
-    assert "(METRICS_RETENTION_DAYS=7)" in message
+    assert "(METRICS_RETENTION_DAYS=2)" in message
 
 
-def test_hours_outside_cloudwatch_retention_are_refused(tmp_path: Path) -> None:
-    long_kept = WarehouseResource(database=str(tmp_path / "w.duckdb"), retention_days=30)
-    old = floor_hour(datetime.now(UTC).replace(tzinfo=None)) - timedelta(days=20)
-    message = collect_hour(old, long_kept, period=60)
-    assert "(CloudWatch keeps 60 s data for 15 days)" in message
+def test_hours_outside_cloudwatch_retention_are_refused() -> None:
+    now = datetime(2026, 11, 26, 9, 30)
+    with pytest.raises(Failure) as refused:
+        check_collectable(datetime(2026, 11, 6, 9), now, retention_days=30, period=60)
+    assert "before 2026-11-11 09:00 UTC" in refused.value.description
+    assert "(CloudWatch keeps 60 s data for 15 days)" in refused.value.description
+    check_collectable(datetime(2026, 11, 11, 9), now, retention_days=30, period=60)
+    check_collectable(datetime(2026, 11, 6, 9), now, retention_days=30, period=300)
 
 
 def test_backfill_window_must_stay_inside_retention() -> None:
