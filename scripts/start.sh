@@ -7,6 +7,9 @@
 #
 # Ctrl-C stops everything. Settings come from the environment (see README).
 set -euo pipefail
+# Job control: each service runs in its own process group with normal signal handling
+# (a non-interactive shell would start them ignoring SIGINT, and Dagster maps SIGTERM to it).
+set -m
 cd "$(dirname "$0")/.."
 project=$PWD
 
@@ -32,8 +35,14 @@ stop() {
   trap - INT TERM EXIT
   echo
   echo "Stopping..."
-  for pid in "${children[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${children[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in "${children[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  for _ in $(seq 1 60); do
+    alive=0
+    for pid in "${children[@]}"; do kill -0 -- "-$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.5
+  done
+  for pid in "${children[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
   echo "Stopped."
 }
 trap stop INT TERM EXIT
