@@ -37,6 +37,7 @@ class LocalAws:
     def stop(self) -> None:
         self.stopping.set()
         self.server.stop()
+        cloudwatch.install(None)
 
 
 def start(
