@@ -233,9 +233,10 @@ def test_an_instance_created_while_running_appears(monkeypatch: pytest.MonkeyPat
     local = start(fleet)
     try:
         rds = client(local, "rds")
-        ids = lambda: {
-            d["DBInstanceIdentifier"] for d in rds.describe_db_instances()["DBInstances"]
-        }
+
+        def ids() -> set[str]:
+            return {d["DBInstanceIdentifier"] for d in rds.describe_db_instances()["DBInstances"]}
+
         assert "newcomer-db" not in ids()
         deadline = time.monotonic() + 15
         while "newcomer-db" not in ids() and time.monotonic() < deadline:
