@@ -97,7 +97,7 @@ def minute_values(profile: Profile, metric: str, minutes: np.ndarray) -> np.ndar
         used = (
             0.2 + profile.storage_leak_gib_per_day * np.maximum(age_days, 0) / profile.storage_gib
         )
-        return np.maximum(profile.storage_gib * GIB * (1 - used), 0.0) + 1e6 * jitter
+        return np.maximum(profile.storage_gib * GIB * (1 - used) + 1e6 * jitter, 0.0)
     if metric == "ReadIOPS":
         return read_iops
     if metric == "WriteIOPS":
