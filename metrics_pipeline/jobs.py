@@ -17,7 +17,7 @@ from dagster import (
 from metrics_pipeline.assets import WAREHOUSE_POOL, rds_instances, rds_metrics
 from metrics_pipeline.partitions import hourly_partitions, oldest_kept_hour, partition_key
 from metrics_pipeline.resources import WarehouseResource
-from metrics_pipeline.warehouse import drop_rows_before
+from metrics_pipeline.warehouse import METRICS_TABLE, drop_rows_before
 
 # Run-queue priorities: a fresh tick goes ahead of healing backfills waiting in the queue.
 FRESH_PRIORITY = "10"
@@ -60,7 +60,9 @@ def drop_expired_rows(context: OpExecutionContext, warehouse: WarehouseResource)
     bytes_after = _file_bytes(warehouse.database)
 
     valid_keys = set(hourly_partitions.get_partition_keys())
-    dropped_hours = sorted({hour for trim in trims for hour in trim.hours})
+    dropped_hours = sorted(
+        hour for trim in trims if trim.table == METRICS_TABLE for hour in trim.hours
+    )
     for hour in dropped_hours:
         key = partition_key(hour)
         if key in valid_keys:

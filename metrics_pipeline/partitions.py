@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from dagster import HourlyPartitionsDefinition
+from dagster import DailyPartitionsDefinition, HourlyPartitionsDefinition
 
 from metrics_pipeline.settings import get_settings
 
@@ -16,6 +16,13 @@ HOUR = timedelta(hours=1)
 
 hourly_partitions = HourlyPartitionsDefinition(
     start_date=get_settings().partitions_start,
+    timezone="UTC",
+    end_offset=1,
+)
+
+# Days for the daily rollup; the last one is the day in progress.
+daily_partitions = DailyPartitionsDefinition(
+    start_date=get_settings().partitions_start.replace(hour=0),
     timezone="UTC",
     end_offset=1,
 )

@@ -24,6 +24,50 @@ from metrics_pipeline.settings import RDS_METRIC_UNITS, STATISTIC_COLUMNS
 INSTANCES_TABLE = "rds_instances"
 METRICS_TABLE = "rds_metrics"
 FETCHES_TABLE = "rds_metric_fetches"
+HOURLY_TABLE = "rds_metrics_hourly"
+DAILY_TABLE = "rds_metrics_daily"
+LATEST_VIEW = "rds_latest"
+WIDE_VIEW = "rds_metrics_wide"
+
+_ROLLUP_COLUMNS = """
+    account_id VARCHAR NOT NULL,
+    region VARCHAR NOT NULL,
+    instance_id VARCHAR NOT NULL,
+    metric VARCHAR NOT NULL,
+    unit VARCHAR,
+    average DOUBLE,
+    minimum DOUBLE,
+    maximum DOUBLE,
+    p50 DOUBLE,
+    p95 DOUBLE,
+    p99 DOUBLE,
+    sample_count DOUBLE,
+    periods INTEGER NOT NULL,
+    completeness DOUBLE NOT NULL,
+    computed_at TIMESTAMP NOT NULL,
+"""
+
+# The wide view: one column per default metric, its period average.
+WIDE_VIEW_COLUMNS = {
+    "CPUUtilization": "cpu_utilization",
+    "DatabaseConnections": "database_connections",
+    "FreeableMemory": "freeable_memory",
+    "FreeStorageSpace": "free_storage_space",
+    "ReadIOPS": "read_iops",
+    "WriteIOPS": "write_iops",
+    "ReadLatency": "read_latency",
+    "WriteLatency": "write_latency",
+    "ReadThroughput": "read_throughput",
+    "WriteThroughput": "write_throughput",
+    "NetworkReceiveThroughput": "network_receive_throughput",
+    "NetworkTransmitThroughput": "network_transmit_throughput",
+    "DiskQueueDepth": "disk_queue_depth",
+    "SwapUsage": "swap_usage",
+}
+WIDE_COLUMNS = ",\n".join(
+    f"    max(average) FILTER (WHERE metric = '{metric}') AS {column}"
+    for metric, column in WIDE_VIEW_COLUMNS.items()
+)
 
 SCHEMA_SQL = f"""
 CREATE TABLE IF NOT EXISTS {INSTANCES_TABLE} (
@@ -68,6 +112,24 @@ CREATE TABLE IF NOT EXISTS {FETCHES_TABLE} (
     run_id VARCHAR,
     PRIMARY KEY (account_id, region, instance_id, hour)
 );
+CREATE TABLE IF NOT EXISTS {HOURLY_TABLE} (
+    hour TIMESTAMP NOT NULL,{_ROLLUP_COLUMNS}
+    PRIMARY KEY (account_id, region, instance_id, metric, hour)
+);
+CREATE TABLE IF NOT EXISTS {DAILY_TABLE} (
+    day TIMESTAMP NOT NULL,{_ROLLUP_COLUMNS}
+    PRIMARY KEY (account_id, region, instance_id, metric, day)
+);
+CREATE OR REPLACE VIEW {LATEST_VIEW} AS
+SELECT account_id, region, instance_id, metric, any_value(unit) AS unit, max(ts) AS ts,
+       arg_max(average, ts) AS average, arg_max(minimum, ts) AS minimum,
+       arg_max(maximum, ts) AS maximum, arg_max(sum, ts) AS sum,
+       arg_max(sample_count, ts) AS sample_count
+FROM {METRICS_TABLE} GROUP BY account_id, region, instance_id, metric;
+CREATE OR REPLACE VIEW {WIDE_VIEW} AS
+SELECT ts, account_id, region, instance_id,
+{WIDE_COLUMNS}
+FROM {METRICS_TABLE} GROUP BY ts, account_id, region, instance_id;
 """
 
 INVENTORY_SCHEMA = pa.schema(
@@ -309,7 +371,12 @@ def settled_fetches(
 
 
 # Every table that holds time series, with its time column: what retention trims.
-TIME_SERIES_TABLES: dict[str, str] = {METRICS_TABLE: "ts", FETCHES_TABLE: "hour"}
+TIME_SERIES_TABLES: dict[str, str] = {
+    METRICS_TABLE: "ts",
+    FETCHES_TABLE: "hour",
+    HOURLY_TABLE: "hour",
+    DAILY_TABLE: "day",
+}
 
 
 @dataclass(frozen=True)
@@ -341,3 +408,51 @@ def drop_rows_before(conn: duckdb.DuckDBPyConnection, cutoff: datetime) -> list[
 
         trims.append(_in_transaction(conn, trim))
     return trims
+
+
+ROLLUP_TIME_COLUMNS = {HOURLY_TABLE: ("hour", "hour"), DAILY_TABLE: ("day", "day")}
+
+
+def replace_rollup(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    start: datetime,
+    end: datetime,
+    periods_per_bucket: int,
+    computed_at: datetime,
+) -> int:
+    """Recomputes `table` for [start, end) from rds_metrics in one transaction.
+
+    Percentiles are of the period averages; completeness is periods present over periods
+    expected in the bucket (an hour or a day).
+    """
+    ensure_schema(conn)
+    column, unit = ROLLUP_TIME_COLUMNS[table]
+
+    def write() -> int:
+        conn.execute(
+            f"DELETE FROM {table} WHERE {column} >= $start AND {column} < $end",
+            {"start": start, "end": end},
+        )
+        inserted = conn.execute(
+            f"""
+            INSERT INTO {table}
+            SELECT date_trunc('{unit}', ts) AS {column}, account_id, region, instance_id,
+                   metric, any_value(unit), avg(average), min(minimum), max(maximum),
+                   quantile_cont(average, 0.5), quantile_cont(average, 0.95),
+                   quantile_cont(average, 0.99), sum(sample_count), count(*),
+                   count(*) / $expected, $computed_at
+            FROM {METRICS_TABLE}
+            WHERE ts >= $start AND ts < $end
+            GROUP BY ALL
+            """,
+            {
+                "start": start,
+                "end": end,
+                "expected": float(periods_per_bucket),
+                "computed_at": computed_at,
+            },
+        ).fetchone()
+        return int(inserted[0]) if inserted else 0
+
+    return _in_transaction(conn, write)

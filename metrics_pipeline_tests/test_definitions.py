@@ -12,9 +12,12 @@ from metrics_pipeline.settings import get_settings
 from metrics_pipeline_tests.conftest import PROJECT_ROOT
 
 
-def test_definitions_load_with_both_assets() -> None:
+def test_definitions_load_with_every_asset() -> None:
     graph = defs.resolve_asset_graph()
-    assert graph.get_all_asset_keys() == {AssetKey("rds_instances"), AssetKey("rds_metrics")}
+    assert graph.get_all_asset_keys() == {
+        AssetKey(name)
+        for name in ("rds_instances", "rds_metrics", "rds_metrics_hourly", "rds_metrics_daily")
+    }
     metrics = graph.get(AssetKey("rds_metrics"))
     assert metrics.parent_keys == {AssetKey("rds_instances")}
     assert metrics.backfill_policy == BackfillPolicy.single_run()

@@ -1,0 +1,130 @@
+"""Rollups on data with known answers: percentiles, completeness and daily figures by hand;
+and the automation that re-materializes them when their source hours change."""
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pytest
+from dagster import (
+    AssetMaterialization,
+    evaluate_automation_conditions,
+    instance_for_test,
+    materialize,
+)
+
+from metrics_pipeline.definitions import defs
+from metrics_pipeline.resources import WarehouseResource
+from metrics_pipeline.rollups import rds_metrics_daily, rds_metrics_hourly
+from metrics_pipeline.warehouse import ensure_schema
+from metrics_pipeline_tests.conftest import make_aws
+from metrics_pipeline_tests.fleet import TWO_DAYS_AGO
+
+DAY = TWO_DAYS_AGO.replace(hour=0)
+# CPU averages of the first hour's periods; two periods are missing (10 of 12 present).
+AVERAGES = [10.0, 12.0, 11.0, 30.0, 14.0, 90.0, 13.0, 15.0, 16.0, 12.5]
+
+
+def seed_metrics(database: str) -> None:
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(database) as conn:
+        ensure_schema(conn)
+        rows = [
+            (DAY + timedelta(minutes=5 * n), avg, avg - 2, avg + 3, avg * 5, 5.0)
+            for n, avg in enumerate(AVERAGES)
+        ]
+        # A second hour, complete, constant 50 %.
+        rows += [
+            (DAY + timedelta(hours=1, minutes=5 * n), 50.0, 49.0, 51.0, 250.0, 5.0)
+            for n in range(12)
+        ]
+        conn.executemany(
+            "INSERT INTO rds_metrics VALUES (?, '1', 'us-east-1', 'db', 'CPUUtilization', "
+            "'Percent', ?, ?, ?, ?, ?, ?)",
+            [(*row, DAY) for row in rows],
+        )
+
+
+def key(moment: datetime, daily: bool = False) -> str:
+    return moment.strftime("%Y-%m-%d") if daily else moment.strftime("%Y-%m-%d-%H:%M")
+
+
+def test_hourly_rollup_has_hand_computed_figures(warehouse: WarehouseResource) -> None:
+    seed_metrics(warehouse.database)
+    resources = {"aws": make_aws(), "warehouse": warehouse}
+    assert materialize([rds_metrics_hourly], partition_key=key(DAY), resources=resources).success
+    with duckdb.connect(warehouse.database, read_only=True) as conn:
+        [row] = conn.execute(
+            "SELECT average, minimum, maximum, p50, p95, p99, sample_count, periods, completeness "
+            "FROM rds_metrics_hourly WHERE hour = ?",
+            [DAY],
+        ).fetchall()
+    values = np.array(AVERAGES)
+    expected = (
+        values.mean(), values.min() - 2, values.max() + 3,
+        np.percentile(values, 50), np.percentile(values, 95), np.percentile(values, 99),
+        5.0 * 10, 10, 10 / 12,
+    )  # fmt: skip
+    assert row == pytest.approx(expected)
+
+
+def test_daily_rollup_covers_the_day(warehouse: WarehouseResource) -> None:
+    seed_metrics(warehouse.database)
+    resources = {"aws": make_aws(), "warehouse": warehouse}
+    assert materialize(
+        [rds_metrics_daily], partition_key=key(DAY, daily=True), resources=resources
+    ).success
+    with duckdb.connect(warehouse.database, read_only=True) as conn:
+        [row] = conn.execute(
+            "SELECT day, average, p95, periods, completeness FROM rds_metrics_daily"
+        ).fetchall()
+    values = np.array(AVERAGES + [50.0] * 12)
+    assert row[0] == DAY
+    assert row[1:] == pytest.approx((values.mean(), np.percentile(values, 95), 22, 22 / 288))
+
+
+def test_rematerializing_replaces_rows(warehouse: WarehouseResource) -> None:
+    seed_metrics(warehouse.database)
+    resources = {"aws": make_aws(), "warehouse": warehouse}
+    for _ in range(2):
+        materialize([rds_metrics_hourly], partition_key=key(DAY), resources=resources)
+    with duckdb.connect(warehouse.database) as conn:
+        assert conn.execute("SELECT count(*) FROM rds_metrics_hourly").fetchone() == (1,)
+        conn.execute("DELETE FROM rds_metrics WHERE ts >= ?", [DAY + timedelta(minutes=30)])
+    materialize([rds_metrics_hourly], partition_key=key(DAY), resources=resources)
+    with duckdb.connect(warehouse.database, read_only=True) as conn:
+        assert conn.execute("SELECT periods FROM rds_metrics_hourly").fetchall() == [(6,)]
+
+
+def test_views_answer_latest_and_wide(warehouse: WarehouseResource) -> None:
+    seed_metrics(warehouse.database)
+    with duckdb.connect(warehouse.database, read_only=True) as conn:
+        latest = conn.execute(
+            "SELECT ts, average FROM rds_latest WHERE metric = 'CPUUtilization'"
+        ).fetchall()
+        wide = conn.execute(
+            "SELECT cpu_utilization, swap_usage FROM rds_metrics_wide WHERE ts = ?", [DAY]
+        ).fetchall()
+    assert latest == [(DAY + timedelta(hours=1, minutes=55), 50.0)]
+    assert wide == [(10.0, None)]
+
+
+def requested(result: Any) -> set[tuple[str, str]]:
+    return {
+        (r.key.to_user_string(), partition)
+        for r in result.results
+        for partition in r.true_subset.expensively_compute_partition_keys()
+    }
+
+
+def test_new_source_hours_request_their_rollups() -> None:
+    with instance_for_test() as instance:
+        before = evaluate_automation_conditions(defs=defs, instance=instance)
+        assert requested(before) == set()
+        instance.report_runless_asset_event(
+            AssetMaterialization(asset_key="rds_metrics", partition=key(DAY))
+        )
+        after = evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+    assert requested(after) == {("rds_metrics_hourly", key(DAY))}
