@@ -18,8 +18,9 @@ os.environ.update(
 
 import shutil  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 import urllib.request  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -109,3 +110,13 @@ def pipeline_env(tmp_path: Path, endpoint: str, **settings: str) -> dict[str, st
         "METRICS_DUCKDB_PATH": str(tmp_path / "warehouse" / "metrics.duckdb"),
         **settings,
     }
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Polls `condition` every 2 s; fails naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

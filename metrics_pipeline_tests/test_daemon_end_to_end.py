@@ -5,8 +5,6 @@ the pool, and the warehouse ends up with exactly what CloudWatch (a moto server)
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,19 +12,10 @@ import duckdb
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from metrics_pipeline_tests.conftest import DAGSTER_DAEMON, pipeline_env
+from metrics_pipeline_tests.conftest import DAGSTER_DAEMON, pipeline_env, wait_for
 from metrics_pipeline_tests.fleet import THIS_HOUR, create_instance, put_metrics
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:
