@@ -7,13 +7,13 @@ from metrics_pipeline.jobs import fresh_collection_job, healing_job, retention_j
 from metrics_pipeline.resources import build_resources
 from metrics_pipeline.rollups import rds_metrics_daily, rds_metrics_hourly
 from metrics_pipeline.schedules import fresh_collection_schedule, retention_schedule
-from metrics_pipeline.sensors import gap_healing_sensor
+from metrics_pipeline.sensors import gap_healing_sensor, run_failure_alert
 from metrics_pipeline.settings import get_settings
 
 defs = Definitions(
     assets=[rds_instances, rds_metrics, rds_metrics_hourly, rds_metrics_daily],
     jobs=[fresh_collection_job, healing_job, retention_job],
     schedules=[fresh_collection_schedule, retention_schedule],
-    sensors=[gap_healing_sensor],
+    sensors=[gap_healing_sensor, run_failure_alert],
     resources=build_resources(get_settings()),
 )

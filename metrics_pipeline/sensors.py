@@ -7,14 +7,18 @@ import duckdb
 from dagster import (
     AssetKey,
     AssetPartitionStatus,
+    DagsterEventType,
     DefaultSensorStatus,
+    RunFailureSensorContext,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    run_failure_sensor,
     sensor,
 )
 
+from metrics_pipeline.alerts import alert_line, send_alert
 from metrics_pipeline.healing import (
     HealingRun,
     HourStatus,
@@ -25,7 +29,7 @@ from metrics_pipeline.healing import (
 from metrics_pipeline.jobs import healing_job
 from metrics_pipeline.partitions import HOUR, hourly_partitions, partition_key
 from metrics_pipeline.resources import AwsResource, WarehouseResource
-from metrics_pipeline.schedules import range_tags
+from metrics_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG, range_tags
 from metrics_pipeline.settings import get_settings
 from metrics_pipeline.warehouse import read_inventory, settled_fetches
 
@@ -106,3 +110,22 @@ def gap_healing_sensor(
         + (", the rest next tick" if planned < len(gaps) else "")
     )
     return SensorResult(run_requests=[healing_request(run, now) for run in runs])
+
+
+@run_failure_sensor(
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Announces every failed run with one alert line (see alerts.py to page someone).",
+)
+def run_failure_alert(context: RunFailureSensorContext) -> None:
+    run = context.dagster_run
+    start, end = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
+    hours = f"{start}..{end}" if start else run.tags.get("dagster/partition")
+    step_failures = context.instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
+    error = (
+        step_failures[0].dagster_event.step_failure_data.error.message
+        if step_failures and step_failures[0].dagster_event.step_failure_data.error
+        else context.failure_event.message
+    )
+    line = alert_line(run.job_name, run.run_id, hours, error)
+    context.log.error(line)
+    send_alert(line)

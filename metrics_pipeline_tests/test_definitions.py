@@ -50,6 +50,6 @@ def test_project_instance_allows_one_warehouse_writer(tmp_path: Path) -> None:
 
 def test_schedules_sensor_and_jobs_are_loaded() -> None:
     assert {s.name for s in defs.schedules} == {"fresh_collection_schedule", "retention_schedule"}
-    assert {s.name for s in defs.sensors} == {"gap_healing_sensor"}
+    assert {s.name for s in defs.sensors} == {"gap_healing_sensor", "run_failure_alert"}
     for job in ("fresh_collection", "healing_backfill", "retention_job"):
         assert defs.resolve_job_def(job).name == job
