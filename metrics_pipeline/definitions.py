@@ -3,6 +3,11 @@
 from dagster import Definitions
 
 from metrics_pipeline.assets import rds_instances, rds_metrics
+from metrics_pipeline.checks import (
+    rds_metrics_completeness,
+    rds_metrics_freshness,
+    rds_metrics_sanity,
+)
 from metrics_pipeline.jobs import fresh_collection_job, healing_job, retention_job
 from metrics_pipeline.resources import build_resources
 from metrics_pipeline.rollups import rds_metrics_daily, rds_metrics_hourly
@@ -12,6 +17,7 @@ from metrics_pipeline.settings import get_settings
 
 defs = Definitions(
     assets=[rds_instances, rds_metrics, rds_metrics_hourly, rds_metrics_daily],
+    asset_checks=[rds_metrics_completeness, rds_metrics_freshness, rds_metrics_sanity],
     jobs=[fresh_collection_job, healing_job, retention_job],
     schedules=[fresh_collection_schedule, retention_schedule],
     sensors=[gap_healing_sensor, run_failure_alert],

@@ -24,6 +24,7 @@ class InventoryEntry:
     create_time: datetime | None
     first_seen: datetime
     last_seen: datetime
+    status: str | None = None
 
     def existed_during(self, start: datetime, end: datetime) -> bool:
         born = self.create_time or self.first_seen

@@ -95,6 +95,8 @@ DEFAULT_BACKFILL_DAYS = 3
 DEFAULT_BACKFILL_INTERVAL_MINUTES = 60
 DEFAULT_BACKFILL_MAX_HOURS_PER_TICK = 24
 DEFAULT_RETENTION_DAYS = 7
+DEFAULT_FRESHNESS_MINUTES = 30
+DEFAULT_COMPLETENESS_WARN = 0.9
 
 
 class ConfigError(ValueError):
@@ -119,6 +121,8 @@ class Settings:
     backfill_interval_minutes: int = DEFAULT_BACKFILL_INTERVAL_MINUTES
     backfill_max_hours_per_tick: int = DEFAULT_BACKFILL_MAX_HOURS_PER_TICK
     retention_days: int = DEFAULT_RETENTION_DAYS
+    freshness_minutes: int = DEFAULT_FRESHNESS_MINUTES
+    completeness_warn: float = DEFAULT_COMPLETENESS_WARN
 
     def __post_init__(self) -> None:
         if self.backfill_days >= self.retention_days:
@@ -178,6 +182,15 @@ class Settings:
                 minimum=1,
             ),
             retention_days=retention_days,
+            freshness_minutes=parse_int(
+                "METRICS_FRESHNESS_MINUTES",
+                env.get("METRICS_FRESHNESS_MINUTES"),
+                DEFAULT_FRESHNESS_MINUTES,
+                minimum=1,
+            ),
+            completeness_warn=parse_fraction(
+                "METRICS_COMPLETENESS_WARN", env.get("METRICS_COMPLETENESS_WARN")
+            ),
         )
 
     @property
@@ -303,6 +316,18 @@ def parse_positive_float(name: str, raw: str | None, default: float) -> float:
         raise ConfigError(f"{name}: '{raw}' is not a number.") from None
     if not value > 0:
         raise ConfigError(f"{name}: {raw} is not allowed; expected a number > 0.")
+    return value
+
+
+def parse_fraction(name: str, raw: str | None) -> float:
+    if not _is_set(raw):
+        return DEFAULT_COMPLETENESS_WARN
+    try:
+        value = float(raw.strip())  # type: ignore[union-attr]
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name}: '{raw}' is not allowed; expected a fraction from 0 to 1.")
     return value
 
 

@@ -210,7 +210,7 @@ def read_inventory(conn: duckdb.DuckDBPyConnection, regions: Sequence[str]) -> l
         return []
     rows = conn.execute(
         f"""
-        SELECT account_id, region, instance_id, create_time, first_seen, last_seen
+        SELECT account_id, region, instance_id, create_time, first_seen, last_seen, status
         FROM {INSTANCES_TABLE} WHERE region IN (SELECT unnest($regions))
         ORDER BY region, account_id, instance_id
         """,
@@ -456,3 +456,55 @@ def replace_rollup(
         return int(inserted[0]) if inserted else 0
 
     return _in_transaction(conn, write)
+
+
+def rows_per_instance_hour(
+    conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+) -> dict[tuple[Instance, datetime], int]:
+    rows = conn.execute(
+        f"""
+        SELECT account_id, region, instance_id, date_trunc('hour', ts), count(*)
+        FROM {METRICS_TABLE} WHERE ts >= $start AND ts < $end GROUP BY ALL
+        """,
+        {"start": start, "end": end},
+    ).fetchall()
+    return {(Instance(*row[:3]), row[3]): int(row[4]) for row in rows}
+
+
+def empty_settled_fetches(
+    conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+) -> set[tuple[Instance, datetime]]:
+    rows = conn.execute(
+        f"""
+        SELECT account_id, region, instance_id, hour FROM {FETCHES_TABLE}
+        WHERE settled AND datapoints = 0 AND hour >= $start AND hour < $end
+        """,
+        {"start": start, "end": end},
+    ).fetchall()
+    return {(Instance(*row[:3]), row[3]) for row in rows}
+
+
+def sanity_counts(
+    conn: duckdb.DuckDBPyConnection, start: datetime, period_seconds: int, now: datetime
+) -> dict[str, int]:
+    """Rows since `start` that break an invariant; every count should be 0."""
+    [row] = conn.execute(
+        f"""
+        SELECT count(*) - count(DISTINCT (account_id, region, instance_id, metric, ts)),
+               count(*) FILTER (unit = 'Percent' AND (minimum < 0 OR maximum > 100
+                                                      OR average < 0 OR average > 100)),
+               count(*) FILTER (least(average, minimum, maximum, sum, sample_count) < 0),
+               count(*) FILTER (minimum > average + 1e-9 OR average > maximum + 1e-9),
+               count(*) FILTER (epoch(ts)::BIGINT % $period <> 0 OR ts > $now)
+        FROM {METRICS_TABLE} WHERE ts >= $start
+        """,
+        {"start": start, "period": period_seconds, "now": now},
+    ).fetchall()
+    names = (
+        "duplicate_keys",
+        "percent_out_of_range",
+        "negative_values",
+        "min_avg_max_disorder",
+        "misplaced_timestamps",
+    )
+    return dict(zip(names, (int(v) for v in row), strict=True))
