@@ -4,6 +4,7 @@ Both are thin: the logic lives in `inventory`, `cloudwatch` and `warehouse`; the
 with Dagster's partitions, config, logging and metadata.
 """
 
+import resource
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from metrics_pipeline.cloudwatch import (
     align_window,
     build_queries,
     datapoints_per_query,
+    estimated_cost_usd,
     fetch_batch_to_spool,
     minimum_requests,
     plan_batches,
@@ -37,6 +39,7 @@ from metrics_pipeline.warehouse import (
     INSTANCES_TABLE,
     METRICS_TABLE,
     read_inventory,
+    record_run,
     replace_metrics,
     table_exists,
     upsert_instances,
@@ -49,6 +52,11 @@ WAREHOUSE_POOL = "duckdb_warehouse"
 
 def _utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def peak_memory_mib() -> float:
+    """The run process's peak resident memory so far (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @asset(
@@ -172,6 +180,7 @@ def rds_metrics(
     regions = sorted({batch[0].instance.region for batch in batches})
     clients = {region: aws.client("cloudwatch", region, stats) for region in regions}
     started = time.monotonic()
+    cpu_started = time.process_time()
     with tempfile.TemporaryDirectory(prefix="rds-metrics-spool-") as spool:
         spool_files = []
         for number, batch in enumerate(batches, start=1):
@@ -193,6 +202,7 @@ def rds_metrics(
             )
         fetch_seconds = time.monotonic() - started
         with warehouse.connect() as conn:
+            lock_wait_seconds = time.monotonic() - started - fetch_seconds
             written = replace_metrics(
                 conn,
                 spool_files=spool_files,
@@ -203,28 +213,41 @@ def rds_metrics(
                 settle_delay=aws.settle_delay,
                 run_id=context.run.run_id,
             )
-    write_seconds = time.monotonic() - started - fetch_seconds
+            write_seconds = time.monotonic() - started - fetch_seconds - lock_wait_seconds
+            figures = {
+                "run_id": context.run.run_id,
+                "asset": "rds_metrics",
+                "window_start": start,
+                "window_end": end,
+                "finished_at": _utc_now(),
+                "instances": len(targets),
+                "rows_written": written.rows_written,
+                "rows_replaced": written.rows_replaced,
+                "datapoints": written.datapoints,
+                "settled_hours": written.settled_hours,
+                "cloudwatch_requests": stats.api_calls,
+                "minimum_requests": minimum_requests(
+                    len(queries), points_per_query, max_datapoints=aws.max_datapoints_per_request
+                ),
+                "metrics_requested": stats.metrics_requested,
+                "estimated_cost_usd": estimated_cost_usd(stats.metrics_requested),
+                "throttled_calls": stats.throttled,
+                "retried_calls": stats.retried,
+                "fetch_seconds": round(fetch_seconds, 3),
+                "lock_wait_seconds": round(lock_wait_seconds, 3),
+                "write_seconds": round(write_seconds, 3),
+                "cpu_seconds": round(time.process_time() - cpu_started, 3),
+                "peak_memory_mib": round(peak_memory_mib(), 1),
+            }
+            record_run(conn, figures)
     context.log.info(
         f"Wrote {written.rows_written} row(s) (replaced {written.rows_replaced}) "
         f"from {written.datapoints} datapoint(s) in {stats.api_calls} request(s)"
     )
     return MaterializeResult(
         metadata={
-            "window_start": start.isoformat(),
-            "window_end": end.isoformat(),
-            "rows_written": written.rows_written,
-            "rows_replaced": written.rows_replaced,
-            "instances": len(targets),
-            "datapoints": written.datapoints,
-            "settled_hours": written.settled_hours,
-            "cloudwatch_requests": stats.api_calls,
-            "minimum_requests": minimum_requests(
-                len(queries), points_per_query, max_datapoints=aws.max_datapoints_per_request
-            ),
-            "metrics_requested": stats.metrics_requested,
-            "throttled_calls": stats.throttled,
-            "retried_calls": stats.retried,
-            "fetch_seconds": round(fetch_seconds, 3),
-            "write_seconds": round(write_seconds, 3),
+            key: value.isoformat() if isinstance(value, datetime) else value
+            for key, value in figures.items()
+            if key not in ("run_id", "asset", "finished_at")
         }
     )

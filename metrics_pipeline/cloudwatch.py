@@ -23,6 +23,8 @@ INSTANCE_DIMENSION = "DBInstanceIdentifier"
 # GetMetricData's documented limits.
 MAX_QUERIES_PER_REQUEST = 500
 MAX_DATAPOINTS_PER_RESPONSE = 100_800
+# GetMetricData's list price: USD per 1,000 metrics requested (each query of each call).
+USD_PER_1000_METRICS_REQUESTED = 0.01
 
 THROTTLING_ERROR_CODES = frozenset(
     {
@@ -118,6 +120,10 @@ class RequestStats:
         code = response[1].get("Error", {}).get("Code")
         if code in THROTTLING_ERROR_CODES or response[0].status_code == 429:
             self.throttled += 1
+
+
+def estimated_cost_usd(metrics_requested: int) -> float:
+    return round(metrics_requested * USD_PER_1000_METRICS_REQUESTED / 1000, 6)
 
 
 def align_window(start: datetime, end: datetime, period_seconds: int) -> tuple[datetime, datetime]:

@@ -24,6 +24,7 @@ from metrics_pipeline.settings import RDS_METRIC_UNITS, STATISTIC_COLUMNS
 INSTANCES_TABLE = "rds_instances"
 METRICS_TABLE = "rds_metrics"
 FETCHES_TABLE = "rds_metric_fetches"
+RUNS_TABLE = "pipeline_runs"
 HOURLY_TABLE = "rds_metrics_hourly"
 DAILY_TABLE = "rds_metrics_daily"
 LATEST_VIEW = "rds_latest"
@@ -111,6 +112,29 @@ CREATE TABLE IF NOT EXISTS {FETCHES_TABLE} (
     settled BOOLEAN NOT NULL,
     run_id VARCHAR,
     PRIMARY KEY (account_id, region, instance_id, hour)
+);
+CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (
+    run_id VARCHAR PRIMARY KEY,
+    asset VARCHAR NOT NULL,
+    window_start TIMESTAMP NOT NULL,
+    window_end TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP NOT NULL,
+    instances INTEGER,
+    rows_written BIGINT,
+    rows_replaced BIGINT,
+    datapoints BIGINT,
+    settled_hours INTEGER,
+    cloudwatch_requests INTEGER,
+    minimum_requests INTEGER,
+    metrics_requested BIGINT,
+    estimated_cost_usd DOUBLE,
+    throttled_calls INTEGER,
+    retried_calls INTEGER,
+    fetch_seconds DOUBLE,
+    lock_wait_seconds DOUBLE,
+    write_seconds DOUBLE,
+    cpu_seconds DOUBLE,
+    peak_memory_mib DOUBLE
 );
 CREATE TABLE IF NOT EXISTS {HOURLY_TABLE} (
     hour TIMESTAMP NOT NULL,{_ROLLUP_COLUMNS}
@@ -376,6 +400,7 @@ TIME_SERIES_TABLES: dict[str, str] = {
     FETCHES_TABLE: "hour",
     HOURLY_TABLE: "hour",
     DAILY_TABLE: "day",
+    RUNS_TABLE: "finished_at",
 }
 
 
@@ -508,3 +533,13 @@ def sanity_counts(
         "misplaced_timestamps",
     )
     return dict(zip(names, (int(v) for v in row), strict=True))
+
+
+def record_run(conn: duckdb.DuckDBPyConnection, figures: dict[str, Any]) -> None:
+    """One row of the run's own figures in pipeline_runs (a re-executed run replaces its row)."""
+    ensure_schema(conn)
+    columns = ", ".join(figures)
+    placeholders = ", ".join(f"${name}" for name in figures)
+    conn.execute(
+        f"INSERT OR REPLACE INTO {RUNS_TABLE} ({columns}) VALUES ({placeholders})", figures
+    )

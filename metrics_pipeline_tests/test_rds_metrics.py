@@ -282,3 +282,30 @@ def test_hour_in_progress_is_logged_unsettled(
     with duckdb.connect(warehouse.database, read_only=True) as conn:
         settled = dict(conn.execute("SELECT hour, settled FROM rds_metric_fetches").fetchall())
     assert settled[now] is False
+
+
+def test_each_run_records_its_own_figures(
+    small_aws: AwsResource, warehouse: WarehouseResource
+) -> None:
+    create_instance("us-east-1", "orders-db")
+    put_metrics("us-east-1", ["orders-db"], METRICS, HOUR, HOUR + timedelta(hours=1))
+    discover(small_aws, warehouse)
+    first = collect(small_aws, warehouse, HOUR)
+    second = collect(small_aws, warehouse, HOUR)
+    with duckdb.connect(warehouse.database, read_only=True) as conn:
+        cursor = conn.execute("SELECT * FROM pipeline_runs ORDER BY finished_at")
+        names = [d[0] for d in cursor.description]
+        runs = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    assert [r["run_id"] for r in runs] == [first.run_id, second.run_id]
+    run = runs[0]
+    assert run["asset"] == "rds_metrics"
+    assert (run["window_start"], run["window_end"]) == (HOUR, HOUR + timedelta(hours=1))
+    assert run["rows_written"] == 24 and run["datapoints"] == 24 * 5 and run["instances"] == 1
+    assert run["cloudwatch_requests"] == 1 and run["metrics_requested"] == 2 * 5
+    assert run["estimated_cost_usd"] == pytest.approx(10 * 0.01 / 1000)
+    assert run["throttled_calls"] == 0 and run["retried_calls"] == 0
+    assert run["peak_memory_mib"] > 10 and run["cpu_seconds"] > 0
+    assert run["lock_wait_seconds"] >= 0 and run["write_seconds"] >= 0
+    metadata = materialization_metadata(first)
+    assert metadata["estimated_cost_usd"] == run["estimated_cost_usd"]
+    assert metadata["peak_memory_mib"] == run["peak_memory_mib"]

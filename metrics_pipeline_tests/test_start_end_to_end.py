@@ -1,6 +1,7 @@
 """The README's one command, driven as a new user would: start, see data arrive, look at the
 UI in a real browser, stop with Ctrl-C, nothing left running."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -73,11 +74,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         output,
     )
     try:
-        wait_for(lambda: "Press Ctrl-C to stop." in output.read_text(), 180, "the start banner")
+        wait_for(lambda: "Press Ctrl-C to stop." in output.read_text(), 300, "the start banner")
         yield stack
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+        if process.poll() is None:  # a test failed before Ctrl-C: stop as a user would
+            os.killpg(process.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=60)
+        # The services run in process groups of their own, all in the script's session.
+        subprocess.run(["pkill", "-KILL", "-s", str(process.pid)], check=False)
 
 
 def test_banner_says_where_everything_is(stack: Stack) -> None:
@@ -175,7 +180,9 @@ def test_ctrl_c_stops_everything(stack: Stack) -> None:
     stack.process.wait(timeout=60)
     assert "Stopped." in stack.output.read_text()
     time.sleep(1)
+    # Everything start.sh started (the local AWS, dagster dev and its webserver, daemon and
+    # code servers) ran in the script's session: none of it may be left.
     leftovers = subprocess.run(
-        ["pgrep", "-f", str(stack.home)], capture_output=True, text=True, check=False
+        ["pgrep", "-s", str(stack.process.pid)], capture_output=True, text=True, check=False
     ).stdout.split()
     assert leftovers == []
