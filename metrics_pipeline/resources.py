@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -26,6 +27,7 @@ from metrics_pipeline.cloudwatch import (
 )
 from metrics_pipeline.settings import (
     DEFAULT_AWS_MAX_ATTEMPTS,
+    DEFAULT_LOCK_TIMEOUT_SECONDS,
     DEFAULT_MAX_REQUESTS_PER_SECOND,
     DEFAULT_METRICS,
     DEFAULT_PERIOD_SECONDS,
@@ -142,12 +144,17 @@ def aws_errors(operation: str, region: str) -> Iterator[None]:
 class WarehouseResource(DuckDBResource):
     """The DuckDB warehouse file.
 
-    dagster-duckdb's resource already retries with backoff while another process holds the
-    file's lock; this adds a writable-path check at run start and always closes connections.
+    On top of dagster-duckdb's resource: a writable-path check at run start, connections that
+    are always closed, and a lock wait with a stated budget that ends in one clear failure
+    (dagster-duckdb retries a fixed ten times and then re-raises DuckDB's IO error).
     """
 
     retention_days: int = Field(
         default=DEFAULT_RETENTION_DAYS, description="Days of metrics the warehouse keeps."
+    )
+    lock_timeout_seconds: float = Field(
+        default=DEFAULT_LOCK_TIMEOUT_SECONDS,
+        description="How long a writer waits for another process to release the file.",
     )
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
@@ -156,11 +163,35 @@ class WarehouseResource(DuckDBResource):
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self.get_connection() as conn:
+        conn = self._connect_waiting_for_lock()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def _connect_waiting_for_lock(self) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        delay = 0.1
+        while True:
             try:
-                yield conn
-            finally:
-                conn.close()
+                return duckdb.connect(
+                    self.database,
+                    config={"custom_user_agent": "dagster", **self.connection_config},
+                )
+            except duckdb.IOException as error:
+                if "lock" not in str(error).lower():
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise Failure(
+                        description=(
+                            f"The warehouse {self.database} is locked by another process and "
+                            f"was not released within {self.lock_timeout_seconds:g} s "
+                            f"(METRICS_LOCK_TIMEOUT_SECONDS); nothing was written, the hours "
+                            f"will be collected again. DuckDB said: {error}"
+                        )
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     @contextmanager
     def connect_read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -185,6 +216,8 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
             max_attempts=settings.aws_max_attempts,
         ),
         "warehouse": WarehouseResource(
-            database=str(settings.duckdb_path), retention_days=settings.retention_days
+            database=str(settings.duckdb_path),
+            retention_days=settings.retention_days,
+            lock_timeout_seconds=settings.lock_timeout_seconds,
         ),
     }

@@ -96,6 +96,7 @@ DEFAULT_BACKFILL_INTERVAL_MINUTES = 60
 DEFAULT_BACKFILL_MAX_HOURS_PER_TICK = 24
 DEFAULT_RETENTION_DAYS = 7
 DEFAULT_FRESHNESS_MINUTES = 30
+DEFAULT_LOCK_TIMEOUT_SECONDS = 120.0
 DEFAULT_COMPLETENESS_WARN = 0.9
 
 
@@ -123,6 +124,7 @@ class Settings:
     retention_days: int = DEFAULT_RETENTION_DAYS
     freshness_minutes: int = DEFAULT_FRESHNESS_MINUTES
     completeness_warn: float = DEFAULT_COMPLETENESS_WARN
+    lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
 
     def __post_init__(self) -> None:
         if self.backfill_days >= self.retention_days:
@@ -190,6 +192,11 @@ class Settings:
             ),
             completeness_warn=parse_fraction(
                 "METRICS_COMPLETENESS_WARN", env.get("METRICS_COMPLETENESS_WARN")
+            ),
+            lock_timeout_seconds=parse_positive_float(
+                "METRICS_LOCK_TIMEOUT_SECONDS",
+                env.get("METRICS_LOCK_TIMEOUT_SECONDS"),
+                DEFAULT_LOCK_TIMEOUT_SECONDS,
             ),
         )
 

@@ -46,6 +46,8 @@ def test_project_instance_allows_one_warehouse_writer(tmp_path: Path) -> None:
     pool = instance.event_log_storage.get_concurrency_info("duckdb_warehouse")
     assert pool.limit == 1
     assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
+    assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+    assert not instance.run_retries_retry_on_asset_or_op_failure
 
 
 def test_schedules_sensor_and_jobs_are_loaded() -> None:

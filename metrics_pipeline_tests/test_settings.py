@@ -89,6 +89,7 @@ def test_aws_region_wins_over_default_region() -> None:
         ({"METRICS_PARTITIONS_START": "2026-11-01T06:30"}, "must fall on a whole hour"),
         ({"METRICS_COMPLETENESS_WARN": "1.5"}, "METRICS_COMPLETENESS_WARN: '1.5' is not allowed"),
         ({"METRICS_FRESHNESS_MINUTES": "0"}, "METRICS_FRESHNESS_MINUTES: 0 is not allowed"),
+        ({"METRICS_LOCK_TIMEOUT_SECONDS": "0"}, "METRICS_LOCK_TIMEOUT_SECONDS: 0 is not allowed"),
         (
             {"METRICS_FRESH_INTERVAL_MINUTES": "7"},
             "METRICS_FRESH_INTERVAL_MINUTES: 7 is not allowed",
