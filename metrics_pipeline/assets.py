@@ -238,12 +238,21 @@ def rds_metrics(
                 "write_seconds": round(write_seconds, 3),
                 "cpu_seconds": round(time.process_time() - cpu_started, 3),
                 "peak_memory_mib": round(peak_memory_mib(), 1),
+                "skipped_datapoints": sum(written.skipped.values()),
             }
             record_run(conn, figures)
     context.log.info(
         f"Wrote {written.rows_written} row(s) (replaced {written.rows_replaced}) "
         f"from {written.datapoints} datapoint(s) in {stats.api_calls} request(s)"
     )
+    if any(written.skipped.values()):
+        context.log.warning(
+            "Skipped datapoints CloudWatch sent: "
+            + ", ".join(
+                f"{count} {reason.replace('_', ' ')}" for reason, count in written.skipped.items()
+            )
+            + " (a period sent twice with different values is not stored)"
+        )
     return MaterializeResult(
         metadata={
             key: value.isoformat() if isinstance(value, datetime) else value

@@ -219,6 +219,11 @@ def epoch_micros(timestamps: Sequence[Any]) -> np.ndarray:
     )
 
 
+def _nulls_for_non_finite(values: np.ndarray) -> pa.Array:
+    """NaN and infinities become NULL: SQL filters them reliably, and they are no values."""
+    return pa.array(values, pa.float64(), mask=~np.isfinite(values))
+
+
 def page_to_table(page: dict[str, Any], queries_by_id: dict[str, MetricQuery]) -> pa.Table:
     """Long-format rows of one response page; the warehouse pivots statistics into columns."""
     labels: dict[str, list[str]] = {name: [] for name in SPOOL_SCHEMA.names[:5]}
@@ -246,7 +251,7 @@ def page_to_table(page: dict[str, Any], queries_by_id: dict[str, MetricQuery]) -
         {
             **labels,
             "ts": pa.array(np.concatenate(times) if times else [], pa.timestamp("us")),
-            "value": pa.array(np.concatenate(values) if values else [], pa.float64()),
+            "value": _nulls_for_non_finite(np.concatenate(values) if values else np.empty(0)),
         },
         schema=SPOOL_SCHEMA,
     )

@@ -134,7 +134,8 @@ CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (
     lock_wait_seconds DOUBLE,
     write_seconds DOUBLE,
     cpu_seconds DOUBLE,
-    peak_memory_mib DOUBLE
+    peak_memory_mib DOUBLE,
+    skipped_datapoints BIGINT
 );
 CREATE TABLE IF NOT EXISTS {HOURLY_TABLE} (
     hour TIMESTAMP NOT NULL,{_ROLLUP_COLUMNS}
@@ -247,12 +248,8 @@ def _sql_literal(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _staged_datapoints_sql(spool_files: Sequence[Path], start: datetime, end: datetime) -> str:
-    """The spooled datapoints worth storing: in the window, for a target, not NaN.
-
-    Written with literals because DuckDB views take no parameters; the view is read twice
-    (rows and fetch log) without holding the datapoints in memory.
-    """
+def _received_sql(spool_files: Sequence[Path]) -> str:
+    """Every spooled datapoint of a target instance, as CloudWatch sent it."""
     if not spool_files:
         return (
             "SELECT NULL::VARCHAR AS account_id, NULL::VARCHAR AS region, "
@@ -262,10 +259,30 @@ def _staged_datapoints_sql(spool_files: Sequence[Path], start: datetime, end: da
     files = ", ".join(_sql_literal(path) for path in spool_files)
     return (
         f"SELECT s.* FROM read_parquet([{files}]) s "
-        "JOIN targets USING (account_id, region, instance_id) "
-        f"WHERE s.ts >= TIMESTAMP {_sql_literal(start.isoformat())} "
-        f"AND s.ts < TIMESTAMP {_sql_literal(end.isoformat())} AND NOT isnan(s.value)"
+        "JOIN targets USING (account_id, region, instance_id)"
     )
+
+
+def _staged_sql(start: datetime, end: datetime) -> str:
+    """The received datapoints worth storing: in the window, a number, one value per key.
+
+    A key (instance, metric, statistic, period) that came back twice with different values
+    is left out rather than guessed; exact repeats collapse to one. Written with literals
+    because DuckDB views take no parameters; views are read without holding the data.
+    """
+    in_window = (
+        f"ts >= TIMESTAMP {_sql_literal(start.isoformat())} "
+        f"AND ts < TIMESTAMP {_sql_literal(end.isoformat())} AND value IS NOT NULL"
+    )
+    key = "account_id, region, instance_id, metric, statistic, ts"
+    return f"""
+        SELECT DISTINCT {key}, value FROM received
+        ANTI JOIN (
+            SELECT {key} FROM received WHERE {in_window}
+            GROUP BY ALL HAVING count(DISTINCT value) > 1
+        ) conflicts USING ({key})
+        WHERE {in_window}
+    """
 
 
 @dataclass(frozen=True)
@@ -275,6 +292,7 @@ class MetricsWrite:
     datapoints: int
     hours: int
     settled_hours: int
+    skipped: dict[str, int]  # datapoints received but not stored, by reason
 
 
 def replace_metrics(
@@ -312,13 +330,14 @@ def replace_metrics(
         "metric_units",
         pa.table({"metric": list(RDS_METRIC_UNITS), "unit": list(RDS_METRIC_UNITS.values())}),
     )
-    staged = _staged_datapoints_sql(spool_files, start, end)
+    received, staged = _received_sql(spool_files), _staged_sql(start, end)
     pivots = ",\n".join(
         f"any_value(value) FILTER (WHERE statistic = '{stat}') AS {column}"
         for stat, column in STATISTIC_COLUMNS.items()
     )
 
     def write() -> MetricsWrite:
+        conn.execute(f"CREATE OR REPLACE TEMP VIEW received AS {received}")
         conn.execute(f"CREATE OR REPLACE TEMP VIEW staged AS {staged}")
         replaced = conn.execute(
             f"""
@@ -361,14 +380,29 @@ def replace_metrics(
             """,
             {"fetched_at": fetched_at, "run_id": run_id},
         )
-        datapoints = conn.execute("SELECT count(*) FROM staged").fetchone()
+        [(datapoints,)] = conn.execute("SELECT count(*) FROM staged").fetchall()
+        [(nan, outside, total_in_window)] = conn.execute(
+            """
+            SELECT count(*) FILTER (value IS NULL),
+                   count(*) FILTER (value IS NOT NULL AND (ts < $start OR ts >= $end)),
+                   count(*) FILTER (value IS NOT NULL AND ts >= $start AND ts < $end)
+            FROM received
+            """,
+            {"start": start, "end": end},
+        ).fetchall()
         conn.execute("DROP VIEW staged")
+        conn.execute("DROP VIEW received")
         return MetricsWrite(
             rows_written=int(written[0]) if written else 0,
             rows_replaced=int(replaced[0]) if replaced else 0,
-            datapoints=int(datapoints[0]) if datapoints else 0,
+            datapoints=int(datapoints),
             hours=len(hours),
             settled_hours=sum(is_settled(h, fetched_at, settle_delay) for h in hours),
+            skipped={
+                "not_a_number": int(nan),
+                "outside_window": int(outside),
+                "repeated_or_conflicting": int(total_in_window) - int(datapoints),
+            },
         )
 
     try:
