@@ -16,7 +16,13 @@ def test_definitions_load_with_every_asset() -> None:
     graph = defs.resolve_asset_graph()
     assert graph.get_all_asset_keys() == {
         AssetKey(name)
-        for name in ("rds_instances", "rds_metrics", "rds_metrics_hourly", "rds_metrics_daily")
+        for name in (
+            "rds_instances",
+            "rds_metrics",
+            "rds_metrics_hourly",
+            "rds_metrics_daily",
+            "pipeline_health",
+        )
     }
     metrics = graph.get(AssetKey("rds_metrics"))
     assert metrics.parent_keys == {AssetKey("rds_instances")}

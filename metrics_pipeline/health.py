@@ -1,0 +1,93 @@
+"""The pipeline's own health in one place: API calls and cost per day, failure rate, slowest
+runs, and how long since fresh collection last succeeded."""
+
+from datetime import UTC, datetime, timedelta
+
+from dagster import (
+    AssetExecutionContext,
+    AutomationCondition,
+    DagsterRunStatus,
+    MaterializeResult,
+    MetadataValue,
+    RunsFilter,
+    asset,
+)
+
+from metrics_pipeline.assets import GROUP, WAREHOUSE_POOL
+from metrics_pipeline.jobs import fresh_collection_job, healing_job
+from metrics_pipeline.resources import WarehouseResource
+from metrics_pipeline.warehouse import RUNS_TABLE, ensure_schema
+
+LOOKBACK = timedelta(days=7)
+FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
+
+
+def markdown_table(header: tuple[str, ...], rows: list[tuple]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+@asset(
+    group_name=GROUP,
+    pool=WAREHOUSE_POOL,
+    automation_condition=AutomationCondition.on_cron("5 * * * *", cron_timezone="UTC"),
+    description=(
+        f"Hourly summary of the last {LOOKBACK.days} days from `{RUNS_TABLE}` and the run "
+        "history: CloudWatch calls and estimated cost per day, failure rate of collection "
+        "runs, the slowest runs, and minutes since the last successful fresh run."
+    ),
+)
+def pipeline_health(
+    context: AssetExecutionContext, warehouse: WarehouseResource
+) -> MaterializeResult:
+    now = datetime.now(UTC)
+    since = (now - LOOKBACK).replace(tzinfo=None)
+    with warehouse.connect() as conn:
+        ensure_schema(conn)
+        per_day = conn.execute(
+            f"""
+            SELECT finished_at::DATE, sum(cloudwatch_requests), round(sum(estimated_cost_usd), 4)
+            FROM {RUNS_TABLE} WHERE finished_at >= $since GROUP BY 1 ORDER BY 1 DESC
+            """,
+            {"since": since},
+        ).fetchall()
+        slowest = conn.execute(
+            f"""
+            SELECT run_id[:8], window_start, round(fetch_seconds + write_seconds, 1), rows_written
+            FROM {RUNS_TABLE} WHERE finished_at >= $since
+            ORDER BY fetch_seconds + write_seconds DESC LIMIT 5
+            """,
+            {"since": since},
+        ).fetchall()
+    jobs = [fresh_collection_job.name, healing_job.name]
+    finished = [
+        record
+        for job in jobs
+        for record in context.instance.get_run_records(
+            RunsFilter(job_name=job, statuses=FINISHED, updated_after=now - LOOKBACK)
+        )
+    ]
+    failed = sum(r.dagster_run.status == DagsterRunStatus.FAILURE for r in finished)
+    last_fresh = context.instance.get_run_records(
+        RunsFilter(job_name=fresh_collection_job.name, statuses=[DagsterRunStatus.SUCCESS]),
+        limit=1,
+    )
+    ended = last_fresh[0].end_time if last_fresh else None
+    minutes_since_fresh = round((now.timestamp() - ended) / 60, 1) if ended else None
+    return MaterializeResult(
+        metadata={
+            "collection_runs": len(finished),
+            "failed_runs": failed,
+            "failure_rate": round(failed / len(finished), 4) if finished else 0.0,
+            "minutes_since_last_fresh_success": minutes_since_fresh
+            if minutes_since_fresh is not None
+            else "never",
+            "calls_and_cost_per_day": MetadataValue.md(
+                markdown_table(("day", "GetMetricData calls", "estimated USD"), per_day)
+            ),
+            "slowest_runs": MetadataValue.md(
+                markdown_table(("run", "window start", "seconds", "rows"), slowest)
+            ),
+        }
+    )

@@ -1,0 +1,64 @@
+"""The health summary: cost per day from pipeline_runs, failure rate and time since the last
+fresh success from the run history."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+from dagster import DagsterEvent, DagsterEventType, DagsterRunStatus, instance_for_test, materialize
+
+from metrics_pipeline.definitions import defs
+from metrics_pipeline.health import pipeline_health
+from metrics_pipeline.resources import WarehouseResource
+from metrics_pipeline.warehouse import ensure_schema, record_run
+
+
+def test_summary_reports_cost_failures_and_freshness(warehouse: WarehouseResource) -> None:
+    Path(warehouse.database).parent.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with duckdb.connect(warehouse.database) as conn:
+        ensure_schema(conn)
+        for n, (requests, seconds) in enumerate([(30, 2.0), (10, 9.5)]):
+            record_run(
+                conn,
+                {
+                    "run_id": f"run-{n}-0000000000", "asset": "rds_metrics",
+                    "window_start": now - timedelta(hours=2), "window_end": now,
+                    "finished_at": now - timedelta(minutes=n), "cloudwatch_requests": requests,
+                    "estimated_cost_usd": requests * 0.0007, "fetch_seconds": seconds,
+                    "write_seconds": 0.5, "rows_written": 100 * (n + 1),
+                },
+            )  # fmt: skip
+    with instance_for_test() as instance:
+        fresh = defs.resolve_job_def("fresh_collection")
+        healing = defs.resolve_job_def("healing_backfill")
+        for job, status in [
+            (fresh, DagsterRunStatus.SUCCESS),
+            (fresh, DagsterRunStatus.SUCCESS),
+            (healing, DagsterRunStatus.FAILURE),
+            (healing, DagsterRunStatus.SUCCESS),
+        ]:
+            run = instance.create_run_for_job(job_def=job)
+            if status == DagsterRunStatus.FAILURE:
+                instance.report_run_failed(run)
+            else:
+                instance.handle_run_event(run.run_id, run_success_event(run.job_name))
+        result = materialize(
+            [pipeline_health], resources={"warehouse": warehouse}, instance=instance
+        )
+    metadata = result.asset_materializations_for_node("pipeline_health")[0].metadata
+    assert metadata["collection_runs"].value == 4
+    assert metadata["failed_runs"].value == 1
+    assert metadata["failure_rate"].value == 0.25
+    assert 0 <= metadata["minutes_since_last_fresh_success"].value < 5
+    per_day = metadata["calls_and_cost_per_day"].value
+    assert f"| {now.date()} | 40 | {round(40 * 0.0007, 4)} |" in per_day
+    slowest = metadata["slowest_runs"].value.splitlines()
+    assert slowest[2].startswith("| run-1-00 |") and "| 10.0 | 200 |" in slowest[2]
+
+
+def run_success_event(job_name: str) -> DagsterEvent:
+    """What a run worker reports when a run ends well (no public helper writes it)."""
+    return DagsterEvent(
+        event_type_value=DagsterEventType.RUN_SUCCESS.value, job_name=job_name, message="ok"
+    )
