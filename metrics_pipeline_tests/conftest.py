@@ -17,6 +17,7 @@ os.environ.update(
 )
 
 import shutil  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
@@ -120,3 +121,23 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(2)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+_HOLD_WRITE_LOCK = """
+import sys, time, duckdb
+conn = duckdb.connect(sys.argv[1])
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def hold_write_lock(database: str, seconds: float) -> subprocess.Popen[str]:
+    """Another process that opens the warehouse for writing and keeps it `seconds` long;
+    returns once it holds the file."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_WRITE_LOCK, database, str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    return holder

@@ -2,7 +2,6 @@
 with backoff, both succeed, and the rows are exact."""
 
 import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,17 +9,10 @@ import duckdb
 import pytest
 
 from metrics_pipeline.partitions import partition_key
-from metrics_pipeline_tests.conftest import DAGSTER, pipeline_env
+from metrics_pipeline_tests.conftest import DAGSTER, hold_write_lock, pipeline_env
 from metrics_pipeline_tests.fleet import TWO_DAYS_AGO, create_instance, put_metrics
 
 pytestmark = pytest.mark.e2e
-
-HOLD_LOCK = """
-import sys, time, duckdb
-conn = duckdb.connect(sys.argv[1])
-print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
-"""
 
 
 def test_concurrent_runs_both_succeed_with_exact_rows(moto_server: str, tmp_path: Path) -> None:
@@ -38,10 +30,7 @@ def test_concurrent_runs_both_succeed_with_exact_rows(moto_server: str, tmp_path
     )
     assert discovered.returncode == 0
 
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, database, "10"], stdout=subprocess.PIPE, text=True
-    )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    holder = hold_write_lock(database, 10)
     range_run = subprocess.Popen(
         [DAGSTER, *module, "--select", "rds_metrics",
          "--partition-range", f"{partition_key(first)}...{partition_key(last)}"],

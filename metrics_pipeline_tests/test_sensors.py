@@ -1,7 +1,5 @@
 """The gap sensor, evaluated through Dagster against a real instance and a DuckDB with holes."""
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +22,7 @@ from metrics_pipeline.healing import healing_hours
 from metrics_pipeline.resources import WarehouseResource
 from metrics_pipeline.sensors import gap_healing_sensor
 from metrics_pipeline.warehouse import replace_metrics, upsert_instances
-from metrics_pipeline_tests.conftest import make_aws
+from metrics_pipeline_tests.conftest import hold_write_lock, make_aws
 
 SETTLE = timedelta(minutes=15)
 ACCOUNT = "123456789012"
@@ -188,13 +186,8 @@ def test_empty_or_locked_warehouse_is_a_skip(
 
     prepare_warehouse(warehouse, now, hours, [A, B, STOPPED])
     mark_materialized(instance, hours[:-3])
-    writer = subprocess.Popen(
-        [sys.executable, "-c", HOLD_WRITE_LOCK, warehouse.database],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    writer = hold_write_lock(warehouse.database, 60)
     try:
-        assert writer.stdout is not None and writer.stdout.readline().strip() == "locked"
         locked = evaluate(instance, warehouse)
     finally:
         writer.kill()
@@ -203,11 +196,3 @@ def test_empty_or_locked_warehouse_is_a_skip(
     assert "could not be read" in (locked.skip_message or "")
     assert "trying again next tick" in (locked.skip_message or "")
     assert len(evaluate(instance, warehouse).run_requests) == 1  # once the writer is gone
-
-
-HOLD_WRITE_LOCK = """
-import sys, time, duckdb
-conn = duckdb.connect(sys.argv[1])
-print("locked", flush=True)
-time.sleep(60)
-"""

@@ -1,8 +1,6 @@
 """The warehouse held by another process for longer than the lock budget: one clear failure,
 nothing written, and the hour collected once the file is free."""
 
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,15 +10,8 @@ from dagster import materialize
 
 from metrics_pipeline.assets import rds_instances, rds_metrics
 from metrics_pipeline.resources import WarehouseResource
-from metrics_pipeline_tests.conftest import make_aws
+from metrics_pipeline_tests.conftest import hold_write_lock, make_aws
 from metrics_pipeline_tests.fleet import TWO_DAYS_AGO, create_instance, put_metrics
-
-HOLD_LOCK = """
-import sys, time, duckdb
-conn = duckdb.connect(sys.argv[1])
-print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
-"""
 
 
 @pytest.mark.usefixtures("moto_aws")
@@ -41,11 +32,8 @@ def test_lock_held_past_the_budget(tmp_path: Path) -> None:
     assert materialize([rds_instances], resources=resources).success
     key = TWO_DAYS_AGO.strftime("%Y-%m-%d-%H:%M")
 
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, database, "30"], stdout=subprocess.PIPE, text=True
-    )
+    holder = hold_write_lock(database, 30)
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         blocked = materialize(
             [rds_metrics], partition_key=key, resources=resources, raise_on_error=False
         )
