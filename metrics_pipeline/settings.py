@@ -191,7 +191,9 @@ class Settings:
                 minimum=1,
             ),
             completeness_warn=parse_fraction(
-                "METRICS_COMPLETENESS_WARN", env.get("METRICS_COMPLETENESS_WARN")
+                "METRICS_COMPLETENESS_WARN",
+                env.get("METRICS_COMPLETENESS_WARN"),
+                DEFAULT_COMPLETENESS_WARN,
             ),
             lock_timeout_seconds=parse_positive_float(
                 "METRICS_LOCK_TIMEOUT_SECONDS",
@@ -326,9 +328,9 @@ def parse_positive_float(name: str, raw: str | None, default: float) -> float:
     return value
 
 
-def parse_fraction(name: str, raw: str | None) -> float:
+def parse_fraction(name: str, raw: str | None, default: float) -> float:
     if not _is_set(raw):
-        return DEFAULT_COMPLETENESS_WARN
+        return default
     try:
         value = float(raw.strip())  # type: ignore[union-attr]
     except ValueError:

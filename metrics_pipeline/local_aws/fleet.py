@@ -1,6 +1,6 @@
 """The simulated RDS fleet: who exists where, since when, and how each one behaves."""
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -138,7 +138,3 @@ def generated_fleet(
         )
         for n in range(size)
     ]
-
-
-def created_later(instance: SimulatedInstance, at: datetime) -> SimulatedInstance:
-    return replace(instance, created_at=at)
