@@ -35,13 +35,13 @@ from metrics_pipeline.inventory import describe_instances, instances_existing
 from metrics_pipeline.partitions import hourly_partitions, naive_utc, oldest_kept_hour
 from metrics_pipeline.resources import AwsResource, WarehouseResource, aws_errors
 from metrics_pipeline.settings import cloudwatch_retention_days
+from metrics_pipeline.snapshot import SnapshotMissingError
 from metrics_pipeline.warehouse import (
     INSTANCES_TABLE,
     METRICS_TABLE,
     read_inventory,
     record_run,
     replace_metrics,
-    table_exists,
     upsert_instances,
 )
 
@@ -155,12 +155,13 @@ def rds_metrics(
     window = context.partition_time_window
     start, end = align_window(naive_utc(window.start), naive_utc(window.end), aws.period_seconds)
     check_collectable(start, _utc_now(), warehouse.retention_days, aws.period_seconds)
-    with warehouse.connect() as conn:
-        if not table_exists(conn, INSTANCES_TABLE):
-            raise Failure(
-                description="The inventory is empty: materialize rds_instances before rds_metrics."
-            )
-        inventory = read_inventory(conn, aws.regions)
+    try:
+        with warehouse.read() as conn:
+            inventory = read_inventory(conn, aws.regions)
+    except SnapshotMissingError:
+        raise Failure(
+            description="The inventory is empty: materialize rds_instances before rds_metrics."
+        ) from None
     unknown = sorted(set(config.instances) - {entry.instance.instance_id for entry in inventory})
     if unknown:
         raise Failure(

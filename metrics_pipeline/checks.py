@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
 
-from metrics_pipeline.assets import WAREHOUSE_POOL, rds_metrics
+from metrics_pipeline.assets import rds_metrics
 from metrics_pipeline.cloudwatch import Instance
 from metrics_pipeline.healing import healing_hours
 from metrics_pipeline.inventory import InventoryEntry
@@ -58,7 +58,6 @@ def _now() -> datetime:
 
 @asset_check(
     asset=rds_metrics,
-    pool=WAREHOUSE_POOL,
     description=(
         f"Share of expected periods present over the last {settings.backfill_days} days of "
         f"settled hours, for running instances: warns below {settings.completeness_warn:.0%}; "
@@ -70,7 +69,7 @@ def rds_metrics_completeness(aws: AwsResource, warehouse: WarehouseResource) -> 
     if not hours:
         return AssetCheckResult(passed=True, metadata={"settled_hours": 0})
     window = (hours[0], hours[-1] + HOUR)
-    with warehouse.connect() as conn:
+    with warehouse.read() as conn:
         inventory = read_inventory(conn, aws.regions)
         rows = rows_per_instance_hour(conn, *window)
         empty = empty_settled_fetches(conn, *window)
@@ -97,14 +96,13 @@ def rds_metrics_completeness(aws: AwsResource, warehouse: WarehouseResource) -> 
 
 @asset_check(
     asset=rds_metrics,
-    pool=WAREHOUSE_POOL,
     description=(
         f"The newest period in rds_metrics ended no more than {settings.freshness_minutes} "
         "minutes ago (METRICS_FRESHNESS_MINUTES)."
     ),
 )
 def rds_metrics_freshness(aws: AwsResource, warehouse: WarehouseResource) -> AssetCheckResult:
-    with warehouse.connect() as conn:
+    with warehouse.read() as conn:
         [(newest,)] = conn.execute(f"SELECT max(ts) FROM {METRICS_TABLE}").fetchall()
     if newest is None:
         return AssetCheckResult(passed=False, metadata={"newest_period": "none"})
@@ -121,7 +119,6 @@ def rds_metrics_freshness(aws: AwsResource, warehouse: WarehouseResource) -> Ass
 
 @asset_check(
     asset=rds_metrics,
-    pool=WAREHOUSE_POOL,
     description=(
         "Over the healing window: no duplicate keys, percentages within 0-100, no negative "
         "values, minimum <= average <= maximum, timestamps on period boundaries and not ahead."
@@ -129,7 +126,7 @@ def rds_metrics_freshness(aws: AwsResource, warehouse: WarehouseResource) -> Ass
 )
 def rds_metrics_sanity(aws: AwsResource, warehouse: WarehouseResource) -> AssetCheckResult:
     now = _now()
-    with warehouse.connect() as conn:
+    with warehouse.read() as conn:
         counts = sanity_counts(
             conn, now - timedelta(days=settings.backfill_days), aws.period_seconds, now
         )

@@ -13,10 +13,10 @@ from dagster import (
     asset,
 )
 
-from metrics_pipeline.assets import GROUP, WAREHOUSE_POOL
+from metrics_pipeline.assets import GROUP
 from metrics_pipeline.jobs import fresh_collection_job, healing_job
 from metrics_pipeline.resources import WarehouseResource
-from metrics_pipeline.warehouse import RUNS_TABLE, ensure_schema
+from metrics_pipeline.warehouse import RUNS_TABLE
 
 LOOKBACK = timedelta(days=7)
 FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
@@ -30,7 +30,6 @@ def markdown_table(header: tuple[str, ...], rows: list[tuple]) -> str:
 
 @asset(
     group_name=GROUP,
-    pool=WAREHOUSE_POOL,
     automation_condition=AutomationCondition.on_cron("5 * * * *", cron_timezone="UTC"),
     description=(
         f"Hourly summary of the last {LOOKBACK.days} days from `{RUNS_TABLE}` and the run "
@@ -43,8 +42,7 @@ def pipeline_health(
 ) -> MaterializeResult:
     now = datetime.now(UTC)
     since = (now - LOOKBACK).replace(tzinfo=None)
-    with warehouse.connect() as conn:
-        ensure_schema(conn)
+    with warehouse.read() as conn:
         per_day = conn.execute(
             f"""
             SELECT finished_at::DATE, sum(cloudwatch_requests), round(sum(estimated_cost_usd), 4)

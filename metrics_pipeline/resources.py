@@ -37,6 +37,7 @@ from metrics_pipeline.settings import (
     Settings,
     check_writable,
 )
+from metrics_pipeline.snapshot import open_snapshot, publish_snapshot, snapshot_path_for
 
 
 class AwsResource(ResourceWithBoto3Configuration):
@@ -161,11 +162,19 @@ class WarehouseResource(DuckDBResource):
         if self.database != ":memory:":
             check_writable(Path(self.database))
 
+    @property
+    def snapshot_path(self) -> Path:
+        return snapshot_path_for(Path(self.database))
+
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The writer's connection; when the block ends without error, the readers' snapshot
+        is republished from it (see snapshot.py)."""
         conn = self._connect_waiting_for_lock()
         try:
             yield conn
+            if self.database != ":memory:":
+                publish_snapshot(conn, Path(self.database), self.snapshot_path)
         finally:
             conn.close()
 
@@ -194,14 +203,16 @@ class WarehouseResource(DuckDBResource):
                 delay = min(delay * 2, 5.0)
 
     @contextmanager
-    def connect_read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A reader's connection, without waiting: raises duckdb.IOException while a writer
-        holds the file (or before the file exists)."""
-        conn = duckdb.connect(self.database, read_only=True)
-        try:
+    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A reader's connection to the latest snapshot: never waits for, nor blocks, a writer.
+
+        A warehouse that has no snapshot yet (written by an older build) gets one first.
+        """
+        if not self.snapshot_path.exists() and Path(self.database).exists():
+            with self.connect():
+                pass
+        with open_snapshot(self.snapshot_path) as conn:
             yield conn
-        finally:
-            conn.close()
 
 
 def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:

@@ -81,10 +81,10 @@ def gap_healing_sensor(
     if not Path(warehouse.database).exists():
         return SkipReason("No warehouse yet: waiting for the first collection run.")
     try:
-        with warehouse.connect_read_only() as conn:
+        with warehouse.read() as conn:
             inventory = read_inventory(conn, aws.regions)
             settled = settled_fetches(conn, hours[0], hours[-1] + HOUR)
-    except duckdb.IOException as error:
+    except (duckdb.Error, OSError) as error:
         return SkipReason(f"The warehouse could not be read ({error}); trying again next tick.")
     if not inventory:
         return SkipReason("The inventory is empty: rds_instances has not run yet.")

@@ -244,7 +244,7 @@ def read_inventory(conn: duckdb.DuckDBPyConnection, regions: Sequence[str]) -> l
     return [InventoryEntry(Instance(*row[:3]), *row[3:]) for row in rows]
 
 
-def _sql_literal(value: object) -> str:
+def sql_literal(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
@@ -256,7 +256,7 @@ def _received_sql(spool_files: Sequence[Path]) -> str:
             "NULL::VARCHAR AS instance_id, NULL::VARCHAR AS metric, "
             "NULL::VARCHAR AS statistic, NULL::TIMESTAMP AS ts, NULL::DOUBLE AS value WHERE false"
         )
-    files = ", ".join(_sql_literal(path) for path in spool_files)
+    files = ", ".join(sql_literal(path) for path in spool_files)
     return (
         f"SELECT s.* FROM read_parquet([{files}]) s "
         "JOIN targets USING (account_id, region, instance_id)"
@@ -271,8 +271,8 @@ def _staged_sql(start: datetime, end: datetime) -> str:
     because DuckDB views take no parameters; views are read without holding the data.
     """
     in_window = (
-        f"ts >= TIMESTAMP {_sql_literal(start.isoformat())} "
-        f"AND ts < TIMESTAMP {_sql_literal(end.isoformat())} AND value IS NOT NULL"
+        f"ts >= TIMESTAMP {sql_literal(start.isoformat())} "
+        f"AND ts < TIMESTAMP {sql_literal(end.isoformat())} AND value IS NOT NULL"
     )
     key = "account_id, region, instance_id, metric, statistic, ts"
     return f"""

@@ -3,7 +3,6 @@
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import pytest
 from dagster import AssetCheckSeverity
 
@@ -50,7 +49,7 @@ def prepare(warehouse: WarehouseResource, cpu: list[tuple[datetime, float]], emp
     """Inventory of one running instance; CPU rows; every settled hour of the window fetched."""
     Path(warehouse.database).parent.mkdir(parents=True, exist_ok=True)
     hours = healing_hours(now(), 3, timedelta(minutes=15))
-    with duckdb.connect(warehouse.database) as conn:
+    with warehouse.connect() as conn:
         ensure_schema(conn)
         record = {
             "account_id": "1", "region": "us-east-1", "instance_id": "a", "engine": "postgres",
@@ -118,7 +117,7 @@ def test_sanity_finds_impossible_values(
 ) -> None:
     prepare(warehouse, recent_periods(3), empty=False)
     assert rds_metrics_sanity(aws=cpu_only, warehouse=warehouse).passed
-    with duckdb.connect(warehouse.database) as conn:
+    with warehouse.connect() as conn:
         conn.execute(
             "UPDATE rds_metrics SET average = 120, maximum = 120 "
             "WHERE ts = (SELECT max(ts) FROM rds_metrics)"

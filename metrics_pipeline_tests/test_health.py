@@ -4,7 +4,6 @@ fresh success from the run history."""
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 from dagster import DagsterEvent, DagsterEventType, DagsterRunStatus, instance_for_test, materialize
 
 from metrics_pipeline.definitions import defs
@@ -16,7 +15,7 @@ from metrics_pipeline.warehouse import ensure_schema, record_run
 def test_summary_reports_cost_failures_and_freshness(warehouse: WarehouseResource) -> None:
     Path(warehouse.database).parent.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC).replace(tzinfo=None)
-    with duckdb.connect(warehouse.database) as conn:
+    with warehouse.connect() as conn:
         ensure_schema(conn)
         for n, (requests, seconds) in enumerate([(30, 2.0), (10, 9.5)]):
             record_run(

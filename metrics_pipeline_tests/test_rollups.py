@@ -90,7 +90,7 @@ def test_rematerializing_replaces_rows(warehouse: WarehouseResource) -> None:
     resources = {"aws": make_aws(), "warehouse": warehouse}
     for _ in range(2):
         materialize([rds_metrics_hourly], partition_key=key(DAY), resources=resources)
-    with duckdb.connect(warehouse.database) as conn:
+    with warehouse.connect() as conn:
         assert conn.execute("SELECT count(*) FROM rds_metrics_hourly").fetchone() == (1,)
         conn.execute("DELETE FROM rds_metrics WHERE ts >= ?", [DAY + timedelta(minutes=30)])
     materialize([rds_metrics_hourly], partition_key=key(DAY), resources=resources)

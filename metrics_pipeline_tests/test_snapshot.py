@@ -1,0 +1,132 @@
+"""Readers and the writer at the same time: readers see whole writes only, and never block."""
+
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+from dagster import materialize
+
+from metrics_pipeline.assets import rds_instances, rds_metrics
+from metrics_pipeline.resources import WarehouseResource
+from metrics_pipeline.snapshot import SnapshotMissingError, open_snapshot
+from metrics_pipeline_tests.conftest import make_aws
+from metrics_pipeline_tests.fleet import THIS_HOUR, create_instance, put_metrics
+
+INSTANCES = 5
+METRICS = 14
+PERIODS = 12
+ROWS_PER_HOUR = INSTANCES * METRICS * PERIODS
+HOURS = 3
+GENERATIONS = 25
+
+# Rewrites the same three hours again and again, each time in one transaction with every row
+# carrying the generation number, through the connection every asset writes with.
+_WRITER = f"""
+import sys
+from metrics_pipeline.resources import WarehouseResource
+from metrics_pipeline.warehouse import ensure_schema
+
+warehouse = WarehouseResource(database=sys.argv[1])
+for generation in range(1, {GENERATIONS} + 1):
+    with warehouse.connect() as conn:
+        ensure_schema(conn)
+        conn.begin()
+        conn.execute("DELETE FROM rds_metrics")
+        conn.execute(
+            '''
+            INSERT INTO rds_metrics (ts, account_id, region, instance_id, metric, average,
+                                     collected_at)
+            SELECT TIMESTAMP '2026-01-01' + INTERVAL 5 MINUTE * p, '1', 'us-east-1',
+                   'db-' || i, 'metric-' || m, ?, now()
+            FROM range({HOURS * PERIODS}) AS t(p), range({INSTANCES}) AS u(i),
+                 range({METRICS}) AS v(m)
+            ''',
+            [generation],
+        )
+        conn.commit()
+    print(generation, flush=True)
+"""
+
+
+def test_readers_see_whole_writes_while_the_writer_never_waits(tmp_path: Path) -> None:
+    warehouse = WarehouseResource(database=str(tmp_path / "metrics.duckdb"))
+    with (
+        pytest.raises(SnapshotMissingError, match="No warehouse snapshot"),
+        open_snapshot(warehouse.snapshot_path),
+    ):
+        pass
+
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, warehouse.database], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout is not None
+    assert writer.stdout.readline().strip() == "1"
+    # An analyst's notebook: one connection held open for the whole test.
+    notebook = duckdb.connect(str(warehouse.snapshot_path), read_only=True)
+    [pinned] = notebook.execute("SELECT DISTINCT average FROM rds_metrics").fetchall()
+
+    seen: list[int] = []
+    while writer.poll() is None:
+        with open_snapshot(warehouse.snapshot_path) as conn:
+            rows, generations, low = conn.execute(
+                "SELECT count(*), count(DISTINCT average), min(average) FROM rds_metrics"
+            ).fetchone()
+        assert rows == HOURS * ROWS_PER_HOUR
+        assert generations == 1  # never a mix of two writes
+        seen.append(int(low))
+    assert writer.wait() == 0
+    assert seen == sorted(seen)
+    assert len(set(seen)) > 1, "the reader never overlapped a write; the test proved nothing"
+
+    assert notebook.execute("SELECT DISTINCT average FROM rds_metrics").fetchall() == [pinned]
+    notebook.close()
+    with open_snapshot(warehouse.snapshot_path) as conn:
+        assert conn.execute("SELECT DISTINCT average FROM rds_metrics").fetchall() == [
+            (GENERATIONS,)
+        ]
+
+
+_NOTEBOOK = """
+import sys, duckdb
+conn = duckdb.connect(sys.argv[1], read_only=True)
+count = lambda: conn.execute("SELECT count(*) FROM rds_metrics").fetchone()[0]
+print(count(), flush=True)
+sys.stdin.readline()
+print(count(), flush=True)
+"""
+
+
+@pytest.mark.usefixtures("moto_aws")
+def test_collection_runs_while_a_reader_holds_the_snapshot(tmp_path: Path) -> None:
+    aws = make_aws(regions=["us-east-1"], metrics=["CPUUtilization"])
+    warehouse = WarehouseResource(database=str(tmp_path / "metrics.duckdb"), lock_timeout_seconds=1)
+    resources = {"aws": aws, "warehouse": warehouse}
+    hour = THIS_HOUR - timedelta(hours=3)
+    create_instance("us-east-1", "reader-db")
+    put_metrics("us-east-1", ["reader-db"], ["CPUUtilization"], hour, hour + timedelta(hours=1))
+    assert materialize([rds_instances], resources=resources).success
+
+    notebook = subprocess.Popen(
+        [sys.executable, "-c", _NOTEBOOK, str(warehouse.snapshot_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert notebook.stdin is not None and notebook.stdout is not None
+    try:
+        assert notebook.stdout.readline().strip() == "0"
+        result = materialize(
+            [rds_metrics], partition_key=hour.strftime("%Y-%m-%d-%H:%M"), resources=resources
+        )
+        assert result.success  # with a 1 s lock budget: the reader never held the warehouse
+        notebook.stdin.write("\n")
+        notebook.stdin.flush()
+        assert notebook.stdout.readline().strip() == "0"  # its snapshot did not move under it
+    finally:
+        notebook.kill()
+        notebook.wait()
+    with warehouse.read() as conn:
+        assert conn.execute("SELECT count(*) FROM rds_metrics").fetchone() == (12,)
