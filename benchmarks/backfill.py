@@ -23,9 +23,9 @@ from dagster import materialize
 from moto.cloudwatch.responses import CloudWatchResponse
 
 from metrics_pipeline.assets import rds_instances, rds_metrics
+from metrics_pipeline.hours import partition_key
 from metrics_pipeline.local_aws.fleet import generated_fleet
 from metrics_pipeline.local_aws.server import start
-from metrics_pipeline.partitions import partition_key
 from metrics_pipeline.resources import AwsResource, WarehouseResource
 
 

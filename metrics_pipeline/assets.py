@@ -4,19 +4,25 @@ Both are thin: the logic lives in `inventory`, `cloudwatch` and `warehouse`; the
 with Dagster's partitions, config, logging and metadata.
 """
 
+import os
 import resource
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from dagster import (
     AssetExecutionContext,
     BackfillPolicy,
+    Backoff,
     Config,
     Failure,
+    Jitter,
     MaterializeResult,
     MetadataValue,
+    RetryPolicy,
     asset,
 )
 from pydantic import Field
@@ -31,10 +37,11 @@ from metrics_pipeline.cloudwatch import (
     minimum_requests,
     plan_batches,
 )
+from metrics_pipeline.hours import naive_utc, oldest_kept_hour
 from metrics_pipeline.inventory import describe_instances, instances_existing
-from metrics_pipeline.partitions import hourly_partitions, naive_utc, oldest_kept_hour
+from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.resources import AwsResource, WarehouseResource, aws_errors
-from metrics_pipeline.settings import cloudwatch_retention_days
+from metrics_pipeline.settings import cloudwatch_retention_days, parse_int, parse_positive_float
 from metrics_pipeline.snapshot import SnapshotMissingError
 from metrics_pipeline.warehouse import (
     INSTANCES_TABLE,
@@ -59,9 +66,59 @@ def peak_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+DEFAULT_STEP_RETRIES = 3
+DEFAULT_STEP_RETRY_DELAY_SECONDS = 30.0
+
+
+def aws_retry_policy(environ: Mapping[str, str] | None = None) -> RetryPolicy:
+    """The step retries of the assets that call AWS, for trouble that outlasts botocore's own
+    retries (minutes of throttling or 5xx, a dropped connection).
+
+    With the defaults a failed step runs again after about 30 s, 90 s and 210 s (exponential,
+    jittered by one delay either way so that runs failing together do not retry together):
+    some six minutes, then the run fails and the gap sensor takes over. Failures that another
+    attempt cannot fix are raised with allow_retries=False and fail at once.
+    """
+    env = os.environ if environ is None else environ
+    return RetryPolicy(
+        max_retries=parse_int(
+            "METRICS_STEP_RETRIES", env.get("METRICS_STEP_RETRIES"), DEFAULT_STEP_RETRIES
+        ),
+        delay=parse_positive_float(
+            "METRICS_STEP_RETRY_DELAY_SECONDS",
+            env.get("METRICS_STEP_RETRY_DELAY_SECONDS"),
+            DEFAULT_STEP_RETRY_DELAY_SECONDS,
+        ),
+        backoff=Backoff.EXPONENTIAL,
+        jitter=Jitter.PLUS_MINUS,
+    )
+
+
+AWS_RETRY_POLICY = aws_retry_policy()
+
+
+@contextmanager
+def final_on_last_attempt(context: AssetExecutionContext) -> Iterator[None]:
+    """Once the retries are spent, a retryable failure is raised as final: the step then fails
+    with the AWS error's own line (what the run-failure alert shows) instead of Dagster's
+    "Exceeded max_retries"."""
+    try:
+        yield
+    except Failure as failure:
+        attempts = AWS_RETRY_POLICY.max_retries + 1
+        if not failure.allow_retries or context.retry_number + 1 < attempts:
+            raise
+        raise Failure(
+            description=f"{failure.description} (gave up after {attempts} step attempt(s))",
+            metadata=failure.metadata,
+            allow_retries=False,
+        ) from None
+
+
 @asset(
     group_name=GROUP,
     pool=WAREHOUSE_POOL,
+    retry_policy=AWS_RETRY_POLICY,
     description=(
         f"Every RDS instance in the configured regions (DuckDB table `{INSTANCES_TABLE}`), "
         "one row per instance, with first_seen/last_seen kept across discoveries."
@@ -72,13 +129,14 @@ def rds_instances(
 ) -> MaterializeResult:
     stats = RequestStats()
     seen_at = _utc_now()
-    account_id = aws.account_id(stats)
-    records = []
-    for region in aws.regions:
-        with aws_errors("DescribeDBInstances", region):
-            found = describe_instances(aws.client("rds", region, stats), account_id, region)
-        context.log.info(f"{region}: {len(found)} instance(s)")
-        records.extend(found)
+    with final_on_last_attempt(context):
+        account_id = aws.account_id(stats)
+        records = []
+        for region in aws.regions:
+            with aws_errors("DescribeDBInstances", region):
+                found = describe_instances(aws.client("rds", region, stats), account_id, region)
+            context.log.info(f"{region}: {len(found)} instance(s)")
+            records.extend(found)
     with warehouse.connect() as conn:
         known_before = {entry.instance.instance_id for entry in read_inventory(conn, aws.regions)}
         upsert_instances(conn, records, seen_at)
@@ -118,7 +176,8 @@ def check_collectable(start: datetime, now: datetime, retention_days: int, perio
                 f"rds_metrics: the window starts at {start:%Y-%m-%d %H:%M} UTC, before "
                 f"{oldest:%Y-%m-%d %H:%M} UTC, the oldest hour that can be collected "
                 f"({limit}). Choose hours from {oldest:%Y-%m-%d %H:%M} UTC on."
-            )
+            ),
+            allow_retries=False,
         )
 
 
@@ -137,6 +196,7 @@ class CollectionConfig(Config):
     pool=WAREHOUSE_POOL,
     partitions_def=hourly_partitions,
     backfill_policy=BackfillPolicy.single_run(),
+    retry_policy=AWS_RETRY_POLICY,
     deps=[rds_instances],
     description=(
         f"CloudWatch metrics of every RDS instance, one partition per UTC hour (DuckDB table "
@@ -160,7 +220,8 @@ def rds_metrics(
             inventory = read_inventory(conn, aws.regions)
     except SnapshotMissingError:
         raise Failure(
-            description="The inventory is empty: materialize rds_instances before rds_metrics."
+            description="The inventory is empty: materialize rds_instances before rds_metrics.",
+            allow_retries=False,
         ) from None
     unknown = sorted(set(config.instances) - {entry.instance.instance_id for entry in inventory})
     if unknown:
@@ -168,7 +229,8 @@ def rds_metrics(
             description=(
                 f"instances: unknown instance id(s) {', '.join(unknown)}; "
                 f"the inventory ({INSTANCES_TABLE}) does not list them."
-            )
+            ),
+            allow_retries=False,
         )
     targets = instances_existing(inventory, start, end, config.instances)
     context.log.info(f"Collecting {start} to {end} UTC for {len(targets)} instance(s)")
@@ -186,7 +248,7 @@ def rds_metrics(
         spool_files = []
         for number, batch in enumerate(batches, start=1):
             region = batch[0].instance.region
-            with aws_errors("GetMetricData", region):
+            with final_on_last_attempt(context), aws_errors("GetMetricData", region):
                 for spooled in fetch_batch_to_spool(
                     clients[region],
                     batch,

@@ -10,8 +10,8 @@ from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
 from metrics_pipeline.assets import rds_metrics
 from metrics_pipeline.cloudwatch import Instance
 from metrics_pipeline.healing import healing_hours
+from metrics_pipeline.hours import HOUR, partition_key
 from metrics_pipeline.inventory import InventoryEntry
-from metrics_pipeline.partitions import HOUR, partition_key
 from metrics_pipeline.resources import AwsResource, WarehouseResource
 from metrics_pipeline.settings import get_settings
 from metrics_pipeline.warehouse import (

@@ -9,18 +9,30 @@ from metrics_pipeline.checks import (
     rds_metrics_sanity,
 )
 from metrics_pipeline.health import pipeline_health
-from metrics_pipeline.jobs import fresh_collection_job, healing_job, retention_job
+from metrics_pipeline.jobs import backup_job, fresh_collection_job, healing_job, retention_job
 from metrics_pipeline.resources import build_resources
+from metrics_pipeline.rightsizing import rightsizing_report
 from metrics_pipeline.rollups import rds_metrics_daily, rds_metrics_hourly
-from metrics_pipeline.schedules import fresh_collection_schedule, retention_schedule
+from metrics_pipeline.schedules import (
+    backup_schedule,
+    fresh_collection_schedule,
+    retention_schedule,
+)
 from metrics_pipeline.sensors import gap_healing_sensor, run_failure_alert
 from metrics_pipeline.settings import get_settings
 
 defs = Definitions(
-    assets=[rds_instances, rds_metrics, rds_metrics_hourly, rds_metrics_daily, pipeline_health],
+    assets=[
+        rds_instances,
+        rds_metrics,
+        rds_metrics_hourly,
+        rds_metrics_daily,
+        pipeline_health,
+        rightsizing_report,
+    ],
     asset_checks=[rds_metrics_completeness, rds_metrics_freshness, rds_metrics_sanity],
-    jobs=[fresh_collection_job, healing_job, retention_job],
-    schedules=[fresh_collection_schedule, retention_schedule],
+    jobs=[fresh_collection_job, healing_job, retention_job, backup_job],
+    schedules=[fresh_collection_schedule, retention_schedule, backup_schedule],
     sensors=[gap_healing_sensor, run_failure_alert],
     resources=build_resources(get_settings()),
 )

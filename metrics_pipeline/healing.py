@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 from enum import Enum
 
 from metrics_pipeline.cloudwatch import Instance
+from metrics_pipeline.hours import HOUR, floor_hour, is_settled
 from metrics_pipeline.inventory import InventoryEntry, instances_existing
-from metrics_pipeline.partitions import HOUR, floor_hour, is_settled
 
 
 class HourStatus(Enum):

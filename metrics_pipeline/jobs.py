@@ -15,7 +15,9 @@ from dagster import (
 )
 
 from metrics_pipeline.assets import WAREHOUSE_POOL, rds_instances, rds_metrics
-from metrics_pipeline.partitions import hourly_partitions, oldest_kept_hour, partition_key
+from metrics_pipeline.backups import create_backup, list_backups, prune_backups
+from metrics_pipeline.hours import oldest_kept_hour, partition_key
+from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.resources import WarehouseResource
 from metrics_pipeline.warehouse import METRICS_TABLE, drop_rows_before
 
@@ -98,3 +100,38 @@ def drop_expired_rows(context: OpExecutionContext, warehouse: WarehouseResource)
 @job(description="Drops metrics older than METRICS_RETENTION_DAYS from every table.")
 def retention_job() -> None:
     drop_expired_rows()
+
+
+@op(description="Exports the latest snapshot to a new backup, then deletes expired ones.")
+def back_up_warehouse(context: OpExecutionContext, warehouse: WarehouseResource) -> Output[str]:
+    """Reads the snapshot, not the warehouse: collection runs on while the backup is taken."""
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    with warehouse.read():
+        pass  # publishes a snapshot first if the warehouse predates them
+    backup = create_backup(warehouse.snapshot_path, warehouse.backups_path, now)
+    expired = prune_backups(warehouse.backups_path, warehouse.backup_keep_days, now)
+    context.log.info(
+        f"Backup {backup.name}: {sum(backup.rows.values())} row(s), {backup.size_bytes} bytes; "
+        f"deleted {len(expired)} backup(s) older than {warehouse.backup_keep_days} day(s)"
+    )
+    return Output(
+        backup.name,
+        metadata={
+            "backup": backup.name,
+            "path": str(backup.path),
+            "bytes": backup.size_bytes,
+            **{f"rows_{table}": count for table, count in backup.rows.items()},
+            "deleted_backups": ", ".join(b.name for b in expired) or "none",
+            "kept_backups": len(list_backups(warehouse.backups_path)),
+        },
+    )
+
+
+@job(
+    description=(
+        "Backs up the warehouse to Parquet (EXPORT DATABASE) without stopping collection; "
+        "keeps METRICS_BACKUP_KEEP_DAYS days of backups."
+    )
+)
+def backup_job() -> None:
+    back_up_warehouse()

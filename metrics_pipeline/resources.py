@@ -13,7 +13,13 @@ import boto3
 import botocore.session
 import duckdb
 from botocore.config import Config as BotocoreConfig
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.retries.bucket import Clock, TokenBucket
 from dagster import ConfigurableResource, Failure, InitResourceContext
 from dagster_aws.utils import ResourceWithBoto3Configuration
@@ -22,11 +28,13 @@ from pydantic import Field, PrivateAttr
 
 from metrics_pipeline.cloudwatch import (
     MAX_DATAPOINTS_PER_RESPONSE,
+    THROTTLING_ERROR_CODES,
     RequestStats,
     raw_timestamp,
 )
 from metrics_pipeline.settings import (
     DEFAULT_AWS_MAX_ATTEMPTS,
+    DEFAULT_BACKUP_KEEP_DAYS,
     DEFAULT_LOCK_TIMEOUT_SECONDS,
     DEFAULT_MAX_REQUESTS_PER_SECOND,
     DEFAULT_METRICS,
@@ -36,8 +44,10 @@ from metrics_pipeline.settings import (
     DEFAULT_STATISTICS,
     Settings,
     check_writable,
+    default_backup_dir,
+    snapshot_path_for,
 )
-from metrics_pipeline.snapshot import open_snapshot, publish_snapshot, snapshot_path_for
+from metrics_pipeline.snapshot import open_snapshot, publish_snapshot
 
 
 class AwsResource(ResourceWithBoto3Configuration):
@@ -116,9 +126,33 @@ class AwsResource(ResourceWithBoto3Configuration):
             return self.client("sts", self.regions[0], stats).get_caller_identity()["Account"]
 
 
+# What botocore's standard retry mode counts as transient, besides throttling: another
+# attempt a little later can succeed. Anything else (AccessDenied, a validation error, a
+# missing region or credentials) fails the same way however often it is tried.
+TRANSIENT_ERROR_CODES = frozenset(
+    {"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete", "SlowDown"}
+)
+TRANSIENT_STATUS_CODES = frozenset({429, 500, 502, 503, 504})
+
+
+def is_transient(error: ClientError) -> bool:
+    """Throttling, a 5xx or a timeout that botocore's own retries did not get past."""
+    code = error.response.get("Error", {}).get("Code")
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return (
+        code in THROTTLING_ERROR_CODES
+        or code in TRANSIENT_ERROR_CODES
+        or status in TRANSIENT_STATUS_CODES
+    )
+
+
 @contextmanager
 def aws_errors(operation: str, region: str) -> Iterator[None]:
-    """Turns botocore's exceptions into one Dagster failure line naming the call and region."""
+    """Turns botocore's exceptions into one Dagster failure line naming the call and region.
+
+    Transient failures stay retryable, for the assets' step retry policy; the others are
+    raised with allow_retries=False, as running the step again cannot fix them.
+    """
     try:
         yield
     except NoCredentialsError:
@@ -126,7 +160,8 @@ def aws_errors(operation: str, region: str) -> Iterator[None]:
             description=(
                 f"{operation} in {region}: no AWS credentials found. Set AWS_PROFILE, or "
                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run on a role."
-            )
+            ),
+            allow_retries=False,
         ) from None
     except ClientError as error:
         info = error.response.get("Error", {})
@@ -137,9 +172,15 @@ def aws_errors(operation: str, region: str) -> Iterator[None]:
                 f"{info.get('Code')}: {info.get('Message')}"
             ),
             metadata={"error_code": str(info.get("Code")), "attempts": attempts},
+            allow_retries=is_transient(error),
         ) from None
     except BotoCoreError as error:
-        raise Failure(description=f"{operation} in {region} failed: {error}") from None
+        raise Failure(
+            description=f"{operation} in {region} failed: {error}",
+            # A refused, dropped or timed-out connection may work next time; a parameter
+            # or configuration error will not.
+            allow_retries=isinstance(error, BotoConnectionError | HTTPClientError),
+        ) from None
 
 
 class WarehouseResource(DuckDBResource):
@@ -157,6 +198,10 @@ class WarehouseResource(DuckDBResource):
         default=DEFAULT_LOCK_TIMEOUT_SECONDS,
         description="How long a writer waits for another process to release the file.",
     )
+    backup_dir: str = Field(default="", description="Backup folder; empty: next to the file.")
+    backup_keep_days: int = Field(
+        default=DEFAULT_BACKUP_KEEP_DAYS, description="Days of backups kept (the newest always)."
+    )
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         if self.database != ":memory:":
@@ -165,6 +210,10 @@ class WarehouseResource(DuckDBResource):
     @property
     def snapshot_path(self) -> Path:
         return snapshot_path_for(Path(self.database))
+
+    @property
+    def backups_path(self) -> Path:
+        return Path(self.backup_dir) if self.backup_dir else default_backup_dir(Path(self.database))
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -179,6 +228,8 @@ class WarehouseResource(DuckDBResource):
             conn.close()
 
     def _connect_waiting_for_lock(self) -> duckdb.DuckDBPyConnection:
+        if self.database != ":memory:":
+            check_writable(Path(self.database))
         deadline = time.monotonic() + self.lock_timeout_seconds
         delay = 0.1
         while True:
@@ -197,7 +248,9 @@ class WarehouseResource(DuckDBResource):
                             f"was not released within {self.lock_timeout_seconds:g} s "
                             f"(METRICS_LOCK_TIMEOUT_SECONDS); nothing was written, the hours "
                             f"will be collected again. DuckDB said: {error}"
-                        )
+                        ),
+                        # The budget was the wait: retrying the step would only wait again.
+                        allow_retries=False,
                     ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -230,5 +283,7 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
             database=str(settings.duckdb_path),
             retention_days=settings.retention_days,
             lock_timeout_seconds=settings.lock_timeout_seconds,
+            backup_dir=str(settings.backups_path),
+            backup_keep_days=settings.backup_keep_days,
         ),
     }

@@ -13,7 +13,8 @@ from dagster import (
 )
 
 from metrics_pipeline.assets import GROUP, WAREHOUSE_POOL, rds_metrics
-from metrics_pipeline.partitions import daily_partitions, hourly_partitions, naive_utc
+from metrics_pipeline.hours import naive_utc
+from metrics_pipeline.partitions import daily_partitions, hourly_partitions
 from metrics_pipeline.resources import AwsResource, WarehouseResource
 from metrics_pipeline.warehouse import DAILY_TABLE, HOURLY_TABLE, replace_rollup
 

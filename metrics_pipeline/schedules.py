@@ -5,12 +5,13 @@ from datetime import datetime, timedelta
 from dagster import (
     DefaultScheduleStatus,
     RunRequest,
+    ScheduleDefinition,
     ScheduleEvaluationContext,
     schedule,
 )
 
-from metrics_pipeline.jobs import fresh_collection_job, retention_job
-from metrics_pipeline.partitions import HOUR, floor_hour, naive_utc, partition_key
+from metrics_pipeline.hours import HOUR, floor_hour, naive_utc, partition_key
+from metrics_pipeline.jobs import backup_job, fresh_collection_job, retention_job
 from metrics_pipeline.settings import get_settings
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -65,3 +66,13 @@ def fresh_collection_schedule(context: ScheduleEvaluationContext) -> RunRequest:
 )
 def retention_schedule() -> RunRequest:
     return RunRequest()
+
+
+backup_schedule = ScheduleDefinition(
+    name="backup_schedule",
+    job=backup_job,
+    cron_schedule="40 0 * * *",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Backs up the warehouse daily at 00:40 UTC, after retention has trimmed it.",
+)

@@ -26,8 +26,9 @@ from metrics_pipeline.healing import (
     healing_hours,
     plan_healing_runs,
 )
+from metrics_pipeline.hours import HOUR, partition_key
 from metrics_pipeline.jobs import healing_job
-from metrics_pipeline.partitions import HOUR, hourly_partitions, partition_key
+from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.resources import AwsResource, WarehouseResource
 from metrics_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG, range_tags
 from metrics_pipeline.settings import get_settings

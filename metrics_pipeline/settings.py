@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import botocore.session
 
@@ -98,16 +99,71 @@ DEFAULT_RETENTION_DAYS = 7
 DEFAULT_FRESHNESS_MINUTES = 30
 DEFAULT_LOCK_TIMEOUT_SECONDS = 120.0
 DEFAULT_COMPLETENESS_WARN = 0.9
+DEFAULT_BACKUP_KEEP_DAYS = 7
 
 
 class ConfigError(ValueError):
     """A setting has a value the pipeline cannot use; the message names the setting."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    regions: tuple[str, ...]
+@dataclass(frozen=True, kw_only=True)
+class StorageSettings:
+    """Where the warehouse and its backups live and how long they are kept: all that a reader
+    (the command-line tool, a notebook) needs, with no AWS setting."""
+
     duckdb_path: Path = DEFAULT_DUCKDB_PATH
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    backup_dir: Path | None = None
+    backup_keep_days: int = DEFAULT_BACKUP_KEEP_DAYS
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StorageSettings:
+        return cls(**_storage_fields(os.environ if environ is None else environ))
+
+    @property
+    def snapshot_path(self) -> Path:
+        return snapshot_path_for(self.duckdb_path)
+
+    @property
+    def backups_path(self) -> Path:
+        """METRICS_BACKUP_DIR, or a `backups` folder next to the warehouse."""
+        return self.backup_dir or default_backup_dir(self.duckdb_path)
+
+
+def snapshot_path_for(database: Path) -> Path:
+    """The readers' copy of the warehouse, next to it (see snapshot.py)."""
+    return database.with_name(f"{database.stem}.snapshot{database.suffix or '.duckdb'}")
+
+
+def default_backup_dir(database: Path) -> Path:
+    return database.parent / "backups"
+
+
+def _storage_fields(env: Mapping[str, str]) -> dict[str, Any]:
+    backup_dir = env.get("METRICS_BACKUP_DIR")
+    return {
+        "duckdb_path": parse_path(env.get("METRICS_DUCKDB_PATH")),
+        "retention_days": parse_int(
+            "METRICS_RETENTION_DAYS",
+            env.get("METRICS_RETENTION_DAYS"),
+            DEFAULT_RETENTION_DAYS,
+            minimum=1,
+        ),
+        "backup_dir": Path(backup_dir.strip()).expanduser().resolve()
+        if _is_set(backup_dir)
+        else None,
+        "backup_keep_days": parse_int(
+            "METRICS_BACKUP_KEEP_DAYS",
+            env.get("METRICS_BACKUP_KEEP_DAYS"),
+            DEFAULT_BACKUP_KEEP_DAYS,
+            minimum=1,
+        ),
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings(StorageSettings):
+    regions: tuple[str, ...]
     period_seconds: int = DEFAULT_PERIOD_SECONDS
     metrics: tuple[str, ...] = DEFAULT_METRICS
     statistics: tuple[str, ...] = DEFAULT_STATISTICS
@@ -121,7 +177,6 @@ class Settings:
     backfill_days: int = DEFAULT_BACKFILL_DAYS
     backfill_interval_minutes: int = DEFAULT_BACKFILL_INTERVAL_MINUTES
     backfill_max_hours_per_tick: int = DEFAULT_BACKFILL_MAX_HOURS_PER_TICK
-    retention_days: int = DEFAULT_RETENTION_DAYS
     freshness_minutes: int = DEFAULT_FRESHNESS_MINUTES
     completeness_warn: float = DEFAULT_COMPLETENESS_WARN
     lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
@@ -137,22 +192,19 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        retention_days = parse_int(
-            "METRICS_RETENTION_DAYS",
-            env.get("METRICS_RETENTION_DAYS"),
-            DEFAULT_RETENTION_DAYS,
-            minimum=1,
-        )
+        storage = _storage_fields(env)
         return cls(
+            **storage,
             regions=parse_regions(env.get("METRICS_AWS_REGIONS"), default_region(env)),
-            duckdb_path=parse_path(env.get("METRICS_DUCKDB_PATH")),
             period_seconds=parse_period(env.get("METRICS_PERIOD_SECONDS")),
             metrics=parse_metrics(env.get("METRICS_CLOUDWATCH_METRICS")),
             statistics=parse_statistics(env.get("METRICS_STATISTICS")),
             settle_minutes=parse_int(
                 "METRICS_SETTLE_MINUTES", env.get("METRICS_SETTLE_MINUTES"), DEFAULT_SETTLE_MINUTES
             ),
-            partitions_start=parse_start(env.get("METRICS_PARTITIONS_START"), retention_days),
+            partitions_start=parse_start(
+                env.get("METRICS_PARTITIONS_START"), storage["retention_days"]
+            ),
             max_requests_per_second=parse_positive_float(
                 "METRICS_MAX_REQUESTS_PER_SECOND",
                 env.get("METRICS_MAX_REQUESTS_PER_SECOND"),
@@ -183,7 +235,6 @@ class Settings:
                 DEFAULT_BACKFILL_MAX_HOURS_PER_TICK,
                 minimum=1,
             ),
-            retention_days=retention_days,
             freshness_minutes=parse_int(
                 "METRICS_FRESHNESS_MINUTES",
                 env.get("METRICS_FRESHNESS_MINUTES"),

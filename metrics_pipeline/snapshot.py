@@ -27,10 +27,6 @@ class SnapshotMissingError(FileNotFoundError):
     """No snapshot has been published yet (the pipeline has not written anything)."""
 
 
-def snapshot_path_for(database: Path) -> Path:
-    return database.with_name(f"{database.stem}.snapshot{database.suffix or '.duckdb'}")
-
-
 def publish_snapshot(conn: duckdb.DuckDBPyConnection, database: Path, snapshot: Path) -> int:
     """Checkpoints the writer's connection and atomically replaces the snapshot with a copy.
 

@@ -17,8 +17,8 @@ import duckdb
 import pyarrow as pa
 
 from metrics_pipeline.cloudwatch import Instance
+from metrics_pipeline.hours import hour_starts, is_settled
 from metrics_pipeline.inventory import InventoryEntry
-from metrics_pipeline.partitions import hour_starts, is_settled
 from metrics_pipeline.settings import RDS_METRIC_UNITS, STATISTIC_COLUMNS
 
 INSTANCES_TABLE = "rds_instances"
@@ -27,6 +27,7 @@ FETCHES_TABLE = "rds_metric_fetches"
 RUNS_TABLE = "pipeline_runs"
 HOURLY_TABLE = "rds_metrics_hourly"
 DAILY_TABLE = "rds_metrics_daily"
+RIGHTSIZING_TABLE = "rds_rightsizing"
 LATEST_VIEW = "rds_latest"
 WIDE_VIEW = "rds_metrics_wide"
 
@@ -145,6 +146,30 @@ CREATE TABLE IF NOT EXISTS {DAILY_TABLE} (
     day TIMESTAMP NOT NULL,{_ROLLUP_COLUMNS}
     PRIMARY KEY (account_id, region, instance_id, metric, day)
 );
+CREATE TABLE IF NOT EXISTS {RIGHTSIZING_TABLE} (
+    report_time TIMESTAMP NOT NULL,
+    window_start TIMESTAMP NOT NULL,
+    window_end TIMESTAMP NOT NULL,
+    account_id VARCHAR NOT NULL,
+    region VARCHAR NOT NULL,
+    instance_id VARCHAR NOT NULL,
+    instance_class VARCHAR,
+    engine VARCHAR,
+    verdict VARCHAR NOT NULL,
+    storage_at_risk BOOLEAN NOT NULL,
+    reasons VARCHAR NOT NULL,
+    periods INTEGER NOT NULL,
+    coverage DOUBLE NOT NULL,
+    cpu_p95 DOUBLE,
+    connections_p95 DOUBLE,
+    freeable_memory_min_mib DOUBLE,
+    swap_max_mib DOUBLE,
+    disk_queue_p95 DOUBLE,
+    free_storage_gib DOUBLE,
+    storage_trend_gib_per_day DOUBLE,
+    storage_days_left DOUBLE,
+    PRIMARY KEY (account_id, region, instance_id)
+);
 CREATE OR REPLACE VIEW {LATEST_VIEW} AS
 SELECT account_id, region, instance_id, metric, any_value(unit) AS unit, max(ts) AS ts,
        arg_max(average, ts) AS average, arg_max(minimum, ts) AS minimum,
@@ -188,7 +213,7 @@ def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
     return bool(found and found[0])
 
 
-def _in_transaction(conn: duckdb.DuckDBPyConnection, statements: Any) -> Any:
+def in_transaction(conn: duckdb.DuckDBPyConnection, statements: Any) -> Any:
     conn.begin()
     try:
         result = statements()
@@ -224,7 +249,7 @@ def upsert_instances(
         return len(records)
 
     try:
-        return _in_transaction(conn, write)
+        return in_transaction(conn, write)
     finally:
         conn.unregister("discovered")
 
@@ -406,7 +431,7 @@ def replace_metrics(
         )
 
     try:
-        return _in_transaction(conn, write)
+        return in_transaction(conn, write)
     finally:
         for name in ("targets", "fetched_hours", "metric_units"):
             conn.unregister(name)
@@ -465,7 +490,7 @@ def drop_rows_before(conn: duckdb.DuckDBPyConnection, cutoff: datetime) -> list[
             ).fetchone()
             return TableTrim(table, int(deleted[0]) if deleted else 0, hours)
 
-        trims.append(_in_transaction(conn, trim))
+        trims.append(in_transaction(conn, trim))
     return trims
 
 
@@ -514,7 +539,7 @@ def replace_rollup(
         ).fetchone()
         return int(inserted[0]) if inserted else 0
 
-    return _in_transaction(conn, write)
+    return in_transaction(conn, write)
 
 
 def rows_per_instance_hour(

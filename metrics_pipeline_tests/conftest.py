@@ -14,6 +14,8 @@ os.environ.update(
     AWS_SECRET_ACCESS_KEY="testing",
     AWS_DEFAULT_REGION="us-east-1",
     METRICS_DUCKDB_PATH=os.path.join(tempfile.mkdtemp(prefix="metrics-tests-"), "defs.duckdb"),
+    # Step retries as in production (3), but tens of milliseconds apart rather than minutes.
+    METRICS_STEP_RETRY_DELAY_SECONDS="0.05",
 )
 
 import shutil  # noqa: E402

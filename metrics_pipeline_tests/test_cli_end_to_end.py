@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from metrics_pipeline.partitions import partition_key
+from metrics_pipeline.hours import partition_key
 from metrics_pipeline_tests.conftest import DAGSTER, pipeline_env
 from metrics_pipeline_tests.fleet import TWO_DAYS_AGO, create_instance, put_metrics
 

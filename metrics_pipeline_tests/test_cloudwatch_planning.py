@@ -15,7 +15,7 @@ from metrics_pipeline.cloudwatch import (
     plan_batches,
     queries_per_request,
 )
-from metrics_pipeline.partitions import hour_starts, is_settled
+from metrics_pipeline.hours import hour_starts, is_settled
 
 A = Instance("111", "us-east-1", "a")
 B = Instance("111", "eu-west-1", "b")

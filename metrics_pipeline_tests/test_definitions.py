@@ -22,6 +22,7 @@ def test_definitions_load_with_every_asset() -> None:
             "rds_metrics_hourly",
             "rds_metrics_daily",
             "pipeline_health",
+            "rightsizing_report",
         )
     }
     metrics = graph.get(AssetKey("rds_metrics"))
@@ -57,7 +58,11 @@ def test_project_instance_allows_one_warehouse_writer(tmp_path: Path) -> None:
 
 
 def test_schedules_sensor_and_jobs_are_loaded() -> None:
-    assert {s.name for s in defs.schedules} == {"fresh_collection_schedule", "retention_schedule"}
+    assert {s.name for s in defs.schedules} == {
+        "fresh_collection_schedule",
+        "retention_schedule",
+        "backup_schedule",
+    }
     assert {s.name for s in defs.sensors} == {"gap_healing_sensor", "run_failure_alert"}
-    for job in ("fresh_collection", "healing_backfill", "retention_job"):
+    for job in ("fresh_collection", "healing_backfill", "retention_job", "backup_job"):
         assert defs.resolve_job_def(job).name == job

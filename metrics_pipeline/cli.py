@@ -1,0 +1,243 @@
+"""`metrics-pipeline`: read, export and back up the warehouse from a terminal.
+
+Every reading command opens the published snapshot, so it runs safely while the pipeline
+collects. Errors in what was typed print one line naming the argument and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from metrics_pipeline import query
+from metrics_pipeline.backups import (
+    BackupError,
+    create_backup,
+    find_backup,
+    list_backups,
+    prune_backups,
+    restore_backup,
+)
+from metrics_pipeline.query import FORMATS, QueryError
+from metrics_pipeline.settings import (
+    DEFAULT_LOCK_TIMEOUT_SECONDS,
+    ConfigError,
+    StorageSettings,
+)
+
+USAGE_ERROR = 2
+
+
+def _output_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "-f",
+        "--format",
+        choices=FORMATS,
+        help="table (default on a terminal), csv, json or parquet; "
+        "default: from the --output suffix",
+    )
+    parent.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+    return parent
+
+
+def _range_options(default_start: str) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--start",
+        default=default_start,
+        help=f"UTC, ISO 8601 (2026-11-26T08:00), 'now' or relative (now-6h, now-3d); "
+        f"default {default_start}",
+    )
+    parent.add_argument("--end", default="now", help="same forms as --start; default now")
+    parent.add_argument(
+        "-i",
+        "--instance",
+        action="append",
+        dest="instances",
+        metavar="ID",
+        help="an instance id; repeat for several (default: all)",
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metrics-pipeline",
+        description="Query, export and back up the RDS metrics warehouse. Reads the snapshot "
+        "the pipeline publishes after each write, so it never blocks collection.",
+    )
+    parser.add_argument(
+        "--warehouse",
+        type=Path,
+        help="the warehouse DuckDB file (default: METRICS_DUCKDB_PATH)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    output = _output_options()
+
+    commands.add_parser(
+        "instances", parents=[output], help="list the instances and the span of their data"
+    )
+    commands.add_parser("metrics", parents=[output], help="list the metrics held")
+
+    extract = commands.add_parser(
+        "extract",
+        parents=[_range_options("now-24h"), output],
+        help="every period of a time range, for one instance or all",
+    )
+    extract.add_argument(
+        "-m", "--metric", action="append", dest="metrics", help="a metric; repeat for several"
+    )
+    extract.add_argument(
+        "--wide", action="store_true", help="one row per instance and period, a column per metric"
+    )
+
+    commands.add_parser(
+        "health",
+        parents=[_range_options("now-3d"), output],
+        help="per instance: min/avg/max/p95 of the main metrics and the hours missing",
+    )
+
+    sql = commands.add_parser(
+        "query", parents=[output], help="run one read-only SQL query (SELECT)"
+    )
+    sql.add_argument("sql", help="the SELECT statement, quoted")
+
+    backup = commands.add_parser("backup", help="create, list, prune or restore backups")
+    actions = backup.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("create", help="back up the latest snapshot now (safe while collecting)")
+    actions.add_parser("list", parents=[output], help="list backups, newest first")
+    actions.add_parser("prune", help="delete backups older than METRICS_BACKUP_KEEP_DAYS")
+    restore = actions.add_parser(
+        "restore", help="replace the warehouse's rows with a backup's (one transaction)"
+    )
+    restore.add_argument("name", help="the backup's name, as `backup list` shows it")
+    restore.add_argument(
+        "--yes", action="store_true", help="confirm: every table's current rows are replaced"
+    )
+    restore.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=DEFAULT_LOCK_TIMEOUT_SECONDS,
+        help="seconds to wait for a running collection to release the warehouse",
+    )
+    return parser
+
+
+def _storage(args: argparse.Namespace) -> StorageSettings:
+    storage = StorageSettings.from_env()
+    if args.warehouse is None:
+        return storage
+    return StorageSettings(
+        duckdb_path=args.warehouse.expanduser().resolve(),
+        retention_days=storage.retention_days,
+        backup_dir=storage.backup_dir,
+        backup_keep_days=storage.backup_keep_days,
+    )
+
+
+def _emit(frame: pd.DataFrame, args: argparse.Namespace) -> None:
+    fmt = query.format_for(args.output, args.format)
+    text = query.write_frame(frame, fmt, args.output)
+    print(text, end="" if text.endswith("\n") else "\n")
+
+
+def _backup(args: argparse.Namespace, storage: StorageSettings) -> None:
+    folder = storage.backups_path
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    if args.action == "create":
+        if not storage.snapshot_path.exists():
+            raise BackupError(
+                f"nothing to back up: no snapshot at {storage.snapshot_path} "
+                "(the pipeline publishes it after its first write)."
+            )
+        backup = create_backup(storage.snapshot_path, folder, now)
+        print(f"Backed up {sum(backup.rows.values())} row(s) to {backup.path}")
+    elif args.action == "list":
+        backups = list_backups(folder)
+        frame = pd.DataFrame(
+            [
+                {
+                    "name": b.name,
+                    "created_at": b.created_at,
+                    "rows": sum(b.rows.values()),
+                    "bytes": b.size_bytes,
+                    "path": str(b.path),
+                }
+                for b in backups
+            ],
+            columns=["name", "created_at", "rows", "bytes", "path"],
+        )
+        _emit(frame, args)
+    elif args.action == "prune":
+        expired = prune_backups(folder, storage.backup_keep_days, now)
+        print(
+            f"Deleted {len(expired)} backup(s) older than {storage.backup_keep_days} day(s)"
+            + (f": {', '.join(b.name for b in expired)}" if expired else "")
+        )
+    else:
+        backup = find_backup(folder, args.name)
+        if not args.yes:
+            raise BackupError(
+                f"restore replaces every row of the warehouse {storage.duckdb_path} with "
+                f"backup {backup.name}; add --yes to confirm."
+            )
+        # Imported here: Dagster takes seconds to import and only a restore writes.
+        from dagster import Failure
+
+        from metrics_pipeline.resources import WarehouseResource
+
+        warehouse = WarehouseResource(
+            database=str(storage.duckdb_path), lock_timeout_seconds=args.lock_timeout
+        )
+        try:
+            with warehouse.connect() as conn:
+                restored = restore_backup(conn, backup)
+        except Failure as failure:  # the pipeline kept the warehouse past the lock timeout
+            raise BackupError(failure.description or str(failure)) from None
+        print(
+            f"Restored {sum(restored.values())} row(s) from {backup.name} "
+            f"({', '.join(f'{t} {n}' for t, n in restored.items())})"
+        )
+
+
+def run(args: argparse.Namespace) -> None:
+    storage = _storage(args)
+    if args.command == "instances":
+        _emit(query.list_instances(storage), args)
+    elif args.command == "metrics":
+        _emit(query.list_metrics(storage), args)
+    elif args.command == "extract":
+        frame = query.extract_metrics(
+            args.start, args.end, args.instances, args.metrics, args.wide, storage
+        )
+        _emit(frame, args)
+    elif args.command == "health":
+        _emit(query.health_summary(args.start, args.end, args.instances, storage), args)
+    elif args.command == "query":
+        _emit(query.run_sql(args.sql, storage), args)
+    else:
+        _backup(args, storage)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except (QueryError, BackupError, ConfigError) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except OSError as error:  # a full disk, a folder that cannot be written
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

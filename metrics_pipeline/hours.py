@@ -1,0 +1,44 @@
+"""Hour arithmetic on naive UTC datetimes, the warehouse's time type.
+
+Timestamps inside the warehouse are naive UTC (DuckDB TIMESTAMP); `naive_utc` is the one
+place where aware datetimes (Dagster's, boto3's) are converted.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+HOUR = timedelta(hours=1)
+
+
+def naive_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def hour_starts(start: datetime, end: datetime) -> list[datetime]:
+    """Every whole hour beginning in [start, end)."""
+    first = start.replace(minute=0, second=0, microsecond=0)
+    if first < start:
+        first += HOUR
+    count = max(0, -((first - end) // HOUR))
+    return [first + n * HOUR for n in range(count)]
+
+
+def floor_hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def partition_key(hour: datetime) -> str:
+    return hour.strftime("%Y-%m-%d-%H:%M")
+
+
+def is_settled(hour_start: datetime, fetched_at: datetime, settle_delay: timedelta) -> bool:
+    """CloudWatch publishes late: an hour is final once it ended settle_delay before the fetch."""
+    return hour_start + HOUR + settle_delay <= fetched_at
+
+
+def oldest_kept_hour(now: datetime, days: int) -> datetime:
+    """The first hour still inside a window of `days` days ending now (whole hours only)."""
+    return floor_hour(now - timedelta(days=days))

@@ -1,0 +1,361 @@
+"""What analysts ask of the warehouse, as functions returning DataFrames.
+
+The `metrics-pipeline` command is a thin layer over these; in a notebook:
+
+    from metrics_pipeline import query
+    cpu = query.extract_metrics("now-6h", "now", instances=["orders-db"])
+
+Every function reads the published snapshot (see snapshot.py), so it never waits for the
+pipeline nor makes it wait. Times are UTC. Bad arguments raise QueryError, whose message
+names the argument and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from metrics_pipeline.hours import HOUR, floor_hour, hour_starts, naive_utc, oldest_kept_hour
+from metrics_pipeline.settings import StorageSettings
+from metrics_pipeline.snapshot import SnapshotMissingError, open_snapshot
+from metrics_pipeline.warehouse import (
+    INSTANCES_TABLE,
+    METRICS_TABLE,
+    WIDE_VIEW,
+    read_inventory,
+)
+
+# The metrics a health summary reports, when the warehouse has them.
+HEALTH_METRICS = (
+    "CPUUtilization",
+    "DatabaseConnections",
+    "FreeableMemory",
+    "FreeStorageSpace",
+    "ReadLatency",
+    "WriteLatency",
+    "DiskQueueDepth",
+)
+FORMATS = ("table", "csv", "json", "parquet")
+READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+_RELATIVE = re.compile(r"^(?:now)?\s*-\s*(\d+)\s*([mhd])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+class QueryError(ValueError):
+    """A reader's argument the warehouse cannot answer; the message names the argument."""
+
+
+@contextmanager
+def connect(storage: StorageSettings | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to the latest snapshot, for queries of your own."""
+    storage = storage or StorageSettings.from_env()
+    try:
+        with open_snapshot(storage.snapshot_path) as conn:
+            yield conn
+    except SnapshotMissingError as error:
+        raise QueryError(str(error)) from None
+
+
+def parse_time(name: str, value: str | datetime, now: datetime | None = None) -> datetime:
+    """ISO 8601 (UTC unless it carries an offset), 'now', or relative: now-30m, now-6h, -3d."""
+    now = naive_utc(now or datetime.now(UTC))
+    if isinstance(value, datetime):
+        return naive_utc(value)
+    text = value.strip()
+    if text == "now":
+        return now
+    relative = _RELATIVE.match(text)
+    if relative:
+        return now - timedelta(**{_UNITS[relative[2]]: int(relative[1])})
+    try:
+        return naive_utc(datetime.fromisoformat(text))
+    except ValueError:
+        raise QueryError(
+            f"{name}: '{value}' is not a time; expected ISO 8601 such as 2026-11-26T08:00 "
+            "(UTC unless an offset is given), 'now', or a relative time such as now-6h or now-3d."
+        ) from None
+
+
+def check_range(
+    start: datetime, end: datetime, retention_days: int, now: datetime
+) -> tuple[datetime, datetime]:
+    if end <= start:
+        raise QueryError(
+            f"end ({end:%Y-%m-%d %H:%M}) must be after start ({start:%Y-%m-%d %H:%M})."
+        )
+    oldest = oldest_kept_hour(now, retention_days)
+    if end <= oldest:
+        raise QueryError(
+            f"the range {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC is outside retention: "
+            f"the warehouse keeps hours from {oldest:%Y-%m-%d %H:%M} UTC "
+            f"(METRICS_RETENTION_DAYS={retention_days})."
+        )
+    if start >= now:
+        raise QueryError(f"start ({start:%Y-%m-%d %H:%M} UTC) is in the future.")
+    return start, end
+
+
+def _names(conn: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
+    return [row[0] for row in conn.execute(sql).fetchall()]
+
+
+def _check_known(argument: str, asked: Sequence[str], known: Sequence[str]) -> None:
+    unknown = [name for name in asked if name not in known]
+    if unknown:
+        listed = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "")
+        raise QueryError(
+            f"{argument}: unknown {', '.join(repr(n) for n in unknown)}; "
+            f"the warehouse has: {listed or 'nothing yet'}."
+        )
+
+
+def list_instances(storage: StorageSettings | None = None) -> pd.DataFrame:
+    """The inventory, with the span of metrics held for each instance."""
+    with connect(storage) as conn:
+        return conn.execute(
+            f"""
+            SELECT i.region, i.instance_id, i.engine, i.engine_version, i.instance_class,
+                   i.allocated_storage_gb, i.multi_az, i.status, i.create_time, i.last_seen,
+                   m.first_ts AS first_data, m.last_ts AS last_data
+            FROM {INSTANCES_TABLE} i LEFT JOIN (
+                SELECT account_id, region, instance_id, min(ts) AS first_ts, max(ts) AS last_ts
+                FROM {METRICS_TABLE} GROUP BY ALL
+            ) m USING (account_id, region, instance_id)
+            ORDER BY i.region, i.instance_id
+            """
+        ).df()
+
+
+def list_metrics(storage: StorageSettings | None = None) -> pd.DataFrame:
+    """The metrics held, with their unit, how many instances have them, and their span."""
+    with connect(storage) as conn:
+        return conn.execute(
+            f"""
+            SELECT metric, any_value(unit) AS unit, count(DISTINCT instance_id) AS instances,
+                   min(ts) AS first_ts, max(ts) AS last_ts, count(*) AS periods
+            FROM {METRICS_TABLE} GROUP BY metric ORDER BY metric
+            """
+        ).df()
+
+
+def extract_metrics(
+    start: str | datetime,
+    end: str | datetime,
+    instances: Sequence[str] | None = None,
+    metrics: Sequence[str] | None = None,
+    wide: bool = False,
+    storage: StorageSettings | None = None,
+    now: datetime | None = None,
+) -> pd.DataFrame:
+    """Every period of [start, end) for the instances (all when None): one row per instance,
+    metric and period, or with `wide` one row per instance and period, a column per metric."""
+    storage = storage or StorageSettings.from_env()
+    now = naive_utc(now or datetime.now(UTC))
+    start_at, end_at = check_range(
+        parse_time("start", start, now), parse_time("end", end, now), storage.retention_days, now
+    )
+    with connect(storage) as conn:
+        _check_known(
+            "instance",
+            instances or [],
+            _names(conn, f"SELECT DISTINCT instance_id FROM {INSTANCES_TABLE} ORDER BY 1"),
+        )
+        _check_known(
+            "metric", metrics or [], _names(conn, f"SELECT DISTINCT metric FROM {METRICS_TABLE}")
+        )
+        if wide and metrics:
+            raise QueryError("metric: --wide already has one column per metric; drop --metric.")
+        filters = ["ts >= $start", "ts < $end"]
+        params: dict[str, object] = {"start": start_at, "end": end_at}
+        if instances:
+            filters.append("list_contains($instances, instance_id)")
+            params["instances"] = list(instances)
+        if metrics:
+            filters.append("list_contains($metrics, metric)")
+            params["metrics"] = list(metrics)
+        where = " AND ".join(filters)
+        if wide:
+            sql = f"SELECT * FROM {WIDE_VIEW} WHERE {where} ORDER BY region, instance_id, ts"
+        else:
+            sql = (
+                "SELECT ts, region, instance_id, metric, unit, average, minimum, maximum, sum, "
+                f"sample_count FROM {METRICS_TABLE} WHERE {where} "
+                "ORDER BY region, instance_id, metric, ts"
+            )
+        return conn.execute(sql, params).df()
+
+
+def hour_ranges(hours: Sequence[datetime]) -> str:
+    """Consecutive hours folded into ranges: '2026-11-25 03:00..05:00, 2026-11-26 01:00'."""
+    spans: list[tuple[datetime, datetime]] = []
+    for hour in sorted(hours):
+        if spans and hour - spans[-1][1] == HOUR:
+            spans[-1] = (spans[-1][0], hour)
+        else:
+            spans.append((hour, hour))
+    return ", ".join(
+        f"{first:%Y-%m-%d %H:%M}" + (f"..{last:%H:%M}" if last != first else "")
+        if first.date() == last.date()
+        else f"{first:%Y-%m-%d %H:%M}..{last:%Y-%m-%d %H:%M}"
+        for first, last in spans
+    )
+
+
+def health_summary(
+    start: str | datetime,
+    end: str | datetime,
+    instances: Sequence[str] | None = None,
+    storage: StorageSettings | None = None,
+    now: datetime | None = None,
+) -> pd.DataFrame:
+    """Per instance and main metric over [start, end): minimum, average, maximum and p95 of the
+    period averages, and the whole hours (ended, while the instance existed) with no data."""
+    storage = storage or StorageSettings.from_env()
+    now = naive_utc(now or datetime.now(UTC))
+    start_at, end_at = check_range(
+        parse_time("start", start, now), parse_time("end", end, now), storage.retention_days, now
+    )
+    with connect(storage) as conn:
+        regions = _names(conn, f"SELECT DISTINCT region FROM {INSTANCES_TABLE}")
+        inventory = read_inventory(conn, regions)
+        _check_known("instance", instances or [], [e.instance.instance_id for e in inventory])
+        held = set(_names(conn, f"SELECT DISTINCT metric FROM {METRICS_TABLE}"))
+        metrics = [metric for metric in HEALTH_METRICS if metric in held]
+        params = {"start": start_at, "end": end_at, "metrics": metrics}
+        stats = conn.execute(
+            f"""
+            SELECT account_id, region, instance_id, metric, any_value(unit) AS unit,
+                   min(average) AS minimum, avg(average) AS average, max(average) AS maximum,
+                   quantile_cont(average, 0.95) AS p95, count(average) AS periods
+            FROM {METRICS_TABLE}
+            WHERE ts >= $start AND ts < $end AND list_contains($metrics, metric)
+            GROUP BY ALL
+            """,
+            params,
+        ).fetchall()
+        present = conn.execute(
+            f"""
+            SELECT DISTINCT account_id, region, instance_id, metric, date_trunc('hour', ts)
+            FROM {METRICS_TABLE}
+            WHERE ts >= $start AND ts < $end AND list_contains($metrics, metric)
+            """,
+            params,
+        ).fetchall()
+    by_key = {tuple(row[:4]): row[4:] for row in stats}
+    hours_with_data = {tuple(row) for row in present}
+    ended = [h for h in hour_starts(floor_hour(start_at), end_at) if h + HOUR <= now]
+    records = []
+    for entry in inventory:
+        instance = entry.instance
+        if instances and instance.instance_id not in instances:
+            continue
+        expected = [h for h in ended if entry.existed_during(h, h + HOUR)]
+        for metric in metrics:
+            key = (instance.account_id, instance.region, instance.instance_id, metric)
+            unit, minimum, average, maximum, p95, periods = by_key.get(
+                key, (None, None, None, None, None, 0)
+            )
+            missing = [h for h in expected if (*key, h) not in hours_with_data]
+            records.append(
+                {
+                    "region": instance.region,
+                    "instance_id": instance.instance_id,
+                    "metric": metric,
+                    "unit": unit,
+                    "minimum": minimum,
+                    "average": average,
+                    "maximum": maximum,
+                    "p95": p95,
+                    "periods": periods,
+                    "hours_expected": len(expected),
+                    "hours_missing": len(missing),
+                    "missing_hours": hour_ranges(missing),
+                }
+            )
+    return pd.DataFrame.from_records(
+        records,
+        columns=[
+            "region",
+            "instance_id",
+            "metric",
+            "unit",
+            "minimum",
+            "average",
+            "maximum",
+            "p95",
+            "periods",
+            "hours_expected",
+            "hours_missing",
+            "missing_hours",
+        ],
+    )
+
+
+def run_sql(sql: str, storage: StorageSettings | None = None) -> pd.DataFrame:
+    """One SELECT (or EXPLAIN) statement of your own against the snapshot."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as error:
+        raise QueryError(f"sql: {error}") from None
+    if len(statements) != 1:
+        raise QueryError(f"sql: expected exactly one statement, got {len(statements)}.")
+    kind = statements[0].type
+    if kind not in READ_ONLY_STATEMENTS:
+        raise QueryError(
+            f"sql: only SELECT queries are allowed here, not {kind.name}; "
+            "the warehouse is changed by the pipeline alone."
+        )
+    with connect(storage) as conn:
+        try:
+            return conn.execute(sql).df()
+        except duckdb.Error as error:
+            raise QueryError(f"sql: {error}") from None
+
+
+def format_for(output: Path | None, fmt: str | None) -> str:
+    """The output format: the one asked for, else the output file's suffix, else a table."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise QueryError(f"format: unknown '{fmt}'; choose one of {', '.join(FORMATS)}.")
+        return fmt
+    if output is None:
+        return "table"
+    suffix = output.suffix.lstrip(".").lower()
+    if suffix not in FORMATS[1:]:
+        raise QueryError(
+            f"output: cannot tell the format of '{output.name}'; name it .csv, .json or "
+            ".parquet, or pass --format."
+        )
+    return suffix
+
+
+def write_frame(frame: pd.DataFrame, fmt: str, output: Path | None, max_rows: int = 200) -> str:
+    """Writes the frame to `output` in `fmt`; returns the text for the terminal."""
+    if fmt == "parquet" and output is None:
+        raise QueryError("format: parquet is binary; give a file with --output.")
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        text = frame.to_csv(output, index=False)
+    elif fmt == "json":
+        text = frame.to_json(output, orient="records", date_format="iso", date_unit="s", indent=1)
+    elif fmt == "parquet":
+        frame.to_parquet(output, index=False)
+        text = None
+    else:
+        shown = frame.head(max_rows).to_string(index=False) if len(frame) else "(no rows)"
+        more = len(frame) - max_rows
+        text = shown + (
+            f"\n... {more} more row(s): use --format csv or --output" if more > 0 else ""
+        )
+        if output is not None:
+            output.write_text(text + "\n")
+    if output is not None:
+        return f"Wrote {len(frame)} row(s) to {output}"
+    return text or ""

@@ -1,0 +1,338 @@
+"""The rightsizing report: which databases are too big, too small, or filling their storage.
+
+The old system collected metrics to recommend changes to databases from a reliable 3-day
+window; this is that recommendation. The evidence of each instance is computed in DuckDB
+over the trailing 3 days; the verdicts are pure functions of it (`assess`,
+`days_until_full`), so every flag carries the numbers it rests on.
+"""
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from dagster import (
+    AssetExecutionContext,
+    AutomationCondition,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from metrics_pipeline.assets import GROUP, WAREHOUSE_POOL, rds_instances, rds_metrics
+from metrics_pipeline.health import markdown_table
+from metrics_pipeline.resources import AwsResource, WarehouseResource
+from metrics_pipeline.warehouse import (
+    INSTANCES_TABLE,
+    METRICS_TABLE,
+    RIGHTSIZING_TABLE,
+    ensure_schema,
+    in_transaction,
+)
+
+WINDOW = timedelta(days=3)
+MIB = 1024**2
+GIB = 1024**3
+# Statuses of an instance that serves nothing: there is no load to size it by.
+NOT_SERVING = ("stopped", "stopping", "deleting")
+
+
+class Verdict(StrEnum):
+    OVER = "over-provisioned"
+    UNDER = "under-provisioned"
+    OK = "ok"
+    INSUFFICIENT_DATA = "insufficient data"
+
+
+class RightsizingConfig(Config):
+    """The thresholds, in the launchpad so operators can tune them without a deploy."""
+
+    min_coverage: float = Field(
+        default=0.8,
+        description=(
+            "Share of the window's periods that must have CPU data; below it the verdict is "
+            "'insufficient data' rather than a guess."
+        ),
+    )
+    cpu_low_pct: float = Field(
+        default=20.0, description="Over-provisioned needs CPU p95 below this (%)."
+    )
+    connections_low: float = Field(
+        default=20.0, description="Over-provisioned also needs connections p95 below this."
+    )
+    cpu_high_pct: float = Field(
+        default=80.0, description="Under-provisioned when CPU p95 is above this (%)."
+    )
+    freeable_memory_low_mib: float = Field(
+        default=256.0, description="Under-provisioned when freeable memory fell below this (MiB)."
+    )
+    swap_high_mib: float = Field(
+        default=256.0, description="Under-provisioned when swap usage rose above this (MiB)."
+    )
+    disk_queue_high: float = Field(
+        default=10.0, description="Under-provisioned when disk queue depth p95 is above this."
+    )
+    storage_horizon_days: float = Field(
+        default=14.0,
+        description="Storage is at risk when, at the window's trend, it fills within these days.",
+    )
+
+
+def days_until_full(free_gib: float | None, trend_gib_per_day: float | None) -> float | None:
+    """Days until free storage reaches zero if it keeps falling as it did; None if it is not
+    falling (or unknown), since a flat or growing free space never runs out."""
+    if free_gib is None or trend_gib_per_day is None or trend_gib_per_day >= 0:
+        return None
+    return free_gib / -trend_gib_per_day
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One instance's figures over the window; None where the metric has no data."""
+
+    account_id: str
+    region: str
+    instance_id: str
+    instance_class: str | None
+    engine: str | None
+    periods: int  # periods with CPU data
+    coverage: float  # periods / periods the window holds
+    cpu_p95: float | None  # % (of the period averages, as every p95 here)
+    connections_p95: float | None
+    freeable_memory_min_mib: float | None
+    swap_max_mib: float | None
+    disk_queue_p95: float | None
+    free_storage_gib: float | None  # the newest period's
+    storage_trend_gib_per_day: float | None  # least-squares slope; negative when filling
+
+    @property
+    def storage_days_left(self) -> float | None:
+        return days_until_full(self.free_storage_gib, self.storage_trend_gib_per_day)
+
+
+@dataclass(frozen=True)
+class Finding:
+    verdict: Verdict
+    storage_at_risk: bool
+    reasons: tuple[str, ...]  # each flag with the number that raised it
+
+
+def _above(label: str, value: float | None, limit: float, unit: str = "") -> str | None:
+    if value is None or value <= limit:
+        return None
+    return f"{label} {value:.1f}{unit} > {limit:g}{unit}"
+
+
+def _below(label: str, value: float | None, limit: float, unit: str = "") -> str | None:
+    if value is None or value >= limit:
+        return None
+    return f"{label} {value:.1f}{unit} < {limit:g}{unit}"
+
+
+def _filling(e: Evidence, horizon_days: float) -> str | None:
+    free, trend = e.free_storage_gib, e.storage_trend_gib_per_day
+    if free is None or trend is None:
+        return None
+    days_left = days_until_full(free, trend)
+    if days_left is None or days_left > horizon_days:
+        return None
+    return (
+        f"free storage {free:.1f} GiB falling {-trend:.2f} GiB/day: "
+        f"full in {days_left:.1f} days <= {horizon_days:g}"
+    )
+
+
+def assess(evidence: Evidence, thresholds: RightsizingConfig) -> Finding:
+    """The verdict and its reasons.
+
+    Any sign of pressure makes an instance under-provisioned, even when its CPU is idle (a
+    memory-starved database is not too big). Over-provisioned needs both CPU and connections
+    known and low. Storage at risk is a separate flag. Too little data decides nothing.
+    """
+    e, t = evidence, thresholds
+    if e.coverage < t.min_coverage:
+        reason = f"CPU data for {e.coverage:.0%} of the window < {t.min_coverage:.0%}"
+        return Finding(Verdict.INSUFFICIENT_DATA, False, (reason,))
+    pressure = [
+        reason
+        for reason in (
+            _above("CPU p95", e.cpu_p95, t.cpu_high_pct, "%"),
+            _below(
+                "freeable memory min", e.freeable_memory_min_mib, t.freeable_memory_low_mib, " MiB"
+            ),
+            _above("swap max", e.swap_max_mib, t.swap_high_mib, " MiB"),
+            _above("disk queue p95", e.disk_queue_p95, t.disk_queue_high),
+        )
+        if reason
+    ]
+    idle_cpu = _below("CPU p95", e.cpu_p95, t.cpu_low_pct, "%")
+    few_connections = _below("connections p95", e.connections_p95, t.connections_low)
+    if pressure:
+        verdict, reasons = Verdict.UNDER, pressure
+    elif idle_cpu and few_connections:
+        verdict, reasons = Verdict.OVER, [idle_cpu, few_connections]
+    else:
+        verdict, reasons = Verdict.OK, []
+    filling = _filling(e, t.storage_horizon_days)
+    if filling:
+        reasons.append(filling)
+    return Finding(verdict, filling is not None, tuple(reasons))
+
+
+def read_evidence(
+    conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime, period_seconds: int
+) -> list[Evidence]:
+    """The evidence of every serving instance for [start, end).
+
+    Only instances the latest discovery listed (a deleted one keeps an older last_seen) and
+    that are not stopped count. Extremes fall back to the period averages when the Minimum
+    or Maximum statistic was not collected.
+    """
+    rows = conn.execute(
+        f"""
+        WITH serving AS (
+            SELECT account_id, region, instance_id, instance_class, engine
+            FROM {INSTANCES_TABLE}
+            WHERE last_seen = (SELECT max(last_seen) FROM {INSTANCES_TABLE})
+              AND coalesce(status, '') NOT IN (SELECT unnest($not_serving))
+        ), windowed AS (
+            SELECT * FROM {METRICS_TABLE} WHERE ts >= $start AND ts < $end
+        )
+        SELECT s.account_id, s.region, s.instance_id, s.instance_class, s.engine,
+               count(m.average) FILTER (m.metric = 'CPUUtilization'),
+               count(m.average) FILTER (m.metric = 'CPUUtilization') / $expected,
+               quantile_cont(m.average, 0.95) FILTER (m.metric = 'CPUUtilization'),
+               quantile_cont(m.average, 0.95) FILTER (m.metric = 'DatabaseConnections'),
+               min(coalesce(m.minimum, m.average)) FILTER (m.metric = 'FreeableMemory') / $mib,
+               max(coalesce(m.maximum, m.average)) FILTER (m.metric = 'SwapUsage') / $mib,
+               quantile_cont(m.average, 0.95) FILTER (m.metric = 'DiskQueueDepth'),
+               arg_max(m.average, m.ts)
+                   FILTER (m.metric = 'FreeStorageSpace' AND m.average IS NOT NULL) / $gib,
+               regr_slope(m.average, date_diff('second', $start, m.ts))
+                   FILTER (m.metric = 'FreeStorageSpace') * 86400 / $gib
+        FROM serving s LEFT JOIN windowed m USING (account_id, region, instance_id)
+        GROUP BY ALL ORDER BY s.region, s.account_id, s.instance_id
+        """,
+        {
+            "start": start,
+            "end": end,
+            "not_serving": list(NOT_SERVING),
+            "expected": (end - start).total_seconds() / period_seconds,
+            "mib": float(MIB),
+            "gib": float(GIB),
+        },
+    ).fetchall()
+    return [Evidence(*row) for row in rows]
+
+
+def replace_report(conn: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """The table holds the latest report only; readers never see half of one."""
+    ensure_schema(conn)
+
+    def write() -> None:
+        conn.execute(f"DELETE FROM {RIGHTSIZING_TABLE}")
+        if not rows:  # DuckDB cannot scan an Arrow table without columns
+            return
+        conn.register("report_rows", pa.Table.from_pylist(list(rows)))
+        try:
+            conn.execute(f"INSERT INTO {RIGHTSIZING_TABLE} BY NAME SELECT * FROM report_rows")
+        finally:
+            conn.unregister("report_rows")
+
+    in_transaction(conn, write)
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def flagged_markdown(assessed: Sequence[tuple[Evidence, Finding]]) -> str:
+    """One row per instance with something to act on, its evidence beside its flags."""
+    header = (
+        "instance", "region", "class", "verdict", "storage at risk", "CPU p95 %",
+        "connections p95", "freeable memory min MiB", "swap max MiB", "disk queue p95",
+        "free storage GiB", "GiB/day", "days left", "reasons",
+    )  # fmt: skip
+    rows = [
+        (
+            e.instance_id,
+            e.region,
+            e.instance_class or "-",
+            f.verdict,
+            "yes" if f.storage_at_risk else "no",
+            _number(e.cpu_p95),
+            _number(e.connections_p95),
+            _number(e.freeable_memory_min_mib),
+            _number(e.swap_max_mib),
+            _number(e.disk_queue_p95),
+            _number(e.free_storage_gib),
+            _number(e.storage_trend_gib_per_day, 2),
+            _number(e.storage_days_left),
+            "; ".join(f.reasons),
+        )
+        for e, f in assessed
+        if f.verdict in (Verdict.OVER, Verdict.UNDER) or f.storage_at_risk
+    ]
+    return markdown_table(header, rows)
+
+
+@asset(
+    group_name=GROUP,
+    pool=WAREHOUSE_POOL,
+    deps=[rds_instances, rds_metrics],
+    automation_condition=AutomationCondition.on_cron("10 * * * *", cron_timezone="UTC"),
+    description=(
+        f"Rightsizing from the trailing {WINDOW.days} days (DuckDB table `{RIGHTSIZING_TABLE}`, "
+        "one row per serving instance): over-provisioned (low CPU p95 and connections), "
+        "under-provisioned (high CPU p95, low freeable memory, swap, high disk queue), "
+        "storage that fills within the horizon at its trend, each with its evidence. "
+        "Hourly, after the next collection; thresholds are run config."
+    ),
+)
+def rightsizing_report(
+    context: AssetExecutionContext,
+    config: RightsizingConfig,
+    aws: AwsResource,
+    warehouse: WarehouseResource,
+) -> MaterializeResult:
+    report_time = datetime.now(UTC).replace(tzinfo=None)
+    start = report_time - WINDOW
+    with warehouse.read() as conn:
+        evidence = read_evidence(conn, start, report_time, aws.period_seconds)
+    assessed = [(e, assess(e, config)) for e in evidence]
+    rows = [
+        {
+            "report_time": report_time,
+            "window_start": start,
+            "window_end": report_time,
+            **asdict(e),
+            "verdict": str(f.verdict),
+            "storage_at_risk": f.storage_at_risk,
+            "reasons": "; ".join(f.reasons),
+            "storage_days_left": e.storage_days_left,
+        }
+        for e, f in assessed
+    ]
+    with warehouse.connect() as conn:
+        replace_report(conn, rows)
+    counts = {
+        "instances_assessed": len(assessed),
+        "over_provisioned": sum(f.verdict is Verdict.OVER for _, f in assessed),
+        "under_provisioned": sum(f.verdict is Verdict.UNDER for _, f in assessed),
+        "storage_at_risk": sum(f.storage_at_risk for _, f in assessed),
+        "insufficient_data": sum(f.verdict is Verdict.INSUFFICIENT_DATA for _, f in assessed),
+    }
+    context.log.info(", ".join(f"{name}: {count}" for name, count in counts.items()))
+    return MaterializeResult(
+        metadata={
+            **counts,
+            "window_start": start.isoformat(),
+            "window_end": report_time.isoformat(),
+            "flagged": MetadataValue.md(flagged_markdown(assessed)),
+        }
+    )

@@ -1,0 +1,149 @@
+"""`metrics-pipeline` driven as a user drives it: a process, its exit code, its files."""
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from metrics_pipeline.resources import WarehouseResource
+from metrics_pipeline_tests.known_data import FIRST_HOUR, Period, seed
+
+CLI = str(Path(sys.executable).with_name("metrics-pipeline"))
+START = f"{FIRST_HOUR:%Y-%m-%dT%H:%M}"
+END = f"{FIRST_HOUR + timedelta(hours=6):%Y-%m-%dT%H:%M}"
+
+
+@pytest.fixture
+def stored(warehouse: WarehouseResource) -> list[Period]:
+    return seed(warehouse)
+
+
+def cli(warehouse: WarehouseResource, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "METRICS_DUCKDB_PATH": warehouse.database}
+    return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_every_command_has_help(warehouse: WarehouseResource) -> None:
+    for command in ([], ["extract"], ["health"], ["query"], ["backup"], ["backup", "restore"]):
+        shown = cli(warehouse, *command, "--help")
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.startswith(f"usage: metrics-pipeline {' '.join(command)}".rstrip())
+
+
+def test_extract_to_each_format_reads_back_what_was_stored(
+    warehouse: WarehouseResource, stored: list[Period], tmp_path: Path
+) -> None:
+    expected = {(p.instance_id, p.metric, p.ts): p.average for p in stored}
+    for suffix, read in (("csv", pd.read_csv), ("parquet", pd.read_parquet)):
+        out = tmp_path / f"all.{suffix}"
+        done = cli(warehouse, "extract", "--start", START, "--end", END, "-o", str(out))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"Wrote {len(stored)} row(s) to {out}"
+        frame = read(out)
+        got = {
+            (r.instance_id, r.metric, pd.Timestamp(r.ts).to_pydatetime()): r.average
+            for r in frame.itertuples()
+        }
+        assert got == expected
+
+    done = cli(
+        warehouse,
+        "extract",
+        "--start",
+        START,
+        "--end",
+        END,
+        "-i",
+        "users-db",
+        "-m",
+        "CPUUtilization",
+        "--format",
+        "json",
+    )
+    assert done.returncode == 0, done.stderr
+    records = json.loads(done.stdout)
+    users_cpu = [p for p in stored if p.instance_id == "users-db" and p.metric == "CPUUtilization"]
+    assert [(r["ts"], r["average"]) for r in records] == [
+        (p.ts.isoformat(), p.average) for p in users_cpu
+    ]
+
+    table = cli(warehouse, "instances")
+    assert table.returncode == 0
+    assert "orders-db" in table.stdout and "users-db" in table.stdout
+
+
+def test_health_and_query_answer_on_the_terminal(
+    warehouse: WarehouseResource, stored: list[Period]
+) -> None:
+    health = cli(warehouse, "health", "--start", START, "--end", END, "-f", "json")
+    assert health.returncode == 0, health.stderr
+    rows = {(r["instance_id"], r["metric"]): r for r in json.loads(health.stdout)}
+    assert rows[("users-db", "CPUUtilization")]["hours_missing"] == 2
+    assert rows[("orders-db", "CPUUtilization")]["hours_missing"] == 0
+    orders_cpu = [p.average for p in stored if p.instance_id == "orders-db" and p.metric[0] == "C"]
+    assert rows[("orders-db", "CPUUtilization")]["maximum"] == max(orders_cpu)
+
+    counted = cli(
+        warehouse,
+        "query",
+        "SELECT instance_id, count(*) AS n FROM rds_metrics GROUP BY 1 ORDER BY 1",
+        "-f",
+        "csv",
+    )
+    assert counted.returncode == 0, counted.stderr
+    per_instance = {i: sum(p.instance_id == i for p in stored) for i in ("orders-db", "users-db")}
+    assert counted.stdout.splitlines() == [
+        "instance_id,n",
+        *(f"{instance},{n}" for instance, n in per_instance.items()),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["extract", "-i", "nope-db"], "instance: unknown 'nope-db'"),
+        (["extract", "--start", END, "--end", START], "must be after start"),
+        (["extract", "--start", "2020-01-01", "--end", "2020-01-02"], "outside retention"),
+        (["extract", "--start", "yesterday"], "start: 'yesterday' is not a time"),
+        (["extract", "-o", "out.xlsx"], "output: cannot tell the format of 'out.xlsx'"),
+        (["extract", "--format", "xml"], "argument -f/--format: invalid choice: 'xml'"),
+        (["extract", "-f", "parquet"], "format: parquet is binary"),
+        (["query", "DELETE FROM rds_metrics"], "only SELECT queries are allowed here, not DELETE"),
+        (["backup", "restore", "20200101T000000Z", "--yes"], "no backup named"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_a_non_zero_exit(
+    warehouse: WarehouseResource, stored: list[Period], args: list[str], message: str
+) -> None:
+    done = cli(warehouse, *args)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("metrics-pipeline")
+
+
+def test_backup_create_list_restore_from_the_command_line(
+    warehouse: WarehouseResource, stored: list[Period]
+) -> None:
+    created = cli(warehouse, "backup", "create")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith(f"Backed up {len(stored) + 2} row(s) to ")
+    listed = cli(warehouse, "backup", "list", "-f", "json")
+    [backup] = json.loads(listed.stdout)
+    assert backup["rows"] == len(stored) + 2
+
+    with warehouse.connect() as conn:
+        conn.execute("DELETE FROM rds_metrics")
+    refused = cli(warehouse, "backup", "restore", backup["name"])
+    assert refused.returncode == 2
+    assert "add --yes to confirm" in refused.stderr
+    restored = cli(warehouse, "backup", "restore", backup["name"], "--yes")
+    assert restored.returncode == 0, restored.stderr
+    assert f"rds_metrics {len(stored)}" in restored.stdout
+    counted = cli(warehouse, "query", "SELECT count(*) AS n FROM rds_metrics", "-f", "csv")
+    assert counted.stdout.splitlines() == ["n", str(len(stored))]

@@ -1,0 +1,185 @@
+"""The Python API analysts use, on a warehouse whose answers are known."""
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from metrics_pipeline import query
+from metrics_pipeline.query import QueryError
+from metrics_pipeline.resources import WarehouseResource
+from metrics_pipeline.settings import StorageSettings
+from metrics_pipeline_tests.fleet import THIS_HOUR
+from metrics_pipeline_tests.known_data import (
+    FIRST_HOUR,
+    MISSING_HOURS,
+    PERIODS,
+    Period,
+    seed,
+)
+
+NOW = THIS_HOUR + timedelta(minutes=7)
+END = FIRST_HOUR + timedelta(hours=6)
+
+
+@pytest.fixture
+def storage(warehouse: WarehouseResource) -> StorageSettings:
+    return StorageSettings(duckdb_path=Path(warehouse.database))
+
+
+@pytest.fixture
+def stored(warehouse: WarehouseResource) -> list[Period]:
+    return seed(warehouse)
+
+
+def test_times_in_every_form_the_help_promises() -> None:
+    assert query.parse_time("start", "now", NOW) == NOW
+    assert query.parse_time("start", "now-6h", NOW) == NOW - timedelta(hours=6)
+    assert query.parse_time("start", "-3d", NOW) == NOW - timedelta(days=3)
+    assert query.parse_time("start", "now-30m", NOW) == NOW - timedelta(minutes=30)
+    assert query.parse_time("end", "2026-11-26T08:00", NOW) == datetime(2026, 11, 26, 8)
+    assert query.parse_time("end", "2026-11-26T10:00+02:00", NOW) == datetime(2026, 11, 26, 8)
+    with pytest.raises(QueryError, match=r"^start: 'yesterday' is not a time; expected ISO"):
+        query.parse_time("start", "yesterday", NOW)
+
+
+def test_ranges_that_cannot_be_answered_are_refused() -> None:
+    with pytest.raises(QueryError, match=r"^end \(.*\) must be after start"):
+        query.check_range(NOW, NOW - timedelta(hours=1), 7, NOW)
+    with pytest.raises(QueryError, match=r"outside retention.*METRICS_RETENTION_DAYS=7"):
+        query.check_range(NOW - timedelta(days=10), NOW - timedelta(days=8), 7, NOW)
+    with pytest.raises(QueryError, match="is in the future"):
+        query.check_range(NOW + timedelta(hours=1), NOW + timedelta(hours=2), 7, NOW)
+
+
+def test_extract_returns_exactly_what_was_stored(
+    storage: StorageSettings, stored: list[Period]
+) -> None:
+    frame = query.extract_metrics(FIRST_HOUR, END, storage=storage, now=NOW)
+    assert len(frame) == len(stored)
+    got = {(r.instance_id, r.metric, r.ts.to_pydatetime()): r.average for r in frame.itertuples()}
+    assert got == {(p.instance_id, p.metric, p.ts): p.average for p in stored}
+
+    one = query.extract_metrics(
+        FIRST_HOUR + timedelta(hours=1),
+        FIRST_HOUR + timedelta(hours=2),
+        instances=["orders-db"],
+        metrics=["CPUUtilization"],
+        storage=storage,
+        now=NOW,
+    )
+    assert one["ts"].tolist() == [FIRST_HOUR + timedelta(hours=1, minutes=5 * k) for k in range(12)]
+    assert one["average"].tolist() == [float(((12 + k) * 37) % 100) for k in range(12)]
+
+    wide = query.extract_metrics(
+        FIRST_HOUR, END, instances=["users-db"], wide=True, storage=storage, now=NOW
+    )
+    expected_rows = PERIODS - 12 * len(MISSING_HOURS)
+    assert len(wide) == expected_rows
+    cpu = {p.ts: p.average for p in stored if p.instance_id == "users-db" and p.metric[0] == "C"}
+    assert dict(zip(wide["ts"].dt.to_pydatetime(), wide["cpu_utilization"], strict=True)) == cpu
+
+
+def test_unknown_instance_or_metric_names_what_exists(
+    storage: StorageSettings, stored: list[Period]
+) -> None:
+    with pytest.raises(QueryError, match=r"^instance: unknown 'nope-db'; .*orders-db, users-db"):
+        query.extract_metrics(FIRST_HOUR, END, instances=["nope-db"], storage=storage, now=NOW)
+    with pytest.raises(QueryError, match=r"^metric: unknown 'CPU'; the warehouse has: "):
+        query.extract_metrics(FIRST_HOUR, END, metrics=["CPU"], storage=storage, now=NOW)
+
+
+def test_health_summary_matches_a_hand_computation(
+    storage: StorageSettings, stored: list[Period]
+) -> None:
+    summary = query.health_summary(FIRST_HOUR, END, storage=storage, now=NOW)
+    assert sorted(zip(summary["instance_id"], summary["metric"], strict=True)) == [
+        ("orders-db", "CPUUtilization"),
+        ("orders-db", "FreeStorageSpace"),
+        ("users-db", "CPUUtilization"),
+        ("users-db", "FreeStorageSpace"),
+    ]
+    for row in summary.itertuples():
+        values = np.array(
+            [
+                p.average
+                for p in stored
+                if (p.instance_id, p.metric) == (row.instance_id, row.metric)
+            ]
+        )
+        assert row.minimum == values.min()
+        assert row.maximum == values.max()
+        assert row.average == pytest.approx(values.mean())
+        assert row.p95 == pytest.approx(np.percentile(values, 95))
+        assert row.periods == len(values)
+        assert row.hours_expected == 6
+    users = summary[summary["instance_id"] == "users-db"].iloc[0]
+    assert users["hours_missing"] == 2
+    first, last = (FIRST_HOUR + timedelta(hours=h) for h in MISSING_HOURS)
+    last_shown = f"{last:%H:%M}" if first.date() == last.date() else f"{last:%Y-%m-%d %H:%M}"
+    assert users["missing_hours"] == f"{first:%Y-%m-%d %H:%M}..{last_shown}"
+    orders = summary[summary["instance_id"] == "orders-db"].iloc[0]
+    assert (orders["hours_missing"], orders["missing_hours"]) == (0, "")
+
+
+def test_hour_ranges_fold_consecutive_hours() -> None:
+    day = datetime(2026, 11, 25)
+    hours = [day + timedelta(hours=h) for h in (3, 4, 5, 9, 23, 24, 25)]
+    assert query.hour_ranges(hours) == (
+        "2026-11-25 03:00..05:00, 2026-11-25 09:00, 2026-11-25 23:00..2026-11-26 01:00"
+    )
+
+
+def test_sql_reads_but_never_writes(storage: StorageSettings, stored: list[Period]) -> None:
+    counted = query.run_sql("SELECT count(*) AS n FROM rds_metrics", storage)
+    assert counted["n"].tolist() == [len(stored)]
+    with pytest.raises(QueryError, match=r"^sql: only SELECT queries are allowed here, not INSERT"):
+        query.run_sql("INSERT INTO rds_metrics SELECT * FROM rds_metrics", storage)
+    with pytest.raises(QueryError, match=r"not DROP"):
+        query.run_sql("DROP TABLE rds_metrics", storage)
+    with pytest.raises(QueryError, match="expected exactly one statement, got 2"):
+        query.run_sql("SELECT 1; SELECT 2", storage)
+    with pytest.raises(QueryError, match=r"^sql: .*nosuchtable"):
+        query.run_sql("SELECT * FROM nosuchtable", storage)
+    assert query.run_sql("SELECT count(*) AS n FROM rds_metrics", storage)["n"][0] == len(stored)
+
+
+def test_every_format_reads_back_the_same_rows(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "ts": pd.to_datetime(["2026-11-25 03:00", "2026-11-25 03:05"]),
+            "instance_id": ["a", "b"],
+            "average": [1.5, None],
+        }
+    )
+    for fmt, read in (("csv", pd.read_csv), ("parquet", pd.read_parquet)):
+        path = tmp_path / f"out.{fmt}"
+        message = query.write_frame(frame, query.format_for(path, None), path)
+        assert message == f"Wrote 2 row(s) to {path}"
+        back = read(path)
+        assert back["instance_id"].tolist() == ["a", "b"]
+        assert back["average"].iloc[0] == 1.5 and pd.isna(back["average"].iloc[1])
+    path = tmp_path / "out.json"
+    query.write_frame(frame, "json", path)
+    assert json.loads(path.read_text()) == [
+        {"ts": "2026-11-25T03:00:00", "instance_id": "a", "average": 1.5},
+        {"ts": "2026-11-25T03:05:00", "instance_id": "b", "average": None},
+    ]
+    table = query.write_frame(frame, "table", None, max_rows=1)
+    assert "a" in table and "1 more row(s)" in table
+
+    with pytest.raises(QueryError, match=r"^output: cannot tell the format of 'out.xlsx'"):
+        query.format_for(tmp_path / "out.xlsx", None)
+    with pytest.raises(QueryError, match=r"^format: unknown 'xml'"):
+        query.format_for(None, "xml")
+    with pytest.raises(QueryError, match=r"^format: parquet is binary"):
+        query.write_frame(frame, "parquet", None)
+
+
+def test_a_warehouse_never_written_is_a_clear_error(tmp_path: Path) -> None:
+    storage = StorageSettings(duckdb_path=tmp_path / "none.duckdb")
+    with pytest.raises(QueryError, match=r"No warehouse snapshot at .*none\.snapshot\.duckdb"):
+        query.list_instances(storage)

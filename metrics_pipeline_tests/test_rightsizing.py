@@ -1,0 +1,359 @@
+"""The rightsizing report on data with known answers: percentiles, extremes and the storage
+trend are computed here by hand (numpy, linear interpolation), never read back from the code
+under test."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+from dagster import AssetKey, materialize
+
+from metrics_pipeline.definitions import defs
+from metrics_pipeline.resources import WarehouseResource
+from metrics_pipeline.rightsizing import (
+    Evidence,
+    Finding,
+    RightsizingConfig,
+    Verdict,
+    assess,
+    days_until_full,
+    rightsizing_report,
+)
+from metrics_pipeline.warehouse import ensure_schema
+from metrics_pipeline_tests.conftest import make_aws
+
+MIB, GIB = 1024**2, 1024**3
+PERIOD = timedelta(minutes=5)
+
+
+def evidence(**figures: Any) -> Evidence:
+    """A fully covered, unremarkable instance, with `figures` changed."""
+    unremarkable: dict[str, Any] = {
+        "account_id": "1", "region": "us-east-1", "instance_id": "db",
+        "instance_class": "db.m5.large", "engine": "postgres", "periods": 864, "coverage": 1.0,
+        "cpu_p95": 50.0, "connections_p95": 100.0, "freeable_memory_min_mib": 4096.0,
+        "swap_max_mib": 0.0, "disk_queue_p95": 1.0, "free_storage_gib": 500.0,
+        "storage_trend_gib_per_day": -1.0,
+    }  # fmt: skip
+    return Evidence(**{**unremarkable, **figures})
+
+
+def test_unremarkable_instance_is_ok() -> None:
+    assert assess(evidence(), RightsizingConfig()) == Finding(Verdict.OK, False, ())
+
+
+def test_over_provisioned_needs_low_cpu_and_few_connections() -> None:
+    thresholds = RightsizingConfig(cpu_low_pct=15, connections_low=5)
+    assert assess(evidence(cpu_p95=12.34, connections_p95=3.0), thresholds) == Finding(
+        Verdict.OVER, False, ("CPU p95 12.3% < 15%", "connections p95 3.0 < 5")
+    )
+    for busier in (
+        {"cpu_p95": 15.0, "connections_p95": 3.0},
+        {"cpu_p95": 12.34, "connections_p95": 5.0},
+        {"cpu_p95": 12.34, "connections_p95": None},  # unknown connections prove nothing
+    ):
+        assert assess(evidence(**busier), thresholds).verdict is Verdict.OK
+
+
+@pytest.mark.parametrize(
+    ("figures", "reason"),
+    [
+        ({"cpu_p95": 95.26}, "CPU p95 95.3% > 90%"),
+        ({"freeable_memory_min_mib": 300.0}, "freeable memory min 300.0 MiB < 512 MiB"),
+        ({"swap_max_mib": 128.0}, "swap max 128.0 MiB > 100 MiB"),
+        ({"disk_queue_p95": 4.5}, "disk queue p95 4.5 > 4"),
+    ],
+)
+def test_each_sign_of_pressure_makes_under_provisioned(
+    figures: dict[str, float], reason: str
+) -> None:
+    thresholds = RightsizingConfig(
+        cpu_high_pct=90, freeable_memory_low_mib=512, swap_high_mib=100, disk_queue_high=4
+    )
+    assert assess(evidence(**figures), thresholds) == Finding(Verdict.UNDER, False, (reason,))
+    [(name, _)] = figures.items()
+    at_the_limit = {
+        "cpu_p95": 90, "freeable_memory_min_mib": 512, "swap_max_mib": 100, "disk_queue_p95": 4,
+    }[name]  # fmt: skip
+    assert assess(evidence(**{name: at_the_limit}), thresholds).verdict is Verdict.OK
+
+
+def test_pressure_outweighs_an_idle_cpu_and_every_reason_is_listed() -> None:
+    starved = evidence(
+        cpu_p95=5.0, connections_p95=1.0, freeable_memory_min_mib=100.0, swap_max_mib=300.0
+    )
+    assert assess(starved, RightsizingConfig()) == Finding(
+        Verdict.UNDER,
+        False,
+        ("freeable memory min 100.0 MiB < 256 MiB", "swap max 300.0 MiB > 256 MiB"),
+    )
+
+
+def test_days_until_full_follows_the_trend() -> None:
+    assert days_until_full(30.0, -2.0) == 15.0
+    assert days_until_full(0.0, -1.0) == 0.0
+    for free, trend in [(30.0, 0.0), (30.0, 0.5), (None, -1.0), (30.0, None)]:
+        assert days_until_full(free, trend) is None
+
+
+def test_storage_at_risk_within_the_horizon_whatever_the_verdict() -> None:
+    thresholds = RightsizingConfig(storage_horizon_days=10, cpu_low_pct=20, connections_low=20)
+    filling = evidence(
+        cpu_p95=10.0, connections_p95=2.0, free_storage_gib=25.0, storage_trend_gib_per_day=-2.5
+    )
+    assert assess(filling, thresholds) == Finding(
+        Verdict.OVER,
+        True,
+        (
+            "CPU p95 10.0% < 20%",
+            "connections p95 2.0 < 20",
+            "free storage 25.0 GiB falling 2.50 GiB/day: full in 10.0 days <= 10",
+        ),
+    )
+    slower = evidence(free_storage_gib=25.0, storage_trend_gib_per_day=-2.4)  # 10.4 days
+    assert assess(slower, thresholds) == Finding(Verdict.OK, False, ())
+
+
+def test_too_little_data_decides_nothing() -> None:
+    young = evidence(
+        periods=432, coverage=0.5, cpu_p95=99.0, free_storage_gib=1.0, storage_trend_gib_per_day=-5
+    )
+    assert assess(young, RightsizingConfig(min_coverage=0.8)) == Finding(
+        Verdict.INSUFFICIENT_DATA, False, ("CPU data for 50% of the window < 80%",)
+    )
+
+
+def test_report_waits_for_collection_and_writes_in_the_warehouse_pool() -> None:
+    graph = defs.resolve_asset_graph()
+    assert graph.get(AssetKey("rightsizing_report")).parent_keys == {
+        AssetKey("rds_instances"),
+        AssetKey("rds_metrics"),
+    }
+    assert defs.resolve_assets_def("rightsizing_report").op.pool == "duckdb_warehouse"
+
+
+# The seeded fleet: every series ends at the newest 5-minute boundary and goes back 863
+# periods (the window holds 864), so it lies inside the trailing three days of a report made
+# in the next five minutes.
+K = np.arange(863)
+YOUNG_K = np.arange(288)  # one day
+IDLE_CPU = 3 + 9 * ((K * 7) % 11) / 10
+IDLE_CONNECTIONS = (K % 4) + 1.0
+BUSY_CPU = 55 + 40 * ((K * 13) % 17) / 16 + 0.3 * (K % 3)
+BUSY_CONNECTIONS = 50.0 + K % 10
+BUSY_MEMORY = (300 + 10 * (K % 6)) * MIB
+BUSY_MEMORY_MIN = BUSY_MEMORY - (150 - K % 7) * MIB
+BUSY_SWAP = (100 + (K % 50)) * MIB
+BUSY_SWAP_MAX = BUSY_SWAP * 2
+BUSY_DISK_QUEUE = 8.0 + K % 9
+STEADY_MEMORY = 2 * GIB + (K % 3) * 100 * MIB
+STEADY_SWAP = (K % 4) * MIB
+# Free storage: busy-db falls exactly 2 GiB a day to 20 GiB now; steady-db 1 GiB a day to
+# 300 GiB; idle-db grows 0.5 GiB a day to 400 GiB (a purge).
+DAYS_AGO = K * PERIOD / timedelta(days=1)
+
+
+def seed(database: str, anchor: datetime) -> None:
+    rows: list[dict[str, Any]] = []
+
+    def add(
+        instance: str, metric: str, average: Any, minimum: Any = None, maximum: Any = None
+    ) -> None:
+        for k, value in enumerate(average):
+            rows.append(
+                {
+                    "ts": anchor - int(k) * PERIOD, "account_id": "1", "region": "us-east-1",
+                    "instance_id": instance, "metric": metric, "average": float(value),
+                    "minimum": None if minimum is None else float(minimum[k]),
+                    "maximum": None if maximum is None else float(maximum[k]),
+                    "collected_at": anchor,
+                }
+            )  # fmt: skip
+
+    for instance in ("busy-db", "stopped-db", "gone-db"):
+        add(instance, "CPUUtilization", BUSY_CPU)
+        add(instance, "DatabaseConnections", BUSY_CONNECTIONS)
+        add(instance, "FreeableMemory", BUSY_MEMORY, minimum=BUSY_MEMORY_MIN)
+        add(instance, "SwapUsage", BUSY_SWAP, maximum=BUSY_SWAP_MAX)
+        add(instance, "DiskQueueDepth", BUSY_DISK_QUEUE)
+        add(instance, "FreeStorageSpace", (20 + 2 * DAYS_AGO) * GIB)
+    add("idle-db", "CPUUtilization", IDLE_CPU)
+    add("idle-db", "DatabaseConnections", IDLE_CONNECTIONS)
+    add("idle-db", "FreeableMemory", np.full(K.size, 8.0 * GIB), minimum=np.full(K.size, 7.5 * GIB))
+    add("idle-db", "SwapUsage", np.zeros(K.size), maximum=np.zeros(K.size))
+    add("idle-db", "DiskQueueDepth", 0.05 + 0.01 * (K % 5))
+    add("idle-db", "FreeStorageSpace", (400 - 0.5 * DAYS_AGO) * GIB)
+    add("steady-db", "CPUUtilization", 40.0 + K % 20)
+    add("steady-db", "DatabaseConnections", 60.0 + K % 7)
+    # Only averages, as when Minimum and Maximum are not collected.
+    add("steady-db", "FreeableMemory", STEADY_MEMORY)
+    add("steady-db", "SwapUsage", STEADY_SWAP)
+    add("steady-db", "DiskQueueDepth", 1 + (K % 3) * 0.5)
+    add("steady-db", "FreeStorageSpace", (300 + DAYS_AGO) * GIB)
+    add("young-db", "CPUUtilization", np.full(YOUNG_K.size, 95.0))
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(database) as conn:
+        ensure_schema(conn)
+        conn.register("seeded", pa.Table.from_pylist(rows))
+        conn.execute("INSERT INTO rds_metrics BY NAME SELECT * FROM seeded")
+        # Older than the window: swap that would make idle-db under-provisioned.
+        conn.execute(
+            "INSERT INTO rds_metrics (ts, account_id, region, instance_id, metric, average, "
+            "maximum, collected_at) VALUES (?, '1', 'us-east-1', 'idle-db', 'SwapUsage', ?, ?, ?)",
+            [anchor - timedelta(days=3, hours=1), 4.0 * GIB, 4.0 * GIB, anchor],
+        )
+        discovered = anchor - timedelta(minutes=3)
+        for instance, klass, engine, status, last_seen in [
+            ("idle-db", "db.r6g.2xlarge", "postgres", "available", discovered),
+            ("busy-db", "db.t3.micro", "mysql", "available", discovered),
+            ("steady-db", "db.m5.large", "postgres", "backing-up", discovered),
+            ("young-db", "db.t3.small", "mariadb", "available", discovered),
+            ("silent-db", "db.t3.small", "postgres", "available", discovered),
+            ("stopped-db", "db.m5.large", "postgres", "stopped", discovered),
+            ("gone-db", "db.m5.large", "postgres", "available", discovered - timedelta(hours=1)),
+        ]:
+            conn.execute(
+                "INSERT INTO rds_instances (account_id, region, instance_id, engine, "
+                "instance_class, status, first_seen, last_seen) "
+                "VALUES ('1', 'us-east-1', ?, ?, ?, ?, ?, ?)",
+                [instance, engine, klass, status, anchor - timedelta(days=30), last_seen],
+            )
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def newest_period(moment: datetime) -> datetime:
+    return moment.replace(minute=moment.minute - moment.minute % 5, second=0, microsecond=0)
+
+
+def report_rows(database: str) -> list[tuple]:
+    with duckdb.connect(database, read_only=True) as conn:
+        return conn.execute(
+            """
+            SELECT instance_id, instance_class, engine, verdict, storage_at_risk, reasons,
+                   periods, coverage, cpu_p95, connections_p95, freeable_memory_min_mib,
+                   swap_max_mib, disk_queue_p95, free_storage_gib, storage_trend_gib_per_day,
+                   storage_days_left
+            FROM rds_rightsizing ORDER BY instance_id
+            """
+        ).fetchall()
+
+
+def p95(values: np.ndarray) -> float:
+    return float(np.percentile(values, 95))
+
+
+def test_report_flags_the_seeded_fleet_with_its_evidence(warehouse: WarehouseResource) -> None:
+    started = now()
+    database = warehouse.database
+    seed(database, newest_period(started))
+    result = materialize(
+        [rightsizing_report], resources={"aws": make_aws(), "warehouse": warehouse}
+    )
+    finished = now()
+    assert result.success
+
+    cpu, memory, swap, queue = (
+        p95(BUSY_CPU), BUSY_MEMORY_MIN.min() / MIB, BUSY_SWAP_MAX.max() / MIB,
+        p95(BUSY_DISK_QUEUE),
+    )  # fmt: skip
+    busy_reasons = (
+        f"CPU p95 {cpu:.1f}% > 80%; freeable memory min {memory:.1f} MiB < 256 MiB; "
+        f"swap max {swap:.1f} MiB > 256 MiB; disk queue p95 {queue:.1f} > 10; "
+        "free storage 20.0 GiB falling 2.00 GiB/day: full in 10.0 days <= 14"
+    )
+    idle_reasons = (
+        f"CPU p95 {p95(IDLE_CPU):.1f}% < 20%; connections p95 {p95(IDLE_CONNECTIONS):.1f} < 20"
+    )
+    full = K.size / 864
+    expected = [
+        ("busy-db", "db.t3.micro", "mysql", "under-provisioned", True, busy_reasons, K.size,
+         full, cpu, p95(BUSY_CONNECTIONS), memory, swap, queue, 20.0, -2.0, 10.0),
+        ("idle-db", "db.r6g.2xlarge", "postgres", "over-provisioned", False, idle_reasons,
+         K.size, full, p95(IDLE_CPU), p95(IDLE_CONNECTIONS), 7.5 * 1024, 0.0,
+         p95(0.05 + 0.01 * (K % 5)), 400.0, 0.5, None),
+        ("silent-db", "db.t3.small", "postgres", "insufficient data", False,
+         "CPU data for 0% of the window < 80%", 0, 0.0, None, None, None, None, None, None,
+         None, None),
+        ("steady-db", "db.m5.large", "postgres", "ok", False, "", K.size, full,
+         p95(40.0 + K % 20), p95(60.0 + K % 7), STEADY_MEMORY.min() / MIB,
+         STEADY_SWAP.max() / MIB, p95(1 + (K % 3) * 0.5), 300.0, -1.0, 300.0),
+        ("young-db", "db.t3.small", "mariadb", "insufficient data", False,
+         "CPU data for 33% of the window < 80%", YOUNG_K.size, YOUNG_K.size / 864, 95.0, None,
+         None, None, None, None, None, None),
+    ]  # fmt: skip
+    rows = report_rows(database)
+    assert [row[:6] for row in rows] == [row[:6] for row in expected]
+    for row, wanted in zip(rows, expected, strict=True):
+        assert row[6:] == pytest.approx(wanted[6:]), row[0]
+
+    with duckdb.connect(database, read_only=True) as conn:
+        [(report_time, window_start, window_end)] = conn.execute(
+            "SELECT DISTINCT report_time, window_start, window_end FROM rds_rightsizing"
+        ).fetchall()
+    assert started <= report_time <= finished
+    assert (window_start, window_end) == (report_time - timedelta(days=3), report_time)
+
+    metadata = result.asset_materializations_for_node("rightsizing_report")[0].metadata
+    counts = {name: metadata[name].value for name in (
+        "instances_assessed", "over_provisioned", "under_provisioned", "storage_at_risk",
+        "insufficient_data",
+    )}  # fmt: skip
+    assert counts == {
+        "instances_assessed": 5, "over_provisioned": 1, "under_provisioned": 1,
+        "storage_at_risk": 1, "insufficient_data": 2,
+    }  # fmt: skip
+    table = metadata["flagged"].value.splitlines()
+    assert table[0].startswith("| instance | region | class | verdict | storage at risk |")
+    assert table[2:] == [
+        f"| busy-db | us-east-1 | db.t3.micro | under-provisioned | yes | {cpu:.1f} | "
+        f"{p95(BUSY_CONNECTIONS):.1f} | {memory:.1f} | {swap:.1f} | {queue:.1f} | 20.0 | "
+        f"-2.00 | 10.0 | {busy_reasons} |",
+        f"| idle-db | us-east-1 | db.r6g.2xlarge | over-provisioned | no | {p95(IDLE_CPU):.1f} | "
+        f"{p95(IDLE_CONNECTIONS):.1f} | 7680.0 | 0.0 | {p95(0.05 + 0.01 * (K % 5)):.1f} | "
+        f"400.0 | 0.50 | - | {idle_reasons} |",
+    ]
+
+
+def test_operators_thresholds_replace_the_report(warehouse: WarehouseResource) -> None:
+    started = now()
+    seed(warehouse.database, newest_period(started))
+    resources = {"aws": make_aws(), "warehouse": warehouse}
+    assert materialize([rightsizing_report], resources=resources).success
+    stricter = {"cpu_low_pct": 2.0, "storage_horizon_days": 9.0, "min_coverage": 0.3}
+    result = materialize(
+        [rightsizing_report],
+        resources=resources,
+        run_config={"ops": {"rightsizing_report": {"config": stricter}}},
+    )
+    assert result.success
+    verdicts = [row[:5] for row in report_rows(warehouse.database)]
+    assert verdicts == [
+        ("busy-db", "db.t3.micro", "mysql", "under-provisioned", False),  # 10 days > 9
+        ("idle-db", "db.r6g.2xlarge", "postgres", "ok", False),  # CPU p95 above 2 %
+        ("silent-db", "db.t3.small", "postgres", "insufficient data", False),
+        ("steady-db", "db.m5.large", "postgres", "ok", False),
+        ("young-db", "db.t3.small", "mariadb", "under-provisioned", False),  # 1/3 > 0.3
+    ]
+    metadata = result.asset_materializations_for_node("rightsizing_report")[0].metadata
+    assert (metadata["over_provisioned"].value, metadata["storage_at_risk"].value) == (0, 0)
+
+
+def test_a_fleet_with_nothing_serving_empties_the_report(warehouse: WarehouseResource) -> None:
+    seed(warehouse.database, newest_period(now()))
+    resources = {"aws": make_aws(), "warehouse": warehouse}
+    assert materialize([rightsizing_report], resources=resources).success
+    with warehouse.connect() as conn:
+        conn.execute("UPDATE rds_instances SET status = 'stopped'")
+    result = materialize([rightsizing_report], resources=resources)
+    assert result.success
+    assert report_rows(warehouse.database) == []
+    metadata = result.asset_materializations_for_node("rightsizing_report")[0].metadata
+    assert metadata["instances_assessed"].value == 0
+    assert len(metadata["flagged"].value.splitlines()) == 2  # the header only
