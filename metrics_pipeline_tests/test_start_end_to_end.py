@@ -2,11 +2,13 @@
 UI in a real browser, stop with Ctrl-C, nothing left running."""
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from metrics_pipeline.local_aws.fleet import default_fleet
 from metrics_pipeline.local_aws.signals import series
+from metrics_pipeline.settings import snapshot_path_for
 from metrics_pipeline_tests.conftest import PROJECT_ROOT, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -39,6 +42,11 @@ class Stack:
     database: Path
     home: Path
     output: Path
+
+    @property
+    def snapshot(self) -> Path:
+        """What readers open while the pipeline runs (see snapshot.py)."""
+        return snapshot_path_for(self.database)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +112,7 @@ def test_first_fresh_run_collects_the_simulated_fleet(stack: Stack) -> None:
         150,
         "the first fresh run",
     )
-    with duckdb.connect(str(stack.database), read_only=True) as conn:
+    with duckdb.connect(str(stack.snapshot), read_only=True) as conn:
         instances = dict(conn.execute("SELECT instance_id, status FROM rds_instances").fetchall())
         [(fetched_hour,)] = conn.execute("SELECT max(hour) FROM rds_metric_fetches").fetchall()
         rows = conn.execute(
@@ -130,6 +138,15 @@ def test_first_fresh_run_collects_the_simulated_fleet(stack: Stack) -> None:
     assert len(rows) >= 1
     for ts, average in rows:
         assert average == pytest.approx(expected[ts.replace(tzinfo=UTC).timestamp()])
+
+    listed = subprocess.run(
+        [str(Path(sys.executable).with_name("metrics-pipeline")), "instances", "-f", "json"],
+        env={**os.environ, "METRICS_DUCKDB_PATH": str(stack.database)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert {row["instance_id"]: row["status"] for row in json.loads(listed.stdout)} == instances
 
 
 def test_ui_shows_the_asset_and_its_partition_in_a_browser(stack: Stack) -> None:
@@ -169,7 +186,7 @@ def test_ui_shows_the_asset_and_its_partition_in_a_browser(stack: Stack) -> None
     finally:
         browser.quit()
     assert "rds_metrics" in page
-    with duckdb.connect(str(stack.database), read_only=True) as conn:
+    with duckdb.connect(str(stack.snapshot), read_only=True) as conn:
         [(hour,)] = conn.execute("SELECT max(hour) FROM rds_metric_fetches").fetchall()
     assert hour.strftime("%Y-%m-%d-%H:00") in page
     assert "Materialized (0)" not in page

@@ -77,6 +77,7 @@ cat <<EOT
 metrics_pipeline is running.
   Dagster UI:  http://127.0.0.1:$ui_port
   DuckDB file: $METRICS_DUCKDB_PATH
+  Read it:     $project/.venv/bin/metrics-pipeline --help (reads the snapshot; never blocks collection)
   Logs:        $DAGSTER_HOME/dagster.log
 The fresh schedule collects every ${METRICS_FRESH_INTERVAL_MINUTES:-15} minutes; the gap sensor backfills the last days.
 Press Ctrl-C to stop.
