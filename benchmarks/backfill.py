@@ -23,10 +23,10 @@ from dagster import materialize
 from moto.cloudwatch.responses import CloudWatchResponse
 
 from metrics_pipeline.assets import rds_instances, rds_metrics
-from metrics_pipeline.hours import partition_key
 from metrics_pipeline.local_aws.fleet import generated_fleet
 from metrics_pipeline.local_aws.server import start
 from metrics_pipeline.resources import AwsResource, WarehouseResource
+from metrics_pipeline.schedules import range_tags
 
 
 def main() -> None:
@@ -63,10 +63,7 @@ def main() -> None:
         result = materialize(
             [rds_metrics],
             resources=resources,
-            tags={
-                "dagster/asset_partition_range_start": partition_key(first),
-                "dagster/asset_partition_range_end": partition_key(last),
-            },
+            tags=range_tags(first, last),
         )
         total = time.perf_counter() - began
         metadata = result.asset_materializations_for_node("rds_metrics")[0].metadata

@@ -4,14 +4,14 @@ Both are thin: the logic lives in `inventory`, `cloudwatch` and `warehouse`; the
 with Dagster's partitions, config, logging and metadata.
 """
 
-import os
+import functools
 import resource
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from dagster import (
     AssetExecutionContext,
@@ -41,7 +41,7 @@ from metrics_pipeline.hours import naive_utc, oldest_kept_hour
 from metrics_pipeline.inventory import describe_instances, instances_existing
 from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.resources import AwsResource, WarehouseResource, aws_errors
-from metrics_pipeline.settings import cloudwatch_retention_days, parse_int, parse_positive_float
+from metrics_pipeline.settings import Settings, cloudwatch_retention_days, get_settings
 from metrics_pipeline.snapshot import SnapshotMissingError
 from metrics_pipeline.warehouse import (
     INSTANCES_TABLE,
@@ -53,6 +53,7 @@ from metrics_pipeline.warehouse import (
 )
 
 GROUP = "rds"
+R = TypeVar("R")
 # Runs that write the warehouse share this pool; DuckDB takes one writing process at a time.
 WAREHOUSE_POOL = "duckdb_warehouse"
 
@@ -66,11 +67,7 @@ def peak_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-DEFAULT_STEP_RETRIES = 3
-DEFAULT_STEP_RETRY_DELAY_SECONDS = 30.0
-
-
-def aws_retry_policy(environ: Mapping[str, str] | None = None) -> RetryPolicy:
+def aws_retry_policy(settings: Settings) -> RetryPolicy:
     """The step retries of the assets that call AWS, for trouble that outlasts botocore's own
     retries (minutes of throttling or 5xx, a dropped connection).
 
@@ -79,40 +76,44 @@ def aws_retry_policy(environ: Mapping[str, str] | None = None) -> RetryPolicy:
     some six minutes, then the run fails and the gap sensor takes over. Failures that another
     attempt cannot fix are raised with allow_retries=False and fail at once.
     """
-    env = os.environ if environ is None else environ
     return RetryPolicy(
-        max_retries=parse_int(
-            "METRICS_STEP_RETRIES", env.get("METRICS_STEP_RETRIES"), DEFAULT_STEP_RETRIES
-        ),
-        delay=parse_positive_float(
-            "METRICS_STEP_RETRY_DELAY_SECONDS",
-            env.get("METRICS_STEP_RETRY_DELAY_SECONDS"),
-            DEFAULT_STEP_RETRY_DELAY_SECONDS,
-        ),
+        max_retries=settings.step_retries,
+        delay=settings.step_retry_delay_seconds,
         backoff=Backoff.EXPONENTIAL,
         jitter=Jitter.PLUS_MINUS,
     )
 
 
-AWS_RETRY_POLICY = aws_retry_policy()
+AWS_RETRY_POLICY = aws_retry_policy(get_settings())
 
 
-@contextmanager
-def final_on_last_attempt(context: AssetExecutionContext) -> Iterator[None]:
-    """Once the retries are spent, a retryable failure is raised as final: the step then fails
-    with the AWS error's own line (what the run-failure alert shows) instead of Dagster's
-    "Exceeded max_retries"."""
-    try:
-        yield
-    except Failure as failure:
-        attempts = AWS_RETRY_POLICY.max_retries + 1
-        if not failure.allow_retries or context.retry_number + 1 < attempts:
-            raise
-        raise Failure(
-            description=f"{failure.description} (gave up after {attempts} step attempt(s))",
-            metadata=failure.metadata,
-            allow_retries=False,
-        ) from None
+def final_on_last_attempt(compute: Callable[..., R]) -> Callable[..., R]:
+    """Wraps an asset's compute function: once the retries are spent, what would be retried is
+    raised as a final Failure, so that the step fails with the error's own line (what the
+    run-failure alert shows) rather than Dagster's "Exceeded max_retries of 3"."""
+
+    @functools.wraps(compute)
+    def attempt(context: AssetExecutionContext, *args: Any, **kwargs: Any) -> R:
+        try:
+            return compute(context, *args, **kwargs)
+        except Exception as error:
+            attempts = AWS_RETRY_POLICY.max_retries + 1
+            final = isinstance(error, Failure) and not error.allow_retries
+            if final or context.retry_number + 1 < attempts:
+                raise
+            gave_up = f"(gave up after {attempts} step attempt(s))"
+            if isinstance(error, Failure):
+                raise Failure(
+                    description=f"{error.description} {gave_up}",
+                    metadata=error.metadata,
+                    allow_retries=False,
+                ) from None
+            # An error nobody foresaw (a bug, a full disk): retried too, as it may pass.
+            raise Failure(
+                description=f"{type(error).__name__}: {error} {gave_up}", allow_retries=False
+            ) from error
+
+    return attempt
 
 
 @asset(
@@ -124,19 +125,19 @@ def final_on_last_attempt(context: AssetExecutionContext) -> Iterator[None]:
         "one row per instance, with first_seen/last_seen kept across discoveries."
     ),
 )
+@final_on_last_attempt
 def rds_instances(
     context: AssetExecutionContext, aws: AwsResource, warehouse: WarehouseResource
 ) -> MaterializeResult:
     stats = RequestStats()
     seen_at = _utc_now()
-    with final_on_last_attempt(context):
-        account_id = aws.account_id(stats)
-        records = []
-        for region in aws.regions:
-            with aws_errors("DescribeDBInstances", region):
-                found = describe_instances(aws.client("rds", region, stats), account_id, region)
-            context.log.info(f"{region}: {len(found)} instance(s)")
-            records.extend(found)
+    account_id = aws.account_id(stats)
+    records = []
+    for region in aws.regions:
+        with aws_errors("DescribeDBInstances", region):
+            found = describe_instances(aws.client("rds", region, stats), account_id, region)
+        context.log.info(f"{region}: {len(found)} instance(s)")
+        records.extend(found)
     with warehouse.connect() as conn:
         known_before = {entry.instance.instance_id for entry in read_inventory(conn, aws.regions)}
         upsert_instances(conn, records, seen_at)
@@ -206,6 +207,7 @@ class CollectionConfig(Config):
         "and each dropped hour carries a `dropped_by_retention` observation."
     ),
 )
+@final_on_last_attempt
 def rds_metrics(
     context: AssetExecutionContext,
     config: CollectionConfig,
@@ -248,7 +250,7 @@ def rds_metrics(
         spool_files = []
         for number, batch in enumerate(batches, start=1):
             region = batch[0].instance.region
-            with final_on_last_attempt(context), aws_errors("GetMetricData", region):
+            with aws_errors("GetMetricData", region):
                 for spooled in fetch_batch_to_spool(
                     clients[region],
                     batch,

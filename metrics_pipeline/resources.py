@@ -283,6 +283,11 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
             database=str(settings.duckdb_path),
             retention_days=settings.retention_days,
             lock_timeout_seconds=settings.lock_timeout_seconds,
+            connection_config=(
+                {"memory_limit": settings.duckdb_memory_limit}
+                if settings.duckdb_memory_limit
+                else {}
+            ),
             backup_dir=str(settings.backups_path),
             backup_keep_days=settings.backup_keep_days,
         ),

@@ -8,6 +8,7 @@ AWS or DuckDB call is made.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -100,6 +101,8 @@ DEFAULT_FRESHNESS_MINUTES = 30
 DEFAULT_LOCK_TIMEOUT_SECONDS = 120.0
 DEFAULT_COMPLETENESS_WARN = 0.9
 DEFAULT_BACKUP_KEEP_DAYS = 7
+DEFAULT_STEP_RETRIES = 3
+DEFAULT_STEP_RETRY_DELAY_SECONDS = 30.0
 
 
 class ConfigError(ValueError):
@@ -180,6 +183,9 @@ class Settings(StorageSettings):
     freshness_minutes: int = DEFAULT_FRESHNESS_MINUTES
     completeness_warn: float = DEFAULT_COMPLETENESS_WARN
     lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
+    duckdb_memory_limit: str | None = None
+    step_retries: int = DEFAULT_STEP_RETRIES
+    step_retry_delay_seconds: float = DEFAULT_STEP_RETRY_DELAY_SECONDS
 
     def __post_init__(self) -> None:
         if self.backfill_days >= self.retention_days:
@@ -250,6 +256,15 @@ class Settings(StorageSettings):
                 "METRICS_LOCK_TIMEOUT_SECONDS",
                 env.get("METRICS_LOCK_TIMEOUT_SECONDS"),
                 DEFAULT_LOCK_TIMEOUT_SECONDS,
+            ),
+            duckdb_memory_limit=parse_memory_limit(env.get("METRICS_DUCKDB_MEMORY_LIMIT")),
+            step_retries=parse_int(
+                "METRICS_STEP_RETRIES", env.get("METRICS_STEP_RETRIES"), DEFAULT_STEP_RETRIES
+            ),
+            step_retry_delay_seconds=parse_positive_float(
+                "METRICS_STEP_RETRY_DELAY_SECONDS",
+                env.get("METRICS_STEP_RETRY_DELAY_SECONDS"),
+                DEFAULT_STEP_RETRY_DELAY_SECONDS,
             ),
         )
 
@@ -376,6 +391,22 @@ def parse_positive_float(name: str, raw: str | None, default: float) -> float:
         raise ConfigError(f"{name}: '{raw}' is not a number.") from None
     if not value > 0:
         raise ConfigError(f"{name}: {raw} is not allowed; expected a number > 0.")
+    return value
+
+
+_MEMORY_LIMIT = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
+
+
+def parse_memory_limit(raw: str | None) -> str | None:
+    """DuckDB's own memory_limit syntax; None leaves DuckDB's default (80% of the RAM)."""
+    if not _is_set(raw):
+        return None
+    value = raw.strip()  # type: ignore[union-attr]
+    if not _MEMORY_LIMIT.match(value):
+        raise ConfigError(
+            f"METRICS_DUCKDB_MEMORY_LIMIT: '{raw}' is not allowed; expected an amount such as "
+            "'2GB' or '512MiB' (KB, MB, GB, TB or KiB, MiB, GiB, TiB)."
+        )
     return value
 
 

@@ -6,7 +6,7 @@ import pytest
 from dagster import materialize
 
 from metrics_pipeline.assets import rds_instances
-from metrics_pipeline.resources import WarehouseResource
+from metrics_pipeline.resources import WarehouseResource, build_resources
 from metrics_pipeline.settings import (
     DEFAULT_DUCKDB_PATH,
     DEFAULT_METRICS,
@@ -28,6 +28,8 @@ def test_defaults() -> None:
     assert settings.metrics == DEFAULT_METRICS and len(DEFAULT_METRICS) == 14
     assert settings.statistics == ("Average", "Minimum", "Maximum", "Sum", "SampleCount")
     assert settings.settle_minutes == 15
+    assert settings.backups_path == DEFAULT_DUCKDB_PATH.parent / "backups"
+    assert settings.duckdb_memory_limit is None
 
 
 def test_values_are_parsed() -> None:
@@ -41,6 +43,11 @@ def test_values_are_parsed() -> None:
             "METRICS_SETTLE_MINUTES": "0",
             "METRICS_PARTITIONS_START": "2026-11-01T06:00",
             "METRICS_DUCKDB_PATH": "relative/dir/w.duckdb",
+            "METRICS_DUCKDB_MEMORY_LIMIT": "512MiB",
+            "METRICS_BACKUP_DIR": "relative/backups",
+            "METRICS_BACKUP_KEEP_DAYS": "30",
+            "METRICS_STEP_RETRIES": "0",
+            "METRICS_STEP_RETRY_DELAY_SECONDS": "2.5",
         }
     )
     assert settings.regions == ("us-east-1", "eu-west-1")
@@ -50,6 +57,27 @@ def test_values_are_parsed() -> None:
     assert settings.settle_minutes == 0
     assert settings.partitions_start.isoformat() == "2026-11-01T06:00:00"
     assert settings.duckdb_path == Path("relative/dir/w.duckdb").resolve()
+    assert settings.snapshot_path == Path("relative/dir/w.snapshot.duckdb").resolve()
+    assert settings.duckdb_memory_limit == "512MiB"
+    assert settings.backups_path == Path("relative/backups").resolve()
+    assert settings.backup_keep_days == 30
+    assert (settings.step_retries, settings.step_retry_delay_seconds) == (0, 2.5)
+    warehouse = build_resources(settings)["warehouse"]
+    assert warehouse.connection_config == {"memory_limit": "512MiB"}
+    assert warehouse.backups_path == settings.backups_path
+
+
+def test_memory_limit_reaches_the_writer(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            **BASE,
+            "METRICS_DUCKDB_PATH": str(tmp_path / "w.duckdb"),
+            "METRICS_DUCKDB_MEMORY_LIMIT": "512MiB",
+        }
+    )
+    with build_resources(settings)["warehouse"].connect() as conn:
+        [(limit,)] = conn.execute("SELECT current_setting('memory_limit')").fetchall()
+    assert limit == "512.0 MiB"
 
 
 def test_aws_region_wins_over_default_region() -> None:
@@ -90,6 +118,12 @@ def test_aws_region_wins_over_default_region() -> None:
         ({"METRICS_COMPLETENESS_WARN": "1.5"}, "METRICS_COMPLETENESS_WARN: '1.5' is not allowed"),
         ({"METRICS_FRESHNESS_MINUTES": "0"}, "METRICS_FRESHNESS_MINUTES: 0 is not allowed"),
         ({"METRICS_LOCK_TIMEOUT_SECONDS": "0"}, "METRICS_LOCK_TIMEOUT_SECONDS: 0 is not allowed"),
+        ({"METRICS_BACKUP_KEEP_DAYS": "0"}, "METRICS_BACKUP_KEEP_DAYS: 0 is not allowed"),
+        ({"METRICS_STEP_RETRIES": "-1"}, "METRICS_STEP_RETRIES: -1 is not allowed"),
+        (
+            {"METRICS_DUCKDB_MEMORY_LIMIT": "lots"},
+            "METRICS_DUCKDB_MEMORY_LIMIT: 'lots' is not allowed; expected an amount such as",
+        ),
         (
             {"METRICS_FRESH_INTERVAL_MINUTES": "7"},
             "METRICS_FRESH_INTERVAL_MINUTES: 7 is not allowed",

@@ -1,0 +1,185 @@
+"""Load: three days of a 500-instance fleet collected in one run, every row exactly once, with
+the run process's peak memory under a stated bound.
+
+The collection runs in a child process (the local AWS simulator and the pipeline in it, as in
+benchmarks/backfill.py) so that its peak RSS is its own, read by this process from wait4(),
+not the high-water mark of the whole pytest session.
+
+    .venv/bin/pytest -m load -s      # prints the figures
+"""
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from dagster import materialize
+from moto.cloudwatch.responses import CloudWatchResponse
+
+from metrics_pipeline.assets import rds_instances, rds_metrics
+from metrics_pipeline.local_aws.fleet import generated_fleet
+from metrics_pipeline.local_aws.server import start
+from metrics_pipeline.resources import AwsResource, WarehouseResource
+from metrics_pipeline.schedules import range_tags
+
+INSTANCES = 500
+DAYS = 3
+REGIONS = ("us-east-1", "eu-west-1")
+# Two of the 14 default metrics, all five statistics: 500 x 2 x 864 periods = 864,000 rows
+# from 4,320,000 datapoints, about 90 s on a 2-core machine. All 14 would be 30 million
+# datapoints: by the same rates some 8 minutes, too long for every test run.
+METRICS = ("CPUUtilization", "FreeStorageSpace")
+PERIODS_PER_HOUR = 12  # 300 s
+# The child's peak RSS. Fetching stays near 520 MiB (Python, Dagster, the moto server, one
+# 100,800-datapoint page at a time); the peak, 1.4 to 1.5 GiB on the development machine, is
+# DuckDB's write of the whole window (staging 4.3 million datapoints, the primary key), which
+# grows with the window. The bound is that peak plus a third.
+PEAK_RSS_BOUND_MIB = 2048
+
+pytestmark = pytest.mark.load
+
+
+def collect(database: Path, instances: int, days: int, metrics: tuple[str, ...]) -> dict[str, Any]:
+    """The child's work: a simulated fleet in a local AWS, discovery, then one single-run
+    backfill of the last `days` settled days. Returns the run's figures."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    now = datetime.now(UTC)
+    began = time.perf_counter()
+    local = start(generated_fleet(now, instances, REGIONS))
+    requests = {"get_metric_data": 0}
+    answer = CloudWatchResponse.get_metric_data
+
+    def counted(self: CloudWatchResponse) -> Any:
+        requests["get_metric_data"] += 1
+        return answer(self)
+
+    CloudWatchResponse.get_metric_data = counted  # type: ignore[method-assign]
+    try:
+        aws = AwsResource(
+            regions=list(REGIONS),
+            endpoint_url=local.url,
+            metrics=list(metrics),
+            max_requests_per_second=1000,
+        )
+        # DuckDB on two threads, as on the development machine: its memory grows with its
+        # thread count, and the bound below should not depend on the CI machine's cores.
+        warehouse = WarehouseResource(database=str(database), connection_config={"threads": 2})
+        resources = {"aws": aws, "warehouse": warehouse}
+        assert materialize([rds_instances], resources=resources).success
+        last = now.replace(tzinfo=None, minute=0, second=0, microsecond=0) - timedelta(hours=1)
+        first = last - timedelta(days=days) + timedelta(hours=1)
+        run_began = time.perf_counter()
+        result = materialize(
+            [rds_metrics],
+            resources=resources,
+            tags=range_tags(first, last),
+        )
+        run_seconds = time.perf_counter() - run_began
+    finally:
+        CloudWatchResponse.get_metric_data = answer  # type: ignore[method-assign]
+        local.stop()
+    metadata = result.asset_materializations_for_node("rds_metrics")[0].metadata
+    figures = {key: value.value for key, value in metadata.items()}
+    return {
+        **figures,
+        "first_hour": first.isoformat(),
+        "last_hour": last.isoformat(),
+        "requests_answered": requests["get_metric_data"],
+        "run_seconds": round(run_seconds, 1),
+        "total_seconds": round(time.perf_counter() - began, 1),
+    }
+
+
+def test_three_days_of_500_instances(tmp_path: Path) -> None:
+    database = tmp_path / "load.duckdb"
+    figures_file = tmp_path / "figures.json"
+    with (tmp_path / "child.log").open("wb") as child_output:
+        child = subprocess.Popen(
+            [sys.executable, __file__, str(database), str(figures_file)],
+            stdout=child_output,
+            stderr=subprocess.STDOUT,
+        )
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    assert child.returncode == 0, (tmp_path / "child.log").read_text()[-3000:]
+    figures = json.loads(figures_file.read_text())
+    peak_rss_mib = usage.ru_maxrss / 1024  # Linux reports kilobytes
+
+    first = datetime.fromisoformat(figures["first_hour"])
+    periods = DAYS * 24 * PERIODS_PER_HOUR
+    expected_rows = INSTANCES * len(METRICS) * periods
+    with duckdb.connect(str(database), read_only=True) as conn:
+        [(rows, distinct_keys, with_every_stat)] = conn.execute(
+            """
+            SELECT count(*),
+                   count(DISTINCT (account_id, region, instance_id, metric, ts)),
+                   count(*) FILTER (average IS NOT NULL AND minimum IS NOT NULL
+                                    AND maximum IS NOT NULL AND sum IS NOT NULL
+                                    AND sample_count = 5)
+            FROM rds_metrics
+            """
+        ).fetchall()
+        # The grid every row must fill: each instance (in its region), metric and period.
+        [(missing, unexpected)] = conn.execute(
+            """
+            WITH expected AS (
+                SELECT i.region, i.instance_id, m.metric,
+                       $first + to_minutes(5 * p.n) AS ts
+                FROM rds_instances i
+                CROSS JOIN (SELECT unnest($metrics) AS metric) m
+                CROSS JOIN range($periods) p(n)
+            )
+            SELECT (SELECT count(*) FROM expected ANTI JOIN rds_metrics
+                        USING (region, instance_id, metric, ts)),
+                   (SELECT count(*) FROM rds_metrics ANTI JOIN expected
+                        USING (region, instance_id, metric, ts))
+            """,
+            {"first": first, "metrics": list(METRICS), "periods": periods},
+        ).fetchall()
+        [(inventory,)] = conn.execute("SELECT count(*) FROM rds_instances").fetchall()
+
+    print(
+        f"\nload: {INSTANCES} instances in {len(REGIONS)} regions, {DAYS} days, "
+        f"metrics {', '.join(METRICS)} x 5 statistics\n"
+        f"  rows written:        {figures['rows_written']:>12,}\n"
+        f"  datapoints:          {figures['datapoints']:>12,}\n"
+        f"  GetMetricData calls: {figures['cloudwatch_requests']:>12,}  "
+        f"(lower bound {figures['minimum_requests']:,}; the simulator answered "
+        f"{figures['requests_answered']:,})\n"
+        f"  fetch / write:       {figures['fetch_seconds']:>10.1f} s / "
+        f"{figures['write_seconds']:.1f} s\n"
+        f"  run, end to end:     {figures['run_seconds']:>10.1f} s "
+        f"(child process {figures['total_seconds']:.1f} s)\n"
+        f"  peak RSS (child, simulator included): {peak_rss_mib:,.0f} MiB "
+        f"(bound {PEAK_RSS_BOUND_MIB:,} MiB)"
+    )
+    assert inventory == INSTANCES
+    assert rows == expected_rows
+    assert distinct_keys == expected_rows
+    assert with_every_stat == expected_rows
+    assert (missing, unexpected) == (0, 0)
+    assert figures["rows_written"] == expected_rows
+    assert figures["datapoints"] == expected_rows * 5
+    assert figures["instances"] == INSTANCES
+    assert figures["cloudwatch_requests"] == figures["requests_answered"]
+    assert peak_rss_mib < PEAK_RSS_BOUND_MIB
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="The load test's child: collect and report.")
+    parser.add_argument("database", type=Path)
+    parser.add_argument("figures", type=Path)
+    parser.add_argument("--instances", type=int, default=INSTANCES)
+    parser.add_argument("--days", type=int, default=DAYS)
+    parser.add_argument("--metrics", default=",".join(METRICS))
+    args = parser.parse_args()
+    result = collect(args.database, args.instances, args.days, tuple(args.metrics.split(",")))
+    args.figures.write_text(json.dumps(result, default=str))
