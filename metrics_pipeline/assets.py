@@ -39,6 +39,7 @@ from metrics_pipeline.cloudwatch import (
 )
 from metrics_pipeline.hours import naive_utc, oldest_kept_hour
 from metrics_pipeline.inventory import describe_instances, instances_existing
+from metrics_pipeline.metadata import markdown_table
 from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.resources import AwsResource, WarehouseResource, aws_errors
 from metrics_pipeline.settings import Settings, cloudwatch_retention_days, get_settings
@@ -152,10 +153,12 @@ def rds_instances(
             "account_id": account_id,
             "aws_requests": stats.api_calls,
             "by_region": MetadataValue.md(
-                "| region | instances |\n|---|---|\n"
-                + "".join(
-                    f"| {region} | {sum(r['region'] == region for r in records)} |\n"
-                    for region in aws.regions
+                markdown_table(
+                    ("region", "instances"),
+                    [
+                        (region, sum(r["region"] == region for r in records))
+                        for region in aws.regions
+                    ],
                 )
             ),
         }

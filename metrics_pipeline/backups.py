@@ -41,20 +41,27 @@ class Backup:
 
 
 def _read(path: Path) -> Backup | None:
+    """The backup in `path`, or None for anything else (another folder, a partial backup)."""
     try:
+        datetime.strptime(path.name, NAME_FORMAT)
         manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError):
+        return Backup(
+            name=path.name,
+            path=path,
+            created_at=datetime.fromisoformat(manifest["created_at"]),
+            rows={str(table): int(count) for table, count in manifest["rows"].items()},
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return Backup(
-        name=path.name,
-        path=path,
-        created_at=datetime.fromisoformat(manifest["created_at"]),
-        rows={table: int(count) for table, count in manifest["rows"].items()},
-    )
 
 
 def create_backup(snapshot: Path, folder: Path, now: datetime) -> Backup:
     """Exports the snapshot to folder/<UTC time>; `now` is naive UTC."""
+    if not snapshot.exists():
+        raise BackupError(
+            f"nothing to back up: no snapshot at {snapshot} yet (the pipeline publishes it "
+            "after its first write)."
+        )
     name = now.strftime(NAME_FORMAT)
     target = folder / name
     if target.exists():
@@ -74,6 +81,9 @@ def create_backup(snapshot: Path, folder: Path, now: datetime) -> Backup:
             ]
             rows = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
             conn.execute(f"EXPORT DATABASE {sql_literal(partial)} (FORMAT parquet)")
+        # DuckDB wrote the partial folder's path into load.sql; point it at the final one.
+        load_sql = partial / "load.sql"
+        load_sql.write_text(load_sql.read_text().replace(str(partial), str(target)))
         manifest = {"created_at": now.isoformat(), "source": str(snapshot), "rows": rows}
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         partial.rename(target)
@@ -111,22 +121,38 @@ def find_backup(folder: Path, name: str) -> Backup:
 
 def restore_backup(conn: duckdb.DuckDBPyConnection, backup: Backup) -> dict[str, int]:
     """Replaces every table's rows with the backup's, in one transaction: a failure leaves the
-    warehouse as it was. Returns the rows restored per table."""
+    warehouse as it was. A table the backup does not hold (added since) is emptied, so the
+    warehouse is as it was when the backup was taken. Returns the rows restored per table."""
     ensure_schema(conn)
+    tables = {
+        row[0]
+        for row in conn.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_catalog = current_database() AND table_type = 'BASE TABLE'"
+        ).fetchall()
+    }
+    unknown = sorted(set(backup.rows) - tables)
+    if unknown:
+        raise BackupError(
+            f"backup {backup.name} holds table(s) this warehouse does not have: "
+            f"{', '.join(unknown)}; nothing was restored."
+        )
 
     def replace_all() -> dict[str, int]:
         restored = {}
-        for table, expected in backup.rows.items():
-            source = backup.path / f"{table}.parquet"
+        for table in sorted(tables):
             conn.execute(f"DELETE FROM {table}")
+            if table not in backup.rows:
+                continue
+            source = backup.path / f"{table}.parquet"
             conn.execute(
                 f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet({sql_literal(source)})"
             )
             [(count,)] = conn.execute(f"SELECT count(*) FROM {table}").fetchall()
-            if count != expected:
+            if count != backup.rows[table]:
                 raise BackupError(
                     f"backup {backup.name}: {table} has {count} row(s), its manifest says "
-                    f"{expected}; nothing was restored."
+                    f"{backup.rows[table]}; nothing was restored."
                 )
             restored[table] = count
         return restored

@@ -7,11 +7,14 @@ collects. Errors in what was typed print one line naming the argument and exit w
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 
 from metrics_pipeline import query
@@ -24,17 +27,41 @@ from metrics_pipeline.backups import (
     restore_backup,
 )
 from metrics_pipeline.query import FORMATS, QueryError
-from metrics_pipeline.settings import (
-    DEFAULT_LOCK_TIMEOUT_SECONDS,
-    ConfigError,
-    StorageSettings,
-)
+from metrics_pipeline.settings import ConfigError, StorageSettings
 
-USAGE_ERROR = 2
+USAGE_ERROR = 2  # what was typed cannot be done, as argparse's own errors
+FAILED = 1
+INTERRUPTED = 130
+
+
+class CommandFailed(Exception):
+    """The command was right but the warehouse or the disk failed it (exit code 1)."""
+
+
+def _warehouse_option() -> argparse.ArgumentParser:
+    """--warehouse, accepted after any command too (its default there must not override)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--warehouse",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="the warehouse DuckDB file (default: METRICS_DUCKDB_PATH)",
+    )
+    return parent
+
+
+def _positive_seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"'{raw}' is not allowed; expected seconds > 0")
+    return value
 
 
 def _output_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = argparse.ArgumentParser(add_help=False, parents=[_warehouse_option()])
     parent.add_argument(
         "-f",
         "--format",
@@ -75,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--warehouse",
         type=Path,
+        default=None,
         help="the warehouse DuckDB file (default: METRICS_DUCKDB_PATH)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -108,13 +136,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sql.add_argument("sql", help="the SELECT statement, quoted")
 
-    backup = commands.add_parser("backup", help="create, list, prune or restore backups")
+    warehouse = _warehouse_option()
+    backup = commands.add_parser(
+        "backup", parents=[warehouse], help="create, list, prune or restore backups"
+    )
     actions = backup.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("create", help="back up the latest snapshot now (safe while collecting)")
+    actions.add_parser(
+        "create",
+        parents=[warehouse],
+        help="back up the latest snapshot now (safe while collecting)",
+    )
     actions.add_parser("list", parents=[output], help="list backups, newest first")
-    actions.add_parser("prune", help="delete backups older than METRICS_BACKUP_KEEP_DAYS")
+    actions.add_parser(
+        "prune", parents=[warehouse], help="delete backups older than METRICS_BACKUP_KEEP_DAYS"
+    )
     restore = actions.add_parser(
-        "restore", help="replace the warehouse's rows with a backup's (one transaction)"
+        "restore",
+        parents=[warehouse],
+        help="replace the warehouse's rows with a backup's (one transaction)",
     )
     restore.add_argument("name", help="the backup's name, as `backup list` shows it")
     restore.add_argument(
@@ -122,23 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restore.add_argument(
         "--lock-timeout",
-        type=float,
-        default=DEFAULT_LOCK_TIMEOUT_SECONDS,
-        help="seconds to wait for a running collection to release the warehouse",
+        type=_positive_seconds,
+        help="seconds to wait for a running collection to release the warehouse "
+        "(default: METRICS_LOCK_TIMEOUT_SECONDS)",
     )
     return parser
 
 
 def _storage(args: argparse.Namespace) -> StorageSettings:
-    storage = StorageSettings.from_env()
     if args.warehouse is None:
-        return storage
-    return StorageSettings(
-        duckdb_path=args.warehouse.expanduser().resolve(),
-        retention_days=storage.retention_days,
-        backup_dir=storage.backup_dir,
-        backup_keep_days=storage.backup_keep_days,
-    )
+        return StorageSettings.from_env()
+    path = args.warehouse.expanduser().resolve()
+    if path.is_dir():
+        raise QueryError(f"--warehouse: '{path}' is a directory; expected a DuckDB file.")
+    environment = {k: v for k, v in os.environ.items() if k != "METRICS_DUCKDB_PATH"}
+    return replace(StorageSettings.from_env(environment), duckdb_path=path)
 
 
 def _emit(frame: pd.DataFrame, args: argparse.Namespace) -> None:
@@ -151,11 +188,6 @@ def _backup(args: argparse.Namespace, storage: StorageSettings) -> None:
     folder = storage.backups_path
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     if args.action == "create":
-        if not storage.snapshot_path.exists():
-            raise BackupError(
-                f"nothing to back up: no snapshot at {storage.snapshot_path} "
-                "(the pipeline publishes it after its first write)."
-            )
         backup = create_backup(storage.snapshot_path, folder, now)
         print(f"Backed up {sum(backup.rows.values())} row(s) to {backup.path}")
     elif args.action == "list":
@@ -193,13 +225,14 @@ def _backup(args: argparse.Namespace, storage: StorageSettings) -> None:
         from metrics_pipeline.resources import WarehouseResource
 
         warehouse = WarehouseResource(
-            database=str(storage.duckdb_path), lock_timeout_seconds=args.lock_timeout
+            database=str(storage.duckdb_path),
+            lock_timeout_seconds=args.lock_timeout or storage.lock_timeout_seconds,
         )
         try:
             with warehouse.connect() as conn:
                 restored = restore_backup(conn, backup)
         except Failure as failure:  # the pipeline kept the warehouse past the lock timeout
-            raise BackupError(failure.description or str(failure)) from None
+            raise CommandFailed(failure.description or str(failure)) from None
         print(
             f"Restored {sum(restored.values())} row(s) from {backup.name} "
             f"({', '.join(f'{t} {n}' for t, n in restored.items())})"
@@ -231,12 +264,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(args)
     except (QueryError, BackupError, ConfigError) as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return USAGE_ERROR
-    except OSError as error:  # a full disk, a folder that cannot be written
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 1
+        return _fail(parser, error, USAGE_ERROR)
+    except (CommandFailed, duckdb.Error, OSError) as error:
+        return _fail(parser, error, FAILED)
+    except KeyboardInterrupt:
+        return _fail(parser, "interrupted", INTERRUPTED)
     return 0
+
+
+def _fail(parser: argparse.ArgumentParser, error: object, code: int) -> int:
+    if isinstance(error, BrokenPipeError):  # `... | head` stopped reading: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    print(f"{parser.prog}: error: {error}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 
 from metrics_pipeline.cloudwatch import Instance
-from metrics_pipeline.hours import HOUR, floor_hour, is_settled
+from metrics_pipeline.hours import HOUR, consecutive_runs, floor_hour, is_settled
 from metrics_pipeline.inventory import InventoryEntry, instances_existing
 
 
@@ -74,13 +74,8 @@ def find_gaps(
 
 
 def contiguous(gaps: Sequence[Gap]) -> list[list[Gap]]:
-    ranges: list[list[Gap]] = []
-    for gap in sorted(gaps, key=lambda g: g.hour):
-        if ranges and ranges[-1][-1].hour + HOUR == gap.hour:
-            ranges[-1].append(gap)
-        else:
-            ranges.append([gap])
-    return ranges
+    by_hour = {gap.hour: gap for gap in gaps}  # one gap per hour
+    return [[by_hour[hour] for hour in run] for run in consecutive_runs(by_hour)]
 
 
 def plan_healing_runs(

@@ -2,6 +2,7 @@
 runs, and how long since fresh collection last succeeded."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -15,17 +16,12 @@ from dagster import (
 
 from metrics_pipeline.assets import GROUP
 from metrics_pipeline.jobs import fresh_collection_job, healing_job
+from metrics_pipeline.metadata import markdown_table
 from metrics_pipeline.resources import WarehouseResource
 from metrics_pipeline.warehouse import RUNS_TABLE
 
 LOOKBACK = timedelta(days=7)
 FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
-
-
-def markdown_table(header: tuple[str, ...], rows: list[tuple]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 @asset(
@@ -42,22 +38,27 @@ def pipeline_health(
 ) -> MaterializeResult:
     now = datetime.now(UTC)
     since = (now - LOOKBACK).replace(tzinfo=None)
-    with warehouse.read() as conn:
-        per_day = conn.execute(
-            f"""
-            SELECT finished_at::DATE, sum(cloudwatch_requests), round(sum(estimated_cost_usd), 4)
-            FROM {RUNS_TABLE} WHERE finished_at >= $since GROUP BY 1 ORDER BY 1 DESC
-            """,
-            {"since": since},
-        ).fetchall()
-        slowest = conn.execute(
-            f"""
-            SELECT run_id[:8], window_start, round(fetch_seconds + write_seconds, 1), rows_written
-            FROM {RUNS_TABLE} WHERE finished_at >= $since
-            ORDER BY fetch_seconds + write_seconds DESC LIMIT 5
-            """,
-            {"since": since},
-        ).fetchall()
+    per_day: list[Any] = []
+    slowest: list[Any] = []
+    if warehouse.snapshot_path.exists():  # else nothing was collected yet: say so below
+        with warehouse.read() as conn:
+            per_day = conn.execute(
+                f"""
+                SELECT finished_at::DATE, sum(cloudwatch_requests),
+                       round(sum(estimated_cost_usd), 4)
+                FROM {RUNS_TABLE} WHERE finished_at >= $since GROUP BY 1 ORDER BY 1 DESC
+                """,
+                {"since": since},
+            ).fetchall()
+            slowest = conn.execute(
+                f"""
+                SELECT run_id[:8], window_start, round(fetch_seconds + write_seconds, 1),
+                       rows_written
+                FROM {RUNS_TABLE} WHERE finished_at >= $since
+                ORDER BY fetch_seconds + write_seconds DESC LIMIT 5
+                """,
+                {"since": since},
+            ).fetchall()
     jobs = [fresh_collection_job.name, healing_job.name]
     finished = [
         record

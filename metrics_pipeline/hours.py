@@ -6,6 +6,7 @@ place where aware datetimes (Dagster's, boto3's) are converted.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 HOUR = timedelta(hours=1)
@@ -42,3 +43,14 @@ def is_settled(hour_start: datetime, fetched_at: datetime, settle_delay: timedel
 def oldest_kept_hour(now: datetime, days: int) -> datetime:
     """The first hour still inside a window of `days` days ending now (whole hours only)."""
     return floor_hour(now - timedelta(days=days))
+
+
+def consecutive_runs(hours: Iterable[datetime]) -> list[list[datetime]]:
+    """The hours, sorted, split where one does not follow the previous by exactly an hour."""
+    runs: list[list[datetime]] = []
+    for hour in sorted(hours):
+        if runs and runs[-1][-1] + HOUR == hour:
+            runs[-1].append(hour)
+        else:
+            runs.append([hour])
+    return runs

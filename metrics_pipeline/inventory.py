@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from metrics_pipeline.cloudwatch import Instance
+from metrics_pipeline.hours import naive_utc
 
 DESCRIBE_PAGE_SIZE = 100  # DescribeDBInstances allows 20 to 100 records per page
 
@@ -31,16 +32,9 @@ class InventoryEntry:
         return born < end and self.last_seen >= start - DISCOVERY_GRACE
 
 
-def _naive_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value
-    return value.astimezone(UTC).replace(tzinfo=None)
-
-
 def instance_record(db_instance: dict[str, Any], account_id: str, region: str) -> dict[str, Any]:
     """The inventory row of one instance as DescribeDBInstances describes it."""
+    created = db_instance.get("InstanceCreateTime")
     return {
         "account_id": account_id,
         "region": region,
@@ -51,7 +45,7 @@ def instance_record(db_instance: dict[str, Any], account_id: str, region: str) -
         "allocated_storage_gb": db_instance.get("AllocatedStorage"),
         "multi_az": db_instance.get("MultiAZ"),
         "status": db_instance.get("DBInstanceStatus"),
-        "create_time": _naive_utc(db_instance.get("InstanceCreateTime")),
+        "create_time": naive_utc(created) if created else None,
         "tags": {tag["Key"]: tag.get("Value", "") for tag in db_instance.get("TagList", [])},
     }
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from dagster import (
     AssetObservation,
     AssetSelection,
+    Failure,
     MetadataValue,
     OpExecutionContext,
     Output,
@@ -15,7 +16,7 @@ from dagster import (
 )
 
 from metrics_pipeline.assets import WAREHOUSE_POOL, rds_instances, rds_metrics
-from metrics_pipeline.backups import create_backup, list_backups, prune_backups
+from metrics_pipeline.backups import BackupError, create_backup, list_backups, prune_backups
 from metrics_pipeline.hours import oldest_kept_hour, partition_key
 from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.resources import WarehouseResource
@@ -106,9 +107,10 @@ def retention_job() -> None:
 def back_up_warehouse(context: OpExecutionContext, warehouse: WarehouseResource) -> Output[str]:
     """Reads the snapshot, not the warehouse: collection runs on while the backup is taken."""
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    with warehouse.read():
-        pass  # publishes a snapshot first if the warehouse predates them
-    backup = create_backup(warehouse.snapshot_path, warehouse.backups_path, now)
+    try:
+        backup = create_backup(warehouse.snapshot_path, warehouse.backups_path, now)
+    except BackupError as error:
+        raise Failure(description=str(error)) from None
     expired = prune_backups(warehouse.backups_path, warehouse.backup_keep_days, now)
     context.log.info(
         f"Backup {backup.name}: {sum(backup.rows.values())} row(s), {backup.size_bytes} bytes; "

@@ -21,7 +21,13 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from metrics_pipeline.hours import HOUR, floor_hour, hour_starts, naive_utc, oldest_kept_hour
+from metrics_pipeline.hours import (
+    HOUR,
+    consecutive_runs,
+    hour_starts,
+    naive_utc,
+    oldest_kept_hour,
+)
 from metrics_pipeline.settings import StorageSettings
 from metrics_pipeline.snapshot import SnapshotMissingError, open_snapshot
 from metrics_pipeline.warehouse import (
@@ -85,6 +91,8 @@ def parse_time(name: str, value: str | datetime, now: datetime | None = None) ->
 def check_range(
     start: datetime, end: datetime, retention_days: int, now: datetime
 ) -> tuple[datetime, datetime]:
+    """The range to read: refused when it is empty, in the future or wholly deleted by
+    retention; its start moved up to the oldest hour kept when it began earlier."""
     if end <= start:
         raise QueryError(
             f"end ({end:%Y-%m-%d %H:%M}) must be after start ({start:%Y-%m-%d %H:%M})."
@@ -98,7 +106,7 @@ def check_range(
         )
     if start >= now:
         raise QueryError(f"start ({start:%Y-%m-%d %H:%M} UTC) is in the future.")
-    return start, end
+    return max(start, oldest), end
 
 
 def _names(conn: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
@@ -138,7 +146,7 @@ def list_metrics(storage: StorageSettings | None = None) -> pd.DataFrame:
         return conn.execute(
             f"""
             SELECT metric, any_value(unit) AS unit, count(DISTINCT instance_id) AS instances,
-                   min(ts) AS first_ts, max(ts) AS last_ts, count(*) AS periods
+                   min(ts) AS first_ts, max(ts) AS last_ts, count(*) AS rows
             FROM {METRICS_TABLE} GROUP BY metric ORDER BY metric
             """
         ).df()
@@ -193,18 +201,14 @@ def extract_metrics(
 
 def hour_ranges(hours: Sequence[datetime]) -> str:
     """Consecutive hours folded into ranges: '2026-11-25 03:00..05:00, 2026-11-26 01:00'."""
-    spans: list[tuple[datetime, datetime]] = []
-    for hour in sorted(hours):
-        if spans and hour - spans[-1][1] == HOUR:
-            spans[-1] = (spans[-1][0], hour)
-        else:
-            spans.append((hour, hour))
-    return ", ".join(
-        f"{first:%Y-%m-%d %H:%M}" + (f"..{last:%H:%M}" if last != first else "")
-        if first.date() == last.date()
-        else f"{first:%Y-%m-%d %H:%M}..{last:%Y-%m-%d %H:%M}"
-        for first, last in spans
-    )
+    return ", ".join(_span(run[0], run[-1]) for run in consecutive_runs(hours))
+
+
+def _span(first: datetime, last: datetime) -> str:
+    if first == last:
+        return f"{first:%Y-%m-%d %H:%M}"
+    shown = f"{last:%H:%M}" if first.date() == last.date() else f"{last:%Y-%m-%d %H:%M}"
+    return f"{first:%Y-%m-%d %H:%M}..{shown}"
 
 
 def health_summary(
@@ -249,7 +253,7 @@ def health_summary(
         ).fetchall()
     by_key = {tuple(row[:4]): row[4:] for row in stats}
     hours_with_data = {tuple(row) for row in present}
-    ended = [h for h in hour_starts(floor_hour(start_at), end_at) if h + HOUR <= now]
+    ended = [h for h in hour_starts(start_at, end_at) if h + HOUR <= min(end_at, now)]
     records = []
     for entry in inventory:
         instance = entry.instance

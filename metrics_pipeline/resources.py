@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from metrics_pipeline.settings import (
     DEFAULT_RETENTION_DAYS,
     DEFAULT_SETTLE_MINUTES,
     DEFAULT_STATISTICS,
+    ConfigError,
     Settings,
     check_writable,
     default_backup_dir,
@@ -217,11 +218,18 @@ class WarehouseResource(DuckDBResource):
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """The writer's connection; when the block ends without error, the readers' snapshot
-        is republished from it (see snapshot.py)."""
+        """The writer's connection. When the block ends, the readers' snapshot is republished
+        from it (see snapshot.py), after an error too: what was committed is whole, and
+        readers such as the gap sensor must see it."""
         conn = self._connect_waiting_for_lock()
         try:
             yield conn
+        except BaseException:
+            if self.database != ":memory:":
+                with suppress(Exception):  # the original error is the one to report
+                    publish_snapshot(conn, Path(self.database), self.snapshot_path)
+            raise
+        else:
             if self.database != ":memory:":
                 publish_snapshot(conn, Path(self.database), self.snapshot_path)
         finally:
@@ -229,7 +237,10 @@ class WarehouseResource(DuckDBResource):
 
     def _connect_waiting_for_lock(self) -> duckdb.DuckDBPyConnection:
         if self.database != ":memory:":
-            check_writable(Path(self.database))
+            try:
+                check_writable(Path(self.database))
+            except ConfigError as error:
+                raise Failure(description=str(error), allow_retries=False) from None
         deadline = time.monotonic() + self.lock_timeout_seconds
         delay = 0.1
         while True:
@@ -246,8 +257,8 @@ class WarehouseResource(DuckDBResource):
                         description=(
                             f"The warehouse {self.database} is locked by another process and "
                             f"was not released within {self.lock_timeout_seconds:g} s "
-                            f"(METRICS_LOCK_TIMEOUT_SECONDS); nothing was written, the hours "
-                            f"will be collected again. DuckDB said: {error}"
+                            f"(METRICS_LOCK_TIMEOUT_SECONDS); nothing was written. "
+                            f"DuckDB said: {error}"
                         ),
                         # The budget was the wait: retrying the step would only wait again.
                         allow_retries=False,
@@ -258,12 +269,7 @@ class WarehouseResource(DuckDBResource):
     @contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A reader's connection to the latest snapshot: never waits for, nor blocks, a writer.
-
-        A warehouse that has no snapshot yet (written by an older build) gets one first.
-        """
-        if not self.snapshot_path.exists() and Path(self.database).exists():
-            with self.connect():
-                pass
+        Raises SnapshotMissingError until the first write has published one."""
         with open_snapshot(self.snapshot_path) as conn:
             yield conn
 

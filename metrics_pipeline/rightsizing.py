@@ -25,7 +25,7 @@ from dagster import (
 from pydantic import Field
 
 from metrics_pipeline.assets import GROUP, WAREHOUSE_POOL, rds_instances, rds_metrics
-from metrics_pipeline.health import markdown_table
+from metrics_pipeline.metadata import markdown_table
 from metrics_pipeline.resources import AwsResource, WarehouseResource
 from metrics_pipeline.warehouse import (
     INSTANCES_TABLE,
@@ -301,7 +301,8 @@ def rightsizing_report(
     warehouse: WarehouseResource,
 ) -> MaterializeResult:
     report_time = datetime.now(UTC).replace(tzinfo=None)
-    start = report_time - WINDOW
+    # A warehouse keeping fewer days than the window is judged on what it keeps.
+    start = report_time - min(WINDOW, timedelta(days=warehouse.retention_days))
     with warehouse.read() as conn:
         evidence = read_evidence(conn, start, report_time, aws.period_seconds)
     assessed = [(e, assess(e, config)) for e in evidence]

@@ -1,7 +1,6 @@
 """The self-healing gap sensor: finds settled hours that lack data and backfills them."""
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import duckdb
 from dagster import (
@@ -79,7 +78,7 @@ def gap_healing_sensor(
     hours = healing_hours(now, settings.backfill_days, aws.settle_delay)
     if not hours:
         return SkipReason("No settled hour in the look-back window yet.")
-    if not Path(warehouse.database).exists():
+    if not warehouse.snapshot_path.exists():
         return SkipReason("No warehouse yet: waiting for the first collection run.")
     try:
         with warehouse.read() as conn:

@@ -118,6 +118,7 @@ class StorageSettings:
     retention_days: int = DEFAULT_RETENTION_DAYS
     backup_dir: Path | None = None
     backup_keep_days: int = DEFAULT_BACKUP_KEEP_DAYS
+    lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StorageSettings:
@@ -161,6 +162,11 @@ def _storage_fields(env: Mapping[str, str]) -> dict[str, Any]:
             DEFAULT_BACKUP_KEEP_DAYS,
             minimum=1,
         ),
+        "lock_timeout_seconds": parse_positive_float(
+            "METRICS_LOCK_TIMEOUT_SECONDS",
+            env.get("METRICS_LOCK_TIMEOUT_SECONDS"),
+            DEFAULT_LOCK_TIMEOUT_SECONDS,
+        ),
     }
 
 
@@ -182,7 +188,6 @@ class Settings(StorageSettings):
     backfill_max_hours_per_tick: int = DEFAULT_BACKFILL_MAX_HOURS_PER_TICK
     freshness_minutes: int = DEFAULT_FRESHNESS_MINUTES
     completeness_warn: float = DEFAULT_COMPLETENESS_WARN
-    lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
     duckdb_memory_limit: str | None = None
     step_retries: int = DEFAULT_STEP_RETRIES
     step_retry_delay_seconds: float = DEFAULT_STEP_RETRY_DELAY_SECONDS
@@ -251,11 +256,6 @@ class Settings(StorageSettings):
                 "METRICS_COMPLETENESS_WARN",
                 env.get("METRICS_COMPLETENESS_WARN"),
                 DEFAULT_COMPLETENESS_WARN,
-            ),
-            lock_timeout_seconds=parse_positive_float(
-                "METRICS_LOCK_TIMEOUT_SECONDS",
-                env.get("METRICS_LOCK_TIMEOUT_SECONDS"),
-                DEFAULT_LOCK_TIMEOUT_SECONDS,
             ),
             duckdb_memory_limit=parse_memory_limit(env.get("METRICS_DUCKDB_MEMORY_LIMIT")),
             step_retries=parse_int(

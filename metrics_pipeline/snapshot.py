@@ -11,7 +11,8 @@ so no reader can see a half-written hour, and no reader can block a writer.
 from __future__ import annotations
 
 import os
-import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,22 +28,46 @@ class SnapshotMissingError(FileNotFoundError):
     """No snapshot has been published yet (the pipeline has not written anything)."""
 
 
-def publish_snapshot(conn: duckdb.DuckDBPyConnection, database: Path, snapshot: Path) -> int:
+# The copy runs in a child process: DuckDB holds its write lock with POSIX fcntl locks,
+# which a process loses on *every* handle to the file as soon as it closes *any* handle to
+# it, so opening and closing the warehouse in the writer's own process would let a second
+# writer in while the first still has the file open.
+_COPY = """
+import os, shutil, sys
+shutil.copyfile(sys.argv[1], sys.argv[2])
+with open(sys.argv[2], "rb+") as copied:
+    os.fsync(copied.fileno())
+"""
+
+
+def publish_snapshot(conn: duckdb.DuckDBPyConnection, database: Path, snapshot: Path) -> None:
     """Checkpoints the writer's connection and atomically replaces the snapshot with a copy.
 
-    Returns the bytes copied. Must be called with no transaction open on `conn`.
+    Called with no transaction open on `conn`, while it holds the warehouse's write lock, so
+    no other writer can publish at the same time.
     """
     ensure_schema(conn)
     conn.execute("CHECKPOINT")
+    for stale in snapshot.parent.glob(f".{snapshot.name}.*.partial"):  # a publish killed midway
+        stale.unlink(missing_ok=True)
     partial = snapshot.with_name(f".{snapshot.name}.{os.getpid()}.partial")
     try:
-        shutil.copyfile(database, partial)
-        with open(partial, "rb+") as copied:
-            os.fsync(copied.fileno())
+        subprocess.run(
+            [sys.executable, "-c", _COPY, str(database), str(partial)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         os.replace(partial, snapshot)
+    except subprocess.CalledProcessError as error:
+        raise OSError(f"could not copy {database} to {partial}: {error.stderr.strip()}") from None
     finally:
         partial.unlink(missing_ok=True)
-    return snapshot.stat().st_size
+    folder = os.open(snapshot.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself survives a power cut
+    finally:
+        os.close(folder)
 
 
 @contextmanager

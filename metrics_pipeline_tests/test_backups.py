@@ -117,3 +117,45 @@ def test_backup_job_reports_what_it_saved(warehouse: WarehouseResource) -> None:
     assert metadata["rows_rds_metrics"].value == len(periods())
     assert metadata["rows_rds_instances"].value == 2
     assert metadata["kept_backups"].value == 1
+
+
+def test_only_complete_backups_are_listed_and_pruned(warehouse: WarehouseResource) -> None:
+    seed(warehouse)
+    folder = Path(warehouse.database).parent / "backups"
+    old = create_backup(warehouse.snapshot_path, folder, NOW - timedelta(days=20))
+    create_backup(warehouse.snapshot_path, folder, NOW)
+    (old.path / MANIFEST).write_text("{}")  # damaged: no longer a backup
+    shared = folder / "notes"  # someone else's folder, with a manifest of its own
+    shared.mkdir()
+    (shared / MANIFEST).write_text(json.dumps({"created_at": "2020-01-01T00:00", "rows": {}}))
+    assert [b.name for b in list_backups(folder)] == ["20261126T004000Z"]
+    assert prune_backups(folder, keep_days=1, now=NOW + timedelta(days=30)) == []
+    assert shared.exists() and old.path.exists()
+
+
+def test_a_backup_restores_without_this_package(warehouse: WarehouseResource) -> None:
+    seed(warehouse)
+    backup = create_backup(warehouse.snapshot_path, warehouse.backups_path, NOW)
+    assert str(backup.path / "rds_metrics.parquet") in (backup.path / "load.sql").read_text()
+    with duckdb.connect(":memory:") as conn:
+        conn.execute(f"IMPORT DATABASE '{backup.path}'")
+        assert conn.execute("SELECT count(*) FROM rds_metrics").fetchone() == (len(periods()),)
+
+
+def test_a_table_added_after_the_backup_is_emptied_by_the_restore(
+    warehouse: WarehouseResource,
+) -> None:
+    seed(warehouse)
+    backup = create_backup(warehouse.snapshot_path, warehouse.backups_path, NOW)
+    manifest = json.loads((backup.path / MANIFEST).read_text())
+    del manifest["rows"]["pipeline_runs"]  # as if pipeline_runs came with a later version
+    (backup.path / MANIFEST).write_text(json.dumps(manifest))
+    with warehouse.connect() as conn:
+        conn.execute(
+            "INSERT INTO pipeline_runs (run_id, asset, window_start, window_end, finished_at) "
+            "VALUES ('after-the-backup', 'rds_metrics', now(), now(), now())"
+        )
+        restored = restore_backup(conn, find_backup(warehouse.backups_path, backup.name))
+        assert "pipeline_runs" not in restored
+        assert conn.execute("SELECT count(*) FROM pipeline_runs").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM rds_metrics").fetchone() == (len(periods()),)

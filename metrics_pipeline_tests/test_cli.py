@@ -147,3 +147,17 @@ def test_backup_create_list_restore_from_the_command_line(
     assert f"rds_metrics {len(stored)}" in restored.stdout
     counted = cli(warehouse, "query", "SELECT count(*) AS n FROM rds_metrics", "-f", "csv")
     assert counted.stdout.splitlines() == ["n", str(len(stored))]
+
+
+def test_a_damaged_snapshot_is_one_line_and_exit_code_one(tmp_path: Path) -> None:
+    warehouse = WarehouseResource(database=str(tmp_path / "metrics.duckdb"))
+    warehouse.snapshot_path.write_text("not a database")
+    done = cli(warehouse, "metrics")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f'metrics-pipeline: error: IO Error: The file "{warehouse.snapshot_path}" exists, '
+        "but it is not a valid DuckDB database file!"
+    ]
+    moved = cli(warehouse, "metrics", "--warehouse", str(tmp_path))
+    assert moved.returncode == 2
+    assert "--warehouse: " in moved.stderr and "is a directory" in moved.stderr

@@ -46,6 +46,26 @@ def test_times_in_every_form_the_help_promises() -> None:
         query.parse_time("start", "yesterday", NOW)
 
 
+def test_a_range_reaching_past_retention_starts_at_the_oldest_hour_kept() -> None:
+    start, end = query.check_range(NOW - timedelta(days=10), NOW, 7, NOW)
+    assert (start, end) == (THIS_HOUR - timedelta(days=7), NOW)
+
+
+def test_only_whole_hours_inside_the_range_can_be_missing(
+    storage: StorageSettings, stored: list[Period]
+) -> None:
+    # Starting three minutes before the second hour ends: the first two hours are not whole.
+    start = FIRST_HOUR + timedelta(hours=1, minutes=57)
+    summary = query.health_summary(start, END, storage=storage, now=NOW)
+    for row in summary.itertuples():
+        assert row.hours_expected == 4
+        assert row.hours_missing == (2 if row.instance_id == "users-db" else 0)
+        values = [
+            p.average for p in stored if (p.instance_id, p.metric) == row[2:4] and p.ts >= start
+        ]
+        assert row.periods == len(values)
+
+
 def test_ranges_that_cannot_be_answered_are_refused() -> None:
     with pytest.raises(QueryError, match=r"^end \(.*\) must be after start"):
         query.check_range(NOW, NOW - timedelta(hours=1), 7, NOW)
@@ -168,8 +188,10 @@ def test_every_format_reads_back_the_same_rows(tmp_path: Path) -> None:
         {"ts": "2026-11-25T03:00:00", "instance_id": "a", "average": 1.5},
         {"ts": "2026-11-25T03:05:00", "instance_id": "b", "average": None},
     ]
-    table = query.write_frame(frame, "table", None, max_rows=1)
-    assert "a" in table and "1 more row(s)" in table
+    header, row, more = query.write_frame(frame, "table", None, max_rows=1).splitlines()
+    assert header.split() == ["ts", "instance_id", "average"]
+    assert row.split() == ["2026-11-25", "03:00:00", "a", "1.5"]
+    assert more == "... 1 more row(s): use --format csv or --output"
 
     with pytest.raises(QueryError, match=r"^output: cannot tell the format of 'out.xlsx'"):
         query.format_for(tmp_path / "out.xlsx", None)

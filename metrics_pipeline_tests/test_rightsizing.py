@@ -157,7 +157,8 @@ STEADY_SWAP = (K % 4) * MIB
 DAYS_AGO = K * PERIOD / timedelta(days=1)
 
 
-def seed(database: str, anchor: datetime) -> None:
+def seed(warehouse: WarehouseResource, anchor: datetime) -> None:
+    """Writes through the pipeline's writer connection, which publishes the snapshot."""
     rows: list[dict[str, Any]] = []
 
     def add(
@@ -195,8 +196,7 @@ def seed(database: str, anchor: datetime) -> None:
     add("steady-db", "DiskQueueDepth", 1 + (K % 3) * 0.5)
     add("steady-db", "FreeStorageSpace", (300 + DAYS_AGO) * GIB)
     add("young-db", "CPUUtilization", np.full(YOUNG_K.size, 95.0))
-    Path(database).parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(database) as conn:
+    with warehouse.connect() as conn:
         ensure_schema(conn)
         conn.register("seeded", pa.Table.from_pylist(rows))
         conn.execute("INSERT INTO rds_metrics BY NAME SELECT * FROM seeded")
@@ -252,7 +252,7 @@ def p95(values: np.ndarray) -> float:
 def test_report_flags_the_seeded_fleet_with_its_evidence(warehouse: WarehouseResource) -> None:
     started = now()
     database = warehouse.database
-    seed(database, newest_period(started))
+    seed(warehouse, newest_period(started))
     result = materialize(
         [rightsizing_report], resources={"aws": make_aws(), "warehouse": warehouse}
     )
@@ -323,7 +323,7 @@ def test_report_flags_the_seeded_fleet_with_its_evidence(warehouse: WarehouseRes
 
 def test_operators_thresholds_replace_the_report(warehouse: WarehouseResource) -> None:
     started = now()
-    seed(warehouse.database, newest_period(started))
+    seed(warehouse, newest_period(started))
     resources = {"aws": make_aws(), "warehouse": warehouse}
     assert materialize([rightsizing_report], resources=resources).success
     stricter = {"cpu_low_pct": 2.0, "storage_horizon_days": 9.0, "min_coverage": 0.3}
@@ -346,7 +346,7 @@ def test_operators_thresholds_replace_the_report(warehouse: WarehouseResource) -
 
 
 def test_a_fleet_with_nothing_serving_empties_the_report(warehouse: WarehouseResource) -> None:
-    seed(warehouse.database, newest_period(now()))
+    seed(warehouse, newest_period(now()))
     resources = {"aws": make_aws(), "warehouse": warehouse}
     assert materialize([rightsizing_report], resources=resources).success
     with warehouse.connect() as conn:
@@ -357,3 +357,16 @@ def test_a_fleet_with_nothing_serving_empties_the_report(warehouse: WarehouseRes
     metadata = result.asset_materializations_for_node("rightsizing_report")[0].metadata
     assert metadata["instances_assessed"].value == 0
     assert len(metadata["flagged"].value.splitlines()) == 2  # the header only
+
+
+def test_the_window_never_reaches_past_retention(tmp_path: Path) -> None:
+    warehouse = WarehouseResource(database=str(tmp_path / "metrics.duckdb"), retention_days=2)
+    seed(warehouse, newest_period(now()))
+    result = materialize(
+        [rightsizing_report], resources={"aws": make_aws(), "warehouse": warehouse}
+    )
+    metadata = result.asset_materializations_for_node("rightsizing_report")[0].metadata
+    start, end = (
+        datetime.fromisoformat(metadata[key].value) for key in ("window_start", "window_end")
+    )
+    assert end - start == timedelta(days=2)

@@ -11,7 +11,8 @@ from dagster import materialize
 
 from metrics_pipeline.assets import rds_instances, rds_metrics
 from metrics_pipeline.resources import WarehouseResource
-from metrics_pipeline.snapshot import SnapshotMissingError, open_snapshot
+from metrics_pipeline.settings import snapshot_path_for
+from metrics_pipeline.snapshot import SnapshotMissingError, open_snapshot, publish_snapshot
 from metrics_pipeline_tests.conftest import make_aws
 from metrics_pipeline_tests.fleet import THIS_HOUR, create_instance, put_metrics
 
@@ -51,7 +52,7 @@ for generation in range(1, {GENERATIONS} + 1):
 """
 
 
-def test_readers_see_whole_writes_while_the_writer_never_waits(tmp_path: Path) -> None:
+def test_readers_see_whole_writes_only_and_a_held_reader_blocks_nothing(tmp_path: Path) -> None:
     warehouse = WarehouseResource(database=str(tmp_path / "metrics.duckdb"))
     with (
         pytest.raises(SnapshotMissingError, match="No warehouse snapshot"),
@@ -130,3 +131,32 @@ def test_collection_runs_while_a_reader_holds_the_snapshot(tmp_path: Path) -> No
         notebook.wait()
     with warehouse.read() as conn:
         assert conn.execute("SELECT count(*) FROM rds_metrics").fetchone() == (12,)
+
+
+_TRY_TO_WRITE = """
+import sys, duckdb
+try:
+    duckdb.connect(sys.argv[1]).close()
+    print("opened")
+except duckdb.IOException as error:
+    print("locked" if "lock" in str(error).lower() else error)
+"""
+
+
+def test_the_writer_keeps_its_lock_through_a_publish(tmp_path: Path) -> None:
+    database = tmp_path / "metrics.duckdb"
+    conn = duckdb.connect(str(database))
+    try:
+        publish_snapshot(conn, database, snapshot_path_for(database))
+        second = subprocess.run(
+            [sys.executable, "-c", _TRY_TO_WRITE, str(database)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        conn.close()
+    assert second.stdout.strip() == "locked"
+    with open_snapshot(snapshot_path_for(database)) as reader:
+        tables = {row[0] for row in reader.execute("SHOW TABLES").fetchall()}
+    assert {"rds_instances", "rds_metrics", "pipeline_runs"} <= tables
