@@ -45,11 +45,13 @@ from moto.rds.responses import RDSResponse
 
 from metrics_pipeline.assets import AWS_RETRY_POLICY, rds_instances, rds_metrics
 from metrics_pipeline.healing import healing_hours
+from metrics_pipeline.hours import partition_key
 from metrics_pipeline.local_aws import cloudwatch as local_cloudwatch
 from metrics_pipeline.local_aws.fleet import SimulatedInstance
 from metrics_pipeline.local_aws.server import LocalAws, start
 from metrics_pipeline.local_aws.signals import series
 from metrics_pipeline.resources import AwsResource, WarehouseResource
+from metrics_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG, range_tags
 from metrics_pipeline.sensors import gap_healing_sensor, run_failure_alert
 from metrics_pipeline.settings import STATISTIC_COLUMNS
 from metrics_pipeline_tests.conftest import hold_write_lock, make_aws
@@ -58,18 +60,8 @@ from metrics_pipeline_tests.fleet import STAT_COLUMNS, TWO_DAYS_AGO, create_inst
 HOUR = TWO_DAYS_AGO
 SETTLE = timedelta(minutes=15)  # the default METRICS_SETTLE_MINUTES, which the sensor uses
 STEP_ATTEMPTS = AWS_RETRY_POLICY.max_retries + 1
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
 
 Expected = dict[tuple[str, str, datetime, str], float | None]
-
-
-def key(hour: datetime) -> str:
-    return hour.strftime("%Y-%m-%d-%H:%M")
-
-
-def range_tags(first: datetime, last: datetime) -> dict[str, str]:
-    return {RANGE_START: key(first), RANGE_END: key(last)}
 
 
 def step_events(result: Any, event_type: DagsterEventType, step: str) -> list[DagsterEvent]:
@@ -168,7 +160,7 @@ def test_transient_failure_is_retried_by_the_step_and_the_data_is_exact(
 
     # Both of botocore's attempts at the first call fail: the first step attempt fails.
     cloudwatch_faults.rule = lambda number, region: error() if number <= 2 else None
-    result = materialize([rds_metrics], partition_key=key(HOUR), resources=resources)
+    result = materialize([rds_metrics], partition_key=partition_key(HOUR), resources=resources)
 
     assert result.success
     [retry] = step_events(result, DagsterEventType.STEP_UP_FOR_RETRY, "rds_metrics")
@@ -358,7 +350,9 @@ def test_configuration_errors_fail_once_without_a_retry(
     setup = case.setup(warehouse, cloudwatch_faults)
     holder = setup.pop("lock_holder", None)
     try:
-        result = materialize([rds_metrics], partition_key=key(HOUR), raise_on_error=False, **setup)
+        result = materialize(
+            [rds_metrics], partition_key=partition_key(HOUR), raise_on_error=False, **setup
+        )
     finally:
         if holder is not None:
             holder.kill()
@@ -452,7 +446,9 @@ def heal(instance: DagsterInstance, resources: dict[str, Any]) -> list[tuple[str
             run_config=request.run_config,
         )
         assert healed.success
-    return [(r.tags[RANGE_START], r.tags[RANGE_END], r.run_config) for r in result.run_requests]
+    return [
+        (r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG], r.run_config) for r in result.run_requests
+    ]
 
 
 def assert_nothing_left_to_heal(instance: DagsterInstance, resources: dict[str, Any]) -> None:
@@ -523,8 +519,9 @@ def test_retries_run_out_mid_run_then_the_gap_sensor_heals_the_hours(
     assert len(step_events(failed, DagsterEventType.STEP_UP_FOR_RETRY, "rds_metrics")) == 3
     assert alert_for(instance, failed.run_id, caplog) == (
         f"ALERT metrics_pipeline run {failed.run_id} of __ephemeral_asset_job__ for "
-        f"{key(failing[0])}..{key(failing[-1])} failed: GetMetricData in us-east-1 failed "
-        f"after 2 attempt(s): {line} (gave up after {STEP_ATTEMPTS} step attempt(s))"
+        f"{partition_key(failing[0])}..{partition_key(failing[-1])} failed: GetMetricData in "
+        f"us-east-1 failed after 2 attempt(s): {line} "
+        f"(gave up after {STEP_ATTEMPTS} step attempt(s))"
     )
     # After the setup's two calls, every attempt fetched eu-west-1, then used up botocore's
     # two attempts on us-east-1.
@@ -538,7 +535,7 @@ def test_retries_run_out_mid_run_then_the_gap_sensor_heals_the_hours(
     cloudwatch_faults.rule = lambda number, region: None  # the trouble has passed
     requested = heal(instance, resources)
 
-    assert requested == [(key(failing[0]), key(failing[-1]), {})]
+    assert requested == [(partition_key(failing[0]), partition_key(failing[-1]), {})]
     expected = simulated(local_aws, hours[0], hours[-1] + timedelta(hours=1), SENSOR_METRICS)
     rows = len(FLEET) * len(SENSOR_METRICS) * 12 * len(hours)
     assert len(expected) == rows * 5
@@ -593,7 +590,7 @@ def test_an_outage_of_several_hours_is_healed_hour_by_hour(
     ).success
     requested = heal(instance, resources)
 
-    assert requested == [(key(outage[0]), key(outage[-1]), {})]
+    assert requested == [(partition_key(outage[0]), partition_key(outage[-1]), {})]
     expected = simulated(local_aws, hours[0], hours[-1] + timedelta(hours=1), SENSOR_METRICS)
     assert stored(warehouse.database) == expected
     assert key_counts(warehouse.database) == (
@@ -698,7 +695,7 @@ def test_sigkill_in_the_middle_of_the_write_leaves_old_rows_or_new(tmp_path: Pat
         with log.open("wb") as child_output:
             child = subprocess.Popen(
                 [sys.executable, "-c", _COLLECT_IN_CHILD, str(database), local.url,
-                 key(first), key(last), ",".join(KILL_METRICS)],
+                 partition_key(first), partition_key(last), ",".join(KILL_METRICS)],
                 stdout=subprocess.DEVNULL, stderr=child_output,
             )  # fmt: skip
         deadline = time.monotonic() + 300

@@ -10,6 +10,7 @@ import pytest
 from dagster import materialize
 
 from metrics_pipeline.assets import rds_instances, rds_metrics
+from metrics_pipeline.hours import partition_key
 from metrics_pipeline.resources import WarehouseResource
 from metrics_pipeline.settings import snapshot_path_for
 from metrics_pipeline.snapshot import SnapshotMissingError, open_snapshot, publish_snapshot
@@ -119,9 +120,7 @@ def test_collection_runs_while_a_reader_holds_the_snapshot(tmp_path: Path) -> No
     assert notebook.stdin is not None and notebook.stdout is not None
     try:
         assert notebook.stdout.readline().strip() == "0"
-        result = materialize(
-            [rds_metrics], partition_key=hour.strftime("%Y-%m-%d-%H:%M"), resources=resources
-        )
+        result = materialize([rds_metrics], partition_key=partition_key(hour), resources=resources)
         assert result.success  # with a 1 s lock budget: the reader never held the warehouse
         notebook.stdin.write("\n")
         notebook.stdin.flush()
