@@ -193,7 +193,7 @@ def read_evidence(
     that are not stopped count. Extremes fall back to the period averages when the Minimum
     or Maximum statistic was not collected.
     """
-    rows = conn.execute(
+    cursor = conn.execute(
         f"""
         WITH serving AS (
             SELECT account_id, region, instance_id, instance_class, engine
@@ -204,17 +204,23 @@ def read_evidence(
             SELECT * FROM {METRICS_TABLE} WHERE ts >= $start AND ts < $end
         )
         SELECT s.account_id, s.region, s.instance_id, s.instance_class, s.engine,
-               count(m.average) FILTER (m.metric = 'CPUUtilization'),
-               count(m.average) FILTER (m.metric = 'CPUUtilization') / $expected,
-               quantile_cont(m.average, 0.95) FILTER (m.metric = 'CPUUtilization'),
-               quantile_cont(m.average, 0.95) FILTER (m.metric = 'DatabaseConnections'),
-               min(coalesce(m.minimum, m.average)) FILTER (m.metric = 'FreeableMemory') / $mib,
-               max(coalesce(m.maximum, m.average)) FILTER (m.metric = 'SwapUsage') / $mib,
-               quantile_cont(m.average, 0.95) FILTER (m.metric = 'DiskQueueDepth'),
+               count(m.average) FILTER (m.metric = 'CPUUtilization') AS periods,
+               count(m.average) FILTER (m.metric = 'CPUUtilization') / $expected AS coverage,
+               quantile_cont(m.average, 0.95) FILTER (m.metric = 'CPUUtilization') AS cpu_p95,
+               quantile_cont(m.average, 0.95) FILTER (m.metric = 'DatabaseConnections')
+                   AS connections_p95,
+               min(coalesce(m.minimum, m.average)) FILTER (m.metric = 'FreeableMemory') / $mib
+                   AS freeable_memory_min_mib,
+               max(coalesce(m.maximum, m.average)) FILTER (m.metric = 'SwapUsage') / $mib
+                   AS swap_max_mib,
+               quantile_cont(m.average, 0.95) FILTER (m.metric = 'DiskQueueDepth')
+                   AS disk_queue_p95,
                arg_max(m.average, m.ts)
-                   FILTER (m.metric = 'FreeStorageSpace' AND m.average IS NOT NULL) / $gib,
+                   FILTER (m.metric = 'FreeStorageSpace' AND m.average IS NOT NULL) / $gib
+                   AS free_storage_gib,
                regr_slope(m.average, date_diff('second', $start, m.ts))
                    FILTER (m.metric = 'FreeStorageSpace') * 86400 / $gib
+                   AS storage_trend_gib_per_day
         FROM serving s LEFT JOIN windowed m USING (account_id, region, instance_id)
         GROUP BY ALL ORDER BY s.region, s.account_id, s.instance_id
         """,
@@ -226,8 +232,9 @@ def read_evidence(
             "mib": float(MIB),
             "gib": float(GIB),
         },
-    ).fetchall()
-    return [Evidence(*row) for row in rows]
+    )
+    names = [column[0] for column in cursor.description]
+    return [Evidence(**dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
 
 
 def replace_report(conn: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, Any]]) -> None:
