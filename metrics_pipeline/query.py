@@ -339,6 +339,15 @@ def format_for(output: Path | None, fmt: str | None) -> str:
     return suffix
 
 
+def _readable(value: float) -> str:
+    """Bytes as whole numbers with separators, latencies with their significant digits."""
+    if abs(value) >= 10_000:
+        return f"{value:,.0f}"
+    if abs(value) >= 1 or value == 0:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
 def write_frame(frame: pd.DataFrame, fmt: str, output: Path | None, max_rows: int = 200) -> str:
     """Writes the frame to `output` in `fmt`; returns the text for the terminal."""
     if fmt == "parquet" and output is None:
@@ -353,7 +362,11 @@ def write_frame(frame: pd.DataFrame, fmt: str, output: Path | None, max_rows: in
         frame.to_parquet(output, index=False)
         text = None
     else:
-        shown = frame.head(max_rows).to_string(index=False) if len(frame) else "(no rows)"
+        shown = (
+            frame.head(max_rows).to_string(index=False, float_format=_readable)
+            if len(frame)
+            else "(no rows)"
+        )
         more = len(frame) - max_rows
         text = shown + (
             f"\n... {more} more row(s): use --format csv or --output" if more > 0 else ""

@@ -190,7 +190,7 @@ def test_every_format_reads_back_the_same_rows(tmp_path: Path) -> None:
     ]
     header, row, more = query.write_frame(frame, "table", None, max_rows=1).splitlines()
     assert header.split() == ["ts", "instance_id", "average"]
-    assert row.split() == ["2026-11-25", "03:00:00", "a", "1.5"]
+    assert row.split() == ["2026-11-25", "03:00:00", "a", "1.50"]
     assert more == "... 1 more row(s): use --format csv or --output"
 
     with pytest.raises(QueryError, match=r"^output: cannot tell the format of 'out.xlsx'"):
@@ -199,6 +199,18 @@ def test_every_format_reads_back_the_same_rows(tmp_path: Path) -> None:
         query.format_for(None, "xml")
     with pytest.raises(QueryError, match=r"^format: parquet is binary"):
         query.write_frame(frame, "parquet", None)
+
+
+def test_terminal_numbers_are_readable_at_every_scale() -> None:
+    frame = pd.DataFrame({"value": [5_732_085_302.4, 51.287, 0.004468, 0.0]})
+    lines = query.write_frame(frame, "table", None).splitlines()
+    assert [line.strip() for line in lines] == [
+        "value",
+        "5,732,085,302",
+        "51.29",
+        "0.00447",
+        "0.00",
+    ]
 
 
 def test_a_warehouse_never_written_is_a_clear_error(tmp_path: Path) -> None:
