@@ -1,6 +1,6 @@
 """The self-healing gap sensor: finds settled hours that lack data and backfills them."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 from dagster import (
@@ -60,21 +60,39 @@ def healing_request(run: HealingRun, now: datetime) -> RunRequest:
     )
 
 
+# The sensor wakes every minute but looks for gaps only every METRICS_BACKFILL_INTERVAL_MINUTES
+# (its cursor holds the time of the last look): a look that could not happen (no warehouse
+# yet, on a fresh install) is tried again a minute later instead of an interval later.
+WAKE_SECONDS = 60
+LOOK_INTERVAL = timedelta(minutes=settings.backfill_interval_minutes)
+
+
+def next_look(cursor: str | None, now: datetime) -> datetime | None:
+    """When the next look is due, if not yet; None when it is due now."""
+    if not cursor:
+        return None
+    due = datetime.fromisoformat(cursor) + LOOK_INTERVAL
+    return due if now < due else None
+
+
 @sensor(
     job=healing_job,
-    minimum_interval_seconds=settings.backfill_interval_minutes * 60,
+    minimum_interval_seconds=min(WAKE_SECONDS, settings.backfill_interval_minutes * 60),
     default_status=DefaultSensorStatus.RUNNING,
     description=(
-        f"Every {settings.backfill_interval_minutes} min, looks back "
-        f"{settings.backfill_days} days for settled hours that an existing instance has no "
-        "settled fetch of, or that never materialized, and backfills them (at most "
-        f"{settings.backfill_max_hours_per_tick} hours per tick, newest first)."
+        f"Every {settings.backfill_interval_minutes} min (and a minute after the first "
+        f"collection), looks back {settings.backfill_days} days for settled hours that an "
+        "existing instance has no settled fetch of, or that never materialized, and backfills "
+        f"them (at most {settings.backfill_max_hours_per_tick} hours per tick, newest first)."
     ),
 )
 def gap_healing_sensor(
     context: SensorEvaluationContext, warehouse: WarehouseResource, aws: AwsResource
 ) -> SensorResult | SkipReason:
     now = datetime.now(UTC).replace(tzinfo=None)
+    due = next_look(context.cursor, now)
+    if due is not None:
+        return SkipReason(f"Next look for gaps at {due:%H:%M} UTC.")
     hours = healing_hours(now, settings.backfill_days, aws.settle_delay)
     if not hours:
         return SkipReason("No settled hour in the look-back window yet.")
@@ -88,6 +106,7 @@ def gap_healing_sensor(
         return SkipReason(f"The warehouse could not be read ({error}); trying again next tick.")
     if not inventory:
         return SkipReason("The inventory is empty: rds_instances has not run yet.")
+    context.update_cursor(now.isoformat())
 
     keys = [partition_key(hour) for hour in hours]
     statuses = (

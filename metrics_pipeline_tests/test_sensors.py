@@ -19,7 +19,7 @@ from metrics_pipeline.cloudwatch import Instance
 from metrics_pipeline.definitions import defs
 from metrics_pipeline.healing import healing_hours
 from metrics_pipeline.resources import WarehouseResource
-from metrics_pipeline.sensors import gap_healing_sensor
+from metrics_pipeline.sensors import LOOK_INTERVAL, gap_healing_sensor, next_look
 from metrics_pipeline.warehouse import replace_metrics, upsert_instances
 from metrics_pipeline_tests.conftest import hold_write_lock, make_aws
 
@@ -194,3 +194,35 @@ def test_empty_warehouse_is_a_skip_and_a_writer_does_not_block_the_sensor(
     # The sensor reads the published snapshot, so a process holding the file changes nothing.
     [request] = while_writing.run_requests
     assert request.tags[RANGE_START] == key(hours[-3])
+
+
+def test_next_look_is_an_interval_after_the_last() -> None:
+    last = datetime(2026, 11, 26, 8, 0)
+    assert next_look(None, last) is None
+    assert next_look(last.isoformat(), last + LOOK_INTERVAL / 2) == last + LOOK_INTERVAL
+    assert next_look(last.isoformat(), last + LOOK_INTERVAL) is None
+
+
+def test_a_look_that_could_not_happen_is_tried_again_at_the_next_wake(
+    instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, hours: list[datetime]
+) -> None:
+    resources = {"warehouse": warehouse, "aws": make_aws()}
+    context = build_sensor_context(instance=instance, resources=resources)
+    empty = gap_healing_sensor(context)
+    assert isinstance(empty, SkipReason) and "No warehouse yet" in (empty.skip_message or "")
+    assert context.cursor is None  # so the next wake, a minute later, looks again
+
+    prepare_warehouse(warehouse, now, hours, [A, B, STOPPED])
+    mark_materialized(instance, hours[:-3])
+    [request] = gap_healing_sensor(context).run_requests
+    assert request.tags[RANGE_START] == key(hours[-3])
+    looked_at = datetime.fromisoformat(context.cursor)
+    assert abs(looked_at - datetime.now(UTC).replace(tzinfo=None)) < timedelta(minutes=1)
+
+    soon = build_sensor_context(instance=instance, resources=resources, cursor=context.cursor)
+    waiting = gap_healing_sensor(soon)
+    assert isinstance(waiting, SkipReason)
+    assert waiting.skip_message == (f"Next look for gaps at {looked_at + LOOK_INTERVAL:%H:%M} UTC.")
+    an_interval_ago = (looked_at - LOOK_INTERVAL).isoformat()
+    later = build_sensor_context(instance=instance, resources=resources, cursor=an_interval_ago)
+    assert len(gap_healing_sensor(later).run_requests) == 1
