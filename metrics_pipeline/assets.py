@@ -9,7 +9,7 @@ import resource
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,7 +37,7 @@ from metrics_pipeline.cloudwatch import (
     minimum_requests,
     plan_batches,
 )
-from metrics_pipeline.hours import naive_utc, oldest_kept_hour
+from metrics_pipeline.hours import naive_utc, oldest_kept_hour, utc_now
 from metrics_pipeline.inventory import describe_instances, instances_existing
 from metrics_pipeline.metadata import markdown_table
 from metrics_pipeline.partitions import hourly_partitions
@@ -57,10 +57,6 @@ GROUP = "rds"
 R = TypeVar("R")
 # Runs that write the warehouse share this pool; DuckDB takes one writing process at a time.
 WAREHOUSE_POOL = "duckdb_warehouse"
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def peak_memory_mib() -> float:
@@ -131,7 +127,7 @@ def rds_instances(
     context: AssetExecutionContext, aws: AwsResource, warehouse: WarehouseResource
 ) -> MaterializeResult:
     stats = RequestStats()
-    seen_at = _utc_now()
+    seen_at = utc_now()
     account_id = aws.account_id(stats)
     records = []
     for region in aws.regions:
@@ -219,7 +215,7 @@ def rds_metrics(
 ) -> MaterializeResult:
     window = context.partition_time_window
     start, end = align_window(naive_utc(window.start), naive_utc(window.end), aws.period_seconds)
-    check_collectable(start, _utc_now(), warehouse.retention_days, aws.period_seconds)
+    check_collectable(start, utc_now(), warehouse.retention_days, aws.period_seconds)
     try:
         with warehouse.read() as conn:
             inventory = read_inventory(conn, aws.regions)
@@ -241,7 +237,7 @@ def rds_metrics(
     context.log.info(f"Collecting {start} to {end} UTC for {len(targets)} instance(s)")
 
     stats = RequestStats()
-    fetched_at = _utc_now()
+    fetched_at = utc_now()
     points_per_query = datapoints_per_query(start, end, aws.period_seconds)
     queries = build_queries(targets, aws.metrics, aws.statistics)
     batches = plan_batches(queries, points_per_query, max_datapoints=aws.max_datapoints_per_request)
@@ -287,7 +283,7 @@ def rds_metrics(
                 "asset": "rds_metrics",
                 "window_start": start,
                 "window_end": end,
-                "finished_at": _utc_now(),
+                "finished_at": utc_now(),
                 "instances": len(targets),
                 "rows_written": written.rows_written,
                 "rows_replaced": written.rows_replaced,

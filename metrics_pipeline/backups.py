@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 from metrics_pipeline.snapshot import open_snapshot
-from metrics_pipeline.warehouse import ensure_schema, in_transaction, sql_literal
+from metrics_pipeline.warehouse import base_tables, ensure_schema, in_transaction, sql_literal
 
 NAME_FORMAT = "%Y%m%dT%H%M%SZ"
 MANIFEST = "manifest.json"
@@ -71,14 +71,7 @@ def create_backup(snapshot: Path, folder: Path, now: datetime) -> Backup:
     folder.mkdir(parents=True, exist_ok=True)
     try:
         with open_snapshot(snapshot) as conn:
-            tables = [
-                row[0]
-                for row in conn.execute(
-                    "SELECT table_name FROM information_schema.tables "
-                    "WHERE table_catalog = current_database() AND table_type = 'BASE TABLE' "
-                    "ORDER BY 1"
-                ).fetchall()
-            ]
+            tables = base_tables(conn)
             rows = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
             conn.execute(f"EXPORT DATABASE {sql_literal(partial)} (FORMAT parquet)")
         # DuckDB wrote the partial folder's path into load.sql; point it at the final one.
@@ -124,13 +117,7 @@ def restore_backup(conn: duckdb.DuckDBPyConnection, backup: Backup) -> dict[str,
     warehouse as it was. A table the backup does not hold (added since) is emptied, so the
     warehouse is as it was when the backup was taken. Returns the rows restored per table."""
     ensure_schema(conn)
-    tables = {
-        row[0]
-        for row in conn.execute(
-            "SELECT table_name FROM information_schema.tables "
-            "WHERE table_catalog = current_database() AND table_type = 'BASE TABLE'"
-        ).fetchall()
-    }
+    tables = set(base_tables(conn))
     unknown = sorted(set(backup.rows) - tables)
     if unknown:
         raise BackupError(

@@ -3,14 +3,14 @@ completeness, freshness and sanity."""
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
 
 from metrics_pipeline.assets import rds_metrics
 from metrics_pipeline.cloudwatch import Instance
 from metrics_pipeline.healing import healing_hours
-from metrics_pipeline.hours import HOUR, partition_key
+from metrics_pipeline.hours import HOUR, partition_key, utc_now
 from metrics_pipeline.inventory import InventoryEntry
 from metrics_pipeline.resources import AwsResource, WarehouseResource
 from metrics_pipeline.settings import get_settings
@@ -52,10 +52,6 @@ def completeness(
     return Completeness(present / expected if expected else 1.0, expected, empty)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 @asset_check(
     asset=rds_metrics,
     description=(
@@ -65,7 +61,7 @@ def _now() -> datetime:
     ),
 )
 def rds_metrics_completeness(aws: AwsResource, warehouse: WarehouseResource) -> AssetCheckResult:
-    hours = healing_hours(_now(), settings.backfill_days, aws.settle_delay)
+    hours = healing_hours(utc_now(), settings.backfill_days, aws.settle_delay)
     if not hours:
         return AssetCheckResult(passed=True, metadata={"settled_hours": 0})
     window = (hours[0], hours[-1] + HOUR)
@@ -106,7 +102,7 @@ def rds_metrics_freshness(aws: AwsResource, warehouse: WarehouseResource) -> Ass
         [(newest,)] = conn.execute(f"SELECT max(ts) FROM {METRICS_TABLE}").fetchall()
     if newest is None:
         return AssetCheckResult(passed=False, metadata={"newest_period": "none"})
-    age = _now() - (newest + timedelta(seconds=aws.period_seconds))
+    age = utc_now() - (newest + timedelta(seconds=aws.period_seconds))
     return AssetCheckResult(
         passed=age <= timedelta(minutes=settings.freshness_minutes),
         metadata={
@@ -125,7 +121,7 @@ def rds_metrics_freshness(aws: AwsResource, warehouse: WarehouseResource) -> Ass
     ),
 )
 def rds_metrics_sanity(aws: AwsResource, warehouse: WarehouseResource) -> AssetCheckResult:
-    now = _now()
+    now = utc_now()
     with warehouse.read() as conn:
         counts = sanity_counts(
             conn, now - timedelta(days=settings.backfill_days), aws.period_seconds, now

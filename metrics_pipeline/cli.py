@@ -11,7 +11,6 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -26,6 +25,7 @@ from metrics_pipeline.backups import (
     prune_backups,
     restore_backup,
 )
+from metrics_pipeline.hours import utc_now
 from metrics_pipeline.query import FORMATS, QueryError
 from metrics_pipeline.settings import ConfigError, StorageSettings
 
@@ -186,7 +186,7 @@ def _emit(frame: pd.DataFrame, args: argparse.Namespace) -> None:
 
 def _backup(args: argparse.Namespace, storage: StorageSettings) -> None:
     folder = storage.backups_path
-    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    now = utc_now().replace(microsecond=0)
     if args.action == "create":
         backup = create_backup(storage.snapshot_path, folder, now)
         print(f"Backed up {sum(backup.rows.values())} row(s) to {backup.path}")

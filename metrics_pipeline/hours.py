@@ -12,6 +12,11 @@ from datetime import UTC, datetime, timedelta
 HOUR = timedelta(hours=1)
 
 
+def utc_now() -> datetime:
+    """The current time as the warehouse stores times: naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 def naive_utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         return moment

@@ -1,6 +1,5 @@
 """The jobs that schedules, the gap sensor and operators launch."""
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 from dagster import (
@@ -17,7 +16,7 @@ from dagster import (
 
 from metrics_pipeline.assets import WAREHOUSE_POOL, rds_instances, rds_metrics
 from metrics_pipeline.backups import BackupError, create_backup, list_backups, prune_backups
-from metrics_pipeline.hours import oldest_kept_hour, partition_key
+from metrics_pipeline.hours import oldest_kept_hour, partition_key, utc_now
 from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.resources import WarehouseResource
 from metrics_pipeline.warehouse import METRICS_TABLE, drop_rows_before
@@ -54,7 +53,7 @@ def drop_expired_rows(context: OpExecutionContext, warehouse: WarehouseResource)
     Dagster OSS keeps partition status forever, so each dropped hour also gets an
     observation on rds_metrics saying its rows are gone: the UI's history stays honest.
     """
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = utc_now()
     cutoff = oldest_kept_hour(now, warehouse.retention_days)
     bytes_before = _file_bytes(warehouse.database)
     with warehouse.connect() as conn:
@@ -106,7 +105,7 @@ def retention_job() -> None:
 @op(description="Exports the latest snapshot to a new backup, then deletes expired ones.")
 def back_up_warehouse(context: OpExecutionContext, warehouse: WarehouseResource) -> Output[str]:
     """Reads the snapshot, not the warehouse: collection runs on while the backup is taken."""
-    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    now = utc_now().replace(microsecond=0)
     try:
         backup = create_backup(warehouse.snapshot_path, warehouse.backups_path, now)
     except BackupError as error:

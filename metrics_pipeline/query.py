@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -27,6 +27,7 @@ from metrics_pipeline.hours import (
     hour_starts,
     naive_utc,
     oldest_kept_hour,
+    utc_now,
 )
 from metrics_pipeline.settings import StorageSettings
 from metrics_pipeline.snapshot import SnapshotMissingError, open_snapshot
@@ -70,7 +71,7 @@ def connect(storage: StorageSettings | None = None) -> Iterator[duckdb.DuckDBPyC
 
 def parse_time(name: str, value: str | datetime, now: datetime | None = None) -> datetime:
     """ISO 8601 (UTC unless it carries an offset), 'now', or relative: now-30m, now-6h, -3d."""
-    now = naive_utc(now or datetime.now(UTC))
+    now = naive_utc(now) if now else utc_now()
     if isinstance(value, datetime):
         return naive_utc(value)
     text = value.strip()
@@ -164,7 +165,7 @@ def extract_metrics(
     """Every period of [start, end) for the instances (all when None): one row per instance,
     metric and period, or with `wide` one row per instance and period, a column per metric."""
     storage = storage or StorageSettings.from_env()
-    now = naive_utc(now or datetime.now(UTC))
+    now = naive_utc(now) if now else utc_now()
     start_at, end_at = check_range(
         parse_time("start", start, now), parse_time("end", end, now), storage.retention_days, now
     )
@@ -221,13 +222,12 @@ def health_summary(
     """Per instance and main metric over [start, end): minimum, average, maximum and p95 of the
     period averages, and the whole hours (ended, while the instance existed) with no data."""
     storage = storage or StorageSettings.from_env()
-    now = naive_utc(now or datetime.now(UTC))
+    now = naive_utc(now) if now else utc_now()
     start_at, end_at = check_range(
         parse_time("start", start, now), parse_time("end", end, now), storage.retention_days, now
     )
     with connect(storage) as conn:
-        regions = _names(conn, f"SELECT DISTINCT region FROM {INSTANCES_TABLE}")
-        inventory = read_inventory(conn, regions)
+        inventory = read_inventory(conn)
         _check_known("instance", instances or [], [e.instance.instance_id for e in inventory])
         held = set(_names(conn, f"SELECT DISTINCT metric FROM {METRICS_TABLE}"))
         metrics = [metric for metric in HEALTH_METRICS if metric in held]

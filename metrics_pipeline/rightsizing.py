@@ -8,7 +8,7 @@ over the trailing 3 days; the verdicts are pure functions of it (`assess`,
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -25,6 +25,7 @@ from dagster import (
 from pydantic import Field
 
 from metrics_pipeline.assets import GROUP, WAREHOUSE_POOL, rds_instances, rds_metrics
+from metrics_pipeline.hours import utc_now
 from metrics_pipeline.metadata import markdown_table
 from metrics_pipeline.resources import AwsResource, WarehouseResource
 from metrics_pipeline.warehouse import (
@@ -307,7 +308,7 @@ def rightsizing_report(
     aws: AwsResource,
     warehouse: WarehouseResource,
 ) -> MaterializeResult:
-    report_time = datetime.now(UTC).replace(tzinfo=None)
+    report_time = utc_now()
     # A warehouse keeping fewer days than the window is judged on what it keeps.
     start = report_time - min(WINDOW, timedelta(days=warehouse.retention_days))
     with warehouse.read() as conn:

@@ -1,7 +1,5 @@
 """Hourly and daily rollups of rds_metrics, recomputed whenever their source hours change."""
 
-from datetime import UTC, datetime
-
 from dagster import (
     AssetDep,
     AssetExecutionContext,
@@ -13,7 +11,7 @@ from dagster import (
 )
 
 from metrics_pipeline.assets import GROUP, WAREHOUSE_POOL, rds_metrics
-from metrics_pipeline.hours import naive_utc
+from metrics_pipeline.hours import naive_utc, utc_now
 from metrics_pipeline.partitions import daily_partitions, hourly_partitions
 from metrics_pipeline.resources import AwsResource, WarehouseResource
 from metrics_pipeline.warehouse import DAILY_TABLE, HOURLY_TABLE, replace_rollup
@@ -38,7 +36,7 @@ def _rollup(
             start,
             end,
             periods_per_bucket=bucket_seconds // aws.period_seconds,
-            computed_at=datetime.now(UTC).replace(tzinfo=None),
+            computed_at=utc_now(),
         )
     context.log.info(f"{table}: {rows} row(s) for {start} to {end} UTC")
     return MaterializeResult(

@@ -1,6 +1,6 @@
 """The self-healing gap sensor: finds settled hours that lack data and backfills them."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import duckdb
 from dagster import (
@@ -25,7 +25,7 @@ from metrics_pipeline.healing import (
     healing_hours,
     plan_healing_runs,
 )
-from metrics_pipeline.hours import HOUR, partition_key
+from metrics_pipeline.hours import HOUR, partition_key, utc_now
 from metrics_pipeline.jobs import healing_job
 from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.resources import AwsResource, WarehouseResource
@@ -89,7 +89,7 @@ def next_look(cursor: str | None, now: datetime) -> datetime | None:
 def gap_healing_sensor(
     context: SensorEvaluationContext, warehouse: WarehouseResource, aws: AwsResource
 ) -> SensorResult | SkipReason:
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = utc_now()
     due = next_look(context.cursor, now)
     if due is not None:
         return SkipReason(f"Next look for gaps at {due:%H:%M} UTC.")

@@ -206,6 +206,15 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(SCHEMA_SQL)
 
 
+def base_tables(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """The tables (not views) of the connection's current database, by name."""
+    rows = conn.execute(
+        "SELECT table_name FROM information_schema.tables "
+        "WHERE table_catalog = current_database() AND table_type = 'BASE TABLE' ORDER BY 1"
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
 def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
     found = conn.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
@@ -254,17 +263,21 @@ def upsert_instances(
         conn.unregister("discovered")
 
 
-def read_inventory(conn: duckdb.DuckDBPyConnection, regions: Sequence[str]) -> list[InventoryEntry]:
-    """The inventory of the collected regions, oldest key first; empty before discovery."""
+def read_inventory(
+    conn: duckdb.DuckDBPyConnection, regions: Sequence[str] | None = None
+) -> list[InventoryEntry]:
+    """The inventory of the collected regions (all when None), oldest key first; empty before
+    discovery."""
     if not table_exists(conn, INSTANCES_TABLE):
         return []
     rows = conn.execute(
         f"""
         SELECT account_id, region, instance_id, create_time, first_seen, last_seen, status
-        FROM {INSTANCES_TABLE} WHERE region IN (SELECT unnest($regions))
+        FROM {INSTANCES_TABLE}
+        WHERE $regions::VARCHAR[] IS NULL OR list_contains($regions::VARCHAR[], region)
         ORDER BY region, account_id, instance_id
         """,
-        {"regions": list(regions)},
+        {"regions": None if regions is None else list(regions)},
     ).fetchall()
     return [InventoryEntry(Instance(*row[:3]), *row[3:]) for row in rows]
 
