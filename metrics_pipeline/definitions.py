@@ -3,6 +3,7 @@
 from dagster import Definitions
 
 from metrics_pipeline.assets import rds_instances, rds_metrics
+from metrics_pipeline.automation import derived_assets_automation
 from metrics_pipeline.checks import (
     rds_metrics_completeness,
     rds_metrics_freshness,
@@ -33,6 +34,6 @@ defs = Definitions(
     asset_checks=[rds_metrics_completeness, rds_metrics_freshness, rds_metrics_sanity],
     jobs=[fresh_collection_job, healing_job, retention_job, backup_job],
     schedules=[fresh_collection_schedule, retention_schedule, backup_schedule],
-    sensors=[gap_healing_sensor, run_failure_alert],
+    sensors=[gap_healing_sensor, run_failure_alert, derived_assets_automation],
     resources=build_resources(get_settings()),
 )

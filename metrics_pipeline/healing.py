@@ -78,22 +78,57 @@ def contiguous(gaps: Sequence[Gap]) -> list[list[Gap]]:
     return [[by_hour[hour] for hour in run] for run in consecutive_runs(by_hour)]
 
 
+@dataclass(frozen=True)
+class HealingPlan:
+    runs: list[HealingRun]
+    hours_left: int  # gap hours left for a later tick: the budget ran out
+
+    @property
+    def hours(self) -> int:
+        return sum(run.hours for run in self.runs)
+
+
+def _healing_run(
+    gaps: Sequence[Gap], inventory: Sequence[InventoryEntry]
+) -> tuple[HealingRun, int]:
+    """The run that fills contiguous `gaps`, and how many instances it fetches."""
+    first, last = gaps[0].hour, gaps[-1].hour
+    lacking = {i.instance_id for gap in gaps for i in gap.lacking}
+    existing = {i.instance_id for i in instances_existing(inventory, first, last + HOUR)}
+    restrict = not any(gap.whole_hour for gap in gaps) and lacking < existing
+    if restrict:
+        return HealingRun(first, last, tuple(sorted(lacking))), len(lacking)
+    return HealingRun(first, last, ()), len(existing)
+
+
 def plan_healing_runs(
-    gaps: Sequence[Gap], inventory: Sequence[InventoryEntry], max_hours: int
-) -> list[HealingRun]:
-    """One single-run backfill per contiguous range of gap hours, newest first, at most
-    `max_hours` hours in all; restricted to the lacking instances when that is fewer than
-    everyone who existed in the range."""
-    runs = []
-    budget = max_hours
-    for hours in reversed(contiguous(gaps)):
-        if budget <= 0:
+    gaps: Sequence[Gap],
+    inventory: Sequence[InventoryEntry],
+    max_datapoints: int,
+    datapoints_per_instance_hour: int,
+) -> HealingPlan:
+    """One single-run backfill per contiguous range of gap hours, newest first, restricted to
+    the lacking instances when that is fewer than everyone who existed in the range.
+
+    A tick asks CloudWatch for at most `max_datapoints` in all (instances x hours x datapoints
+    per instance-hour), so a fleet's first history arrives in runs the quota and the memory of
+    one run can take; the first run gets at least its newest hour, so healing always advances.
+    """
+    runs: list[HealingRun] = []
+    budget = max_datapoints
+    for gap_range in reversed(contiguous(gaps)):
+        chosen: tuple[HealingRun, int] | None = None
+        for first in range(len(gap_range) - 1, -1, -1):
+            run, instances = _healing_run(gap_range[first:], inventory)
+            if instances * run.hours * datapoints_per_instance_hour > budget and (chosen or runs):
+                break
+            chosen = (run, instances)
+        if chosen is None:
             break
-        hours = hours[-budget:]
-        budget -= len(hours)
-        first, last = hours[0].hour, hours[-1].hour
-        lacking = {i.instance_id for gap in hours for i in gap.lacking}
-        existing = {i.instance_id for i in instances_existing(inventory, first, last + HOUR)}
-        restrict = not any(gap.whole_hour for gap in hours) and lacking < existing
-        runs.append(HealingRun(first, last, tuple(sorted(lacking)) if restrict else ()))
-    return runs
+        run, instances = chosen
+        runs.append(run)
+        budget -= instances * run.hours * datapoints_per_instance_hour
+        if run.hours < len(gap_range) or budget <= 0:
+            break
+    planned = sum(run.hours for run in runs)
+    return HealingPlan(runs, hours_left=len(gaps) - planned)

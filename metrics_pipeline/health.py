@@ -6,7 +6,6 @@ from typing import Any
 
 from dagster import (
     AssetExecutionContext,
-    AutomationCondition,
     DagsterRunStatus,
     MaterializeResult,
     MetadataValue,
@@ -14,7 +13,8 @@ from dagster import (
     asset,
 )
 
-from metrics_pipeline.assets import GROUP
+from metrics_pipeline.assets import GROUP, rds_metrics
+from metrics_pipeline.automation import on_cron_and_once_inputs_exist
 from metrics_pipeline.jobs import fresh_collection_job, healing_job
 from metrics_pipeline.metadata import markdown_table
 from metrics_pipeline.resources import WarehouseResource
@@ -26,7 +26,9 @@ FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
 
 @asset(
     group_name=GROUP,
-    automation_condition=AutomationCondition.on_cron("5 * * * *", cron_timezone="UTC"),
+    # It reads pipeline_runs, which each rds_metrics run writes.
+    deps=[rds_metrics],
+    automation_condition=on_cron_and_once_inputs_exist("5 * * * *"),
     description=(
         f"Hourly summary of the last {LOOKBACK.days} days from `{RUNS_TABLE}` and the run "
         "history: CloudWatch calls and estimated cost per day, failure rate of collection "

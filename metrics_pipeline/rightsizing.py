@@ -16,7 +16,6 @@ import duckdb
 import pyarrow as pa
 from dagster import (
     AssetExecutionContext,
-    AutomationCondition,
     Config,
     MaterializeResult,
     MetadataValue,
@@ -25,6 +24,7 @@ from dagster import (
 from pydantic import Field
 
 from metrics_pipeline.assets import GROUP, WAREHOUSE_POOL, rds_instances, rds_metrics
+from metrics_pipeline.automation import on_cron_and_once_inputs_exist
 from metrics_pipeline.hours import utc_now
 from metrics_pipeline.metadata import markdown_table
 from metrics_pipeline.resources import AwsResource, WarehouseResource
@@ -293,7 +293,7 @@ def flagged_markdown(assessed: Sequence[tuple[Evidence, Finding]]) -> str:
     group_name=GROUP,
     pool=WAREHOUSE_POOL,
     deps=[rds_instances, rds_metrics],
-    automation_condition=AutomationCondition.on_cron("10 * * * *", cron_timezone="UTC"),
+    automation_condition=on_cron_and_once_inputs_exist("10 * * * *"),
     description=(
         f"Rightsizing from the trailing {WINDOW.days} days (DuckDB table `{RIGHTSIZING_TABLE}`, "
         "one row per serving instance): over-provisioned (low CPU p95 and connections), "

@@ -3,7 +3,6 @@
 from dagster import (
     AssetDep,
     AssetExecutionContext,
-    AutomationCondition,
     BackfillPolicy,
     MaterializeResult,
     TimeWindowPartitionMapping,
@@ -11,13 +10,11 @@ from dagster import (
 )
 
 from metrics_pipeline.assets import GROUP, WAREHOUSE_POOL, rds_metrics
+from metrics_pipeline.automation import ON_ANY_SOURCE_HOUR_CHANGE, ON_SOURCE_HOURS_CHANGE
 from metrics_pipeline.hours import naive_utc, utc_now
 from metrics_pipeline.partitions import daily_partitions, hourly_partitions
 from metrics_pipeline.resources import AwsResource, WarehouseResource
 from metrics_pipeline.warehouse import DAILY_TABLE, HOURLY_TABLE, replace_rollup
-
-# Eager, but for every hour, not only the latest: the gap sensor heals old hours too.
-ON_SOURCE_CHANGE = AutomationCondition.eager().without(AutomationCondition.in_latest_time_window())
 
 
 def _rollup(
@@ -54,7 +51,7 @@ def _rollup(
     partitions_def=hourly_partitions,
     backfill_policy=BackfillPolicy.single_run(),
     deps=[rds_metrics],
-    automation_condition=ON_SOURCE_CHANGE,
+    automation_condition=ON_SOURCE_HOURS_CHANGE,
     description=(
         f"Per hour, instance and metric (DuckDB table `{HOURLY_TABLE}`): average, minimum, "
         "maximum, p50/p95/p99 of the period averages, sample count, and completeness "
@@ -73,7 +70,7 @@ def rds_metrics_hourly(
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
     deps=[AssetDep(rds_metrics_hourly, partition_mapping=TimeWindowPartitionMapping())],
-    automation_condition=ON_SOURCE_CHANGE,
+    automation_condition=ON_ANY_SOURCE_HOUR_CHANGE,
     description=(
         f"Per UTC day, instance and metric (DuckDB table `{DAILY_TABLE}`), the same figures "
         "as the hourly rollup over the whole day (percentiles exact, from the period rows). "

@@ -1,4 +1,6 @@
-"""The self-healing gap sensor: finds settled hours that lack data and backfills them."""
+"""The self-healing gap sensor: starts the first collection of a new deployment, then finds
+settled hours that lack data and backfills them, as fast as a bounded amount of work per
+tick allows."""
 
 from datetime import datetime, timedelta
 
@@ -7,9 +9,11 @@ from dagster import (
     AssetKey,
     AssetPartitionStatus,
     DagsterEventType,
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunFailureSensorContext,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -26,10 +30,10 @@ from metrics_pipeline.healing import (
     plan_healing_runs,
 )
 from metrics_pipeline.hours import HOUR, partition_key, utc_now
-from metrics_pipeline.jobs import healing_job
+from metrics_pipeline.jobs import fresh_collection_job, healing_job
 from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.resources import AwsResource, WarehouseResource
-from metrics_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG, range_tags
+from metrics_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG, fresh_hours, range_tags
 from metrics_pipeline.settings import get_settings
 from metrics_pipeline.warehouse import read_inventory, settled_fetches
 
@@ -61,29 +65,49 @@ def healing_request(run: HealingRun, now: datetime) -> RunRequest:
 
 
 # The sensor wakes every minute but looks for gaps only every METRICS_BACKFILL_INTERVAL_MINUTES
-# (its cursor holds the time of the last look): a look that could not happen (no warehouse
-# yet, on a fresh install) is tried again a minute later instead of an interval later.
+# while there is nothing left to heal. Its cursor holds when the next look is due: a look that
+# could not happen (no warehouse yet), or that left work for later, is due at the next wake.
 WAKE_SECONDS = 60
 LOOK_INTERVAL = timedelta(minutes=settings.backfill_interval_minutes)
+IN_FLIGHT = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+FIRST_COLLECTION_RUN_KEY = "first collection"
 
 
 def next_look(cursor: str | None, now: datetime) -> datetime | None:
     """When the next look is due, if not yet; None when it is due now."""
     if not cursor:
         return None
-    due = datetime.fromisoformat(cursor) + LOOK_INTERVAL
+    due = datetime.fromisoformat(cursor)
     return due if now < due else None
 
 
+def first_collection_request(now: datetime, settle_delay: timedelta) -> RunRequest:
+    """The fresh collection a new deployment starts with, rather than at the next cron tick;
+    its run key makes it happen once."""
+    first, last = fresh_hours(now, settle_delay, timedelta(minutes=settings.fresh_interval_minutes))
+    return RunRequest(
+        run_key=FIRST_COLLECTION_RUN_KEY,
+        job_name=fresh_collection_job.name,
+        tags=range_tags(first, last),
+    )
+
+
 @sensor(
-    job=healing_job,
+    jobs=[healing_job, fresh_collection_job],
     minimum_interval_seconds=min(WAKE_SECONDS, settings.backfill_interval_minutes * 60),
     default_status=DefaultSensorStatus.RUNNING,
     description=(
-        f"Every {settings.backfill_interval_minutes} min (and a minute after the first "
-        f"collection), looks back {settings.backfill_days} days for settled hours that an "
-        "existing instance has no settled fetch of, or that never materialized, and backfills "
-        f"them (at most {settings.backfill_max_hours_per_tick} hours per tick, newest first)."
+        "Starts the first collection of a new deployment at once. Then looks back "
+        f"{settings.backfill_days} days for settled hours that an existing instance has no "
+        "settled fetch of, or that never materialized, and backfills them newest first, at most "
+        f"{settings.backfill_max_datapoints_per_tick:,} CloudWatch datapoints per tick; it "
+        "looks again a minute after those runs finish while work is left, else every "
+        f"{settings.backfill_interval_minutes} min."
     ),
 )
 def gap_healing_sensor(
@@ -93,11 +117,19 @@ def gap_healing_sensor(
     due = next_look(context.cursor, now)
     if due is not None:
         return SkipReason(f"Next look for gaps at {due:%H:%M} UTC.")
+    if not warehouse.snapshot_path.exists():
+        context.log.info("No warehouse yet: starting the first collection (once).")
+        return SensorResult(run_requests=[first_collection_request(now, aws.settle_delay)])
+    in_flight = context.instance.get_runs_count(
+        RunsFilter(job_name=healing_job.name, statuses=IN_FLIGHT)
+    )
+    if in_flight:
+        return SkipReason(
+            f"{in_flight} healing run(s) queued or running; looking again when they finish."
+        )
     hours = healing_hours(now, settings.backfill_days, aws.settle_delay)
     if not hours:
         return SkipReason("No settled hour in the look-back window yet.")
-    if not warehouse.snapshot_path.exists():
-        return SkipReason("No warehouse yet: waiting for the first collection run.")
     try:
         with warehouse.read() as conn:
             inventory = read_inventory(conn, aws.regions)
@@ -106,7 +138,6 @@ def gap_healing_sensor(
         return SkipReason(f"The warehouse could not be read ({error}); trying again next tick.")
     if not inventory:
         return SkipReason("The inventory is empty: rds_instances has not run yet.")
-    context.update_cursor(now.isoformat())
 
     keys = [partition_key(hour) for hour in hours]
     statuses = (
@@ -118,17 +149,29 @@ def gap_healing_sensor(
     }
     gaps = find_gaps(hours, inventory, settled, status_by_hour)
     if not gaps:
+        context.update_cursor((now + LOOK_INTERVAL).isoformat())
         return SkipReason(
             f"No gaps: {len(hours)} settled hours since {partition_key(hours[0])} are complete "
             f"for {len(inventory)} instance(s)."
         )
-    runs = plan_healing_runs(gaps, inventory, settings.backfill_max_hours_per_tick)
-    planned = sum(run.hours for run in runs)
-    context.log.info(
-        f"{len(gaps)} gap hour(s) found; launching {len(runs)} run(s) for {planned} hour(s)"
-        + (", the rest next tick" if planned < len(gaps) else "")
+    plan = plan_healing_runs(
+        gaps,
+        inventory,
+        settings.backfill_max_datapoints_per_tick,
+        aws.datapoints_per_instance_hour,
     )
-    return SensorResult(run_requests=[healing_request(run, now) for run in runs])
+    context.update_cursor((now if plan.hours_left else now + LOOK_INTERVAL).isoformat())
+    context.log.info(
+        f"{len(gaps)} gap hour(s) found; launching {len(plan.runs)} run(s) for {plan.hours} "
+        "hour(s)"
+        + (
+            f"; the other {plan.hours_left} hour(s) when they finish"
+            " (METRICS_BACKFILL_MAX_DATAPOINTS_PER_TICK)"
+            if plan.hours_left
+            else ""
+        )
+    )
+    return SensorResult(run_requests=[healing_request(run, now) for run in plan.runs])
 
 
 @run_failure_sensor(

@@ -63,6 +63,13 @@ def test_schedules_sensor_and_jobs_are_loaded() -> None:
         "retention_schedule",
         "backup_schedule",
     }
-    assert {s.name for s in defs.sensors} == {"gap_healing_sensor", "run_failure_alert"}
+    assert {s.name for s in defs.sensors} == {
+        "gap_healing_sensor",
+        "run_failure_alert",
+        "derived_assets_automation",
+    }
+    # Everything that runs on its own is on from the start, without a click in the UI.
+    automation = [*defs.schedules, *defs.sensors]
+    assert all(a.default_status.value == "RUNNING" for a in automation)
     for job in ("fresh_collection", "healing_backfill", "retention_job", "backup_job"):
         assert defs.resolve_job_def(job).name == job

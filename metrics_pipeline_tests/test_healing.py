@@ -4,6 +4,7 @@ from datetime import datetime, timedelta
 
 from metrics_pipeline.cloudwatch import Instance
 from metrics_pipeline.healing import (
+    Gap,
     HealingRun,
     HourStatus,
     find_gaps,
@@ -32,6 +33,13 @@ def all_fetched(instances: list[Instance], hours: list[datetime]) -> set[tuple[I
 
 
 MATERIALIZED = {h: HourStatus.MATERIALIZED for h in H}
+DATAPOINTS_PER_INSTANCE_HOUR = 10
+
+
+def plan(
+    gaps: list[Gap], inventory: list[InventoryEntry], budget: int = 10**9
+) -> list[HealingRun]:
+    return plan_healing_runs(gaps, inventory, budget, DATAPOINTS_PER_INSTANCE_HOUR).runs
 
 
 def test_window_holds_settled_hours_only() -> None:
@@ -52,7 +60,7 @@ def test_empty_settled_fetch_is_not_a_gap_but_a_missing_one_is() -> None:
     settled = all_fetched([A, B], H) - {(B, H[3])}
     [gap] = find_gaps(H, inventory, settled, MATERIALIZED)
     assert (gap.hour, gap.lacking, gap.whole_hour) == (H[3], frozenset({B}), False)
-    assert plan_healing_runs([gap], inventory, 24) == [HealingRun(H[3], H[3], ("b",))]
+    assert plan([gap], inventory) == [HealingRun(H[3], H[3], ("b",))]
 
 
 def test_instances_that_did_not_exist_are_not_gaps() -> None:
@@ -79,7 +87,7 @@ def test_failed_missing_and_in_progress_hours() -> None:
     settled = all_fetched([A, B], H) - all_fetched([A, B], [H[5], H[6], H[8]])
     gaps = find_gaps(H, inventory, settled, statuses)
     assert [(g.hour, g.whole_hour) for g in gaps] == [(H[2], True), (H[5], True), (H[6], True)]
-    assert plan_healing_runs(gaps, inventory, 24) == [
+    assert plan(gaps, inventory) == [
         HealingRun(H[5], H[6], ()),
         HealingRun(H[2], H[2], ()),
     ]
@@ -90,19 +98,36 @@ def test_new_instance_is_backfilled_alone() -> None:
     inventory = [entry(A), entry(B), new]
     gaps = find_gaps(H, inventory, all_fetched([A, B], H), MATERIALIZED)
     assert len(gaps) == 12
-    assert plan_healing_runs(gaps, inventory, 24) == [HealingRun(H[0], H[11], ("c",))]
+    assert plan(gaps, inventory) == [HealingRun(H[0], H[11], ("c",))]
 
 
-def test_work_per_tick_is_capped_newest_first() -> None:
+def test_work_per_tick_is_bounded_by_datapoints_newest_first() -> None:
     inventory = [entry(A)]
     settled = all_fetched([A], H) - all_fetched([A], [H[1], H[2], H[3], H[7], H[8], H[9], H[10]])
     gaps = find_gaps(H, inventory, settled, MATERIALIZED)
-    # Restricting to the only instance is no cheaper than "everyone": no instance list.
-    assert plan_healing_runs(gaps, inventory, 5) == [
-        HealingRun(H[7], H[10], ()),
-        HealingRun(H[3], H[3], ()),
-    ]
-    assert plan_healing_runs(gaps, inventory, 100) == [
-        HealingRun(H[7], H[10], ()),
-        HealingRun(H[1], H[3], ()),
-    ]
+    # 50 datapoints are 5 instance-hours: the newest range (4 hours), then the newest hour of
+    # the next. Restricting to the only instance is no cheaper than "everyone": no list.
+    tight = plan_healing_runs(gaps, inventory, 50, DATAPOINTS_PER_INSTANCE_HOUR)
+    assert tight.runs == [HealingRun(H[7], H[10], ()), HealingRun(H[3], H[3], ())]
+    assert (tight.hours, tight.hours_left) == (5, 2)
+    ample = plan_healing_runs(gaps, inventory, 1000, DATAPOINTS_PER_INSTANCE_HOUR)
+    assert ample.runs == [HealingRun(H[7], H[10], ()), HealingRun(H[1], H[3], ())]
+    assert (ample.hours, ample.hours_left) == (7, 0)
+
+
+def test_budget_counts_every_instance_a_run_fetches() -> None:
+    inventory = [entry(A), entry(B), entry(C)]
+    statuses = {**MATERIALIZED, **{h: HourStatus.MISSING for h in H[6:]}}
+    gaps = find_gaps(H, inventory, all_fetched([A, B, C], H[:6]), statuses)
+    # Whole hours fetch all three instances: 30 datapoints an hour, so 100 buy 3 hours.
+    bounded = plan_healing_runs(gaps, inventory, 100, DATAPOINTS_PER_INSTANCE_HOUR)
+    assert bounded.runs == [HealingRun(H[9], H[11], ())]
+    assert bounded.hours_left == 3
+
+
+def test_an_hour_bigger_than_the_budget_still_heals() -> None:
+    inventory = [entry(A), entry(B)]
+    gaps = find_gaps(H, inventory, all_fetched([A, B], H[:10]), MATERIALIZED)
+    starved = plan_healing_runs(gaps, inventory, 1, DATAPOINTS_PER_INSTANCE_HOUR)
+    assert starved.runs == [HealingRun(H[11], H[11], ())]
+    assert starved.hours_left == 1

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from dagster import (
     AssetMaterialization,
+    DagsterInstance,
     evaluate_automation_conditions,
     instance_for_test,
     materialize,
@@ -111,20 +112,43 @@ def test_views_answer_latest_and_wide(warehouse: WarehouseResource) -> None:
     assert wide == [(10.0, None)]
 
 
-def requested(result: Any) -> set[tuple[str, str]]:
+def requested(result: Any) -> set[tuple[str, str | None]]:
+    """(asset, partition) pairs requested; None for an unpartitioned asset."""
     return {
         (r.key.to_user_string(), partition)
         for r in result.results
-        for partition in r.true_subset.expensively_compute_partition_keys()
+        for partition in (
+            r.true_subset.expensively_compute_partition_keys()
+            if r.true_subset.is_partitioned
+            else ([None] if r.true_subset.size else [])
+        )
     }
 
 
-def test_new_source_hours_request_their_rollups() -> None:
+def test_new_source_hours_request_their_rollups_and_the_first_reports() -> None:
+    def materialized(instance: DagsterInstance, asset: str, partition: str | None = None) -> None:
+        instance.report_runless_asset_event(AssetMaterialization(asset, partition=partition))
+
     with instance_for_test() as instance:
         before = evaluate_automation_conditions(defs=defs, instance=instance)
         assert requested(before) == set()
-        instance.report_runless_asset_event(
-            AssetMaterialization(asset_key="rds_metrics", partition=key(DAY))
-        )
+        materialized(instance, "rds_metrics", key(DAY))
         after = evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
-    assert requested(after) == {("rds_metrics_hourly", key(DAY))}
+        # pipeline_health reads pipeline_runs, which rds_metrics writes: it runs at once,
+        # not at its next cron tick. rightsizing_report also needs the inventory.
+        assert requested(after) == {("rds_metrics_hourly", key(DAY)), ("pipeline_health", None)}
+
+        materialized(instance, "rds_metrics_hourly", key(DAY))
+        materialized(instance, "pipeline_health")
+        materialized(instance, "rds_instances")
+        then = evaluate_automation_conditions(defs=defs, instance=instance, cursor=after.cursor)
+        # A day is computed as soon as one of its hours is, and the report once its inputs exist.
+        assert requested(then) == {
+            ("rds_metrics_daily", f"{DAY:%Y-%m-%d}"),
+            ("rightsizing_report", None),
+        }
+
+        materialized(instance, "rds_metrics_daily", f"{DAY:%Y-%m-%d}")
+        materialized(instance, "rightsizing_report")
+        settled = evaluate_automation_conditions(defs=defs, instance=instance, cursor=then.cursor)
+        assert requested(settled) == set()

@@ -1,5 +1,6 @@
 """The gap sensor, evaluated through Dagster against a real instance and a DuckDB with holes."""
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,12 +15,18 @@ from dagster import (
     materialize,
 )
 
+from metrics_pipeline import sensors
 from metrics_pipeline.assets import rds_metrics
 from metrics_pipeline.cloudwatch import Instance
 from metrics_pipeline.definitions import defs
 from metrics_pipeline.healing import healing_hours
 from metrics_pipeline.resources import WarehouseResource
-from metrics_pipeline.sensors import LOOK_INTERVAL, gap_healing_sensor, next_look
+from metrics_pipeline.sensors import (
+    FIRST_COLLECTION_RUN_KEY,
+    LOOK_INTERVAL,
+    gap_healing_sensor,
+    next_look,
+)
 from metrics_pipeline.warehouse import replace_metrics, upsert_instances
 from metrics_pipeline_tests.conftest import hold_write_lock, make_aws
 
@@ -120,9 +127,9 @@ def test_requests_exactly_the_holes(
     forget_fetches(warehouse, hours[10], B)  # one instance missing one hour
     for hour in never:  # never materialized, never fetched
         forget_fetches(warehouse, hour, A, B, STOPPED)
-    forget_fetches(warehouse, hours[40], A, B, STOPPED)  # a queued run covers it
+    forget_fetches(warehouse, hours[40], A, B, STOPPED)  # a queued fresh run covers it
     instance.create_run_for_job(
-        job_def=defs.resolve_job_def("healing_backfill"), tags={"dagster/partition": key(hours[40])}
+        job_def=defs.resolve_job_def("fresh_collection"), tags={"dagster/partition": key(hours[40])}
     )
     # hours[30]: fetched fine, but the latest materialization failed.
     failed = materialize(
@@ -165,24 +172,81 @@ def test_nothing_to_heal_says_why(
     )
 
 
-def test_new_instance_gets_its_last_days_newest_first(
+def test_new_instance_gets_its_whole_look_back_in_one_run(
     instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, hours: list[datetime]
 ) -> None:
     prepare_warehouse(warehouse, now, hours, [A, STOPPED])  # users-db just discovered
     mark_materialized(instance, hours)
     [request] = evaluate(instance, warehouse).run_requests
-    assert request.tags[RANGE_START] == key(hours[-24])  # capped at 24 hours per tick
+    assert request.tags[RANGE_START] == key(hours[0])
     assert request.tags[RANGE_END] == key(hours[-1])
     assert request.run_config["ops"]["rds_metrics"]["config"]["instances"] == ["users-db"]
 
 
-def test_empty_warehouse_is_a_skip_and_a_writer_does_not_block_the_sensor(
+def test_a_long_history_comes_in_bounded_ticks_that_follow_each_other(
+    instance: DagsterInstance,
+    warehouse: WarehouseResource,
+    now: datetime,
+    hours: list[datetime],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The default AWS resource asks 14 metrics x 5 statistics x 12 periods = 840 datapoints
+    # per instance-hour: a budget of 20 instance-hours, for a history of 3 x 72 hours.
+    per_instance_hour = make_aws().datapoints_per_instance_hour
+    assert per_instance_hour == 840
+    budget = dataclasses.replace(
+        sensors.settings, backfill_max_datapoints_per_tick=20 * per_instance_hour
+    )
+    monkeypatch.setattr(sensors, "settings", budget)
+    prepare_warehouse(warehouse, now, hours[:1], [A, B, STOPPED])  # only the oldest hour
+    mark_materialized(instance, hours[:1])
+    resources = {"warehouse": warehouse, "aws": make_aws()}
+
+    first = build_sensor_context(instance=instance, resources=resources)
+    [request] = gap_healing_sensor(first).run_requests
+    # Whole hours fetch the three instances: 6 hours are 18 instance-hours, 7 would be 21.
+    assert (request.tags[RANGE_START], request.tags[RANGE_END]) == (key(hours[-6]), key(hours[-1]))
+    # Work is left: the next look is due at the next wake, not an interval later.
+    assert next_look(first.cursor, datetime.now(UTC).replace(tzinfo=None)) is None
+
+    run = instance.create_run_for_job(
+        job_def=defs.resolve_job_def("healing_backfill"), tags=dict(request.tags)
+    )
+    queued = build_sensor_context(instance=instance, resources=resources, cursor=first.cursor)
+    waiting = gap_healing_sensor(queued)
+    assert isinstance(waiting, SkipReason)
+    assert waiting.skip_message == (
+        "1 healing run(s) queued or running; looking again when they finish."
+    )
+
+    instance.report_run_failed(run)  # finished (its hours are looked at again)
+    prepare_warehouse(warehouse, now, hours[-6:], [A, B, STOPPED])  # what the run fetched
+    mark_materialized(instance, hours[-6:])
+    after = build_sensor_context(instance=instance, resources=resources, cursor=first.cursor)
+    [following] = gap_healing_sensor(after).run_requests
+    assert (following.tags[RANGE_START], following.tags[RANGE_END]) == (
+        key(hours[-12]),
+        key(hours[-7]),
+    )
+
+
+def test_a_new_deployment_starts_its_first_collection_at_once(
     instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, hours: list[datetime]
 ) -> None:
-    missing = evaluate(instance, warehouse)
-    assert isinstance(missing, SkipReason)
-    assert "No warehouse yet" in (missing.skip_message or "")
+    context = build_sensor_context(
+        instance=instance, resources={"warehouse": warehouse, "aws": make_aws()}
+    )
+    [request] = gap_healing_sensor(context).run_requests
+    assert request.job_name == "fresh_collection"
+    assert request.run_key == FIRST_COLLECTION_RUN_KEY
+    this_hour = now.replace(minute=0, second=0, microsecond=0)
+    assert request.tags[RANGE_END] == key(this_hour)
+    assert context.cursor is None  # the next wake, a minute later, looks for gaps
 
+
+def test_a_writer_does_not_block_the_sensor(
+    instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, hours: list[datetime]
+) -> None:
     prepare_warehouse(warehouse, now, hours, [A, B, STOPPED])
     mark_materialized(instance, hours[:-3])
     writer = hold_write_lock(warehouse.database, 60)
@@ -196,33 +260,32 @@ def test_empty_warehouse_is_a_skip_and_a_writer_does_not_block_the_sensor(
     assert request.tags[RANGE_START] == key(hours[-3])
 
 
-def test_next_look_is_an_interval_after_the_last() -> None:
-    last = datetime(2026, 11, 26, 8, 0)
-    assert next_look(None, last) is None
-    assert next_look(last.isoformat(), last + LOOK_INTERVAL / 2) == last + LOOK_INTERVAL
-    assert next_look(last.isoformat(), last + LOOK_INTERVAL) is None
+def test_next_look_is_due_at_the_time_in_the_cursor() -> None:
+    due = datetime(2026, 11, 26, 9, 0)
+    assert next_look(None, due) is None
+    assert next_look(due.isoformat(), due - timedelta(minutes=30)) == due
+    assert next_look(due.isoformat(), due) is None
 
 
-def test_a_look_that_could_not_happen_is_tried_again_at_the_next_wake(
+def test_a_complete_window_is_looked_at_again_an_interval_later(
     instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, hours: list[datetime]
 ) -> None:
     resources = {"warehouse": warehouse, "aws": make_aws()}
-    context = build_sensor_context(instance=instance, resources=resources)
-    empty = gap_healing_sensor(context)
-    assert isinstance(empty, SkipReason) and "No warehouse yet" in (empty.skip_message or "")
-    assert context.cursor is None  # so the next wake, a minute later, looks again
-
     prepare_warehouse(warehouse, now, hours, [A, B, STOPPED])
-    mark_materialized(instance, hours[:-3])
-    [request] = gap_healing_sensor(context).run_requests
-    assert request.tags[RANGE_START] == key(hours[-3])
-    looked_at = datetime.fromisoformat(context.cursor)
-    assert abs(looked_at - datetime.now(UTC).replace(tzinfo=None)) < timedelta(minutes=1)
+    mark_materialized(instance, hours)
+    context = build_sensor_context(instance=instance, resources=resources)
+    assert isinstance(gap_healing_sensor(context), SkipReason)
+    due = datetime.fromisoformat(context.cursor)
+    assert abs(due - (datetime.now(UTC).replace(tzinfo=None) + LOOK_INTERVAL)) < timedelta(
+        minutes=1
+    )
 
     soon = build_sensor_context(instance=instance, resources=resources, cursor=context.cursor)
     waiting = gap_healing_sensor(soon)
     assert isinstance(waiting, SkipReason)
-    assert waiting.skip_message == (f"Next look for gaps at {looked_at + LOOK_INTERVAL:%H:%M} UTC.")
-    an_interval_ago = (looked_at - LOOK_INTERVAL).isoformat()
-    later = build_sensor_context(instance=instance, resources=resources, cursor=an_interval_ago)
-    assert len(gap_healing_sensor(later).run_requests) == 1
+    assert waiting.skip_message == f"Next look for gaps at {due:%H:%M} UTC."
+    forget_fetches(warehouse, hours[-2], A)
+    overdue = (due - LOOK_INTERVAL).isoformat()
+    later = build_sensor_context(instance=instance, resources=resources, cursor=overdue)
+    [request] = gap_healing_sensor(later).run_requests
+    assert request.tags[RANGE_START] == key(hours[-2])

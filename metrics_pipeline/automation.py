@@ -1,0 +1,52 @@
+"""Declarative automation of the derived assets: the rollups follow their source hours, the
+reports run on their crons, and the sensor that evaluates it all is on from the start."""
+
+from dagster import (
+    AssetSelection,
+    AutomationCondition,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+)
+
+# Eager, but for every hour, not only the latest: the gap sensor heals old hours too.
+ON_SOURCE_HOURS_CHANGE = AutomationCondition.eager().without(
+    AutomationCondition.in_latest_time_window()
+)
+
+# A day is computed once any of its hours exists and again whenever one of them changes: a day
+# at the edge of the look-back window may never have all 24 of its hours collected.
+ON_ANY_SOURCE_HOUR_CHANGE = (
+    (AutomationCondition.newly_missing() | AutomationCondition.any_deps_updated())
+    .since_last_handled()
+    .with_label("newly missing or any hour updated")
+    & AutomationCondition.any_deps_match(~AutomationCondition.missing()).with_label(
+        "some hour collected"
+    )
+    & ~AutomationCondition.any_deps_in_progress()
+    & ~AutomationCondition.in_progress()
+)
+
+
+def on_cron_and_once_inputs_exist(cron: str) -> AutomationCondition:
+    """On its cron after its inputs have updated, and also as soon as its inputs first exist,
+    so a new deployment shows a first report within minutes instead of at the next cron tick.
+    A first run that failed is not retried before the cron."""
+    first_run = (
+        AutomationCondition.missing()
+        & AutomationCondition.all_deps_match(~AutomationCondition.missing())
+        & ~AutomationCondition.in_progress()
+        & ~AutomationCondition.execution_failed()
+    ).with_label("never materialized, inputs exist")
+    return AutomationCondition.on_cron(cron, cron_timezone="UTC") | first_run
+
+
+derived_assets_automation = AutomationConditionSensorDefinition(
+    "derived_assets_automation",
+    target=AssetSelection.all(),
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "Recomputes the hourly and daily rollups whenever their hours of rds_metrics change, "
+        "and runs pipeline_health and rightsizing_report on their crons (and once as soon as "
+        "their inputs exist). Several partitions of one asset become one backfill run."
+    ),
+)
