@@ -49,6 +49,7 @@ from metrics_pipeline.settings import (
     snapshot_path_for,
 )
 from metrics_pipeline.snapshot import open_snapshot, publish_snapshot
+from metrics_pipeline.warehouse import STORAGE_COMPATIBILITY_VERSION
 
 
 class AwsResource(ResourceWithBoto3Configuration):
@@ -82,6 +83,11 @@ class AwsResource(ResourceWithBoto3Configuration):
     @property
     def settle_delay(self) -> timedelta:
         return timedelta(minutes=self.settle_minutes)
+
+    @property
+    def datapoints_per_instance_hour(self) -> int:
+        """What collecting one hour of one instance asks of CloudWatch, in datapoints."""
+        return len(self.metrics) * len(self.statistics) * (3600 // self.period_seconds)
 
     def _session(self, raw_timestamps: bool = False) -> boto3.session.Session:
         core = botocore.session.get_session()
@@ -247,7 +253,11 @@ class WarehouseResource(DuckDBResource):
             try:
                 return duckdb.connect(
                     self.database,
-                    config={"custom_user_agent": "dagster", **self.connection_config},
+                    config={
+                        "custom_user_agent": "dagster",
+                        "storage_compatibility_version": STORAGE_COMPATIBILITY_VERSION,
+                        **self.connection_config,
+                    },
                 )
             except duckdb.IOException as error:
                 if "lock" not in str(error).lower():

@@ -21,6 +21,10 @@ from metrics_pipeline.hours import hour_starts, is_settled
 from metrics_pipeline.inventory import InventoryEntry
 from metrics_pipeline.settings import RDS_METRIC_UNITS, STATISTIC_COLUMNS
 
+# New warehouse files are written in a storage format that older DuckDB clients read
+# (analysts' CLIs and notebooks lag behind the pipeline's DuckDB); the snapshot is a copy.
+STORAGE_COMPATIBILITY_VERSION = "v1.2.0"
+
 INSTANCES_TABLE = "rds_instances"
 METRICS_TABLE = "rds_metrics"
 FETCHES_TABLE = "rds_metric_fetches"
