@@ -1,0 +1,71 @@
+"""Analysts' own DuckDB clients open the snapshot: the oldest client the docs name (the DuckDB
+CLI 1.4.4, installed by the dev dependencies) reads it and sees what the pipeline wrote."""
+
+import csv
+import io
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from metrics_pipeline.resources import WarehouseResource
+from metrics_pipeline.warehouse import STORAGE_COMPATIBILITY_VERSION
+from metrics_pipeline_tests.known_data import periods, seed
+
+OLDEST_DOCUMENTED_CLIENT = "v1.4.4"
+
+
+@pytest.fixture
+def old_cli(tmp_path: Path) -> Path:
+    """The duckdb-cli wheel's binary (pip installs it without the executable bit)."""
+    installed = Path(sys.executable).with_name("duckdb")
+    if not installed.is_file():
+        pytest.fail("the DuckDB CLI is missing: install the dev dependencies (duckdb-cli)")
+    binary = tmp_path / "duckdb-cli"
+    shutil.copy(installed, binary)
+    binary.chmod(binary.stat().st_mode | stat.S_IXUSR)
+    return binary
+
+
+def test_the_oldest_documented_client_reads_the_snapshot(
+    old_cli: Path, warehouse: WarehouseResource
+) -> None:
+    written = periods()
+    seed(warehouse)
+    version = subprocess.run(
+        [str(old_cli), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    assert version.startswith(OLDEST_DOCUMENTED_CLIENT)
+
+    sql = (
+        "SELECT instance_id, metric, ts, average FROM rds_metrics ORDER BY instance_id, metric, ts"
+    )
+    answer = subprocess.run(
+        [str(old_cli), "-readonly", "-csv", str(warehouse.snapshot_path), sql],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert answer.returncode == 0, answer.stderr
+    rows = list(csv.DictReader(io.StringIO(answer.stdout)))
+    expected = sorted(written, key=lambda p: (p.instance_id, p.metric, p.ts))
+    assert [(r["instance_id"], r["metric"], r["ts"], float(r["average"])) for r in rows] == [
+        (p.instance_id, p.metric, p.ts.isoformat(sep=" "), p.average) for p in expected
+    ]
+
+
+def test_the_warehouse_is_written_in_the_compatible_storage_format(
+    warehouse: WarehouseResource,
+) -> None:
+    seed(warehouse)
+    with duckdb.connect(":memory:") as conn:
+        for name, path in (("w", warehouse.database), ("s", warehouse.snapshot_path)):
+            conn.execute(f"ATTACH '{path}' AS {name} (READ_ONLY)")
+            [(tags,)] = conn.execute(
+                "SELECT tags FROM duckdb_databases() WHERE database_name = ?", [name]
+            ).fetchall()
+            assert tags["storage_version"].startswith(STORAGE_COMPATIBILITY_VERSION)
