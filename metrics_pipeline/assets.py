@@ -8,13 +8,15 @@ import functools
 import resource
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from dagster import (
     AssetExecutionContext,
+    AssetMaterialization,
     BackfillPolicy,
     Backoff,
     Config,
@@ -38,7 +40,12 @@ from metrics_pipeline.cloudwatch import (
     plan_batches,
 )
 from metrics_pipeline.hours import naive_utc, oldest_kept_hour, utc_now
-from metrics_pipeline.inventory import describe_instances, instances_existing
+from metrics_pipeline.inventory import (
+    InventoryEntry,
+    describe_instances,
+    hours_before_creation,
+    instances_existing,
+)
 from metrics_pipeline.metadata import markdown_table
 from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.resources import AwsResource, WarehouseResource, aws_errors
@@ -113,6 +120,62 @@ def final_on_last_attempt(compute: Callable[..., R]) -> Callable[..., R]:
     return attempt
 
 
+@dataclass(frozen=True)
+class Discovery:
+    account_id: str
+    regions: list[str]
+    records: list[dict[str, Any]]
+    new_ids: list[str]
+    aws_requests: int
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "instances": len(self.records),
+            "new_instances": len(self.new_ids),
+            "regions": ", ".join(self.regions),
+            "account_id": self.account_id,
+            "aws_requests": self.aws_requests,
+            "by_region": MetadataValue.md(
+                markdown_table(
+                    ("region", "instances"),
+                    [
+                        (region, sum(r["region"] == region for r in self.records))
+                        for region in self.regions
+                    ],
+                )
+            ),
+        }
+
+
+def discover(
+    context: AssetExecutionContext,
+    aws: AwsResource,
+    warehouse: WarehouseResource,
+    regions: Sequence[str],
+    write_if_empty: bool = True,
+) -> Discovery:
+    """Lists the RDS instances of `regions` and upserts them into the inventory; with
+    `write_if_empty` false, finding none leaves the warehouse alone (no lock taken)."""
+    stats = RequestStats()
+    seen_at = utc_now()
+    account_id = aws.account_id(stats)
+    records = []
+    for region in regions:
+        with aws_errors("DescribeDBInstances", region):
+            found = describe_instances(aws.client("rds", region, stats), account_id, region)
+        context.log.info(f"{region}: {len(found)} instance(s)")
+        records.extend(found)
+    new_ids: list[str] = []
+    if records or write_if_empty:
+        with warehouse.connect() as conn:
+            known_before = {entry.instance.instance_id for entry in read_inventory(conn, regions)}
+            upsert_instances(conn, records, seen_at)
+        new_ids = sorted(r["instance_id"] for r in records if r["instance_id"] not in known_before)
+    if new_ids:
+        context.log.info(f"New instance(s): {', '.join(new_ids)}")
+    return Discovery(account_id, list(regions), records, new_ids, stats.api_calls)
+
+
 @asset(
     group_name=GROUP,
     pool=WAREHOUSE_POOL,
@@ -126,39 +189,35 @@ def final_on_last_attempt(compute: Callable[..., R]) -> Callable[..., R]:
 def rds_instances(
     context: AssetExecutionContext, aws: AwsResource, warehouse: WarehouseResource
 ) -> MaterializeResult:
-    stats = RequestStats()
-    seen_at = utc_now()
-    account_id = aws.account_id(stats)
-    records = []
-    for region in aws.regions:
-        with aws_errors("DescribeDBInstances", region):
-            found = describe_instances(aws.client("rds", region, stats), account_id, region)
-        context.log.info(f"{region}: {len(found)} instance(s)")
-        records.extend(found)
-    with warehouse.connect() as conn:
-        known_before = {entry.instance.instance_id for entry in read_inventory(conn, aws.regions)}
-        upsert_instances(conn, records, seen_at)
-    new_ids = sorted(r["instance_id"] for r in records if r["instance_id"] not in known_before)
-    if new_ids:
-        context.log.info(f"New instance(s): {', '.join(new_ids)}")
-    return MaterializeResult(
-        metadata={
-            "instances": len(records),
-            "new_instances": len(new_ids),
-            "regions": ", ".join(aws.regions),
-            "account_id": account_id,
-            "aws_requests": stats.api_calls,
-            "by_region": MetadataValue.md(
-                markdown_table(
-                    ("region", "instances"),
-                    [
-                        (region, sum(r["region"] == region for r in records))
-                        for region in aws.regions
-                    ],
-                )
-            ),
-        }
+    return MaterializeResult(metadata=discover(context, aws, warehouse, aws.regions).metadata())
+
+
+def read_or_discover_inventory(
+    context: AssetExecutionContext, aws: AwsResource, warehouse: WarehouseResource
+) -> list[InventoryEntry]:
+    """The inventory of the configured regions, discovering first the regions it lacks (a new
+    deployment, a region just added), so that a first backfill from the UI just works."""
+    try:
+        with warehouse.read() as conn:
+            inventory = read_inventory(conn, aws.regions)
+    except SnapshotMissingError:
+        inventory = []
+    lacking = [r for r in aws.regions if r not in {e.instance.region for e in inventory}]
+    if not lacking:
+        return inventory
+    context.log.info(f"No inventory of {', '.join(lacking)} yet: discovering it first")
+    discovery = discover(context, aws, warehouse, lacking, write_if_empty=False)
+    if not discovery.records:
+        return inventory
+    context.log_event(
+        AssetMaterialization(
+            asset_key=rds_instances.key,
+            description="Discovered by rds_metrics, whose run found no inventory of these regions.",
+            metadata=discovery.metadata(),
+        )
     )
+    with warehouse.read() as conn:
+        return read_inventory(conn, aws.regions)
 
 
 def check_collectable(start: datetime, now: datetime, retention_days: int, period: int) -> None:
@@ -216,14 +275,7 @@ def rds_metrics(
     window = context.partition_time_window
     start, end = align_window(naive_utc(window.start), naive_utc(window.end), aws.period_seconds)
     check_collectable(start, utc_now(), warehouse.retention_days, aws.period_seconds)
-    try:
-        with warehouse.read() as conn:
-            inventory = read_inventory(conn, aws.regions)
-    except SnapshotMissingError:
-        raise Failure(
-            description="The inventory is empty: materialize rds_instances before rds_metrics.",
-            allow_retries=False,
-        ) from None
+    inventory = read_or_discover_inventory(context, aws, warehouse)
     unknown = sorted(set(config.instances) - {entry.instance.instance_id for entry in inventory})
     if unknown:
         raise Failure(
@@ -233,7 +285,20 @@ def rds_metrics(
             ),
             allow_retries=False,
         )
-    targets = instances_existing(inventory, start, end, config.instances)
+    if config.instances:
+        # Named instances are fetched for every hour asked: CloudWatch keeps a re-created
+        # instance's earlier history under the same identifier.
+        named = [e for e in inventory if e.instance.instance_id in config.instances]
+        targets = [e.instance for e in named]
+        before_creation = hours_before_creation(named, start, end)
+        for instance_id, hours in before_creation.items():
+            context.log.info(
+                f"{instance_id}: {hours} of the hours asked precede its creation time; "
+                "fetching them anyway (CloudWatch may hold an earlier instance's data)"
+            )
+    else:
+        targets = instances_existing(inventory, start, end)
+        before_creation = {}
     context.log.info(f"Collecting {start} to {end} UTC for {len(targets)} instance(s)")
 
     stats = RequestStats()
@@ -317,10 +382,13 @@ def rds_metrics(
             )
             + " (a period sent twice with different values is not stored)"
         )
-    return MaterializeResult(
-        metadata={
-            key: value.isoformat() if isinstance(value, datetime) else value
-            for key, value in figures.items()
-            if key not in ("run_id", "asset", "finished_at")
-        }
-    )
+    metadata: dict[str, Any] = {
+        key: value.isoformat() if isinstance(value, datetime) else value
+        for key, value in figures.items()
+        if key not in ("run_id", "asset", "finished_at")
+    }
+    if before_creation:
+        metadata["hours_before_creation"] = ", ".join(
+            f"{instance_id}: {hours}" for instance_id, hours in before_creation.items()
+        )
+    return MaterializeResult(metadata=metadata)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from metrics_pipeline.cloudwatch import Instance
-from metrics_pipeline.hours import naive_utc
+from metrics_pipeline.hours import HOUR, hour_starts, naive_utc
 
 DESCRIBE_PAGE_SIZE = 100  # DescribeDBInstances allows 20 to 100 records per page
 
@@ -73,3 +73,17 @@ def instances_existing(
         for entry in inventory
         if entry.existed_during(start, end) and (not only or entry.instance.instance_id in only)
     ]
+
+
+def hours_before_creation(
+    entries: Sequence[InventoryEntry], start: datetime, end: datetime
+) -> dict[str, int]:
+    """Per instance, the whole hours of [start, end) that ended before its creation time."""
+    counts = {}
+    for entry in entries:
+        if entry.create_time is None:
+            continue
+        before = sum(h + HOUR <= entry.create_time for h in hour_starts(start, end))
+        if before:
+            counts[entry.instance.instance_id] = before
+    return counts

@@ -18,12 +18,14 @@ from metrics_pipeline_tests.conftest import make_aws
 from metrics_pipeline_tests.fleet import TWO_DAYS_AGO
 
 
+@pytest.mark.usefixtures("moto_aws")
 def test_failed_run_gives_one_alert_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     key = TWO_DAYS_AGO.strftime("%Y-%m-%d-%H:%M")
     with instance_for_test() as instance:
         failed = materialize(
             [rds_metrics],
             partition_key=key,
+            run_config={"ops": {"rds_metrics": {"config": {"instances": ["nope-db"]}}}},
             instance=instance,
             resources={
                 "aws": make_aws(),
@@ -44,5 +46,6 @@ def test_failed_run_gives_one_alert_line(tmp_path: Path, caplog: pytest.LogCaptu
     alerts = [r.getMessage() for r in caplog.records if r.name == "metrics_pipeline.alerts"]
     assert alerts == [
         f"ALERT metrics_pipeline run {failed.run_id} of __ephemeral_asset_job__ for {key} "
-        "failed: The inventory is empty: materialize rds_instances before rds_metrics."
+        "failed: instances: unknown instance id(s) nope-db; the inventory (rds_instances) "
+        "does not list them."
     ]

@@ -283,10 +283,6 @@ def _outside_retention(warehouse: WarehouseResource, _: CloudWatchFaults) -> dic
     return _discovered(warehouse, retention_days=1)  # HOUR is two days ago
 
 
-def _empty_inventory(warehouse: WarehouseResource, _: CloudWatchFaults) -> dict[str, Any]:
-    return {"resources": {"aws": make_aws(), "warehouse": warehouse}}
-
-
 def _access_denied(warehouse: WarehouseResource, faults: CloudWatchFaults) -> dict[str, Any]:
     faults.rule = lambda number, region: AccessDenied()
     return _discovered(warehouse)
@@ -312,13 +308,6 @@ CONFIG_ERRORS = [
             "the oldest hour that can be collected (METRICS_RETENTION_DAYS=1)",
         ),
         id="outside-retention",
-    ),
-    pytest.param(
-        ConfigErrorCase(
-            _empty_inventory,
-            "The inventory is empty: materialize rds_instances before rds_metrics.",
-        ),
-        id="empty-inventory",
     ),
     pytest.param(
         ConfigErrorCase(

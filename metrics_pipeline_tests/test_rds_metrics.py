@@ -200,12 +200,57 @@ def test_unknown_instance_in_config_fails_with_its_name(
     assert "instances: unknown instance id(s) no-such-db" in failure.message
 
 
-def test_metrics_before_discovery_fail_clearly(
+def test_metrics_before_discovery_discover_the_inventory_first(
     small_aws: AwsResource, warehouse: WarehouseResource
 ) -> None:
-    result = collect(small_aws, warehouse, HOUR, raise_on_error=False)
-    failure = result.get_step_failure_events()[0].step_failure_data.error
-    assert "materialize rds_instances before rds_metrics" in failure.message
+    create_instance("us-east-1", "orders-db")
+    expected = put_metrics("us-east-1", ["orders-db"], METRICS, HOUR, HOUR + timedelta(hours=1))
+    result = collect(small_aws, warehouse, HOUR)  # what a first backfill from the UI does
+
+    assert stored(warehouse) == pytest.approx(expected)
+    [discovered] = [
+        e.materialization
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key == rds_instances.key
+    ]
+    assert discovered.metadata["instances"].value == 1
+    assert discovered.metadata["regions"].value == "us-east-1, eu-west-1"
+
+
+def test_a_region_added_later_is_discovered_by_the_next_collection(
+    warehouse: WarehouseResource, get_metric_data_calls: list[dict[str, Any]]
+) -> None:
+    create_instance("us-east-1", "orders-db")
+    create_instance("eu-west-1", "users-db")
+    expected = put_metrics("eu-west-1", ["users-db"], METRICS, HOUR, HOUR + timedelta(hours=1))
+    discover(make_aws(metrics=METRICS, regions=["us-east-1"]), warehouse)
+
+    collect(make_aws(metrics=METRICS), warehouse, HOUR)
+
+    with duckdb.connect(warehouse.database, read_only=True) as conn:
+        inventory = conn.execute(
+            "SELECT region, instance_id FROM rds_instances ORDER BY 1"
+        ).fetchall()
+    assert inventory == [("eu-west-1", "users-db"), ("us-east-1", "orders-db")]
+    assert stored(warehouse) == pytest.approx(expected)
+    assert sorted(c["region"] for c in get_metric_data_calls) == ["eu-west-1", "us-east-1"]
+
+
+def test_named_instances_are_fetched_for_hours_before_their_creation(
+    small_aws: AwsResource, warehouse: WarehouseResource
+) -> None:
+    # Re-created after HOUR: CloudWatch still holds the earlier instance's data.
+    create_instance("us-east-1", "orders-db", created=HOUR + timedelta(hours=1, minutes=30))
+    expected = put_metrics("us-east-1", ["orders-db"], METRICS, HOUR, HOUR + timedelta(hours=1))
+    discover(small_aws, warehouse)
+
+    unnamed = collect(small_aws, warehouse, HOUR)  # the instance did not exist yet
+    assert materialization_metadata(unnamed)["instances"] == 0
+    assert stored(warehouse) == {}
+
+    named = collect(small_aws, warehouse, HOUR, instances=["orders-db"])
+    assert stored(warehouse) == pytest.approx(expected)
+    assert materialization_metadata(named)["hours_before_creation"] == "orders-db: 1"
 
 
 def test_500_query_batching(
