@@ -55,6 +55,7 @@ def healing_request(run: HealingRun, now: datetime) -> RunRequest:
         else {}
     )
     return RunRequest(
+        job_name=healing_job.name,
         run_key=(
             f"heal {partition_key(run.first_hour)}..{partition_key(run.last_hour)} "
             f"[{scope}] @{now:%Y-%m-%dT%H:%M}"

@@ -1,21 +1,32 @@
-"""The real dagster daemon with the project's dagster.yaml: the fresh schedule and the gap
-sensor fire on their own (one-minute intervals via settings), runs go through the queue and
-the pool, and the warehouse ends up with exactly what CloudWatch (a moto server) holds."""
+"""The real dagster daemon with the project's dagster.yaml and nothing switched on by hand: the
+gap sensor starts the first collection at once and heals the look-back window in bounded
+ticks that follow each other, the fresh schedule fires, the automation sensor materializes
+the rollups and the reports, and the warehouse ends up with exactly what CloudWatch (a moto
+server) holds."""
 
 import os
 import signal
 import subprocess
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from statistics import mean
 
-import duckdb
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.definitions.run_request import InstigatorType
 
+from metrics_pipeline.healing import healing_hours
+from metrics_pipeline.hours import utc_now
+from metrics_pipeline.snapshot import open_snapshot
 from metrics_pipeline_tests.conftest import DAGSTER_DAEMON, pipeline_env, wait_for
 from metrics_pipeline_tests.fleet import THIS_HOUR, create_instance, put_metrics
 
 pytestmark = pytest.mark.e2e
+
+# One instance, one metric, five statistics, 12 periods: 60 datapoints per hour. A budget of
+# 600 per tick makes the 24-hour look-back take at least three healing runs.
+DATAPOINTS_PER_HOUR = 60
+BUDGET_HOURS = 10
 
 
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:
@@ -37,20 +48,34 @@ def stop_process_group(process: subprocess.Popen[bytes]) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def test_schedule_and_sensor_fill_the_warehouse(moto_server: str, tmp_path: Path) -> None:
+def sensor_ticks_with_runs(instance: DagsterInstance, name: str) -> int:
+    [state] = [
+        state
+        for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+        if state.instigator_name == name
+    ]
+    ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1000)
+    return sum(1 for tick in ticks if tick.run_ids)
+
+
+def test_a_new_deployment_fills_its_look_back_window_and_everything_runs(
+    moto_server: str, tmp_path: Path
+) -> None:
     create_instance("us-east-1", "orders-db")
-    first = THIS_HOUR - timedelta(hours=3)
+    first = THIS_HOUR - timedelta(days=1, hours=2)
     expected = put_metrics(
-        "us-east-1", ["orders-db"], ["CPUUtilization"], first, THIS_HOUR + timedelta(hours=1)
+        "us-east-1", ["orders-db"], ["CPUUtilization"], first, THIS_HOUR + timedelta(hours=2)
     )
     env = pipeline_env(
         tmp_path,
         moto_server,
         METRICS_CLOUDWATCH_METRICS="CPUUtilization",
         METRICS_FRESH_INTERVAL_MINUTES="1",
+        METRICS_BACKFILL_DAYS="1",
         METRICS_BACKFILL_INTERVAL_MINUTES="1",
-        METRICS_BACKFILL_MAX_HOURS_PER_TICK="2",
+        METRICS_BACKFILL_MAX_DATAPOINTS_PER_TICK=str(BUDGET_HOURS * DATAPOINTS_PER_HOUR),
     )
+    snapshot = Path(env["METRICS_DUCKDB_PATH"]).with_name("metrics.snapshot.duckdb")
     daemon = subprocess.Popen(
         [DAGSTER_DAEMON, "run", "-m", "metrics_pipeline.definitions"],
         env=env,
@@ -61,34 +86,61 @@ def test_schedule_and_sensor_fill_the_warehouse(moto_server: str, tmp_path: Path
     )
     instance = DagsterInstance.from_config(env["DAGSTER_HOME"])
 
-    def succeeded(job: str) -> bool:
-        return bool(
-            instance.get_runs(RunsFilter(job_name=job, statuses=[DagsterRunStatus.SUCCESS]))
+    def read(sql: str) -> list[tuple]:
+        if not snapshot.exists():
+            return []
+        with open_snapshot(snapshot) as conn:
+            return conn.execute(sql).fetchall()
+
+    def look_back_collected() -> bool:
+        wanted = set(healing_hours(utc_now(), 1, timedelta(minutes=15)))
+        settled = {h for (h,) in read("SELECT hour FROM rds_metric_fetches WHERE settled")}
+        return wanted <= settled
+
+    def derived_assets_caught_up() -> bool:
+        names = ("rds_metrics_hourly", "rds_metrics_daily", "pipeline_health", "rightsizing_report")
+        if not all(instance.get_latest_materialization_event(AssetKey(n)) for n in names):
+            return False
+        yesterday = (THIS_HOUR - timedelta(days=1)).date()
+        rollups = read(
+            f"""
+            SELECT (SELECT count(DISTINCT hour) FROM rds_metrics_hourly WHERE hour < '{THIS_HOUR}'),
+                   (SELECT count(DISTINCT date_trunc('hour', ts)) FROM rds_metrics
+                    WHERE ts < '{THIS_HOUR}'),
+                   (SELECT max(periods) FROM rds_metrics_daily WHERE day = '{yesterday}'),
+                   (SELECT count(*) FROM rds_metrics WHERE ts::DATE = '{yesterday}')
+            """
         )
+        return bool(rollups) and rollups[0][0] == rollups[0][1] and rollups[0][2] == rollups[0][3]
 
     try:
-        wait_for(lambda: succeeded("fresh_collection"), 150, "a fresh run from the schedule")
-        wait_for(lambda: succeeded("healing_backfill"), 120, "a healing run from the sensor")
+        wait_for(look_back_collected, 420, "every look-back hour collected settled")
+        wait_for(derived_assets_caught_up, 240, "the rollups and reports to catch up")
         # Before stopping: a run that stopping the daemon interrupts is not the pipeline's fault.
         failed = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.FAILURE]))
     finally:
         stop_process_group(daemon)
-
     assert failed == [], (tmp_path / "daemon.log").read_text()[-3000:]
-    healing = instance.get_runs(RunsFilter(job_name="healing_backfill"))[-1]
-    assert healing.tags["dagster/priority"] == "-10"
-    assert healing.tags["dagster/run_key"].startswith("heal ")
 
-    with duckdb.connect(env["METRICS_DUCKDB_PATH"], read_only=True) as conn:
-        fetched = [
-            h for (h,) in conn.execute("SELECT DISTINCT hour FROM rds_metric_fetches").fetchall()
-        ]
-        rows = conn.execute(
-            "SELECT ts, average, minimum, maximum, sum, sample_count FROM rds_metrics"
-        ).fetchall()
-    # Fresh collection fetched the hour in progress; healing fetched older settled hours.
-    assert THIS_HOUR in fetched
-    assert any(hour < THIS_HOUR - timedelta(hours=1) for hour in fetched)
+    # The first collection came from the gap sensor at start, not from the cron.
+    runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
+    first_run = min(runs, key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp)
+    assert first_run.job_name == "fresh_collection"
+    assert first_run.tags["dagster/run_key"] == "first collection"
+
+    # The look-back came in bounded healing runs, each launched by its own sensor tick.
+    healing = instance.get_runs(RunsFilter(job_name="healing_backfill"))
+    assert len(healing) >= 3
+    for run in healing:
+        assert run.tags["dagster/priority"] == "-10"
+        first_key = run.tags["dagster/asset_partition_range_start"]
+        last_key = run.tags["dagster/asset_partition_range_end"]
+        assert 1 <= hours_between(first_key, last_key) <= BUDGET_HOURS
+    assert sensor_ticks_with_runs(instance, "gap_healing_sensor") >= 1 + len(healing)
+
+    # The data is what CloudWatch was given, for every hour fetched.
+    fetched = {h for (h,) in read("SELECT DISTINCT hour FROM rds_metric_fetches")}
+    rows = read("SELECT ts, average, minimum, maximum, sum, sample_count FROM rds_metrics")
     columns = ("average", "minimum", "maximum", "sum", "sample_count")
     got = {
         ("orders-db", "CPUUtilization", r[0], c): v
@@ -97,3 +149,27 @@ def test_schedule_and_sensor_fill_the_warehouse(moto_server: str, tmp_path: Path
     }
     want = {k: v for k, v in expected.items() if k[2].replace(minute=0) in fetched}
     assert got == pytest.approx(want)
+
+    # The rollups hold what the periods say, for the hours before the one in progress.
+    hourly = dict(read(f"SELECT hour, average FROM rds_metrics_hourly WHERE hour < '{THIS_HOUR}'"))
+    averages: dict[datetime, list[float]] = {}
+    for (_, _, ts, column), value in want.items():
+        if column == "average" and ts < THIS_HOUR:
+            averages.setdefault(ts.replace(minute=0), []).append(value)
+    assert hourly == pytest.approx({hour: mean(values) for hour, values in averages.items()})
+    yesterday = THIS_HOUR - timedelta(days=1)
+    [(periods, completeness)] = read(
+        f"SELECT periods, completeness FROM rds_metrics_daily WHERE day = '{yesterday.date()}'"
+    )
+    in_yesterday = [ts for ts in {k[2] for k in want} if ts.date() == yesterday.date()]
+    assert (periods, completeness) == (len(in_yesterday), pytest.approx(len(in_yesterday) / 288))
+    assert read("SELECT instance_id FROM rds_rightsizing") == [("orders-db",)]
+    health = instance.get_latest_materialization_event(AssetKey("pipeline_health"))
+    assert health.asset_materialization.metadata["collection_runs"].value >= 1
+
+
+def hours_between(first_key: str, last_key: str) -> int:
+    """The hours of a partition range, both ends included."""
+    first = datetime.strptime(first_key, "%Y-%m-%d-%H:%M")
+    last = datetime.strptime(last_key, "%Y-%m-%d-%H:%M")
+    return int((last - first) / timedelta(hours=1)) + 1

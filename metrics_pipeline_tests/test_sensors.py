@@ -157,7 +157,14 @@ def test_requests_exactly_the_holes(
     run_keys = [r.run_key for r in result.run_requests]
     assert run_keys[1].startswith(f"heal {key(never[0])}..{key(never[-1])} [all instances] @")
     assert run_keys[2].startswith(f"heal {key(hours[10])}..{key(hours[10])} [users-db] @")
-    assert all(r.job_name in (None, "healing_backfill") for r in result.run_requests)
+    assert all(r.job_name == "healing_backfill" for r in result.run_requests)
+    # Dagster itself accepts them (a sensor of two jobs must name the job of each request).
+    resolved = gap_healing_sensor.evaluate_tick(
+        build_sensor_context(
+            instance=instance, resources={"warehouse": warehouse, "aws": make_aws()}
+        )
+    )
+    assert len(resolved.run_requests) == 3
 
 
 def test_nothing_to_heal_says_why(
