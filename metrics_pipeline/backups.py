@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 
-from metrics_pipeline.snapshot import open_snapshot
+from metrics_pipeline.snapshot import open_snapshot_for_export
 from metrics_pipeline.warehouse import base_tables, ensure_schema, in_transaction, sql_literal
 
 NAME_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -70,7 +70,7 @@ def create_backup(snapshot: Path, folder: Path, now: datetime) -> Backup:
     shutil.rmtree(partial, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        with open_snapshot(snapshot) as conn:
+        with open_snapshot_for_export(snapshot, partial) as conn:
             tables = base_tables(conn)
             rows = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
             conn.execute(f"EXPORT DATABASE {sql_literal(partial)} (FORMAT parquet)")

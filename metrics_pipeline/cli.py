@@ -1,7 +1,8 @@
 """`metrics-pipeline`: read, export and back up the warehouse from a terminal.
 
 Every reading command opens the published snapshot, so it runs safely while the pipeline
-collects. Errors in what was typed print one line naming the argument and exit with 2.
+collects. Errors in what was typed print one line naming the argument and exit with 2; a
+warehouse that cannot be read (none at that path yet, damaged, locked too long), with 1.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from metrics_pipeline.backups import (
     restore_backup,
 )
 from metrics_pipeline.hours import utc_now
-from metrics_pipeline.query import FORMATS, QueryError
+from metrics_pipeline.query import FORMATS, QueryError, WarehouseUnavailable
 from metrics_pipeline.settings import ConfigError, StorageSettings
 
 USAGE_ERROR = 2  # what was typed cannot be done, as argparse's own errors
@@ -38,6 +39,14 @@ class CommandFailed(Exception):
     """The command was right but the warehouse or the disk failed it (exit code 1)."""
 
 
+def _warehouse_help() -> str:
+    try:
+        default = StorageSettings.from_env().duckdb_path
+    except ConfigError:
+        return "the warehouse DuckDB file (default: METRICS_DUCKDB_PATH)"
+    return f"the warehouse DuckDB file (default: METRICS_DUCKDB_PATH, here {default})"
+
+
 def _warehouse_option() -> argparse.ArgumentParser:
     """--warehouse, accepted after any command too (its default there must not override)."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -45,7 +54,7 @@ def _warehouse_option() -> argparse.ArgumentParser:
         "--warehouse",
         type=Path,
         default=argparse.SUPPRESS,
-        help="the warehouse DuckDB file (default: METRICS_DUCKDB_PATH)",
+        help=_warehouse_help(),
     )
     return parent
 
@@ -103,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--warehouse",
         type=Path,
         default=None,
-        help="the warehouse DuckDB file (default: METRICS_DUCKDB_PATH)",
+        help=_warehouse_help(),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     output = _output_options()
@@ -263,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         run(args)
+    except WarehouseUnavailable as error:
+        return _fail(parser, error, FAILED)
     except (QueryError, BackupError, ConfigError) as error:
         return _fail(parser, error, USAGE_ERROR)
     except (CommandFailed, duckdb.Error, OSError) as error:

@@ -32,10 +32,13 @@ from metrics_pipeline.hours import (
 from metrics_pipeline.settings import StorageSettings
 from metrics_pipeline.snapshot import SnapshotMissingError, open_snapshot
 from metrics_pipeline.warehouse import (
+    FETCHES_TABLE,
     INSTANCES_TABLE,
     METRICS_TABLE,
     WIDE_VIEW,
+    empty_settled_fetches,
     read_inventory,
+    table_exists,
 )
 
 # The metrics a health summary reports, when the warehouse has them.
@@ -49,24 +52,30 @@ HEALTH_METRICS = (
     "DiskQueueDepth",
 )
 FORMATS = ("table", "csv", "json", "parquet")
-READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 _RELATIVE = re.compile(r"^(?:now)?\s*-\s*(\d+)\s*([mhd])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+_WORD = re.compile(r"\w+|\S")
 
 
 class QueryError(ValueError):
     """A reader's argument the warehouse cannot answer; the message names the argument."""
 
 
+class WarehouseUnavailable(QueryError):
+    """The warehouse cannot be read at all (nothing published there yet, a wrong path)."""
+
+
 @contextmanager
 def connect(storage: StorageSettings | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection to the latest snapshot, for queries of your own."""
+    """A connection to the latest snapshot, for queries of your own. It sees the snapshot
+    and nothing else: no files, network or extensions, its configuration locked (see
+    snapshot.open_snapshot). Share DataFrames with it through `conn.register(name, frame)`."""
     storage = storage or StorageSettings.from_env()
     try:
         with open_snapshot(storage.snapshot_path) as conn:
             yield conn
     except SnapshotMissingError as error:
-        raise QueryError(str(error)) from None
+        raise WarehouseUnavailable(str(error)) from None
 
 
 def parse_time(name: str, value: str | datetime, now: datetime | None = None) -> datetime:
@@ -116,6 +125,7 @@ def _names(conn: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
 
 def _check_known(argument: str, asked: Sequence[str], known: Sequence[str]) -> None:
     unknown = [name for name in asked if name not in known]
+    known = sorted(known)
     if unknown:
         listed = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "")
         raise QueryError(
@@ -220,7 +230,9 @@ def health_summary(
     now: datetime | None = None,
 ) -> pd.DataFrame:
     """Per instance and main metric over [start, end): minimum, average, maximum and p95 of the
-    period averages, and the whole hours (ended, while the instance existed) with no data."""
+    period averages, and the whole hours (ended, while the instance existed) with no data:
+    missing, or empty when CloudWatch was asked after the hour settled and had nothing (a
+    stopped instance), which is no fault of the pipeline."""
     storage = storage or StorageSettings.from_env()
     now = naive_utc(now) if now else utc_now()
     start_at, end_at = check_range(
@@ -251,6 +263,11 @@ def health_summary(
             """,
             params,
         ).fetchall()
+        empty = (
+            empty_settled_fetches(conn, start_at, end_at)
+            if table_exists(conn, FETCHES_TABLE)
+            else set()
+        )
     by_key = {tuple(row[:4]): row[4:] for row in stats}
     hours_with_data = {tuple(row) for row in present}
     ended = [h for h in hour_starts(start_at, end_at) if h + HOUR <= min(end_at, now)]
@@ -265,7 +282,8 @@ def health_summary(
             unit, minimum, average, maximum, p95, periods = by_key.get(
                 key, (None, None, None, None, None, 0)
             )
-            missing = [h for h in expected if (*key, h) not in hours_with_data]
+            without_data = [h for h in expected if (*key, h) not in hours_with_data]
+            missing = [h for h in without_data if (instance, h) not in empty]
             records.append(
                 {
                     "region": instance.region,
@@ -280,6 +298,7 @@ def health_summary(
                     "hours_expected": len(expected),
                     "hours_missing": len(missing),
                     "missing_hours": hour_ranges(missing),
+                    "hours_empty": len(without_data) - len(missing),
                 }
             )
     return pd.DataFrame.from_records(
@@ -297,29 +316,75 @@ def health_summary(
             "hours_expected",
             "hours_missing",
             "missing_hours",
+            "hours_empty",
         ],
     )
 
 
-def run_sql(sql: str, storage: StorageSettings | None = None) -> pd.DataFrame:
-    """One SELECT (or EXPLAIN) statement of your own against the snapshot."""
+def _sql_error(error: duckdb.Error) -> QueryError:
+    """DuckDB's message on one line (it can run to several), with what the sandbox means."""
+    lines = str(error).strip().splitlines()
+    message = lines[0] if lines else type(error).__name__
+    if isinstance(error, duckdb.PermissionException):
+        message += " (queries see the warehouse snapshot only: no files, network or extensions)"
+    elif "read-only mode" in message:
+        message += " (the warehouse is changed by the pipeline alone)"
+    return QueryError(f"sql: {message}")
+
+
+def _explained(text: str) -> str:
+    """What an EXPLAIN [ANALYZE] [(options)] statement plans, or runs."""
+    depth = 0
+    for start, _ in duckdb.tokenize(text)[1:]:  # the first is EXPLAIN; comments are no tokens
+        word = _WORD.match(text, start)[0].upper()
+        if word == "(":
+            depth += 1
+        elif word == ")":
+            depth -= 1
+        elif depth == 0 and word != "ANALYZE":
+            return text[start:]
+    return ""
+
+
+def _only_a_select(sql: str) -> None:
+    """Refuses anything but one SELECT, or EXPLAIN of one, with a message saying why; a
+    second layer, for friendly messages: the sandbox refuses the rest whatever the text."""
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as error:
-        raise QueryError(f"sql: {error}") from None
+        raise _sql_error(error) from None
     if len(statements) != 1:
         raise QueryError(f"sql: expected exactly one statement, got {len(statements)}.")
-    kind = statements[0].type
-    if kind not in READ_ONLY_STATEMENTS:
+    [statement] = statements
+    kind = statement.type
+    if kind == duckdb.StatementType.EXPLAIN:
+        try:
+            inner = duckdb.extract_statements(_explained(statement.query))
+        except duckdb.Error as error:
+            raise _sql_error(error) from None
+        if [s.type for s in inner] != [duckdb.StatementType.SELECT]:
+            shown = inner[0].type.name if inner else "nothing"
+            raise QueryError(
+                f"sql: EXPLAIN of a SELECT only, not of {shown}: EXPLAIN ANALYZE runs the "
+                "statement, and the warehouse is changed by the pipeline alone."
+            )
+    elif kind != duckdb.StatementType.SELECT:
         raise QueryError(
             f"sql: only SELECT queries are allowed here, not {kind.name}; "
-            "the warehouse is changed by the pipeline alone."
+            "the warehouse is changed by the pipeline alone, and settings, files and "
+            "extensions are not for queries."
         )
+
+
+def run_sql(sql: str, storage: StorageSettings | None = None) -> pd.DataFrame:
+    """One SELECT (or EXPLAIN of one) of your own against the snapshot, in the sandbox that
+    every reader's connection is (see connect); errors are one line."""
+    _only_a_select(sql)
     with connect(storage) as conn:
         try:
             return conn.execute(sql).df()
         except duckdb.Error as error:
-            raise QueryError(f"sql: {error}") from None
+            raise _sql_error(error) from None
 
 
 def format_for(output: Path | None, fmt: str | None) -> str:

@@ -70,24 +70,80 @@ def publish_snapshot(conn: duckdb.DuckDBPyConnection, database: Path, snapshot: 
         os.close(folder)
 
 
-@contextmanager
-def open_snapshot(snapshot: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection to the current snapshot; newer snapshots are seen by the next
-    connection, not by this one.
+# Every reader's connection is a sandbox, so analysts' SQL (`metrics-pipeline query`,
+# query.connect()) can read the snapshot and nothing else, whatever its text ("Securing
+# DuckDB" in DuckDB's docs):
+# - no extension is installed or loaded behind a query's back (the config below);
+# - no spilling: with no temp_directory a query too big for memory fails with DuckDB's
+#   out-of-memory error instead of writing files;
+# - enable_external_access=false: no files, network, ATTACH, INSTALL or LOAD. But DuckDB then
+#   still allows the attached database's own paths, the snapshot and its .wal siblings, for
+#   writing too: `COPY ... TO '<snapshot>' (USE_TMP_FILE false)` overwrote the snapshot. So
+#   DuckDB's local file system is disabled as well: the snapshot, opened by ATTACH already,
+#   is read through its open handle. (Disabled after enable_external_access, which needs it.)
+# - lock_configuration: no SET, RESET or PRAGMA can undo any of this.
+_READER_CONFIG = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "temp_directory": "",
+}
+_SANDBOX = (
+    "SET enable_external_access = false",
+    "SET disabled_filesystems = 'LocalFileSystem'",
+    "SET lock_configuration = true",
+)
 
-    The snapshot is attached to a fresh in-memory database rather than opened with
-    duckdb.connect(path): the latter reuses any connection this process already holds to
-    the path, which would still be reading the snapshot it was opened on.
+
+def _attach(snapshot: Path) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory database with the snapshot attached read-only and in use.
+
+    Not duckdb.connect(path): that reuses any connection this process already holds to the
+    path, which would still be reading the snapshot it was opened on.
     """
     if not snapshot.exists():
         raise SnapshotMissingError(
             f"No warehouse snapshot at {snapshot} yet: the pipeline publishes it after its "
             "first write (check METRICS_DUCKDB_PATH, or materialize rds_instances first)."
         )
-    conn = duckdb.connect(":memory:")
+    conn = duckdb.connect(":memory:", config=_READER_CONFIG)
     try:
         conn.execute(f"ATTACH {sql_literal(snapshot)} AS {SNAPSHOT_ALIAS} (READ_ONLY)")
         conn.execute(f"USE {SNAPSHOT_ALIAS}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextmanager
+def open_snapshot(snapshot: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection that sees the current snapshot and nothing else of the machine; newer
+    snapshots are seen by the next connection, not by this one.
+
+    Every reader uses it (the CLI, query.py, sensors, checks, health), and it is safe for SQL
+    from anyone: no file or network access, no extensions, configuration locked (see above).
+    Registered DataFrames (`conn.register`) still work; DuckDB's implicit scan of Python
+    variables by name does not.
+    """
+    conn = _attach(snapshot)
+    try:
+        for statement in _SANDBOX:
+            conn.execute(statement)
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def open_snapshot_for_export(snapshot: Path, target: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The snapshot with writes allowed into `target` only, for the package's own
+    EXPORT DATABASE (backups.py). Never hand it SQL from a user: it is not the sandbox,
+    as DuckDB's file system stays on (the export needs it)."""
+    conn = _attach(snapshot)
+    try:
+        conn.execute(f"SET allowed_directories = [{sql_literal(target)}]")
+        conn.execute("SET enable_external_access = false")
+        conn.execute("SET lock_configuration = true")
         yield conn
     finally:
         conn.close()

@@ -24,7 +24,8 @@ def stored(warehouse: WarehouseResource) -> list[Period]:
 
 
 def cli(warehouse: WarehouseResource, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "METRICS_DUCKDB_PATH": warehouse.database}
+    # A wide terminal: help text wraps at COLUMNS, long paths included.
+    env = {**os.environ, "METRICS_DUCKDB_PATH": warehouse.database, "COLUMNS": "400"}
     return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -161,3 +162,16 @@ def test_a_damaged_snapshot_is_one_line_and_exit_code_one(tmp_path: Path) -> Non
     moved = cli(warehouse, "metrics", "--warehouse", str(tmp_path))
     assert moved.returncode == 2
     assert "--warehouse: " in moved.stderr and "is a directory" in moved.stderr
+    nowhere = tmp_path / "nonexistent.duckdb"
+    absent = cli(warehouse, "instances", "--warehouse", str(nowhere))
+    assert absent.returncode == 1
+    assert absent.stderr.strip().splitlines() == [
+        "metrics-pipeline: error: No warehouse snapshot at "
+        f"{tmp_path / 'nonexistent.snapshot.duckdb'} yet: the pipeline publishes it after "
+        "its first write (check METRICS_DUCKDB_PATH, or materialize rds_instances first)."
+    ]
+
+
+def test_help_names_the_warehouse_it_would_read(warehouse: WarehouseResource) -> None:
+    shown = cli(warehouse, "instances", "--help")
+    assert f"(default: METRICS_DUCKDB_PATH, here {warehouse.database})" in shown.stdout

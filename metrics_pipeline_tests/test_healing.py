@@ -36,9 +36,7 @@ MATERIALIZED = {h: HourStatus.MATERIALIZED for h in H}
 DATAPOINTS_PER_INSTANCE_HOUR = 10
 
 
-def plan(
-    gaps: list[Gap], inventory: list[InventoryEntry], budget: int = 10**9
-) -> list[HealingRun]:
+def plan(gaps: list[Gap], inventory: list[InventoryEntry], budget: int = 10**9) -> list[HealingRun]:
     return plan_healing_runs(gaps, inventory, budget, DATAPOINTS_PER_INSTANCE_HOUR).runs
 
 

@@ -12,7 +12,7 @@ from metrics_pipeline import query
 from metrics_pipeline.query import QueryError
 from metrics_pipeline.resources import WarehouseResource
 from metrics_pipeline.settings import StorageSettings
-from metrics_pipeline_tests.fleet import THIS_HOUR
+from metrics_pipeline_tests.fleet import ACCOUNT_ID, THIS_HOUR
 from metrics_pipeline_tests.known_data import (
     FIRST_HOUR,
     MISSING_HOURS,
@@ -108,7 +108,10 @@ def test_unknown_instance_or_metric_names_what_exists(
 ) -> None:
     with pytest.raises(QueryError, match=r"^instance: unknown 'nope-db'; .*orders-db, users-db"):
         query.extract_metrics(FIRST_HOUR, END, instances=["nope-db"], storage=storage, now=NOW)
-    with pytest.raises(QueryError, match=r"^metric: unknown 'CPU'; the warehouse has: "):
+    with pytest.raises(
+        QueryError,
+        match=r"^metric: unknown 'CPU'; the warehouse has: CPUUtilization, FreeStorageSpace\.$",
+    ):
         query.extract_metrics(FIRST_HOUR, END, metrics=["CPU"], storage=storage, now=NOW)
 
 
@@ -143,6 +146,26 @@ def test_health_summary_matches_a_hand_computation(
     assert users["missing_hours"] == f"{first:%Y-%m-%d %H:%M}..{last_shown}"
     orders = summary[summary["instance_id"] == "orders-db"].iloc[0]
     assert (orders["hours_missing"], orders["missing_hours"]) == (0, "")
+
+
+def test_hours_cloudwatch_had_nothing_for_are_empty_not_missing(
+    warehouse: WarehouseResource, storage: StorageSettings, stored: list[Period]
+) -> None:
+    # users-db was stopped during its first absent hour: fetched after it settled, nothing came.
+    stopped, absent = (FIRST_HOUR + timedelta(hours=h) for h in MISSING_HOURS)
+    with warehouse.connect() as conn:
+        conn.execute(
+            "INSERT INTO rds_metric_fetches "
+            "VALUES (?, ?, 'eu-west-1', 'users-db', ?, 0, true, 'r')",
+            [stopped, ACCOUNT_ID, stopped + timedelta(hours=2)],
+        )
+    summary = query.health_summary(FIRST_HOUR, END, storage=storage, now=NOW)
+    users = summary[summary["instance_id"] == "users-db"]
+    assert users["hours_missing"].tolist() == [1, 1]
+    assert users["missing_hours"].tolist() == [f"{absent:%Y-%m-%d %H:%M}"] * 2
+    assert users["hours_empty"].tolist() == [1, 1]
+    orders = summary[summary["instance_id"] == "orders-db"]
+    assert orders["hours_empty"].tolist() == [0, 0]
 
 
 def test_hour_ranges_fold_consecutive_hours() -> None:
