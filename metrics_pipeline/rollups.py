@@ -69,7 +69,15 @@ def rds_metrics_hourly(
     pool=WAREHOUSE_POOL,
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
-    deps=[AssetDep(rds_metrics_hourly, partition_mapping=TimeWindowPartitionMapping())],
+    # The day in progress maps onto hours that do not exist yet.
+    deps=[
+        AssetDep(
+            rds_metrics_hourly,
+            partition_mapping=TimeWindowPartitionMapping(
+                allow_nonexistent_upstream_partitions=True
+            ),
+        )
+    ],
     automation_condition=ON_ANY_SOURCE_HOUR_CHANGE,
     description=(
         f"Per UTC day, instance and metric (DuckDB table `{DAILY_TABLE}`), the same figures "

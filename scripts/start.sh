@@ -73,13 +73,16 @@ for _ in $(seq 1 300); do
   sleep 0.5
 done
 
+interval=${METRICS_FRESH_INTERVAL_MINUTES:-15}
+if [ "$interval" = 1 ]; then every="every minute"; else every="every $interval minutes"; fi
 cat <<EOT
 metrics_pipeline is running.
   Dagster UI:  http://127.0.0.1:$ui_port
   DuckDB file: $METRICS_DUCKDB_PATH
   Read it:     $project/.venv/bin/metrics-pipeline --help (reads the snapshot; never blocks collection)
   Logs:        $DAGSTER_HOME/dagster.log
-The fresh schedule collects every ${METRICS_FRESH_INTERVAL_MINUTES:-15} minutes; the gap sensor backfills the last days.
+The first collection starts now and the gap sensor backfills the last days within minutes;
+then the fresh schedule collects $every.
 Press Ctrl-C to stop.
 EOT
 wait -n "${children[@]}"
