@@ -99,7 +99,9 @@ def test_banner_says_where_everything_is(stack: Stack) -> None:
     assert f"DuckDB file: {stack.database}" in banner
     assert "Press Ctrl-C to stop." in banner
     assert "local AWS on http://127.0.0.1:" in banner
-    assert "then the fresh schedule collects every minute." in banner  # METRICS_FRESH_INTERVAL_...=1
+    assert (
+        "then the fresh schedule collects every minute." in banner
+    )  # METRICS_FRESH_INTERVAL_...=1
 
 
 def test_first_fresh_run_collects_the_simulated_fleet(stack: Stack) -> None:
