@@ -27,17 +27,25 @@ ON_ANY_SOURCE_HOUR_CHANGE = (
 )
 
 
-def on_cron_and_once_inputs_exist(cron: str) -> AutomationCondition:
-    """On its cron after its inputs have updated, and also as soon as its inputs first exist,
-    so a new deployment shows a first report within minutes instead of at the next cron tick.
-    A first run that failed is not retried before the cron."""
+def on_cron_and_once_inputs_exist(
+    cron: str, only_after_input_updates: bool = True
+) -> AutomationCondition:
+    """On its cron (after its inputs have updated since the previous tick, unless
+    `only_after_input_updates` is off), and also as soon as its inputs first exist, so a new
+    deployment shows a first report within minutes instead of at the next cron tick. A first
+    run that failed is not retried before the cron."""
     first_run = (
         AutomationCondition.missing()
         & AutomationCondition.all_deps_match(~AutomationCondition.missing())
         & ~AutomationCondition.in_progress()
         & ~AutomationCondition.execution_failed()
     ).with_label("never materialized, inputs exist")
-    return AutomationCondition.on_cron(cron, cron_timezone="UTC") | first_run
+    on_cron = (
+        AutomationCondition.on_cron(cron, cron_timezone="UTC")
+        if only_after_input_updates
+        else AutomationCondition.cron_tick_passed(cron, cron_timezone="UTC").since_last_handled()
+    )
+    return on_cron | first_run
 
 
 derived_assets_automation = AutomationConditionSensorDefinition(

@@ -28,7 +28,8 @@ FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
     group_name=GROUP,
     # It reads pipeline_runs, which each rds_metrics run writes.
     deps=[rds_metrics],
-    automation_condition=on_cron_and_once_inputs_exist("5 * * * *"),
+    # Every hour even when nothing was collected: that is when its report matters most.
+    automation_condition=on_cron_and_once_inputs_exist("5 * * * *", only_after_input_updates=False),
     description=(
         f"Hourly summary of the last {LOOKBACK.days} days from `{RUNS_TABLE}` and the run "
         "history: CloudWatch calls and estimated cost per day, failure rate of collection "

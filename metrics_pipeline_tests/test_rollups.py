@@ -1,7 +1,7 @@
 """Rollups on data with known answers: percentiles, completeness and daily figures by hand;
 and the automation that re-materializes them when their source hours change."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +152,12 @@ def test_new_source_hours_request_their_rollups_and_the_first_reports() -> None:
         materialized(instance, "rightsizing_report")
         settled = evaluate_automation_conditions(defs=defs, instance=instance, cursor=then.cursor)
         assert requested(settled) == set()
+
+        # Past the next hour's crons with nothing collected since: the health report runs (a
+        # stalled collection is what it must show), the rightsizing report waits for data.
+        later = (datetime.now(UTC) + timedelta(hours=1)).replace(minute=30, second=0)
+        hour_on = evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=settled.cursor, evaluation_time=later
+        )
+        reports = {asset for asset, partition in requested(hour_on) if partition is None}
+        assert reports == {"pipeline_health"}

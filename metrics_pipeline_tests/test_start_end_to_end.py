@@ -27,6 +27,14 @@ from metrics_pipeline_tests.conftest import PROJECT_ROOT, wait_for
 pytestmark = pytest.mark.e2e
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+AUTOMATION = (
+    "fresh_collection_schedule",
+    "retention_schedule",
+    "backup_schedule",
+    "gap_healing_sensor",
+    "derived_assets_automation",
+    "run_failure_alert",
+)
 
 
 def free_port() -> int:
@@ -175,19 +183,33 @@ def test_ui_shows_the_asset_and_its_partition_in_a_browser(stack: Stack) -> None
     ):  # fmt: skip
         options.add_argument(flag)
     browser = webdriver.Chrome(service=Service(driver_path), options=options)
-    try:
-        browser.get(f"{stack.ui}/assets/rds_metrics?view=partitions")
-        page = WebDriverWait(browser, 60).until(
-            lambda b: (
-                b.find_element(By.TAG_NAME, "body").text
-                if "Materialized" in b.find_element(By.TAG_NAME, "body").text
-                else False
-            )
-        )
+
+    def page_text(path: str, showing: str, screenshot: str) -> str:
+        """The page's text once it shows `showing`; a screenshot of it in test-artifacts/."""
+        browser.get(f"{stack.ui}{path}")
+
+        def shown(b: webdriver.Chrome) -> str:
+            body = b.find_element(By.TAG_NAME, "body").text
+            return body if showing in body else ""
+
+        text = WebDriverWait(browser, 60).until(shown)
         ARTIFACTS.mkdir(exist_ok=True)
-        browser.save_screenshot(str(ARTIFACTS / "rds_metrics_partitions.png"))
+        browser.save_screenshot(str(ARTIFACTS / screenshot))
+        return text
+
+    try:
+        page = page_text(
+            "/assets/rds_metrics?view=partitions", "Materialized", "rds_metrics_partitions.png"
+        )
+        # Everything that runs on its own is listed and on, with no click needed.
+        automation = page_text("/automation", "run_failure_alert", "automation.png")
+        # Each row has a selection box (unticked) and its on/off switch, also a checkbox.
+        ticked = sum(b.is_selected() for b in browser.find_elements(By.CSS_SELECTOR, "input"))
     finally:
         browser.quit()
+    for name in AUTOMATION:
+        assert name in automation
+    assert ticked == len(AUTOMATION)
     assert "rds_metrics" in page
     with duckdb.connect(str(stack.snapshot), read_only=True) as conn:
         [(hour,)] = conn.execute("SELECT max(hour) FROM rds_metric_fetches").fetchall()
