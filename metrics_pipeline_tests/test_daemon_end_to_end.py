@@ -24,9 +24,10 @@ from metrics_pipeline_tests.fleet import THIS_HOUR, create_instance, put_metrics
 pytestmark = pytest.mark.e2e
 
 # One instance, one metric, five statistics, 12 periods: 60 datapoints per hour. A budget of
-# 600 per tick makes the 24-hour look-back take at least three healing runs.
+# 720 per tick makes the 24-hour look-back (less the hours the first collection took) take
+# two healing runs, the second launched once the first has finished.
 DATAPOINTS_PER_HOUR = 60
-BUDGET_HOURS = 10
+BUDGET_HOURS = 12
 
 
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:
@@ -130,7 +131,7 @@ def test_a_new_deployment_fills_its_look_back_window_and_everything_runs(
 
     # The look-back came in bounded healing runs, each launched by its own sensor tick.
     healing = instance.get_runs(RunsFilter(job_name="healing_backfill"))
-    assert len(healing) >= 3
+    assert len(healing) >= 2
     for run in healing:
         assert run.tags["dagster/priority"] == "-10"
         first_key = run.tags["dagster/asset_partition_range_start"]

@@ -170,6 +170,7 @@ def test_ui_shows_the_asset_and_its_partition_in_a_browser(stack: Stack) -> None
             )
         pytest.skip("chromium/chromedriver not installed (scripts/test.sh installs them as root)")
     from selenium import webdriver
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -203,8 +204,16 @@ def test_ui_shows_the_asset_and_its_partition_in_a_browser(stack: Stack) -> None
         )
         # Everything that runs on its own is listed and on, with no click needed.
         automation = page_text("/automation", "run_failure_alert", "automation.png")
-        # Each row has a selection box (unticked) and its on/off switch, also a checkbox.
-        ticked = sum(b.is_selected() for b in browser.find_elements(By.CSS_SELECTOR, "input"))
+
+        def switched_on(b: webdriver.Chrome) -> int:
+            """Each row has a selection box (unticked) and its on/off switch, also a checkbox;
+            the switches render after the names."""
+            return sum(box.is_selected() for box in b.find_elements(By.CSS_SELECTOR, "input"))
+
+        with contextlib.suppress(TimeoutException):
+            WebDriverWait(browser, 30).until(lambda b: switched_on(b) >= len(AUTOMATION))
+        ticked = switched_on(browser)
+        browser.save_screenshot(str(ARTIFACTS / "automation.png"))
     finally:
         browser.quit()
     for name in AUTOMATION:
