@@ -22,11 +22,12 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
 from dagster import materialize
 from moto.cloudwatch.responses import CloudWatchResponse
 
-from metrics_pipeline.assets import rds_instances, rds_metrics
+from metrics_pipeline.collection.assets import rds_instances, rds_metrics
+from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.collection.schedules import range_tags
 from metrics_pipeline.local_aws.fleet import generated_fleet
 from metrics_pipeline.local_aws.server import start
-from metrics_pipeline.resources import AwsResource, WarehouseResource
-from metrics_pipeline.schedules import range_tags
+from metrics_pipeline.warehouse.resources import WarehouseResource
 
 
 def main() -> None:

@@ -32,8 +32,9 @@ from moto import mock_aws  # noqa: E402
 from moto.cloudwatch.responses import CloudWatchResponse  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
+from metrics_pipeline.collection.resources import AwsResource  # noqa: E402
 from metrics_pipeline.local_aws import cloudwatch as local_cloudwatch  # noqa: E402
-from metrics_pipeline.resources import AwsResource, WarehouseResource  # noqa: E402
+from metrics_pipeline.warehouse.resources import WarehouseResource  # noqa: E402
 
 local_cloudwatch.install()
 

@@ -8,8 +8,8 @@ Two instances over the six hours before the current one, 5-minute periods:
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from metrics_pipeline.resources import WarehouseResource
-from metrics_pipeline.warehouse import ensure_schema
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.tables import ensure_schema
 from metrics_pipeline_tests.fleet import ACCOUNT_ID, THIS_HOUR
 
 FIRST_HOUR = THIS_HOUR - timedelta(hours=6)

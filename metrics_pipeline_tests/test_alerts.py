@@ -11,9 +11,9 @@ from dagster import (
     materialize,
 )
 
-from metrics_pipeline.assets import rds_metrics
-from metrics_pipeline.resources import WarehouseResource
-from metrics_pipeline.sensors import run_failure_alert
+from metrics_pipeline.collection.assets import rds_metrics
+from metrics_pipeline.quality.sensors import run_failure_alert
+from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.conftest import make_aws
 from metrics_pipeline_tests.fleet import TWO_DAYS_AGO
 

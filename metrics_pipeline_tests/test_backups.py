@@ -8,7 +8,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from metrics_pipeline.backups import (
+from metrics_pipeline.maintenance.backups import (
     MANIFEST,
     BackupError,
     create_backup,
@@ -17,8 +17,8 @@ from metrics_pipeline.backups import (
     prune_backups,
     restore_backup,
 )
-from metrics_pipeline.jobs import backup_job
-from metrics_pipeline.resources import WarehouseResource
+from metrics_pipeline.maintenance.jobs import backup_job
+from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.conftest import hold_write_lock
 from metrics_pipeline_tests.known_data import periods, seed
 

@@ -6,17 +6,18 @@ from pathlib import Path
 import pytest
 from dagster import AssetCheckSeverity
 
-from metrics_pipeline.checks import (
+from metrics_pipeline.collection.cloudwatch import Instance
+from metrics_pipeline.collection.inventory import InventoryEntry
+from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.healing.gaps import healing_hours
+from metrics_pipeline.quality.checks import (
     completeness,
     rds_metrics_completeness,
     rds_metrics_freshness,
     rds_metrics_sanity,
 )
-from metrics_pipeline.cloudwatch import Instance
-from metrics_pipeline.healing import healing_hours
-from metrics_pipeline.inventory import InventoryEntry
-from metrics_pipeline.resources import AwsResource, WarehouseResource
-from metrics_pipeline.warehouse import ensure_schema, replace_metrics, upsert_instances
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.tables import ensure_schema, replace_metrics, upsert_instances
 from metrics_pipeline_tests.conftest import make_aws
 
 H = [datetime(2026, 11, 20, h) for h in range(4)]

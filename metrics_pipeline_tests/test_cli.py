@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from metrics_pipeline.resources import WarehouseResource
+from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.known_data import FIRST_HOUR, Period, seed
 
 CLI = str(Path(sys.executable).with_name("metrics-pipeline"))

@@ -12,8 +12,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from metrics_pipeline.resources import WarehouseResource
-from metrics_pipeline.warehouse import STORAGE_COMPATIBILITY_VERSION
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.tables import STORAGE_COMPATIBILITY_VERSION
 from metrics_pipeline_tests.known_data import periods, seed
 
 OLDEST_DOCUMENTED_CLIENT = "v1.4.4"

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from metrics_pipeline.cloudwatch import (
+from metrics_pipeline.collection.cloudwatch import (
     Instance,
     MetricQuery,
     align_window,

@@ -15,9 +15,9 @@ import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.definitions.run_request import InstigatorType
 
-from metrics_pipeline.healing import healing_hours
+from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.hours import utc_now
-from metrics_pipeline.snapshot import open_snapshot
+from metrics_pipeline.warehouse.snapshot import open_snapshot
 from metrics_pipeline_tests.conftest import DAGSTER_DAEMON, pipeline_env, wait_for
 from metrics_pipeline_tests.fleet import THIS_HOUR, create_instance, put_metrics
 

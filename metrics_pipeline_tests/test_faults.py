@@ -43,17 +43,19 @@ from moto.cloudwatch.responses import CloudWatchResponse
 from moto.rds.exceptions import RDSClientError
 from moto.rds.responses import RDSResponse
 
-from metrics_pipeline.assets import AWS_RETRY_POLICY, rds_instances, rds_metrics
-from metrics_pipeline.healing import healing_hours
+from metrics_pipeline.collection.assets import AWS_RETRY_POLICY, rds_instances, rds_metrics
+from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.collection.schedules import RANGE_END_TAG, RANGE_START_TAG, range_tags
+from metrics_pipeline.healing.gaps import healing_hours
+from metrics_pipeline.healing.sensors import gap_healing_sensor
 from metrics_pipeline.hours import partition_key
 from metrics_pipeline.local_aws import cloudwatch as local_cloudwatch
 from metrics_pipeline.local_aws.fleet import SimulatedInstance
 from metrics_pipeline.local_aws.server import LocalAws, start
 from metrics_pipeline.local_aws.signals import series
-from metrics_pipeline.resources import AwsResource, WarehouseResource
-from metrics_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG, range_tags
-from metrics_pipeline.sensors import gap_healing_sensor, run_failure_alert
+from metrics_pipeline.quality.sensors import run_failure_alert
 from metrics_pipeline.settings import STATISTIC_COLUMNS
+from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.conftest import hold_write_lock, make_aws
 from metrics_pipeline_tests.fleet import STAT_COLUMNS, TWO_DAYS_AGO, create_instance, put_metrics
 
@@ -603,8 +605,9 @@ KILL_SECONDS_INTO_WRITE = 0.25
 _COLLECT_IN_CHILD = """
 import sys
 from dagster import materialize
-from metrics_pipeline.assets import rds_metrics
-from metrics_pipeline.resources import AwsResource, WarehouseResource
+from metrics_pipeline.collection.assets import rds_metrics
+from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.warehouse.resources import WarehouseResource
 database, endpoint, first, last, metrics = sys.argv[1:]
 aws = AwsResource(regions=["us-east-1", "eu-west-1"], endpoint_url=endpoint,
                   metrics=metrics.split(","), statistics=["Average"], max_requests_per_second=1000)

@@ -2,8 +2,9 @@
 
 from datetime import datetime, timedelta
 
-from metrics_pipeline.cloudwatch import Instance
-from metrics_pipeline.healing import (
+from metrics_pipeline.collection.cloudwatch import Instance
+from metrics_pipeline.collection.inventory import InventoryEntry
+from metrics_pipeline.healing.gaps import (
     Gap,
     HealingRun,
     HourStatus,
@@ -11,7 +12,6 @@ from metrics_pipeline.healing import (
     healing_hours,
     plan_healing_runs,
 )
-from metrics_pipeline.inventory import InventoryEntry
 
 NOW = datetime(2026, 11, 20, 12, 20)
 H = [datetime(2026, 11, 20, h) for h in range(12)]  # 00:00 .. 11:00, all settled at 12:20

@@ -7,9 +7,9 @@ from pathlib import Path
 from dagster import DagsterEvent, DagsterEventType, DagsterRunStatus, instance_for_test, materialize
 
 from metrics_pipeline.definitions import defs
-from metrics_pipeline.health import pipeline_health
-from metrics_pipeline.resources import WarehouseResource
-from metrics_pipeline.warehouse import ensure_schema, record_run
+from metrics_pipeline.quality.health import pipeline_health
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.tables import ensure_schema, record_run
 
 
 def test_summary_reports_cost_failures_and_freshness(warehouse: WarehouseResource) -> None:

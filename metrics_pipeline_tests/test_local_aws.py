@@ -6,7 +6,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from metrics_pipeline.cloudwatch import Instance, build_queries
+from metrics_pipeline.collection.cloudwatch import Instance, build_queries
 from metrics_pipeline.local_aws.cloudwatch import page_results
 from metrics_pipeline_tests.fleet import put_metrics
 

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metrics_pipeline import query
-from metrics_pipeline.query import QueryError
-from metrics_pipeline.resources import WarehouseResource
+from metrics_pipeline.analysts import query
+from metrics_pipeline.analysts.query import QueryError
 from metrics_pipeline.settings import StorageSettings
+from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.fleet import ACCOUNT_ID, THIS_HOUR
 from metrics_pipeline_tests.known_data import (
     FIRST_HOUR,

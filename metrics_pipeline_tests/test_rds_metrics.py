@@ -7,8 +7,9 @@ import duckdb
 import pytest
 from dagster import materialize
 
-from metrics_pipeline.assets import rds_instances, rds_metrics
-from metrics_pipeline.resources import AwsResource, WarehouseResource
+from metrics_pipeline.collection.assets import rds_instances, rds_metrics
+from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.conftest import make_aws
 from metrics_pipeline_tests.fleet import (
     ACCOUNT_ID,

@@ -9,12 +9,12 @@ import duckdb
 import pytest
 from dagster import DagsterEventType, Failure, instance_for_test, materialize
 
-from metrics_pipeline.assets import check_collectable, rds_metrics
-from metrics_pipeline.jobs import retention_job
+from metrics_pipeline.collection.assets import check_collectable, rds_metrics
+from metrics_pipeline.maintenance.jobs import retention_job
 from metrics_pipeline.partitions import hourly_partitions
-from metrics_pipeline.resources import WarehouseResource
 from metrics_pipeline.settings import ConfigError, Settings
-from metrics_pipeline.warehouse import ensure_schema
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.tables import ensure_schema
 from metrics_pipeline_tests.conftest import make_aws
 
 

@@ -13,8 +13,7 @@ import pytest
 from dagster import AssetKey, materialize
 
 from metrics_pipeline.definitions import defs
-from metrics_pipeline.resources import WarehouseResource
-from metrics_pipeline.rightsizing import (
+from metrics_pipeline.rightsizing.assets import (
     Evidence,
     Finding,
     RightsizingConfig,
@@ -23,7 +22,8 @@ from metrics_pipeline.rightsizing import (
     days_until_full,
     rightsizing_report,
 )
-from metrics_pipeline.warehouse import ensure_schema
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.tables import ensure_schema
 from metrics_pipeline_tests.conftest import make_aws
 
 MIB, GIB = 1024**2, 1024**3

@@ -17,9 +17,9 @@ from dagster import (
 )
 
 from metrics_pipeline.definitions import defs
-from metrics_pipeline.resources import WarehouseResource
-from metrics_pipeline.rollups import rds_metrics_daily, rds_metrics_hourly
-from metrics_pipeline.warehouse import ensure_schema
+from metrics_pipeline.rollups.assets import rds_metrics_daily, rds_metrics_hourly
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.tables import ensure_schema
 from metrics_pipeline_tests.conftest import make_aws
 from metrics_pipeline_tests.fleet import TWO_DAYS_AGO
 

@@ -5,7 +5,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from dagster import DefaultScheduleStatus, RunRequest, build_schedule_context
 
-from metrics_pipeline.schedules import fresh_collection_schedule, fresh_hours, retention_schedule
+from metrics_pipeline.collection.schedules import fresh_collection_schedule, fresh_hours
+from metrics_pipeline.maintenance.schedules import retention_schedule
 
 START = "dagster/asset_partition_range_start"
 END = "dagster/asset_partition_range_end"

@@ -15,19 +15,19 @@ from dagster import (
     materialize,
 )
 
-from metrics_pipeline import sensors
-from metrics_pipeline.assets import rds_metrics
-from metrics_pipeline.cloudwatch import Instance
+from metrics_pipeline.collection.assets import rds_metrics
+from metrics_pipeline.collection.cloudwatch import Instance
 from metrics_pipeline.definitions import defs
-from metrics_pipeline.healing import healing_hours
-from metrics_pipeline.resources import WarehouseResource
-from metrics_pipeline.sensors import (
+from metrics_pipeline.healing import sensors
+from metrics_pipeline.healing.gaps import healing_hours
+from metrics_pipeline.healing.sensors import (
     FIRST_COLLECTION_RUN_KEY,
     LOOK_INTERVAL,
     gap_healing_sensor,
     next_look,
 )
-from metrics_pipeline.warehouse import replace_metrics, upsert_instances
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.tables import replace_metrics, upsert_instances
 from metrics_pipeline_tests.conftest import hold_write_lock, make_aws
 
 SETTLE = timedelta(minutes=15)

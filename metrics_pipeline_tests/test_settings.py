@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from dagster import materialize
 
-from metrics_pipeline.assets import rds_instances
-from metrics_pipeline.resources import WarehouseResource, build_resources
+from metrics_pipeline.collection.assets import rds_instances
+from metrics_pipeline.resources import build_resources
 from metrics_pipeline.settings import (
     DEFAULT_DUCKDB_PATH,
     DEFAULT_METRICS,
@@ -14,6 +14,7 @@ from metrics_pipeline.settings import (
     Settings,
     check_writable,
 )
+from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.conftest import make_aws
 
 BASE = {"AWS_DEFAULT_REGION": "eu-west-1"}

@@ -13,7 +13,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from metrics_pipeline.cloudwatch import Instance, build_queries
+from metrics_pipeline.collection.cloudwatch import Instance, build_queries
 from metrics_pipeline.local_aws.fleet import SimulatedInstance, default_fleet
 from metrics_pipeline.local_aws.server import LocalAws, start
 from metrics_pipeline.local_aws.signals import series

@@ -9,11 +9,15 @@ import duckdb
 import pytest
 from dagster import materialize
 
-from metrics_pipeline.assets import rds_instances, rds_metrics
+from metrics_pipeline.collection.assets import rds_instances, rds_metrics
 from metrics_pipeline.hours import partition_key
-from metrics_pipeline.resources import WarehouseResource
 from metrics_pipeline.settings import snapshot_path_for
-from metrics_pipeline.snapshot import SnapshotMissingError, open_snapshot, publish_snapshot
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.snapshot import (
+    SnapshotMissingError,
+    open_snapshot,
+    publish_snapshot,
+)
 from metrics_pipeline_tests.conftest import make_aws
 from metrics_pipeline_tests.fleet import THIS_HOUR, create_instance, put_metrics
 
@@ -28,8 +32,8 @@ GENERATIONS = 25
 # carrying the generation number, through the connection every asset writes with.
 _WRITER = f"""
 import sys
-from metrics_pipeline.resources import WarehouseResource
-from metrics_pipeline.warehouse import ensure_schema
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.tables import ensure_schema
 
 warehouse = WarehouseResource(database=sys.argv[1])
 for generation in range(1, {GENERATIONS} + 1):

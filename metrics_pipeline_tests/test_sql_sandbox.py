@@ -15,10 +15,10 @@ import duckdb
 import pandas as pd
 import pytest
 
-from metrics_pipeline import query
-from metrics_pipeline.cli import USAGE_ERROR, main
-from metrics_pipeline.resources import WarehouseResource
+from metrics_pipeline.analysts import query
+from metrics_pipeline.analysts.cli import USAGE_ERROR, main
 from metrics_pipeline.settings import StorageSettings
+from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.known_data import Period, seed
 from metrics_pipeline_tests.test_cli import cli
 

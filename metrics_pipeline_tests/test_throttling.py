@@ -8,10 +8,10 @@ import pytest
 from dagster import DagsterEventType, materialize
 from moto.cloudwatch.responses import CloudWatchResponse
 
-from metrics_pipeline.assets import rds_instances, rds_metrics
-from metrics_pipeline.cloudwatch import RequestStats
+from metrics_pipeline.collection.assets import rds_instances, rds_metrics
+from metrics_pipeline.collection.cloudwatch import RequestStats
 from metrics_pipeline.local_aws import cloudwatch as local_cloudwatch
-from metrics_pipeline.resources import WarehouseResource
+from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.conftest import make_aws
 from metrics_pipeline_tests.fleet import TWO_DAYS_AGO, create_instance, put_metrics
 

@@ -14,7 +14,10 @@ from moto.cloudwatch.exceptions import CloudWatchException, ValidationError
 from moto.cloudwatch.responses import CloudWatchResponse
 from moto.core.responses import ActionResult
 
-from metrics_pipeline.cloudwatch import MAX_DATAPOINTS_PER_RESPONSE, MAX_QUERIES_PER_REQUEST
+from metrics_pipeline.collection.cloudwatch import (
+    MAX_DATAPOINTS_PER_RESPONSE,
+    MAX_QUERIES_PER_REQUEST,
+)
 from metrics_pipeline.local_aws.simulator import Simulator, Throttled, Unavailable
 
 

@@ -17,8 +17,13 @@ from pathlib import Path
 
 import duckdb
 
-from metrics_pipeline.snapshot import open_snapshot_for_export
-from metrics_pipeline.warehouse import base_tables, ensure_schema, in_transaction, sql_literal
+from metrics_pipeline.warehouse.snapshot import open_snapshot_for_export
+from metrics_pipeline.warehouse.tables import (
+    base_tables,
+    ensure_schema,
+    in_transaction,
+    sql_literal,
+)
 
 NAME_FORMAT = "%Y%m%dT%H%M%SZ"
 MANIFEST = "manifest.json"

@@ -1,43 +1,28 @@
-"""The jobs that schedules, the gap sensor and operators launch."""
+"""Retention and backup jobs, launched daily by their schedules or from the UI."""
 
 from pathlib import Path
 
 from dagster import (
     AssetObservation,
-    AssetSelection,
     Failure,
     MetadataValue,
     OpExecutionContext,
     Output,
-    define_asset_job,
     job,
     op,
 )
 
-from metrics_pipeline.assets import WAREHOUSE_POOL, rds_instances, rds_metrics
-from metrics_pipeline.backups import BackupError, create_backup, list_backups, prune_backups
+from metrics_pipeline.collection.assets import WAREHOUSE_POOL, rds_metrics
 from metrics_pipeline.hours import oldest_kept_hour, partition_key, utc_now
+from metrics_pipeline.maintenance.backups import (
+    BackupError,
+    create_backup,
+    list_backups,
+    prune_backups,
+)
 from metrics_pipeline.partitions import hourly_partitions
-from metrics_pipeline.resources import WarehouseResource
-from metrics_pipeline.warehouse import METRICS_TABLE, drop_rows_before
-
-# Run-queue priorities: a fresh tick goes ahead of healing backfills waiting in the queue.
-FRESH_PRIORITY = "10"
-HEALING_PRIORITY = "-10"
-
-fresh_collection_job = define_asset_job(
-    "fresh_collection",
-    selection=AssetSelection.assets(rds_instances, rds_metrics),
-    description="Refreshes the inventory, then collects the newest hours (one run per tick).",
-    tags={"dagster/priority": FRESH_PRIORITY},
-)
-
-healing_job = define_asset_job(
-    "healing_backfill",
-    selection=AssetSelection.assets(rds_metrics),
-    description="Re-collects settled hours that lack data (launched by the gap sensor).",
-    tags={"dagster/priority": HEALING_PRIORITY},
-)
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.tables import METRICS_TABLE, drop_rows_before
 
 
 def _file_bytes(database: str) -> int:

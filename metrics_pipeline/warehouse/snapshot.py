@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 
-from metrics_pipeline.warehouse import ensure_schema, sql_literal
+from metrics_pipeline.warehouse.tables import ensure_schema, sql_literal
 
 SNAPSHOT_ALIAS = "warehouse"
 

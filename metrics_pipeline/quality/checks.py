@@ -7,14 +7,15 @@ from datetime import datetime, timedelta
 
 from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
 
-from metrics_pipeline.assets import rds_metrics
-from metrics_pipeline.cloudwatch import Instance
-from metrics_pipeline.healing import healing_hours
+from metrics_pipeline.collection.assets import rds_metrics
+from metrics_pipeline.collection.cloudwatch import Instance
+from metrics_pipeline.collection.inventory import InventoryEntry
+from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.hours import HOUR, partition_key, utc_now
-from metrics_pipeline.inventory import InventoryEntry
-from metrics_pipeline.resources import AwsResource, WarehouseResource
 from metrics_pipeline.settings import get_settings
-from metrics_pipeline.warehouse import (
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.tables import (
     METRICS_TABLE,
     empty_settled_fetches,
     read_inventory,

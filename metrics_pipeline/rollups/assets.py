@@ -9,12 +9,13 @@ from dagster import (
     asset,
 )
 
-from metrics_pipeline.assets import GROUP, WAREHOUSE_POOL, rds_metrics
 from metrics_pipeline.automation import ON_ANY_SOURCE_HOUR_CHANGE, ON_SOURCE_HOURS_CHANGE
+from metrics_pipeline.collection.assets import GROUP, WAREHOUSE_POOL, rds_metrics
+from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.hours import naive_utc, utc_now
 from metrics_pipeline.partitions import daily_partitions, hourly_partitions
-from metrics_pipeline.resources import AwsResource, WarehouseResource
-from metrics_pipeline.warehouse import DAILY_TABLE, HOURLY_TABLE, replace_rollup
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.tables import DAILY_TABLE, HOURLY_TABLE, replace_rollup
 
 
 def _rollup(

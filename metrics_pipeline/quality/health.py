@@ -13,12 +13,13 @@ from dagster import (
     asset,
 )
 
-from metrics_pipeline.assets import GROUP, rds_metrics
 from metrics_pipeline.automation import on_cron_and_once_inputs_exist
-from metrics_pipeline.jobs import fresh_collection_job, healing_job
+from metrics_pipeline.collection.assets import GROUP, rds_metrics
+from metrics_pipeline.collection.jobs import fresh_collection_job
+from metrics_pipeline.healing.jobs import healing_job
 from metrics_pipeline.metadata import markdown_table
-from metrics_pipeline.resources import WarehouseResource
-from metrics_pipeline.warehouse import RUNS_TABLE
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.tables import RUNS_TABLE
 
 LOOKBACK = timedelta(days=7)
 FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]

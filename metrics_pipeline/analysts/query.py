@@ -30,8 +30,8 @@ from metrics_pipeline.hours import (
     utc_now,
 )
 from metrics_pipeline.settings import StorageSettings
-from metrics_pipeline.snapshot import SnapshotMissingError, open_snapshot
-from metrics_pipeline.warehouse import (
+from metrics_pipeline.warehouse.snapshot import SnapshotMissingError, open_snapshot
+from metrics_pipeline.warehouse.tables import (
     FETCHES_TABLE,
     INSTANCES_TABLE,
     METRICS_TABLE,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from metrics_pipeline.cloudwatch import Instance
+from metrics_pipeline.collection.cloudwatch import Instance
 from metrics_pipeline.hours import HOUR, hour_starts, naive_utc
 
 DESCRIBE_PAGE_SIZE = 100  # DescribeDBInstances allows 20 to 100 records per page

@@ -29,7 +29,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from metrics_pipeline.cloudwatch import (
+from metrics_pipeline.collection.cloudwatch import (
     RequestStats,
     align_window,
     build_queries,
@@ -39,19 +39,20 @@ from metrics_pipeline.cloudwatch import (
     minimum_requests,
     plan_batches,
 )
-from metrics_pipeline.hours import naive_utc, oldest_kept_hour, utc_now
-from metrics_pipeline.inventory import (
+from metrics_pipeline.collection.inventory import (
     InventoryEntry,
     describe_instances,
     hours_before_creation,
     instances_existing,
 )
+from metrics_pipeline.collection.resources import AwsResource, aws_errors
+from metrics_pipeline.hours import naive_utc, oldest_kept_hour, utc_now
 from metrics_pipeline.metadata import markdown_table
 from metrics_pipeline.partitions import hourly_partitions
-from metrics_pipeline.resources import AwsResource, WarehouseResource, aws_errors
 from metrics_pipeline.settings import Settings, cloudwatch_retention_days, get_settings
-from metrics_pipeline.snapshot import SnapshotMissingError
-from metrics_pipeline.warehouse import (
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.snapshot import SnapshotMissingError
+from metrics_pipeline.warehouse.tables import (
     INSTANCES_TABLE,
     METRICS_TABLE,
     read_inventory,

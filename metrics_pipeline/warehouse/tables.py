@@ -16,9 +16,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from metrics_pipeline.cloudwatch import Instance
+from metrics_pipeline.collection.cloudwatch import Instance
+from metrics_pipeline.collection.inventory import InventoryEntry
 from metrics_pipeline.hours import hour_starts, is_settled
-from metrics_pipeline.inventory import InventoryEntry
 from metrics_pipeline.settings import RDS_METRIC_UNITS, STATISTIC_COLUMNS
 
 # New warehouse files are written in a storage format that older DuckDB clients read

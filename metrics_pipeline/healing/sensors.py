@@ -8,36 +8,38 @@ import duckdb
 from dagster import (
     AssetKey,
     AssetPartitionStatus,
-    DagsterEventType,
     DagsterRunStatus,
     DefaultSensorStatus,
-    RunFailureSensorContext,
     RunRequest,
     RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
-    run_failure_sensor,
     sensor,
 )
 
-from metrics_pipeline.alerts import alert_line, send_alert
-from metrics_pipeline.healing import (
+from metrics_pipeline.collection.jobs import fresh_collection_job
+from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.collection.schedules import (
+    fresh_hours,
+    range_tags,
+)
+from metrics_pipeline.healing.gaps import (
     HealingRun,
     HourStatus,
     find_gaps,
     healing_hours,
     plan_healing_runs,
 )
+from metrics_pipeline.healing.jobs import healing_job
 from metrics_pipeline.hours import HOUR, partition_key, utc_now
-from metrics_pipeline.jobs import fresh_collection_job, healing_job
 from metrics_pipeline.partitions import hourly_partitions
-from metrics_pipeline.resources import AwsResource, WarehouseResource
-from metrics_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG, fresh_hours, range_tags
 from metrics_pipeline.settings import get_settings
-from metrics_pipeline.warehouse import read_inventory, settled_fetches
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.tables import read_inventory, settled_fetches
 
 settings = get_settings()
+
 
 STATUS_OF: dict[AssetPartitionStatus | None, HourStatus] = {
     AssetPartitionStatus.MATERIALIZED: HourStatus.MATERIALIZED,
@@ -69,13 +71,19 @@ def healing_request(run: HealingRun, now: datetime) -> RunRequest:
 # while there is nothing left to heal. Its cursor holds when the next look is due: a look that
 # could not happen (no warehouse yet), or that left work for later, is due at the next wake.
 WAKE_SECONDS = 60
+
+
 LOOK_INTERVAL = timedelta(minutes=settings.backfill_interval_minutes)
+
+
 IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
     DagsterRunStatus.STARTING,
     DagsterRunStatus.STARTED,
 ]
+
+
 FIRST_COLLECTION_RUN_KEY = "first collection"
 
 
@@ -173,22 +181,3 @@ def gap_healing_sensor(
         )
     )
     return SensorResult(run_requests=[healing_request(run, now) for run in plan.runs])
-
-
-@run_failure_sensor(
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Announces every failed run with one alert line (see alerts.py to page someone).",
-)
-def run_failure_alert(context: RunFailureSensorContext) -> None:
-    run = context.dagster_run
-    start, end = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
-    hours = f"{start}..{end}" if start else run.tags.get("dagster/partition")
-    step_failures = context.instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
-    error = (
-        step_failures[0].dagster_event.step_failure_data.error.message
-        if step_failures and step_failures[0].dagster_event.step_failure_data.error
-        else context.failure_event.message
-    )
-    line = alert_line(run.job_name, run.run_id, hours, error)
-    context.log.error(line)
-    send_alert(line)

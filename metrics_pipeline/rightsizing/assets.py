@@ -23,12 +23,13 @@ from dagster import (
 )
 from pydantic import Field
 
-from metrics_pipeline.assets import GROUP, WAREHOUSE_POOL, rds_instances, rds_metrics
 from metrics_pipeline.automation import on_cron_and_once_inputs_exist
+from metrics_pipeline.collection.assets import GROUP, WAREHOUSE_POOL, rds_instances, rds_metrics
+from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.hours import utc_now
 from metrics_pipeline.metadata import markdown_table
-from metrics_pipeline.resources import AwsResource, WarehouseResource
-from metrics_pipeline.warehouse import (
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.tables import (
     INSTANCES_TABLE,
     METRICS_TABLE,
     RIGHTSIZING_TABLE,

@@ -1,21 +1,24 @@
-"""Fresh collection every few minutes, and retention once a day."""
+"""Fresh collection: the hour in progress (and the previous one until settled), every few
+minutes."""
 
 from datetime import datetime, timedelta
 
 from dagster import (
     DefaultScheduleStatus,
     RunRequest,
-    ScheduleDefinition,
     ScheduleEvaluationContext,
     schedule,
 )
 
+from metrics_pipeline.collection.jobs import fresh_collection_job
 from metrics_pipeline.hours import HOUR, floor_hour, naive_utc, partition_key
-from metrics_pipeline.jobs import backup_job, fresh_collection_job, retention_job
 from metrics_pipeline.settings import get_settings
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
+
+
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+
 
 settings = get_settings()
 
@@ -55,24 +58,3 @@ def fresh_collection_schedule(context: ScheduleEvaluationContext) -> RunRequest:
         run_key=f"fresh {scheduled:%Y-%m-%dT%H:%M}",
         tags=range_tags(first, last),
     )
-
-
-@schedule(
-    job=retention_job,
-    cron_schedule="20 0 * * *",
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.RUNNING,
-    description="Drops data older than METRICS_RETENTION_DAYS, daily at 00:20 UTC.",
-)
-def retention_schedule() -> RunRequest:
-    return RunRequest()
-
-
-backup_schedule = ScheduleDefinition(
-    name="backup_schedule",
-    job=backup_job,
-    cron_schedule="40 0 * * *",
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.RUNNING,
-    description="Backs up the warehouse daily at 00:40 UTC, after retention has trimmed it.",
-)

@@ -17,8 +17,10 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from metrics_pipeline import query
-from metrics_pipeline.backups import (
+from metrics_pipeline.analysts import query
+from metrics_pipeline.analysts.query import FORMATS, QueryError, WarehouseUnavailable
+from metrics_pipeline.hours import utc_now
+from metrics_pipeline.maintenance.backups import (
     BackupError,
     create_backup,
     find_backup,
@@ -26,8 +28,6 @@ from metrics_pipeline.backups import (
     prune_backups,
     restore_backup,
 )
-from metrics_pipeline.hours import utc_now
-from metrics_pipeline.query import FORMATS, QueryError, WarehouseUnavailable
 from metrics_pipeline.settings import ConfigError, StorageSettings
 
 USAGE_ERROR = 2  # what was typed cannot be done, as argparse's own errors
@@ -231,7 +231,7 @@ def _backup(args: argparse.Namespace, storage: StorageSettings) -> None:
         # Imported here: Dagster takes seconds to import and only a restore writes.
         from dagster import Failure
 
-        from metrics_pipeline.resources import WarehouseResource
+        from metrics_pipeline.warehouse.resources import WarehouseResource
 
         warehouse = WarehouseResource(
             database=str(storage.duckdb_path),

@@ -1,0 +1,19 @@
+"""The fresh collection job that the schedule (and the first collection) launch."""
+
+from dagster import (
+    AssetSelection,
+    define_asset_job,
+)
+
+from metrics_pipeline.collection.assets import rds_instances, rds_metrics
+
+# Run-queue priorities: a fresh tick goes ahead of healing backfills waiting in the queue.
+FRESH_PRIORITY = "10"
+
+
+fresh_collection_job = define_asset_job(
+    "fresh_collection",
+    selection=AssetSelection.assets(rds_instances, rds_metrics),
+    description="Refreshes the inventory, then collects the newest hours (one run per tick).",
+    tags={"dagster/priority": FRESH_PRIORITY},
+)

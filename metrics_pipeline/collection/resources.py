@@ -1,0 +1,179 @@
+"""AWS for the collection: boto3 clients per region with adaptive retries and a request-rate
+cap, and botocore's errors turned into one Dagster failure line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import boto3
+import botocore.session
+from botocore.config import Config as BotocoreConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.retries.bucket import Clock, TokenBucket
+from dagster import Failure
+from dagster_aws.utils import ResourceWithBoto3Configuration
+from pydantic import Field, PrivateAttr
+
+from metrics_pipeline.collection.cloudwatch import (
+    MAX_DATAPOINTS_PER_RESPONSE,
+    THROTTLING_ERROR_CODES,
+    RequestStats,
+    raw_timestamp,
+)
+from metrics_pipeline.settings import (
+    DEFAULT_AWS_MAX_ATTEMPTS,
+    DEFAULT_MAX_REQUESTS_PER_SECOND,
+    DEFAULT_METRICS,
+    DEFAULT_PERIOD_SECONDS,
+    DEFAULT_SETTLE_MINUTES,
+    DEFAULT_STATISTICS,
+)
+
+
+class AwsResource(ResourceWithBoto3Configuration):
+    """Boto3 clients for each collected region, with the collection settings they serve.
+
+    Credentials, profile and endpoint follow boto3's own chain (including AWS_ENDPOINT_URL).
+    Retries use botocore's adaptive mode; on top of it a token bucket per region caps the
+    request rate so a large fleet does not burn the account's CloudWatch quota.
+    """
+
+    regions: list[str] = Field(description="Regions to discover and collect.")
+    period_seconds: int = Field(default=DEFAULT_PERIOD_SECONDS, description="CloudWatch period.")
+    metrics: list[str] = Field(default=list(DEFAULT_METRICS), description="AWS/RDS metric names.")
+    statistics: list[str] = Field(default=list(DEFAULT_STATISTICS), description="Statistics.")
+    settle_minutes: int = Field(
+        default=DEFAULT_SETTLE_MINUTES,
+        description="Minutes after an hour ends before CloudWatch's data for it is final.",
+    )
+    max_requests_per_second: float = Field(
+        default=DEFAULT_MAX_REQUESTS_PER_SECOND, description="Client-side cap per region."
+    )
+    max_datapoints_per_request: int = Field(
+        default=MAX_DATAPOINTS_PER_RESPONSE,
+        description="GetMetricData page size (MaxDatapoints); CloudWatch's maximum by default.",
+    )
+    retry_mode: str = Field(default="adaptive", description="botocore retry mode.")
+    max_attempts: int = Field(default=DEFAULT_AWS_MAX_ATTEMPTS, description="Attempts per call.")
+
+    _buckets: dict[str, TokenBucket] = PrivateAttr(default_factory=dict)
+
+    @property
+    def settle_delay(self) -> timedelta:
+        return timedelta(minutes=self.settle_minutes)
+
+    @property
+    def datapoints_per_instance_hour(self) -> int:
+        """What collecting one hour of one instance asks of CloudWatch, in datapoints."""
+        return len(self.metrics) * len(self.statistics) * (3600 // self.period_seconds)
+
+    def _session(self, raw_timestamps: bool = False) -> boto3.session.Session:
+        core = botocore.session.get_session()
+        if raw_timestamps:
+            core.get_component("response_parser_factory").set_parser_defaults(
+                timestamp_parser=raw_timestamp
+            )
+        return boto3.session.Session(
+            profile_name=self.profile_name,
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key,
+            aws_session_token=self.aws_session_token,
+            botocore_session=core,
+        )
+
+    def client(self, service: str, region: str, stats: RequestStats | None = None) -> Any:
+        """A client for `service` in `region`; CloudWatch's keeps timestamps as sent, for
+        `cloudwatch.page_to_table` to convert a page at once."""
+        client = self._session(raw_timestamps=service == "cloudwatch").client(
+            service,
+            region_name=region,
+            endpoint_url=self.endpoint_url,
+            use_ssl=self.use_ssl,
+            verify=self.verify,
+            config=BotocoreConfig(
+                retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},  # type: ignore[typeddict-item]
+            ),
+        )
+        bucket = self._buckets.setdefault(
+            region, TokenBucket(max_rate=self.max_requests_per_second, clock=Clock())
+        )
+
+        def wait_for_token(**_: Any) -> None:  # returning a value would replace the response
+            bucket.acquire()
+
+        client.meta.events.register_first("before-send", wait_for_token)
+        if stats is not None:
+            stats.attach(client)
+        return client
+
+    def account_id(self, stats: RequestStats | None = None) -> str:
+        with aws_errors("GetCallerIdentity", self.regions[0]):
+            return self.client("sts", self.regions[0], stats).get_caller_identity()["Account"]
+
+
+# What botocore's standard retry mode counts as transient, besides throttling: another
+# attempt a little later can succeed. Anything else (AccessDenied, a validation error, a
+# missing region or credentials) fails the same way however often it is tried.
+TRANSIENT_ERROR_CODES = frozenset(
+    {"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete", "SlowDown"}
+)
+
+
+TRANSIENT_STATUS_CODES = frozenset({429, 500, 502, 503, 504})
+
+
+def is_transient(error: ClientError) -> bool:
+    """Throttling, a 5xx or a timeout that botocore's own retries did not get past."""
+    code = error.response.get("Error", {}).get("Code")
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return (
+        code in THROTTLING_ERROR_CODES
+        or code in TRANSIENT_ERROR_CODES
+        or status in TRANSIENT_STATUS_CODES
+    )
+
+
+@contextmanager
+def aws_errors(operation: str, region: str) -> Iterator[None]:
+    """Turns botocore's exceptions into one Dagster failure line naming the call and region.
+
+    Transient failures stay retryable, for the assets' step retry policy; the others are
+    raised with allow_retries=False, as running the step again cannot fix them.
+    """
+    try:
+        yield
+    except NoCredentialsError:
+        raise Failure(
+            description=(
+                f"{operation} in {region}: no AWS credentials found. Set AWS_PROFILE, or "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run on a role."
+            ),
+            allow_retries=False,
+        ) from None
+    except ClientError as error:
+        info = error.response.get("Error", {})
+        attempts = error.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
+        raise Failure(
+            description=(
+                f"{operation} in {region} failed after {attempts} attempt(s): "
+                f"{info.get('Code')}: {info.get('Message')}"
+            ),
+            metadata={"error_code": str(info.get("Code")), "attempts": attempts},
+            allow_retries=is_transient(error),
+        ) from None
+    except BotoCoreError as error:
+        raise Failure(
+            description=f"{operation} in {region} failed: {error}",
+            # A refused, dropped or timed-out connection may work next time; a parameter
+            # or configuration error will not.
+            allow_retries=isinstance(error, BotoConnectionError | HTTPClientError),
+        ) from None

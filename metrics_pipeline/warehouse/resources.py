@@ -1,0 +1,120 @@
+"""The DuckDB warehouse as a Dagster resource: the writer's connection (with its lock wait and
+the snapshot it publishes) and the readers' sandboxed snapshot connection."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import duckdb
+from dagster import Failure, InitResourceContext
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from metrics_pipeline.settings import (
+    DEFAULT_BACKUP_KEEP_DAYS,
+    DEFAULT_LOCK_TIMEOUT_SECONDS,
+    DEFAULT_RETENTION_DAYS,
+    ConfigError,
+    check_writable,
+    default_backup_dir,
+    snapshot_path_for,
+)
+from metrics_pipeline.warehouse.snapshot import open_snapshot, publish_snapshot
+from metrics_pipeline.warehouse.tables import STORAGE_COMPATIBILITY_VERSION
+
+
+class WarehouseResource(DuckDBResource):
+    """The DuckDB warehouse file.
+
+    On top of dagster-duckdb's resource: a writable-path check at run start, connections that
+    are always closed, and a lock wait with a stated budget that ends in one clear failure
+    (dagster-duckdb retries a fixed ten times and then re-raises DuckDB's IO error).
+    """
+
+    retention_days: int = Field(
+        default=DEFAULT_RETENTION_DAYS, description="Days of metrics the warehouse keeps."
+    )
+    lock_timeout_seconds: float = Field(
+        default=DEFAULT_LOCK_TIMEOUT_SECONDS,
+        description="How long a writer waits for another process to release the file.",
+    )
+    backup_dir: str = Field(default="", description="Backup folder; empty: next to the file.")
+    backup_keep_days: int = Field(
+        default=DEFAULT_BACKUP_KEEP_DAYS, description="Days of backups kept (the newest always)."
+    )
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        if self.database != ":memory:":
+            check_writable(Path(self.database))
+
+    @property
+    def snapshot_path(self) -> Path:
+        return snapshot_path_for(Path(self.database))
+
+    @property
+    def backups_path(self) -> Path:
+        return Path(self.backup_dir) if self.backup_dir else default_backup_dir(Path(self.database))
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The writer's connection. When the block ends, the readers' snapshot is republished
+        from it (see snapshot.py), after an error too: what was committed is whole, and
+        readers such as the gap sensor must see it."""
+        conn = self._connect_waiting_for_lock()
+        try:
+            yield conn
+        except BaseException:
+            if self.database != ":memory:":
+                with suppress(Exception):  # the original error is the one to report
+                    publish_snapshot(conn, Path(self.database), self.snapshot_path)
+            raise
+        else:
+            if self.database != ":memory:":
+                publish_snapshot(conn, Path(self.database), self.snapshot_path)
+        finally:
+            conn.close()
+
+    def _connect_waiting_for_lock(self) -> duckdb.DuckDBPyConnection:
+        if self.database != ":memory:":
+            try:
+                check_writable(Path(self.database))
+            except ConfigError as error:
+                raise Failure(description=str(error), allow_retries=False) from None
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        delay = 0.1
+        while True:
+            try:
+                return duckdb.connect(
+                    self.database,
+                    config={
+                        "custom_user_agent": "dagster",
+                        "storage_compatibility_version": STORAGE_COMPATIBILITY_VERSION,
+                        **self.connection_config,
+                    },
+                )
+            except duckdb.IOException as error:
+                if "lock" not in str(error).lower():
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise Failure(
+                        description=(
+                            f"The warehouse {self.database} is locked by another process and "
+                            f"was not released within {self.lock_timeout_seconds:g} s "
+                            f"(METRICS_LOCK_TIMEOUT_SECONDS); nothing was written. "
+                            f"DuckDB said: {error}"
+                        ),
+                        # The budget was the wait: retrying the step would only wait again.
+                        allow_retries=False,
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    @contextmanager
+    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A reader's connection to the latest snapshot: never waits for, nor blocks, a writer.
+        Raises SnapshotMissingError until the first write has published one."""
+        with open_snapshot(self.snapshot_path) as conn:
+            yield conn
