@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.tables import ensure_schema
+from metrics_pipeline.warehouse.schema import ensure_schema
 from metrics_pipeline_tests.fleet import ACCOUNT_ID, THIS_HOUR
 
 FIRST_HOUR = THIS_HOUR - timedelta(hours=6)

@@ -9,6 +9,7 @@ from dagster import AssetCheckSeverity
 from metrics_pipeline.collection.cloudwatch import Instance
 from metrics_pipeline.collection.inventory import InventoryEntry
 from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.collection.store import replace_metrics, upsert_instances
 from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.quality.checks import (
     completeness,
@@ -17,7 +18,7 @@ from metrics_pipeline.quality.checks import (
     rds_metrics_sanity,
 )
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.tables import ensure_schema, replace_metrics, upsert_instances
+from metrics_pipeline.warehouse.schema import ensure_schema
 from metrics_pipeline_tests.conftest import make_aws
 
 H = [datetime(2026, 11, 20, h) for h in range(4)]

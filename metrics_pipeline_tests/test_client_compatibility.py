@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.tables import STORAGE_COMPATIBILITY_VERSION
+from metrics_pipeline.warehouse.schema import STORAGE_COMPATIBILITY_VERSION
 from metrics_pipeline_tests.known_data import periods, seed
 
 OLDEST_DOCUMENTED_CLIENT = "v1.4.4"

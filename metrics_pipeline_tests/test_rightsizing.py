@@ -23,7 +23,7 @@ from metrics_pipeline.rightsizing.assets import (
     rightsizing_report,
 )
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.tables import ensure_schema
+from metrics_pipeline.warehouse.schema import ensure_schema
 from metrics_pipeline_tests.conftest import make_aws
 
 MIB, GIB = 1024**2, 1024**3

@@ -19,7 +19,7 @@ from dagster import (
 from metrics_pipeline.definitions import defs
 from metrics_pipeline.rollups.assets import rds_metrics_daily, rds_metrics_hourly
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.tables import ensure_schema
+from metrics_pipeline.warehouse.schema import ensure_schema
 from metrics_pipeline_tests.conftest import make_aws
 from metrics_pipeline_tests.fleet import TWO_DAYS_AGO
 

@@ -17,6 +17,7 @@ from dagster import (
 
 from metrics_pipeline.collection.assets import rds_metrics
 from metrics_pipeline.collection.cloudwatch import Instance
+from metrics_pipeline.collection.store import replace_metrics, upsert_instances
 from metrics_pipeline.definitions import defs
 from metrics_pipeline.healing import sensors
 from metrics_pipeline.healing.gaps import healing_hours
@@ -27,7 +28,6 @@ from metrics_pipeline.healing.sensors import (
     next_look,
 )
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.tables import replace_metrics, upsert_instances
 from metrics_pipeline_tests.conftest import hold_write_lock, make_aws
 
 SETTLE = timedelta(minutes=15)

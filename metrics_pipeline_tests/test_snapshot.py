@@ -13,6 +13,7 @@ from metrics_pipeline.collection.assets import rds_instances, rds_metrics
 from metrics_pipeline.hours import partition_key
 from metrics_pipeline.settings import snapshot_path_for
 from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.schema import ensure_schema
 from metrics_pipeline.warehouse.snapshot import (
     SnapshotMissingError,
     open_snapshot,
@@ -33,7 +34,7 @@ GENERATIONS = 25
 _WRITER = f"""
 import sys
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.tables import ensure_schema
+from metrics_pipeline.warehouse.schema import ensure_schema
 
 warehouse = WarehouseResource(database=sys.argv[1])
 for generation in range(1, {GENERATIONS} + 1):
@@ -150,6 +151,7 @@ def test_the_writer_keeps_its_lock_through_a_publish(tmp_path: Path) -> None:
     database = tmp_path / "metrics.duckdb"
     conn = duckdb.connect(str(database))
     try:
+        ensure_schema(conn)  # as every writer connection does
         publish_snapshot(conn, database, snapshot_path_for(database))
         second = subprocess.run(
             [sys.executable, "-c", _TRY_TO_WRITE, str(database)],

@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from metrics_pipeline.collection.store import read_inventory
 from metrics_pipeline.hours import (
     HOUR,
     consecutive_runs,
@@ -29,17 +30,16 @@ from metrics_pipeline.hours import (
     oldest_kept_hour,
     utc_now,
 )
+from metrics_pipeline.quality.queries import empty_settled_fetches
 from metrics_pipeline.settings import StorageSettings
-from metrics_pipeline.warehouse.snapshot import SnapshotMissingError, open_snapshot
-from metrics_pipeline.warehouse.tables import (
+from metrics_pipeline.warehouse.schema import (
     FETCHES_TABLE,
     INSTANCES_TABLE,
     METRICS_TABLE,
     WIDE_VIEW,
-    empty_settled_fetches,
-    read_inventory,
     table_exists,
 )
+from metrics_pipeline.warehouse.snapshot import SnapshotMissingError, open_snapshot
 
 # The metrics a health summary reports, when the warehouse has them.
 HEALTH_METRICS = (

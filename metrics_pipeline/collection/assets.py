@@ -46,20 +46,19 @@ from metrics_pipeline.collection.inventory import (
     instances_existing,
 )
 from metrics_pipeline.collection.resources import AwsResource, aws_errors
-from metrics_pipeline.hours import naive_utc, oldest_kept_hour, utc_now
-from metrics_pipeline.metadata import markdown_table
-from metrics_pipeline.partitions import hourly_partitions
-from metrics_pipeline.settings import Settings, cloudwatch_retention_days, get_settings
-from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.snapshot import SnapshotMissingError
-from metrics_pipeline.warehouse.tables import (
-    INSTANCES_TABLE,
-    METRICS_TABLE,
+from metrics_pipeline.collection.store import (
     read_inventory,
     record_run,
     replace_metrics,
     upsert_instances,
 )
+from metrics_pipeline.hours import naive_utc, oldest_kept_hour, utc_now
+from metrics_pipeline.metadata import markdown_table
+from metrics_pipeline.partitions import hourly_partitions
+from metrics_pipeline.settings import Settings, cloudwatch_retention_days, get_settings
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.schema import INSTANCES_TABLE, METRICS_TABLE
+from metrics_pipeline.warehouse.snapshot import SnapshotMissingError
 
 GROUP = "rds"
 R = TypeVar("R")

@@ -24,6 +24,7 @@ from metrics_pipeline.collection.schedules import (
     fresh_hours,
     range_tags,
 )
+from metrics_pipeline.collection.store import read_inventory, settled_fetches
 from metrics_pipeline.healing.gaps import (
     HealingRun,
     HourStatus,
@@ -36,7 +37,6 @@ from metrics_pipeline.hours import HOUR, partition_key, utc_now
 from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.settings import get_settings
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.tables import read_inventory, settled_fetches
 
 settings = get_settings()
 

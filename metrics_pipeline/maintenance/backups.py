@@ -17,13 +17,9 @@ from pathlib import Path
 
 import duckdb
 
+from metrics_pipeline.warehouse.schema import base_tables
 from metrics_pipeline.warehouse.snapshot import open_snapshot_for_export
-from metrics_pipeline.warehouse.tables import (
-    base_tables,
-    ensure_schema,
-    in_transaction,
-    sql_literal,
-)
+from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
 
 NAME_FORMAT = "%Y%m%dT%H%M%SZ"
 MANIFEST = "manifest.json"
@@ -121,7 +117,6 @@ def restore_backup(conn: duckdb.DuckDBPyConnection, backup: Backup) -> dict[str,
     """Replaces every table's rows with the backup's, in one transaction: a failure leaves the
     warehouse as it was. A table the backup does not hold (added since) is emptied, so the
     warehouse is as it was when the backup was taken. Returns the rows restored per table."""
-    ensure_schema(conn)
     tables = set(base_tables(conn))
     unknown = sorted(set(backup.rows) - tables)
     if unknown:

@@ -20,9 +20,10 @@ from metrics_pipeline.maintenance.backups import (
     list_backups,
     prune_backups,
 )
+from metrics_pipeline.maintenance.retention import drop_rows_before
 from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.tables import METRICS_TABLE, drop_rows_before
+from metrics_pipeline.warehouse.schema import METRICS_TABLE
 
 
 def _file_bytes(database: str) -> int:

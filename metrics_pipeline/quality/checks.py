@@ -11,17 +11,17 @@ from metrics_pipeline.collection.assets import rds_metrics
 from metrics_pipeline.collection.cloudwatch import Instance
 from metrics_pipeline.collection.inventory import InventoryEntry
 from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.collection.store import read_inventory
 from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.hours import HOUR, partition_key, utc_now
-from metrics_pipeline.settings import get_settings
-from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.tables import (
-    METRICS_TABLE,
+from metrics_pipeline.quality.queries import (
     empty_settled_fetches,
-    read_inventory,
     rows_per_instance_hour,
     sanity_counts,
 )
+from metrics_pipeline.settings import get_settings
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.schema import METRICS_TABLE
 
 settings = get_settings()
 

@@ -19,7 +19,7 @@ from metrics_pipeline.collection.jobs import fresh_collection_job
 from metrics_pipeline.healing.jobs import healing_job
 from metrics_pipeline.metadata import markdown_table
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.tables import RUNS_TABLE
+from metrics_pipeline.warehouse.schema import RUNS_TABLE
 
 LOOKBACK = timedelta(days=7)
 FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]

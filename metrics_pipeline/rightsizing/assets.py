@@ -29,13 +29,12 @@ from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.hours import utc_now
 from metrics_pipeline.metadata import markdown_table
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.tables import (
+from metrics_pipeline.warehouse.schema import (
     INSTANCES_TABLE,
     METRICS_TABLE,
     RIGHTSIZING_TABLE,
-    ensure_schema,
-    in_transaction,
 )
+from metrics_pipeline.warehouse.sql import in_transaction
 
 WINDOW = timedelta(days=3)
 MIB = 1024**2
@@ -241,7 +240,6 @@ def read_evidence(
 
 def replace_report(conn: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, Any]]) -> None:
     """The table holds the latest report only; readers never see half of one."""
-    ensure_schema(conn)
 
     def write() -> None:
         conn.execute(f"DELETE FROM {RIGHTSIZING_TABLE}")

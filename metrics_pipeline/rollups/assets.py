@@ -14,8 +14,9 @@ from metrics_pipeline.collection.assets import GROUP, WAREHOUSE_POOL, rds_metric
 from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.hours import naive_utc, utc_now
 from metrics_pipeline.partitions import daily_partitions, hourly_partitions
+from metrics_pipeline.rollups.store import replace_rollup
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.tables import DAILY_TABLE, HOURLY_TABLE, replace_rollup
+from metrics_pipeline.warehouse.schema import DAILY_TABLE, HOURLY_TABLE
 
 
 def _rollup(

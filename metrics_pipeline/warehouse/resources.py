@@ -22,8 +22,8 @@ from metrics_pipeline.settings import (
     default_backup_dir,
     snapshot_path_for,
 )
+from metrics_pipeline.warehouse.schema import STORAGE_COMPATIBILITY_VERSION, ensure_schema
 from metrics_pipeline.warehouse.snapshot import open_snapshot, publish_snapshot
-from metrics_pipeline.warehouse.tables import STORAGE_COMPATIBILITY_VERSION
 
 
 class WarehouseResource(DuckDBResource):
@@ -65,6 +65,7 @@ class WarehouseResource(DuckDBResource):
         readers such as the gap sensor must see it."""
         conn = self._connect_waiting_for_lock()
         try:
+            ensure_schema(conn)  # once per connection, so no write has to
             yield conn
         except BaseException:
             if self.database != ":memory:":

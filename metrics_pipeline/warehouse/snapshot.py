@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 
-from metrics_pipeline.warehouse.tables import ensure_schema, sql_literal
+from metrics_pipeline.warehouse.sql import sql_literal
 
 SNAPSHOT_ALIAS = "warehouse"
 
@@ -46,7 +46,6 @@ def publish_snapshot(conn: duckdb.DuckDBPyConnection, database: Path, snapshot: 
     Called with no transaction open on `conn`, while it holds the warehouse's write lock, so
     no other writer can publish at the same time.
     """
-    ensure_schema(conn)
     conn.execute("CHECKPOINT")
     for stale in snapshot.parent.glob(f".{snapshot.name}.*.partial"):  # a publish killed midway
         stale.unlink(missing_ok=True)

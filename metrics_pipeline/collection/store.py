@@ -1,0 +1,288 @@
+"""What collection writes and reads: the inventory, the metrics of a window with their fetch
+log, and each run's own figures.
+
+Every write is one transaction that replaces exactly the rows it owns (a window of hours for
+a set of instances), so re-running is idempotent and a crash leaves the old rows or the new
+ones, never a mix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from metrics_pipeline.collection.cloudwatch import Instance
+from metrics_pipeline.collection.inventory import InventoryEntry
+from metrics_pipeline.hours import hour_starts, is_settled
+from metrics_pipeline.settings import RDS_METRIC_UNITS, STATISTIC_COLUMNS
+from metrics_pipeline.warehouse.schema import (
+    FETCHES_TABLE,
+    INSTANCES_TABLE,
+    METRICS_TABLE,
+    RUNS_TABLE,
+    table_exists,
+)
+from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
+
+INVENTORY_SCHEMA = pa.schema(
+    [
+        ("account_id", pa.string()),
+        ("region", pa.string()),
+        ("instance_id", pa.string()),
+        ("engine", pa.string()),
+        ("engine_version", pa.string()),
+        ("instance_class", pa.string()),
+        ("allocated_storage_gb", pa.int32()),
+        ("multi_az", pa.bool_()),
+        ("status", pa.string()),
+        ("create_time", pa.timestamp("us")),
+        ("tags", pa.map_(pa.string(), pa.string())),
+    ]
+)
+
+
+INSTANCE_KEY_SCHEMA = pa.schema(
+    [("account_id", pa.string()), ("region", pa.string()), ("instance_id", pa.string())]
+)
+
+
+def upsert_instances(
+    conn: duckdb.DuckDBPyConnection, records: Sequence[dict[str, Any]], seen_at: datetime
+) -> int:
+    """Adds new instances and refreshes known ones; first_seen never moves, last_seen does."""
+    discovered = pa.Table.from_pylist(
+        [{**r, "tags": list(r["tags"].items())} for r in records], schema=INVENTORY_SCHEMA
+    )
+    conn.register("discovered", discovered)
+    columns = ", ".join(INVENTORY_SCHEMA.names)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in INVENTORY_SCHEMA.names[3:])
+
+    def write() -> int:
+        conn.execute(
+            f"""
+            INSERT INTO {INSTANCES_TABLE} ({columns}, first_seen, last_seen)
+            SELECT {columns}, $seen, $seen FROM discovered
+            ON CONFLICT (account_id, region, instance_id)
+            DO UPDATE SET {updates}, last_seen = excluded.last_seen
+            """,
+            {"seen": seen_at},
+        )
+        return len(records)
+
+    try:
+        return in_transaction(conn, write)
+    finally:
+        conn.unregister("discovered")
+
+
+def read_inventory(
+    conn: duckdb.DuckDBPyConnection, regions: Sequence[str] | None = None
+) -> list[InventoryEntry]:
+    """The inventory of the collected regions (all when None), oldest key first; empty before
+    discovery."""
+    if not table_exists(conn, INSTANCES_TABLE):
+        return []
+    rows = conn.execute(
+        f"""
+        SELECT account_id, region, instance_id, create_time, first_seen, last_seen, status
+        FROM {INSTANCES_TABLE}
+        WHERE $regions::VARCHAR[] IS NULL OR list_contains($regions::VARCHAR[], region)
+        ORDER BY region, account_id, instance_id
+        """,
+        {"regions": None if regions is None else list(regions)},
+    ).fetchall()
+    return [InventoryEntry(Instance(*row[:3]), *row[3:]) for row in rows]
+
+
+def _received_sql(spool_files: Sequence[Path]) -> str:
+    """Every spooled datapoint of a target instance, as CloudWatch sent it."""
+    if not spool_files:
+        return (
+            "SELECT NULL::VARCHAR AS account_id, NULL::VARCHAR AS region, "
+            "NULL::VARCHAR AS instance_id, NULL::VARCHAR AS metric, "
+            "NULL::VARCHAR AS statistic, NULL::TIMESTAMP AS ts, NULL::DOUBLE AS value WHERE false"
+        )
+    files = ", ".join(sql_literal(path) for path in spool_files)
+    return (
+        f"SELECT s.* FROM read_parquet([{files}]) s "
+        "JOIN targets USING (account_id, region, instance_id)"
+    )
+
+
+def _staged_sql(start: datetime, end: datetime) -> str:
+    """The received datapoints worth storing: in the window, a number, one value per key.
+
+    A key (instance, metric, statistic, period) that came back twice with different values
+    is left out rather than guessed; exact repeats collapse to one. Written with literals
+    because DuckDB views take no parameters; views are read without holding the data.
+    """
+    in_window = (
+        f"ts >= TIMESTAMP {sql_literal(start.isoformat())} "
+        f"AND ts < TIMESTAMP {sql_literal(end.isoformat())} AND value IS NOT NULL"
+    )
+    key = "account_id, region, instance_id, metric, statistic, ts"
+    return f"""
+        SELECT DISTINCT {key}, value FROM received
+        ANTI JOIN (
+            SELECT {key} FROM received WHERE {in_window}
+            GROUP BY ALL HAVING count(DISTINCT value) > 1
+        ) conflicts USING ({key})
+        WHERE {in_window}
+    """
+
+
+@dataclass(frozen=True)
+class MetricsWrite:
+    rows_written: int
+    rows_replaced: int
+    datapoints: int
+    hours: int
+    settled_hours: int
+    skipped: dict[str, int]  # datapoints received but not stored, by reason
+
+
+def replace_metrics(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    spool_files: Sequence[Path],
+    targets: Sequence[Instance],
+    start: datetime,
+    end: datetime,
+    fetched_at: datetime,
+    settle_delay: timedelta,
+    run_id: str,
+) -> MetricsWrite:
+    """Replaces the targets' metric rows and fetch log entries of [start, end) in one go.
+
+    Spooled datapoints are pivoted here (one row per key, one column per statistic) and
+    anything outside the window, for another instance, or NaN is left out.
+    """
+    hours = hour_starts(start, end)
+    conn.register(
+        "targets",
+        pa.Table.from_pylist([vars(t) for t in targets], schema=INSTANCE_KEY_SCHEMA),
+    )
+    conn.register(
+        "fetched_hours",
+        pa.table(
+            {
+                "hour": pa.array(hours, pa.timestamp("us")),
+                "settled": [is_settled(h, fetched_at, settle_delay) for h in hours],
+            }
+        ),
+    )
+    conn.register(
+        "metric_units",
+        pa.table({"metric": list(RDS_METRIC_UNITS), "unit": list(RDS_METRIC_UNITS.values())}),
+    )
+    received, staged = _received_sql(spool_files), _staged_sql(start, end)
+    pivots = ",\n".join(
+        f"any_value(value) FILTER (WHERE statistic = '{stat}') AS {column}"
+        for stat, column in STATISTIC_COLUMNS.items()
+    )
+
+    def write() -> MetricsWrite:
+        conn.execute(f"CREATE OR REPLACE TEMP VIEW received AS {received}")
+        conn.execute(f"CREATE OR REPLACE TEMP VIEW staged AS {staged}")
+        replaced = conn.execute(
+            f"""
+            DELETE FROM {METRICS_TABLE} m USING targets t
+            WHERE m.account_id = t.account_id AND m.region = t.region
+              AND m.instance_id = t.instance_id AND m.ts >= $start AND m.ts < $end
+            """,
+            {"start": start, "end": end},
+        ).fetchone()
+        written = conn.execute(
+            f"""
+            INSERT INTO {METRICS_TABLE}
+            SELECT ts, account_id, region, instance_id, metric, u.unit,
+                   {pivots},
+                   $collected_at AS collected_at
+            FROM staged LEFT JOIN metric_units u USING (metric)
+            GROUP BY ts, account_id, region, instance_id, metric, u.unit
+            """,
+            {"collected_at": fetched_at},
+        ).fetchone()
+        conn.execute(
+            f"""
+            DELETE FROM {FETCHES_TABLE} f USING targets t
+            WHERE f.account_id = t.account_id AND f.region = t.region
+              AND f.instance_id = t.instance_id AND f.hour >= $start AND f.hour < $end
+            """,
+            {"start": start, "end": end},
+        )
+        conn.execute(
+            f"""
+            INSERT INTO {FETCHES_TABLE}
+            SELECT h.hour, t.account_id, t.region, t.instance_id, $fetched_at,
+                   coalesce(c.datapoints, 0), h.settled, $run_id
+            FROM targets t CROSS JOIN fetched_hours h
+            LEFT JOIN (
+                SELECT account_id, region, instance_id, date_trunc('hour', ts) AS hour,
+                       count(*) AS datapoints
+                FROM staged GROUP BY ALL
+            ) c USING (account_id, region, instance_id, hour)
+            """,
+            {"fetched_at": fetched_at, "run_id": run_id},
+        )
+        [(datapoints,)] = conn.execute("SELECT count(*) FROM staged").fetchall()
+        [(nan, outside, total_in_window)] = conn.execute(
+            """
+            SELECT count(*) FILTER (value IS NULL),
+                   count(*) FILTER (value IS NOT NULL AND (ts < $start OR ts >= $end)),
+                   count(*) FILTER (value IS NOT NULL AND ts >= $start AND ts < $end)
+            FROM received
+            """,
+            {"start": start, "end": end},
+        ).fetchall()
+        conn.execute("DROP VIEW staged")
+        conn.execute("DROP VIEW received")
+        return MetricsWrite(
+            rows_written=int(written[0]) if written else 0,
+            rows_replaced=int(replaced[0]) if replaced else 0,
+            datapoints=int(datapoints),
+            hours=len(hours),
+            settled_hours=sum(is_settled(h, fetched_at, settle_delay) for h in hours),
+            skipped={
+                "not_a_number": int(nan),
+                "outside_window": int(outside),
+                "repeated_or_conflicting": int(total_in_window) - int(datapoints),
+            },
+        )
+
+    try:
+        return in_transaction(conn, write)
+    finally:
+        for name in ("targets", "fetched_hours", "metric_units"):
+            conn.unregister(name)
+
+
+def settled_fetches(
+    conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+) -> set[tuple[Instance, datetime]]:
+    """(instance, hour) pairs of [start, end) whose data was fetched after the hour settled."""
+    if not table_exists(conn, FETCHES_TABLE):
+        return set()
+    rows = conn.execute(
+        f"""
+        SELECT account_id, region, instance_id, hour FROM {FETCHES_TABLE}
+        WHERE settled AND hour >= $start AND hour < $end
+        """,
+        {"start": start, "end": end},
+    ).fetchall()
+    return {(Instance(*row[:3]), row[3]) for row in rows}
+
+
+def record_run(conn: duckdb.DuckDBPyConnection, figures: dict[str, Any]) -> None:
+    """One row of the run's own figures in pipeline_runs (a re-executed run replaces its row)."""
+    columns = ", ".join(figures)
+    placeholders = ", ".join(f"${name}" for name in figures)
+    conn.execute(
+        f"INSERT OR REPLACE INTO {RUNS_TABLE} ({columns}) VALUES ({placeholders})", figures
+    )
