@@ -18,75 +18,15 @@ from typing import Any
 
 import botocore.session
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DUCKDB_PATH = PROJECT_ROOT / "data" / "metrics.duckdb"
-
-# Units of the AWS/RDS metrics the pipeline knows. GetMetricData does not return units,
-# so the catalogue is the source of the `unit` column (and of what counts as a metric).
-RDS_METRIC_UNITS: dict[str, str] = {
-    "CPUUtilization": "Percent",
-    "DatabaseConnections": "Count",
-    "FreeableMemory": "Bytes",
-    "FreeStorageSpace": "Bytes",
-    "ReadIOPS": "Count/Second",
-    "WriteIOPS": "Count/Second",
-    "ReadLatency": "Seconds",
-    "WriteLatency": "Seconds",
-    "ReadThroughput": "Bytes/Second",
-    "WriteThroughput": "Bytes/Second",
-    "NetworkReceiveThroughput": "Bytes/Second",
-    "NetworkTransmitThroughput": "Bytes/Second",
-    "DiskQueueDepth": "Count",
-    "SwapUsage": "Bytes",
-    "BinLogDiskUsage": "Bytes",
-    "BurstBalance": "Percent",
-    "CPUCreditBalance": "Count",
-    "CPUCreditUsage": "Count",
-    "CPUSurplusCreditBalance": "Count",
-    "CPUSurplusCreditsCharged": "Count",
-    "CheckpointLag": "Seconds",
-    "ConnectionAttempts": "Count",
-    "DBLoad": "Count",
-    "DBLoadCPU": "Count",
-    "DBLoadNonCPU": "Count",
-    "EBSByteBalance%": "Percent",
-    "EBSIOBalance%": "Percent",
-    "FreeLocalStorage": "Bytes",
-    "MaximumUsedTransactionIDs": "Count",
-    "NetworkThroughput": "Bytes/Second",
-    "OldestReplicationSlotLag": "Bytes",
-    "ReplicaLag": "Seconds",
-    "ReplicationSlotDiskUsage": "Bytes",
-    "TransactionLogsDiskUsage": "Bytes",
-    "TransactionLogsGeneration": "Bytes/Second",
-}
-
-DEFAULT_METRICS: tuple[str, ...] = (
-    "CPUUtilization",
-    "DatabaseConnections",
-    "FreeableMemory",
-    "FreeStorageSpace",
-    "ReadIOPS",
-    "WriteIOPS",
-    "ReadLatency",
-    "WriteLatency",
-    "ReadThroughput",
-    "WriteThroughput",
-    "NetworkReceiveThroughput",
-    "NetworkTransmitThroughput",
-    "DiskQueueDepth",
-    "SwapUsage",
+from metrics_pipeline.catalog import (
+    DEFAULT_METRICS,
+    DEFAULT_STATISTICS,
+    RDS_METRIC_UNITS,
+    STATISTIC_COLUMNS,
 )
 
-# CloudWatch statistic name -> rds_metrics column.
-STATISTIC_COLUMNS: dict[str, str] = {
-    "Average": "average",
-    "Minimum": "minimum",
-    "Maximum": "maximum",
-    "Sum": "sum",
-    "SampleCount": "sample_count",
-}
-DEFAULT_STATISTICS: tuple[str, ...] = tuple(STATISTIC_COLUMNS)
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DUCKDB_PATH = PROJECT_ROOT / "data" / "metrics.duckdb"
 
 DEFAULT_PERIOD_SECONDS = 300
 DEFAULT_SETTLE_MINUTES = 15

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
-from metrics_pipeline_tests.fleet import ACCOUNT_ID, THIS_HOUR
+from metrics_pipeline_tests.moto_fleet import ACCOUNT_ID, THIS_HOUR
 
 FIRST_HOUR = THIS_HOUR - timedelta(hours=6)
 PERIODS = 72

@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetCheckSeverity
 
-from metrics_pipeline.collection.cloudwatch import Instance
-from metrics_pipeline.collection.inventory import InventoryEntry
+from metrics_pipeline.collection.inventory import Instance, InventoryEntry
 from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.collection.store import replace_metrics, upsert_instances
 from metrics_pipeline.healing.gaps import healing_hours

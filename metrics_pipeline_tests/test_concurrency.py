@@ -10,7 +10,7 @@ import pytest
 
 from metrics_pipeline.hours import partition_key
 from metrics_pipeline_tests.conftest import DAGSTER, hold_write_lock, pipeline_env
-from metrics_pipeline_tests.fleet import TWO_DAYS_AGO, create_instance, put_metrics
+from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO, create_instance, put_metrics
 
 pytestmark = pytest.mark.e2e
 

@@ -43,6 +43,7 @@ from moto.cloudwatch.responses import CloudWatchResponse
 from moto.rds.exceptions import RDSClientError
 from moto.rds.responses import RDSResponse
 
+from metrics_pipeline.catalog import STATISTIC_COLUMNS
 from metrics_pipeline.collection.assets import AWS_RETRY_POLICY, rds_instances, rds_metrics
 from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.collection.schedules import RANGE_END_TAG, RANGE_START_TAG, range_tags
@@ -54,10 +55,14 @@ from metrics_pipeline.local_aws.fleet import SimulatedInstance
 from metrics_pipeline.local_aws.server import LocalAws, start
 from metrics_pipeline.local_aws.signals import series
 from metrics_pipeline.quality.sensors import run_failure_alert
-from metrics_pipeline.settings import STATISTIC_COLUMNS
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.conftest import hold_write_lock, make_aws
-from metrics_pipeline_tests.fleet import STAT_COLUMNS, TWO_DAYS_AGO, create_instance, put_metrics
+from metrics_pipeline_tests.moto_fleet import (
+    STAT_COLUMNS,
+    TWO_DAYS_AGO,
+    create_instance,
+    put_metrics,
+)
 
 HOUR = TWO_DAYS_AGO
 SETTLE = timedelta(minutes=15)  # the default METRICS_SETTLE_MINUTES, which the sensor uses

@@ -2,8 +2,7 @@
 
 from datetime import datetime, timedelta
 
-from metrics_pipeline.collection.cloudwatch import Instance
-from metrics_pipeline.collection.inventory import InventoryEntry
+from metrics_pipeline.collection.inventory import Instance, InventoryEntry
 from metrics_pipeline.healing.gaps import (
     Gap,
     HealingRun,

@@ -12,7 +12,6 @@ from metrics_pipeline.analysts import query
 from metrics_pipeline.analysts.query import QueryError
 from metrics_pipeline.settings import StorageSettings
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.fleet import ACCOUNT_ID, THIS_HOUR
 from metrics_pipeline_tests.known_data import (
     FIRST_HOUR,
     MISSING_HOURS,
@@ -20,6 +19,7 @@ from metrics_pipeline_tests.known_data import (
     Period,
     seed,
 )
+from metrics_pipeline_tests.moto_fleet import ACCOUNT_ID, THIS_HOUR
 
 NOW = THIS_HOUR + timedelta(minutes=7)
 END = FIRST_HOUR + timedelta(hours=6)

@@ -13,7 +13,7 @@ from metrics_pipeline.collection.cloudwatch import RequestStats
 from metrics_pipeline.collection.inventory import describe_instances
 from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.fleet import ACCOUNT_ID, create_instance
+from metrics_pipeline_tests.moto_fleet import ACCOUNT_ID, create_instance
 
 pytestmark = pytest.mark.usefixtures("moto_aws")
 

@@ -21,7 +21,7 @@ from metrics_pipeline.rollups.assets import rds_metrics_daily, rds_metrics_hourl
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
 from metrics_pipeline_tests.conftest import make_aws
-from metrics_pipeline_tests.fleet import TWO_DAYS_AGO
+from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO
 
 DAY = TWO_DAYS_AGO.replace(hour=0)
 # CPU averages of the first hour's periods; two periods are missing (10 of 12 present).

@@ -16,7 +16,7 @@ from dagster import (
 )
 
 from metrics_pipeline.collection.assets import rds_metrics
-from metrics_pipeline.collection.cloudwatch import Instance
+from metrics_pipeline.collection.inventory import Instance
 from metrics_pipeline.collection.store import replace_metrics, upsert_instances
 from metrics_pipeline.definitions import defs
 from metrics_pipeline.healing import sensors

@@ -13,7 +13,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from metrics_pipeline.collection.cloudwatch import Instance, build_queries
+from metrics_pipeline.collection.cloudwatch import build_queries
+from metrics_pipeline.collection.inventory import Instance
 from metrics_pipeline.local_aws.fleet import SimulatedInstance, default_fleet
 from metrics_pipeline.local_aws.server import LocalAws, start
 from metrics_pipeline.local_aws.signals import series

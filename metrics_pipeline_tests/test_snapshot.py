@@ -20,7 +20,7 @@ from metrics_pipeline.warehouse.snapshot import (
     publish_snapshot,
 )
 from metrics_pipeline_tests.conftest import make_aws
-from metrics_pipeline_tests.fleet import THIS_HOUR, create_instance, put_metrics
+from metrics_pipeline_tests.moto_fleet import THIS_HOUR, create_instance, put_metrics
 
 INSTANCES = 5
 METRICS = 14

@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from metrics_pipeline.catalog import HEALTH_METRICS
 from metrics_pipeline.collection.store import read_inventory
 from metrics_pipeline.hours import (
     HOUR,
@@ -41,16 +42,6 @@ from metrics_pipeline.warehouse.schema import (
 )
 from metrics_pipeline.warehouse.snapshot import SnapshotMissingError, open_snapshot
 
-# The metrics a health summary reports, when the warehouse has them.
-HEALTH_METRICS = (
-    "CPUUtilization",
-    "DatabaseConnections",
-    "FreeableMemory",
-    "FreeStorageSpace",
-    "ReadLatency",
-    "WriteLatency",
-    "DiskQueueDepth",
-)
 FORMATS = ("table", "csv", "json", "parquet")
 _RELATIVE = re.compile(r"^(?:now)?\s*-\s*(\d+)\s*([mhd])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}

@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from metrics_pipeline.collection.inventory import Instance
+
 NAMESPACE = "AWS/RDS"
 INSTANCE_DIMENSION = "DBInstanceIdentifier"
 # GetMetricData's documented limits.
@@ -49,15 +51,6 @@ SPOOL_SCHEMA = pa.schema(
         ("value", pa.float64()),
     ]
 )
-
-
-@dataclass(frozen=True, order=True)
-class Instance:
-    """One RDS instance to collect: the key shared by the inventory, metrics and fetch log."""
-
-    account_id: str
-    region: str
-    instance_id: str
 
 
 @dataclass(frozen=True)

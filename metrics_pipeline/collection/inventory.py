@@ -7,8 +7,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from metrics_pipeline.collection.cloudwatch import Instance
 from metrics_pipeline.hours import HOUR, hour_starts, naive_utc
+
+
+@dataclass(frozen=True, order=True)
+class Instance:
+    """One RDS instance: the key shared by the inventory, metrics and fetch log."""
+
+    account_id: str
+    region: str
+    instance_id: str
+
 
 DESCRIBE_PAGE_SIZE = 100  # DescribeDBInstances allows 20 to 100 records per page
 

@@ -23,6 +23,7 @@ from dagster import Failure
 from dagster_aws.utils import ResourceWithBoto3Configuration
 from pydantic import Field, PrivateAttr
 
+from metrics_pipeline.catalog import DEFAULT_METRICS, DEFAULT_STATISTICS
 from metrics_pipeline.collection.cloudwatch import (
     MAX_DATAPOINTS_PER_RESPONSE,
     THROTTLING_ERROR_CODES,
@@ -32,10 +33,8 @@ from metrics_pipeline.collection.cloudwatch import (
 from metrics_pipeline.settings import (
     DEFAULT_AWS_MAX_ATTEMPTS,
     DEFAULT_MAX_REQUESTS_PER_SECOND,
-    DEFAULT_METRICS,
     DEFAULT_PERIOD_SECONDS,
     DEFAULT_SETTLE_MINUTES,
-    DEFAULT_STATISTICS,
 )
 
 

@@ -15,8 +15,6 @@ from metrics_pipeline.hours import HOUR, floor_hour, naive_utc, partition_key
 from metrics_pipeline.settings import get_settings
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
-
-
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 

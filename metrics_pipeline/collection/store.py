@@ -17,10 +17,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from metrics_pipeline.collection.cloudwatch import Instance
-from metrics_pipeline.collection.inventory import InventoryEntry
+from metrics_pipeline.catalog import RDS_METRIC_UNITS, STATISTIC_COLUMNS
+from metrics_pipeline.collection.inventory import Instance, InventoryEntry
 from metrics_pipeline.hours import hour_starts, is_settled
-from metrics_pipeline.settings import RDS_METRIC_UNITS, STATISTIC_COLUMNS
 from metrics_pipeline.warehouse.schema import (
     FETCHES_TABLE,
     INSTANCES_TABLE,

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
-from metrics_pipeline.collection.cloudwatch import Instance
-from metrics_pipeline.collection.inventory import InventoryEntry, instances_existing
+from metrics_pipeline.collection.inventory import Instance, InventoryEntry, instances_existing
 from metrics_pipeline.hours import HOUR, consecutive_runs, floor_hour, is_settled
 
 

@@ -8,8 +8,7 @@ from datetime import datetime, timedelta
 from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
 
 from metrics_pipeline.collection.assets import rds_metrics
-from metrics_pipeline.collection.cloudwatch import Instance
-from metrics_pipeline.collection.inventory import InventoryEntry
+from metrics_pipeline.collection.inventory import Instance, InventoryEntry
 from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.collection.store import read_inventory
 from metrics_pipeline.healing.gaps import healing_hours

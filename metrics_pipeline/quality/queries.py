@@ -6,7 +6,7 @@ from datetime import datetime
 
 import duckdb
 
-from metrics_pipeline.collection.cloudwatch import Instance
+from metrics_pipeline.collection.inventory import Instance
 from metrics_pipeline.warehouse.schema import (
     FETCHES_TABLE,
     METRICS_TABLE,

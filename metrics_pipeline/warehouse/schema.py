@@ -4,37 +4,21 @@ from __future__ import annotations
 
 import duckdb
 
+from metrics_pipeline.catalog import WIDE_VIEW_COLUMNS
+
 # New warehouse files are written in a storage format that older DuckDB clients read
 # (analysts' CLIs and notebooks lag behind the pipeline's DuckDB); the snapshot is a copy.
 STORAGE_COMPATIBILITY_VERSION = "v1.2.0"
 
-
 INSTANCES_TABLE = "rds_instances"
-
-
 METRICS_TABLE = "rds_metrics"
-
-
 FETCHES_TABLE = "rds_metric_fetches"
-
-
 RUNS_TABLE = "pipeline_runs"
-
-
 HOURLY_TABLE = "rds_metrics_hourly"
-
-
 DAILY_TABLE = "rds_metrics_daily"
-
-
 RIGHTSIZING_TABLE = "rds_rightsizing"
-
-
 LATEST_VIEW = "rds_latest"
-
-
 WIDE_VIEW = "rds_metrics_wide"
-
 
 _ROLLUP_COLUMNS = """
     account_id VARCHAR NOT NULL,
@@ -56,24 +40,6 @@ _ROLLUP_COLUMNS = """
 
 
 # The wide view: one column per default metric, its period average.
-WIDE_VIEW_COLUMNS = {
-    "CPUUtilization": "cpu_utilization",
-    "DatabaseConnections": "database_connections",
-    "FreeableMemory": "freeable_memory",
-    "FreeStorageSpace": "free_storage_space",
-    "ReadIOPS": "read_iops",
-    "WriteIOPS": "write_iops",
-    "ReadLatency": "read_latency",
-    "WriteLatency": "write_latency",
-    "ReadThroughput": "read_throughput",
-    "WriteThroughput": "write_throughput",
-    "NetworkReceiveThroughput": "network_receive_throughput",
-    "NetworkTransmitThroughput": "network_transmit_throughput",
-    "DiskQueueDepth": "disk_queue_depth",
-    "SwapUsage": "swap_usage",
-}
-
-
 WIDE_COLUMNS = ",\n".join(
     f"    max(average) FILTER (WHERE metric = '{metric}') AS {column}"
     for metric, column in WIDE_VIEW_COLUMNS.items()
