@@ -5,7 +5,7 @@
 #   bash scripts/start.sh              # on the local AWS, no account needed
 #   bash scripts/start.sh --real-aws   # on your AWS account (boto3's usual credentials)
 #
-# Ctrl-C stops everything. Settings come from the environment (see README).
+# Ctrl-C stops everything. Settings come from the environment (see docs/operations.md).
 set -euo pipefail
 # Job control: each service runs in its own process group with normal signal handling
 # (a non-interactive shell would start them ignoring SIGINT, and Dagster maps SIGTERM to it).
