@@ -126,11 +126,11 @@ def test_a_new_deployment_fills_its_look_back_window_and_everything_runs(
     # The first collection came from the gap sensor at start, not from the cron.
     runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
     first_run = min(runs, key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp)
-    assert first_run.job_name == "fresh_collection"
+    assert first_run.job_name == "fresh_collection_job"
     assert first_run.tags["dagster/run_key"] == "first collection"
 
     # The look-back came in bounded healing runs, each launched by its own sensor tick.
-    healing = instance.get_runs(RunsFilter(job_name="healing_backfill"))
+    healing = instance.get_runs(RunsFilter(job_name="healing_job"))
     assert len(healing) >= 2
     for run in healing:
         assert run.tags["dagster/priority"] == "-10"

@@ -71,5 +71,5 @@ def test_schedules_sensor_and_jobs_are_loaded() -> None:
     # Everything that runs on its own is on from the start, without a click in the UI.
     automation = [*defs.schedules, *defs.sensors]
     assert all(a.default_status.value == "RUNNING" for a in automation)
-    for job in ("fresh_collection", "healing_backfill", "retention_job", "backup_job"):
+    for job in ("fresh_collection_job", "healing_job", "retention_job", "backup_job"):
         assert defs.resolve_job_def(job).name == job

@@ -721,7 +721,7 @@ def test_sigkill_in_the_middle_of_the_write_leaves_old_rows_or_new(tmp_path: Pat
         assert (count, distinct) == (rows, rows)
         assert runs == 1
         assert fetch_runs == [(first_run.run_id,)]
-        with warehouse.read() as snapshot:  # readers still see the last published write
+        with warehouse.read_snapshot() as snapshot:  # readers still see the last published write
             assert averages(snapshot) == old
 
         healed = materialize([rds_metrics], resources=resources, tags=range_tags(first, last))
@@ -743,5 +743,5 @@ def test_sigkill_in_the_middle_of_the_write_leaves_old_rows_or_new(tmp_path: Pat
         fetch_runs = conn.execute("SELECT DISTINCT run_id FROM rds_metric_fetches").fetchall()
     assert (count, distinct) == (rows, rows)
     assert fetch_runs == [(healed.run_id,)]
-    with warehouse.read() as snapshot:
+    with warehouse.read_snapshot() as snapshot:
         assert averages(snapshot) == new

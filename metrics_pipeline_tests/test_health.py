@@ -30,8 +30,8 @@ def test_summary_reports_cost_failures_and_freshness(warehouse: WarehouseResourc
                 },
             )  # fmt: skip
     with instance_for_test() as instance:
-        fresh = defs.resolve_job_def("fresh_collection")
-        healing = defs.resolve_job_def("healing_backfill")
+        fresh = defs.resolve_job_def("fresh_collection_job")
+        healing = defs.resolve_job_def("healing_job")
         for job, status in [
             (fresh, DagsterRunStatus.SUCCESS),
             (fresh, DagsterRunStatus.SUCCESS),

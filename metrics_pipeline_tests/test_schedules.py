@@ -61,4 +61,4 @@ def test_schedules_run_by_default_on_utc() -> None:
     assert fresh_collection_schedule.execution_timezone == "UTC"
     assert fresh_collection_schedule.default_status == DefaultScheduleStatus.RUNNING
     assert retention_schedule.default_status == DefaultScheduleStatus.RUNNING
-    assert fresh_collection_schedule.job_name == "fresh_collection"
+    assert fresh_collection_schedule.job_name == "fresh_collection_job"

@@ -129,7 +129,8 @@ def test_requests_exactly_the_holes(
         forget_fetches(warehouse, hour, A, B, STOPPED)
     forget_fetches(warehouse, hours[40], A, B, STOPPED)  # a queued fresh run covers it
     instance.create_run_for_job(
-        job_def=defs.resolve_job_def("fresh_collection"), tags={"dagster/partition": key(hours[40])}
+        job_def=defs.resolve_job_def("fresh_collection_job"),
+        tags={"dagster/partition": key(hours[40])},
     )
     # hours[30]: fetched fine, but the latest materialization failed.
     failed = materialize(
@@ -157,7 +158,7 @@ def test_requests_exactly_the_holes(
     run_keys = [r.run_key for r in result.run_requests]
     assert run_keys[1].startswith(f"heal {key(never[0])}..{key(never[-1])} [all instances] @")
     assert run_keys[2].startswith(f"heal {key(hours[10])}..{key(hours[10])} [users-db] @")
-    assert all(r.job_name == "healing_backfill" for r in result.run_requests)
+    assert all(r.job_name == "healing_job" for r in result.run_requests)
     # Dagster itself accepts them (a sensor of two jobs must name the job of each request).
     resolved = gap_healing_sensor.evaluate_tick(
         build_sensor_context(
@@ -217,7 +218,7 @@ def test_a_long_history_comes_in_bounded_ticks_that_follow_each_other(
     assert next_look(first.cursor, datetime.now(UTC).replace(tzinfo=None)) is None
 
     run = instance.create_run_for_job(
-        job_def=defs.resolve_job_def("healing_backfill"), tags=dict(request.tags)
+        job_def=defs.resolve_job_def("healing_job"), tags=dict(request.tags)
     )
     queued = build_sensor_context(instance=instance, resources=resources, cursor=first.cursor)
     waiting = gap_healing_sensor(queued)
@@ -244,7 +245,7 @@ def test_a_new_deployment_starts_its_first_collection_at_once(
         instance=instance, resources={"warehouse": warehouse, "aws": make_aws()}
     )
     [request] = gap_healing_sensor(context).run_requests
-    assert request.job_name == "fresh_collection"
+    assert request.job_name == "fresh_collection_job"
     assert request.run_key == FIRST_COLLECTION_RUN_KEY
     this_hour = now.replace(minute=0, second=0, microsecond=0)
     assert request.tags[RANGE_END] == key(this_hour)

@@ -133,7 +133,7 @@ def test_collection_runs_while_a_reader_holds_the_snapshot(tmp_path: Path) -> No
     finally:
         notebook.kill()
         notebook.wait()
-    with warehouse.read() as conn:
+    with warehouse.read_snapshot() as conn:
         assert conn.execute("SELECT count(*) FROM rds_metrics").fetchone() == (12,)
 
 
@@ -165,3 +165,17 @@ def test_the_writer_keeps_its_lock_through_a_publish(tmp_path: Path) -> None:
     with open_snapshot(snapshot_path_for(database)) as reader:
         tables = {row[0] for row in reader.execute("SHOW TABLES").fetchall()}
     assert {"rds_instances", "rds_metrics", "pipeline_runs"} <= tables
+
+
+def test_dagster_duckdbs_get_connection_is_the_writer_and_publishes(
+    warehouse: WarehouseResource,
+) -> None:
+    Path(warehouse.database).parent.mkdir(parents=True, exist_ok=True)
+    with warehouse.get_connection() as conn:
+        conn.execute(
+            "INSERT INTO pipeline_runs (run_id, asset, window_start, window_end, finished_at) "
+            "VALUES ('run-1', 'rds_metrics', TIMESTAMP '2026-11-26 08:00', "
+            "TIMESTAMP '2026-11-26 09:00', TIMESTAMP '2026-11-26 09:01')"
+        )
+    with warehouse.read_snapshot() as reader:
+        assert reader.execute("SELECT run_id FROM pipeline_runs").fetchall() == [("run-1",)]

@@ -117,7 +117,7 @@ def test_first_fresh_run_collects_the_simulated_fleet(stack: Stack) -> None:
     wait_for(
         lambda: bool(
             instance.get_runs(
-                RunsFilter(job_name="fresh_collection", statuses=[DagsterRunStatus.SUCCESS])
+                RunsFilter(job_name="fresh_collection_job", statuses=[DagsterRunStatus.SUCCESS])
             )
         ),
         150,

@@ -198,7 +198,7 @@ def read_or_discover_inventory(
     """The inventory of the configured regions, discovering first the regions it lacks (a new
     deployment, a region just added), so that a first backfill from the UI just works."""
     try:
-        with warehouse.read() as conn:
+        with warehouse.read_snapshot() as conn:
             inventory = read_inventory(conn, aws.regions)
     except SnapshotMissingError:
         inventory = []
@@ -216,7 +216,7 @@ def read_or_discover_inventory(
             metadata=discovery.metadata(),
         )
     )
-    with warehouse.read() as conn:
+    with warehouse.read_snapshot() as conn:
         return read_inventory(conn, aws.regions)
 
 

@@ -12,7 +12,7 @@ FRESH_PRIORITY = "10"
 
 
 fresh_collection_job = define_asset_job(
-    "fresh_collection",
+    "fresh_collection_job",
     selection=AssetSelection.assets(rds_instances, rds_metrics),
     description="Refreshes the inventory, then collects the newest hours (one run per tick).",
     tags={"dagster/priority": FRESH_PRIORITY},

@@ -11,7 +11,7 @@ HEALING_PRIORITY = "-10"
 
 
 healing_job = define_asset_job(
-    "healing_backfill",
+    "healing_job",
     selection=AssetSelection.assets(rds_metrics),
     description="Re-collects settled hours that lack data (launched by the gap sensor).",
     tags={"dagster/priority": HEALING_PRIORITY},

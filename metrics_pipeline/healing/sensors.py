@@ -140,7 +140,7 @@ def gap_healing_sensor(
     if not hours:
         return SkipReason("No settled hour in the look-back window yet.")
     try:
-        with warehouse.read() as conn:
+        with warehouse.read_snapshot() as conn:
             inventory = read_inventory(conn, aws.regions)
             settled = settled_fetches(conn, hours[0], hours[-1] + HOUR)
     except (duckdb.Error, OSError) as error:

@@ -65,7 +65,7 @@ def rds_metrics_completeness(aws: AwsResource, warehouse: WarehouseResource) -> 
     if not hours:
         return AssetCheckResult(passed=True, metadata={"settled_hours": 0})
     window = (hours[0], hours[-1] + HOUR)
-    with warehouse.read() as conn:
+    with warehouse.read_snapshot() as conn:
         inventory = read_inventory(conn, aws.regions)
         rows = rows_per_instance_hour(conn, *window)
         empty = empty_settled_fetches(conn, *window)
@@ -98,7 +98,7 @@ def rds_metrics_completeness(aws: AwsResource, warehouse: WarehouseResource) -> 
     ),
 )
 def rds_metrics_freshness(aws: AwsResource, warehouse: WarehouseResource) -> AssetCheckResult:
-    with warehouse.read() as conn:
+    with warehouse.read_snapshot() as conn:
         [(newest,)] = conn.execute(f"SELECT max(ts) FROM {METRICS_TABLE}").fetchall()
     if newest is None:
         return AssetCheckResult(passed=False, metadata={"newest_period": "none"})
@@ -122,7 +122,7 @@ def rds_metrics_freshness(aws: AwsResource, warehouse: WarehouseResource) -> Ass
 )
 def rds_metrics_sanity(aws: AwsResource, warehouse: WarehouseResource) -> AssetCheckResult:
     now = utc_now()
-    with warehouse.read() as conn:
+    with warehouse.read_snapshot() as conn:
         counts = sanity_counts(
             conn, now - timedelta(days=settings.backfill_days), aws.period_seconds, now
         )

@@ -45,7 +45,7 @@ def pipeline_health(
     per_day: list[Any] = []
     slowest: list[Any] = []
     if warehouse.snapshot_path.exists():  # else nothing was collected yet: say so below
-        with warehouse.read() as conn:
+        with warehouse.read_snapshot() as conn:
             per_day = conn.execute(
                 f"""
                 SELECT finished_at::DATE, sum(cloudwatch_requests),

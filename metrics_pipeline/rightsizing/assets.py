@@ -310,7 +310,7 @@ def rightsizing_report(
     report_time = utc_now()
     # A warehouse keeping fewer days than the window is judged on what it keeps.
     start = report_time - min(WINDOW, timedelta(days=warehouse.retention_days))
-    with warehouse.read() as conn:
+    with warehouse.read_snapshot() as conn:
         evidence = read_evidence(conn, start, report_time, aws.period_seconds)
     assessed = [(e, assess(e, config)) for e in evidence]
     rows = [

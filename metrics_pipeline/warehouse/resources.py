@@ -114,7 +114,14 @@ class WarehouseResource(DuckDBResource):
                 delay = min(delay * 2, 5.0)
 
     @contextmanager
-    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """dagster-duckdb's entry point, made the writer's connection: code written for
+        DuckDBResource gets the lock wait and the snapshot publish too."""
+        with self.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def read_snapshot(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A reader's connection to the latest snapshot: never waits for, nor blocks, a writer.
         Raises SnapshotMissingError until the first write has published one."""
         with open_snapshot(self.snapshot_path) as conn:
