@@ -7,6 +7,7 @@ AWS or DuckDB call is made.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -45,6 +46,9 @@ DEFAULT_COMPLETENESS_WARN = 0.9
 DEFAULT_BACKUP_KEEP_DAYS = 7
 DEFAULT_STEP_RETRIES = 3
 DEFAULT_STEP_RETRY_DELAY_SECONDS = 30.0
+# Dagster's guidance is at most 100,000 partitions per asset: that many hours.
+MAX_PARTITIONS = 100_000
+MAX_RETENTION_DAYS = MAX_PARTITIONS // 24 - 1
 
 
 class ConfigError(ValueError):
@@ -94,6 +98,7 @@ def _storage_fields(env: Mapping[str, str]) -> dict[str, Any]:
             env.get("METRICS_RETENTION_DAYS"),
             DEFAULT_RETENTION_DAYS,
             minimum=1,
+            maximum=MAX_RETENTION_DAYS,
         ),
         "backup_dir": Path(backup_dir.strip()).expanduser().resolve()
         if _is_set(backup_dir)
@@ -103,11 +108,13 @@ def _storage_fields(env: Mapping[str, str]) -> dict[str, Any]:
             env.get("METRICS_BACKUP_KEEP_DAYS"),
             DEFAULT_BACKUP_KEEP_DAYS,
             minimum=1,
+            maximum=3650,
         ),
         "lock_timeout_seconds": parse_positive_float(
             "METRICS_LOCK_TIMEOUT_SECONDS",
             env.get("METRICS_LOCK_TIMEOUT_SECONDS"),
             DEFAULT_LOCK_TIMEOUT_SECONDS,
+            maximum=86_400,
         ),
     }
 
@@ -135,6 +142,13 @@ class Settings(StorageSettings):
     step_retry_delay_seconds: float = DEFAULT_STEP_RETRY_DELAY_SECONDS
 
     def __post_init__(self) -> None:
+        cloudwatch_days = cloudwatch_retention_days(self.period_seconds)
+        if self.backfill_days > cloudwatch_days:
+            raise ConfigError(
+                f"METRICS_BACKFILL_DAYS ({self.backfill_days}) is more than CloudWatch keeps "
+                f"{self.period_seconds} s data ({cloudwatch_days} days): those hours could "
+                "never be healed."
+            )
         if self.backfill_days >= self.retention_days:
             raise ConfigError(
                 f"METRICS_BACKFILL_DAYS ({self.backfill_days}) must be less than "
@@ -153,7 +167,10 @@ class Settings(StorageSettings):
             metrics=parse_metrics(env.get("METRICS_CLOUDWATCH_METRICS")),
             statistics=parse_statistics(env.get("METRICS_STATISTICS")),
             settle_minutes=parse_int(
-                "METRICS_SETTLE_MINUTES", env.get("METRICS_SETTLE_MINUTES"), DEFAULT_SETTLE_MINUTES
+                "METRICS_SETTLE_MINUTES",
+                env.get("METRICS_SETTLE_MINUTES"),
+                DEFAULT_SETTLE_MINUTES,
+                maximum=1440,
             ),
             partitions_start=parse_start(
                 env.get("METRICS_PARTITIONS_START"), storage["retention_days"]
@@ -162,12 +179,16 @@ class Settings(StorageSettings):
                 "METRICS_MAX_REQUESTS_PER_SECOND",
                 env.get("METRICS_MAX_REQUESTS_PER_SECOND"),
                 DEFAULT_MAX_REQUESTS_PER_SECOND,
+                # botocore's token bucket cannot go slower; CloudWatch allows 50 per second.
+                minimum=0.5,
+                maximum=1000,
             ),
             aws_max_attempts=parse_int(
                 "METRICS_AWS_MAX_ATTEMPTS",
                 env.get("METRICS_AWS_MAX_ATTEMPTS"),
                 DEFAULT_AWS_MAX_ATTEMPTS,
                 minimum=1,
+                maximum=50,
             ),
             fresh_interval_minutes=parse_fresh_interval(env.get("METRICS_FRESH_INTERVAL_MINUTES")),
             backfill_days=parse_int(
@@ -175,12 +196,14 @@ class Settings(StorageSettings):
                 env.get("METRICS_BACKFILL_DAYS"),
                 DEFAULT_BACKFILL_DAYS,
                 minimum=1,
+                maximum=MAX_RETENTION_DAYS,
             ),
             backfill_interval_minutes=parse_int(
                 "METRICS_BACKFILL_INTERVAL_MINUTES",
                 env.get("METRICS_BACKFILL_INTERVAL_MINUTES"),
                 DEFAULT_BACKFILL_INTERVAL_MINUTES,
                 minimum=1,
+                maximum=1440,
             ),
             backfill_max_datapoints_per_tick=parse_int(
                 "METRICS_BACKFILL_MAX_DATAPOINTS_PER_TICK",
@@ -193,6 +216,7 @@ class Settings(StorageSettings):
                 env.get("METRICS_FRESHNESS_MINUTES"),
                 DEFAULT_FRESHNESS_MINUTES,
                 minimum=1,
+                maximum=10_080,
             ),
             completeness_warn=parse_fraction(
                 "METRICS_COMPLETENESS_WARN",
@@ -201,12 +225,16 @@ class Settings(StorageSettings):
             ),
             duckdb_memory_limit=parse_memory_limit(env.get("METRICS_DUCKDB_MEMORY_LIMIT")),
             step_retries=parse_int(
-                "METRICS_STEP_RETRIES", env.get("METRICS_STEP_RETRIES"), DEFAULT_STEP_RETRIES
+                "METRICS_STEP_RETRIES",
+                env.get("METRICS_STEP_RETRIES"),
+                DEFAULT_STEP_RETRIES,
+                maximum=10,
             ),
             step_retry_delay_seconds=parse_positive_float(
                 "METRICS_STEP_RETRY_DELAY_SECONDS",
                 env.get("METRICS_STEP_RETRY_DELAY_SECONDS"),
                 DEFAULT_STEP_RETRY_DELAY_SECONDS,
+                maximum=3600,
             ),
         )
 
@@ -269,6 +297,11 @@ def default_region(env: Mapping[str, str]) -> str | None:
 def parse_regions(raw: str | None, fallback: str | None) -> tuple[str, ...]:
     if _is_set(raw):
         regions = _split_list(raw)  # type: ignore[arg-type]
+        if not regions:
+            raise ConfigError(
+                f"METRICS_AWS_REGIONS: '{raw}' names no region; expected AWS region names "
+                "such as 'us-east-1,eu-west-1'."
+            )
     elif fallback:
         regions = [fallback]
     else:
@@ -312,31 +345,50 @@ def check_writable(path: Path) -> None:
         )
 
 
-def parse_int(name: str, raw: str | None, default: int, minimum: int = 0) -> int:
+def parse_int(
+    name: str, raw: str | None, default: int, minimum: int = 0, maximum: int = 10**9
+) -> int:
     if not _is_set(raw):
         return default
     try:
         value = int(raw.strip())  # type: ignore[union-attr]
     except ValueError:
         raise ConfigError(f"{name}: '{raw}' is not a whole number.") from None
-    if value < minimum:
-        raise ConfigError(f"{name}: {value} is not allowed; expected a whole number >= {minimum}.")
+    if not minimum <= value <= maximum:
+        raise ConfigError(
+            f"{name}: {value} is not allowed; expected a whole number from {minimum:,} "
+            f"to {maximum:,}."
+        )
     return value
 
 
-def parse_positive_float(name: str, raw: str | None, default: float) -> float:
+def parse_positive_float(
+    name: str, raw: str | None, default: float, minimum: float = 0.0, maximum: float = 1e9
+) -> float:
+    """A finite number above `minimum` (exclusive when 0) and at most `maximum`."""
     if not _is_set(raw):
         return default
     try:
         value = float(raw.strip())  # type: ignore[union-attr]
     except ValueError:
         raise ConfigError(f"{name}: '{raw}' is not a number.") from None
-    if not value > 0:
-        raise ConfigError(f"{name}: {raw} is not allowed; expected a number > 0.")
+    low_ok = value > 0 if minimum == 0 else value >= minimum
+    if not (math.isfinite(value) and low_ok and value <= maximum):
+        low = "> 0" if minimum == 0 else f">= {minimum:g}"
+        raise ConfigError(
+            f"{name}: {raw.strip()} is not allowed; expected a number {low} "  # type: ignore[union-attr]
+            f"and at most {maximum:g}."
+        )
     return value
 
 
-_MEMORY_LIMIT = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
+_MEMORY_LIMIT = re.compile(r"^(\d+(?:\.\d+)?)\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
+_MEMORY_UNITS = {
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}  # fmt: skip
+# Below this DuckDB cannot stage even one GetMetricData page for the write.
+MIN_DUCKDB_MEMORY_BYTES = 128 * 2**20
 
 
 def parse_memory_limit(raw: str | None) -> str | None:
@@ -344,10 +396,16 @@ def parse_memory_limit(raw: str | None) -> str | None:
     if not _is_set(raw):
         return None
     value = raw.strip()  # type: ignore[union-attr]
-    if not _MEMORY_LIMIT.match(value):
+    amount = _MEMORY_LIMIT.match(value)
+    if not amount:
         raise ConfigError(
             f"METRICS_DUCKDB_MEMORY_LIMIT: '{raw}' is not allowed; expected an amount such as "
             "'2GB' or '512MiB' (KB, MB, GB, TB or KiB, MiB, GiB, TiB)."
+        )
+    if float(amount[1]) * _MEMORY_UNITS[amount[2].lower()] < MIN_DUCKDB_MEMORY_BYTES:
+        raise ConfigError(
+            f"METRICS_DUCKDB_MEMORY_LIMIT: '{raw}' is too little for the warehouse's writes; "
+            "expected at least 128MiB."
         )
     return value
 
@@ -440,4 +498,14 @@ def parse_start(raw: str | None, retention_days: int) -> datetime:
         )
     if start.minute or start.second or start.microsecond:
         raise ConfigError(f"METRICS_PARTITIONS_START: '{raw}' must fall on a whole hour.")
+    now = datetime.now(UTC).replace(tzinfo=None)
+    if start > now:
+        raise ConfigError(
+            f"METRICS_PARTITIONS_START: '{raw}' is in the future; expected a past hour (UTC)."
+        )
+    if (now - start) // timedelta(hours=1) >= MAX_PARTITIONS:
+        raise ConfigError(
+            f"METRICS_PARTITIONS_START: '{raw}' would make more than {MAX_PARTITIONS:,} hourly "
+            "partitions (Dagster's limit per asset); choose a later start."
+        )
     return start

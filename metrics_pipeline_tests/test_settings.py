@@ -129,6 +129,53 @@ def test_aws_region_wins_over_default_region() -> None:
             {"METRICS_FRESH_INTERVAL_MINUTES": "7"},
             "METRICS_FRESH_INTERVAL_MINUTES: 7 is not allowed",
         ),
+        # Values that used to load and then hurt: each bounded by a real limit.
+        ({"METRICS_AWS_REGIONS": ","}, "METRICS_AWS_REGIONS: ',' names no region"),
+        (
+            {"METRICS_STEP_RETRY_DELAY_SECONDS": "inf"},
+            "METRICS_STEP_RETRY_DELAY_SECONDS: inf is not allowed; expected a number > 0 and "
+            "at most 3600.",
+        ),
+        (
+            {"METRICS_STEP_RETRY_DELAY_SECONDS": "nan"},
+            "METRICS_STEP_RETRY_DELAY_SECONDS: nan is not allowed",
+        ),
+        (
+            {"METRICS_RETENTION_DAYS": "999999999"},
+            "METRICS_RETENTION_DAYS: 999999999 is not allowed; expected a whole number from 1 "
+            "to 4,165.",
+        ),
+        ({"METRICS_RETENTION_DAYS": "100000"}, "METRICS_RETENTION_DAYS: 100000 is not allowed"),
+        (
+            {"METRICS_SETTLE_MINUTES": "99999999999999"},
+            "METRICS_SETTLE_MINUTES: 99999999999999 is not allowed; expected a whole number "
+            "from 0 to 1,440.",
+        ),
+        (
+            {"METRICS_BACKUP_KEEP_DAYS": "999999999"},
+            "METRICS_BACKUP_KEEP_DAYS: 999999999 is not allowed",
+        ),
+        (
+            {"METRICS_MAX_REQUESTS_PER_SECOND": "1e-9"},
+            "METRICS_MAX_REQUESTS_PER_SECOND: 1e-9 is not allowed; expected a number >= 0.5 "
+            "and at most 1000.",
+        ),
+        (
+            {"METRICS_PARTITIONS_START": "2099-01-01"},
+            "METRICS_PARTITIONS_START: '2099-01-01' is in the future",
+        ),
+        (
+            {"METRICS_PARTITIONS_START": "1990-01-01"},
+            "METRICS_PARTITIONS_START: '1990-01-01' would make more than 100,000 hourly partitions",
+        ),
+        (
+            {"METRICS_DUCKDB_MEMORY_LIMIT": "1KB"},
+            "METRICS_DUCKDB_MEMORY_LIMIT: '1KB' is too little for the warehouse's writes",
+        ),
+        (
+            {"METRICS_PERIOD_SECONDS": "60", "METRICS_BACKFILL_DAYS": "20"},
+            "METRICS_BACKFILL_DAYS (20) is more than CloudWatch keeps 60 s data (15 days)",
+        ),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
@@ -167,6 +214,9 @@ def test_unwritable_path_fails_the_run_at_start(tmp_path: Path) -> None:
         raise_on_error=False,
     )
     assert not result.success
-    failure = result.all_events[-1].event_specific_data.error  # RUN_FAILURE
-    text = failure.to_string()
-    assert "METRICS_DUCKDB_PATH: cannot create the folder" in text
+    [failure] = result.get_step_failure_events()
+    assert failure.step_failure_data.error.message.startswith(
+        "dagster._core.definitions.events.Failure: METRICS_DUCKDB_PATH: cannot create the folder"
+    )
+    # No retry can fix it: it fails on the first attempt.
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]

@@ -79,7 +79,12 @@ def parse_time(name: str, value: str | datetime, now: datetime | None = None) ->
         return now
     relative = _RELATIVE.match(text)
     if relative:
-        return now - timedelta(**{_UNITS[relative[2]]: int(relative[1])})
+        try:
+            return now - timedelta(**{_UNITS[relative[2]]: int(relative[1])})
+        except OverflowError:
+            raise QueryError(
+                f"{name}: '{value}' is too far back; the warehouse keeps days, not millennia."
+            ) from None
     try:
         return naive_utc(datetime.fromisoformat(text))
     except ValueError:

@@ -189,6 +189,7 @@ def discover(
 def rds_instances(
     context: AssetExecutionContext, aws: AwsResource, warehouse: WarehouseResource
 ) -> MaterializeResult:
+    warehouse.require_writable()
     return MaterializeResult(metadata=discover(context, aws, warehouse, aws.regions).metadata())
 
 
@@ -272,6 +273,7 @@ def rds_metrics(
     aws: AwsResource,
     warehouse: WarehouseResource,
 ) -> MaterializeResult:
+    warehouse.require_writable()
     window = context.partition_time_window
     start, end = align_window(naive_utc(window.start), naive_utc(window.end), aws.period_seconds)
     check_collectable(start, utc_now(), warehouse.retention_days, aws.period_seconds)

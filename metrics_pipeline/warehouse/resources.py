@@ -9,7 +9,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import duckdb
-from dagster import Failure, InitResourceContext
+from dagster import Failure
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
@@ -46,9 +46,14 @@ class WarehouseResource(DuckDBResource):
         default=DEFAULT_BACKUP_KEEP_DAYS, description="Days of backups kept (the newest always)."
     )
 
-    def setup_for_execution(self, context: InitResourceContext) -> None:
+    def require_writable(self) -> None:
+        """Fails at once, never retried, when the file cannot be written: a step calls it
+        before asking AWS for anything."""
         if self.database != ":memory:":
-            check_writable(Path(self.database))
+            try:
+                check_writable(Path(self.database))
+            except ConfigError as error:
+                raise Failure(description=str(error), allow_retries=False) from None
 
     @property
     def snapshot_path(self) -> Path:
@@ -79,11 +84,7 @@ class WarehouseResource(DuckDBResource):
             conn.close()
 
     def _connect_waiting_for_lock(self) -> duckdb.DuckDBPyConnection:
-        if self.database != ":memory:":
-            try:
-                check_writable(Path(self.database))
-            except ConfigError as error:
-                raise Failure(description=str(error), allow_retries=False) from None
+        self.require_writable()
         deadline = time.monotonic() + self.lock_timeout_seconds
         delay = 0.1
         while True:
