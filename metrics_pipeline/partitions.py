@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from dagster import DailyPartitionsDefinition, HourlyPartitionsDefinition
+import warnings
+
+from dagster import BetaWarning, DailyPartitionsDefinition, HourlyPartitionsDefinition
 
 from metrics_pipeline.settings import get_settings
+
+# Two partition features Dagster marks beta, used on purpose: single-run backfills of hourly
+# partitions and the daily rollup of the day in progress. Without this, every process that
+# loads the definitions (each run, each sensor tick) logs the same warnings again.
+for _parameter in ("backfill_policy", "allow_nonexistent_upstream_partitions"):
+    warnings.filterwarnings("ignore", message=f"Parameter `{_parameter}`", category=BetaWarning)
 
 hourly_partitions = HourlyPartitionsDefinition(
     start_date=get_settings().partitions_start,

@@ -1,6 +1,9 @@
 """The code location loads, and its pieces are wired as the product promises."""
 
+import os
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -73,3 +76,21 @@ def test_schedules_sensor_and_jobs_are_loaded() -> None:
     assert all(a.default_status.value == "RUNNING" for a in automation)
     for job in ("fresh_collection_job", "healing_job", "retention_job", "backup_job"):
         assert defs.resolve_job_def(job).name == job
+
+
+def test_loading_the_definitions_warns_of_no_beta_feature_the_project_chose() -> None:
+    """Each run and sensor tick loads the definitions: a warning there floods the logs."""
+    load = (
+        "import warnings\n"
+        "from dagster import BetaWarning\n"
+        "warnings.simplefilter('error', BetaWarning)\n"
+        "import metrics_pipeline.definitions\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", load],
+        env={**os.environ, "METRICS_AWS_REGIONS": "us-east-1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
