@@ -9,8 +9,10 @@ from dagster import (
 )
 
 # Eager, but for every hour, not only the latest: the gap sensor heals old hours too.
-ON_SOURCE_HOURS_CHANGE = AutomationCondition.eager().without(
-    AutomationCondition.in_latest_time_window()
+ON_SOURCE_HOURS_CHANGE = (
+    AutomationCondition.eager()
+    .without(AutomationCondition.in_latest_time_window())
+    .with_label("eager, every hour")
 )
 
 # A day is computed once any of its hours exists and again whenever one of them changes: a day
@@ -24,7 +26,7 @@ ON_ANY_SOURCE_HOUR_CHANGE = (
     )
     & ~AutomationCondition.any_deps_in_progress()
     & ~AutomationCondition.in_progress()
-)
+).with_label("when any of its hours changes")
 
 
 def on_cron_and_once_inputs_exist(
@@ -45,7 +47,8 @@ def on_cron_and_once_inputs_exist(
         if only_after_input_updates
         else AutomationCondition.cron_tick_passed(cron, cron_timezone="UTC").since_last_handled()
     )
-    return on_cron | first_run
+    when = "after input updates" if only_after_input_updates else "whatever happened"
+    return (on_cron | first_run).with_label(f"on cron {cron} ({when}), and once inputs exist")
 
 
 derived_assets_automation = AutomationConditionSensorDefinition(

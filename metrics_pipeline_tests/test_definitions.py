@@ -94,3 +94,64 @@ def test_loading_the_definitions_warns_of_no_beta_feature_the_project_chose() ->
         timeout=120,
     )
     assert loaded.returncode == 0, loaded.stderr[-2000:]
+
+
+def test_the_definitions_are_what_the_docs_describe() -> None:
+    """Names, partitions, pools, lineage and automation of every asset, and every job,
+    schedule and sensor: a refactor that changes any of them shows here."""
+    graph = defs.resolve_asset_graph()
+    assets = {
+        key.to_user_string(): (
+            type(node.partitions_def).__name__ if node.partitions_def else None,
+            tuple(sorted(node.pools or ())),
+            tuple(sorted(parent.to_user_string() for parent in node.parent_keys)),
+            node.automation_condition.get_label() if node.automation_condition else None,
+        )
+        for key in graph.get_all_asset_keys()
+        for node in [graph.get(key)]
+    }
+    pool = ("duckdb_warehouse",)
+    assert assets == {
+        "rds_instances": (None, pool, (), None),
+        "rds_metrics": ("HourlyPartitionsDefinition", pool, ("rds_instances",), None),
+        "rds_metrics_hourly": (
+            "HourlyPartitionsDefinition",
+            pool,
+            ("rds_metrics",),
+            "eager, every hour",
+        ),
+        "rds_metrics_daily": (
+            "DailyPartitionsDefinition",
+            pool,
+            ("rds_metrics_hourly",),
+            "when any of its hours changes",
+        ),
+        "pipeline_health": (
+            None,
+            (),
+            ("rds_metrics",),
+            "on cron 5 * * * * (whatever happened), and once inputs exist",
+        ),
+        "rightsizing_report": (
+            None,
+            pool,
+            ("rds_instances", "rds_metrics"),
+            "on cron 10 * * * * (after input updates), and once inputs exist",
+        ),
+    }
+    assert {job.name for job in defs.jobs} == {
+        "fresh_collection_job",
+        "healing_job",
+        "retention_job",
+        "backup_job",
+    }
+    assert {(s.name, s.cron_schedule, s.job_name) for s in defs.schedules} == {
+        ("fresh_collection_schedule", "*/15 * * * *", "fresh_collection_job"),
+        ("retention_schedule", "20 0 * * *", "retention_job"),
+        ("backup_schedule", "40 0 * * *", "backup_job"),
+    }
+    assert {(s.name, type(s).__name__) for s in defs.sensors} == {
+        ("gap_healing_sensor", "SensorDefinition"),
+        ("run_failure_alert", "RunStatusSensorDefinition"),
+        ("derived_assets_automation", "AutomationConditionSensorDefinition"),
+    }
