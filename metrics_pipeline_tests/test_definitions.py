@@ -12,6 +12,8 @@ from dagster import AssetKey, BackfillPolicy, DagsterInstance
 from metrics_pipeline.definitions import defs
 from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.settings import get_settings
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.schema import base_tables
 from metrics_pipeline_tests.conftest import PROJECT_ROOT
 
 
@@ -155,3 +157,45 @@ def test_the_definitions_are_what_the_docs_describe() -> None:
         ("run_failure_alert", "RunStatusSensorDefinition"),
         ("derived_assets_automation", "AutomationConditionSensorDefinition"),
     }
+
+
+def test_table_assets_show_the_columns_of_the_real_tables(warehouse: WarehouseResource) -> None:
+    Path(warehouse.database).parent.mkdir(parents=True, exist_ok=True)
+    with warehouse.connect() as conn:
+        real = {
+            table: [name for (name,) in rows]
+            for table in base_tables(conn)
+            for rows in [
+                conn.execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_name = ? ORDER BY ordinal_position",
+                    [table],
+                ).fetchall()
+            ]
+        }
+    graph = defs.resolve_asset_graph()
+    shown = {
+        node.metadata["dagster/table_name"]: [
+            c.name for c in node.metadata["dagster/column_schema"].columns
+        ]
+        for key in graph.get_all_asset_keys()
+        for node in [graph.get(key)]
+        if "dagster/table_name" in node.metadata
+    }
+    assert set(shown) == {
+        "rds_instances",
+        "rds_metrics",
+        "rds_metrics_hourly",
+        "rds_metrics_daily",
+        "rds_rightsizing",
+    }
+    assert shown == {table: real[table] for table in shown}
+
+
+def test_the_command_line_does_not_load_dagster() -> None:
+    """Analysts' commands start in a fraction of Dagster's import time."""
+    probe = "import sys, metrics_pipeline.analysts.cli; print('dagster' in sys.modules)"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert loaded.stdout.strip() == "False"

@@ -53,7 +53,7 @@ from metrics_pipeline.collection.store import (
     upsert_instances,
 )
 from metrics_pipeline.hours import naive_utc, oldest_kept_hour, utc_now
-from metrics_pipeline.metadata import markdown_table
+from metrics_pipeline.metadata import markdown_table, table_metadata
 from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.settings import Settings, cloudwatch_retention_days, get_settings
 from metrics_pipeline.warehouse.resources import WarehouseResource
@@ -178,6 +178,8 @@ def discover(
 
 @asset(
     group_name=GROUP,
+    kinds={"duckdb", "aws"},
+    metadata=table_metadata(INSTANCES_TABLE),
     pool=WAREHOUSE_POOL,
     retry_policy=AWS_RETRY_POLICY,
     description=(
@@ -253,6 +255,8 @@ class CollectionConfig(Config):
 
 @asset(
     group_name=GROUP,
+    kinds={"duckdb", "aws"},
+    metadata=table_metadata(METRICS_TABLE),
     pool=WAREHOUSE_POOL,
     partitions_def=hourly_partitions,
     backfill_policy=BackfillPolicy.single_run(),

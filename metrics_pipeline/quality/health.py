@@ -27,6 +27,7 @@ FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
 
 @asset(
     group_name=GROUP,
+    kinds={"duckdb"},
     # It reads pipeline_runs, which each rds_metrics run writes.
     deps=[rds_metrics],
     # Every hour even when nothing was collected: that is when its report matters most.

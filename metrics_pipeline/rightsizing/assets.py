@@ -27,7 +27,7 @@ from metrics_pipeline.automation import on_cron_and_once_inputs_exist
 from metrics_pipeline.collection.assets import GROUP, WAREHOUSE_POOL, rds_instances, rds_metrics
 from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.hours import utc_now
-from metrics_pipeline.metadata import markdown_table
+from metrics_pipeline.metadata import markdown_table, table_metadata
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import (
     INSTANCES_TABLE,
@@ -290,6 +290,8 @@ def flagged_markdown(assessed: Sequence[tuple[Evidence, Finding]]) -> str:
 
 @asset(
     group_name=GROUP,
+    kinds={"duckdb"},
+    metadata=table_metadata(RIGHTSIZING_TABLE),
     pool=WAREHOUSE_POOL,
     deps=[rds_instances, rds_metrics],
     automation_condition=on_cron_and_once_inputs_exist("10 * * * *"),

@@ -13,6 +13,7 @@ from metrics_pipeline.automation import ON_ANY_SOURCE_HOUR_CHANGE, ON_SOURCE_HOU
 from metrics_pipeline.collection.assets import GROUP, WAREHOUSE_POOL, rds_metrics
 from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.hours import naive_utc, utc_now
+from metrics_pipeline.metadata import table_metadata
 from metrics_pipeline.partitions import daily_partitions, hourly_partitions
 from metrics_pipeline.rollups.store import replace_rollup
 from metrics_pipeline.warehouse.resources import WarehouseResource
@@ -49,6 +50,8 @@ def _rollup(
 
 @asset(
     group_name=GROUP,
+    kinds={"duckdb"},
+    metadata=table_metadata(HOURLY_TABLE),
     pool=WAREHOUSE_POOL,
     partitions_def=hourly_partitions,
     backfill_policy=BackfillPolicy.single_run(),
@@ -68,6 +71,8 @@ def rds_metrics_hourly(
 
 @asset(
     group_name=GROUP,
+    kinds={"duckdb"},
+    metadata=table_metadata(DAILY_TABLE),
     pool=WAREHOUSE_POOL,
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
