@@ -11,5 +11,7 @@ fi
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# The definitions load as Dagster's own tooling loads them (any region will do for that).
+METRICS_AWS_REGIONS=${METRICS_AWS_REGIONS:-us-east-1} VIRTUAL_ENV=$PWD/.venv .venv/bin/dg check defs
 # pytest exits 5 when it collects no test, so an empty run cannot pass.
 .venv/bin/pytest "$@"
