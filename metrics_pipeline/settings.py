@@ -26,8 +26,9 @@ from metrics_pipeline.catalog import (
     STATISTIC_COLUMNS,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DUCKDB_PATH = PROJECT_ROOT / "data" / "metrics.duckdb"
+# Relative to the working directory of the process (the project folder for `dagster dev` and
+# scripts/start.sh), never to where the package is installed.
+DEFAULT_DUCKDB_PATH = Path("data") / "metrics.duckdb"
 
 DEFAULT_PERIOD_SECONDS = 300
 DEFAULT_SETTLE_MINUTES = 15
@@ -60,7 +61,7 @@ class StorageSettings:
     """Where the warehouse and its backups live and how long they are kept: all that a reader
     (the command-line tool, a notebook) needs, with no AWS setting."""
 
-    duckdb_path: Path = DEFAULT_DUCKDB_PATH
+    duckdb_path: Path = field(default_factory=lambda: DEFAULT_DUCKDB_PATH.resolve())
     retention_days: int = DEFAULT_RETENTION_DAYS
     backup_dir: Path | None = None
     backup_keep_days: int = DEFAULT_BACKUP_KEEP_DAYS
@@ -320,7 +321,7 @@ def parse_regions(raw: str | None, fallback: str | None) -> tuple[str, ...]:
 
 def parse_path(raw: str | None) -> Path:
     if not _is_set(raw):
-        return DEFAULT_DUCKDB_PATH
+        return DEFAULT_DUCKDB_PATH.resolve()
     path = Path(raw.strip()).expanduser()  # type: ignore[union-attr]
     if path.is_dir():
         raise ConfigError(

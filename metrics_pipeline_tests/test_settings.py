@@ -8,7 +8,6 @@ from dagster import materialize
 from metrics_pipeline.collection.assets import rds_instances
 from metrics_pipeline.resources import build_resources
 from metrics_pipeline.settings import (
-    DEFAULT_DUCKDB_PATH,
     DEFAULT_METRICS,
     ConfigError,
     Settings,
@@ -23,13 +22,13 @@ BASE = {"AWS_DEFAULT_REGION": "eu-west-1"}
 def test_defaults() -> None:
     settings = Settings.from_env(BASE)
     assert settings.regions == ("eu-west-1",)
-    assert settings.duckdb_path == DEFAULT_DUCKDB_PATH
-    assert DEFAULT_DUCKDB_PATH.parts[-2:] == ("data", "metrics.duckdb")
+    # Under the working directory, whatever the package's location (site-packages, say).
+    assert settings.duckdb_path == Path.cwd() / "data" / "metrics.duckdb"
     assert settings.period_seconds == 300
     assert settings.metrics == DEFAULT_METRICS and len(DEFAULT_METRICS) == 14
     assert settings.statistics == ("Average", "Minimum", "Maximum", "Sum", "SampleCount")
     assert settings.settle_minutes == 15
-    assert settings.backups_path == DEFAULT_DUCKDB_PATH.parent / "backups"
+    assert settings.backups_path == Path.cwd() / "data" / "backups"
     assert settings.duckdb_memory_limit is None
 
 
