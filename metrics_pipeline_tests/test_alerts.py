@@ -1,6 +1,11 @@
-"""The run-failure sensor turns a failed run into one alert line naming its cause."""
+"""The run-failure sensor turns a failed run into one alert line naming its cause, logged and,
+when a webhook is set, posted to Slack (a loopback HTTP server stands in for Slack)."""
 
+import json
 import logging
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -12,14 +17,50 @@ from dagster import (
 )
 
 from metrics_pipeline.collection.assets import rds_metrics
+from metrics_pipeline.quality.alerts import send_alert
 from metrics_pipeline.quality.sensors import run_failure_alert
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.conftest import make_aws
 from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO
 
 
+class Webhook:
+    """A loopback stand-in for a Slack incoming webhook: records what is posted."""
+
+    def __init__(self, status: int) -> None:
+        self.posted: list[dict] = []
+        received = self.posted
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(b"ok" if status == 200 else b"invalid_token")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T0/B0/x"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def slack() -> Iterator[Webhook]:
+    webhook = Webhook(200)
+    yield webhook
+    webhook.server.shutdown()
+
+
 @pytest.mark.usefixtures("moto_aws")
-def test_failed_run_gives_one_alert_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_failed_run_gives_one_alert_line(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    slack: Webhook,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("METRICS_SLACK_WEBHOOK_URL", slack.url)
     key = TWO_DAYS_AGO.strftime("%Y-%m-%d-%H:%M")
     with instance_for_test() as instance:
         failed = materialize(
@@ -49,3 +90,27 @@ def test_failed_run_gives_one_alert_line(tmp_path: Path, caplog: pytest.LogCaptu
         "failed: instances: unknown instance id(s) nope-db; the inventory (rds_instances) "
         "does not list them."
     ]
+    assert slack.posted == [{"text": alerts[0]}]
+
+
+def test_a_slack_failure_is_a_warning_and_the_alert_still_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    refusing = Webhook(403)
+    try:
+        with caplog.at_level(logging.WARNING, logger="metrics_pipeline.alerts"):
+            send_alert("ALERT x", {"METRICS_SLACK_WEBHOOK_URL": refusing.url})
+            send_alert("ALERT y", {"METRICS_SLACK_WEBHOOK_URL": "slack.com/hook"})
+    finally:
+        refusing.server.shutdown()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("ERROR", "ALERT x"),
+        ("WARNING", "Slack alert not sent (METRICS_SLACK_WEBHOOK_URL): HTTP 403 invalid_token"),
+        ("ERROR", "ALERT y"),
+        (
+            "WARNING",
+            "METRICS_SLACK_WEBHOOK_URL: 'slack.com/hook' is not allowed; expected the https:// "
+            "URL of a Slack incoming webhook.",
+        ),
+    ]
+    assert refusing.posted == [{"text": "ALERT x"}]
