@@ -20,7 +20,7 @@ from metrics_pipeline.collection.assets import rds_metrics
 from metrics_pipeline.quality.alerts import send_alert
 from metrics_pipeline.quality.sensors import run_failure_alert
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.conftest import make_aws
+from metrics_pipeline_tests.helpers import make_aws
 from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO
 
 

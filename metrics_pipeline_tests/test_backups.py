@@ -19,7 +19,7 @@ from metrics_pipeline.maintenance.backups import (
 )
 from metrics_pipeline.maintenance.jobs import backup_job
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.conftest import hold_write_lock
+from metrics_pipeline_tests.helpers import hold_write_lock
 from metrics_pipeline_tests.known_data import periods, seed
 
 TABLES = ("rds_instances", "rds_metrics")

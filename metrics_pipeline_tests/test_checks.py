@@ -18,7 +18,7 @@ from metrics_pipeline.quality.checks import (
 )
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
-from metrics_pipeline_tests.conftest import make_aws
+from metrics_pipeline_tests.helpers import make_aws
 
 H = [datetime(2026, 11, 20, h) for h in range(4)]
 LONG_AGO = datetime(2026, 10, 1)

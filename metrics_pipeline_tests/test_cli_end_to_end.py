@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from metrics_pipeline.hours import partition_key
-from metrics_pipeline_tests.conftest import DAGSTER, pipeline_env
+from metrics_pipeline_tests.helpers import DAGSTER, pipeline_env
 from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO, create_instance, put_metrics
 
 HOUR = TWO_DAYS_AGO

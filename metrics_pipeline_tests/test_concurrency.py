@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from metrics_pipeline.hours import partition_key
-from metrics_pipeline_tests.conftest import DAGSTER, hold_write_lock, pipeline_env
+from metrics_pipeline_tests.helpers import DAGSTER, hold_write_lock, pipeline_env
 from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO, create_instance, put_metrics
 
 pytestmark = pytest.mark.e2e

@@ -18,7 +18,7 @@ from dagster._core.definitions.run_request import InstigatorType
 from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.hours import utc_now
 from metrics_pipeline.warehouse.snapshot import open_snapshot
-from metrics_pipeline_tests.conftest import DAGSTER_DAEMON, pipeline_env, wait_for
+from metrics_pipeline_tests.helpers import DAGSTER_DAEMON, pipeline_env, wait_for
 from metrics_pipeline_tests.moto_fleet import THIS_HOUR, create_instance, put_metrics
 
 pytestmark = pytest.mark.e2e

@@ -14,7 +14,7 @@ from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.settings import get_settings
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import base_tables
-from metrics_pipeline_tests.conftest import PROJECT_ROOT
+from metrics_pipeline_tests.helpers import PROJECT_ROOT
 
 
 def test_definitions_load_with_every_asset() -> None:

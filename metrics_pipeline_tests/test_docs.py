@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from metrics_pipeline_tests.conftest import PROJECT_ROOT
+from metrics_pipeline_tests.helpers import PROJECT_ROOT
 
 PAGES = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
 

@@ -56,7 +56,7 @@ from metrics_pipeline.local_aws.server import LocalAws, start
 from metrics_pipeline.local_aws.signals import series
 from metrics_pipeline.quality.sensors import run_failure_alert
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.conftest import hold_write_lock, make_aws
+from metrics_pipeline_tests.helpers import hold_write_lock, make_aws
 from metrics_pipeline_tests.moto_fleet import (
     STAT_COLUMNS,
     TWO_DAYS_AGO,

@@ -88,6 +88,9 @@ def test_first_seen_is_kept_and_deleted_instances_stay(
     )
     [event] = result.asset_materializations_for_node("rds_instances")
     assert event.metadata["new_instances"].value == 1
+    # Discovery listed two instances; the table keeps the deleted one as well.
+    assert event.metadata["instances"].value == 2
+    assert event.metadata["dagster/row_count"].value == 3
 
 
 def test_describe_follows_pagination() -> None:

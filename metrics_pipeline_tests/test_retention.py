@@ -15,7 +15,7 @@ from metrics_pipeline.partitions import hourly_partitions
 from metrics_pipeline.settings import ConfigError, Settings
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
-from metrics_pipeline_tests.conftest import make_aws
+from metrics_pipeline_tests.helpers import make_aws
 
 
 def floor_hour(moment: datetime) -> datetime:

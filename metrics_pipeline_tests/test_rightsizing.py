@@ -24,7 +24,7 @@ from metrics_pipeline.rightsizing.assets import (
 )
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
-from metrics_pipeline_tests.conftest import make_aws
+from metrics_pipeline_tests.helpers import make_aws
 
 MIB, GIB = 1024**2, 1024**3
 PERIOD = timedelta(minutes=5)
@@ -309,6 +309,9 @@ def test_report_flags_the_seeded_fleet_with_its_evidence(warehouse: WarehouseRes
         "instances_assessed": 5, "over_provisioned": 1, "under_provisioned": 1,
         "storage_at_risk": 1, "insufficient_data": 2,
     }  # fmt: skip
+    with duckdb.connect(database, read_only=True) as conn:
+        [(rows,)] = conn.execute("SELECT count(*) FROM rds_rightsizing").fetchall()
+    assert metadata["dagster/row_count"].value == rows == 5
     table = metadata["flagged"].value.splitlines()
     assert table[0].startswith("| instance | region | class | verdict | storage at risk |")
     assert table[2:] == [

@@ -20,7 +20,7 @@ from metrics_pipeline.definitions import defs
 from metrics_pipeline.rollups.assets import rds_metrics_daily, rds_metrics_hourly
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
-from metrics_pipeline_tests.conftest import make_aws
+from metrics_pipeline_tests.helpers import make_aws
 from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO
 
 DAY = TWO_DAYS_AGO.replace(hour=0)

@@ -28,7 +28,7 @@ from metrics_pipeline.healing.sensors import (
     next_look,
 )
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.conftest import hold_write_lock, make_aws
+from metrics_pipeline_tests.helpers import hold_write_lock, make_aws
 
 SETTLE = timedelta(minutes=15)
 ACCOUNT = "123456789012"

@@ -14,7 +14,7 @@ from metrics_pipeline.settings import (
     check_writable,
 )
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.conftest import make_aws
+from metrics_pipeline_tests.helpers import make_aws
 
 BASE = {"AWS_DEFAULT_REGION": "eu-west-1"}
 

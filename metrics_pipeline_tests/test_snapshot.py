@@ -19,7 +19,7 @@ from metrics_pipeline.warehouse.snapshot import (
     open_snapshot,
     publish_snapshot,
 )
-from metrics_pipeline_tests.conftest import make_aws
+from metrics_pipeline_tests.helpers import make_aws
 from metrics_pipeline_tests.moto_fleet import THIS_HOUR, create_instance, put_metrics
 
 INSTANCES = 5

@@ -22,7 +22,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from metrics_pipeline.local_aws.fleet import default_fleet
 from metrics_pipeline.local_aws.signals import series
 from metrics_pipeline.settings import snapshot_path_for
-from metrics_pipeline_tests.conftest import PROJECT_ROOT, wait_for
+from metrics_pipeline_tests.helpers import PROJECT_ROOT, wait_for
 
 pytestmark = pytest.mark.e2e
 

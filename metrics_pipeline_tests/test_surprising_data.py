@@ -13,7 +13,7 @@ from moto.core.responses import ActionResult
 
 from metrics_pipeline.collection.assets import rds_instances, rds_metrics
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.conftest import make_aws
+from metrics_pipeline_tests.helpers import make_aws
 from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO, create_instance
 
 HOUR = TWO_DAYS_AGO.replace(tzinfo=UTC)

@@ -12,7 +12,7 @@ from metrics_pipeline.collection.assets import rds_instances, rds_metrics
 from metrics_pipeline.collection.cloudwatch import RequestStats
 from metrics_pipeline.local_aws import cloudwatch as local_cloudwatch
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.conftest import make_aws
+from metrics_pipeline_tests.helpers import make_aws
 from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO, create_instance, put_metrics
 
 HOUR = TWO_DAYS_AGO

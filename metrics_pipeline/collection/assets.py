@@ -127,9 +127,12 @@ class Discovery:
     records: list[dict[str, Any]]
     new_ids: list[str]
     aws_requests: int
+    table_rows: int | None  # rows of rds_instances after the write; None when nothing was written
 
     def metadata(self) -> dict[str, Any]:
+        rows = {} if self.table_rows is None else {"dagster/row_count": self.table_rows}
         return {
+            **rows,
             "instances": len(self.records),
             "new_instances": len(self.new_ids),
             "regions": ", ".join(self.regions),
@@ -166,14 +169,16 @@ def discover(
         context.log.info(f"{region}: {len(found)} instance(s)")
         records.extend(found)
     new_ids: list[str] = []
+    table_rows = None
     if records or write_if_empty:
         with warehouse.connect() as conn:
             known_before = {entry.instance.instance_id for entry in read_inventory(conn, regions)}
             upsert_instances(conn, records, seen_at)
+            [(table_rows,)] = conn.execute(f"SELECT count(*) FROM {INSTANCES_TABLE}").fetchall()
         new_ids = sorted(r["instance_id"] for r in records if r["instance_id"] not in known_before)
     if new_ids:
         context.log.info(f"New instance(s): {', '.join(new_ids)}")
-    return Discovery(account_id, list(regions), records, new_ids, stats.api_calls)
+    return Discovery(account_id, list(regions), records, new_ids, stats.api_calls, table_rows)
 
 
 @asset(

@@ -340,6 +340,7 @@ def rightsizing_report(
     context.log.info(", ".join(f"{name}: {count}" for name, count in counts.items()))
     return MaterializeResult(
         metadata={
+            "dagster/row_count": len(rows),  # the report replaces the whole table
             **counts,
             "window_start": start.isoformat(),
             "window_end": report_time.isoformat(),
