@@ -18,20 +18,27 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 @cache
-def table_schema(table: str) -> TableSchema:
-    """The table's columns as the catalog shows them, read from the DDL above (run in an
-    in-memory DuckDB), so the UI cannot drift from the warehouse."""
+def _warehouse_columns() -> dict[str, list[tuple[str, str, bool]]]:
+    """Every table's columns (name, type, required), from the warehouse's DDL run once in an
+    in-memory DuckDB: the catalog cannot drift from the warehouse."""
     with duckdb.connect(":memory:") as conn:
         conn.execute(SCHEMA_SQL)
-        columns = conn.execute(
-            "SELECT column_name, data_type, is_nullable = 'NO' FROM information_schema.columns "
-            "WHERE table_name = ? ORDER BY ordinal_position",
-            [table],
+        rows = conn.execute(
+            "SELECT table_name, column_name, data_type, is_nullable = 'NO' "
+            "FROM information_schema.columns ORDER BY table_name, ordinal_position"
         ).fetchall()
+    columns: dict[str, list[tuple[str, str, bool]]] = {}
+    for table, *column in rows:
+        columns.setdefault(table, []).append(tuple(column))  # type: ignore[arg-type]
+    return columns
+
+
+def table_schema(table: str) -> TableSchema:
+    """The table's columns as the catalog shows them."""
     return TableSchema(
         columns=[
             TableColumn(name, data_type, constraints=TableColumnConstraints(nullable=not required))
-            for name, data_type, required in columns
+            for name, data_type, required in _warehouse_columns()[table]
         ]
     )
 
