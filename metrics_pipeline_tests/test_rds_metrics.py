@@ -5,7 +5,8 @@ from typing import Any
 
 import duckdb
 import pytest
-from dagster import materialize
+from dagster import instance_for_test, materialize
+from moto.rds.responses import RDSResponse
 
 from metrics_pipeline.collection.assets import rds_instances, rds_metrics
 from metrics_pipeline.collection.resources import AwsResource
@@ -355,3 +356,26 @@ def test_each_run_records_its_own_figures(
     metadata = materialization_metadata(first)
     assert metadata["estimated_cost_usd"] == run["estimated_cost_usd"]
     assert metadata["peak_memory_mib"] == run["peak_memory_mib"]
+
+
+def test_an_empty_region_the_last_discovery_covered_is_not_described_again(
+    small_aws: AwsResource, warehouse: WarehouseResource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create_instance("us-east-1", "orders-db")  # eu-west-1 holds no instance
+    described: list[str] = []
+    original = RDSResponse.describe_db_instances
+
+    def counting(self: RDSResponse) -> Any:
+        described.append(self.region)
+        return original(self)
+
+    monkeypatch.setattr(RDSResponse, "describe_db_instances", counting)
+    resources = {"aws": small_aws, "warehouse": warehouse}
+    with instance_for_test() as instance:
+        assert materialize([rds_instances], resources=resources, instance=instance).success
+        assert sorted(described) == ["eu-west-1", "us-east-1"]
+        described.clear()
+        assert materialize(
+            [rds_metrics], partition_key=partition_key(HOUR), resources=resources, instance=instance
+        ).success
+    assert described == []

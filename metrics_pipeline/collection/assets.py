@@ -210,7 +210,14 @@ def read_or_discover_inventory(
             inventory = read_inventory(conn, aws.regions)
     except SnapshotMissingError:
         inventory = []
-    lacking = [r for r in aws.regions if r not in {e.instance.region for e in inventory}]
+    # A region can hold no instance: the latest discovery that covered it is what counts, so
+    # an empty region is not described again by every collection run.
+    latest = context.instance.get_latest_materialization_event(rds_instances.key)
+    discovered = latest.asset_materialization.metadata.get("regions") if latest else None
+    covered = {e.instance.region for e in inventory} | set(
+        discovered.value.split(", ") if discovered else ()
+    )
+    lacking = [region for region in aws.regions if region not in covered]
     if not lacking:
         return inventory
     context.log.info(f"No inventory of {', '.join(lacking)} yet: discovering it first")
