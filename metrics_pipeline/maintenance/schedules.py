@@ -8,9 +8,6 @@ from dagster import (
 )
 
 from metrics_pipeline.maintenance.jobs import backup_job, retention_job
-from metrics_pipeline.settings import get_settings
-
-settings = get_settings()
 
 
 @schedule(
