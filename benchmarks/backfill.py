@@ -22,11 +22,13 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
 from dagster import materialize
 from moto.cloudwatch.responses import CloudWatchResponse
 
-from metrics_pipeline.collection.assets import rds_instances, rds_metrics
+from metrics_pipeline.collection.assets import build_collection_assets
 from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.collection.schedules import range_tags
 from metrics_pipeline.local_aws.fleet import generated_fleet
 from metrics_pipeline.local_aws.server import start
+from metrics_pipeline.partitions import Partitions
+from metrics_pipeline.settings import load_settings
 from metrics_pipeline.warehouse.resources import WarehouseResource
 
 
@@ -39,6 +41,10 @@ def main() -> None:
 
     now = datetime.now(UTC)
     regions = ("us-east-1", "eu-west-1")
+    settings = load_settings({**os.environ, "METRICS_AWS_REGIONS": ",".join(regions)})
+    rds_instances, rds_metrics = build_collection_assets(
+        settings, Partitions.starting(settings.partitions_start).hourly
+    )
     local = start(generated_fleet(now, args.instances, regions))
     os.environ["AWS_ENDPOINT_URL"] = local.url
     answering = {"seconds": 0.0, "requests": 0}

@@ -1,39 +1,69 @@
-"""The code location Dagster loads: `dagster dev -m metrics_pipeline.definitions`."""
+"""The code location Dagster loads: `dagster dev -m metrics_pipeline.definitions`.
 
-from dagster import Definitions
+The definitions are built when Dagster loads them, from the settings in the environment of
+that moment; importing this module (or any other) reads no environment.
+"""
+
+import sys
+
+from dagster import DagsterError, Definitions, definitions
 
 from metrics_pipeline.automation import derived_assets_automation
-from metrics_pipeline.collection.assets import rds_instances, rds_metrics
+from metrics_pipeline.collection.assets import build_collection_assets
 from metrics_pipeline.collection.jobs import fresh_collection_job
-from metrics_pipeline.collection.schedules import fresh_collection_schedule
+from metrics_pipeline.collection.schedules import build_fresh_collection_schedule
 from metrics_pipeline.healing.jobs import healing_job
-from metrics_pipeline.healing.sensors import gap_healing_sensor
-from metrics_pipeline.maintenance.jobs import backup_job, retention_job
+from metrics_pipeline.healing.sensors import build_gap_healing_sensor
+from metrics_pipeline.maintenance.jobs import backup_job, build_retention_job
 from metrics_pipeline.maintenance.schedules import backup_schedule, retention_schedule
-from metrics_pipeline.quality.checks import (
-    rds_metrics_completeness,
-    rds_metrics_freshness,
-    rds_metrics_sanity,
-)
+from metrics_pipeline.partitions import Partitions
+from metrics_pipeline.quality.checks import build_checks
 from metrics_pipeline.quality.health import pipeline_health
-from metrics_pipeline.quality.sensors import run_failure_alert
+from metrics_pipeline.quality.sensors import build_run_failure_alert
 from metrics_pipeline.resources import build_resources
 from metrics_pipeline.rightsizing.assets import rightsizing_report
-from metrics_pipeline.rollups.assets import rds_metrics_daily, rds_metrics_hourly
-from metrics_pipeline.settings import get_settings
+from metrics_pipeline.rollups.assets import build_rollup_assets
+from metrics_pipeline.settings import ConfigError, Settings, load_settings
 
-defs = Definitions(
-    assets=[
-        rds_instances,
-        rds_metrics,
-        rds_metrics_hourly,
-        rds_metrics_daily,
-        pipeline_health,
-        rightsizing_report,
-    ],
-    asset_checks=[rds_metrics_completeness, rds_metrics_freshness, rds_metrics_sanity],
-    jobs=[fresh_collection_job, healing_job, retention_job, backup_job],
-    schedules=[fresh_collection_schedule, retention_schedule, backup_schedule],
-    sensors=[gap_healing_sensor, run_failure_alert, derived_assets_automation],
-    resources=build_resources(get_settings()),
-)
+
+class InvalidSettingsError(DagsterError):
+    """A setting the pipeline cannot use. Raised as a Dagster error, Dagster shows its one line
+    as the code location's error (in the UI and the CLI) instead of a generic load failure
+    with the line buried in the cause's traceback."""
+
+
+def build_definitions(settings: Settings) -> Definitions:
+    partitions = Partitions.starting(settings.partitions_start)
+    return Definitions(
+        assets=[
+            *build_collection_assets(settings, partitions.hourly),
+            *build_rollup_assets(partitions),
+            pipeline_health,
+            rightsizing_report,
+        ],
+        asset_checks=build_checks(settings),
+        jobs=[
+            fresh_collection_job,
+            healing_job,
+            build_retention_job(partitions.hourly),
+            backup_job,
+        ],
+        schedules=[build_fresh_collection_schedule(settings), retention_schedule, backup_schedule],
+        sensors=[
+            build_gap_healing_sensor(settings, partitions.hourly),
+            build_run_failure_alert(settings),
+            derived_assets_automation,
+        ],
+        resources=build_resources(settings),
+    )
+
+
+@definitions
+def defs() -> Definitions:
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        # First on the terminal of any dagster command, before whatever Dagster prints after.
+        print(f"metrics_pipeline cannot load: {error}", file=sys.stderr, flush=True)
+        raise InvalidSettingsError(str(error)) from None
+    return build_definitions(settings)

@@ -9,6 +9,9 @@ from dagster import TableColumn, TableColumnConstraints, TableSchema
 
 from metrics_pipeline.warehouse.schema import SCHEMA_SQL
 
+# Who answers for the assets in the catalog (Dagster's `owners`: a team or an e-mail address).
+OWNERS = ["team:rds-metrics"]
+
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A Markdown table, which the Dagster UI renders in an asset's metadata."""

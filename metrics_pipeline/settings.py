@@ -1,8 +1,10 @@
 """Every setting of the pipeline, read from the environment and validated in one place.
 
-Each setting has one name (the environment variable), one default and one check; a bad
-value raises :class:`ConfigError` naming the variable and what is allowed, before any
-AWS or DuckDB call is made.
+Each setting has one name (the environment variable), one default, one check and one line of
+documentation (the configuration reference in docs/operations.md is generated from the fields
+below); a bad value raises :class:`ConfigError` naming the variable and what is allowed, before
+any AWS or DuckDB call is made. Nothing here is read at import: the definitions read the
+environment when Dagster loads them, the command-line tool when it starts.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -50,10 +52,19 @@ DEFAULT_STEP_RETRY_DELAY_SECONDS = 30.0
 # Dagster's guidance is at most 100,000 partitions per asset: that many hours.
 MAX_PARTITIONS = 100_000
 MAX_RETENTION_DAYS = MAX_PARTITIONS // 24 - 1
+MAX_BACKUP_KEEP_DAYS = 3650
 
 
 class ConfigError(ValueError):
     """A setting has a value the pipeline cannot use; the message names the setting."""
+
+
+def setting(
+    env: str, default_text: str, allowed: str, default: Any = MISSING, **kwargs: Any
+) -> Any:
+    """A settings field with its environment variable and its line of the reference."""
+    metadata = {"env": env, "default_text": default_text, "allowed": allowed}
+    return field(default=default, metadata=metadata, **kwargs)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,11 +72,34 @@ class StorageSettings:
     """Where the warehouse and its backups live and how long they are kept: all that a reader
     (the command-line tool, a notebook) needs, with no AWS setting."""
 
-    duckdb_path: Path = field(default_factory=lambda: DEFAULT_DUCKDB_PATH.resolve())
-    retention_days: int = DEFAULT_RETENTION_DAYS
-    backup_dir: Path | None = None
-    backup_keep_days: int = DEFAULT_BACKUP_KEEP_DAYS
-    lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
+    duckdb_path: Path = setting(
+        "METRICS_DUCKDB_PATH",
+        "`data/metrics.duckdb` under the working directory (created)",
+        "a writable file path",
+        default_factory=lambda: DEFAULT_DUCKDB_PATH.resolve(),
+    )
+    retention_days: int = setting(
+        "METRICS_RETENTION_DAYS",
+        f"`{DEFAULT_RETENTION_DAYS}`",
+        f"days of metrics kept, 1 to {MAX_RETENTION_DAYS:,} (Dagster's guidance of at most "
+        f"{MAX_PARTITIONS:,} partitions)",
+        DEFAULT_RETENTION_DAYS,
+    )
+    backup_dir: Path | None = setting(
+        "METRICS_BACKUP_DIR", "`backups` next to the DuckDB file", "a folder for backups", None
+    )
+    backup_keep_days: int = setting(
+        "METRICS_BACKUP_KEEP_DAYS",
+        f"`{DEFAULT_BACKUP_KEEP_DAYS}`",
+        f"days of backups kept (the newest is always kept), 1 to {MAX_BACKUP_KEEP_DAYS:,}",
+        DEFAULT_BACKUP_KEEP_DAYS,
+    )
+    lock_timeout_seconds: float = setting(
+        "METRICS_LOCK_TIMEOUT_SECONDS",
+        f"`{DEFAULT_LOCK_TIMEOUT_SECONDS:g}`",
+        "how long a writer waits for the DuckDB file, seconds > 0 and at most 86,400",
+        DEFAULT_LOCK_TIMEOUT_SECONDS,
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StorageSettings:
@@ -109,7 +143,7 @@ def _storage_fields(env: Mapping[str, str]) -> dict[str, Any]:
             env.get("METRICS_BACKUP_KEEP_DAYS"),
             DEFAULT_BACKUP_KEEP_DAYS,
             minimum=1,
-            maximum=3650,
+            maximum=MAX_BACKUP_KEEP_DAYS,
         ),
         "lock_timeout_seconds": parse_positive_float(
             "METRICS_LOCK_TIMEOUT_SECONDS",
@@ -122,25 +156,118 @@ def _storage_fields(env: Mapping[str, str]) -> dict[str, Any]:
 
 @dataclass(frozen=True, kw_only=True)
 class Settings(StorageSettings):
-    regions: tuple[str, ...]
-    period_seconds: int = DEFAULT_PERIOD_SECONDS
-    metrics: tuple[str, ...] = DEFAULT_METRICS
-    statistics: tuple[str, ...] = DEFAULT_STATISTICS
-    settle_minutes: int = DEFAULT_SETTLE_MINUTES
-    partitions_start: datetime = field(
-        default_factory=lambda: rolling_start(DEFAULT_RETENTION_DAYS)
+    regions: tuple[str, ...] = setting(
+        "METRICS_AWS_REGIONS",
+        "boto3's default region",
+        "comma-separated AWS region names",
     )
-    max_requests_per_second: float = DEFAULT_MAX_REQUESTS_PER_SECOND
-    aws_max_attempts: int = DEFAULT_AWS_MAX_ATTEMPTS
-    fresh_interval_minutes: int = DEFAULT_FRESH_INTERVAL_MINUTES
-    backfill_days: int = DEFAULT_BACKFILL_DAYS
-    backfill_interval_minutes: int = DEFAULT_BACKFILL_INTERVAL_MINUTES
-    backfill_max_datapoints_per_tick: int = DEFAULT_BACKFILL_MAX_DATAPOINTS_PER_TICK
-    freshness_minutes: int = DEFAULT_FRESHNESS_MINUTES
-    completeness_warn: float = DEFAULT_COMPLETENESS_WARN
-    duckdb_memory_limit: str | None = None
-    step_retries: int = DEFAULT_STEP_RETRIES
-    step_retry_delay_seconds: float = DEFAULT_STEP_RETRY_DELAY_SECONDS
+    period_seconds: int = setting(
+        "METRICS_PERIOD_SECONDS",
+        f"`{DEFAULT_PERIOD_SECONDS}`",
+        "a multiple of 60 that divides an hour (60 for 1-minute detail)",
+        DEFAULT_PERIOD_SECONDS,
+    )
+    metrics: tuple[str, ...] = setting(
+        "METRICS_CLOUDWATCH_METRICS",
+        f"the {len(DEFAULT_METRICS)} below",
+        "comma-separated AWS/RDS metric names (e.g. `ReplicaLag`, `BurstBalance`)",
+        DEFAULT_METRICS,
+    )
+    statistics: tuple[str, ...] = setting(
+        "METRICS_STATISTICS",
+        f"`{','.join(DEFAULT_STATISTICS)}`",
+        "any of those",
+        DEFAULT_STATISTICS,
+    )
+    settle_minutes: int = setting(
+        "METRICS_SETTLE_MINUTES",
+        f"`{DEFAULT_SETTLE_MINUTES}`",
+        "whole minutes from 0 to 1,440 after an hour ends before its data counts as final",
+        DEFAULT_SETTLE_MINUTES,
+    )
+    partitions_start: datetime = setting(
+        "METRICS_PARTITIONS_START",
+        "midnight UTC `METRICS_RETENTION_DAYS` days ago (as of load)",
+        "first partition, `YYYY-MM-DD` or `YYYY-MM-DDTHH:00` (UTC), in the past and at most "
+        f"{MAX_PARTITIONS:,} hours ago",
+        default_factory=lambda: rolling_start(DEFAULT_RETENTION_DAYS),
+    )
+    max_requests_per_second: float = setting(
+        "METRICS_MAX_REQUESTS_PER_SECOND",
+        f"`{DEFAULT_MAX_REQUESTS_PER_SECOND:g}`",
+        "client-side cap per region, from 0.5 (botocore's slowest) to 1,000",
+        DEFAULT_MAX_REQUESTS_PER_SECOND,
+    )
+    aws_max_attempts: int = setting(
+        "METRICS_AWS_MAX_ATTEMPTS",
+        f"`{DEFAULT_AWS_MAX_ATTEMPTS}`",
+        "attempts per AWS call (botocore adaptive retries), 1 to 50",
+        DEFAULT_AWS_MAX_ATTEMPTS,
+    )
+    fresh_interval_minutes: int = setting(
+        "METRICS_FRESH_INTERVAL_MINUTES",
+        f"`{DEFAULT_FRESH_INTERVAL_MINUTES}`",
+        "minutes between fresh ticks, a divisor of 60",
+        DEFAULT_FRESH_INTERVAL_MINUTES,
+    )
+    backfill_days: int = setting(
+        "METRICS_BACKFILL_DAYS",
+        f"`{DEFAULT_BACKFILL_DAYS}`",
+        "days the gap sensor looks back, ≥ 1, < `METRICS_RETENTION_DAYS` and within "
+        "CloudWatch's retention at the period (15 days at 60 s, 63 at 300 s)",
+        DEFAULT_BACKFILL_DAYS,
+    )
+    backfill_interval_minutes: int = setting(
+        "METRICS_BACKFILL_INTERVAL_MINUTES",
+        f"`{DEFAULT_BACKFILL_INTERVAL_MINUTES}`",
+        "minutes between the gap sensor's looks for gaps when nothing is left to heal, 1 to 1,440",
+        DEFAULT_BACKFILL_INTERVAL_MINUTES,
+    )
+    backfill_max_datapoints_per_tick: int = setting(
+        "METRICS_BACKFILL_MAX_DATAPOINTS_PER_TICK",
+        f"`{DEFAULT_BACKFILL_MAX_DATAPOINTS_PER_TICK}`",
+        "CloudWatch datapoints the gap sensor asks for per tick at most (instances × hours × "
+        "metrics × statistics × periods per hour), ≥ 1",
+        DEFAULT_BACKFILL_MAX_DATAPOINTS_PER_TICK,
+    )
+    freshness_minutes: int = setting(
+        "METRICS_FRESHNESS_MINUTES",
+        f"`{DEFAULT_FRESHNESS_MINUTES}`",
+        "the freshness check's bound in minutes, 1 to 10,080",
+        DEFAULT_FRESHNESS_MINUTES,
+    )
+    completeness_warn: float = setting(
+        "METRICS_COMPLETENESS_WARN",
+        f"`{DEFAULT_COMPLETENESS_WARN}`",
+        "the completeness check warns below this fraction (0 to 1)",
+        DEFAULT_COMPLETENESS_WARN,
+    )
+    duckdb_memory_limit: str | None = setting(
+        "METRICS_DUCKDB_MEMORY_LIMIT",
+        "DuckDB's (80% of the RAM)",
+        "the writer's DuckDB `memory_limit`, e.g. `2GB` or `512MiB`, at least `128MiB`",
+        None,
+    )
+    step_retries: int = setting(
+        "METRICS_STEP_RETRIES",
+        f"`{DEFAULT_STEP_RETRIES}`",
+        "step retries of `rds_instances`/`rds_metrics` after a transient AWS failure, 0 to 10",
+        DEFAULT_STEP_RETRIES,
+    )
+    step_retry_delay_seconds: float = setting(
+        "METRICS_STEP_RETRY_DELAY_SECONDS",
+        f"`{DEFAULT_STEP_RETRY_DELAY_SECONDS:g}`",
+        "base delay of those retries (exponential, ± one delay of jitter), seconds > 0 and at "
+        "most 3,600",
+        DEFAULT_STEP_RETRY_DELAY_SECONDS,
+    )
+    slack_webhook_url: str | None = setting(
+        "METRICS_SLACK_WEBHOOK_URL",
+        "none",
+        "a Slack incoming webhook (`https://hooks.slack.com/…`) that also gets every alert "
+        "line; needs the `slack` extra (`pip install 'metrics_pipeline[slack]'`, dagster-slack)",
+        None,
+    )
 
     def __post_init__(self) -> None:
         cloudwatch_days = cloudwatch_retention_days(self.period_seconds)
@@ -237,6 +364,7 @@ class Settings(StorageSettings):
                 DEFAULT_STEP_RETRY_DELAY_SECONDS,
                 maximum=3600,
             ),
+            slack_webhook_url=parse_webhook_url(env.get("METRICS_SLACK_WEBHOOK_URL")),
         )
 
     @property
@@ -257,12 +385,6 @@ def cloudwatch_retention_days(period_seconds: int) -> int:
     if period_seconds % 300 == 0:
         return 63
     return 15
-
-
-@cache
-def get_settings() -> Settings:
-    """The settings of this process, read once: Definitions are built from them at load."""
-    return Settings.from_env()
 
 
 def _is_set(raw: str | None) -> bool:
@@ -411,6 +533,18 @@ def parse_memory_limit(raw: str | None) -> str | None:
     return value
 
 
+def parse_webhook_url(raw: str | None) -> str | None:
+    if not _is_set(raw):
+        return None
+    value = raw.strip()  # type: ignore[union-attr]
+    if not value.startswith(("https://", "http://")):
+        raise ConfigError(
+            f"METRICS_SLACK_WEBHOOK_URL: '{value}' is not allowed; expected the https:// URL of "
+            "a Slack incoming webhook."
+        )
+    return value
+
+
 def parse_fraction(name: str, raw: str | None, default: float) -> float:
     if not _is_set(raw):
         return default
@@ -510,3 +644,31 @@ def parse_start(raw: str | None, retention_days: int) -> datetime:
             "partitions (Dagster's limit per asset); choose a later start."
         )
     return start
+
+
+def configuration_reference() -> str:
+    """The table of docs/operations.md: one row per setting, from the fields above."""
+    rows = ["| variable | default | allowed |", "|---|---|---|"]
+    rows += [
+        f"| `{f.metadata['env']}` | {f.metadata['default_text']} | {f.metadata['allowed']} |"
+        for f in sorted(fields(Settings), key=_reference_order)
+    ]
+    return "\n".join(rows) + "\n"
+
+
+def _reference_order(settings_field: Any) -> int:
+    """Where to collect from first, then how, then how long to keep it, then the rest."""
+    order = [
+        "regions", "duckdb_path", "period_seconds", "metrics", "statistics", "settle_minutes",
+        "partitions_start", "max_requests_per_second", "aws_max_attempts",
+        "fresh_interval_minutes", "backfill_days", "backfill_interval_minutes",
+        "backfill_max_datapoints_per_tick", "retention_days", "freshness_minutes",
+        "completeness_warn", "lock_timeout_seconds", "duckdb_memory_limit", "step_retries",
+        "step_retry_delay_seconds", "backup_dir", "backup_keep_days", "slack_webhook_url",
+    ]  # fmt: skip
+    return order.index(settings_field.name)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings of a deployment, from the environment (or `environ`)."""
+    return Settings.from_env(environ)

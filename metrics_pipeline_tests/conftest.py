@@ -1,40 +1,38 @@
 """Shared fixtures: moto for AWS (with GetMetricData's real limits) and a real DuckDB file."""
 
 import os
-import tempfile
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-# The environment of a machine with no AWS account: set before the package reads settings.
-for _name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_REGION", "METRICS_AWS_REGIONS"):
-    os.environ.pop(_name, None)
-for _name in list(os.environ):
-    if _name.startswith("METRICS_"):
-        os.environ.pop(_name)
-os.environ.update(
-    AWS_ACCESS_KEY_ID="testing",
-    AWS_SECRET_ACCESS_KEY="testing",
-    AWS_DEFAULT_REGION="us-east-1",
-    METRICS_DUCKDB_PATH=os.path.join(tempfile.mkdtemp(prefix="metrics-tests-"), "defs.duckdb"),
-    # Step retries as in production (3), but tens of milliseconds apart rather than minutes.
-    METRICS_STEP_RETRY_DELAY_SECONDS="0.05",
-)
+import pytest
+from moto import mock_aws
+from moto.cloudwatch.responses import CloudWatchResponse
+from moto.server import ThreadedMotoServer
 
-import urllib.request  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import pytest  # noqa: E402
-from moto import mock_aws  # noqa: E402
-from moto.cloudwatch.responses import CloudWatchResponse  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
-
-from metrics_pipeline.collection.resources import AwsResource  # noqa: E402
-from metrics_pipeline.local_aws import cloudwatch as local_cloudwatch  # noqa: E402
-from metrics_pipeline.warehouse.resources import WarehouseResource  # noqa: E402
+from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.local_aws import cloudwatch as local_cloudwatch
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline_tests.helpers import make_aws
 
 local_cloudwatch.install()
 
-from metrics_pipeline_tests.helpers import make_aws  # noqa: E402
+
+@pytest.fixture(scope="session", autouse=True)
+def machine_without_aws_account(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The environment of a machine with no AWS account and no pipeline setting, for every test
+    and every process a test starts (the package reads no environment at import)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_REGION"):
+            patch.delenv(name, raising=False)
+        for name in [name for name in os.environ if name.startswith("METRICS_")]:
+            patch.delenv(name)
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        patch.setenv("METRICS_DUCKDB_PATH", str(tmp_path_factory.mktemp("defs") / "defs.duckdb"))
+        yield
 
 
 @pytest.fixture

@@ -10,9 +10,49 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dagster import Definitions
+
+from metrics_pipeline.collection.assets import build_collection_assets
 from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.definitions import build_definitions
+from metrics_pipeline.healing.sensors import build_gap_healing_sensor
+from metrics_pipeline.maintenance.jobs import build_retention_job
+from metrics_pipeline.partitions import Partitions
+from metrics_pipeline.quality.checks import build_checks
+from metrics_pipeline.quality.sensors import build_run_failure_alert
+from metrics_pipeline.rollups.assets import build_rollup_assets
+from metrics_pipeline.settings import Settings
 
 REGIONS = ["us-east-1", "eu-west-1"]
+
+
+def settings_for_tests(**env: str) -> Settings:
+    """The production defaults, but step retries tens of milliseconds apart rather than
+    minutes; `env` as METRICS_* variables would set them."""
+    return Settings.from_env(
+        {
+            "METRICS_AWS_REGIONS": ",".join(REGIONS),
+            "METRICS_STEP_RETRY_DELAY_SECONDS": "0.05",
+            **env,
+        }
+    )
+
+
+TEST_SETTINGS = settings_for_tests()
+TEST_PARTITIONS = Partitions.starting(TEST_SETTINGS.partitions_start)
+rds_instances, rds_metrics = build_collection_assets(TEST_SETTINGS, TEST_PARTITIONS.hourly)
+rds_metrics_hourly, rds_metrics_daily = build_rollup_assets(TEST_PARTITIONS)
+rds_metrics_completeness, rds_metrics_freshness, rds_metrics_sanity = build_checks(TEST_SETTINGS)
+gap_healing_sensor = build_gap_healing_sensor(TEST_SETTINGS, TEST_PARTITIONS.hourly)
+retention_job = build_retention_job(TEST_PARTITIONS.hourly)
+run_failure_alert = build_run_failure_alert(TEST_SETTINGS)
+STEP_ATTEMPTS = TEST_SETTINGS.step_retries + 1
+
+
+def definitions_for_tests(**env: str) -> Definitions:
+    return build_definitions(settings_for_tests(**env))
+
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 DAGSTER_DAEMON = str(Path(sys.executable).with_name("dagster-daemon"))

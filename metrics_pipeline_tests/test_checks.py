@@ -10,15 +10,15 @@ from metrics_pipeline.collection.inventory import Instance, InventoryEntry
 from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.collection.store import replace_metrics, upsert_instances
 from metrics_pipeline.healing.gaps import healing_hours
-from metrics_pipeline.quality.checks import (
-    completeness,
+from metrics_pipeline.quality.checks import completeness
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.schema import ensure_schema
+from metrics_pipeline_tests.helpers import (
+    make_aws,
     rds_metrics_completeness,
     rds_metrics_freshness,
     rds_metrics_sanity,
 )
-from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.schema import ensure_schema
-from metrics_pipeline_tests.helpers import make_aws
 
 H = [datetime(2026, 11, 20, h) for h in range(4)]
 LONG_AGO = datetime(2026, 10, 1)

@@ -7,17 +7,23 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dagster import AssetKey, BackfillPolicy, DagsterInstance
+import pytest
+from dagster import AssetKey, BackfillPolicy, DagsterInstance, Definitions
 
-from metrics_pipeline.definitions import defs
-from metrics_pipeline.partitions import hourly_partitions
-from metrics_pipeline.settings import get_settings
+from metrics_pipeline.definitions import defs as code_location
+from metrics_pipeline.settings import load_settings
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import base_tables
 from metrics_pipeline_tests.helpers import PROJECT_ROOT
 
 
-def test_definitions_load_with_every_asset() -> None:
+@pytest.fixture
+def defs() -> Definitions:
+    """The code location as Dagster loads it, from this test's environment."""
+    return code_location()
+
+
+def test_definitions_load_with_every_asset(defs: Definitions) -> None:
     graph = defs.resolve_asset_graph()
     assert graph.get_all_asset_keys() == {
         AssetKey(name)
@@ -37,16 +43,18 @@ def test_definitions_load_with_every_asset() -> None:
     assert defs.resolve_assets_def("rds_instances").op.pool == "duckdb_warehouse"
 
 
-def test_resources_come_from_the_environment() -> None:
+def test_resources_come_from_the_environment(defs: Definitions) -> None:
     resources = defs.resources
-    assert resources["warehouse"].database == str(get_settings().duckdb_path)
+    assert resources["warehouse"].database == str(load_settings().duckdb_path)
     assert resources["aws"].regions == ["us-east-1"]  # conftest's AWS_DEFAULT_REGION
     assert resources["aws"].period_seconds == 300
 
 
-def test_last_partition_is_the_hour_in_progress() -> None:
+def test_last_partition_is_the_hour_in_progress(defs: Definitions) -> None:
     now = datetime.now(UTC)
-    keys = hourly_partitions.get_partition_keys(current_time=now)
+    keys = defs.resolve_assets_def("rds_metrics").partitions_def.get_partition_keys(
+        current_time=now
+    )
     assert keys[-1] == now.strftime("%Y-%m-%d-%H:00")
     # By default the first partition is midnight UTC, METRICS_RETENTION_DAYS (7) days ago.
     assert keys[0] == (now - timedelta(days=7)).strftime("%Y-%m-%d-00:00")
@@ -62,7 +70,7 @@ def test_project_instance_allows_one_warehouse_writer(tmp_path: Path) -> None:
     assert not instance.run_retries_retry_on_asset_or_op_failure
 
 
-def test_schedules_sensor_and_jobs_are_loaded() -> None:
+def test_schedules_sensor_and_jobs_are_loaded(defs: Definitions) -> None:
     assert {s.name for s in defs.schedules} == {
         "fresh_collection_schedule",
         "retention_schedule",
@@ -87,6 +95,7 @@ def test_loading_the_definitions_warns_of_no_beta_feature_the_project_chose() ->
         "from dagster import BetaWarning\n"
         "warnings.simplefilter('error', BetaWarning)\n"
         "import metrics_pipeline.definitions\n"
+        "metrics_pipeline.definitions.defs()\n"
     )
     loaded = subprocess.run(
         [sys.executable, "-c", load],
@@ -98,7 +107,7 @@ def test_loading_the_definitions_warns_of_no_beta_feature_the_project_chose() ->
     assert loaded.returncode == 0, loaded.stderr[-2000:]
 
 
-def test_the_definitions_are_what_the_docs_describe() -> None:
+def test_the_definitions_are_what_the_docs_describe(defs: Definitions) -> None:
     """Names, partitions, pools, lineage and automation of every asset, and every job,
     schedule and sensor: a refactor that changes any of them shows here."""
     graph = defs.resolve_asset_graph()
@@ -159,7 +168,9 @@ def test_the_definitions_are_what_the_docs_describe() -> None:
     }
 
 
-def test_table_assets_show_the_columns_of_the_real_tables(warehouse: WarehouseResource) -> None:
+def test_table_assets_show_the_columns_of_the_real_tables(
+    defs: Definitions, warehouse: WarehouseResource
+) -> None:
     Path(warehouse.database).parent.mkdir(parents=True, exist_ok=True)
     with warehouse.connect() as conn:
         real = {

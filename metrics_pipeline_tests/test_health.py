@@ -7,10 +7,12 @@ from pathlib import Path
 from dagster import DagsterEvent, DagsterEventType, DagsterRunStatus, instance_for_test, materialize
 
 from metrics_pipeline.collection.store import record_run
-from metrics_pipeline.definitions import defs
 from metrics_pipeline.quality.health import pipeline_health
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
+from metrics_pipeline_tests.helpers import definitions_for_tests
+
+defs = definitions_for_tests()
 
 
 def test_summary_reports_cost_failures_and_freshness(warehouse: WarehouseResource) -> None:

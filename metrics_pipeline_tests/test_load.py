@@ -24,12 +24,12 @@ import pytest
 from dagster import materialize
 from moto.cloudwatch.responses import CloudWatchResponse
 
-from metrics_pipeline.collection.assets import rds_instances, rds_metrics
 from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.collection.schedules import range_tags
 from metrics_pipeline.local_aws.fleet import generated_fleet
 from metrics_pipeline.local_aws.server import start
 from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline_tests.helpers import rds_instances, rds_metrics
 
 INSTANCES = 500
 DAYS = 3

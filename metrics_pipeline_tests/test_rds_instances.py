@@ -8,11 +8,11 @@ import duckdb
 import pytest
 from dagster import materialize
 
-from metrics_pipeline.collection.assets import rds_instances
 from metrics_pipeline.collection.cloudwatch import RequestStats
 from metrics_pipeline.collection.inventory import describe_instances
 from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline_tests.helpers import rds_instances
 from metrics_pipeline_tests.moto_fleet import ACCOUNT_ID, create_instance
 
 pytestmark = pytest.mark.usefixtures("moto_aws")

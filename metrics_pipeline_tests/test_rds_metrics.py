@@ -8,10 +8,9 @@ import pytest
 from dagster import instance_for_test, materialize
 from moto.rds.responses import RDSResponse
 
-from metrics_pipeline.collection.assets import rds_instances, rds_metrics
 from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.helpers import make_aws
+from metrics_pipeline_tests.helpers import make_aws, rds_instances, rds_metrics
 from metrics_pipeline_tests.moto_fleet import (
     ACCOUNT_ID,
     STAT_COLUMNS,

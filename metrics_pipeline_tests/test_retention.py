@@ -9,13 +9,11 @@ import duckdb
 import pytest
 from dagster import DagsterEventType, Failure, instance_for_test, materialize
 
-from metrics_pipeline.collection.assets import check_collectable, rds_metrics
-from metrics_pipeline.maintenance.jobs import retention_job
-from metrics_pipeline.partitions import hourly_partitions
+from metrics_pipeline.collection.assets import check_collectable
 from metrics_pipeline.settings import ConfigError, Settings
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
-from metrics_pipeline_tests.helpers import make_aws
+from metrics_pipeline_tests.helpers import TEST_PARTITIONS, make_aws, rds_metrics, retention_job
 
 
 def floor_hour(moment: datetime) -> datetime:
@@ -91,7 +89,7 @@ def test_drops_old_hours_keeps_recent_ones_and_reports(warehouse: WarehouseResou
     assert (kept_log, oldest_log) == (241 - dropped_hours, cutoff)
 
     # Dropped hours that are partitions (the first one is the configured start) are observed.
-    first_partition = hourly_partitions.get_first_partition_key()
+    first_partition = TEST_PARTITIONS.hourly.get_first_partition_key()
     observed = sorted(r.event_log_entry.dagster_event.partition for r in observations)
     expected = sorted(
         key

@@ -12,7 +12,6 @@ import pyarrow as pa
 import pytest
 from dagster import AssetKey, materialize
 
-from metrics_pipeline.definitions import defs
 from metrics_pipeline.rightsizing.assets import (
     Evidence,
     Finding,
@@ -24,7 +23,9 @@ from metrics_pipeline.rightsizing.assets import (
 )
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
-from metrics_pipeline_tests.helpers import make_aws
+from metrics_pipeline_tests.helpers import definitions_for_tests, make_aws
+
+defs = definitions_for_tests()
 
 MIB, GIB = 1024**2, 1024**3
 PERIOD = timedelta(minutes=5)

@@ -16,12 +16,17 @@ from dagster import (
     materialize,
 )
 
-from metrics_pipeline.definitions import defs
-from metrics_pipeline.rollups.assets import rds_metrics_daily, rds_metrics_hourly
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
-from metrics_pipeline_tests.helpers import make_aws
+from metrics_pipeline_tests.helpers import (
+    definitions_for_tests,
+    make_aws,
+    rds_metrics_daily,
+    rds_metrics_hourly,
+)
 from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO
+
+defs = definitions_for_tests()
 
 DAY = TWO_DAYS_AGO.replace(hour=0)
 # CPU averages of the first hour's periods; two periods are missing (10 of 12 present).

@@ -5,8 +5,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from dagster import DefaultScheduleStatus, RunRequest, build_schedule_context
 
-from metrics_pipeline.collection.schedules import fresh_collection_schedule, fresh_hours
+from metrics_pipeline.collection.schedules import build_fresh_collection_schedule, fresh_hours
 from metrics_pipeline.maintenance.schedules import retention_schedule
+from metrics_pipeline_tests.helpers import TEST_SETTINGS
+
+fresh_collection_schedule = build_fresh_collection_schedule(TEST_SETTINGS)
 
 START = "dagster/asset_partition_range_start"
 END = "dagster/asset_partition_range_end"

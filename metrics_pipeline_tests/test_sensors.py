@@ -15,20 +15,27 @@ from dagster import (
     materialize,
 )
 
-from metrics_pipeline.collection.assets import rds_metrics
 from metrics_pipeline.collection.inventory import Instance
 from metrics_pipeline.collection.store import replace_metrics, upsert_instances
-from metrics_pipeline.definitions import defs
-from metrics_pipeline.healing import sensors
 from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.healing.sensors import (
     FIRST_COLLECTION_RUN_KEY,
-    LOOK_INTERVAL,
-    gap_healing_sensor,
+    build_gap_healing_sensor,
     next_look,
 )
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.helpers import hold_write_lock, make_aws
+from metrics_pipeline_tests.helpers import (
+    TEST_PARTITIONS,
+    TEST_SETTINGS,
+    definitions_for_tests,
+    gap_healing_sensor,
+    hold_write_lock,
+    make_aws,
+    rds_metrics,
+)
+
+defs = definitions_for_tests()
+LOOK_INTERVAL = timedelta(minutes=TEST_SETTINGS.backfill_interval_minutes)
 
 SETTLE = timedelta(minutes=15)
 ACCOUNT = "123456789012"
@@ -196,22 +203,21 @@ def test_a_long_history_comes_in_bounded_ticks_that_follow_each_other(
     warehouse: WarehouseResource,
     now: datetime,
     hours: list[datetime],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The default AWS resource asks 14 metrics x 5 statistics x 12 periods = 840 datapoints
     # per instance-hour: a budget of 20 instance-hours, for a history of 3 x 72 hours.
     per_instance_hour = make_aws().datapoints_per_instance_hour
     assert per_instance_hour == 840
     budget = dataclasses.replace(
-        sensors.settings, backfill_max_datapoints_per_tick=20 * per_instance_hour
+        TEST_SETTINGS, backfill_max_datapoints_per_tick=20 * per_instance_hour
     )
-    monkeypatch.setattr(sensors, "settings", budget)
+    sensor = build_gap_healing_sensor(budget, TEST_PARTITIONS.hourly)
     prepare_warehouse(warehouse, now, hours[:1], [A, B, STOPPED])  # only the oldest hour
     mark_materialized(instance, hours[:1])
     resources = {"warehouse": warehouse, "aws": make_aws()}
 
     first = build_sensor_context(instance=instance, resources=resources)
-    [request] = gap_healing_sensor(first).run_requests
+    [request] = sensor(first).run_requests
     # Whole hours fetch the three instances: 6 hours are 18 instance-hours, 7 would be 21.
     assert (request.tags[RANGE_START], request.tags[RANGE_END]) == (key(hours[-6]), key(hours[-1]))
     # Work is left: the next look is due at the next wake, not an interval later.
@@ -221,7 +227,7 @@ def test_a_long_history_comes_in_bounded_ticks_that_follow_each_other(
         job_def=defs.resolve_job_def("healing_job"), tags=dict(request.tags)
     )
     queued = build_sensor_context(instance=instance, resources=resources, cursor=first.cursor)
-    waiting = gap_healing_sensor(queued)
+    waiting = sensor(queued)
     assert isinstance(waiting, SkipReason)
     assert waiting.skip_message == (
         "1 healing run(s) queued or running; looking again when they finish."
@@ -231,7 +237,7 @@ def test_a_long_history_comes_in_bounded_ticks_that_follow_each_other(
     prepare_warehouse(warehouse, now, hours[-6:], [A, B, STOPPED])  # what the run fetched
     mark_materialized(instance, hours[-6:])
     after = build_sensor_context(instance=instance, resources=resources, cursor=first.cursor)
-    [following] = gap_healing_sensor(after).run_requests
+    [following] = sensor(after).run_requests
     assert (following.tags[RANGE_START], following.tags[RANGE_END]) == (
         key(hours[-12]),
         key(hours[-7]),

@@ -1,11 +1,11 @@
 """Every setting: its default, its parsing, and the one clear message a bad value gets."""
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from dagster import materialize
 
-from metrics_pipeline.collection.assets import rds_instances
 from metrics_pipeline.resources import build_resources
 from metrics_pipeline.settings import (
     DEFAULT_METRICS,
@@ -14,7 +14,7 @@ from metrics_pipeline.settings import (
     check_writable,
 )
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.helpers import make_aws
+from metrics_pipeline_tests.helpers import make_aws, rds_instances
 
 BASE = {"AWS_DEFAULT_REGION": "eu-west-1"}
 
@@ -172,6 +172,20 @@ def test_aws_region_wins_over_default_region() -> None:
             "METRICS_DUCKDB_MEMORY_LIMIT: '1KB' is too little for the warehouse's writes",
         ),
         (
+            {"METRICS_BACKFILL_INTERVAL_MINUTES": "0"},
+            "METRICS_BACKFILL_INTERVAL_MINUTES: 0 is not allowed; expected a whole number from "
+            "1 to 1,440.",
+        ),
+        (
+            {"METRICS_BACKFILL_MAX_DATAPOINTS_PER_TICK": "many"},
+            "METRICS_BACKFILL_MAX_DATAPOINTS_PER_TICK: 'many' is not a whole number.",
+        ),
+        (
+            {"METRICS_SLACK_WEBHOOK_URL": "slack.com/hook"},
+            "METRICS_SLACK_WEBHOOK_URL: 'slack.com/hook' is not allowed; expected the https:// "
+            "URL of a Slack incoming webhook.",
+        ),
+        (
             {"METRICS_PERIOD_SECONDS": "60", "METRICS_BACKFILL_DAYS": "20"},
             "METRICS_BACKFILL_DAYS (20) is more than CloudWatch keeps 60 s data (15 days)",
         ),
@@ -182,6 +196,15 @@ def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
         Settings.from_env({**BASE, **env})
     assert message in str(raised.value)
     assert raised.value.__cause__ is None
+
+
+def test_every_setting_is_read_and_checked() -> None:
+    """Each field of the model is read from its variable (a bad value of it is refused, naming
+    it); the paths, which take any value, are checked in the tests below."""
+    bad_value_cases = test_bad_values_name_the_setting.pytestmark[0].args[1]
+    refused = {name for env, _ in bad_value_cases for name in env}
+    documented = {field.metadata["env"] for field in fields(Settings)}
+    assert documented - refused == {"METRICS_DUCKDB_PATH", "METRICS_BACKUP_DIR"}
 
 
 def test_directory_as_duckdb_path(tmp_path: Path) -> None:

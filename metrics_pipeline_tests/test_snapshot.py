@@ -9,7 +9,6 @@ import duckdb
 import pytest
 from dagster import materialize
 
-from metrics_pipeline.collection.assets import rds_instances, rds_metrics
 from metrics_pipeline.hours import partition_key
 from metrics_pipeline.settings import snapshot_path_for
 from metrics_pipeline.warehouse.resources import WarehouseResource
@@ -19,7 +18,7 @@ from metrics_pipeline.warehouse.snapshot import (
     open_snapshot,
     publish_snapshot,
 )
-from metrics_pipeline_tests.helpers import make_aws
+from metrics_pipeline_tests.helpers import make_aws, rds_instances, rds_metrics
 from metrics_pipeline_tests.moto_fleet import THIS_HOUR, create_instance, put_metrics
 
 INSTANCES = 5

@@ -11,9 +11,8 @@ from dagster import instance_for_test, materialize
 from moto.cloudwatch.responses import CloudWatchResponse
 from moto.core.responses import ActionResult
 
-from metrics_pipeline.collection.assets import rds_instances, rds_metrics
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.helpers import make_aws
+from metrics_pipeline_tests.helpers import make_aws, rds_instances, rds_metrics
 from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO, create_instance
 
 HOUR = TWO_DAYS_AGO.replace(tzinfo=UTC)

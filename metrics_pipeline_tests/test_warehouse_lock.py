@@ -8,9 +8,8 @@ import duckdb
 import pytest
 from dagster import materialize
 
-from metrics_pipeline.collection.assets import rds_instances, rds_metrics
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.helpers import hold_write_lock, make_aws
+from metrics_pipeline_tests.helpers import hold_write_lock, make_aws, rds_instances, rds_metrics
 from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO, create_instance, put_metrics
 
 

@@ -4,23 +4,24 @@ Both are thin: the logic lives in `inventory`, `cloudwatch` and `warehouse`; the
 with Dagster's partitions, config, logging and metadata.
 """
 
-import functools
 import resource
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
     AssetMaterialization,
+    AssetsDefinition,
     BackfillPolicy,
     Backoff,
     Config,
     Failure,
+    HourlyPartitionsDefinition,
     Jitter,
     MaterializeResult,
     MetadataValue,
@@ -45,6 +46,7 @@ from metrics_pipeline.collection.inventory import (
     hours_before_creation,
     instances_existing,
 )
+from metrics_pipeline.collection.keys import GROUP, RDS_INSTANCES, RDS_METRICS
 from metrics_pipeline.collection.resources import AwsResource, aws_errors
 from metrics_pipeline.collection.store import (
     read_inventory,
@@ -53,17 +55,11 @@ from metrics_pipeline.collection.store import (
     upsert_instances,
 )
 from metrics_pipeline.hours import naive_utc, oldest_kept_hour, utc_now
-from metrics_pipeline.metadata import markdown_table, table_metadata
-from metrics_pipeline.partitions import hourly_partitions
-from metrics_pipeline.settings import Settings, cloudwatch_retention_days, get_settings
-from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.metadata import OWNERS, markdown_table, table_metadata
+from metrics_pipeline.settings import Settings, cloudwatch_retention_days
+from metrics_pipeline.warehouse.resources import WAREHOUSE_POOL, WarehouseResource
 from metrics_pipeline.warehouse.schema import INSTANCES_TABLE, METRICS_TABLE
 from metrics_pipeline.warehouse.snapshot import SnapshotMissingError
-
-GROUP = "rds"
-R = TypeVar("R")
-# Runs that write the warehouse share this pool; DuckDB takes one writing process at a time.
-WAREHOUSE_POOL = "duckdb_warehouse"
 
 
 def peak_memory_mib() -> float:
@@ -78,7 +74,9 @@ def aws_retry_policy(settings: Settings) -> RetryPolicy:
     With the defaults a failed step runs again after about 30 s, 90 s and 210 s (exponential,
     jittered by one delay either way so that runs failing together do not retry together):
     some six minutes, then the run fails and the gap sensor takes over. Failures that another
-    attempt cannot fix are raised with allow_retries=False and fail at once.
+    attempt cannot fix are raised with allow_retries=False and fail at once. Dagster keeps the
+    last attempt's error as the cause of its "Exceeded max_retries" failure; the run-failure
+    alert reads that cause.
     """
     return RetryPolicy(
         max_retries=settings.step_retries,
@@ -86,38 +84,6 @@ def aws_retry_policy(settings: Settings) -> RetryPolicy:
         backoff=Backoff.EXPONENTIAL,
         jitter=Jitter.PLUS_MINUS,
     )
-
-
-AWS_RETRY_POLICY = aws_retry_policy(get_settings())
-
-
-def final_on_last_attempt(compute: Callable[..., R]) -> Callable[..., R]:
-    """Wraps an asset's compute function: once the retries are spent, what would be retried is
-    raised as a final Failure, so that the step fails with the error's own line (what the
-    run-failure alert shows) rather than Dagster's "Exceeded max_retries of 3"."""
-
-    @functools.wraps(compute)
-    def attempt(context: AssetExecutionContext, *args: Any, **kwargs: Any) -> R:
-        try:
-            return compute(context, *args, **kwargs)
-        except Exception as error:
-            attempts = AWS_RETRY_POLICY.max_retries + 1
-            final = isinstance(error, Failure) and not error.allow_retries
-            if final or context.retry_number + 1 < attempts:
-                raise
-            gave_up = f"(gave up after {attempts} step attempt(s))"
-            if isinstance(error, Failure):
-                raise Failure(
-                    description=f"{error.description} {gave_up}",
-                    metadata=error.metadata,
-                    allow_retries=False,
-                ) from None
-            # An error nobody foresaw (a bug, a full disk): retried too, as it may pass.
-            raise Failure(
-                description=f"{type(error).__name__}: {error} {gave_up}", allow_retries=False
-            ) from error
-
-    return attempt
 
 
 @dataclass(frozen=True)
@@ -181,19 +147,7 @@ def discover(
     return Discovery(account_id, list(regions), records, new_ids, stats.api_calls, table_rows)
 
 
-@asset(
-    group_name=GROUP,
-    kinds={"duckdb", "aws"},
-    metadata=table_metadata(INSTANCES_TABLE),
-    pool=WAREHOUSE_POOL,
-    retry_policy=AWS_RETRY_POLICY,
-    description=(
-        f"Every RDS instance in the configured regions (DuckDB table `{INSTANCES_TABLE}`), "
-        "one row per instance, with first_seen/last_seen kept across discoveries."
-    ),
-)
-@final_on_last_attempt
-def rds_instances(
+def materialize_rds_instances(
     context: AssetExecutionContext, aws: AwsResource, warehouse: WarehouseResource
 ) -> MaterializeResult:
     warehouse.require_writable()
@@ -212,7 +166,7 @@ def read_or_discover_inventory(
         inventory = []
     # A region can hold no instance: the latest discovery that covered it is what counts, so
     # an empty region is not described again by every collection run.
-    latest = context.instance.get_latest_materialization_event(rds_instances.key)
+    latest = context.instance.get_latest_materialization_event(RDS_INSTANCES)
     discovered = latest.asset_materialization.metadata.get("regions") if latest else None
     covered = {e.instance.region for e in inventory} | set(
         discovered.value.split(", ") if discovered else ()
@@ -226,7 +180,7 @@ def read_or_discover_inventory(
         return inventory
     context.log_event(
         AssetMaterialization(
-            asset_key=rds_instances.key,
+            asset_key=RDS_INSTANCES,
             description="Discovered by rds_metrics, whose run found no inventory of these regions.",
             metadata=discovery.metadata(),
         )
@@ -265,25 +219,7 @@ class CollectionConfig(Config):
     )
 
 
-@asset(
-    group_name=GROUP,
-    kinds={"duckdb", "aws"},
-    metadata=table_metadata(METRICS_TABLE),
-    pool=WAREHOUSE_POOL,
-    partitions_def=hourly_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    retry_policy=AWS_RETRY_POLICY,
-    deps=[rds_instances],
-    description=(
-        f"CloudWatch metrics of every RDS instance, one partition per UTC hour (DuckDB table "
-        f"`{METRICS_TABLE}`, fetch log `rds_metric_fetches`). A run over a range of hours "
-        "fetches the whole window with batched GetMetricData calls. Hours older than "
-        "METRICS_RETENTION_DAYS are deleted daily: Dagster still shows them as materialized, "
-        "and each dropped hour carries a `dropped_by_retention` observation."
-    ),
-)
-@final_on_last_attempt
-def rds_metrics(
+def materialize_rds_metrics(
     context: AssetExecutionContext,
     config: CollectionConfig,
     aws: AwsResource,
@@ -410,3 +346,43 @@ def rds_metrics(
             f"{instance_id}: {hours}" for instance_id, hours in before_creation.items()
         )
     return MaterializeResult(metadata=metadata)
+
+
+def build_collection_assets(
+    settings: Settings, hourly_partitions: HourlyPartitionsDefinition
+) -> list[AssetsDefinition]:
+    """rds_instances and rds_metrics, with the retry policy and partitions of `settings`."""
+    retry_policy = aws_retry_policy(settings)
+    rds_instances = asset(
+        key=RDS_INSTANCES,
+        group_name=GROUP,
+        kinds={"duckdb", "aws"},
+        owners=OWNERS,
+        metadata=table_metadata(INSTANCES_TABLE),
+        pool=WAREHOUSE_POOL,
+        retry_policy=retry_policy,
+        description=(
+            f"Every RDS instance in the configured regions (DuckDB table `{INSTANCES_TABLE}`), "
+            "one row per instance, with first_seen/last_seen kept across discoveries."
+        ),
+    )(materialize_rds_instances)
+    rds_metrics = asset(
+        key=RDS_METRICS,
+        group_name=GROUP,
+        kinds={"duckdb", "aws"},
+        owners=OWNERS,
+        metadata=table_metadata(METRICS_TABLE),
+        pool=WAREHOUSE_POOL,
+        partitions_def=hourly_partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        retry_policy=retry_policy,
+        deps=[RDS_INSTANCES],
+        description=(
+            f"CloudWatch metrics of every RDS instance, one partition per UTC hour (DuckDB "
+            f"table `{METRICS_TABLE}`, fetch log `rds_metric_fetches`). A run over a range of "
+            "hours fetches the whole window with batched GetMetricData calls. Hours older than "
+            "METRICS_RETENTION_DAYS are deleted daily: Dagster still shows them as "
+            "materialized, and each dropped hour carries a `dropped_by_retention` observation."
+        ),
+    )(materialize_rds_metrics)
+    return [rds_instances, rds_metrics]

@@ -5,7 +5,7 @@ from dagster import (
     define_asset_job,
 )
 
-from metrics_pipeline.collection.assets import rds_instances, rds_metrics
+from metrics_pipeline.collection.keys import RDS_INSTANCES, RDS_METRICS
 
 # Run-queue priorities: a fresh tick goes ahead of healing backfills waiting in the queue.
 FRESH_PRIORITY = "10"
@@ -13,7 +13,7 @@ FRESH_PRIORITY = "10"
 
 fresh_collection_job = define_asset_job(
     "fresh_collection_job",
-    selection=AssetSelection.assets(rds_instances, rds_metrics),
+    selection=AssetSelection.assets(RDS_INSTANCES, RDS_METRICS),
     description="Refreshes the inventory, then collects the newest hours (one run per tick).",
     tags={"dagster/priority": FRESH_PRIORITY},
 )

@@ -6,19 +6,17 @@ from datetime import datetime, timedelta
 from dagster import (
     DefaultScheduleStatus,
     RunRequest,
+    ScheduleDefinition,
     ScheduleEvaluationContext,
     schedule,
 )
 
 from metrics_pipeline.collection.jobs import fresh_collection_job
 from metrics_pipeline.hours import HOUR, floor_hour, naive_utc, partition_key
-from metrics_pipeline.settings import get_settings
+from metrics_pipeline.settings import Settings
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
-
-
-settings = get_settings()
 
 
 def fresh_hours(
@@ -37,22 +35,25 @@ def range_tags(first: datetime, last: datetime) -> dict[str, str]:
     return {RANGE_START_TAG: partition_key(first), RANGE_END_TAG: partition_key(last)}
 
 
-@schedule(
-    job=fresh_collection_job,
-    cron_schedule=settings.fresh_cron,
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.RUNNING,
-    description=(
-        "Collects the hour in progress (and the previous one until it has settled) in one "
-        "run, after refreshing the inventory so new instances are collected at once."
-    ),
-)
-def fresh_collection_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-    scheduled = naive_utc(context.scheduled_execution_time)
-    first, last = fresh_hours(
-        scheduled, settings.settle_delay, timedelta(minutes=settings.fresh_interval_minutes)
+def build_fresh_collection_schedule(settings: Settings) -> ScheduleDefinition:
+    tick_interval = timedelta(minutes=settings.fresh_interval_minutes)
+
+    @schedule(
+        job=fresh_collection_job,
+        cron_schedule=settings.fresh_cron,
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.RUNNING,
+        description=(
+            "Collects the hour in progress (and the previous one until it has settled) in one "
+            "run, after refreshing the inventory so new instances are collected at once."
+        ),
     )
-    return RunRequest(
-        run_key=f"fresh {scheduled:%Y-%m-%dT%H:%M}",
-        tags=range_tags(first, last),
-    )
+    def fresh_collection_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+        scheduled = naive_utc(context.scheduled_execution_time)
+        first, last = fresh_hours(scheduled, settings.settle_delay, tick_interval)
+        return RunRequest(
+            run_key=f"fresh {scheduled:%Y-%m-%dT%H:%M}",
+            tags=range_tags(first, last),
+        )
+
+    return fresh_collection_schedule

@@ -5,14 +5,14 @@ from dagster import (
     define_asset_job,
 )
 
-from metrics_pipeline.collection.assets import rds_metrics
+from metrics_pipeline.collection.keys import RDS_METRICS
 
 HEALING_PRIORITY = "-10"
 
 
 healing_job = define_asset_job(
     "healing_job",
-    selection=AssetSelection.assets(rds_metrics),
+    selection=AssetSelection.assets(RDS_METRICS),
     description="Re-collects settled hours that lack data (launched by the gap sensor).",
     tags={"dagster/priority": HEALING_PRIORITY},
 )

@@ -6,12 +6,13 @@ from datetime import datetime, timedelta
 
 import duckdb
 from dagster import (
-    AssetKey,
     AssetPartitionStatus,
     DagsterRunStatus,
     DefaultSensorStatus,
+    HourlyPartitionsDefinition,
     RunRequest,
     RunsFilter,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -19,6 +20,7 @@ from dagster import (
 )
 
 from metrics_pipeline.collection.jobs import fresh_collection_job
+from metrics_pipeline.collection.keys import RDS_METRICS
 from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.collection.schedules import (
     fresh_hours,
@@ -34,12 +36,8 @@ from metrics_pipeline.healing.gaps import (
 )
 from metrics_pipeline.healing.jobs import healing_job
 from metrics_pipeline.hours import HOUR, partition_key, utc_now
-from metrics_pipeline.partitions import hourly_partitions
-from metrics_pipeline.settings import get_settings
+from metrics_pipeline.settings import Settings
 from metrics_pipeline.warehouse.resources import WarehouseResource
-
-settings = get_settings()
-
 
 STATUS_OF: dict[AssetPartitionStatus | None, HourStatus] = {
     AssetPartitionStatus.MATERIALIZED: HourStatus.MATERIALIZED,
@@ -73,9 +71,6 @@ def healing_request(run: HealingRun, now: datetime) -> RunRequest:
 WAKE_SECONDS = 60
 
 
-LOOK_INTERVAL = timedelta(minutes=settings.backfill_interval_minutes)
-
-
 IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -95,10 +90,12 @@ def next_look(cursor: str | None, now: datetime) -> datetime | None:
     return due if now < due else None
 
 
-def first_collection_request(now: datetime, settle_delay: timedelta) -> RunRequest:
+def first_collection_request(
+    now: datetime, settle_delay: timedelta, fresh_interval: timedelta
+) -> RunRequest:
     """The fresh collection a new deployment starts with, rather than at the next cron tick;
     its run key makes it happen once."""
-    first, last = fresh_hours(now, settle_delay, timedelta(minutes=settings.fresh_interval_minutes))
+    first, last = fresh_hours(now, settle_delay, fresh_interval)
     return RunRequest(
         run_key=FIRST_COLLECTION_RUN_KEY,
         job_name=fresh_collection_job.name,
@@ -106,29 +103,25 @@ def first_collection_request(now: datetime, settle_delay: timedelta) -> RunReque
     )
 
 
-@sensor(
-    jobs=[healing_job, fresh_collection_job],
-    minimum_interval_seconds=min(WAKE_SECONDS, settings.backfill_interval_minutes * 60),
-    default_status=DefaultSensorStatus.RUNNING,
-    description=(
-        "Starts the first collection of a new deployment at once. Then looks back "
-        f"{settings.backfill_days} days for settled hours that an existing instance has no "
-        "settled fetch of, or that never materialized, and backfills them newest first, at most "
-        f"{settings.backfill_max_datapoints_per_tick:,} CloudWatch datapoints per tick; it "
-        "looks again a minute after those runs finish while work is left, else every "
-        f"{settings.backfill_interval_minutes} min."
-    ),
-)
-def gap_healing_sensor(
-    context: SensorEvaluationContext, warehouse: WarehouseResource, aws: AwsResource
+def look_for_gaps(
+    context: SensorEvaluationContext,
+    warehouse: WarehouseResource,
+    aws: AwsResource,
+    settings: Settings,
+    hourly_partitions: HourlyPartitionsDefinition,
 ) -> SensorResult | SkipReason:
+    """One tick of the gap sensor."""
+    look_interval = timedelta(minutes=settings.backfill_interval_minutes)
+    fresh_interval = timedelta(minutes=settings.fresh_interval_minutes)
     now = utc_now()
     due = next_look(context.cursor, now)
     if due is not None:
         return SkipReason(f"Next look for gaps at {due:%H:%M} UTC.")
     if not warehouse.snapshot_path.exists():
         context.log.info("No warehouse yet: starting the first collection (once).")
-        return SensorResult(run_requests=[first_collection_request(now, aws.settle_delay)])
+        return SensorResult(
+            run_requests=[first_collection_request(now, aws.settle_delay, fresh_interval)]
+        )
     in_flight = context.instance.get_runs_count(
         RunsFilter(job_name=healing_job.name, statuses=IN_FLIGHT)
     )
@@ -149,16 +142,13 @@ def gap_healing_sensor(
         return SkipReason("The inventory is empty: rds_instances has not run yet.")
 
     keys = [partition_key(hour) for hour in hours]
-    statuses = (
-        context.instance.get_status_by_partition(AssetKey("rds_metrics"), keys, hourly_partitions)
-        or {}
-    )
+    statuses = context.instance.get_status_by_partition(RDS_METRICS, keys, hourly_partitions) or {}
     status_by_hour = {
         hour: STATUS_OF[statuses.get(key)] for hour, key in zip(hours, keys, strict=True)
     }
     gaps = find_gaps(hours, inventory, settled, status_by_hour)
     if not gaps:
-        context.update_cursor((now + LOOK_INTERVAL).isoformat())
+        context.update_cursor((now + look_interval).isoformat())
         return SkipReason(
             f"No gaps: {len(hours)} settled hours since {partition_key(hours[0])} are complete "
             f"for {len(inventory)} instance(s)."
@@ -169,7 +159,7 @@ def gap_healing_sensor(
         settings.backfill_max_datapoints_per_tick,
         aws.datapoints_per_instance_hour,
     )
-    context.update_cursor((now if plan.hours_left else now + LOOK_INTERVAL).isoformat())
+    context.update_cursor((now if plan.hours_left else now + look_interval).isoformat())
     context.log.info(
         f"{len(gaps)} gap hour(s) found; launching {len(plan.runs)} run(s) for {plan.hours} "
         "hour(s)"
@@ -181,3 +171,28 @@ def gap_healing_sensor(
         )
     )
     return SensorResult(run_requests=[healing_request(run, now) for run in plan.runs])
+
+
+def build_gap_healing_sensor(
+    settings: Settings, hourly_partitions: HourlyPartitionsDefinition
+) -> SensorDefinition:
+    @sensor(
+        jobs=[healing_job, fresh_collection_job],
+        minimum_interval_seconds=min(WAKE_SECONDS, settings.backfill_interval_minutes * 60),
+        default_status=DefaultSensorStatus.RUNNING,
+        description=(
+            "Starts the first collection of a new deployment at once. Then looks back "
+            f"{settings.backfill_days} days for settled hours that an existing instance has "
+            "no settled fetch of, or that never materialized, and backfills them newest first, "
+            f"at most {settings.backfill_max_datapoints_per_tick:,} CloudWatch datapoints per "
+            "tick; it "
+            "looks again a minute after those runs finish while work is left, else every "
+            f"{settings.backfill_interval_minutes} min."
+        ),
+    )
+    def gap_healing_sensor(
+        context: SensorEvaluationContext, warehouse: WarehouseResource, aws: AwsResource
+    ) -> SensorResult | SkipReason:
+        return look_for_gaps(context, warehouse, aws, settings, hourly_partitions)
+
+    return gap_healing_sensor

@@ -5,6 +5,8 @@ from pathlib import Path
 from dagster import (
     AssetObservation,
     Failure,
+    HourlyPartitionsDefinition,
+    JobDefinition,
     MetadataValue,
     OpExecutionContext,
     Output,
@@ -12,7 +14,7 @@ from dagster import (
     op,
 )
 
-from metrics_pipeline.collection.assets import WAREHOUSE_POOL, rds_metrics
+from metrics_pipeline.collection.keys import RDS_METRICS
 from metrics_pipeline.hours import oldest_kept_hour, partition_key, utc_now
 from metrics_pipeline.maintenance.backups import (
     BackupError,
@@ -21,8 +23,7 @@ from metrics_pipeline.maintenance.backups import (
     prune_backups,
 )
 from metrics_pipeline.maintenance.retention import drop_rows_before
-from metrics_pipeline.partitions import hourly_partitions
-from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.resources import WAREHOUSE_POOL, WarehouseResource
 from metrics_pipeline.warehouse.schema import METRICS_TABLE
 
 
@@ -32,8 +33,11 @@ def _file_bytes(database: str) -> int:
     return sum(p.stat().st_size for p in paths if p.exists())
 
 
-@op(pool=WAREHOUSE_POOL)
-def drop_expired_rows(context: OpExecutionContext, warehouse: WarehouseResource) -> Output[int]:
+def drop_expired_rows(
+    context: OpExecutionContext,
+    warehouse: WarehouseResource,
+    hourly_partitions: HourlyPartitionsDefinition,
+) -> Output[int]:
     """Deletes metrics older than the retention, then checkpoints so the space is reused.
 
     Dagster OSS keeps partition status forever, so each dropped hour also gets an
@@ -56,7 +60,7 @@ def drop_expired_rows(context: OpExecutionContext, warehouse: WarehouseResource)
         if key in valid_keys:
             context.log_event(
                 AssetObservation(
-                    asset_key=rds_metrics.key,
+                    asset_key=RDS_METRICS,
                     partition=key,
                     metadata={"dropped_by_retention": True, "cutoff": cutoff.isoformat()},
                 )
@@ -83,9 +87,20 @@ def drop_expired_rows(context: OpExecutionContext, warehouse: WarehouseResource)
     )
 
 
-@job(description="Drops metrics older than METRICS_RETENTION_DAYS from every table.")
-def retention_job() -> None:
-    drop_expired_rows()
+def build_retention_job(hourly_partitions: HourlyPartitionsDefinition) -> JobDefinition:
+    """The retention job; observations go to the hours that `hourly_partitions` still lists."""
+
+    @op(name="drop_expired_rows", pool=WAREHOUSE_POOL)
+    def drop_expired_rows_op(
+        context: OpExecutionContext, warehouse: WarehouseResource
+    ) -> Output[int]:
+        return drop_expired_rows(context, warehouse, hourly_partitions)
+
+    @job(description="Drops metrics older than METRICS_RETENTION_DAYS from every table.")
+    def retention_job() -> None:
+        drop_expired_rows_op()
+
+    return retention_job
 
 
 @op(description="Exports the latest snapshot to a new backup, then deletes expired ones.")

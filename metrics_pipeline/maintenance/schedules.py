@@ -7,11 +7,11 @@ from dagster import (
     schedule,
 )
 
-from metrics_pipeline.maintenance.jobs import backup_job, retention_job
+from metrics_pipeline.maintenance.jobs import backup_job
 
 
 @schedule(
-    job=retention_job,
+    job_name="retention_job",
     cron_schedule="20 0 * * *",
     execution_timezone="UTC",
     default_status=DefaultScheduleStatus.RUNNING,

@@ -5,10 +5,10 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
+from dagster import AssetCheckResult, AssetChecksDefinition, AssetCheckSeverity, asset_check
 
-from metrics_pipeline.collection.assets import rds_metrics
 from metrics_pipeline.collection.inventory import Instance, InventoryEntry
+from metrics_pipeline.collection.keys import RDS_METRICS
 from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.collection.store import read_inventory
 from metrics_pipeline.healing.gaps import healing_hours
@@ -18,11 +18,9 @@ from metrics_pipeline.quality.queries import (
     rows_per_instance_hour,
     sanity_counts,
 )
-from metrics_pipeline.settings import get_settings
+from metrics_pipeline.settings import Settings
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import METRICS_TABLE
-
-settings = get_settings()
 
 
 @dataclass(frozen=True)
@@ -52,78 +50,83 @@ def completeness(
     return Completeness(present / expected if expected else 1.0, expected, empty)
 
 
-@asset_check(
-    asset=rds_metrics,
-    description=(
-        f"Share of expected periods present over the last {settings.backfill_days} days of "
-        f"settled hours, for running instances: warns below {settings.completeness_warn:.0%}; "
-        "fails when a settled hour was fetched and came back empty for a running instance."
-    ),
-)
-def rds_metrics_completeness(aws: AwsResource, warehouse: WarehouseResource) -> AssetCheckResult:
-    hours = healing_hours(utc_now(), settings.backfill_days, aws.settle_delay)
-    if not hours:
-        return AssetCheckResult(passed=True, metadata={"settled_hours": 0})
-    window = (hours[0], hours[-1] + HOUR)
-    with warehouse.read_snapshot() as conn:
-        inventory = read_inventory(conn, aws.regions)
-        rows = rows_per_instance_hour(conn, *window)
-        empty = empty_settled_fetches(conn, *window)
-    report = completeness(
-        hours, inventory, rows, empty, (3600 // aws.period_seconds) * len(aws.metrics)
+def build_checks(settings: Settings) -> list[AssetChecksDefinition]:
+    """The checks of rds_metrics, with the bounds and window of `settings`."""
+
+    @asset_check(
+        asset=RDS_METRICS,
+        description=(
+            f"Share of expected periods present over the last {settings.backfill_days} days of "
+            f"settled hours, for running instances: warns below {settings.completeness_warn:.0%}; "
+            "fails when a settled hour was fetched and came back empty for a running instance."
+        ),
     )
-    failed = bool(report.empty_hours)
-    warned = report.share < settings.completeness_warn
-    return AssetCheckResult(
-        passed=not (failed or warned),
-        severity=AssetCheckSeverity.ERROR if failed else AssetCheckSeverity.WARN,
-        metadata={
-            "completeness": round(report.share, 4),
-            "expected_rows": report.expected_rows,
-            "settled_hours": len(hours),
-            "empty_running_instance_hours": len(report.empty_hours),
-            "first_empty": ", ".join(
-                f"{i.instance_id} {partition_key(h)}" for i, h in report.empty_hours[:5]
-            )
-            or "none",
-        },
-    )
-
-
-@asset_check(
-    asset=rds_metrics,
-    description=(
-        f"The newest period in rds_metrics ended no more than {settings.freshness_minutes} "
-        "minutes ago (METRICS_FRESHNESS_MINUTES)."
-    ),
-)
-def rds_metrics_freshness(aws: AwsResource, warehouse: WarehouseResource) -> AssetCheckResult:
-    with warehouse.read_snapshot() as conn:
-        [(newest,)] = conn.execute(f"SELECT max(ts) FROM {METRICS_TABLE}").fetchall()
-    if newest is None:
-        return AssetCheckResult(passed=False, metadata={"newest_period": "none"})
-    age = utc_now() - (newest + timedelta(seconds=aws.period_seconds))
-    return AssetCheckResult(
-        passed=age <= timedelta(minutes=settings.freshness_minutes),
-        metadata={
-            "newest_period": newest.isoformat(),
-            "age_minutes": round(age.total_seconds() / 60, 1),
-            "bound_minutes": settings.freshness_minutes,
-        },
-    )
-
-
-@asset_check(
-    asset=rds_metrics,
-    description=(
-        "Over the healing window: no duplicate keys, percentages within 0-100, no negative "
-        "values, minimum <= average <= maximum, timestamps on period boundaries and not ahead."
-    ),
-)
-def rds_metrics_sanity(aws: AwsResource, warehouse: WarehouseResource) -> AssetCheckResult:
-    now = utc_now()
-    with warehouse.read_snapshot() as conn:
-        counts = sanity_counts(
-            conn, now - timedelta(days=settings.backfill_days), aws.period_seconds, now
+    def rds_metrics_completeness(
+        aws: AwsResource, warehouse: WarehouseResource
+    ) -> AssetCheckResult:
+        hours = healing_hours(utc_now(), settings.backfill_days, aws.settle_delay)
+        if not hours:
+            return AssetCheckResult(passed=True, metadata={"settled_hours": 0})
+        window = (hours[0], hours[-1] + HOUR)
+        with warehouse.read_snapshot() as conn:
+            inventory = read_inventory(conn, aws.regions)
+            rows = rows_per_instance_hour(conn, *window)
+            empty = empty_settled_fetches(conn, *window)
+        report = completeness(
+            hours, inventory, rows, empty, (3600 // aws.period_seconds) * len(aws.metrics)
         )
-    return AssetCheckResult(passed=not any(counts.values()), metadata=counts)
+        failed = bool(report.empty_hours)
+        warned = report.share < settings.completeness_warn
+        return AssetCheckResult(
+            passed=not (failed or warned),
+            severity=AssetCheckSeverity.ERROR if failed else AssetCheckSeverity.WARN,
+            metadata={
+                "completeness": round(report.share, 4),
+                "expected_rows": report.expected_rows,
+                "settled_hours": len(hours),
+                "empty_running_instance_hours": len(report.empty_hours),
+                "first_empty": ", ".join(
+                    f"{i.instance_id} {partition_key(h)}" for i, h in report.empty_hours[:5]
+                )
+                or "none",
+            },
+        )
+
+    @asset_check(
+        asset=RDS_METRICS,
+        description=(
+            f"The newest period in rds_metrics ended no more than {settings.freshness_minutes} "
+            "minutes ago (METRICS_FRESHNESS_MINUTES)."
+        ),
+    )
+    def rds_metrics_freshness(aws: AwsResource, warehouse: WarehouseResource) -> AssetCheckResult:
+        with warehouse.read_snapshot() as conn:
+            [(newest,)] = conn.execute(f"SELECT max(ts) FROM {METRICS_TABLE}").fetchall()
+        if newest is None:
+            return AssetCheckResult(passed=False, metadata={"newest_period": "none"})
+        age = utc_now() - (newest + timedelta(seconds=aws.period_seconds))
+        return AssetCheckResult(
+            passed=age <= timedelta(minutes=settings.freshness_minutes),
+            metadata={
+                "newest_period": newest.isoformat(),
+                "age_minutes": round(age.total_seconds() / 60, 1),
+                "bound_minutes": settings.freshness_minutes,
+            },
+        )
+
+    @asset_check(
+        asset=RDS_METRICS,
+        description=(
+            "Over the healing window: no duplicate keys, percentages within 0-100, no negative "
+            "values, minimum <= average <= maximum, timestamps on period boundaries and not ahead."
+        ),
+    )
+    def rds_metrics_sanity(aws: AwsResource, warehouse: WarehouseResource) -> AssetCheckResult:
+        now = utc_now()
+        with warehouse.read_snapshot() as conn:
+            counts = sanity_counts(
+                conn, now - timedelta(days=settings.backfill_days), aws.period_seconds, now
+            )
+        return AssetCheckResult(passed=not any(counts.values()), metadata=counts)
+
+    return [rds_metrics_completeness, rds_metrics_freshness, rds_metrics_sanity]

@@ -14,10 +14,10 @@ from dagster import (
 )
 
 from metrics_pipeline.automation import on_cron_and_once_inputs_exist
-from metrics_pipeline.collection.assets import GROUP, rds_metrics
 from metrics_pipeline.collection.jobs import fresh_collection_job
+from metrics_pipeline.collection.keys import GROUP, RDS_METRICS
 from metrics_pipeline.healing.jobs import healing_job
-from metrics_pipeline.metadata import markdown_table
+from metrics_pipeline.metadata import OWNERS, markdown_table
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import RUNS_TABLE
 
@@ -28,8 +28,9 @@ FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
 @asset(
     group_name=GROUP,
     kinds={"duckdb"},
+    owners=OWNERS,
     # It reads pipeline_runs, which each rds_metrics run writes.
-    deps=[rds_metrics],
+    deps=[RDS_METRICS],
     # Every hour even when nothing was collected: that is when its report matters most.
     automation_condition=on_cron_and_once_inputs_exist("5 * * * *", only_after_input_updates=False),
     description=(

@@ -24,11 +24,11 @@ from dagster import (
 from pydantic import Field
 
 from metrics_pipeline.automation import on_cron_and_once_inputs_exist
-from metrics_pipeline.collection.assets import GROUP, WAREHOUSE_POOL, rds_instances, rds_metrics
+from metrics_pipeline.collection.keys import GROUP, RDS_INSTANCES, RDS_METRICS
 from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.hours import utc_now
-from metrics_pipeline.metadata import markdown_table, table_metadata
-from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.metadata import OWNERS, markdown_table, table_metadata
+from metrics_pipeline.warehouse.resources import WAREHOUSE_POOL, WarehouseResource
 from metrics_pipeline.warehouse.schema import (
     INSTANCES_TABLE,
     METRICS_TABLE,
@@ -291,9 +291,10 @@ def flagged_markdown(assessed: Sequence[tuple[Evidence, Finding]]) -> str:
 @asset(
     group_name=GROUP,
     kinds={"duckdb"},
+    owners=OWNERS,
     metadata=table_metadata(RIGHTSIZING_TABLE),
     pool=WAREHOUSE_POOL,
-    deps=[rds_instances, rds_metrics],
+    deps=[RDS_INSTANCES, RDS_METRICS],
     automation_condition=on_cron_and_once_inputs_exist("10 * * * *"),
     description=(
         f"Rightsizing from the trailing {WINDOW.days} days (DuckDB table `{RIGHTSIZING_TABLE}`, "

@@ -3,6 +3,7 @@
 from dagster import (
     AssetDep,
     AssetExecutionContext,
+    AssetsDefinition,
     BackfillPolicy,
     MaterializeResult,
     TimeWindowPartitionMapping,
@@ -10,13 +11,13 @@ from dagster import (
 )
 
 from metrics_pipeline.automation import ON_ANY_SOURCE_HOUR_CHANGE, ON_SOURCE_HOURS_CHANGE
-from metrics_pipeline.collection.assets import GROUP, WAREHOUSE_POOL, rds_metrics
+from metrics_pipeline.collection.keys import GROUP, RDS_METRICS
 from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.hours import naive_utc, utc_now
-from metrics_pipeline.metadata import table_metadata
-from metrics_pipeline.partitions import daily_partitions, hourly_partitions
+from metrics_pipeline.metadata import OWNERS, table_metadata
+from metrics_pipeline.partitions import Partitions
 from metrics_pipeline.rollups.store import replace_rollup
-from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.resources import WAREHOUSE_POOL, WarehouseResource
 from metrics_pipeline.warehouse.schema import DAILY_TABLE, HOURLY_TABLE
 
 
@@ -48,51 +49,60 @@ def _rollup(
     )
 
 
-@asset(
-    group_name=GROUP,
-    kinds={"duckdb"},
-    metadata=table_metadata(HOURLY_TABLE),
-    pool=WAREHOUSE_POOL,
-    partitions_def=hourly_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    deps=[rds_metrics],
-    automation_condition=ON_SOURCE_HOURS_CHANGE,
-    description=(
-        f"Per hour, instance and metric (DuckDB table `{HOURLY_TABLE}`): average, minimum, "
-        "maximum, p50/p95/p99 of the period averages, sample count, and completeness "
-        "(periods present / periods expected). Recomputed when its hour of rds_metrics changes."
-    ),
-)
-def rds_metrics_hourly(
+def materialize_hourly_rollup(
     context: AssetExecutionContext, aws: AwsResource, warehouse: WarehouseResource
 ) -> MaterializeResult:
     return _rollup(context, aws, warehouse, HOURLY_TABLE, 3600)
 
 
-@asset(
-    group_name=GROUP,
-    kinds={"duckdb"},
-    metadata=table_metadata(DAILY_TABLE),
-    pool=WAREHOUSE_POOL,
-    partitions_def=daily_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    # The day in progress maps onto hours that do not exist yet.
-    deps=[
-        AssetDep(
-            rds_metrics_hourly,
-            partition_mapping=TimeWindowPartitionMapping(
-                allow_nonexistent_upstream_partitions=True
-            ),
-        )
-    ],
-    automation_condition=ON_ANY_SOURCE_HOUR_CHANGE,
-    description=(
-        f"Per UTC day, instance and metric (DuckDB table `{DAILY_TABLE}`), the same figures "
-        "as the hourly rollup over the whole day (percentiles exact, from the period rows). "
-        "Recomputed when any of its hours changes."
-    ),
-)
-def rds_metrics_daily(
+def materialize_daily_rollup(
     context: AssetExecutionContext, aws: AwsResource, warehouse: WarehouseResource
 ) -> MaterializeResult:
     return _rollup(context, aws, warehouse, DAILY_TABLE, 86400)
+
+
+def build_rollup_assets(partitions: Partitions) -> list[AssetsDefinition]:
+    rds_metrics_hourly = asset(
+        name=HOURLY_TABLE,
+        group_name=GROUP,
+        kinds={"duckdb"},
+        owners=OWNERS,
+        metadata=table_metadata(HOURLY_TABLE),
+        pool=WAREHOUSE_POOL,
+        partitions_def=partitions.hourly,
+        backfill_policy=BackfillPolicy.single_run(),
+        deps=[RDS_METRICS],
+        automation_condition=ON_SOURCE_HOURS_CHANGE,
+        description=(
+            f"Per hour, instance and metric (DuckDB table `{HOURLY_TABLE}`): average, minimum, "
+            "maximum, p50/p95/p99 of the period averages, sample count, and completeness "
+            "(periods present / periods expected). Recomputed when its hour of rds_metrics "
+            "changes."
+        ),
+    )(materialize_hourly_rollup)
+    rds_metrics_daily = asset(
+        name=DAILY_TABLE,
+        group_name=GROUP,
+        kinds={"duckdb"},
+        owners=OWNERS,
+        metadata=table_metadata(DAILY_TABLE),
+        pool=WAREHOUSE_POOL,
+        partitions_def=partitions.daily,
+        backfill_policy=BackfillPolicy.single_run(),
+        # The day in progress maps onto hours that do not exist yet.
+        deps=[
+            AssetDep(
+                rds_metrics_hourly,
+                partition_mapping=TimeWindowPartitionMapping(
+                    allow_nonexistent_upstream_partitions=True
+                ),
+            )
+        ],
+        automation_condition=ON_ANY_SOURCE_HOUR_CHANGE,
+        description=(
+            f"Per UTC day, instance and metric (DuckDB table `{DAILY_TABLE}`), the same "
+            "figures as the hourly rollup over the whole day (percentiles exact, from the "
+            "period rows). Recomputed when any of its hours changes."
+        ),
+    )(materialize_daily_rollup)
+    return [rds_metrics_hourly, rds_metrics_daily]

@@ -25,6 +25,9 @@ from metrics_pipeline.settings import (
 from metrics_pipeline.warehouse.schema import STORAGE_COMPATIBILITY_VERSION, ensure_schema
 from metrics_pipeline.warehouse.snapshot import open_snapshot, publish_snapshot
 
+# Runs that write the warehouse share this pool; DuckDB takes one writing process at a time.
+WAREHOUSE_POOL = "duckdb_warehouse"
+
 
 class WarehouseResource(DuckDBResource):
     """The DuckDB warehouse file.
