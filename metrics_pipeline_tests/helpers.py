@@ -3,6 +3,7 @@ deployment's environment, polling, and a process holding the warehouse's write l
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -56,6 +57,14 @@ def definitions_for_tests(**env: str) -> Definitions:
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 DAGSTER_DAEMON = str(Path(sys.executable).with_name("dagster-daemon"))
+DAGSTER_WEBSERVER = str(Path(sys.executable).with_name("dagster-webserver"))
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def make_aws(**overrides: Any) -> AwsResource:

@@ -1,9 +1,13 @@
 """The code location loads, and its pieces are wired as the product promises."""
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import urllib.request
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,10 +15,16 @@ import pytest
 from dagster import AssetKey, BackfillPolicy, DagsterInstance, Definitions
 
 from metrics_pipeline.definitions import defs as code_location
-from metrics_pipeline.settings import load_settings
+from metrics_pipeline.settings import Settings, load_settings
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import base_tables
-from metrics_pipeline_tests.helpers import PROJECT_ROOT
+from metrics_pipeline_tests.helpers import (
+    DAGSTER,
+    DAGSTER_WEBSERVER,
+    PROJECT_ROOT,
+    free_port,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -210,3 +220,132 @@ def test_the_command_line_does_not_load_dagster() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
     )
     assert loaded.stdout.strip() == "False"
+
+
+IMPORT_EVERY_MODULE = (
+    "import importlib, pkgutil, metrics_pipeline\n"
+    "for module in pkgutil.walk_packages(metrics_pipeline.__path__, 'metrics_pipeline.'):\n"
+    "    if not module.name.endswith('__main__'):\n"
+    "        importlib.import_module(module.name)\n"
+    "print('imported')\n"
+)
+
+
+def environment_with(**settings: str) -> dict[str, str]:
+    """This process's environment without any AWS or pipeline variable, plus `settings`."""
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "METRICS_"))}
+    return {**kept, **settings}
+
+
+def test_importing_any_module_reads_no_setting() -> None:
+    """Every setting set to a value it refuses, and no AWS region anywhere: every module still
+    imports; only loading the definitions reads (and refuses) them."""
+    refused = {field.metadata["env"]: "not a value" for field in fields(Settings)}
+    env = environment_with(**refused)
+    imported = subprocess.run(
+        [sys.executable, "-c", IMPORT_EVERY_MODULE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    assert imported.stdout == "imported\n"
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "from metrics_pipeline.definitions import defs; defs()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert loaded.returncode != 0
+    assert loaded.stderr.splitlines()[0] == (
+        "metrics_pipeline cannot load: METRICS_RETENTION_DAYS: 'not a value' is not a whole number."
+    )
+
+
+def without_python_warnings(output: str) -> list[str]:
+    """The lines a person reads, without Python's warnings (a warning line and its source)."""
+    lines = output.splitlines()
+    warnings = {
+        n + offset
+        for n, line in enumerate(lines)
+        if re.match(r"^\S+\.py:\d+: \w*Warning: ", line)
+        for offset in (0, 1)
+    }
+    return [line for n, line in enumerate(lines) if n not in warnings and line.strip()]
+
+
+def test_a_bad_setting_is_the_first_line_the_dagster_command_prints(tmp_path: Path) -> None:
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    env = environment_with(
+        METRICS_AWS_REGIONS="us-east-1",
+        METRICS_BACKUP_KEEP_DAYS="999999999",
+        DAGSTER_HOME=str(tmp_path),
+    )
+    command = [DAGSTER, "asset", "materialize", "-m", "metrics_pipeline.definitions"]
+    done = subprocess.run(
+        [*command, "--select", "rds_instances"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode != 0
+    assert without_python_warnings(done.stderr)[0] == (
+        "metrics_pipeline cannot load: METRICS_BACKUP_KEEP_DAYS: 999999999 is not allowed; "
+        "expected a whole number from 1 to 3,650."
+    )
+
+
+LOCATION_ERRORS = """
+{ workspaceOrError { ... on Workspace { locationEntries { name
+    locationOrLoadError { __typename ... on PythonError { message } } } } } }
+"""
+
+
+@pytest.mark.e2e
+def test_a_bad_setting_is_the_code_location_error_in_the_ui(tmp_path: Path) -> None:
+    port = free_port()
+    env = environment_with(
+        METRICS_AWS_REGIONS="us-east-1,",
+        METRICS_SETTLE_MINUTES="99999999999999",
+        DAGSTER_HOME=str(tmp_path),
+    )
+    command = [DAGSTER_WEBSERVER, "-m", "metrics_pipeline.definitions"]
+    with subprocess.Popen(
+        [*command, "-h", "127.0.0.1", "-p", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as webserver:
+        try:
+            answer: dict = {}
+
+            def location_loaded() -> bool:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/graphql",
+                    data=json.dumps({"query": LOCATION_ERRORS}).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        answer.update(json.load(response))
+                except OSError:
+                    return False
+                entries = answer["data"]["workspaceOrError"]["locationEntries"]
+                return bool(entries and entries[0]["locationOrLoadError"])
+
+            wait_for(location_loaded, 120, "the webserver to load the code location")
+        finally:
+            webserver.terminate()
+    [entry] = answer["data"]["workspaceOrError"]["locationEntries"]
+    error = entry["locationOrLoadError"]
+    assert error["__typename"] == "PythonError"
+    assert error["message"].splitlines()[0] == (
+        "metrics_pipeline.definitions.InvalidSettingsError: METRICS_SETTLE_MINUTES: "
+        "99999999999999 is not allowed; expected a whole number from 0 to 1,440."
+    )

@@ -1,6 +1,7 @@
-"""The docs match the code: every setting is in the configuration reference, and every link
+"""The docs match the code: the configuration reference is the settings model's, and every link
 between the README and the docs pages leads somewhere."""
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -23,6 +24,20 @@ def test_every_setting_is_in_the_configuration_reference() -> None:
     reference = (PROJECT_ROOT / "docs" / "operations.md").read_text()
     documented = set(re.findall(r"^\| `(METRICS_[A-Z_]+)` \|", reference, re.M))
     assert read == documented
+
+
+def test_the_configuration_reference_is_generated_from_the_settings_model() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "update_settings_reference", PROJECT_ROOT / "scripts" / "update_settings_reference.py"
+    )
+    assert spec and spec.loader
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    page = script.PAGE.read_text()
+    assert script.with_reference(page) == page, (
+        "docs/operations.md differs from the settings model: run "
+        "python scripts/update_settings_reference.py"
+    )
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)

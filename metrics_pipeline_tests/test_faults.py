@@ -15,7 +15,6 @@ import itertools
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -56,6 +55,7 @@ from metrics_pipeline.quality.alerts import cause_line, root_cause
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import (
     STEP_ATTEMPTS,
+    free_port,
     gap_healing_sensor,
     hold_write_lock,
     make_aws,
@@ -223,13 +223,6 @@ def test_discovery_is_retried_by_the_step(
             "SELECT region, instance_id, engine FROM rds_instances ORDER BY instance_id"
         ).fetchall()
     assert inventory == [("us-east-1", "orders-db", "postgres"), ("eu-west-1", "users-db", "mysql")]
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_refused_connection_is_retried_then_fails_with_one_clear_line(

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from metrics_pipeline.local_aws.fleet import default_fleet
 from metrics_pipeline.local_aws.signals import series
 from metrics_pipeline.settings import snapshot_path_for
-from metrics_pipeline_tests.helpers import PROJECT_ROOT, wait_for
+from metrics_pipeline_tests.helpers import PROJECT_ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -35,12 +34,6 @@ AUTOMATION = (
     "derived_assets_automation",
     "run_failure_alert",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
