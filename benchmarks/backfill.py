@@ -23,7 +23,7 @@ from dagster import materialize
 from moto.cloudwatch.responses import CloudWatchResponse
 
 from metrics_pipeline.collection.assets import build_collection_assets
-from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.collection.schedules import range_tags
 from metrics_pipeline.local_aws.fleet import generated_fleet
 from metrics_pipeline.local_aws.server import start
@@ -62,7 +62,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         aws = AwsResource(regions=list(regions), max_requests_per_second=50)
         warehouse = WarehouseResource(database=str(Path(folder) / "metrics.duckdb"))
-        resources = {"aws": aws, "warehouse": warehouse}
+        resources = {"aws": aws, "collection": CollectionResource(), "warehouse": warehouse}
         materialize([rds_instances], resources=resources)
         last = now.replace(tzinfo=None, minute=0, second=0, microsecond=0) - timedelta(hours=1)
         first = last - timedelta(days=args.days) + timedelta(hours=1)

@@ -1,13 +1,11 @@
 """Shapes of Dagster metadata shared by the assets."""
 
 from collections.abc import Iterable, Sequence
-from functools import cache
 from typing import Any
 
-import duckdb
-from dagster import TableColumn, TableColumnConstraints, TableSchema
+from dagster import AssetExecutionContext, TableColumn, TableColumnConstraints, TableSchema
 
-from metrics_pipeline.warehouse.schema import SCHEMA_SQL
+from metrics_pipeline.warehouse.schema import expected_columns
 
 # Who answers for the assets in the catalog (Dagster's `owners`: a team or an e-mail address).
 OWNERS = ["team:rds-metrics"]
@@ -20,28 +18,12 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-@cache
-def _warehouse_columns() -> dict[str, list[tuple[str, str, bool]]]:
-    """Every table's columns (name, type, required), from the warehouse's DDL run once in an
-    in-memory DuckDB: the catalog cannot drift from the warehouse."""
-    with duckdb.connect(":memory:") as conn:
-        conn.execute(SCHEMA_SQL)
-        rows = conn.execute(
-            "SELECT table_name, column_name, data_type, is_nullable = 'NO' "
-            "FROM information_schema.columns ORDER BY table_name, ordinal_position"
-        ).fetchall()
-    columns: dict[str, list[tuple[str, str, bool]]] = {}
-    for table, *column in rows:
-        columns.setdefault(table, []).append(tuple(column))  # type: ignore[arg-type]
-    return columns
-
-
 def table_schema(table: str) -> TableSchema:
     """The table's columns as the catalog shows them."""
     return TableSchema(
         columns=[
             TableColumn(name, data_type, constraints=TableColumnConstraints(nullable=not required))
-            for name, data_type, required in _warehouse_columns()[table]
+            for name, data_type, required in expected_columns()[table]
         ]
     )
 
@@ -49,3 +31,10 @@ def table_schema(table: str) -> TableSchema:
 def table_metadata(table: str) -> dict[str, Any]:
     """Definition metadata of an asset stored in `table`: its name and columns."""
     return {"dagster/table_name": table, "dagster/column_schema": table_schema(table)}
+
+
+def row_count_of_partition(context: AssetExecutionContext, rows: int) -> dict[str, int]:
+    """Dagster's partition row count, when the run wrote one partition: a run over a range
+    reports one materialization per partition with the same metadata."""
+    single = len(context.partition_keys) == 1
+    return {"dagster/partition_row_count": rows} if single else {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import ConfigurableResource
 
-from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.settings import Settings
 from metrics_pipeline.warehouse.resources import WarehouseResource
 
@@ -13,12 +13,14 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
     return {
         "aws": AwsResource(
             regions=list(settings.regions),
+            max_requests_per_second=settings.max_requests_per_second,
+            max_attempts=settings.aws_max_attempts,
+        ),
+        "collection": CollectionResource(
             period_seconds=settings.period_seconds,
             metrics=list(settings.metrics),
             statistics=list(settings.statistics),
             settle_minutes=settings.settle_minutes,
-            max_requests_per_second=settings.max_requests_per_second,
-            max_attempts=settings.aws_max_attempts,
         ),
         "warehouse": WarehouseResource(
             database=str(settings.duckdb_path),

@@ -11,10 +11,10 @@ from moto import mock_aws
 from moto.cloudwatch.responses import CloudWatchResponse
 from moto.server import ThreadedMotoServer
 
-from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.local_aws import cloudwatch as local_cloudwatch
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.helpers import make_aws
+from metrics_pipeline_tests.helpers import make_aws, make_collection
 
 local_cloudwatch.install()
 
@@ -49,6 +49,11 @@ def warehouse(tmp_path: Path) -> WarehouseResource:
 @pytest.fixture
 def aws() -> AwsResource:
     return make_aws()
+
+
+@pytest.fixture
+def collection() -> CollectionResource:
+    return make_collection()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""Helpers the tests share (fixtures are in conftest.py): the AWS resource as tests use it, a
-deployment's environment, polling, and a process holding the warehouse's write lock."""
+"""Helpers the tests share (fixtures are in conftest.py): the AWS and collection resources as
+tests use them, a deployment's environment, polling, and a process holding the warehouse's
+write lock."""
 
 import os
 import shutil
@@ -14,7 +15,7 @@ from typing import Any
 from dagster import Definitions
 
 from metrics_pipeline.collection.assets import build_collection_assets
-from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.definitions import build_definitions
 from metrics_pipeline.healing.sensors import build_gap_healing_sensor
 from metrics_pipeline.maintenance.jobs import build_retention_job
@@ -70,6 +71,11 @@ def free_port() -> int:
 def make_aws(**overrides: Any) -> AwsResource:
     """The AWS resource as the tests use it: both regions, no client-side rate cap to wait on."""
     return AwsResource(**{"regions": REGIONS, "max_requests_per_second": 1000, **overrides})
+
+
+def make_collection(**overrides: Any) -> CollectionResource:
+    """The collection resource as the tests use it: the production defaults, with `overrides`."""
+    return CollectionResource(**overrides)
 
 
 def pipeline_env(tmp_path: Path, endpoint: str, **settings: str) -> dict[str, str]:

@@ -21,6 +21,7 @@ from metrics_pipeline.quality.sensors import build_run_failure_alert
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import (
     make_aws,
+    make_collection,
     rds_metrics,
     settings_for_tests,
 )
@@ -74,6 +75,7 @@ def test_failed_run_gives_one_alert_line(
             instance=instance,
             resources={
                 "aws": make_aws(),
+                "collection": make_collection(),
                 "warehouse": WarehouseResource(database=str(tmp_path / "w.duckdb")),
             },
             raise_on_error=False,

@@ -1,6 +1,8 @@
 """Backups: taken while a writer holds the warehouse, restored round-trip, pruned by age."""
 
+import hashlib
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -159,3 +161,124 @@ def test_a_table_added_after_the_backup_is_emptied_by_the_restore(
         assert "pipeline_runs" not in restored
         assert conn.execute("SELECT count(*) FROM pipeline_runs").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM rds_metrics").fetchone() == (len(periods()),)
+
+
+def tamper_and_restore(warehouse: WarehouseResource, tamper: Callable[[Path], None]) -> str:
+    """Backs up, tampers with the backup, then restores it: the refusal's message, having
+    checked that the warehouse was left as it was."""
+    seed(warehouse)
+    backup = create_backup(warehouse.snapshot_path, warehouse.backups_path, NOW)
+    tamper(backup.path)
+    with warehouse.connect() as conn:
+        conn.execute("DELETE FROM rds_metrics WHERE instance_id = 'users-db'")
+    before = contents(warehouse.database)
+    with pytest.raises(BackupError) as refused, warehouse.connect() as conn:
+        restore_backup(conn, find_backup(warehouse.backups_path, backup.name))
+    for table in TABLES:
+        pd.testing.assert_frame_equal(contents(warehouse.database)[table], before[table])
+    return str(refused.value)
+
+
+def rewrite_metrics_file(path: Path, select: str) -> None:
+    """rds_metrics.parquet replaced by `select` over its own rows (same row count)."""
+    file = path / "rds_metrics.parquet"
+    with duckdb.connect(":memory:") as conn:
+        conn.execute(f"CREATE TABLE t AS SELECT * FROM read_parquet('{file}')")
+        conn.execute(f"COPY ({select}) TO '{file}' (FORMAT parquet)")
+
+
+def edit_manifest(path: Path, edit: Callable[[dict], None]) -> None:
+    manifest = json.loads((path / MANIFEST).read_text())
+    edit(manifest)
+    (path / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_a_table_left_out_of_the_manifest_is_refused(warehouse: WarehouseResource) -> None:
+    message = tamper_and_restore(
+        warehouse, lambda path: edit_manifest(path, lambda m: m["rows"].pop("rds_metrics"))
+    )
+    assert message == (
+        "backup 20261126T004000Z: its manifest lists no rds_metrics; nothing was restored."
+    )
+
+
+def test_a_file_without_some_columns_is_refused(warehouse: WarehouseResource) -> None:
+    message = tamper_and_restore(
+        warehouse,
+        lambda path: rewrite_metrics_file(path, "SELECT * EXCLUDE (average, sum) FROM t"),
+    )
+    assert message == (
+        "backup 20261126T004000Z: rds_metrics.parquet does not match its SHA-256 in the "
+        "manifest; nothing was restored."
+    )
+
+
+def test_changed_values_with_the_same_row_count_are_refused(
+    warehouse: WarehouseResource,
+) -> None:
+    message = tamper_and_restore(
+        warehouse,
+        lambda path: rewrite_metrics_file(path, "SELECT * REPLACE (average * 2 AS average) FROM t"),
+    )
+    assert "rds_metrics.parquet does not match its SHA-256" in message
+
+
+def test_a_file_whose_checksum_was_forged_still_needs_its_columns(
+    warehouse: WarehouseResource,
+) -> None:
+    def forge(path: Path) -> None:
+        rewrite_metrics_file(path, "SELECT * EXCLUDE (sum) FROM t")
+        digest = hashlib.sha256((path / "rds_metrics.parquet").read_bytes()).hexdigest()
+        edit_manifest(path, lambda m: m["sha256"].update({"rds_metrics.parquet": digest}))
+
+    message = tamper_and_restore(warehouse, forge)
+    assert message.startswith("backup 20261126T004000Z: rds_metrics.parquet has the columns ")
+    assert "'sum'" not in message.split("its manifest says")[0]
+    assert message.endswith("; nothing was restored.")
+
+
+def test_a_backup_from_before_checksums_needs_an_explicit_unverified_restore(
+    warehouse: WarehouseResource,
+) -> None:
+    def unverified(path: Path) -> None:
+        edit_manifest(path, lambda m: (m.pop("sha256"), m.pop("columns")))
+
+    message = tamper_and_restore(warehouse, unverified)
+    assert message == (
+        "backup 20261126T004000Z: it was made before backups carried checksums and cannot be "
+        "verified (restore it with --unverified to accept that); nothing was restored."
+    )
+    with warehouse.connect() as conn:
+        backup = find_backup(warehouse.backups_path, "20261126T004000Z")
+        restored = restore_backup(conn, backup, verify=False)
+    assert restored["rds_metrics"] == len(periods())
+
+
+def test_manifests_with_an_offset_or_unreadable_are_handled(warehouse: WarehouseResource) -> None:
+    seed(warehouse)
+    folder = warehouse.backups_path
+    offset = create_backup(warehouse.snapshot_path, folder, NOW)
+    edit_manifest(offset.path, lambda m: m.update(created_at="2026-11-26T05:40:00+05:00"))
+    broken = create_backup(warehouse.snapshot_path, folder, NOW - timedelta(days=30))
+    (broken.path / MANIFEST).write_text("{not json")
+
+    skipped: list[str] = []
+    [listed] = list_backups(folder, skipped)
+    assert (listed.name, listed.created_at) == (offset.name, NOW)  # 05:40+05:00 is 00:40 UTC
+    assert len(skipped) == 1 and skipped[0].startswith(f"{broken.name}: unreadable manifest.json")
+    assert prune_backups(folder, keep_days=1, now=NOW + timedelta(days=3)) == []
+    with pytest.raises(BackupError, match=rf"^backup {broken.name}: unreadable manifest.json"):
+        find_backup(folder, broken.name)
+    with warehouse.connect() as conn:
+        assert restore_backup(conn, find_backup(folder, offset.name))["rds_metrics"] == len(
+            periods()
+        )
+
+
+def test_two_backups_in_the_same_second_get_two_names(warehouse: WarehouseResource) -> None:
+    seed(warehouse)
+    first = create_backup(warehouse.snapshot_path, warehouse.backups_path, NOW)
+    second = create_backup(warehouse.snapshot_path, warehouse.backups_path, NOW)
+    assert (first.name, second.name) == ("20261126T004000Z", "20261126T004000Z-2")
+    assert [b.name for b in list_backups(warehouse.backups_path)] == [first.name, second.name]
+    assert str(second.path / "rds_metrics.parquet") in (second.path / "load.sql").read_text()

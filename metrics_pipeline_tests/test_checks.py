@@ -7,7 +7,7 @@ import pytest
 from dagster import AssetCheckSeverity
 
 from metrics_pipeline.collection.inventory import Instance, InventoryEntry
-from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.collection.resources import CollectionResource
 from metrics_pipeline.collection.store import replace_metrics, upsert_instances
 from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.quality.checks import completeness
@@ -15,6 +15,7 @@ from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
 from metrics_pipeline_tests.helpers import (
     make_aws,
+    make_collection,
     rds_metrics_completeness,
     rds_metrics_freshness,
     rds_metrics_sanity,
@@ -71,8 +72,8 @@ def prepare(warehouse: WarehouseResource, cpu: list[tuple[datetime, float]], emp
 
 
 @pytest.fixture
-def cpu_only() -> AwsResource:
-    return make_aws(metrics=["CPUUtilization"])
+def cpu_only() -> CollectionResource:
+    return make_collection(metrics=["CPUUtilization"])
 
 
 def recent_periods(count: int, value: float = 40.0) -> list[tuple[datetime, float]]:
@@ -85,17 +86,17 @@ def test_completeness_check_fails_on_an_empty_settled_hour(
     warehouse: WarehouseResource, cpu_only
 ) -> None:
     prepare(warehouse, recent_periods(3), empty=True)
-    result = rds_metrics_completeness(aws=cpu_only, warehouse=warehouse)
+    result = rds_metrics_completeness(aws=make_aws(), collection=cpu_only, warehouse=warehouse)
     assert not result.passed
     assert result.severity == AssetCheckSeverity.ERROR
     assert result.metadata["empty_running_instance_hours"].value == 1
 
 
 def test_completeness_check_warns_when_data_is_thin(
-    warehouse: WarehouseResource, cpu_only: AwsResource
+    warehouse: WarehouseResource, cpu_only: CollectionResource
 ) -> None:
     prepare(warehouse, recent_periods(3), empty=False)
-    result = rds_metrics_completeness(aws=cpu_only, warehouse=warehouse)
+    result = rds_metrics_completeness(aws=make_aws(), collection=cpu_only, warehouse=warehouse)
     assert not result.passed
     assert result.severity == AssetCheckSeverity.WARN
     hours = len(healing_hours(now(), 3, timedelta(minutes=15)))
@@ -103,27 +104,27 @@ def test_completeness_check_warns_when_data_is_thin(
     assert result.metadata["completeness"].value < 0.1
 
 
-def test_freshness(warehouse: WarehouseResource, cpu_only: AwsResource) -> None:
+def test_freshness(warehouse: WarehouseResource, cpu_only: CollectionResource) -> None:
     prepare(warehouse, recent_periods(2), empty=False)
-    assert rds_metrics_freshness(aws=cpu_only, warehouse=warehouse).passed
+    assert rds_metrics_freshness(aws=make_aws(), collection=cpu_only, warehouse=warehouse).passed
     stale = WarehouseResource(database=str(Path(warehouse.database).with_name("stale.duckdb")))
     prepare(stale, [(now() - timedelta(hours=2), 10.0)], empty=False)
-    result = rds_metrics_freshness(aws=cpu_only, warehouse=stale)
+    result = rds_metrics_freshness(aws=make_aws(), collection=cpu_only, warehouse=stale)
     assert not result.passed
     assert result.metadata["age_minutes"].value > 100
 
 
 def test_sanity_finds_impossible_values(
-    warehouse: WarehouseResource, cpu_only: AwsResource
+    warehouse: WarehouseResource, cpu_only: CollectionResource
 ) -> None:
     prepare(warehouse, recent_periods(3), empty=False)
-    assert rds_metrics_sanity(aws=cpu_only, warehouse=warehouse).passed
+    assert rds_metrics_sanity(aws=make_aws(), collection=cpu_only, warehouse=warehouse).passed
     with warehouse.connect() as conn:
         conn.execute(
             "UPDATE rds_metrics SET average = 120, maximum = 120 "
             "WHERE ts = (SELECT max(ts) FROM rds_metrics)"
         )
-    result = rds_metrics_sanity(aws=cpu_only, warehouse=warehouse)
+    result = rds_metrics_sanity(aws=make_aws(), collection=cpu_only, warehouse=warehouse)
     assert not result.passed
     assert result.metadata["percent_out_of_range"].value == 1
     assert result.metadata["duplicate_keys"].value == 0

@@ -134,10 +134,11 @@ def test_backup_create_list_restore_from_the_command_line(
 ) -> None:
     created = cli(warehouse, "backup", "create")
     assert created.returncode == 0, created.stderr
-    assert created.stdout.startswith(f"Backed up {len(stored) + 2} row(s) to ")
+    # Besides the metrics: the two instances of the inventory and the schema version.
+    assert created.stdout.startswith(f"Backed up {len(stored) + 3} row(s) to ")
     listed = cli(warehouse, "backup", "list", "-f", "json")
     [backup] = json.loads(listed.stdout)
-    assert backup["rows"] == len(stored) + 2
+    assert backup["rows"] == len(stored) + 3
 
     with warehouse.connect() as conn:
         conn.execute("DELETE FROM rds_metrics")

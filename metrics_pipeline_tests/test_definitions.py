@@ -57,7 +57,7 @@ def test_resources_come_from_the_environment(defs: Definitions) -> None:
     resources = defs.resources
     assert resources["warehouse"].database == str(load_settings().duckdb_path)
     assert resources["aws"].regions == ["us-east-1"]  # conftest's AWS_DEFAULT_REGION
-    assert resources["aws"].period_seconds == 300
+    assert resources["collection"].period_seconds == 300
 
 
 def test_last_partition_is_the_hour_in_progress(defs: Definitions) -> None:

@@ -43,7 +43,7 @@ from moto.rds.exceptions import RDSClientError
 from moto.rds.responses import RDSResponse
 
 from metrics_pipeline.catalog import STATISTIC_COLUMNS
-from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.collection.schedules import RANGE_END_TAG, RANGE_START_TAG, range_tags
 from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.hours import partition_key
@@ -59,6 +59,7 @@ from metrics_pipeline_tests.helpers import (
     gap_healing_sensor,
     hold_write_lock,
     make_aws,
+    make_collection,
     rds_instances,
     rds_metrics,
     run_failure_alert,
@@ -168,7 +169,11 @@ def test_transient_failure_is_retried_by_the_step_and_the_data_is_exact(
     end = HOUR + timedelta(hours=1)
     expected = put_metrics("us-east-1", ["orders-db"], metrics, HOUR, end)
     expected |= put_metrics("eu-west-1", ["users-db"], metrics, HOUR, end)
-    resources = {"aws": make_aws(metrics=metrics, max_attempts=2), "warehouse": warehouse}
+    resources = {
+        "aws": make_aws(max_attempts=2),
+        "collection": make_collection(metrics=metrics),
+        "warehouse": warehouse,
+    }
     assert materialize([rds_instances], resources=resources).success
 
     # Both of botocore's attempts at the first call fail: the first step attempt fails.
@@ -277,7 +282,11 @@ class ConfigErrorCase:
 def _discovered(warehouse: WarehouseResource, **warehouse_overrides: Any) -> dict[str, Any]:
     create_instance("us-east-1", "orders-db")
     target = WarehouseResource(database=warehouse.database, **warehouse_overrides)
-    resources = {"aws": make_aws(metrics=["CPUUtilization"]), "warehouse": target}
+    resources = {
+        "aws": make_aws(),
+        "collection": make_collection(metrics=["CPUUtilization"]),
+        "warehouse": target,
+    }
     assert materialize([rds_instances], resources=resources).success
     return {"resources": resources}
 
@@ -333,7 +342,7 @@ CONFIG_ERRORS = [
             _lock_held,
             "is locked by another process and was not released within 0.5 s "
             "(METRICS_LOCK_TIMEOUT_SECONDS)",
-            get_metric_data_calls=1,
+            get_metric_data_calls=0,  # the run checks the warehouse before it asks AWS
         ),
         id="lock-timeout",
     ),
@@ -427,7 +436,11 @@ def simulated(local: LocalAws, first: datetime, end: datetime, metrics: list[str
 
 
 def sensor_aws(local: LocalAws) -> AwsResource:
-    return make_aws(endpoint_url=local.url, metrics=SENSOR_METRICS, max_attempts=2)
+    return make_aws(endpoint_url=local.url, max_attempts=2)
+
+
+def sensor_collection() -> CollectionResource:
+    return make_collection(metrics=SENSOR_METRICS)
 
 
 def heal(instance: DagsterInstance, resources: dict[str, Any]) -> list[tuple[str, str, dict]]:
@@ -493,7 +506,11 @@ def test_retries_run_out_mid_run_then_the_gap_sensor_heals_the_hours(
 ) -> None:
     hours = sensor_hours
     failing = hours[-3:]
-    resources = {"aws": sensor_aws(local_aws), "warehouse": warehouse}
+    resources = {
+        "aws": sensor_aws(local_aws),
+        "collection": sensor_collection(),
+        "warehouse": warehouse,
+    }
     assert materialize([rds_instances], resources=resources, instance=instance).success
     assert materialize(
         [rds_metrics], resources=resources, instance=instance, tags=range_tags(hours[0], hours[-4])
@@ -551,7 +568,11 @@ def test_an_outage_of_several_hours_is_healed_hour_by_hour(
 ) -> None:
     hours = sensor_hours
     outage, after = hours[-6:-2], hours[-2:]
-    resources = {"aws": sensor_aws(local_aws), "warehouse": warehouse}
+    resources = {
+        "aws": sensor_aws(local_aws),
+        "collection": sensor_collection(),
+        "warehouse": warehouse,
+    }
     assert materialize([rds_instances], resources=resources, instance=instance).success
     # Before the outage everything up to its first hour was collected.
     assert materialize(
@@ -613,27 +634,32 @@ _COLLECT_IN_CHILD = """
 import sys
 from dagster import materialize
 from metrics_pipeline_tests.helpers import rds_metrics
-from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.warehouse.resources import WarehouseResource
 database, endpoint, first, last, metrics = sys.argv[1:]
 aws = AwsResource(regions=["us-east-1", "eu-west-1"], endpoint_url=endpoint,
-                  metrics=metrics.split(","), statistics=["Average"], max_requests_per_second=1000)
+                  max_requests_per_second=1000)
+collection = CollectionResource(metrics=metrics.split(","), statistics=["Average"])
 warehouse = WarehouseResource(database=database)
-materialize([rds_metrics], resources={"aws": aws, "warehouse": warehouse},
+materialize([rds_metrics],
+            resources={"aws": aws, "collection": collection, "warehouse": warehouse},
             tags={"dagster/asset_partition_range_start": first,
                   "dagster/asset_partition_range_end": last})
 """
 
 
 def kill_aws(endpoint: str) -> AwsResource:
-    """The resource of the child above, for the runs this process makes."""
+    """The AWS resource of the child above, for the runs this process makes."""
     return AwsResource(
         regions=["us-east-1", "eu-west-1"],
         endpoint_url=endpoint,
-        metrics=KILL_METRICS,
-        statistics=["Average"],
         max_requests_per_second=1000,
     )
+
+
+def kill_collection() -> CollectionResource:
+    """The collection resource of the child above, for the runs this process makes."""
+    return CollectionResource(metrics=KILL_METRICS, statistics=["Average"])
 
 
 def holds_lock(pid: int, path: Path) -> bool:
@@ -678,7 +704,11 @@ def test_sigkill_in_the_middle_of_the_write_leaves_old_rows_or_new(tmp_path: Pat
     rows = len(KILL_FLEET) * len(KILL_METRICS) * 12 * 72
     local = start(KILL_FLEET, seed=7)
     try:
-        resources = {"aws": kill_aws(local.url), "warehouse": warehouse}
+        resources = {
+            "aws": kill_aws(local.url),
+            "collection": kill_collection(),
+            "warehouse": warehouse,
+        }
         assert materialize([rds_instances], resources=resources).success
         first_run = materialize([rds_metrics], resources=resources, tags=range_tags(first, last))
         old = simulated_averages(local, first, end)
@@ -698,7 +728,9 @@ def test_sigkill_in_the_middle_of_the_write_leaves_old_rows_or_new(tmp_path: Pat
                 stdout=subprocess.DEVNULL, stderr=child_output,
             )  # fmt: skip
         deadline = time.monotonic() + 300
-        while not holds_lock(child.pid, database):
+        # The child also takes the lock briefly at its start, to check the schema: the write
+        # is the lock taken after its last batch was fetched.
+        while not ("Fetched batch 2/2" in log.read_text() and holds_lock(child.pid, database)):
             assert child.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "the child never reached its write"
             time.sleep(0.005)

@@ -24,12 +24,12 @@ import pytest
 from dagster import materialize
 from moto.cloudwatch.responses import CloudWatchResponse
 
-from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.collection.schedules import range_tags
 from metrics_pipeline.local_aws.fleet import generated_fleet
 from metrics_pipeline.local_aws.server import start
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.helpers import rds_instances, rds_metrics
+from metrics_pipeline_tests.helpers import PROJECT_ROOT, rds_instances, rds_metrics
 
 INSTANCES = 500
 DAYS = 3
@@ -67,13 +67,13 @@ def collect(database: Path, instances: int, days: int, metrics: tuple[str, ...])
         aws = AwsResource(
             regions=list(REGIONS),
             endpoint_url=local.url,
-            metrics=list(metrics),
             max_requests_per_second=1000,
         )
+        collection = CollectionResource(metrics=list(metrics))
         # DuckDB on two threads, as on the development machine: its memory grows with its
         # thread count, and the bound below should not depend on the CI machine's cores.
         warehouse = WarehouseResource(database=str(database), connection_config={"threads": 2})
-        resources = {"aws": aws, "warehouse": warehouse}
+        resources = {"aws": aws, "collection": collection, "warehouse": warehouse}
         assert materialize([rds_instances], resources=resources).success
         last = now.replace(tzinfo=None, minute=0, second=0, microsecond=0) - timedelta(hours=1)
         first = last - timedelta(days=days) + timedelta(hours=1)
@@ -104,7 +104,14 @@ def test_three_days_of_500_instances(tmp_path: Path) -> None:
     figures_file = tmp_path / "figures.json"
     with (tmp_path / "child.log").open("wb") as child_output:
         child = subprocess.Popen(
-            [sys.executable, __file__, str(database), str(figures_file)],
+            [
+                sys.executable,
+                "-m",
+                "metrics_pipeline_tests.test_load",
+                str(database),
+                str(figures_file),
+            ],
+            cwd=PROJECT_ROOT,
             stdout=child_output,
             stderr=subprocess.STDOUT,
         )

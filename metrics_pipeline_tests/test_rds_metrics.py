@@ -8,9 +8,9 @@ import pytest
 from dagster import instance_for_test, materialize
 from moto.rds.responses import RDSResponse
 
-from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.helpers import make_aws, rds_instances, rds_metrics
+from metrics_pipeline_tests.helpers import make_aws, make_collection, rds_instances, rds_metrics
 from metrics_pipeline_tests.moto_fleet import (
     ACCOUNT_ID,
     STAT_COLUMNS,
@@ -36,6 +36,7 @@ def discover(aws: AwsResource, warehouse: WarehouseResource) -> None:
 
 def collect(
     aws: AwsResource,
+    collection: CollectionResource,
     warehouse: WarehouseResource,
     first: datetime,
     last: datetime | None = None,
@@ -49,7 +50,7 @@ def collect(
         return materialize(
             [rds_metrics],
             partition_key=partition_key(first),
-            resources={"aws": aws, "warehouse": warehouse},
+            resources={"aws": aws, "collection": collection, "warehouse": warehouse},
             run_config=run_config,
             raise_on_error=raise_on_error,
         )
@@ -59,7 +60,7 @@ def collect(
             "dagster/asset_partition_range_start": partition_key(first),
             "dagster/asset_partition_range_end": partition_key(last),
         },
-        resources={"aws": aws, "warehouse": warehouse},
+        resources={"aws": aws, "collection": collection, "warehouse": warehouse},
         run_config=run_config,
         raise_on_error=raise_on_error,
     )
@@ -87,12 +88,12 @@ def materialization_metadata(result: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def small_aws() -> AwsResource:
-    return make_aws(metrics=METRICS)
+def small_collection() -> CollectionResource:
+    return make_collection(metrics=METRICS)
 
 
 def test_one_partition_matches_what_cloudwatch_was_given(
-    small_aws: AwsResource, warehouse: WarehouseResource
+    aws: AwsResource, small_collection: CollectionResource, warehouse: WarehouseResource
 ) -> None:
     create_instance("us-east-1", "orders-db", tags={"team": "shop"})
     create_instance("eu-west-1", "users-db", engine="mysql")
@@ -103,8 +104,8 @@ def test_one_partition_matches_what_cloudwatch_was_given(
         "us-east-1", ["orders-db"], METRICS, HOUR + timedelta(hours=1), HOUR + timedelta(hours=2)
     )
 
-    discover(small_aws, warehouse)
-    result = collect(small_aws, warehouse, HOUR)
+    discover(aws, warehouse)
+    result = collect(aws, small_collection, warehouse, HOUR)
 
     assert stored(warehouse) == pytest.approx(expected)
     assert len(expected) == 2 * 2 * 12 * 5
@@ -128,25 +129,26 @@ def test_statistics_not_requested_are_null(aws: AwsResource, warehouse: Warehous
     expected = put_metrics(
         "us-east-1", ["orders-db"], ["CPUUtilization"], HOUR, HOUR + timedelta(hours=1)
     )
-    only_max = make_aws(metrics=["CPUUtilization"], statistics=["Maximum"])
-    discover(only_max, warehouse)
-    collect(only_max, warehouse, HOUR)
+    only_max = make_collection(metrics=["CPUUtilization"], statistics=["Maximum"])
+    discover(aws, warehouse)
+    collect(aws, only_max, warehouse, HOUR)
     assert stored(warehouse) == {
         key: value if key[3] == "maximum" else None for key, value in expected.items()
     }
 
 
 def test_range_runs_once_and_rematerializing_is_idempotent(
-    small_aws: AwsResource,
+    aws: AwsResource,
+    small_collection: CollectionResource,
     warehouse: WarehouseResource,
     get_metric_data_calls: list[dict[str, Any]],
 ) -> None:
     create_instance("us-east-1", "orders-db")
     end = HOUR + timedelta(hours=3)
     expected = put_metrics("us-east-1", ["orders-db"], METRICS, HOUR, end)
-    discover(small_aws, warehouse)
+    discover(aws, warehouse)
 
-    result = collect(small_aws, warehouse, HOUR, HOUR + timedelta(hours=2))
+    result = collect(aws, small_collection, warehouse, HOUR, HOUR + timedelta(hours=2))
     assert len(get_metric_data_calls) == 1  # us-east-1 only: eu-west-1 has no instance
     assert stored(warehouse) == pytest.approx(expected)
     assert materialization_metadata(result)["window_end"] == end.isoformat()
@@ -154,8 +156,8 @@ def test_range_runs_once_and_rematerializing_is_idempotent(
     assert materialized == {partition_key(HOUR + timedelta(hours=h)) for h in range(3)}
 
     for _ in range(2):
-        collect(small_aws, warehouse, HOUR + timedelta(hours=1))
-        collect(small_aws, warehouse, HOUR, HOUR + timedelta(hours=2))
+        collect(aws, small_collection, warehouse, HOUR + timedelta(hours=1))
+        collect(aws, small_collection, warehouse, HOUR, HOUR + timedelta(hours=2))
     assert stored(warehouse) == pytest.approx(expected)
     with duckdb.connect(warehouse.database, read_only=True) as conn:
         [(count, distinct)] = conn.execute(
@@ -165,7 +167,8 @@ def test_range_runs_once_and_rematerializing_is_idempotent(
 
 
 def test_instances_config_restricts_fetch_and_replace(
-    small_aws: AwsResource,
+    aws: AwsResource,
+    small_collection: CollectionResource,
     warehouse: WarehouseResource,
     get_metric_data_calls: list[dict[str, Any]],
 ) -> None:
@@ -174,16 +177,16 @@ def test_instances_config_restricts_fetch_and_replace(
     first = put_metrics(
         "us-east-1", ["orders-db", "users-db"], METRICS, HOUR, HOUR + timedelta(hours=1)
     )
-    discover(small_aws, warehouse)
-    collect(small_aws, warehouse, HOUR)
+    discover(aws, warehouse)
+    collect(aws, small_collection, warehouse, HOUR)
     get_metric_data_calls.clear()
 
     # New datapoints arrive for both; only users-db is re-collected.
     later = put_metrics(
         "us-east-1", ["orders-db", "users-db"], ["SwapUsage"], HOUR, HOUR + timedelta(hours=1)
     )
-    with_swap = make_aws(metrics=[*METRICS, "SwapUsage"])
-    collect(with_swap, warehouse, HOUR, instances=["users-db"])
+    with_swap = make_collection(metrics=[*METRICS, "SwapUsage"])
+    collect(aws, with_swap, warehouse, HOUR, instances=["users-db"])
 
     assert get_metric_data_calls[0]["queries"] == 1 * 3 * 5
     expected = first | {k: v for k, v in later.items() if k[0] == "users-db"}
@@ -191,22 +194,25 @@ def test_instances_config_restricts_fetch_and_replace(
 
 
 def test_unknown_instance_in_config_fails_with_its_name(
-    small_aws: AwsResource, warehouse: WarehouseResource
+    aws: AwsResource, small_collection: CollectionResource, warehouse: WarehouseResource
 ) -> None:
     create_instance("us-east-1", "orders-db")
-    discover(small_aws, warehouse)
-    result = collect(small_aws, warehouse, HOUR, instances=["no-such-db"], raise_on_error=False)
+    discover(aws, warehouse)
+    result = collect(
+        aws, small_collection, warehouse, HOUR, instances=["no-such-db"], raise_on_error=False
+    )
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error
     assert "instances: unknown instance id(s) no-such-db" in failure.message
 
 
 def test_metrics_before_discovery_discover_the_inventory_first(
-    small_aws: AwsResource, warehouse: WarehouseResource
+    aws: AwsResource, small_collection: CollectionResource, warehouse: WarehouseResource
 ) -> None:
     create_instance("us-east-1", "orders-db")
     expected = put_metrics("us-east-1", ["orders-db"], METRICS, HOUR, HOUR + timedelta(hours=1))
-    result = collect(small_aws, warehouse, HOUR)  # what a first backfill from the UI does
+    # What a first backfill from the UI does:
+    result = collect(aws, small_collection, warehouse, HOUR)
 
     assert stored(warehouse) == pytest.approx(expected)
     [discovered] = [
@@ -224,9 +230,9 @@ def test_a_region_added_later_is_discovered_by_the_next_collection(
     create_instance("us-east-1", "orders-db")
     create_instance("eu-west-1", "users-db")
     expected = put_metrics("eu-west-1", ["users-db"], METRICS, HOUR, HOUR + timedelta(hours=1))
-    discover(make_aws(metrics=METRICS, regions=["us-east-1"]), warehouse)
+    discover(make_aws(regions=["us-east-1"]), warehouse)
 
-    collect(make_aws(metrics=METRICS), warehouse, HOUR)
+    collect(make_aws(), make_collection(metrics=METRICS), warehouse, HOUR)
 
     with duckdb.connect(warehouse.database, read_only=True) as conn:
         inventory = conn.execute(
@@ -238,24 +244,27 @@ def test_a_region_added_later_is_discovered_by_the_next_collection(
 
 
 def test_named_instances_are_fetched_for_hours_before_their_creation(
-    small_aws: AwsResource, warehouse: WarehouseResource
+    aws: AwsResource, small_collection: CollectionResource, warehouse: WarehouseResource
 ) -> None:
     # Re-created after HOUR: CloudWatch still holds the earlier instance's data.
     create_instance("us-east-1", "orders-db", created=HOUR + timedelta(hours=1, minutes=30))
     expected = put_metrics("us-east-1", ["orders-db"], METRICS, HOUR, HOUR + timedelta(hours=1))
-    discover(small_aws, warehouse)
+    discover(aws, warehouse)
 
-    unnamed = collect(small_aws, warehouse, HOUR)  # the instance did not exist yet
+    unnamed = collect(aws, small_collection, warehouse, HOUR)  # the instance did not exist yet
     assert materialization_metadata(unnamed)["instances"] == 0
     assert stored(warehouse) == {}
 
-    named = collect(small_aws, warehouse, HOUR, instances=["orders-db"])
+    named = collect(aws, small_collection, warehouse, HOUR, instances=["orders-db"])
     assert stored(warehouse) == pytest.approx(expected)
     assert materialization_metadata(named)["hours_before_creation"] == "orders-db: 1"
 
 
 def test_500_query_batching(
-    aws: AwsResource, warehouse: WarehouseResource, get_metric_data_calls: list[dict[str, Any]]
+    aws: AwsResource,
+    collection: CollectionResource,
+    warehouse: WarehouseResource,
+    get_metric_data_calls: list[dict[str, Any]],
 ) -> None:
     # 8 instances x 14 metrics x 5 statistics = 560 queries: two requests, none above 500.
     ids = [f"db-{n}" for n in range(8)]
@@ -265,7 +274,7 @@ def test_500_query_batching(
         "us-east-1", ids[:1], ["CPUUtilization"], HOUR, HOUR + timedelta(hours=1)
     )
     discover(aws, warehouse)
-    result = collect(aws, warehouse, HOUR)
+    result = collect(aws, collection, warehouse, HOUR)
 
     assert [c["queries"] for c in get_metric_data_calls] == [500, 60]
     metadata = materialization_metadata(result)
@@ -275,7 +284,7 @@ def test_500_query_batching(
 
 
 def test_next_token_paging_returns_every_datapoint(
-    small_aws: AwsResource,
+    small_collection: CollectionResource,
     warehouse: WarehouseResource,
     get_metric_data_calls: list[dict[str, Any]],
 ) -> None:
@@ -283,9 +292,9 @@ def test_next_token_paging_returns_every_datapoint(
     create_instance("us-east-1", "users-db")
     end = HOUR + timedelta(hours=2)
     expected = put_metrics("us-east-1", ["orders-db", "users-db"], METRICS, HOUR, end)
-    paged = make_aws(metrics=METRICS, max_datapoints_per_request=50)
+    paged = make_aws(max_datapoints_per_request=50)
     discover(paged, warehouse)
-    result = collect(paged, warehouse, HOUR, HOUR + timedelta(hours=1))
+    result = collect(paged, small_collection, warehouse, HOUR, HOUR + timedelta(hours=1))
 
     # 2 instances x 2 metrics x 5 statistics x 24 periods = 480 datapoints, 50 per page.
     assert len(get_metric_data_calls) == 10
@@ -296,13 +305,13 @@ def test_next_token_paging_returns_every_datapoint(
 
 
 def test_fetch_log_records_each_instance_hour(
-    small_aws: AwsResource, warehouse: WarehouseResource
+    aws: AwsResource, small_collection: CollectionResource, warehouse: WarehouseResource
 ) -> None:
     create_instance("us-east-1", "orders-db")
     create_instance("us-east-1", "stopped-db")
     put_metrics("us-east-1", ["orders-db"], METRICS, HOUR, HOUR + timedelta(hours=1))
-    discover(small_aws, warehouse)
-    collect(small_aws, warehouse, HOUR, HOUR + timedelta(hours=1))
+    discover(aws, warehouse)
+    collect(aws, small_collection, warehouse, HOUR, HOUR + timedelta(hours=1))
 
     with duckdb.connect(warehouse.database, read_only=True) as conn:
         log = conn.execute(
@@ -318,26 +327,26 @@ def test_fetch_log_records_each_instance_hour(
 
 
 def test_hour_in_progress_is_logged_unsettled(
-    small_aws: AwsResource, warehouse: WarehouseResource
+    aws: AwsResource, small_collection: CollectionResource, warehouse: WarehouseResource
 ) -> None:
     create_instance("us-east-1", "orders-db")
     now = THIS_HOUR
     put_metrics("us-east-1", ["orders-db"], METRICS, now - timedelta(hours=1), now)
-    discover(small_aws, warehouse)
-    collect(small_aws, warehouse, now - timedelta(hours=1), now)
+    discover(aws, warehouse)
+    collect(aws, small_collection, warehouse, now - timedelta(hours=1), now)
     with duckdb.connect(warehouse.database, read_only=True) as conn:
         settled = dict(conn.execute("SELECT hour, settled FROM rds_metric_fetches").fetchall())
     assert settled[now] is False
 
 
 def test_each_run_records_its_own_figures(
-    small_aws: AwsResource, warehouse: WarehouseResource
+    aws: AwsResource, small_collection: CollectionResource, warehouse: WarehouseResource
 ) -> None:
     create_instance("us-east-1", "orders-db")
     put_metrics("us-east-1", ["orders-db"], METRICS, HOUR, HOUR + timedelta(hours=1))
-    discover(small_aws, warehouse)
-    first = collect(small_aws, warehouse, HOUR)
-    second = collect(small_aws, warehouse, HOUR)
+    discover(aws, warehouse)
+    first = collect(aws, small_collection, warehouse, HOUR)
+    second = collect(aws, small_collection, warehouse, HOUR)
     with duckdb.connect(warehouse.database, read_only=True) as conn:
         cursor = conn.execute("SELECT * FROM pipeline_runs ORDER BY finished_at")
         names = [d[0] for d in cursor.description]
@@ -358,7 +367,10 @@ def test_each_run_records_its_own_figures(
 
 
 def test_an_empty_region_the_last_discovery_covered_is_not_described_again(
-    small_aws: AwsResource, warehouse: WarehouseResource, monkeypatch: pytest.MonkeyPatch
+    aws: AwsResource,
+    small_collection: CollectionResource,
+    warehouse: WarehouseResource,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     create_instance("us-east-1", "orders-db")  # eu-west-1 holds no instance
     described: list[str] = []
@@ -369,7 +381,7 @@ def test_an_empty_region_the_last_discovery_covered_is_not_described_again(
         return original(self)
 
     monkeypatch.setattr(RDSResponse, "describe_db_instances", counting)
-    resources = {"aws": small_aws, "warehouse": warehouse}
+    resources = {"aws": aws, "collection": small_collection, "warehouse": warehouse}
     with instance_for_test() as instance:
         assert materialize([rds_instances], resources=resources, instance=instance).success
         assert sorted(described) == ["eu-west-1", "us-east-1"]

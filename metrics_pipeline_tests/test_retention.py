@@ -13,7 +13,13 @@ from metrics_pipeline.collection.assets import check_collectable
 from metrics_pipeline.settings import ConfigError, Settings
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
-from metrics_pipeline_tests.helpers import TEST_PARTITIONS, make_aws, rds_metrics, retention_job
+from metrics_pipeline_tests.helpers import (
+    TEST_PARTITIONS,
+    make_aws,
+    make_collection,
+    rds_metrics,
+    retention_job,
+)
 
 
 def floor_hour(moment: datetime) -> datetime:
@@ -118,7 +124,11 @@ def collect_hour(hour: datetime, warehouse: WarehouseResource, period: int = 300
     result = materialize(
         [rds_metrics],
         partition_key=hour.strftime("%Y-%m-%d-%H:%M"),
-        resources={"aws": make_aws(period_seconds=period), "warehouse": warehouse},
+        resources={
+            "aws": make_aws(),
+            "collection": make_collection(period_seconds=period),
+            "warehouse": warehouse,
+        },
         raise_on_error=False,
     )
     assert not result.success

@@ -23,7 +23,7 @@ from metrics_pipeline.rightsizing.assets import (
 )
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
-from metrics_pipeline_tests.helpers import definitions_for_tests, make_aws
+from metrics_pipeline_tests.helpers import definitions_for_tests, make_collection
 
 defs = definitions_for_tests()
 
@@ -255,7 +255,7 @@ def test_report_flags_the_seeded_fleet_with_its_evidence(warehouse: WarehouseRes
     database = warehouse.database
     seed(warehouse, newest_period(started))
     result = materialize(
-        [rightsizing_report], resources={"aws": make_aws(), "warehouse": warehouse}
+        [rightsizing_report], resources={"collection": make_collection(), "warehouse": warehouse}
     )
     finished = now()
     assert result.success
@@ -328,7 +328,7 @@ def test_report_flags_the_seeded_fleet_with_its_evidence(warehouse: WarehouseRes
 def test_operators_thresholds_replace_the_report(warehouse: WarehouseResource) -> None:
     started = now()
     seed(warehouse, newest_period(started))
-    resources = {"aws": make_aws(), "warehouse": warehouse}
+    resources = {"collection": make_collection(), "warehouse": warehouse}
     assert materialize([rightsizing_report], resources=resources).success
     stricter = {"cpu_low_pct": 2.0, "storage_horizon_days": 9.0, "min_coverage": 0.3}
     result = materialize(
@@ -351,7 +351,7 @@ def test_operators_thresholds_replace_the_report(warehouse: WarehouseResource) -
 
 def test_a_fleet_with_nothing_serving_empties_the_report(warehouse: WarehouseResource) -> None:
     seed(warehouse, newest_period(now()))
-    resources = {"aws": make_aws(), "warehouse": warehouse}
+    resources = {"collection": make_collection(), "warehouse": warehouse}
     assert materialize([rightsizing_report], resources=resources).success
     with warehouse.connect() as conn:
         conn.execute("UPDATE rds_instances SET status = 'stopped'")
@@ -367,7 +367,7 @@ def test_the_window_never_reaches_past_retention(tmp_path: Path) -> None:
     warehouse = WarehouseResource(database=str(tmp_path / "metrics.duckdb"), retention_days=2)
     seed(warehouse, newest_period(now()))
     result = materialize(
-        [rightsizing_report], resources={"aws": make_aws(), "warehouse": warehouse}
+        [rightsizing_report], resources={"collection": make_collection(), "warehouse": warehouse}
     )
     metadata = result.asset_materializations_for_node("rightsizing_report")[0].metadata
     start, end = (

@@ -20,7 +20,7 @@ from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
 from metrics_pipeline_tests.helpers import (
     definitions_for_tests,
-    make_aws,
+    make_collection,
     rds_metrics_daily,
     rds_metrics_hourly,
 )
@@ -59,7 +59,7 @@ def key(moment: datetime, daily: bool = False) -> str:
 
 def test_hourly_rollup_has_hand_computed_figures(warehouse: WarehouseResource) -> None:
     seed_metrics(warehouse.database)
-    resources = {"aws": make_aws(), "warehouse": warehouse}
+    resources = {"collection": make_collection(), "warehouse": warehouse}
     assert materialize([rds_metrics_hourly], partition_key=key(DAY), resources=resources).success
     with duckdb.connect(warehouse.database, read_only=True) as conn:
         [row] = conn.execute(
@@ -78,7 +78,7 @@ def test_hourly_rollup_has_hand_computed_figures(warehouse: WarehouseResource) -
 
 def test_daily_rollup_covers_the_day(warehouse: WarehouseResource) -> None:
     seed_metrics(warehouse.database)
-    resources = {"aws": make_aws(), "warehouse": warehouse}
+    resources = {"collection": make_collection(), "warehouse": warehouse}
     assert materialize(
         [rds_metrics_daily], partition_key=key(DAY, daily=True), resources=resources
     ).success
@@ -93,7 +93,7 @@ def test_daily_rollup_covers_the_day(warehouse: WarehouseResource) -> None:
 
 def test_rematerializing_replaces_rows(warehouse: WarehouseResource) -> None:
     seed_metrics(warehouse.database)
-    resources = {"aws": make_aws(), "warehouse": warehouse}
+    resources = {"collection": make_collection(), "warehouse": warehouse}
     for _ in range(2):
         materialize([rds_metrics_hourly], partition_key=key(DAY), resources=resources)
     with warehouse.connect() as conn:

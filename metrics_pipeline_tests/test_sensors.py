@@ -31,6 +31,7 @@ from metrics_pipeline_tests.helpers import (
     gap_healing_sensor,
     hold_write_lock,
     make_aws,
+    make_collection,
     rds_metrics,
 )
 
@@ -120,7 +121,8 @@ def mark_materialized(instance: DagsterInstance, hours: list[datetime]) -> None:
 
 def evaluate(instance: DagsterInstance, warehouse: WarehouseResource):
     context = build_sensor_context(
-        instance=instance, resources={"warehouse": warehouse, "aws": make_aws()}
+        instance=instance,
+        resources={"warehouse": warehouse, "aws": make_aws(), "collection": make_collection()},
     )
     return gap_healing_sensor(context)
 
@@ -146,6 +148,7 @@ def test_requests_exactly_the_holes(
         instance=instance,
         resources={
             "aws": make_aws(),
+            "collection": make_collection(),
             "warehouse": WarehouseResource(database=str(Path(warehouse.database).with_name("x"))),
         },
         raise_on_error=False,
@@ -169,7 +172,8 @@ def test_requests_exactly_the_holes(
     # Dagster itself accepts them (a sensor of two jobs must name the job of each request).
     resolved = gap_healing_sensor.evaluate_tick(
         build_sensor_context(
-            instance=instance, resources={"warehouse": warehouse, "aws": make_aws()}
+            instance=instance,
+            resources={"warehouse": warehouse, "aws": make_aws(), "collection": make_collection()},
         )
     )
     assert len(resolved.run_requests) == 3
@@ -204,9 +208,9 @@ def test_a_long_history_comes_in_bounded_ticks_that_follow_each_other(
     now: datetime,
     hours: list[datetime],
 ) -> None:
-    # The default AWS resource asks 14 metrics x 5 statistics x 12 periods = 840 datapoints
+    # The default collection resource asks 14 metrics x 5 statistics x 12 periods = 840 datapoints
     # per instance-hour: a budget of 20 instance-hours, for a history of 3 x 72 hours.
-    per_instance_hour = make_aws().datapoints_per_instance_hour
+    per_instance_hour = make_collection().datapoints_per_instance_hour
     assert per_instance_hour == 840
     budget = dataclasses.replace(
         TEST_SETTINGS, backfill_max_datapoints_per_tick=20 * per_instance_hour
@@ -214,7 +218,7 @@ def test_a_long_history_comes_in_bounded_ticks_that_follow_each_other(
     sensor = build_gap_healing_sensor(budget, TEST_PARTITIONS.hourly)
     prepare_warehouse(warehouse, now, hours[:1], [A, B, STOPPED])  # only the oldest hour
     mark_materialized(instance, hours[:1])
-    resources = {"warehouse": warehouse, "aws": make_aws()}
+    resources = {"warehouse": warehouse, "aws": make_aws(), "collection": make_collection()}
 
     first = build_sensor_context(instance=instance, resources=resources)
     [request] = sensor(first).run_requests
@@ -248,7 +252,8 @@ def test_a_new_deployment_starts_its_first_collection_at_once(
     instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, hours: list[datetime]
 ) -> None:
     context = build_sensor_context(
-        instance=instance, resources={"warehouse": warehouse, "aws": make_aws()}
+        instance=instance,
+        resources={"warehouse": warehouse, "aws": make_aws(), "collection": make_collection()},
     )
     [request] = gap_healing_sensor(context).run_requests
     assert request.job_name == "fresh_collection_job"
@@ -284,7 +289,7 @@ def test_next_look_is_due_at_the_time_in_the_cursor() -> None:
 def test_a_complete_window_is_looked_at_again_an_interval_later(
     instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, hours: list[datetime]
 ) -> None:
-    resources = {"warehouse": warehouse, "aws": make_aws()}
+    resources = {"warehouse": warehouse, "aws": make_aws(), "collection": make_collection()}
     prepare_warehouse(warehouse, now, hours, [A, B, STOPPED])
     mark_materialized(instance, hours)
     context = build_sensor_context(instance=instance, resources=resources)

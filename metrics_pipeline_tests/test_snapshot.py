@@ -18,7 +18,7 @@ from metrics_pipeline.warehouse.snapshot import (
     open_snapshot,
     publish_snapshot,
 )
-from metrics_pipeline_tests.helpers import make_aws, rds_instances, rds_metrics
+from metrics_pipeline_tests.helpers import make_aws, make_collection, rds_instances, rds_metrics
 from metrics_pipeline_tests.moto_fleet import THIS_HOUR, create_instance, put_metrics
 
 INSTANCES = 5
@@ -107,9 +107,10 @@ print(count(), flush=True)
 
 @pytest.mark.usefixtures("moto_aws")
 def test_collection_runs_while_a_reader_holds_the_snapshot(tmp_path: Path) -> None:
-    aws = make_aws(regions=["us-east-1"], metrics=["CPUUtilization"])
+    aws = make_aws(regions=["us-east-1"])
+    collection = make_collection(metrics=["CPUUtilization"])
     warehouse = WarehouseResource(database=str(tmp_path / "metrics.duckdb"), lock_timeout_seconds=1)
-    resources = {"aws": aws, "warehouse": warehouse}
+    resources = {"aws": aws, "collection": collection, "warehouse": warehouse}
     hour = THIS_HOUR - timedelta(hours=3)
     create_instance("us-east-1", "reader-db")
     put_metrics("us-east-1", ["reader-db"], ["CPUUtilization"], hour, hour + timedelta(hours=1))

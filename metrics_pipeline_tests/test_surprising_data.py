@@ -12,7 +12,7 @@ from moto.cloudwatch.responses import CloudWatchResponse
 from moto.core.responses import ActionResult
 
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.helpers import make_aws, rds_instances, rds_metrics
+from metrics_pipeline_tests.helpers import make_aws, make_collection, rds_instances, rds_metrics
 from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO, create_instance
 
 HOUR = TWO_DAYS_AGO.replace(tzinfo=UTC)
@@ -44,8 +44,10 @@ def test_surprises_are_skipped_with_a_reason(
     monkeypatch: pytest.MonkeyPatch, warehouse: WarehouseResource
 ) -> None:
     create_instance("us-east-1", "orders-db")
-    aws = make_aws(metrics=["CPUUtilization", "FreeableMemory"], statistics=["Average"])
-    resources = {"aws": aws, "warehouse": warehouse}
+    collection = make_collection(
+        metrics=["CPUUtilization", "FreeableMemory"], statistics=["Average"]
+    )
+    resources = {"aws": make_aws(), "collection": collection, "warehouse": warehouse}
     materialize([rds_instances], resources=resources)
     monkeypatch.setattr(CloudWatchResponse, "get_metric_data", surprising_answer)
 

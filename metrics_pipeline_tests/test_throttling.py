@@ -12,7 +12,7 @@ from metrics_pipeline.collection.cloudwatch import RequestStats
 from metrics_pipeline.local_aws import cloudwatch as local_cloudwatch
 from metrics_pipeline.quality.alerts import root_cause
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.helpers import make_aws, rds_instances, rds_metrics
+from metrics_pipeline_tests.helpers import make_aws, make_collection, rds_instances, rds_metrics
 from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO, create_instance, put_metrics
 
 HOUR = TWO_DAYS_AGO
@@ -36,12 +36,13 @@ def throttle_first(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 
 
 def run(warehouse: WarehouseResource, **aws_overrides: Any) -> Any:
-    aws = make_aws(regions=["us-east-1"], metrics=["CPUUtilization"], **aws_overrides)
+    aws = make_aws(regions=["us-east-1"], **aws_overrides)
+    collection = make_collection(metrics=["CPUUtilization"])
     materialize([rds_instances], resources={"aws": aws, "warehouse": warehouse})
     return materialize(
         [rds_metrics],
         partition_key=HOUR.strftime("%Y-%m-%d-%H:%M"),
-        resources={"aws": aws, "warehouse": warehouse},
+        resources={"aws": aws, "collection": collection, "warehouse": warehouse},
         raise_on_error=False,
     )
 

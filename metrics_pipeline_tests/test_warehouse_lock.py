@@ -9,7 +9,13 @@ import pytest
 from dagster import materialize
 
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.helpers import hold_write_lock, make_aws, rds_instances, rds_metrics
+from metrics_pipeline_tests.helpers import (
+    hold_write_lock,
+    make_aws,
+    make_collection,
+    rds_instances,
+    rds_metrics,
+)
 from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO, create_instance, put_metrics
 
 
@@ -25,7 +31,8 @@ def test_lock_held_past_the_budget(tmp_path: Path) -> None:
     )
     database = str(tmp_path / "metrics.duckdb")
     resources = {
-        "aws": make_aws(metrics=["CPUUtilization"]),
+        "aws": make_aws(),
+        "collection": make_collection(metrics=["CPUUtilization"]),
         "warehouse": WarehouseResource(database=database, lock_timeout_seconds=1.5),
     }
     assert materialize([rds_instances], resources=resources).success

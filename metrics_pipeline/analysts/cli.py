@@ -169,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--yes", action="store_true", help="confirm: every table's current rows are replaced"
     )
     restore.add_argument(
+        "--unverified",
+        action="store_true",
+        help="restore a backup made before backups carried checksums (it cannot be verified)",
+    )
+    restore.add_argument(
         "--lock-timeout",
         type=_positive_seconds,
         help="seconds to wait for a running collection to release the warehouse "
@@ -200,7 +205,10 @@ def _backup(args: argparse.Namespace, storage: StorageSettings) -> None:
         backup = create_backup(storage.snapshot_path, folder, now)
         print(f"Backed up {sum(backup.rows.values())} row(s) to {backup.path}")
     elif args.action == "list":
-        backups = list_backups(folder)
+        skipped: list[str] = []
+        backups = list_backups(folder, skipped)
+        for problem in skipped:
+            print(f"skipped {problem}", file=sys.stderr)
         frame = pd.DataFrame(
             [
                 {
@@ -239,7 +247,7 @@ def _backup(args: argparse.Namespace, storage: StorageSettings) -> None:
         )
         try:
             with warehouse.connect() as conn:
-                restored = restore_backup(conn, backup)
+                restored = restore_backup(conn, backup, verify=not args.unverified)
         except Failure as failure:  # the pipeline kept the warehouse past the lock timeout
             raise CommandFailed(failure.description or str(failure)) from None
         print(

@@ -47,7 +47,7 @@ from metrics_pipeline.collection.inventory import (
     instances_existing,
 )
 from metrics_pipeline.collection.keys import GROUP, RDS_INSTANCES, RDS_METRICS
-from metrics_pipeline.collection.resources import AwsResource, aws_errors
+from metrics_pipeline.collection.resources import AwsResource, CollectionResource, aws_errors
 from metrics_pipeline.collection.store import (
     read_inventory,
     record_run,
@@ -55,7 +55,12 @@ from metrics_pipeline.collection.store import (
     upsert_instances,
 )
 from metrics_pipeline.hours import naive_utc, oldest_kept_hour, utc_now
-from metrics_pipeline.metadata import OWNERS, markdown_table, table_metadata
+from metrics_pipeline.metadata import (
+    OWNERS,
+    markdown_table,
+    row_count_of_partition,
+    table_metadata,
+)
 from metrics_pipeline.settings import Settings, cloudwatch_retention_days
 from metrics_pipeline.warehouse.resources import WAREHOUSE_POOL, WarehouseResource
 from metrics_pipeline.warehouse.schema import INSTANCES_TABLE, METRICS_TABLE
@@ -150,7 +155,7 @@ def discover(
 def materialize_rds_instances(
     context: AssetExecutionContext, aws: AwsResource, warehouse: WarehouseResource
 ) -> MaterializeResult:
-    warehouse.require_writable()
+    warehouse.prepare()
     return MaterializeResult(metadata=discover(context, aws, warehouse, aws.regions).metadata())
 
 
@@ -223,12 +228,15 @@ def materialize_rds_metrics(
     context: AssetExecutionContext,
     config: CollectionConfig,
     aws: AwsResource,
+    collection: CollectionResource,
     warehouse: WarehouseResource,
 ) -> MaterializeResult:
-    warehouse.require_writable()
+    warehouse.prepare()
     window = context.partition_time_window
-    start, end = align_window(naive_utc(window.start), naive_utc(window.end), aws.period_seconds)
-    check_collectable(start, utc_now(), warehouse.retention_days, aws.period_seconds)
+    start, end = align_window(
+        naive_utc(window.start), naive_utc(window.end), collection.period_seconds
+    )
+    check_collectable(start, utc_now(), warehouse.retention_days, collection.period_seconds)
     inventory = read_or_discover_inventory(context, aws, warehouse)
     unknown = sorted(set(config.instances) - {entry.instance.instance_id for entry in inventory})
     if unknown:
@@ -257,8 +265,8 @@ def materialize_rds_metrics(
 
     stats = RequestStats()
     fetched_at = utc_now()
-    points_per_query = datapoints_per_query(start, end, aws.period_seconds)
-    queries = build_queries(targets, aws.metrics, aws.statistics)
+    points_per_query = datapoints_per_query(start, end, collection.period_seconds)
+    queries = build_queries(targets, collection.metrics, collection.statistics)
     batches = plan_batches(queries, points_per_query, max_datapoints=aws.max_datapoints_per_request)
     regions = sorted({batch[0].instance.region for batch in batches})
     clients = {region: aws.client("cloudwatch", region, stats) for region in regions}
@@ -274,7 +282,7 @@ def materialize_rds_metrics(
                     batch,
                     start,
                     end,
-                    aws.period_seconds,
+                    collection.period_seconds,
                     Path(spool),
                     aws.max_datapoints_per_request,
                 ):
@@ -293,7 +301,7 @@ def materialize_rds_metrics(
                 start=start,
                 end=end,
                 fetched_at=fetched_at,
-                settle_delay=aws.settle_delay,
+                settle_delay=collection.settle_delay,
                 run_id=context.run.run_id,
             )
             write_seconds = time.monotonic() - started - fetch_seconds - lock_wait_seconds
@@ -324,6 +332,7 @@ def materialize_rds_metrics(
                 "skipped_datapoints": sum(written.skipped.values()),
             }
             record_run(conn, figures)
+            [(table_rows,)] = conn.execute(f"SELECT count(*) FROM {METRICS_TABLE}").fetchall()
     context.log.info(
         f"Wrote {written.rows_written} row(s) (replaced {written.rows_replaced}) "
         f"from {written.datapoints} datapoint(s) in {stats.api_calls} request(s)"
@@ -337,9 +346,13 @@ def materialize_rds_metrics(
             + " (a period sent twice with different values is not stored)"
         )
     metadata: dict[str, Any] = {
-        key: value.isoformat() if isinstance(value, datetime) else value
-        for key, value in figures.items()
-        if key not in ("run_id", "asset", "finished_at")
+        "dagster/row_count": table_rows,
+        **row_count_of_partition(context, written.rows_written),
+        **{
+            key: value.isoformat() if isinstance(value, datetime) else value
+            for key, value in figures.items()
+            if key not in ("run_id", "asset", "finished_at")
+        },
     }
     if before_creation:
         metadata["hours_before_creation"] = ", ".join(

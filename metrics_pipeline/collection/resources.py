@@ -19,7 +19,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.retries.bucket import Clock, TokenBucket
-from dagster import Failure
+from dagster import ConfigurableResource, Failure
 from dagster_aws.utils import ResourceWithBoto3Configuration
 from pydantic import Field, PrivateAttr
 
@@ -38,15 +38,11 @@ from metrics_pipeline.settings import (
 )
 
 
-class AwsResource(ResourceWithBoto3Configuration):
-    """Boto3 clients for each collected region, with the collection settings they serve.
+class CollectionResource(ConfigurableResource):
+    """What is collected: CloudWatch's period, the metrics and statistics, and when an hour's
+    data counts as final. Everything that reads the warehouse's periods (rollups, checks,
+    reports) takes this, not the AWS clients' resource."""
 
-    Credentials, profile and endpoint follow boto3's own chain (including AWS_ENDPOINT_URL).
-    Retries use botocore's adaptive mode; on top of it a token bucket per region caps the
-    request rate so a large fleet does not burn the account's CloudWatch quota.
-    """
-
-    regions: list[str] = Field(description="Regions to discover and collect.")
     period_seconds: int = Field(default=DEFAULT_PERIOD_SECONDS, description="CloudWatch period.")
     metrics: list[str] = Field(default=list(DEFAULT_METRICS), description="AWS/RDS metric names.")
     statistics: list[str] = Field(default=list(DEFAULT_STATISTICS), description="Statistics.")
@@ -54,6 +50,26 @@ class AwsResource(ResourceWithBoto3Configuration):
         default=DEFAULT_SETTLE_MINUTES,
         description="Minutes after an hour ends before CloudWatch's data for it is final.",
     )
+
+    @property
+    def settle_delay(self) -> timedelta:
+        return timedelta(minutes=self.settle_minutes)
+
+    @property
+    def datapoints_per_instance_hour(self) -> int:
+        """What collecting one hour of one instance asks of CloudWatch, in datapoints."""
+        return len(self.metrics) * len(self.statistics) * (3600 // self.period_seconds)
+
+
+class AwsResource(ResourceWithBoto3Configuration):
+    """Boto3 clients for each collected region.
+
+    Credentials, profile and endpoint follow boto3's own chain (including AWS_ENDPOINT_URL).
+    Retries use botocore's adaptive mode; on top of it a token bucket per region caps the
+    request rate so a large fleet does not burn the account's CloudWatch quota.
+    """
+
+    regions: list[str] = Field(description="Regions to discover and collect.")
     max_requests_per_second: float = Field(
         default=DEFAULT_MAX_REQUESTS_PER_SECOND, description="Client-side cap per region."
     )
@@ -65,15 +81,6 @@ class AwsResource(ResourceWithBoto3Configuration):
     max_attempts: int = Field(default=DEFAULT_AWS_MAX_ATTEMPTS, description="Attempts per call.")
 
     _buckets: dict[str, TokenBucket] = PrivateAttr(default_factory=dict)
-
-    @property
-    def settle_delay(self) -> timedelta:
-        return timedelta(minutes=self.settle_minutes)
-
-    @property
-    def datapoints_per_instance_hour(self) -> int:
-        """What collecting one hour of one instance asks of CloudWatch, in datapoints."""
-        return len(self.metrics) * len(self.statistics) * (3600 // self.period_seconds)
 
     def _session(self, raw_timestamps: bool = False) -> boto3.session.Session:
         core = botocore.session.get_session()

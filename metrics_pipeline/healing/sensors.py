@@ -21,7 +21,7 @@ from dagster import (
 
 from metrics_pipeline.collection.jobs import fresh_collection_job
 from metrics_pipeline.collection.keys import RDS_METRICS
-from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.collection.schedules import (
     fresh_hours,
     range_tags,
@@ -107,6 +107,7 @@ def look_for_gaps(
     context: SensorEvaluationContext,
     warehouse: WarehouseResource,
     aws: AwsResource,
+    collection: CollectionResource,
     settings: Settings,
     hourly_partitions: HourlyPartitionsDefinition,
 ) -> SensorResult | SkipReason:
@@ -120,7 +121,7 @@ def look_for_gaps(
     if not warehouse.snapshot_path.exists():
         context.log.info("No warehouse yet: starting the first collection (once).")
         return SensorResult(
-            run_requests=[first_collection_request(now, aws.settle_delay, fresh_interval)]
+            run_requests=[first_collection_request(now, collection.settle_delay, fresh_interval)]
         )
     in_flight = context.instance.get_runs_count(
         RunsFilter(job_name=healing_job.name, statuses=IN_FLIGHT)
@@ -129,7 +130,7 @@ def look_for_gaps(
         return SkipReason(
             f"{in_flight} healing run(s) queued or running; looking again when they finish."
         )
-    hours = healing_hours(now, settings.backfill_days, aws.settle_delay)
+    hours = healing_hours(now, settings.backfill_days, collection.settle_delay)
     if not hours:
         return SkipReason("No settled hour in the look-back window yet.")
     try:
@@ -157,7 +158,7 @@ def look_for_gaps(
         gaps,
         inventory,
         settings.backfill_max_datapoints_per_tick,
-        aws.datapoints_per_instance_hour,
+        collection.datapoints_per_instance_hour,
     )
     context.update_cursor((now if plan.hours_left else now + look_interval).isoformat())
     context.log.info(
@@ -191,8 +192,11 @@ def build_gap_healing_sensor(
         ),
     )
     def gap_healing_sensor(
-        context: SensorEvaluationContext, warehouse: WarehouseResource, aws: AwsResource
+        context: SensorEvaluationContext,
+        warehouse: WarehouseResource,
+        aws: AwsResource,
+        collection: CollectionResource,
     ) -> SensorResult | SkipReason:
-        return look_for_gaps(context, warehouse, aws, settings, hourly_partitions)
+        return look_for_gaps(context, warehouse, aws, collection, settings, hourly_partitions)
 
     return gap_healing_sensor

@@ -4,20 +4,23 @@ The snapshot is a committed, checkpointed copy that no writer touches, so a back
 consistent while collection goes on and never holds the warehouse's lock. Each backup is a
 folder named after its UTC time, holding DuckDB's `schema.sql`, `load.sql` (so plain
 `IMPORT DATABASE` also restores it, without this package), one Parquet file per table, and a
-manifest of row counts. It appears under its final name only once complete.
+manifest: per table its row count and columns, per file its SHA-256. A restore verifies all of
+it before it changes anything. A backup appears under its final name only once complete.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 
-from metrics_pipeline.warehouse.schema import base_tables
+from metrics_pipeline.warehouse.schema import DERIVED_TABLES, VERSION_TABLE, base_tables
 from metrics_pipeline.warehouse.snapshot import open_snapshot_for_export
 from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
 
@@ -33,65 +36,133 @@ class BackupError(ValueError):
 class Backup:
     name: str
     path: Path
-    created_at: datetime
+    created_at: datetime  # naive UTC
     rows: dict[str, int]
+    columns: dict[str, list[list[str]]]  # per table: [name, type] in order; empty: unverified
+    checksums: dict[str, str]  # per file: SHA-256; empty for backups made before checksums
 
     @property
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
 
+    @property
+    def verifiable(self) -> bool:
+        return bool(self.checksums)
 
-def _read(path: Path) -> Backup | None:
-    """The backup in `path`, or None for anything else (another folder, a partial backup)."""
+
+def _naive_utc(raw: str) -> datetime:
+    moment = datetime.fromisoformat(raw)
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def read_backup(path: Path) -> Backup:
+    """The backup in `path`; raises BackupError naming what is wrong with it."""
     try:
-        datetime.strptime(path.name, NAME_FORMAT)
         manifest = json.loads((path / MANIFEST).read_text())
         return Backup(
             name=path.name,
             path=path,
-            created_at=datetime.fromisoformat(manifest["created_at"]),
+            created_at=_naive_utc(manifest["created_at"]),
             rows={str(table): int(count) for table, count in manifest["rows"].items()},
+            columns={str(t): list(c) for t, c in manifest.get("columns", {}).items()},
+            checksums={str(f): str(h) for f, h in manifest.get("sha256", {}).items()},
         )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
+    except FileNotFoundError:
+        raise BackupError(f"{path.name}: no {MANIFEST}") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise BackupError(f"{path.name}: unreadable {MANIFEST} ({error})") from None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _table_columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[list[str]]:
+    return [
+        [name, data_type]
+        for name, data_type in conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = ? AND table_catalog = current_database() ORDER BY ordinal_position",
+            [table],
+        ).fetchall()
+    ]
+
+
+def _reserve_name(folder: Path, now: datetime) -> Path:
+    """An empty folder under a new name: the UTC time, with -2, -3... when a backup made in
+    the same second took it (mkdir is atomic, so two processes never get the same one)."""
+    base = now.strftime(NAME_FORMAT)
+    for number in range(1, 1000):
+        target = folder / (base if number == 1 else f"{base}-{number}")
+        try:
+            target.mkdir()
+        except FileExistsError:
+            continue
+        return target
+    raise BackupError(f"no free backup name for {base} in {folder}.")
 
 
 def create_backup(snapshot: Path, folder: Path, now: datetime) -> Backup:
-    """Exports the snapshot to folder/<UTC time>; `now` is naive UTC."""
+    """Exports the snapshot to a new folder named after `now` (naive UTC)."""
     if not snapshot.exists():
         raise BackupError(
             f"nothing to back up: no snapshot at {snapshot} yet (the pipeline publishes it "
             "after its first write)."
         )
-    name = now.strftime(NAME_FORMAT)
-    target = folder / name
-    if target.exists():
-        raise BackupError(f"a backup named {name} already exists in {folder}.")
-    partial = folder / f".{name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
+    target = _reserve_name(folder, now)
+    partial = folder / f".{target.name}.partial"
     try:
         with open_snapshot_for_export(snapshot, partial) as conn:
             tables = base_tables(conn)
             rows = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+            columns = {table: _table_columns(conn, table) for table in tables}
             conn.execute(f"EXPORT DATABASE {sql_literal(partial)} (FORMAT parquet)")
         # DuckDB wrote the partial folder's path into load.sql; point it at the final one.
         load_sql = partial / "load.sql"
         load_sql.write_text(load_sql.read_text().replace(str(partial), str(target)))
-        manifest = {"created_at": now.isoformat(), "source": str(snapshot), "rows": rows}
+        checksums = {f.name: _sha256(f) for f in sorted(partial.glob("*.parquet"))}
+        manifest = {
+            "created_at": now.isoformat(),
+            "source": str(snapshot),
+            "rows": rows,
+            "columns": columns,
+            "sha256": checksums,
+        }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        partial.rename(target)
+        os.replace(partial, target)  # over the empty reserved folder, atomically
+    except BaseException:
+        if target.is_dir() and not any(target.iterdir()):
+            target.rmdir()
+        raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    return Backup(name=name, path=target, created_at=now, rows=rows)
+    return Backup(target.name, target, now, rows, columns, checksums)
 
 
-def list_backups(folder: Path) -> list[Backup]:
-    """Complete backups, newest first (a partial one has no manifest yet)."""
+def list_backups(folder: Path, skipped: list[str] | None = None) -> list[Backup]:
+    """Complete backups, newest first. Partial ones (hidden folders) are not listed; a folder
+    named like a backup whose manifest cannot be read is left out and named in `skipped`."""
     if not folder.is_dir():
         return []
-    found = (_read(path) for path in folder.iterdir() if path.is_dir())
-    return sorted((b for b in found if b is not None), key=lambda b: b.created_at, reverse=True)
+    backups = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_dir() or path.name.startswith("."):
+            continue
+        try:
+            datetime.strptime(path.name.split("-")[0], NAME_FORMAT)
+        except ValueError:
+            continue  # another folder
+        try:
+            backups.append(read_backup(path))
+        except BackupError as error:
+            if skipped is not None and any(path.iterdir()):  # empty: one being made
+                skipped.append(str(error))
+    return sorted(backups, key=lambda b: b.created_at, reverse=True)
 
 
 def prune_backups(folder: Path, keep_days: int, now: datetime) -> list[Backup]:
@@ -105,25 +176,80 @@ def prune_backups(folder: Path, keep_days: int, now: datetime) -> list[Backup]:
 
 
 def find_backup(folder: Path, name: str) -> Backup:
-    backups = list_backups(folder)
+    skipped: list[str] = []
+    backups = list_backups(folder, skipped)
     for backup in backups:
         if backup.name == name:
             return backup
+    for problem in skipped:
+        if problem.startswith(f"{name}: "):
+            raise BackupError(f"backup {problem}.")
     listed = ", ".join(b.name for b in backups[:10]) or "none"
     raise BackupError(f"backup: no backup named '{name}' in {folder}; the newest are: {listed}.")
 
 
-def restore_backup(conn: duckdb.DuckDBPyConnection, backup: Backup) -> dict[str, int]:
-    """Replaces every table's rows with the backup's, in one transaction: a failure leaves the
-    warehouse as it was. A table the backup does not hold (added since) is emptied, so the
-    warehouse is as it was when the backup was taken. Returns the rows restored per table."""
-    tables = set(base_tables(conn))
-    unknown = sorted(set(backup.rows) - tables)
-    if unknown:
-        raise BackupError(
-            f"backup {backup.name} holds table(s) this warehouse does not have: "
-            f"{', '.join(unknown)}; nothing was restored."
+def verify_backup(backup: Backup, tables: set[str]) -> None:
+    """Checks the backup against its manifest before anything is changed: every file's
+    checksum, every table's columns, and that it holds every table that is not derived.
+    Raises BackupError naming the first thing that does not match."""
+
+    def refuse(problem: str) -> BackupError:
+        return BackupError(f"backup {backup.name}: {problem}; nothing was restored.")
+
+    if not backup.verifiable:
+        raise refuse(
+            "it was made before backups carried checksums and cannot be verified "
+            "(restore it with --unverified to accept that)"
         )
+    unknown = sorted(set(backup.rows) - tables - {VERSION_TABLE})
+    if unknown:
+        raise refuse(f"it holds table(s) this warehouse does not have: {', '.join(unknown)}")
+    missing = sorted(tables - set(backup.rows) - DERIVED_TABLES)
+    if missing:
+        raise refuse(f"its manifest lists no {', '.join(missing)}")
+    for table in backup.rows:
+        file = backup.path / f"{table}.parquet"
+        expected = backup.checksums.get(file.name)
+        if expected is None:
+            raise refuse(f"its manifest has no checksum for {file.name}")
+        if not file.exists():
+            raise refuse(f"{file.name} is missing")
+        if _sha256(file) != expected:
+            raise refuse(f"{file.name} does not match its SHA-256 in the manifest")
+    for file in backup.path.glob("*.parquet"):
+        if file.name not in backup.checksums:
+            raise refuse(f"{file.name} is not in its manifest")
+    with duckdb.connect(":memory:") as conn:
+        for table in backup.rows:
+            file = backup.path / f"{table}.parquet"
+            described = conn.execute(
+                f"DESCRIBE SELECT * FROM read_parquet({sql_literal(file)})"
+            ).fetchall()
+            found = [[name, data_type] for name, data_type, *_ in described]
+            if found != backup.columns.get(table):
+                raise refuse(
+                    f"{file.name} has the columns {found}, its manifest says "
+                    f"{backup.columns.get(table)}"
+                )
+
+
+def restore_backup(
+    conn: duckdb.DuckDBPyConnection, backup: Backup, verify: bool = True
+) -> dict[str, int]:
+    """Replaces every table's rows with the backup's, in one transaction, after verifying the
+    backup: a failure leaves the warehouse as it was. A derived table the backup does not hold
+    (added since) is emptied. Returns the rows restored per table."""
+    # The schema version is the warehouse's own: the backup's rows go into this build's tables.
+    tables = set(base_tables(conn)) - {VERSION_TABLE}
+    if verify:
+        verify_backup(backup, tables)
+    else:
+        unknown = sorted(set(backup.rows) - tables - {VERSION_TABLE})
+        if unknown:
+            raise BackupError(
+                f"backup {backup.name}: it holds table(s) this warehouse does not have: "
+                f"{', '.join(unknown)}; nothing was restored."
+            )
 
     def replace_all() -> dict[str, int]:
         restored = {}

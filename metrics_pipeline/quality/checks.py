@@ -9,7 +9,7 @@ from dagster import AssetCheckResult, AssetChecksDefinition, AssetCheckSeverity,
 
 from metrics_pipeline.collection.inventory import Instance, InventoryEntry
 from metrics_pipeline.collection.keys import RDS_METRICS
-from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.collection.store import read_inventory
 from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.hours import HOUR, partition_key, utc_now
@@ -62,9 +62,9 @@ def build_checks(settings: Settings) -> list[AssetChecksDefinition]:
         ),
     )
     def rds_metrics_completeness(
-        aws: AwsResource, warehouse: WarehouseResource
+        aws: AwsResource, collection: CollectionResource, warehouse: WarehouseResource
     ) -> AssetCheckResult:
-        hours = healing_hours(utc_now(), settings.backfill_days, aws.settle_delay)
+        hours = healing_hours(utc_now(), settings.backfill_days, collection.settle_delay)
         if not hours:
             return AssetCheckResult(passed=True, metadata={"settled_hours": 0})
         window = (hours[0], hours[-1] + HOUR)
@@ -73,7 +73,11 @@ def build_checks(settings: Settings) -> list[AssetChecksDefinition]:
             rows = rows_per_instance_hour(conn, *window)
             empty = empty_settled_fetches(conn, *window)
         report = completeness(
-            hours, inventory, rows, empty, (3600 // aws.period_seconds) * len(aws.metrics)
+            hours,
+            inventory,
+            rows,
+            empty,
+            (3600 // collection.period_seconds) * len(collection.metrics),
         )
         failed = bool(report.empty_hours)
         warned = report.share < settings.completeness_warn
@@ -99,12 +103,14 @@ def build_checks(settings: Settings) -> list[AssetChecksDefinition]:
             "minutes ago (METRICS_FRESHNESS_MINUTES)."
         ),
     )
-    def rds_metrics_freshness(aws: AwsResource, warehouse: WarehouseResource) -> AssetCheckResult:
+    def rds_metrics_freshness(
+        aws: AwsResource, collection: CollectionResource, warehouse: WarehouseResource
+    ) -> AssetCheckResult:
         with warehouse.read_snapshot() as conn:
             [(newest,)] = conn.execute(f"SELECT max(ts) FROM {METRICS_TABLE}").fetchall()
         if newest is None:
             return AssetCheckResult(passed=False, metadata={"newest_period": "none"})
-        age = utc_now() - (newest + timedelta(seconds=aws.period_seconds))
+        age = utc_now() - (newest + timedelta(seconds=collection.period_seconds))
         return AssetCheckResult(
             passed=age <= timedelta(minutes=settings.freshness_minutes),
             metadata={
@@ -121,11 +127,13 @@ def build_checks(settings: Settings) -> list[AssetChecksDefinition]:
             "values, minimum <= average <= maximum, timestamps on period boundaries and not ahead."
         ),
     )
-    def rds_metrics_sanity(aws: AwsResource, warehouse: WarehouseResource) -> AssetCheckResult:
+    def rds_metrics_sanity(
+        aws: AwsResource, collection: CollectionResource, warehouse: WarehouseResource
+    ) -> AssetCheckResult:
         now = utc_now()
         with warehouse.read_snapshot() as conn:
             counts = sanity_counts(
-                conn, now - timedelta(days=settings.backfill_days), aws.period_seconds, now
+                conn, now - timedelta(days=settings.backfill_days), collection.period_seconds, now
             )
         return AssetCheckResult(passed=not any(counts.values()), metadata=counts)
 

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from metrics_pipeline.automation import on_cron_and_once_inputs_exist
 from metrics_pipeline.collection.keys import GROUP, RDS_INSTANCES, RDS_METRICS
-from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.collection.resources import CollectionResource
 from metrics_pipeline.hours import utc_now
 from metrics_pipeline.metadata import OWNERS, markdown_table, table_metadata
 from metrics_pipeline.warehouse.resources import WAREHOUSE_POOL, WarehouseResource
@@ -307,14 +307,14 @@ def flagged_markdown(assessed: Sequence[tuple[Evidence, Finding]]) -> str:
 def rightsizing_report(
     context: AssetExecutionContext,
     config: RightsizingConfig,
-    aws: AwsResource,
+    collection: CollectionResource,
     warehouse: WarehouseResource,
 ) -> MaterializeResult:
     report_time = utc_now()
     # A warehouse keeping fewer days than the window is judged on what it keeps.
     start = report_time - min(WINDOW, timedelta(days=warehouse.retention_days))
     with warehouse.read_snapshot() as conn:
-        evidence = read_evidence(conn, start, report_time, aws.period_seconds)
+        evidence = read_evidence(conn, start, report_time, collection.period_seconds)
     assessed = [(e, assess(e, config)) for e in evidence]
     rows = [
         {

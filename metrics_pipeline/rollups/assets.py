@@ -12,9 +12,9 @@ from dagster import (
 
 from metrics_pipeline.automation import ON_ANY_SOURCE_HOUR_CHANGE, ON_SOURCE_HOURS_CHANGE
 from metrics_pipeline.collection.keys import GROUP, RDS_METRICS
-from metrics_pipeline.collection.resources import AwsResource
+from metrics_pipeline.collection.resources import CollectionResource
 from metrics_pipeline.hours import naive_utc, utc_now
-from metrics_pipeline.metadata import OWNERS, table_metadata
+from metrics_pipeline.metadata import OWNERS, row_count_of_partition, table_metadata
 from metrics_pipeline.partitions import Partitions
 from metrics_pipeline.rollups.store import replace_rollup
 from metrics_pipeline.warehouse.resources import WAREHOUSE_POOL, WarehouseResource
@@ -23,7 +23,7 @@ from metrics_pipeline.warehouse.schema import DAILY_TABLE, HOURLY_TABLE
 
 def _rollup(
     context: AssetExecutionContext,
-    aws: AwsResource,
+    collection: CollectionResource,
     warehouse: WarehouseResource,
     table: str,
     bucket_seconds: int,
@@ -36,12 +36,15 @@ def _rollup(
             table,
             start,
             end,
-            periods_per_bucket=bucket_seconds // aws.period_seconds,
+            periods_per_bucket=bucket_seconds // collection.period_seconds,
             computed_at=utc_now(),
         )
+        [(table_rows,)] = conn.execute(f"SELECT count(*) FROM {table}").fetchall()
     context.log.info(f"{table}: {rows} row(s) for {start} to {end} UTC")
     return MaterializeResult(
         metadata={
+            "dagster/row_count": table_rows,
+            **row_count_of_partition(context, rows),
             "rows_written": rows,
             "window_start": start.isoformat(),
             "window_end": end.isoformat(),
@@ -50,15 +53,15 @@ def _rollup(
 
 
 def materialize_hourly_rollup(
-    context: AssetExecutionContext, aws: AwsResource, warehouse: WarehouseResource
+    context: AssetExecutionContext, collection: CollectionResource, warehouse: WarehouseResource
 ) -> MaterializeResult:
-    return _rollup(context, aws, warehouse, HOURLY_TABLE, 3600)
+    return _rollup(context, collection, warehouse, HOURLY_TABLE, 3600)
 
 
 def materialize_daily_rollup(
-    context: AssetExecutionContext, aws: AwsResource, warehouse: WarehouseResource
+    context: AssetExecutionContext, collection: CollectionResource, warehouse: WarehouseResource
 ) -> MaterializeResult:
-    return _rollup(context, aws, warehouse, DAILY_TABLE, 86400)
+    return _rollup(context, collection, warehouse, DAILY_TABLE, 86400)
 
 
 def build_rollup_assets(partitions: Partitions) -> list[AssetsDefinition]:

@@ -13,6 +13,7 @@ from dagster import Failure
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from metrics_pipeline.hours import utc_now
 from metrics_pipeline.settings import (
     DEFAULT_BACKUP_KEEP_DAYS,
     DEFAULT_LOCK_TIMEOUT_SECONDS,
@@ -22,8 +23,9 @@ from metrics_pipeline.settings import (
     default_backup_dir,
     snapshot_path_for,
 )
-from metrics_pipeline.warehouse.schema import STORAGE_COMPATIBILITY_VERSION, ensure_schema
-from metrics_pipeline.warehouse.snapshot import open_snapshot, publish_snapshot
+from metrics_pipeline.warehouse.migrations import SCHEMA_VERSION, SchemaError, prepare_schema
+from metrics_pipeline.warehouse.schema import STORAGE_COMPATIBILITY_VERSION
+from metrics_pipeline.warehouse.snapshot import copy_checkpointed, open_snapshot, publish_snapshot
 
 # Runs that write the warehouse share this pool; DuckDB takes one writing process at a time.
 WAREHOUSE_POOL = "duckdb_warehouse"
@@ -73,7 +75,7 @@ class WarehouseResource(DuckDBResource):
         readers such as the gap sensor must see it."""
         conn = self._connect_waiting_for_lock()
         try:
-            ensure_schema(conn)  # once per connection, so no write has to
+            self._prepare_schema(conn)  # once per connection, so no write has to
             yield conn
         except BaseException:
             if self.database != ":memory:":
@@ -85,6 +87,36 @@ class WarehouseResource(DuckDBResource):
                 publish_snapshot(conn, Path(self.database), self.snapshot_path)
         finally:
             conn.close()
+
+    def prepare(self) -> None:
+        """A run's first step, before AWS is asked anything: the file can be written and its
+        tables are this build's (an older warehouse is backed up and migrated). Failures are
+        final: no retry can fix them."""
+        self.require_writable()
+        if self.database == ":memory:":
+            return
+        conn = self._connect_waiting_for_lock()
+        try:
+            self._prepare_schema(conn)
+        finally:
+            conn.close()
+
+    def _prepare_schema(self, conn: duckdb.DuckDBPyConnection) -> None:
+        def back_up(version: int) -> None:
+            if self.database == ":memory:":
+                return
+            self.backups_path.mkdir(parents=True, exist_ok=True)
+            target = self.backups_path / (
+                f"before-schema-v{SCHEMA_VERSION}-from-v{version}-{utc_now():%Y%m%dT%H%M%S}.duckdb"
+            )
+            copy_checkpointed(conn, Path(self.database), target)
+
+        try:
+            prepare_schema(conn, back_up, utc_now())
+        except SchemaError as error:
+            raise Failure(
+                description=f"The warehouse {self.database}: {error}", allow_retries=False
+            ) from None
 
     def _connect_waiting_for_lock(self) -> duckdb.DuckDBPyConnection:
         self.require_writable()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import duckdb
 
 from metrics_pipeline.catalog import WIDE_VIEW_COLUMNS
@@ -19,6 +21,9 @@ DAILY_TABLE = "rds_metrics_daily"
 RIGHTSIZING_TABLE = "rds_rightsizing"
 LATEST_VIEW = "rds_latest"
 WIDE_VIEW = "rds_metrics_wide"
+VERSION_TABLE = "schema_version"
+# Tables that hold only what can be computed again from the others.
+DERIVED_TABLES = frozenset({RUNS_TABLE, HOURLY_TABLE, DAILY_TABLE, RIGHTSIZING_TABLE})
 
 _ROLLUP_COLUMNS = """
     account_id VARCHAR NOT NULL,
@@ -160,6 +165,24 @@ FROM {METRICS_TABLE} GROUP BY ts, account_id, region, instance_id;
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(SCHEMA_SQL)
+
+
+@cache
+def expected_columns() -> dict[str, list[tuple[str, str, bool]]]:
+    """Every table's columns (name, type, required), from the DDL run once in an in-memory
+    DuckDB: the catalog and the schema check cannot drift from the warehouse."""
+    with duckdb.connect(":memory:") as conn:
+        conn.execute(SCHEMA_SQL)
+        rows = conn.execute(
+            "SELECT c.table_name, c.column_name, c.data_type, c.is_nullable = 'NO' "
+            "FROM information_schema.columns c JOIN information_schema.tables t "
+            "USING (table_catalog, table_schema, table_name) WHERE t.table_type = 'BASE TABLE' "
+            "ORDER BY c.table_name, c.ordinal_position"
+        ).fetchall()
+    columns: dict[str, list[tuple[str, str, bool]]] = {}
+    for table, *column in rows:
+        columns.setdefault(table, []).append(tuple(column))  # type: ignore[arg-type]
+    return columns
 
 
 def base_tables(conn: duckdb.DuckDBPyConnection) -> list[str]:

@@ -46,10 +46,16 @@ def publish_snapshot(conn: duckdb.DuckDBPyConnection, database: Path, snapshot: 
     Called with no transaction open on `conn`, while it holds the warehouse's write lock, so
     no other writer can publish at the same time.
     """
+    copy_checkpointed(conn, database, snapshot)
+
+
+def copy_checkpointed(conn: duckdb.DuckDBPyConnection, database: Path, target: Path) -> None:
+    """Checkpoints the writer's connection, then atomically replaces `target` with a durable
+    copy of the file (the snapshot, or a backup before a migration)."""
     conn.execute("CHECKPOINT")
-    for stale in snapshot.parent.glob(f".{snapshot.name}.*.partial"):  # a publish killed midway
+    for stale in target.parent.glob(f".{target.name}.*.partial"):  # a copy killed midway
         stale.unlink(missing_ok=True)
-    partial = snapshot.with_name(f".{snapshot.name}.{os.getpid()}.partial")
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
         subprocess.run(
             [sys.executable, "-c", _COPY, str(database), str(partial)],
@@ -57,12 +63,12 @@ def publish_snapshot(conn: duckdb.DuckDBPyConnection, database: Path, snapshot: 
             capture_output=True,
             text=True,
         )
-        os.replace(partial, snapshot)
+        os.replace(partial, target)
     except subprocess.CalledProcessError as error:
         raise OSError(f"could not copy {database} to {partial}: {error.stderr.strip()}") from None
     finally:
         partial.unlink(missing_ok=True)
-    folder = os.open(snapshot.parent, os.O_RDONLY)
+    folder = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(folder)  # the rename itself survives a power cut
     finally:

@@ -1,0 +1,148 @@
+"""The warehouse's schema version, its migrations, and the check that the tables are the ones
+this build writes: a writer refuses a warehouse it does not understand before it asks AWS for
+anything, rather than failing at the write or silently creating a new, empty table.
+
+A warehouse written by a build before versioning is version 0. Each migration is a small
+numbered step; a writer backs the file up, then runs the steps it lacks in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+
+from metrics_pipeline.warehouse.schema import (
+    DERIVED_TABLES,
+    SCHEMA_SQL,
+    VERSION_TABLE,
+    base_tables,
+    expected_columns,
+)
+
+SCHEMA_VERSION = 1
+
+
+class SchemaError(Exception):
+    """The warehouse's tables are not the ones this build writes; the message names the table
+    (and the column) and what to do."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int  # the version the warehouse has after this step
+    does: str
+    apply: Callable[[duckdb.DuckDBPyConnection], None]
+
+
+def _create_missing_derived_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    """Builds before versioning created the rollup, run and report tables lazily: a warehouse
+    from one of them may lack some. They hold only what can be computed again."""
+    conn.execute(SCHEMA_SQL)
+
+
+MIGRATIONS = [
+    Migration(1, "records the schema version; creates derived tables older builds lacked",
+              _create_missing_derived_tables),
+]  # fmt: skip
+
+
+def warehouse_version(conn: duckdb.DuckDBPyConnection) -> int | None:
+    """The schema version; None for a new, empty warehouse; 0 for one from before versioning."""
+    tables = set(base_tables(conn))
+    if VERSION_TABLE in tables:
+        row = conn.execute(f"SELECT max(version) FROM {VERSION_TABLE}").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+    return 0 if tables else None
+
+
+def structure_problems(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """What differs between the warehouse's tables and this build's: missing tables, missing or
+    extra columns, other types. Empty when they match."""
+    expected = expected_columns()
+    actual: dict[str, dict[str, str]] = {}
+    for table, column, data_type in conn.execute(
+        "SELECT c.table_name, c.column_name, c.data_type FROM information_schema.columns c "
+        "JOIN information_schema.tables t USING (table_catalog, table_schema, table_name) "
+        "WHERE t.table_type = 'BASE TABLE' AND c.table_catalog = current_database() "
+        "ORDER BY c.table_name, c.ordinal_position"
+    ).fetchall():
+        actual.setdefault(table, {})[column] = data_type
+    problems = []
+    for table, columns in expected.items():
+        if table not in actual:
+            others = sorted(set(actual) - set(expected) - {VERSION_TABLE})
+            found = f" (the warehouse has {', '.join(others)})" if others else ""
+            problems.append(f"table {table} is missing{found}")
+            continue
+        have = actual[table]
+        for name, data_type, _ in columns:
+            if name not in have:
+                problems.append(f"column {table}.{name} is missing")
+            elif have[name] != data_type:
+                problems.append(f"column {table}.{name} is {have[name]}, expected {data_type}")
+        known = {name for name, _, _ in columns}
+        problems += [f"column {table}.{name} is unknown" for name in have if name not in known]
+    return problems
+
+
+def prepare_schema(
+    conn: duckdb.DuckDBPyConnection, back_up: Callable[[int], object], now: datetime
+) -> int | None:
+    """Creates a new warehouse's tables, or migrates an older one after `back_up(version)`,
+    then checks the structure. Returns the version migrated from (None when nothing was).
+    Raises SchemaError, changing nothing, for a newer or an unrecognised warehouse."""
+    version = warehouse_version(conn)
+    if version is None:
+        conn.execute("BEGIN TRANSACTION")
+        conn.execute(SCHEMA_SQL)
+        _record_version(conn, SCHEMA_VERSION, now)
+        conn.execute("COMMIT")
+        return None
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"the warehouse has schema version {version}, newer than this build's "
+            f"({SCHEMA_VERSION}): upgrade metrics_pipeline to write it."
+        )
+    # A core table that is gone would otherwise be created again, empty, with its history
+    # stranded under another name: refuse before migrating anything.
+    missing_core = [
+        problem
+        for problem in structure_problems(conn)
+        if problem.startswith("table ") and problem.split()[1] not in DERIVED_TABLES
+    ]
+    if missing_core:
+        raise SchemaError(f"{missing_core[0]}; restore it (or a backup) before collecting.")
+    migrated_from = None
+    if version < SCHEMA_VERSION:
+        back_up(version)
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            for migration in MIGRATIONS:
+                if migration.version > version:
+                    migration.apply(conn)
+                    _record_version(conn, migration.version, now)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        migrated_from = version
+    problems = structure_problems(conn)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise SchemaError(
+            f"{problems[0]}{more}: the warehouse's tables are not the ones this build writes; "
+            "restore them (or a backup) before collecting."
+        )
+    conn.execute(SCHEMA_SQL)  # the views, which follow the build
+    return migrated_from
+
+
+def _record_version(conn: duckdb.DuckDBPyConnection, version: int, now: datetime) -> None:
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} "
+        "(version INTEGER PRIMARY KEY, migrated_at TIMESTAMP NOT NULL)"
+    )
+    conn.execute(f"INSERT INTO {VERSION_TABLE} VALUES (?, ?)", [version, now])

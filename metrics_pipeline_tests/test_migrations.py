@@ -1,0 +1,164 @@
+"""The warehouse's schema version: an older warehouse is backed up and migrated, a newer or a
+tampered one is refused with one line before AWS is asked anything."""
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from dagster import DagsterEventType, Failure, materialize
+
+from metrics_pipeline.collection.resources import CollectionResource
+from metrics_pipeline.hours import floor_hour, partition_key, utc_now
+from metrics_pipeline.warehouse.migrations import SCHEMA_VERSION, structure_problems
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.schema import (
+    METRICS_TABLE,
+    SCHEMA_SQL,
+    VERSION_TABLE,
+)
+from metrics_pipeline_tests.helpers import make_aws, rds_metrics
+from metrics_pipeline_tests.moto_fleet import create_instance
+
+ROWS = [
+    ("123456789012", "us-east-1", "orders-db", "CPUUtilization", "Percent",
+     datetime(2026, 11, 20, 10, 5), 41.5, 40.0, 43.0, 83.0, 2.0),
+    ("123456789012", "us-east-1", "orders-db", "CPUUtilization", "Percent",
+     datetime(2026, 11, 20, 10, 10), 12.25, 10.0, 15.0, 24.5, 2.0),
+]  # fmt: skip
+
+
+def metric_rows(database: str) -> list[tuple[Any, ...]]:
+    with duckdb.connect(database, read_only=True) as conn:
+        return conn.execute(
+            "SELECT account_id, region, instance_id, metric, unit, ts, average, minimum, "
+            f"maximum, sum, sample_count FROM {METRICS_TABLE} ORDER BY ts"
+        ).fetchall()
+
+
+def unversioned_warehouse(path: Path, without: set[str] = frozenset()) -> str:
+    """A warehouse as builds before versioning left it: today's tables (less `without`), no
+    version table, and two rows of metrics."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(path)) as conn:
+        conn.execute(SCHEMA_SQL)
+        for table in without:
+            conn.execute(f"DROP TABLE {table}")
+        conn.executemany(
+            f"INSERT INTO {METRICS_TABLE} (account_id, region, instance_id, metric, unit, ts, "
+            "average, minimum, maximum, sum, sample_count, collected_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(*row, datetime(2026, 11, 20, 11, 0)) for row in ROWS],
+        )
+    return str(path)
+
+
+def test_a_new_warehouse_gets_the_current_version(tmp_path: Path) -> None:
+    warehouse = WarehouseResource(database=str(tmp_path / "metrics.duckdb"))
+    warehouse.prepare()
+    with duckdb.connect(warehouse.database, read_only=True) as conn:
+        assert conn.execute(f"SELECT version FROM {VERSION_TABLE}").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
+        assert structure_problems(conn) == []
+    assert not warehouse.backups_path.exists()  # nothing to back up
+
+
+def test_a_warehouse_from_before_versioning_is_backed_up_then_migrated(tmp_path: Path) -> None:
+    derived = {"rds_metrics_hourly", "rds_rightsizing"}
+    database = unversioned_warehouse(tmp_path / "metrics.duckdb", without=derived)
+    warehouse = WarehouseResource(database=database)
+
+    warehouse.prepare()
+
+    assert metric_rows(database) == ROWS
+    with duckdb.connect(database, read_only=True) as conn:
+        assert conn.execute(f"SELECT version FROM {VERSION_TABLE}").fetchall() == [(1,)]
+        assert structure_problems(conn) == []  # the derived tables older builds lacked exist
+    [backup] = warehouse.backups_path.glob("before-schema-v1-from-v0-*.duckdb")
+    assert metric_rows(str(backup)) == ROWS
+    with duckdb.connect(str(backup), read_only=True) as conn:
+        tables = {row[0] for row in conn.execute("SHOW TABLES").fetchall()}
+    assert VERSION_TABLE not in tables and not derived & tables
+
+    warehouse.prepare()  # the next writer: nothing to migrate, nothing backed up again
+    assert len(list(warehouse.backups_path.iterdir())) == 1
+
+
+def test_a_newer_warehouse_is_refused(tmp_path: Path) -> None:
+    warehouse = WarehouseResource(database=str(tmp_path / "metrics.duckdb"))
+    warehouse.prepare()
+    with duckdb.connect(warehouse.database) as conn:
+        conn.execute(f"INSERT INTO {VERSION_TABLE} VALUES (7, now())")
+    with pytest.raises(Failure) as refused:
+        warehouse.prepare()
+    assert refused.value.description == (
+        f"The warehouse {warehouse.database}: the warehouse has schema version 7, newer than "
+        f"this build's ({SCHEMA_VERSION}): upgrade metrics_pipeline to write it."
+    )
+    assert not refused.value.allow_retries
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (
+            "ALTER TABLE pipeline_runs DROP COLUMN cpu_seconds",
+            "column pipeline_runs.cpu_seconds is missing",
+        ),
+        ("ALTER TABLE rds_metrics ADD COLUMN note VARCHAR", "column rds_metrics.note is unknown"),
+        (
+            "ALTER TABLE rds_metric_fetches ALTER datapoints TYPE VARCHAR",
+            "column rds_metric_fetches.datapoints is VARCHAR, expected BIGINT",
+        ),
+    ],
+)
+def test_a_changed_column_is_refused_naming_it(tmp_path: Path, tamper: str, message: str) -> None:
+    warehouse = WarehouseResource(database=str(tmp_path / "metrics.duckdb"))
+    warehouse.prepare()
+    with duckdb.connect(warehouse.database) as conn:
+        conn.execute(tamper)
+    with pytest.raises(Failure) as refused:
+        warehouse.prepare()
+    assert refused.value.description == (
+        f"The warehouse {warehouse.database}: {message}: the warehouse's tables are not the "
+        "ones this build writes; restore them (or a backup) before collecting."
+    )
+
+
+@pytest.mark.usefixtures("moto_aws")
+def test_a_renamed_table_fails_the_run_before_aws_is_asked_and_strands_nothing(
+    tmp_path: Path, get_metric_data_calls: list[dict[str, Any]]
+) -> None:
+    create_instance("us-east-1", "orders-db")
+    database = unversioned_warehouse(tmp_path / "metrics.duckdb")
+    with duckdb.connect(database) as conn:
+        conn.execute(f"ALTER TABLE {METRICS_TABLE} RENAME TO rds_metrics_v0")
+    hour = floor_hour(utc_now()) - timedelta(hours=3)
+
+    result = materialize(
+        [rds_metrics],
+        partition_key=partition_key(hour),
+        resources={
+            "aws": make_aws(regions=["us-east-1"]),
+            "collection": CollectionResource(),
+            "warehouse": WarehouseResource(database=database),
+        },
+        raise_on_error=False,
+    )
+
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    assert failure.step_failure_data.error.message.splitlines()[0] == (
+        f"dagster._core.definitions.events.Failure: The warehouse {database}: table "
+        "rds_metrics is missing (the warehouse has rds_metrics_v0); restore it (or a backup) "
+        "before collecting."
+    )
+    assert not [e for e in result.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
+    assert get_metric_data_calls == []
+    with duckdb.connect(database, read_only=True) as conn:
+        tables = {row[0] for row in conn.execute("SHOW TABLES").fetchall()}
+        kept = conn.execute("SELECT count(*) FROM rds_metrics_v0").fetchone()
+    assert METRICS_TABLE not in tables  # no new, empty table in its place
+    assert kept == (len(ROWS),)
