@@ -194,8 +194,12 @@ def _storage(args: argparse.Namespace) -> StorageSettings:
 
 def _emit(frame: pd.DataFrame, args: argparse.Namespace) -> None:
     fmt = query.format_for(args.output, args.format)
-    text = query.write_frame(frame, fmt, args.output)
-    print(text, end="" if text.endswith("\n") else "\n")
+    _print(query.write_frame(frame, fmt, args.output))
+
+
+def _print(text: str) -> None:
+    if text:
+        print(text, end="" if text.endswith("\n") else "\n")
 
 
 def _backup(args: argparse.Namespace, storage: StorageSettings) -> None:
@@ -263,14 +267,17 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "metrics":
         _emit(query.list_metrics(storage), args)
     elif args.command == "extract":
-        frame = query.extract_metrics(
-            args.start, args.end, args.instances, args.metrics, args.wide, storage
-        )
-        _emit(frame, args)
+        fmt = query.format_for(args.output, args.format)
+        text = query.export_metrics(
+            args.start, args.end, args.instances, args.metrics, args.wide, fmt, args.output,
+            storage,
+        )  # fmt: skip
+        _print(text)
     elif args.command == "health":
         _emit(query.health_summary(args.start, args.end, args.instances, storage), args)
     elif args.command == "query":
-        _emit(query.run_sql(args.sql, storage), args)
+        fmt = query.format_for(args.output, args.format)
+        _print(query.export_sql(args.sql, fmt, args.output, storage))
     else:
         _backup(args, storage)
 

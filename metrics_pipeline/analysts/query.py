@@ -13,13 +13,18 @@ names the argument and what is allowed.
 from __future__ import annotations
 
 import re
+import sys
+import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import IO, Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from metrics_pipeline.catalog import HEALTH_METRICS
 from metrics_pipeline.collection.store import read_inventory
@@ -40,9 +45,20 @@ from metrics_pipeline.warehouse.schema import (
     WIDE_VIEW,
     table_exists,
 )
-from metrics_pipeline.warehouse.snapshot import SnapshotMissingError, open_snapshot
+from metrics_pipeline.warehouse.snapshot import (
+    SnapshotMissingError,
+    open_snapshot,
+    open_snapshot_for_extract,
+)
 
 FORMATS = ("table", "csv", "json", "parquet")
+# Exports stream in batches of this many rows: memory follows the batch, not the range.
+BATCH_ROWS = 50_000
+# The extract's own connection: a sort beyond this spills to a temporary folder.
+EXTRACT_MEMORY_LIMIT = "128MB"
+# Analysts' queries run without spilling (the sandbox writes nothing): beyond this they fail
+# with DuckDB's out-of-memory message rather than taking the machine's memory.
+QUERY_MEMORY_LIMIT = "1GB"
 _RELATIVE = re.compile(r"^(?:now)?\s*-\s*(\d+)\s*([mhd])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 _WORD = re.compile(r"\w+|\S")
@@ -57,16 +73,30 @@ class WarehouseUnavailable(QueryError):
 
 
 @contextmanager
-def connect(storage: StorageSettings | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+def connect(
+    storage: StorageSettings | None = None, memory_limit: str | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection to the latest snapshot, for queries of your own. It sees the snapshot
     and nothing else: no files, network or extensions, its configuration locked (see
     snapshot.open_snapshot). Share DataFrames with it through `conn.register(name, frame)`."""
     storage = storage or StorageSettings.from_env()
     try:
-        with open_snapshot(storage.snapshot_path) as conn:
+        with open_snapshot(storage.snapshot_path, memory_limit) as conn:
             yield conn
     except SnapshotMissingError as error:
         raise WarehouseUnavailable(str(error)) from None
+
+
+@contextmanager
+def _extract_connection(storage: StorageSettings) -> Iterator[duckdb.DuckDBPyConnection]:
+    with tempfile.TemporaryDirectory(prefix="metrics-extract-") as spill:
+        try:
+            with open_snapshot_for_extract(
+                storage.snapshot_path, Path(spill), EXTRACT_MEMORY_LIMIT
+            ) as conn:
+                yield conn
+        except SnapshotMissingError as error:
+            raise WarehouseUnavailable(str(error)) from None
 
 
 def parse_time(name: str, value: str | datetime, now: datetime | None = None) -> datetime:
@@ -159,6 +189,53 @@ def list_metrics(storage: StorageSettings | None = None) -> pd.DataFrame:
         ).df()
 
 
+def plan_extract(
+    conn: duckdb.DuckDBPyConnection,
+    start_at: datetime,
+    end_at: datetime,
+    instances: Sequence[str] | None,
+    metrics: Sequence[str] | None,
+    wide: bool,
+) -> tuple[str, dict[str, object]]:
+    """The statement and parameters of an extract, after checking the names asked for."""
+    _check_known(
+        "instance",
+        instances or [],
+        _names(conn, f"SELECT DISTINCT instance_id FROM {INSTANCES_TABLE} ORDER BY 1"),
+    )
+    _check_known(
+        "metric", metrics or [], _names(conn, f"SELECT DISTINCT metric FROM {METRICS_TABLE}")
+    )
+    if wide and metrics:
+        raise QueryError("metric: --wide already has one column per metric; drop --metric.")
+    filters = ["ts >= $start", "ts < $end"]
+    params: dict[str, object] = {"start": start_at, "end": end_at}
+    if instances:
+        filters.append("list_contains($instances, instance_id)")
+        params["instances"] = list(instances)
+    if metrics:
+        filters.append("list_contains($metrics, metric)")
+        params["metrics"] = list(metrics)
+    where = " AND ".join(filters)
+    if wide:
+        return f"SELECT * FROM {WIDE_VIEW} WHERE {where} ORDER BY region, instance_id, ts", params
+    return (
+        "SELECT ts, region, instance_id, metric, unit, average, minimum, maximum, sum, "
+        f"sample_count FROM {METRICS_TABLE} WHERE {where} "
+        "ORDER BY region, instance_id, metric, ts",
+        params,
+    )
+
+
+def _extract_range(
+    start: str | datetime, end: str | datetime, storage: StorageSettings, now: datetime | None
+) -> tuple[datetime, datetime]:
+    now = naive_utc(now) if now else utc_now()
+    return check_range(
+        parse_time("start", start, now), parse_time("end", end, now), storage.retention_days, now
+    )
+
+
 def extract_metrics(
     start: str | datetime,
     end: str | datetime,
@@ -171,39 +248,31 @@ def extract_metrics(
     """Every period of [start, end) for the instances (all when None): one row per instance,
     metric and period, or with `wide` one row per instance and period, a column per metric."""
     storage = storage or StorageSettings.from_env()
-    now = naive_utc(now) if now else utc_now()
-    start_at, end_at = check_range(
-        parse_time("start", start, now), parse_time("end", end, now), storage.retention_days, now
-    )
+    start_at, end_at = _extract_range(start, end, storage, now)
     with connect(storage) as conn:
-        _check_known(
-            "instance",
-            instances or [],
-            _names(conn, f"SELECT DISTINCT instance_id FROM {INSTANCES_TABLE} ORDER BY 1"),
-        )
-        _check_known(
-            "metric", metrics or [], _names(conn, f"SELECT DISTINCT metric FROM {METRICS_TABLE}")
-        )
-        if wide and metrics:
-            raise QueryError("metric: --wide already has one column per metric; drop --metric.")
-        filters = ["ts >= $start", "ts < $end"]
-        params: dict[str, object] = {"start": start_at, "end": end_at}
-        if instances:
-            filters.append("list_contains($instances, instance_id)")
-            params["instances"] = list(instances)
-        if metrics:
-            filters.append("list_contains($metrics, metric)")
-            params["metrics"] = list(metrics)
-        where = " AND ".join(filters)
-        if wide:
-            sql = f"SELECT * FROM {WIDE_VIEW} WHERE {where} ORDER BY region, instance_id, ts"
-        else:
-            sql = (
-                "SELECT ts, region, instance_id, metric, unit, average, minimum, maximum, sum, "
-                f"sample_count FROM {METRICS_TABLE} WHERE {where} "
-                "ORDER BY region, instance_id, metric, ts"
-            )
+        sql, params = plan_extract(conn, start_at, end_at, instances, metrics, wide)
         return conn.execute(sql, params).df()
+
+
+def export_metrics(
+    start: str | datetime,
+    end: str | datetime,
+    instances: Sequence[str] | None,
+    metrics: Sequence[str] | None,
+    wide: bool,
+    fmt: str,
+    output: Path | None,
+    storage: StorageSettings | None = None,
+    now: datetime | None = None,
+) -> str:
+    """extract_metrics written as it is read: memory stays bounded whatever the range (the
+    sort spills to a temporary folder). Returns the text for the terminal."""
+    storage = storage or StorageSettings.from_env()
+    start_at, end_at = _extract_range(start, end, storage, now)
+    with _extract_connection(storage) as conn:
+        sql, params = plan_extract(conn, start_at, end_at, instances, metrics, wide)
+        result = conn.execute(sql, params)
+        return write_batches(result.fetch_record_batch(BATCH_ROWS), fmt, output)
 
 
 def hour_ranges(hours: Sequence[datetime]) -> str:
@@ -376,9 +445,26 @@ def run_sql(sql: str, storage: StorageSettings | None = None) -> pd.DataFrame:
     """One SELECT (or EXPLAIN of one) of your own against the snapshot, in the sandbox that
     every reader's connection is (see connect); errors are one line."""
     _only_a_select(sql)
-    with connect(storage) as conn:
+    with connect(storage, QUERY_MEMORY_LIMIT) as conn:
         try:
             return conn.execute(sql).df()
+        except duckdb.Error as error:
+            raise _sql_error(error) from None
+
+
+def export_sql(
+    sql: str,
+    fmt: str,
+    output: Path | None,
+    storage: StorageSettings | None = None,
+    memory_limit: str = QUERY_MEMORY_LIMIT,
+) -> str:
+    """run_sql written as it is read, in batches; the terminal table reads only the rows it
+    shows. Returns the text for the terminal."""
+    _only_a_select(sql)
+    with connect(storage, memory_limit) as conn:
+        try:
+            return write_batches(conn.execute(sql).fetch_record_batch(BATCH_ROWS), fmt, output)
         except duckdb.Error as error:
             raise _sql_error(error) from None
 
@@ -437,3 +523,68 @@ def write_frame(frame: pd.DataFrame, fmt: str, output: Path | None, max_rows: in
     if output is not None:
         return f"Wrote {len(frame)} row(s) to {output}"
     return text or ""
+
+
+def write_batches(
+    reader: pa.RecordBatchReader, fmt: str, output: Path | None, max_rows: int = 200
+) -> str:
+    """Writes the batches to `output` (or stdout) in `fmt` as they come; the terminal table
+    reads no more than the rows it shows. Returns the text for the terminal."""
+    if fmt == "parquet" and output is None:
+        raise QueryError("format: parquet is binary; give a file with --output.")
+    if fmt == "table":
+        return _first_rows_table(reader, max_rows, output)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    if fmt == "parquet":
+        with pq.ParquetWriter(output, reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+    else:
+        opened = output.open("w", newline="") if output else nullcontext(sys.stdout)
+        with opened as out:
+            rows = _write_text(reader, fmt, out)
+    return f"Wrote {rows} row(s) to {output}" if output is not None else ""
+
+
+def _write_text(reader: pa.RecordBatchReader, fmt: str, out: IO[str]) -> int:
+    """CSV or a JSON array, batch after batch, formatted as pandas formats a whole frame."""
+    rows = 0
+    if fmt == "json":
+        out.write("[")
+    for batch in reader:
+        frame = batch.to_pandas()
+        if fmt == "csv":
+            frame.to_csv(out, index=False, header=rows == 0)
+        elif len(frame):
+            records = frame.to_json(orient="records", date_format="iso", date_unit="s")
+            out.write(("," if rows else "") + records[1:-1])
+        rows += batch.num_rows
+    if fmt == "csv" and rows == 0:
+        out.write(",".join(reader.schema.names) + "\n")
+    if fmt == "json":
+        out.write("]\n")
+    return rows
+
+
+def _first_rows_table(reader: pa.RecordBatchReader, max_rows: int, output: Path | None) -> str:
+    taken: list[Any] = []
+    count = 0
+    for batch in reader:
+        taken.append(batch)
+        count += batch.num_rows
+        if count > max_rows:
+            break
+    frame = pa.Table.from_batches(taken, schema=reader.schema).to_pandas()
+    shown = (
+        frame.head(max_rows).to_string(index=False, float_format=_readable)
+        if len(frame)
+        else "(no rows)"
+    )
+    text = shown + ("\n... more rows: use --format csv or --output" if count > max_rows else "")
+    if output is not None:
+        output.write_text(text + "\n")
+        return f"Wrote the first {min(count, max_rows)} row(s) to {output}"
+    return text

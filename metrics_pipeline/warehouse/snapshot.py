@@ -121,7 +121,9 @@ def _attach(snapshot: Path) -> duckdb.DuckDBPyConnection:
 
 
 @contextmanager
-def open_snapshot(snapshot: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+def open_snapshot(
+    snapshot: Path, memory_limit: str | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection that sees the current snapshot and nothing else of the machine; newer
     snapshots are seen by the next connection, not by this one.
 
@@ -132,6 +134,8 @@ def open_snapshot(snapshot: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """
     conn = _attach(snapshot)
     try:
+        if memory_limit:
+            conn.execute(f"SET memory_limit = {sql_literal(memory_limit)}")
         for statement in _SANDBOX:
             conn.execute(statement)
         yield conn
@@ -147,6 +151,25 @@ def open_snapshot_for_export(snapshot: Path, target: Path) -> Iterator[duckdb.Du
     conn = _attach(snapshot)
     try:
         conn.execute(f"SET allowed_directories = [{sql_literal(target)}]")
+        conn.execute("SET enable_external_access = false")
+        conn.execute("SET lock_configuration = true")
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def open_snapshot_for_extract(
+    snapshot: Path, spill: Path, memory_limit: str
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The snapshot for statements the package builds itself (the CLI's extracts), never a
+    user's: within `memory_limit`, a sort over days of a fleet spills to `spill` (a private
+    temporary folder, the only path it may write) instead of growing in memory."""
+    conn = _attach(snapshot)
+    try:
+        conn.execute(f"SET memory_limit = {sql_literal(memory_limit)}")
+        conn.execute(f"SET temp_directory = {sql_literal(spill)}")
+        conn.execute(f"SET allowed_directories = [{sql_literal(spill)}]")
         conn.execute("SET enable_external_access = false")
         conn.execute("SET lock_configuration = true")
         yield conn
