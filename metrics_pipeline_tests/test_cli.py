@@ -2,15 +2,21 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from dagster import DagsterInstance, DagsterRun
+from dagster import DagsterRunStatus as Status
 
+from metrics_pipeline.maintenance.backups import list_backups
 from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline_tests.helpers import PROJECT_ROOT, hold_write_lock
 from metrics_pipeline_tests.known_data import FIRST_HOUR, Period, seed
 
 CLI = str(Path(sys.executable).with_name("metrics-pipeline"))
@@ -23,9 +29,16 @@ def stored(warehouse: WarehouseResource) -> list[Period]:
     return seed(warehouse)
 
 
-def cli(warehouse: WarehouseResource, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    warehouse: WarehouseResource, *args: str, **env_overrides: str
+) -> subprocess.CompletedProcess[str]:
     # A wide terminal: help text wraps at COLUMNS, long paths included.
-    env = {**os.environ, "METRICS_DUCKDB_PATH": warehouse.database, "COLUMNS": "400"}
+    env = {
+        **os.environ,
+        "METRICS_DUCKDB_PATH": warehouse.database,
+        "COLUMNS": "400",
+        **env_overrides,
+    }
     return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -177,3 +190,52 @@ def test_a_damaged_snapshot_is_one_line_and_exit_code_one(tmp_path: Path) -> Non
 def test_help_names_the_warehouse_it_would_read(warehouse: WarehouseResource) -> None:
     shown = cli(warehouse, "instances", "--help")
     assert f"(default: METRICS_DUCKDB_PATH, here {warehouse.database})" in shown.stdout
+
+
+def test_a_restore_is_refused_while_a_writer_holds_the_warehouse(
+    warehouse: WarehouseResource, stored: list[Period]
+) -> None:
+    assert cli(warehouse, "backup", "create").returncode == 0
+    [backup] = list_backups(warehouse.backups_path)
+    writer = hold_write_lock(warehouse.database, 60)
+    try:
+        refused = cli(warehouse, "backup", "restore", backup.name, "--yes")
+    finally:
+        writer.kill()
+        writer.wait()
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f"metrics-pipeline: error: restore: the warehouse {warehouse.database} is being written "
+        "by another process (a collection in progress?); nothing was restored. Try again when "
+        "it is done, or add --force to wait up to 120 s for it."
+    )
+
+
+def test_a_restore_is_refused_while_dagster_shows_runs_in_progress(
+    warehouse: WarehouseResource, stored: list[Period], tmp_path: Path
+) -> None:
+    assert cli(warehouse, "backup", "create").returncode == 0
+    [backup] = list_backups(warehouse.backups_path)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    with DagsterInstance.from_config(str(home)) as instance:
+        run = instance.add_run(
+            DagsterRun(job_name="healing_job", run_id=str(uuid.uuid4()), status=Status.STARTED)
+        )
+    with warehouse.connect() as conn:
+        conn.execute("DELETE FROM rds_metrics")
+
+    refused = cli(warehouse, "backup", "restore", backup.name, "--yes", DAGSTER_HOME=str(home))
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f"metrics-pipeline: error: restore: 1 run(s) in progress in Dagster (healing_job "
+        f"{run.run_id[:8]}); a restore now would remove what they write. Try again when they "
+        "finish, or add --force."
+    )
+    forced = cli(
+        warehouse, "backup", "restore", backup.name, "--yes", "--force", DAGSTER_HOME=str(home)
+    )
+    assert forced.returncode == 0, forced.stderr
+    with warehouse.read_snapshot() as conn:
+        assert conn.execute("SELECT count(*) FROM rds_metrics").fetchone() == (len(stored),)

@@ -23,6 +23,7 @@ from metrics_pipeline.healing.sensors import (
     build_gap_healing_sensor,
     next_look,
 )
+from metrics_pipeline.maintenance.backups import create_backup, restore_backup
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import (
     TEST_PARTITIONS,
@@ -308,3 +309,22 @@ def test_a_complete_window_is_looked_at_again_an_interval_later(
     later = build_sensor_context(instance=instance, resources=resources, cursor=overdue)
     [request] = gap_healing_sensor(later).run_requests
     assert request.tags[RANGE_START] == key(hours[-2])
+
+
+def test_hours_a_restore_took_back_are_healed(
+    instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, hours: list[datetime]
+) -> None:
+    """A backup holds the fetch log of its time: after restoring it, the hours collected since
+    lack a settled fetch again, so the gap sensor collects them although Dagster still shows
+    them as materialized."""
+    prepare_warehouse(warehouse, now, hours[:-3], [A, B, STOPPED])
+    backup = create_backup(warehouse.snapshot_path, warehouse.backups_path, now)
+    prepare_warehouse(warehouse, now, hours, [A, B, STOPPED])
+    mark_materialized(instance, hours)
+    assert isinstance(evaluate(instance, warehouse), SkipReason)
+
+    with warehouse.connect() as conn:
+        restore_backup(conn, backup)
+    [request] = evaluate(instance, warehouse).run_requests
+    assert (request.tags[RANGE_START], request.tags[RANGE_END]) == (key(hours[-3]), key(hours[-1]))
+    assert request.run_config == {}  # every instance lacks those hours

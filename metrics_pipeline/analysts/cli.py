@@ -169,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--yes", action="store_true", help="confirm: every table's current rows are replaced"
     )
     restore.add_argument(
+        "--force",
+        action="store_true",
+        help="restore even while Dagster shows runs in progress or a writer holds the "
+        "warehouse (then wait for it up to --lock-timeout)",
+    )
+    restore.add_argument(
         "--unverified",
         action="store_true",
         help="restore a backup made before backups carried checksums (it cannot be verified)",
@@ -245,18 +251,48 @@ def _backup(args: argparse.Namespace, storage: StorageSettings) -> None:
 
         from metrics_pipeline.warehouse.resources import WarehouseResource
 
+        if not args.force:
+            _refuse_while_runs_write()
+        wait = args.lock_timeout or storage.lock_timeout_seconds
         warehouse = WarehouseResource(
             database=str(storage.duckdb_path),
-            lock_timeout_seconds=args.lock_timeout or storage.lock_timeout_seconds,
+            # Without --force a held lock means a writer at work: refuse at once.
+            lock_timeout_seconds=wait if args.force else 0.01,
         )
         try:
             with warehouse.connect() as conn:
                 restored = restore_backup(conn, backup, verify=not args.unverified)
-        except Failure as failure:  # the pipeline kept the warehouse past the lock timeout
-            raise CommandFailed(failure.description or str(failure)) from None
+        except Failure as failure:
+            description = failure.description or str(failure)
+            if not args.force and "locked by another process" in description:
+                raise CommandFailed(
+                    f"restore: the warehouse {storage.duckdb_path} is being written by another "
+                    "process (a collection in progress?); nothing was restored. Try again when "
+                    f"it is done, or add --force to wait up to {wait:g} s for it."
+                ) from None
+            raise CommandFailed(description) from None
         print(
             f"Restored {sum(restored.values())} row(s) from {backup.name} "
             f"({', '.join(f'{t} {n}' for t, n in restored.items())})"
+        )
+
+
+def _refuse_while_runs_write() -> None:
+    """A restore under a running collection would silently remove what the run writes while
+    Dagster shows those hours as materialized: refuse while the Dagster instance of this
+    deployment (DAGSTER_HOME) shows runs in progress."""
+    if not os.environ.get("DAGSTER_HOME"):
+        return
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    in_progress = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+    with DagsterInstance.get() as instance:
+        runs = instance.get_runs(RunsFilter(statuses=in_progress), limit=20)
+    if runs:
+        listed = ", ".join(f"{run.job_name} {run.run_id[:8]}" for run in runs)
+        raise CommandFailed(
+            f"restore: {len(runs)} run(s) in progress in Dagster ({listed}); a restore now would "
+            "remove what they write. Try again when they finish, or add --force."
         )
 
 
