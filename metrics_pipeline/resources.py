@@ -33,5 +33,6 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
             ),
             backup_dir=str(settings.backups_path),
             backup_keep_days=settings.backup_keep_days,
+            shared_group=settings.shared_group or "",
         ),
     }

@@ -27,6 +27,7 @@ from metrics_pipeline.catalog import (
     RDS_METRIC_UNITS,
     STATISTIC_COLUMNS,
 )
+from metrics_pipeline.warehouse.permissions import group_id, make_folder
 
 # Relative to the working directory of the process (the project folder for `dagster dev` and
 # scripts/start.sh), never to where the package is installed.
@@ -94,6 +95,13 @@ class StorageSettings:
         f"days of backups kept (the newest is always kept), 1 to {MAX_BACKUP_KEEP_DAYS:,}",
         DEFAULT_BACKUP_KEEP_DAYS,
     )
+    shared_group: str | None = setting(
+        "METRICS_SHARED_GROUP",
+        "none: the files are the owner's alone",
+        "a group of this machine whose members may read the snapshot (analysts); the "
+        "warehouse itself and the backups stay the owner's",
+        None,
+    )
     lock_timeout_seconds: float = setting(
         "METRICS_LOCK_TIMEOUT_SECONDS",
         f"`{DEFAULT_LOCK_TIMEOUT_SECONDS:g}`",
@@ -145,6 +153,7 @@ def _storage_fields(env: Mapping[str, str]) -> dict[str, Any]:
             minimum=1,
             maximum=MAX_BACKUP_KEEP_DAYS,
         ),
+        "shared_group": parse_group(env.get("METRICS_SHARED_GROUP")),
         "lock_timeout_seconds": parse_positive_float(
             "METRICS_LOCK_TIMEOUT_SECONDS",
             env.get("METRICS_LOCK_TIMEOUT_SECONDS"),
@@ -453,10 +462,11 @@ def parse_path(raw: str | None) -> Path:
     return path.resolve()
 
 
-def check_writable(path: Path) -> None:
-    """Creates the warehouse folder and proves it can be written, or names the setting."""
+def check_writable(path: Path, shared_with: str | None = None) -> None:
+    """Creates the warehouse folder (owner-only, or also the group's to traverse) and proves it
+    can be written, or names the setting."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent, shared_with)
     except OSError as error:
         raise ConfigError(
             f"METRICS_DUCKDB_PATH: cannot create the folder '{path.parent}' ({error.strerror})."
@@ -531,6 +541,20 @@ def parse_memory_limit(raw: str | None) -> str | None:
             "expected at least 128MiB."
         )
     return value
+
+
+def parse_group(raw: str | None) -> str | None:
+    if not _is_set(raw):
+        return None
+    name = raw.strip()  # type: ignore[union-attr]
+    try:
+        group_id(name)
+    except KeyError:
+        raise ConfigError(
+            f"METRICS_SHARED_GROUP: '{name}' is not a group of this machine; expected the name "
+            "of an existing group (see getent group)."
+        ) from None
+    return name
 
 
 def parse_webhook_url(raw: str | None) -> str | None:
@@ -664,7 +688,8 @@ def _reference_order(settings_field: Any) -> int:
         "fresh_interval_minutes", "backfill_days", "backfill_interval_minutes",
         "backfill_max_datapoints_per_tick", "retention_days", "freshness_minutes",
         "completeness_warn", "lock_timeout_seconds", "duckdb_memory_limit", "step_retries",
-        "step_retry_delay_seconds", "backup_dir", "backup_keep_days", "slack_webhook_url",
+        "step_retry_delay_seconds", "backup_dir", "backup_keep_days", "shared_group",
+        "slack_webhook_url",
     ]  # fmt: skip
     return order.index(settings_field.name)
 

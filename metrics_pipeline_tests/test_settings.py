@@ -181,6 +181,10 @@ def test_aws_region_wins_over_default_region() -> None:
             "METRICS_BACKFILL_MAX_DATAPOINTS_PER_TICK: 'many' is not a whole number.",
         ),
         (
+            {"METRICS_SHARED_GROUP": "no-such-group"},
+            "METRICS_SHARED_GROUP: 'no-such-group' is not a group of this machine",
+        ),
+        (
             {"METRICS_SLACK_WEBHOOK_URL": "slack.com/hook"},
             "METRICS_SLACK_WEBHOOK_URL: 'slack.com/hook' is not allowed; expected the https:// "
             "URL of a Slack incoming webhook.",

@@ -256,6 +256,7 @@ def _backup(args: argparse.Namespace, storage: StorageSettings) -> None:
         wait = args.lock_timeout or storage.lock_timeout_seconds
         warehouse = WarehouseResource(
             database=str(storage.duckdb_path),
+            shared_group=storage.shared_group or "",
             # Without --force a held lock means a writer at work: refuse at once.
             lock_timeout_seconds=wait if args.force else 0.01,
         )

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import duckdb
 
+from metrics_pipeline.warehouse.permissions import make_folder, protect
 from metrics_pipeline.warehouse.schema import DERIVED_TABLES, VERSION_TABLE, base_tables
 from metrics_pipeline.warehouse.snapshot import open_snapshot_for_export
 from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
@@ -113,7 +114,7 @@ def create_backup(snapshot: Path, folder: Path, now: datetime) -> Backup:
             f"nothing to back up: no snapshot at {snapshot} yet (the pipeline publishes it "
             "after its first write)."
         )
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)  # owner-only: a backup holds all the warehouse holds
     target = _reserve_name(folder, now)
     partial = folder / f".{target.name}.partial"
     try:
@@ -134,6 +135,8 @@ def create_backup(snapshot: Path, folder: Path, now: datetime) -> Backup:
             "sha256": checksums,
         }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        for path in (*partial.iterdir(), partial):
+            protect(path)
         os.replace(partial, target)  # over the empty reserved folder, atomically
     except BaseException:
         if target.is_dir() and not any(target.iterdir()):

@@ -24,6 +24,7 @@ from metrics_pipeline.settings import (
     snapshot_path_for,
 )
 from metrics_pipeline.warehouse.migrations import SCHEMA_VERSION, SchemaError, prepare_schema
+from metrics_pipeline.warehouse.permissions import make_folder, protect
 from metrics_pipeline.warehouse.schema import STORAGE_COMPATIBILITY_VERSION
 from metrics_pipeline.warehouse.snapshot import copy_checkpointed, open_snapshot, publish_snapshot
 
@@ -50,13 +51,16 @@ class WarehouseResource(DuckDBResource):
     backup_keep_days: int = Field(
         default=DEFAULT_BACKUP_KEEP_DAYS, description="Days of backups kept (the newest always)."
     )
+    shared_group: str = Field(
+        default="", description="A group that may read the snapshot; empty: the owner alone."
+    )
 
     def require_writable(self) -> None:
         """Fails at once, never retried, when the file cannot be written: a step calls it
         before asking AWS for anything."""
         if self.database != ":memory:":
             try:
-                check_writable(Path(self.database))
+                check_writable(Path(self.database), self.shared_group or None)
             except ConfigError as error:
                 raise Failure(description=str(error), allow_retries=False) from None
 
@@ -80,13 +84,16 @@ class WarehouseResource(DuckDBResource):
         except BaseException:
             if self.database != ":memory:":
                 with suppress(Exception):  # the original error is the one to report
-                    publish_snapshot(conn, Path(self.database), self.snapshot_path)
+                    self._publish(conn)
             raise
         else:
             if self.database != ":memory:":
-                publish_snapshot(conn, Path(self.database), self.snapshot_path)
+                self._publish(conn)
         finally:
             conn.close()
+
+    def _publish(self, conn: duckdb.DuckDBPyConnection) -> None:
+        publish_snapshot(conn, Path(self.database), self.snapshot_path, self.shared_group or None)
 
     def prepare(self) -> None:
         """A run's first step, before AWS is asked anything: the file can be written and its
@@ -105,7 +112,7 @@ class WarehouseResource(DuckDBResource):
         def back_up(version: int) -> None:
             if self.database == ":memory:":
                 return
-            self.backups_path.mkdir(parents=True, exist_ok=True)
+            make_folder(self.backups_path)
             target = self.backups_path / (
                 f"before-schema-v{SCHEMA_VERSION}-from-v{version}-{utc_now():%Y%m%dT%H%M%S}.duckdb"
             )
@@ -124,7 +131,7 @@ class WarehouseResource(DuckDBResource):
         delay = 0.1
         while True:
             try:
-                return duckdb.connect(
+                conn = duckdb.connect(
                     self.database,
                     config={
                         "custom_user_agent": "dagster",
@@ -132,6 +139,9 @@ class WarehouseResource(DuckDBResource):
                         **self.connection_config,
                     },
                 )
+                if self.database != ":memory:":
+                    protect(Path(self.database))  # DuckDB created it with the umask's mode
+                return conn
             except duckdb.IOException as error:
                 if "lock" not in str(error).lower():
                     raise

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 
+from metrics_pipeline.warehouse.permissions import protect
 from metrics_pipeline.warehouse.sql import sql_literal
 
 SNAPSHOT_ALIAS = "warehouse"
@@ -40,18 +41,29 @@ with open(sys.argv[2], "rb+") as copied:
 """
 
 
-def publish_snapshot(conn: duckdb.DuckDBPyConnection, database: Path, snapshot: Path) -> None:
+def publish_snapshot(
+    conn: duckdb.DuckDBPyConnection,
+    database: Path,
+    snapshot: Path,
+    shared_with: str | None = None,
+) -> None:
     """Checkpoints the writer's connection and atomically replaces the snapshot with a copy.
 
     Called with no transaction open on `conn`, while it holds the warehouse's write lock, so
     no other writer can publish at the same time.
     """
-    copy_checkpointed(conn, database, snapshot)
+    copy_checkpointed(conn, database, snapshot, shared_with)
 
 
-def copy_checkpointed(conn: duckdb.DuckDBPyConnection, database: Path, target: Path) -> None:
+def copy_checkpointed(
+    conn: duckdb.DuckDBPyConnection,
+    database: Path,
+    target: Path,
+    shared_with: str | None = None,
+) -> None:
     """Checkpoints the writer's connection, then atomically replaces `target` with a durable
-    copy of the file (the snapshot, or a backup before a migration)."""
+    copy of the file (the snapshot, or a backup before a migration), owner-only or readable
+    by the group `shared_with`."""
     conn.execute("CHECKPOINT")
     for stale in target.parent.glob(f".{target.name}.*.partial"):  # a copy killed midway
         stale.unlink(missing_ok=True)
@@ -63,6 +75,7 @@ def copy_checkpointed(conn: duckdb.DuckDBPyConnection, database: Path, target: P
             capture_output=True,
             text=True,
         )
+        protect(partial, shared_with)
         os.replace(partial, target)
     except subprocess.CalledProcessError as error:
         raise OSError(f"could not copy {database} to {partial}: {error.stderr.strip()}") from None

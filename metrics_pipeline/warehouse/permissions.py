@@ -1,0 +1,37 @@
+"""Who may read what the pipeline writes: the warehouse holds account ids, the inventory and
+its tags, so its files are the owner's alone; with METRICS_SHARED_GROUP, that group may also
+read the snapshot (the file analysts query) and traverse the folder holding it."""
+
+from __future__ import annotations
+
+import grp
+import os
+from pathlib import Path
+
+PRIVATE_FILE, PRIVATE_FOLDER = 0o600, 0o700
+SHARED_FILE, SHARED_FOLDER = 0o640, 0o750
+
+
+def group_id(group: str | None) -> int | None:
+    """The group's id; KeyError for a group this machine does not know."""
+    return grp.getgrnam(group).gr_gid if group else None
+
+
+def protect(path: Path, shared_with: str | None = None) -> None:
+    """Owner-only; readable by `shared_with` too (a group name) when given."""
+    folder = path.is_dir()
+    gid = group_id(shared_with)
+    if gid is None:
+        os.chmod(path, PRIVATE_FOLDER if folder else PRIVATE_FILE)
+        return
+    os.chown(path, -1, gid)
+    os.chmod(path, SHARED_FOLDER if folder else SHARED_FILE)
+
+
+def make_folder(path: Path, shared_with: str | None = None) -> None:
+    """Creates the folder (and missing parents) protected; an existing folder is left as its
+    owner set it."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    for created in reversed(missing):
+        protect(created, shared_with)
