@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import grp
 import os
+import stat
 from pathlib import Path
 
 PRIVATE_FILE, PRIVATE_FOLDER = 0o600, 0o700
@@ -18,8 +19,12 @@ def group_id(group: str | None) -> int | None:
 
 
 def protect(path: Path, shared_with: str | None = None) -> None:
-    """Owner-only; readable by `shared_with` too (a group name) when given."""
-    folder = path.is_dir()
+    """Owner-only; readable by `shared_with` too (a group name) when given. A file this user
+    does not own (a deployment's shared warehouse) keeps the modes its owner gave it."""
+    info = path.stat()
+    if info.st_uid != os.geteuid():
+        return
+    folder = stat.S_ISDIR(info.st_mode)
     gid = group_id(shared_with)
     if gid is None:
         os.chmod(path, PRIVATE_FOLDER if folder else PRIVATE_FILE)
