@@ -179,3 +179,34 @@ def test_dagster_duckdbs_get_connection_is_the_writer_and_publishes(
         )
     with warehouse.read_snapshot() as reader:
         assert reader.execute("SELECT run_id FROM pipeline_runs").fetchall() == [("run-1",)]
+
+
+def test_rows_written_but_not_published_are_reported_as_written(
+    tmp_path: Path,
+) -> None:
+    """A snapshot that cannot be published (here its path is taken by a folder; on a full disk
+    the copy fails) does not undo the committed write: the run succeeds and says so, and the
+    next write publishes a snapshot with every row."""
+    warehouse = WarehouseResource(database=str(tmp_path / "metrics.duckdb"))
+    with warehouse.connect() as conn:
+        conn.execute(
+            "INSERT INTO rds_instances (account_id, region, instance_id, first_seen, last_seen) "
+            "VALUES ('1', 'us-east-1', 'a', now(), now())"
+        )
+    assert warehouse.unpublished is None
+    warehouse.snapshot_path.unlink()
+    warehouse.snapshot_path.mkdir()
+    with warehouse.connect() as conn:
+        conn.execute(
+            "INSERT INTO rds_instances (account_id, region, instance_id, first_seen, last_seen) "
+            "VALUES ('1', 'us-east-1', 'b', now(), now())"
+        )
+    assert warehouse.unpublished is not None
+    assert warehouse.unpublished.startswith("IsADirectoryError")
+
+    warehouse.snapshot_path.rmdir()
+    with warehouse.connect():
+        pass
+    assert warehouse.unpublished is None
+    with warehouse.read_snapshot() as conn:
+        assert conn.execute("SELECT count(*) FROM rds_instances").fetchone() == (2,)

@@ -292,6 +292,7 @@ def materialize_rds_metrics(
                 f"{stats.api_calls} request(s) so far"
             )
         fetch_seconds = time.monotonic() - started
+        warehouse.require_space(sum(path.stat().st_size for path in spool_files))
         with warehouse.connect() as conn:
             lock_wait_seconds = time.monotonic() - started - fetch_seconds
             written = replace_metrics(
@@ -345,7 +346,14 @@ def materialize_rds_metrics(
             )
             + " (a period sent twice with different values is not stored)"
         )
+    if warehouse.unpublished:
+        context.log.warning(
+            f"The rows are written, but the readers' snapshot could not be published "
+            f"({warehouse.unpublished}): readers and the gap sensor see the previous one until "
+            "the next write publishes one."
+        )
     metadata: dict[str, Any] = {
+        "snapshot_published": warehouse.unpublished is None,
         "dagster/row_count": table_rows,
         **row_count_of_partition(context, written.rows_written),
         **{
