@@ -185,6 +185,7 @@ def replace_metrics(
         f"any_value(value) FILTER (WHERE statistic = '{stat}') AS {column}"
         for stat, column in STATISTIC_COLUMNS.items()
     )
+    cells = " + ".join(f"({column} IS NOT NULL)::INT" for column in STATISTIC_COLUMNS.values())
 
     def write() -> MetricsWrite:
         conn.execute(f"CREATE OR REPLACE TEMP VIEW received AS {received}")
@@ -216,21 +217,32 @@ def replace_metrics(
             """,
             {"start": start, "end": end},
         )
+        # Counted from the rows just written, not by reading the spool again: each stored
+        # datapoint is one statistic cell of one row of the window.
+        conn.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE fetched_counts AS
+            SELECT account_id, region, instance_id, date_trunc('hour', ts) AS hour,
+                   sum({cells})::BIGINT AS datapoints
+            FROM {METRICS_TABLE} JOIN targets USING (account_id, region, instance_id)
+            WHERE ts >= $start AND ts < $end GROUP BY ALL
+            """,
+            {"start": start, "end": end},
+        )
         conn.execute(
             f"""
             INSERT INTO {FETCHES_TABLE}
             SELECT h.hour, t.account_id, t.region, t.instance_id, $fetched_at,
                    coalesce(c.datapoints, 0), h.settled, $run_id
             FROM targets t CROSS JOIN fetched_hours h
-            LEFT JOIN (
-                SELECT account_id, region, instance_id, date_trunc('hour', ts) AS hour,
-                       count(*) AS datapoints
-                FROM staged GROUP BY ALL
-            ) c USING (account_id, region, instance_id, hour)
+            LEFT JOIN fetched_counts c USING (account_id, region, instance_id, hour)
             """,
             {"fetched_at": fetched_at, "run_id": run_id},
         )
-        [(datapoints,)] = conn.execute("SELECT count(*) FROM staged").fetchall()
+        [(datapoints,)] = conn.execute(
+            "SELECT coalesce(sum(datapoints), 0) FROM fetched_counts"
+        ).fetchall()
+        conn.execute("DROP TABLE fetched_counts")
         [(nan, outside, total_in_window)] = conn.execute(
             """
             SELECT count(*) FILTER (value IS NULL),
