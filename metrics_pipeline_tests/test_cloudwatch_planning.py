@@ -138,3 +138,43 @@ def test_page_rows_carry_their_query_and_utc_time() -> None:
             "value": 3.0,
         },
     ]
+
+
+def test_the_fast_list_parser_gives_what_botocore_gives() -> None:
+    """GetMetricData's Values and Timestamps are taken as decoded, not element by element:
+    the parsed response must equal botocore's own, sparse and odd values included."""
+    import json
+
+    import botocore.session
+    from botocore.parsers import ResponseParserFactory
+
+    from metrics_pipeline.collection.cloudwatch import raw_timestamp
+    from metrics_pipeline.collection.resources import RawListsParserFactory
+    from metrics_pipeline_tests.helpers import make_aws
+
+    model = botocore.session.get_session().get_service_model("cloudwatch")
+    shape = model.operation_model("GetMetricData").output_shape
+    body = {
+        "MetricDataResults": [
+            {
+                "Id": "q0",
+                "Label": "CPUUtilization",
+                "StatusCode": "Complete",
+                "Timestamps": [1764115200, 1764115500.0, None],
+                "Values": [12.5, "NaN", None],
+            }
+        ],
+        "NextToken": "page-2",
+    }
+    response = {"body": json.dumps(body).encode(), "headers": {}, "status_code": 200}
+    parsed = []
+    for factory in (ResponseParserFactory(), RawListsParserFactory()):
+        factory.set_parser_defaults(timestamp_parser=raw_timestamp)
+        parser = factory.create_parser("json")  # the protocol botocore's clients speak to it
+        parsed.append(parser.parse(dict(response), shape))
+    assert parsed[0]["MetricDataResults"] == parsed[1]["MetricDataResults"]
+    assert parsed[1]["MetricDataResults"][0]["Values"] == [12.5, "NaN", None]
+    assert parsed[0]["NextToken"] == parsed[1]["NextToken"] == "page-2"
+    # And the CloudWatch clients the collection makes parse their responses with it.
+    client = make_aws().client("cloudwatch", "us-east-1")
+    assert isinstance(client._endpoint._response_parser_factory, RawListsParserFactory)

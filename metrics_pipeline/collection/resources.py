@@ -18,6 +18,12 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.parsers import (
+    PROTOCOL_PARSERS,
+    BaseCBORParser,
+    BaseJSONParser,
+    ResponseParserFactory,
+)
 from botocore.retries.bucket import Clock, TokenBucket
 from dagster import ConfigurableResource, Failure
 from dagster_aws.utils import ResourceWithBoto3Configuration
@@ -36,6 +42,28 @@ from metrics_pipeline.settings import (
     DEFAULT_PERIOD_SECONDS,
     DEFAULT_SETTLE_MINUTES,
 )
+
+
+class _ScalarListsAsDecoded:
+    """A JSON or CBOR response parser that returns a list of numbers or timestamps as the
+    decoder produced it, instead of visiting each element: for GetMetricData's Values and
+    Timestamps that walk was a third of the pipeline's CPU (profiled: 4.3 s per 2 million
+    datapoints). The values are the same; page_to_table converts them in bulk."""
+
+    def _handle_list(self, shape: Any, node: Any) -> Any:
+        if isinstance(node, list) and shape.member.type_name in ("double", "timestamp"):
+            return node
+        return super()._handle_list(shape, node)  # type: ignore[misc]
+
+
+class RawListsParserFactory(ResponseParserFactory):
+    def create_parser(self, protocol_name: str) -> Any:
+        parser_class = PROTOCOL_PARSERS[protocol_name]
+        if issubclass(parser_class, BaseJSONParser | BaseCBORParser):
+            parser_class = type(
+                f"RawLists{parser_class.__name__}", (_ScalarListsAsDecoded, parser_class), {}
+            )
+        return parser_class(**self._defaults)
 
 
 class CollectionResource(ConfigurableResource):
@@ -85,9 +113,9 @@ class AwsResource(ResourceWithBoto3Configuration):
     def _session(self, raw_timestamps: bool = False) -> boto3.session.Session:
         core = botocore.session.get_session()
         if raw_timestamps:
-            core.get_component("response_parser_factory").set_parser_defaults(
-                timestamp_parser=raw_timestamp
-            )
+            factory = RawListsParserFactory()
+            factory.set_parser_defaults(timestamp_parser=raw_timestamp)
+            core.register_component("response_parser_factory", factory)
         return boto3.session.Session(
             profile_name=self.profile_name,
             aws_access_key_id=self.aws_access_key_id,
