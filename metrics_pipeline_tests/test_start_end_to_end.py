@@ -178,22 +178,31 @@ def test_ui_shows_the_asset_and_its_partition_in_a_browser(stack: Stack) -> None
         options.add_argument(flag)
     browser = webdriver.Chrome(service=Service(driver_path), options=options)
 
-    def page_text(path: str, showing: str, screenshot: str) -> str:
-        """The page's text once it shows `showing`; a screenshot of it in test-artifacts/."""
+    def page_text(path: str, showing: str, screenshot: str, unless: str = "\0") -> str:
+        """The page's text once it shows `showing` (and not `unless`); a screenshot of it in
+        test-artifacts/."""
         browser.get(f"{stack.ui}{path}")
 
         def shown(b: webdriver.Chrome) -> str:
             body = b.find_element(By.TAG_NAME, "body").text
+            if showing in body and unless in body:
+                b.get(f"{stack.ui}{path}")  # loaded, with what it has to wait for: look again
+                return ""
             return body if showing in body else ""
 
-        text = WebDriverWait(browser, 60).until(shown)
+        text = WebDriverWait(browser, 120, poll_frequency=3).until(shown)
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / screenshot))
         return text
 
     try:
+        # The snapshot is published as the run writes, a moment before Dagster records the
+        # materialization: wait for the UI to count it.
         page = page_text(
-            "/assets/rds_metrics?view=partitions", "Materialized", "rds_metrics_partitions.png"
+            "/assets/rds_metrics?view=partitions",
+            "Materialized",
+            "rds_metrics_partitions.png",
+            unless="Materialized (0)",
         )
         # Everything that runs on its own is listed and on, with no click needed.
         automation = page_text("/automation", "run_failure_alert", "automation.png")

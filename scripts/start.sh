@@ -31,18 +31,29 @@ ln -sf "$project/dagster.yaml" "$DAGSTER_HOME/dagster.yaml"
 export METRICS_DUCKDB_PATH=${METRICS_DUCKDB_PATH:-$project/data/metrics.duckdb}
 
 children=()
+descendants() {  # every process below this script (or below $1), with the ones below them
+  local pid
+  for pid in $(pgrep -P "${1:-$$}"); do
+    echo "$pid"
+    descendants "$pid"
+  done
+}
 stop() {
   trap - INT TERM EXIT
   echo
   echo "Stopping..."
+  # Remembered before and while stopping: a run's process outlives the daemon that started it
+  # for a moment, and is then no longer below this script.
+  known=$(descendants)
   for pid in "${children[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
   for _ in $(seq 1 60); do
+    known="$known $(descendants)"
     alive=0
-    for pid in "${children[@]}"; do kill -0 -- "-$pid" 2>/dev/null && alive=1; done
+    for pid in $known; do kill -0 "$pid" 2>/dev/null && alive=1; done
     [ "$alive" = 0 ] && break
     sleep 0.5
   done
-  for pid in "${children[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+  for pid in $known; do kill -KILL "$pid" 2>/dev/null || true; done
   echo "Stopped."
 }
 trap stop INT TERM EXIT

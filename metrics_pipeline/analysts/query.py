@@ -272,7 +272,7 @@ def export_metrics(
     with _extract_connection(storage) as conn:
         sql, params = plan_extract(conn, start_at, end_at, instances, metrics, wide)
         result = conn.execute(sql, params)
-        return write_batches(result.fetch_record_batch(BATCH_ROWS), fmt, output)
+        return write_batches(result.to_arrow_reader(BATCH_ROWS), fmt, output)
 
 
 def hour_ranges(hours: Sequence[datetime]) -> str:
@@ -464,7 +464,7 @@ def export_sql(
     _only_a_select(sql)
     with connect(storage, memory_limit) as conn:
         try:
-            return write_batches(conn.execute(sql).fetch_record_batch(BATCH_ROWS), fmt, output)
+            return write_batches(conn.execute(sql).to_arrow_reader(BATCH_ROWS), fmt, output)
         except duckdb.Error as error:
             raise _sql_error(error) from None
 

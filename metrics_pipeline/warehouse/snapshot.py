@@ -181,6 +181,9 @@ def open_snapshot_for_extract(
     conn = _attach(snapshot)
     try:
         conn.execute(f"SET memory_limit = {sql_literal(memory_limit)}")
+        # One thread: each thread holds its own share of the sort and the pivot, which pushed
+        # a week's wide extract past the limit now and then; one stays within it.
+        conn.execute("SET threads = 1")
         conn.execute(f"SET temp_directory = {sql_literal(spill)}")
         conn.execute(f"SET allowed_directories = [{sql_literal(spill)}]")
         conn.execute("SET enable_external_access = false")
