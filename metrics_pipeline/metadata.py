@@ -5,6 +5,8 @@ from typing import Any
 
 from dagster import AssetExecutionContext, TableColumn, TableColumnConstraints, TableSchema
 
+from metrics_pipeline.collection.keys import GROUP
+from metrics_pipeline.warehouse.resources import WAREHOUSE_POOL
 from metrics_pipeline.warehouse.schema import expected_columns
 
 # Who answers for the assets in the catalog (Dagster's `owners`: a team or an e-mail address).
@@ -31,6 +33,18 @@ def table_schema(table: str) -> TableSchema:
 def table_metadata(table: str) -> dict[str, Any]:
     """Definition metadata of an asset stored in `table`: its name and columns."""
     return {"dagster/table_name": table, "dagster/column_schema": table_schema(table)}
+
+
+def table_asset(table: str, *, reads_aws: bool = False) -> dict[str, Any]:
+    """The `asset(...)` arguments every asset stored in a warehouse table shares: its group,
+    kinds, owners, the table's metadata, and the pool of the warehouse's one writer."""
+    return {
+        "group_name": GROUP,
+        "kinds": {"duckdb", "aws"} if reads_aws else {"duckdb"},
+        "owners": OWNERS,
+        "metadata": table_metadata(table),
+        "pool": WAREHOUSE_POOL,
+    }
 
 
 def row_count_of_partition(context: AssetExecutionContext, rows: int) -> dict[str, int]:

@@ -46,7 +46,7 @@ from metrics_pipeline.collection.inventory import (
     hours_before_creation,
     instances_existing,
 )
-from metrics_pipeline.collection.keys import GROUP, RDS_INSTANCES, RDS_METRICS
+from metrics_pipeline.collection.keys import RDS_INSTANCES, RDS_METRICS
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource, aws_errors
 from metrics_pipeline.collection.store import (
     read_inventory,
@@ -56,13 +56,12 @@ from metrics_pipeline.collection.store import (
 )
 from metrics_pipeline.hours import naive_utc, oldest_kept_hour, utc_now
 from metrics_pipeline.metadata import (
-    OWNERS,
     markdown_table,
     row_count_of_partition,
-    table_metadata,
+    table_asset,
 )
 from metrics_pipeline.settings import Settings, cloudwatch_retention_days
-from metrics_pipeline.warehouse.resources import WAREHOUSE_POOL, WarehouseResource
+from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import INSTANCES_TABLE, METRICS_TABLE
 from metrics_pipeline.warehouse.snapshot import SnapshotMissingError
 
@@ -376,11 +375,7 @@ def build_collection_assets(
     retry_policy = aws_retry_policy(settings)
     rds_instances = asset(
         key=RDS_INSTANCES,
-        group_name=GROUP,
-        kinds={"duckdb", "aws"},
-        owners=OWNERS,
-        metadata=table_metadata(INSTANCES_TABLE),
-        pool=WAREHOUSE_POOL,
+        **table_asset(INSTANCES_TABLE, reads_aws=True),
         retry_policy=retry_policy,
         description=(
             f"Every RDS instance in the configured regions (DuckDB table `{INSTANCES_TABLE}`), "
@@ -389,11 +384,7 @@ def build_collection_assets(
     )(materialize_rds_instances)
     rds_metrics = asset(
         key=RDS_METRICS,
-        group_name=GROUP,
-        kinds={"duckdb", "aws"},
-        owners=OWNERS,
-        metadata=table_metadata(METRICS_TABLE),
-        pool=WAREHOUSE_POOL,
+        **table_asset(METRICS_TABLE, reads_aws=True),
         partitions_def=hourly_partitions,
         backfill_policy=BackfillPolicy.single_run(),
         retry_policy=retry_policy,

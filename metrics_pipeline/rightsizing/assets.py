@@ -24,11 +24,11 @@ from dagster import (
 from pydantic import Field
 
 from metrics_pipeline.automation import on_cron_and_once_inputs_exist
-from metrics_pipeline.collection.keys import GROUP, RDS_INSTANCES, RDS_METRICS
+from metrics_pipeline.collection.keys import RDS_INSTANCES, RDS_METRICS
 from metrics_pipeline.collection.resources import CollectionResource
 from metrics_pipeline.hours import utc_now
-from metrics_pipeline.metadata import OWNERS, markdown_table, table_metadata
-from metrics_pipeline.warehouse.resources import WAREHOUSE_POOL, WarehouseResource
+from metrics_pipeline.metadata import markdown_table, table_asset
+from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import (
     INSTANCES_TABLE,
     METRICS_TABLE,
@@ -289,11 +289,7 @@ def flagged_markdown(assessed: Sequence[tuple[Evidence, Finding]]) -> str:
 
 
 @asset(
-    group_name=GROUP,
-    kinds={"duckdb"},
-    owners=OWNERS,
-    metadata=table_metadata(RIGHTSIZING_TABLE),
-    pool=WAREHOUSE_POOL,
+    **table_asset(RIGHTSIZING_TABLE),
     deps=[RDS_INSTANCES, RDS_METRICS],
     automation_condition=on_cron_and_once_inputs_exist("10 * * * *"),
     description=(

@@ -11,13 +11,13 @@ from dagster import (
 )
 
 from metrics_pipeline.automation import ON_ANY_SOURCE_HOUR_CHANGE, ON_SOURCE_HOURS_CHANGE
-from metrics_pipeline.collection.keys import GROUP, RDS_METRICS
+from metrics_pipeline.collection.keys import RDS_METRICS
 from metrics_pipeline.collection.resources import CollectionResource
 from metrics_pipeline.hours import naive_utc, utc_now
-from metrics_pipeline.metadata import OWNERS, row_count_of_partition, table_metadata
+from metrics_pipeline.metadata import row_count_of_partition, table_asset
 from metrics_pipeline.partitions import Partitions
 from metrics_pipeline.rollups.store import replace_rollup
-from metrics_pipeline.warehouse.resources import WAREHOUSE_POOL, WarehouseResource
+from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import DAILY_TABLE, HOURLY_TABLE
 
 
@@ -67,11 +67,7 @@ def materialize_daily_rollup(
 def build_rollup_assets(partitions: Partitions) -> list[AssetsDefinition]:
     rds_metrics_hourly = asset(
         name=HOURLY_TABLE,
-        group_name=GROUP,
-        kinds={"duckdb"},
-        owners=OWNERS,
-        metadata=table_metadata(HOURLY_TABLE),
-        pool=WAREHOUSE_POOL,
+        **table_asset(HOURLY_TABLE),
         partitions_def=partitions.hourly,
         backfill_policy=BackfillPolicy.single_run(),
         deps=[RDS_METRICS],
@@ -85,11 +81,7 @@ def build_rollup_assets(partitions: Partitions) -> list[AssetsDefinition]:
     )(materialize_hourly_rollup)
     rds_metrics_daily = asset(
         name=DAILY_TABLE,
-        group_name=GROUP,
-        kinds={"duckdb"},
-        owners=OWNERS,
-        metadata=table_metadata(DAILY_TABLE),
-        pool=WAREHOUSE_POOL,
+        **table_asset(DAILY_TABLE),
         partitions_def=partitions.daily,
         backfill_policy=BackfillPolicy.single_run(),
         # The day in progress maps onto hours that do not exist yet.

@@ -139,10 +139,9 @@ class WarehouseResource(DuckDBResource):
         """A run's first step, before AWS is asked anything: the file can be written and its
         tables are this build's (an older warehouse is backed up and migrated). Failures are
         final: no retry can fix them."""
-        self.require_writable()
         if self.database == ":memory:":
             return
-        conn = self._connect_waiting_for_lock()
+        conn = self._connect_waiting_for_lock()  # which checks that the file can be written
         try:
             self._prepare_schema(conn)
         finally:
