@@ -5,7 +5,7 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
-from metrics_pipeline.settings import Settings
+from metrics_pipeline.settings import Settings, duckdb_memory_limit_for
 from metrics_pipeline.warehouse.resources import WarehouseResource
 
 
@@ -13,6 +13,10 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
     return {
         "aws": AwsResource(
             regions=list(settings.regions),
+            role_arns=list(settings.role_arns),
+            organization_role=settings.organization_role or "",
+            external_id=settings.external_id or "",
+            role_session_name=settings.role_session_name,
             max_requests_per_second=settings.max_requests_per_second,
             max_attempts=settings.aws_max_attempts,
         ),
@@ -21,16 +25,17 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
             metrics=list(settings.metrics),
             statistics=list(settings.statistics),
             settle_minutes=settings.settle_minutes,
+            chunk_datapoints=settings.chunk_datapoints,
+            fetch_threads=settings.fetch_threads,
         ),
         "warehouse": WarehouseResource(
             database=str(settings.duckdb_path),
             retention_days=settings.retention_days,
             lock_timeout_seconds=settings.lock_timeout_seconds,
-            connection_config=(
-                {"memory_limit": settings.duckdb_memory_limit}
-                if settings.duckdb_memory_limit
-                else {}
-            ),
+            connection_config={
+                "memory_limit": settings.duckdb_memory_limit
+                or duckdb_memory_limit_for(settings.chunk_datapoints)
+            },
             backup_dir=str(settings.backups_path),
             backup_keep_days=settings.backup_keep_days,
             shared_group=settings.shared_group or "",

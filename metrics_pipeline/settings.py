@@ -37,6 +37,21 @@ DEFAULT_PERIOD_SECONDS = 300
 DEFAULT_SETTLE_MINUTES = 15
 DEFAULT_MAX_REQUESTS_PER_SECOND = 10.0
 DEFAULT_AWS_MAX_ATTEMPTS = 8
+# Datapoints fetched and written at once: DuckDB's write of one chunk (the pivot, the primary
+# key) is where a run's memory peaks, so the chunk, not the window, sets it.
+DEFAULT_CHUNK_DATAPOINTS = 2_000_000
+MIN_CHUNK_DATAPOINTS = 100_800
+MAX_CHUNK_DATAPOINTS = 50_000_000
+DEFAULT_FETCH_THREADS = 4
+MAX_FETCH_THREADS = 64
+DEFAULT_ROLE_SESSION_NAME = "metrics-pipeline"
+# Bytes of DuckDB memory a chunk's write is given per datapoint, and never less than the floor.
+DUCKDB_BYTES_PER_CHUNK_DATAPOINT = 192
+MIN_DUCKDB_MEMORY_LIMIT_MIB = 256
+ROLE_ARN = re.compile(r"^arn:(aws[a-z-]*):iam::(\d{12}):role/[\w+=,.@/-]{1,512}$")
+ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+SESSION_NAME = re.compile(r"^[\w+=,.@-]{2,64}$")
+EXTERNAL_ID = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
 DEFAULT_FRESH_INTERVAL_MINUTES = 15
 DEFAULT_BACKFILL_DAYS = 3
 DEFAULT_BACKFILL_INTERVAL_MINUTES = 60
@@ -54,6 +69,17 @@ DEFAULT_STEP_RETRY_DELAY_SECONDS = 30.0
 MAX_PARTITIONS = 100_000
 MAX_RETENTION_DAYS = MAX_PARTITIONS // 24 - 1
 MAX_BACKUP_KEEP_DAYS = 3650
+
+
+def duckdb_memory_limit_for(chunk_datapoints: int) -> str:
+    """The writer's DuckDB memory_limit when METRICS_DUCKDB_MEMORY_LIMIT is not set: what one
+    chunk's write needs, so that a run's memory is bounded by the chunk (DuckDB spills past
+    it)."""
+    mib = max(
+        MIN_DUCKDB_MEMORY_LIMIT_MIB,
+        math.ceil(chunk_datapoints * DUCKDB_BYTES_PER_CHUNK_DATAPOINT / 2**20),
+    )
+    return f"{mib}MiB"
 
 
 class ConfigError(ValueError):
@@ -201,10 +227,38 @@ class Settings(StorageSettings):
         f"{MAX_PARTITIONS:,} hours ago",
         default_factory=lambda: rolling_start(DEFAULT_RETENTION_DAYS),
     )
+    role_arns: tuple[str, ...] = setting(
+        "METRICS_AWS_ROLE_ARNS",
+        "none: the pipeline's own account only",
+        "comma-separated IAM role ARNs (`arn:aws:iam::<account>:role/<name>`), one per other "
+        "account to collect; the pipeline's own account is always collected",
+        (),
+    )
+    organization_role: str | None = setting(
+        "METRICS_AWS_ORGANIZATION_ROLE",
+        "none",
+        "a role name assumed in every active account of the AWS Organization (listed with "
+        "`organizations:ListAccounts`), e.g. `OrganizationAccountAccessRole`",
+        None,
+    )
+    external_id: str | None = setting(
+        "METRICS_AWS_EXTERNAL_ID",
+        "none",
+        "the ExternalId the roles' trust policies ask for, 2 to 1,224 characters of "
+        "letters, digits and `+=,.@:/-_`",
+        None,
+    )
+    role_session_name: str = setting(
+        "METRICS_AWS_ROLE_SESSION_NAME",
+        f"`{DEFAULT_ROLE_SESSION_NAME}`",
+        "the RoleSessionName of the assumed roles (CloudTrail shows it), 2 to 64 characters of "
+        "letters, digits and `+=,.@-_`",
+        DEFAULT_ROLE_SESSION_NAME,
+    )
     max_requests_per_second: float = setting(
         "METRICS_MAX_REQUESTS_PER_SECOND",
         f"`{DEFAULT_MAX_REQUESTS_PER_SECOND:g}`",
-        "client-side cap per region, from 0.5 (botocore's slowest) to 1,000",
+        "client-side cap per account and region, from 0.5 (botocore's slowest) to 1,000",
         DEFAULT_MAX_REQUESTS_PER_SECOND,
     )
     aws_max_attempts: int = setting(
@@ -212,6 +266,19 @@ class Settings(StorageSettings):
         f"`{DEFAULT_AWS_MAX_ATTEMPTS}`",
         "attempts per AWS call (botocore adaptive retries), 1 to 50",
         DEFAULT_AWS_MAX_ATTEMPTS,
+    )
+    chunk_datapoints: int = setting(
+        "METRICS_CHUNK_DATAPOINTS",
+        f"`{DEFAULT_CHUNK_DATAPOINTS}`",
+        f"datapoints fetched and written at once, {MIN_CHUNK_DATAPOINTS:,} to "
+        f"{MAX_CHUNK_DATAPOINTS:,}: a run's memory follows it, not the window or the fleet",
+        DEFAULT_CHUNK_DATAPOINTS,
+    )
+    fetch_threads: int = setting(
+        "METRICS_FETCH_THREADS",
+        f"`{DEFAULT_FETCH_THREADS}`",
+        f"chunks fetched at once across accounts and regions, 1 to {MAX_FETCH_THREADS}",
+        DEFAULT_FETCH_THREADS,
     )
     fresh_interval_minutes: int = setting(
         "METRICS_FRESH_INTERVAL_MINUTES",
@@ -253,7 +320,10 @@ class Settings(StorageSettings):
     )
     duckdb_memory_limit: str | None = setting(
         "METRICS_DUCKDB_MEMORY_LIMIT",
-        "DuckDB's (80% of the RAM)",
+        f"what one chunk's write needs: {DUCKDB_BYTES_PER_CHUNK_DATAPOINT} bytes per "
+        f"datapoint of `METRICS_CHUNK_DATAPOINTS`, at least {MIN_DUCKDB_MEMORY_LIMIT_MIB} MiB "
+        f"({duckdb_memory_limit_for(DEFAULT_CHUNK_DATAPOINTS)} by default); DuckDB spills "
+        "to disk past it",
         "the writer's DuckDB `memory_limit`, e.g. `2GB` or `512MiB`, at least `128MiB`",
         None,
     )
@@ -311,6 +381,40 @@ class Settings(StorageSettings):
             ),
             partitions_start=parse_start(
                 env.get("METRICS_PARTITIONS_START"), storage["retention_days"]
+            ),
+            role_arns=parse_role_arns(env.get("METRICS_AWS_ROLE_ARNS")),
+            organization_role=parse_aws_name(
+                "METRICS_AWS_ORGANIZATION_ROLE",
+                env.get("METRICS_AWS_ORGANIZATION_ROLE"),
+                ROLE_NAME,
+                "a role name of 1 to 64 letters, digits and +=,.@-_",
+            ),
+            external_id=parse_aws_name(
+                "METRICS_AWS_EXTERNAL_ID",
+                env.get("METRICS_AWS_EXTERNAL_ID"),
+                EXTERNAL_ID,
+                "2 to 1,224 letters, digits and +=,.@:/-_",
+            ),
+            role_session_name=parse_aws_name(
+                "METRICS_AWS_ROLE_SESSION_NAME",
+                env.get("METRICS_AWS_ROLE_SESSION_NAME"),
+                SESSION_NAME,
+                "2 to 64 letters, digits and +=,.@-_",
+            )
+            or DEFAULT_ROLE_SESSION_NAME,
+            chunk_datapoints=parse_int(
+                "METRICS_CHUNK_DATAPOINTS",
+                env.get("METRICS_CHUNK_DATAPOINTS"),
+                DEFAULT_CHUNK_DATAPOINTS,
+                minimum=MIN_CHUNK_DATAPOINTS,
+                maximum=MAX_CHUNK_DATAPOINTS,
+            ),
+            fetch_threads=parse_int(
+                "METRICS_FETCH_THREADS",
+                env.get("METRICS_FETCH_THREADS"),
+                DEFAULT_FETCH_THREADS,
+                minimum=1,
+                maximum=MAX_FETCH_THREADS,
             ),
             max_requests_per_second=parse_positive_float(
                 "METRICS_MAX_REQUESTS_PER_SECOND",
@@ -524,6 +628,30 @@ _MEMORY_UNITS = {
 MIN_DUCKDB_MEMORY_BYTES = 128 * 2**20
 
 
+def parse_role_arns(raw: str | None) -> tuple[str, ...]:
+    if not _is_set(raw):
+        return ()
+    arns = _split_list(raw)  # type: ignore[arg-type]
+    for arn in arns:
+        if not ROLE_ARN.match(arn):
+            raise ConfigError(
+                f"METRICS_AWS_ROLE_ARNS: '{arn}' is not allowed; expected IAM role ARNs such as "
+                "'arn:aws:iam::123456789012:role/metrics-reader', comma-separated."
+            )
+    return tuple(dict.fromkeys(arns))
+
+
+def parse_aws_name(
+    name: str, raw: str | None, pattern: re.Pattern[str], allowed: str
+) -> str | None:
+    if not _is_set(raw):
+        return None
+    value = raw.strip()  # type: ignore[union-attr]
+    if not pattern.match(value):
+        raise ConfigError(f"{name}: '{raw}' is not allowed; expected {allowed}.")
+    return value
+
+
 def parse_memory_limit(raw: str | None) -> str | None:
     """DuckDB's own memory_limit syntax; None leaves DuckDB's default (80% of the RAM)."""
     if not _is_set(raw):
@@ -684,7 +812,9 @@ def _reference_order(settings_field: Any) -> int:
     """Where to collect from first, then how, then how long to keep it, then the rest."""
     order = [
         "regions", "duckdb_path", "period_seconds", "metrics", "statistics", "settle_minutes",
-        "partitions_start", "max_requests_per_second", "aws_max_attempts",
+        "partitions_start", "role_arns", "organization_role", "external_id",
+        "role_session_name", "max_requests_per_second", "aws_max_attempts", "chunk_datapoints",
+        "fetch_threads",
         "fresh_interval_minutes", "backfill_days", "backfill_interval_minutes",
         "backfill_max_datapoints_per_tick", "retention_days", "freshness_minutes",
         "completeness_warn", "lock_timeout_seconds", "duckdb_memory_limit", "step_retries",

@@ -417,7 +417,11 @@ def simulated(local: LocalAws, first: datetime, end: datetime, metrics: list[str
     """What the simulator publishes for [first, end): its signal model, evaluated here."""
     expected: Expected = {}
     for simulated_instance in local.simulator.fleet.values():
-        profile = local.simulator.profile(simulated_instance.region, simulated_instance.instance_id)
+        profile = local.simulator.profile(
+            simulated_instance.account_id,
+            simulated_instance.region,
+            simulated_instance.instance_id,
+        )
         for metric in metrics:
             for statistic, column in STATISTIC_COLUMNS.items():
                 seconds, values = series(

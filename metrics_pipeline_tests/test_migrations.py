@@ -74,9 +74,12 @@ def test_a_warehouse_from_before_versioning_is_backed_up_then_migrated(tmp_path:
 
     assert metric_rows(database) == ROWS
     with duckdb.connect(database, read_only=True) as conn:
-        assert conn.execute(f"SELECT version FROM {VERSION_TABLE}").fetchall() == [(1,)]
+        assert conn.execute(f"SELECT version FROM {VERSION_TABLE} ORDER BY 1").fetchall() == [
+            (1,),
+            (2,),
+        ]
         assert structure_problems(conn) == []  # the derived tables older builds lacked exist
-    [backup] = warehouse.backups_path.glob("before-schema-v1-from-v0-*.duckdb")
+    [backup] = warehouse.backups_path.glob("before-schema-v2-from-v0-*.duckdb")
     assert metric_rows(str(backup)) == ROWS
     with duckdb.connect(str(backup), read_only=True) as conn:
         tables = {row[0] for row in conn.execute("SHOW TABLES").fetchall()}

@@ -190,6 +190,35 @@ def test_aws_region_wins_over_default_region() -> None:
             "URL of a Slack incoming webhook.",
         ),
         (
+            {"METRICS_AWS_ROLE_ARNS": "arn:aws:iam::123456789012:role/a,reader"},
+            "METRICS_AWS_ROLE_ARNS: 'reader' is not allowed; expected IAM role ARNs such as "
+            "'arn:aws:iam::123456789012:role/metrics-reader', comma-separated.",
+        ),
+        (
+            {"METRICS_AWS_ORGANIZATION_ROLE": "role/with/slashes"},
+            "METRICS_AWS_ORGANIZATION_ROLE: 'role/with/slashes' is not allowed; expected a role "
+            "name of 1 to 64 letters, digits and +=,.@-_.",
+        ),
+        (
+            {"METRICS_AWS_EXTERNAL_ID": "x"},
+            "METRICS_AWS_EXTERNAL_ID: 'x' is not allowed; expected 2 to 1,224 letters, digits "
+            "and +=,.@:/-_.",
+        ),
+        (
+            {"METRICS_AWS_ROLE_SESSION_NAME": "has spaces"},
+            "METRICS_AWS_ROLE_SESSION_NAME: 'has spaces' is not allowed; expected 2 to 64 "
+            "letters, digits and +=,.@-_.",
+        ),
+        (
+            {"METRICS_CHUNK_DATAPOINTS": "1000"},
+            "METRICS_CHUNK_DATAPOINTS: 1000 is not allowed; expected a whole number from "
+            "100,800 to 50,000,000.",
+        ),
+        (
+            {"METRICS_FETCH_THREADS": "0"},
+            "METRICS_FETCH_THREADS: 0 is not allowed; expected a whole number from 1 to 64.",
+        ),
+        (
             {"METRICS_PERIOD_SECONDS": "60", "METRICS_BACKFILL_DAYS": "20"},
             "METRICS_BACKFILL_DAYS (20) is more than CloudWatch keeps 60 s data (15 days)",
         ),

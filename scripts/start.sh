@@ -64,8 +64,10 @@ if [ "$local_aws" = 1 ]; then
   unset AWS_PROFILE AWS_SESSION_TOKEN
   export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
   export METRICS_AWS_REGIONS=${METRICS_AWS_REGIONS:-us-east-1,eu-west-1}
+  # Two accounts: this one and 222222222222, reached through its role metrics-reader.
+  export METRICS_AWS_ROLE_ARNS=${METRICS_AWS_ROLE_ARNS:-arn:aws:iam::222222222222:role/metrics-reader}
   log=$DAGSTER_HOME/local_aws.log
-  .venv/bin/python -u -m metrics_pipeline.local_aws --port "$aws_port" \
+  .venv/bin/python -u -m metrics_pipeline.local_aws --port "$aws_port" --accounts 2 \
     --regions "$METRICS_AWS_REGIONS" ${LOCAL_AWS_ARGS:-} >"$log" 2>&1 &
   children+=($!)
   for _ in $(seq 1 100); do

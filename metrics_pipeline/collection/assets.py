@@ -6,8 +6,9 @@ with Dagster's partitions, config, logging and metadata.
 
 import resource
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +31,9 @@ from dagster import (
 )
 from pydantic import Field
 
+from metrics_pipeline.collection.accounts import Account, AccountUnavailable
+from metrics_pipeline.collection.budget import DatapointBudget, datapoints_per_second
+from metrics_pipeline.collection.chunks import Chunk, plan_chunks
 from metrics_pipeline.collection.cloudwatch import (
     RequestStats,
     align_window,
@@ -40,7 +44,14 @@ from metrics_pipeline.collection.cloudwatch import (
     minimum_requests,
     plan_batches,
 )
+from metrics_pipeline.collection.collector import (
+    ChunkWrite,
+    FetchedChunk,
+    UnitOutcome,
+    collect_chunks,
+)
 from metrics_pipeline.collection.inventory import (
+    Instance,
     InventoryEntry,
     describe_instances,
     hours_before_creation,
@@ -49,12 +60,14 @@ from metrics_pipeline.collection.inventory import (
 from metrics_pipeline.collection.keys import RDS_INSTANCES, RDS_METRICS
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource, aws_errors
 from metrics_pipeline.collection.store import (
+    fully_written_by_run,
     read_inventory,
     record_run,
+    record_run_parts,
     replace_metrics,
     upsert_instances,
 )
-from metrics_pipeline.hours import naive_utc, oldest_kept_hour, utc_now
+from metrics_pipeline.hours import hour_starts, is_settled, naive_utc, oldest_kept_hour, utc_now
 from metrics_pipeline.metadata import (
     markdown_table,
     row_count_of_partition,
@@ -92,27 +105,39 @@ def aws_retry_policy(settings: Settings) -> RetryPolicy:
 
 @dataclass(frozen=True)
 class Discovery:
-    account_id: str
+    accounts: list[str]  # accounts described
+    failed: dict[str, str]  # accounts whose role could not be assumed: the line why
     regions: list[str]
     records: list[dict[str, Any]]
-    new_ids: list[str]
+    new_instances: list[Instance]
     aws_requests: int
     table_rows: int | None  # rows of rds_instances after the write; None when nothing was written
 
     def metadata(self) -> dict[str, Any]:
         rows = {} if self.table_rows is None else {"dagster/row_count": self.table_rows}
+        failed = {"accounts_failed": "; ".join(self.failed.values())} if self.failed else {}
         return {
             **rows,
             "instances": len(self.records),
-            "new_instances": len(self.new_ids),
+            "new_instances": len(self.new_instances),
             "regions": ", ".join(self.regions),
-            "account_id": self.account_id,
+            "accounts": ", ".join(self.accounts),
+            **failed,
+            "covered": ", ".join(f"{a}/{r}" for a in self.accounts for r in self.regions),
             "aws_requests": self.aws_requests,
-            "by_region": MetadataValue.md(
+            "by_account_and_region": MetadataValue.md(
                 markdown_table(
-                    ("region", "instances"),
+                    ("account", "region", "instances"),
                     [
-                        (region, sum(r["region"] == region for r in self.records))
+                        (
+                            account,
+                            region,
+                            sum(
+                                r["account_id"] == account and r["region"] == region
+                                for r in self.records
+                            ),
+                        )
+                        for account in self.accounts
                         for region in self.regions
                     ],
                 )
@@ -124,62 +149,124 @@ def discover(
     context: AssetExecutionContext,
     aws: AwsResource,
     warehouse: WarehouseResource,
+    accounts: Sequence[Account],
     regions: Sequence[str],
+    stats: RequestStats,
     write_if_empty: bool = True,
 ) -> Discovery:
-    """Lists the RDS instances of `regions` and upserts them into the inventory; with
-    `write_if_empty` false, finding none leaves the warehouse alone (no lock taken)."""
-    stats = RequestStats()
+    """Lists the RDS instances of `accounts` in `regions` and upserts them into the inventory;
+    an account whose role cannot be assumed is reported and skipped (the step fails only when
+    every account does, and then only when `write_if_empty`). With `write_if_empty` false,
+    finding none leaves the warehouse alone (no lock taken)."""
     seen_at = utc_now()
-    account_id = aws.account_id(stats)
     records = []
-    for region in regions:
-        with aws_errors("DescribeDBInstances", region):
-            found = describe_instances(aws.client("rds", region, stats), account_id, region)
-        context.log.info(f"{region}: {len(found)} instance(s)")
-        records.extend(found)
-    new_ids: list[str] = []
+    described: list[str] = []
+    failed: dict[str, str] = {}
+    for account in accounts:
+        try:
+            for region in regions:
+                with aws_errors("DescribeDBInstances", f"{region} of account {account.account_id}"):
+                    client = aws.client("rds", region, stats, account)
+                    found = describe_instances(client, account.account_id, region)
+                context.log.info(f"{account.account_id}/{region}: {len(found)} instance(s)")
+                records.extend(found)
+            described.append(account.account_id)
+        except AccountUnavailable as error:
+            failed[account.account_id] = str(error)
+            context.log.error(str(error))
+    if failed and not described and write_if_empty:
+        raise Failure(description=next(iter(failed.values())), allow_retries=False)
+    new_instances: list[Instance] = []
     table_rows = None
     if records or write_if_empty:
         with warehouse.connect() as conn:
-            known_before = {entry.instance.instance_id for entry in read_inventory(conn, regions)}
+            known_before = {entry.instance for entry in read_inventory(conn, regions)}
             upsert_instances(conn, records, seen_at)
             [(table_rows,)] = conn.execute(f"SELECT count(*) FROM {INSTANCES_TABLE}").fetchall()
-        new_ids = sorted(r["instance_id"] for r in records if r["instance_id"] not in known_before)
-    if new_ids:
-        context.log.info(f"New instance(s): {', '.join(new_ids)}")
-    return Discovery(account_id, list(regions), records, new_ids, stats.api_calls, table_rows)
+        found_keys = (Instance(r["account_id"], r["region"], r["instance_id"]) for r in records)
+        new_instances = sorted(key for key in found_keys if key not in known_before)
+    if new_instances:
+        context.log.info(
+            "New instance(s): " + ", ".join(instance_label(i, accounts) for i in new_instances)
+        )
+    return Discovery(
+        described, failed, list(regions), records, new_instances, stats.api_calls, table_rows
+    )
+
+
+def instance_label(instance: Instance, accounts: Sequence[Account]) -> str:
+    """An instance's identifier, with its account when the run collects several."""
+    if len(accounts) > 1:
+        return f"{instance.account_id}/{instance.instance_id}"
+    return instance.instance_id
 
 
 def materialize_rds_instances(
     context: AssetExecutionContext, aws: AwsResource, warehouse: WarehouseResource
 ) -> MaterializeResult:
     warehouse.prepare()
-    return MaterializeResult(metadata=discover(context, aws, warehouse, aws.regions).metadata())
+    stats = RequestStats()
+    accounts = aws.accounts(stats)
+    discovery = discover(context, aws, warehouse, accounts, aws.regions, stats)
+    return MaterializeResult(metadata=discovery.metadata())
+
+
+def covered_by(metadata: dict[str, Any]) -> set[tuple[str, str]]:
+    """The (account, region) pairs a discovery's materialization says it described."""
+    if "covered" in metadata:
+        text = metadata["covered"].value
+        return {tuple(pair.split("/", 1)) for pair in text.split(", ") if pair}  # type: ignore[misc]
+    if "regions" in metadata and "account_id" in metadata:  # before several accounts
+        account = metadata["account_id"].value
+        return {(account, region) for region in metadata["regions"].value.split(", ")}
+    return set()
 
 
 def read_or_discover_inventory(
-    context: AssetExecutionContext, aws: AwsResource, warehouse: WarehouseResource
+    context: AssetExecutionContext,
+    aws: AwsResource,
+    warehouse: WarehouseResource,
+    accounts: Sequence[Account],
+    stats: RequestStats,
 ) -> list[InventoryEntry]:
-    """The inventory of the configured regions, discovering first the regions it lacks (a new
-    deployment, a region just added), so that a first backfill from the UI just works."""
+    """The inventory of the collected accounts and regions, discovering first the ones it
+    lacks (a new deployment, a region or account just added), so that a first backfill from
+    the UI just works."""
+    account_ids = {account.account_id for account in accounts}
+
+    def collected(entries: list[InventoryEntry]) -> list[InventoryEntry]:
+        return [e for e in entries if e.instance.account_id in account_ids]
+
     try:
         with warehouse.read_snapshot() as conn:
-            inventory = read_inventory(conn, aws.regions)
+            inventory = collected(read_inventory(conn, aws.regions))
     except SnapshotMissingError:
         inventory = []
     # A region can hold no instance: the latest discovery that covered it is what counts, so
     # an empty region is not described again by every collection run.
     latest = context.instance.get_latest_materialization_event(RDS_INSTANCES)
-    discovered = latest.asset_materialization.metadata.get("regions") if latest else None
-    covered = {e.instance.region for e in inventory} | set(
-        discovered.value.split(", ") if discovered else ()
+    covered = {(e.instance.account_id, e.instance.region) for e in inventory} | (
+        covered_by(latest.asset_materialization.metadata) if latest else set()
     )
-    lacking = [region for region in aws.regions if region not in covered]
-    if not lacking:
+    lacking_accounts = [
+        account
+        for account in accounts
+        if any((account.account_id, region) not in covered for region in aws.regions)
+    ]
+    if not lacking_accounts:
         return inventory
-    context.log.info(f"No inventory of {', '.join(lacking)} yet: discovering it first")
-    discovery = discover(context, aws, warehouse, lacking, write_if_empty=False)
+    lacking_regions = [
+        region
+        for region in aws.regions
+        if any((a.account_id, region) not in covered for a in lacking_accounts)
+    ]
+    context.log.info(
+        f"No inventory of {', '.join(lacking_regions)} in account(s) "
+        f"{', '.join(a.account_id for a in lacking_accounts)} yet: discovering it first"
+    )
+    discovery = discover(
+        context, aws, warehouse, lacking_accounts, lacking_regions, stats, write_if_empty=False
+    )
     if not discovery.records:
         return inventory
     context.log_event(
@@ -190,7 +277,7 @@ def read_or_discover_inventory(
         )
     )
     with warehouse.read_snapshot() as conn:
-        return read_inventory(conn, aws.regions)
+        return collected(read_inventory(conn, aws.regions))
 
 
 def check_collectable(start: datetime, now: datetime, retention_days: int, period: int) -> None:
@@ -236,113 +323,42 @@ def materialize_rds_metrics(
         naive_utc(window.start), naive_utc(window.end), collection.period_seconds
     )
     check_collectable(start, utc_now(), warehouse.retention_days, collection.period_seconds)
-    inventory = read_or_discover_inventory(context, aws, warehouse)
-    unknown = sorted(set(config.instances) - {entry.instance.instance_id for entry in inventory})
-    if unknown:
-        raise Failure(
-            description=(
-                f"instances: unknown instance id(s) {', '.join(unknown)}; "
-                f"the inventory ({INSTANCES_TABLE}) does not list them."
-            ),
-            allow_retries=False,
-        )
-    if config.instances:
-        # Named instances are fetched for every hour asked: CloudWatch keeps a re-created
-        # instance's earlier history under the same identifier.
-        named = [e for e in inventory if e.instance.instance_id in config.instances]
-        targets = [e.instance for e in named]
-        before_creation = hours_before_creation(named, start, end)
-        for instance_id, hours in before_creation.items():
-            context.log.info(
-                f"{instance_id}: {hours} of the hours asked precede its creation time; "
-                "fetching them anyway (CloudWatch may hold an earlier instance's data)"
-            )
-    else:
-        targets = instances_existing(inventory, start, end)
-        before_creation = {}
-    context.log.info(f"Collecting {start} to {end} UTC for {len(targets)} instance(s)")
-
     stats = RequestStats()
-    fetched_at = utc_now()
-    points_per_query = datapoints_per_query(start, end, collection.period_seconds)
-    queries = build_queries(targets, collection.metrics, collection.statistics)
-    batches = plan_batches(queries, points_per_query, max_datapoints=aws.max_datapoints_per_request)
-    regions = sorted({batch[0].instance.region for batch in batches})
-    clients = {region: aws.client("cloudwatch", region, stats) for region in regions}
+    accounts = aws.accounts(stats)
+    inventory = read_or_discover_inventory(context, aws, warehouse, accounts, stats)
+    targets, before_creation = choose_targets(context, config, inventory, start, end)
+    context.log.info(
+        f"Collecting {start} to {end} UTC for {len(targets)} instance(s) in "
+        f"{len({t.account_id for t in targets})} account(s)"
+    )
     started = time.monotonic()
     cpu_started = time.process_time()
-    with tempfile.TemporaryDirectory(prefix="rds-metrics-spool-") as spool:
-        spool_files = []
-        for number, batch in enumerate(batches, start=1):
-            region = batch[0].instance.region
-            with aws_errors("GetMetricData", region):
-                for spooled in fetch_batch_to_spool(
-                    clients[region],
-                    batch,
-                    start,
-                    end,
-                    collection.period_seconds,
-                    Path(spool),
-                    aws.max_datapoints_per_request,
-                ):
-                    spool_files.append(spooled.path)
+    with warehouse.connect() as conn:
+        lock_wait_seconds = time.monotonic() - started
+        done_before = fully_written_by_run(conn, context.run.run_id, start, end)
+        if done_before:
             context.log.info(
-                f"Fetched batch {number}/{len(batches)} ({region}, {len(batch)} queries); "
-                f"{stats.api_calls} request(s) so far"
+                f"{len(done_before)} instance(s) already written by an earlier attempt of "
+                "this run: not fetched again"
             )
-        fetch_seconds = time.monotonic() - started
-        warehouse.require_space(sum(path.stat().st_size for path in spool_files))
-        with warehouse.connect() as conn:
-            lock_wait_seconds = time.monotonic() - started - fetch_seconds
-            written = replace_metrics(
-                conn,
-                spool_files=spool_files,
-                targets=targets,
-                start=start,
-                end=end,
-                fetched_at=fetched_at,
-                settle_delay=collection.settle_delay,
-                run_id=context.run.run_id,
-            )
-            write_seconds = time.monotonic() - started - fetch_seconds - lock_wait_seconds
-            figures = {
-                "run_id": context.run.run_id,
-                "asset": "rds_metrics",
-                "window_start": start,
-                "window_end": end,
-                "finished_at": utc_now(),
-                "instances": len(targets),
-                "rows_written": written.rows_written,
-                "rows_replaced": written.rows_replaced,
-                "datapoints": written.datapoints,
-                "settled_hours": written.settled_hours,
-                "cloudwatch_requests": stats.api_calls,
-                "minimum_requests": minimum_requests(
-                    len(queries), points_per_query, max_datapoints=aws.max_datapoints_per_request
-                ),
-                "metrics_requested": stats.metrics_requested,
-                "estimated_cost_usd": estimated_cost_usd(stats.metrics_requested),
-                "throttled_calls": stats.throttled,
-                "retried_calls": stats.retried,
-                "fetch_seconds": round(fetch_seconds, 3),
-                "lock_wait_seconds": round(lock_wait_seconds, 3),
-                "write_seconds": round(write_seconds, 3),
-                "cpu_seconds": round(time.process_time() - cpu_started, 3),
-                "peak_memory_mib": round(peak_memory_mib(), 1),
-                "skipped_datapoints": sum(written.skipped.values()),
-            }
-            record_run(conn, figures)
-            [(table_rows,)] = conn.execute(f"SELECT count(*) FROM {METRICS_TABLE}").fetchall()
+        run = CollectionRun(
+            aws, collection, accounts, start, end, utc_now(), context.run.run_id, conn, warehouse
+        )
+        outcomes = run.collect([t for t in targets if t not in done_before], context.log.info)
+        figures = run.figures(outcomes, targets, lock_wait_seconds, cpu_started, started)
+        record_run(conn, figures)
+        record_run_parts(conn, context.run.run_id, run.parts(outcomes))
+        [(table_rows,)] = conn.execute(f"SELECT count(*) FROM {METRICS_TABLE}").fetchall()
+    written = figures["rows_written"]
     context.log.info(
-        f"Wrote {written.rows_written} row(s) (replaced {written.rows_replaced}) "
-        f"from {written.datapoints} datapoint(s) in {stats.api_calls} request(s)"
+        f"Wrote {written} row(s) (replaced {figures['rows_replaced']}) from "
+        f"{figures['datapoints']} datapoint(s) in {figures['cloudwatch_requests']} request(s)"
     )
-    if any(written.skipped.values()):
+    skipped = merged_skips(outcomes.values())
+    if any(skipped.values()):
         context.log.warning(
             "Skipped datapoints CloudWatch sent: "
-            + ", ".join(
-                f"{count} {reason.replace('_', ' ')}" for reason, count in written.skipped.items()
-            )
+            + ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in skipped.items())
             + " (a period sent twice with different values is not stored)"
         )
     if warehouse.unpublished:
@@ -354,18 +370,294 @@ def materialize_rds_metrics(
     metadata: dict[str, Any] = {
         "snapshot_published": warehouse.unpublished is None,
         "dagster/row_count": table_rows,
-        **row_count_of_partition(context, written.rows_written),
+        **row_count_of_partition(context, written),
         **{
             key: value.isoformat() if isinstance(value, datetime) else value
             for key, value in figures.items()
             if key not in ("run_id", "asset", "finished_at")
         },
+        **outcome_metadata(outcomes.values()),
     }
     if before_creation:
         metadata["hours_before_creation"] = ", ".join(
             f"{instance_id}: {hours}" for instance_id, hours in before_creation.items()
         )
+    raise_unless_collected(outcomes.values(), metadata)
     return MaterializeResult(metadata=metadata)
+
+
+def choose_targets(
+    context: AssetExecutionContext,
+    config: CollectionConfig,
+    inventory: Sequence[InventoryEntry],
+    start: datetime,
+    end: datetime,
+) -> tuple[list[Instance], dict[str, int]]:
+    """The instances the run collects, and how many hours asked precede a named one's creation."""
+    unknown = sorted(set(config.instances) - {entry.instance.instance_id for entry in inventory})
+    if unknown:
+        raise Failure(
+            description=(
+                f"instances: unknown instance id(s) {', '.join(unknown)}; "
+                f"the inventory ({INSTANCES_TABLE}) does not list them."
+            ),
+            allow_retries=False,
+        )
+    if not config.instances:
+        return instances_existing(inventory, start, end), {}
+    # Named instances are fetched for every hour asked: CloudWatch keeps a re-created
+    # instance's earlier history under the same identifier.
+    named = [e for e in inventory if e.instance.instance_id in config.instances]
+    before_creation = hours_before_creation(named, start, end)
+    for instance_id, hours in before_creation.items():
+        context.log.info(
+            f"{instance_id}: {hours} of the hours asked precede its creation time; "
+            "fetching them anyway (CloudWatch may hold an earlier instance's data)"
+        )
+    return [e.instance for e in named], before_creation
+
+
+class CollectionRun:
+    """One run's window fetched chunk by chunk from every account and region in parallel,
+    each (account, region) with its own request and datapoint budgets, and written to the
+    warehouse chunk by chunk."""
+
+    def __init__(
+        self,
+        aws: AwsResource,
+        collection: CollectionResource,
+        accounts: Sequence[Account],
+        start: datetime,
+        end: datetime,
+        fetched_at: datetime,
+        run_id: str,
+        conn: Any,
+        warehouse: WarehouseResource,
+    ) -> None:
+        self.aws, self.collection = aws, collection
+        self.accounts = {account.account_id: account for account in accounts}
+        self.start, self.end, self.fetched_at, self.run_id = start, end, fetched_at, run_id
+        self.conn, self.warehouse = conn, warehouse
+        self.points_per_query = datapoints_per_query(start, end, collection.period_seconds)
+        self.series_per_instance = len(collection.metrics) * len(collection.statistics)
+        self.stats: dict[tuple[str, str], RequestStats] = {}
+        self.budgets: dict[tuple[str, str], DatapointBudget] = {}
+        self.clients: dict[tuple[str, str], Any] = {}
+        self.write_seconds = 0.0
+        self.spooled_bytes = 0
+        self._lock = threading.Lock()
+
+    def collect(self, targets: Sequence[Instance], log: Any) -> dict[tuple[str, str], UnitOutcome]:
+        chunks = plan_chunks(
+            targets,
+            self.series_per_instance,
+            self.points_per_query,
+            self.collection.chunk_datapoints,
+            max_datapoints=self.aws.max_datapoints_per_request,
+        )
+        with tempfile.TemporaryDirectory(prefix="rds-metrics-spool-") as spool:
+            outcomes = collect_chunks(
+                chunks, self.fetch, self.write, Path(spool), self.collection.fetch_threads, log
+            )
+        for key, outcome in outcomes.items():
+            if key in self.stats:
+                outcome.requests = self.stats[key].api_calls
+        return outcomes
+
+    def _unit(self, chunk: Chunk) -> tuple[Any, RequestStats, DatapointBudget]:
+        key = (chunk.account_id, chunk.region)
+        with self._lock:
+            if key not in self.clients:
+                stats = self.stats.setdefault(key, RequestStats())
+                self.budgets[key] = DatapointBudget(datapoints_per_second(self.start, utc_now()))
+                self.clients[key] = self.aws.client(
+                    "cloudwatch", chunk.region, stats, self.accounts[chunk.account_id]
+                )
+            return self.clients[key], self.stats[key], self.budgets[key]
+
+    def fetch(self, chunk: Chunk, folder: Path) -> FetchedChunk:
+        """A worker thread's part: the chunk's GetMetricData pages spooled to `folder`."""
+        where = f"{chunk.region} of account {chunk.account_id}"
+        with aws_errors("GetMetricData", where):
+            client, stats, budget = self._unit(chunk)
+            calls_before = stats.api_calls
+            queries = build_queries(
+                chunk.instances, self.collection.metrics, self.collection.statistics
+            )
+            files = [
+                spooled.path
+                for batch in plan_batches(
+                    queries,
+                    self.points_per_query,
+                    max_datapoints=self.aws.max_datapoints_per_request,
+                )
+                for spooled in fetch_batch_to_spool(
+                    client,
+                    batch,
+                    self.start,
+                    self.end,
+                    self.collection.period_seconds,
+                    folder,
+                    self.aws.max_datapoints_per_request,
+                    budget,
+                )
+            ]
+        return FetchedChunk(files, stats.api_calls - calls_before)
+
+    def write(self, chunk: Chunk, spool_files: Sequence[Path]) -> ChunkWrite:
+        """The writer's part, in the calling thread: one transaction per chunk."""
+        began = time.monotonic()
+        size = sum(path.stat().st_size for path in spool_files)
+        self.warehouse.require_space(size)
+        written = replace_metrics(
+            self.conn,
+            spool_files=spool_files,
+            targets=chunk.instances,
+            start=self.start,
+            end=self.end,
+            fetched_at=self.fetched_at,
+            settle_delay=self.collection.settle_delay,
+            run_id=self.run_id,
+        )
+        self.spooled_bytes += size
+        self.write_seconds += time.monotonic() - began
+        return ChunkWrite(
+            written.rows_written, written.rows_replaced, written.datapoints, written.skipped
+        )
+
+    def figures(
+        self,
+        outcomes: dict[tuple[str, str], UnitOutcome],
+        targets: Sequence[Instance],
+        lock_wait_seconds: float,
+        cpu_started: float,
+        started: float,
+    ) -> dict[str, Any]:
+        """The run's row of pipeline_runs. fetch_seconds is the time the run spent that was
+        neither the lock wait nor a write (fetching overlaps the writes)."""
+        every = list(self.stats.values())
+        total = time.monotonic() - started
+        hours = hour_starts(self.start, self.end)
+        return {
+            "run_id": self.run_id,
+            "asset": "rds_metrics",
+            "window_start": self.start,
+            "window_end": self.end,
+            "finished_at": utc_now(),
+            "instances": len(targets),
+            "rows_written": sum(o.rows_written for o in outcomes.values()),
+            "rows_replaced": sum(o.rows_replaced for o in outcomes.values()),
+            "datapoints": sum(o.datapoints for o in outcomes.values()),
+            "settled_hours": sum(
+                is_settled(h, self.fetched_at, self.collection.settle_delay) for h in hours
+            ),
+            "cloudwatch_requests": sum(s.api_calls for s in every),
+            "minimum_requests": minimum_requests(
+                len(targets) * self.series_per_instance,
+                self.points_per_query,
+                max_datapoints=self.aws.max_datapoints_per_request,
+            ),
+            "metrics_requested": sum(s.metrics_requested for s in every),
+            "estimated_cost_usd": estimated_cost_usd(sum(s.metrics_requested for s in every)),
+            "throttled_calls": sum(s.throttled for s in every),
+            "retried_calls": sum(s.retried for s in every),
+            "fetch_seconds": round(total - lock_wait_seconds - self.write_seconds, 3),
+            "lock_wait_seconds": round(lock_wait_seconds, 3),
+            "write_seconds": round(self.write_seconds, 3),
+            "cpu_seconds": round(time.process_time() - cpu_started, 3),
+            "peak_memory_mib": round(peak_memory_mib(), 1),
+            "skipped_datapoints": sum(merged_skips(outcomes.values()).values()),
+        }
+
+    def parts(self, outcomes: dict[tuple[str, str], UnitOutcome]) -> list[dict[str, Any]]:
+        """The run's rows of pipeline_run_parts, one per account and region."""
+        return [
+            {
+                "account_id": o.account_id,
+                "region": o.region,
+                "status": o.status,
+                "instances": o.instances,
+                "instances_written": o.instances_written,
+                "rows_written": o.rows_written,
+                "datapoints": o.datapoints,
+                "cloudwatch_requests": o.requests,
+                "throttled_calls": self.stats[key].throttled if key in self.stats else 0,
+                "error": o.error,
+            }
+            for key, o in sorted(outcomes.items())
+        ]
+
+
+def merged_skips(outcomes: Iterable[UnitOutcome]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for outcome in outcomes:
+        for reason, count in outcome.skipped.items():
+            merged[reason] = merged.get(reason, 0) + count
+    return merged
+
+
+def outcome_metadata(outcomes: Iterable[UnitOutcome]) -> dict[str, Any]:
+    """Which accounts and regions the run committed, and which failed and why."""
+    outcomes = sorted(outcomes, key=lambda o: (o.account_id, o.region))
+    accounts = sorted({o.account_id for o in outcomes})
+    failed_accounts = sorted({o.account_id for o in outcomes if o.status == "failed"})
+    collected = [a for a in accounts if a not in failed_accounts]
+    metadata: dict[str, Any] = {"accounts_collected": ", ".join(collected)}
+    if failed_accounts:
+        metadata["accounts_failed"] = ", ".join(failed_accounts)
+    errors = [f"{o.account_id}/{o.region}: {o.error}" for o in outcomes if o.error]
+    if errors:
+        metadata["errors"] = "\n".join(errors)
+    metadata["by_account_and_region"] = MetadataValue.md(
+        markdown_table(
+            ("account", "region", "status", "instances written", "rows", "requests"),
+            [
+                (
+                    o.account_id,
+                    o.region,
+                    o.status,
+                    f"{o.instances_written}/{o.instances}",
+                    o.rows_written,
+                    o.requests,
+                )
+                for o in outcomes
+            ],
+        )
+    )
+    return metadata
+
+
+def raise_unless_collected(outcomes: Iterable[UnitOutcome], metadata: dict[str, Any]) -> None:
+    """A run fails when a failure may pass on another attempt (the step retries, fetching only
+    what is not written yet), or when it collected nothing. A failure no retry can fix (a role
+    that cannot be assumed, access denied) in some accounts lets the others' run succeed; the
+    error is in the metadata and the log, and the gap sensor keeps asking for those hours."""
+    outcomes = list(outcomes)
+    failed = [o for o in outcomes if o.error]
+    if not failed:
+        return
+    retryable = [o for o in failed if o.retryable]
+    if not retryable and any(o.instances_written for o in outcomes):
+        return
+    first = (retryable or failed)[0]
+    committed = [o for o in outcomes if o.instances_written]
+    committed_text = (
+        "committed: "
+        + ", ".join(
+            f"{o.account_id}/{o.region} ({o.instances_written} of {o.instances} instances)"
+            for o in committed
+        )
+        if committed
+        else "nothing committed"
+    )
+    raise Failure(
+        description=(
+            f"{first.error} ({len(failed)} of {len(outcomes)} account/region(s) failed; "
+            f"{committed_text}; every hour of the window for the instances written)"
+        ),
+        metadata={key: value for key, value in metadata.items() if key != "dagster/row_count"},
+        allow_retries=bool(retryable),
+    )
 
 
 def build_collection_assets(

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from metrics_pipeline.collection.budget import DatapointBudget
 from metrics_pipeline.collection.inventory import Instance
 
 NAMESPACE = "AWS/RDS"
@@ -264,8 +265,10 @@ def fetch_batch_to_spool(
     period_seconds: int,
     spool_dir: Path,
     max_datapoints: int = MAX_DATAPOINTS_PER_RESPONSE,
+    budget: DatapointBudget | None = None,
 ) -> Iterator[SpoolFile]:
-    """Runs one batch through GetMetricData's paginator, one Parquet file per page."""
+    """Runs one batch through GetMetricData's paginator, one Parquet file per page; each page
+    is paid for in `budget`, which holds back the next request when over the quota."""
     queries_by_id = {q.query_id: q for q in batch}
     paginator = client.get_paginator("get_metric_data")
     pages = paginator.paginate(
@@ -277,6 +280,8 @@ def fetch_batch_to_spool(
     )
     for page_number, page in enumerate(pages):
         table = page_to_table(page, queries_by_id)
+        if budget is not None:
+            budget.spend(table.num_rows)
         if table.num_rows == 0:
             continue
         path = spool_dir / f"{batch[0].query_id}-p{page_number:05d}.parquet"

@@ -3,9 +3,11 @@ cap, and botocore's errors turned into one Dagster failure line."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import boto3
@@ -30,6 +32,14 @@ from dagster_aws.utils import ResourceWithBoto3Configuration
 from pydantic import Field, PrivateAttr
 
 from metrics_pipeline.catalog import DEFAULT_METRICS, DEFAULT_STATISTICS
+from metrics_pipeline.collection.accounts import (
+    DEFAULT_ROLE_SESSION_NAME,
+    Account,
+    AccountUnavailable,
+    assumed_role_credentials,
+    list_organization_accounts,
+    plan_accounts,
+)
 from metrics_pipeline.collection.cloudwatch import (
     MAX_DATAPOINTS_PER_RESPONSE,
     THROTTLING_ERROR_CODES,
@@ -38,6 +48,8 @@ from metrics_pipeline.collection.cloudwatch import (
 )
 from metrics_pipeline.settings import (
     DEFAULT_AWS_MAX_ATTEMPTS,
+    DEFAULT_CHUNK_DATAPOINTS,
+    DEFAULT_FETCH_THREADS,
     DEFAULT_MAX_REQUESTS_PER_SECOND,
     DEFAULT_PERIOD_SECONDS,
     DEFAULT_SETTLE_MINUTES,
@@ -78,6 +90,14 @@ class CollectionResource(ConfigurableResource):
         default=DEFAULT_SETTLE_MINUTES,
         description="Minutes after an hour ends before CloudWatch's data for it is final.",
     )
+    chunk_datapoints: int = Field(
+        default=DEFAULT_CHUNK_DATAPOINTS,
+        description="Datapoints fetched and written at once (a run's memory follows it).",
+    )
+    fetch_threads: int = Field(
+        default=DEFAULT_FETCH_THREADS,
+        description="Chunks fetched at once, across accounts and regions.",
+    )
 
     @property
     def settle_delay(self) -> timedelta:
@@ -90,16 +110,30 @@ class CollectionResource(ConfigurableResource):
 
 
 class AwsResource(ResourceWithBoto3Configuration):
-    """Boto3 clients for each collected region.
+    """Boto3 clients for each collected account and region.
 
-    Credentials, profile and endpoint follow boto3's own chain (including AWS_ENDPOINT_URL).
-    Retries use botocore's adaptive mode; on top of it a token bucket per region caps the
-    request rate so a large fleet does not burn the account's CloudWatch quota.
+    Credentials, profile and endpoint follow boto3's own chain (including AWS_ENDPOINT_URL);
+    other accounts are reached through roles assumed with those credentials, refreshed before
+    they expire. Retries use botocore's adaptive mode; on top of it a token bucket per account
+    and region caps the request rate, as CloudWatch's quotas are per account and region.
     """
 
     regions: list[str] = Field(description="Regions to discover and collect.")
+    role_arns: list[str] = Field(
+        default_factory=list, description="Roles to assume, one per other account to collect."
+    )
+    organization_role: str = Field(
+        default="",
+        description="Role name assumed in every active account of the AWS Organization; empty: "
+        "no Organization lookup.",
+    )
+    external_id: str = Field(default="", description="ExternalId passed to AssumeRole.")
+    role_session_name: str = Field(
+        default=DEFAULT_ROLE_SESSION_NAME, description="RoleSessionName passed to AssumeRole."
+    )
     max_requests_per_second: float = Field(
-        default=DEFAULT_MAX_REQUESTS_PER_SECOND, description="Client-side cap per region."
+        default=DEFAULT_MAX_REQUESTS_PER_SECOND,
+        description="Client-side cap per account and region.",
     )
     max_datapoints_per_request: int = Field(
         default=MAX_DATAPOINTS_PER_RESPONSE,
@@ -108,14 +142,23 @@ class AwsResource(ResourceWithBoto3Configuration):
     retry_mode: str = Field(default="adaptive", description="botocore retry mode.")
     max_attempts: int = Field(default=DEFAULT_AWS_MAX_ATTEMPTS, description="Attempts per call.")
 
-    _buckets: dict[str, TokenBucket] = PrivateAttr(default_factory=dict)
+    _buckets: dict[tuple[str | None, str], TokenBucket] = PrivateAttr(default_factory=dict)
+    _role_credentials: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
-    def _session(self, raw_timestamps: bool = False) -> boto3.session.Session:
+    def _session(
+        self, raw_timestamps: bool = False, account: Account | None = None
+    ) -> boto3.session.Session:
         core = botocore.session.get_session()
         if raw_timestamps:
             factory = RawListsParserFactory()
             factory.set_parser_defaults(timestamp_parser=raw_timestamp)
             core.register_component("response_parser_factory", factory)
+        if account is not None and account.role_arn is not None:
+            # botocore's own slot for a session's credentials (boto3 fills it the same way
+            # for a profile's assumed role).
+            core._credentials = self.role_credentials(account)
+            return boto3.session.Session(botocore_session=core)
         return boto3.session.Session(
             profile_name=self.profile_name,
             aws_access_key_id=self.aws_access_key_id,
@@ -124,10 +167,67 @@ class AwsResource(ResourceWithBoto3Configuration):
             botocore_session=core,
         )
 
-    def client(self, service: str, region: str, stats: RequestStats | None = None) -> Any:
-        """A client for `service` in `region`; CloudWatch's keeps timestamps as sent, for
-        `cloudwatch.page_to_table` to convert a page at once."""
-        client = self._session(raw_timestamps=service == "cloudwatch").client(
+    def role_credentials(self, account: Account) -> Any:
+        """The account's assumed-role credentials, one refreshing set per account and run;
+        AccountUnavailable (naming the role and AWS's reason) when the role cannot be assumed."""
+        assert account.role_arn is not None
+        with self._lock:
+            credentials = self._role_credentials.get(account.account_id)
+            if credentials is None:
+                base = self._session()
+                credentials = assumed_role_credentials(
+                    partial(
+                        base._session.create_client,
+                        region_name=self.regions[0],
+                        endpoint_url=self.endpoint_url,
+                        config=BotocoreConfig(
+                            retries={
+                                "mode": self.retry_mode,
+                                "total_max_attempts": self.max_attempts,
+                            },  # type: ignore[typeddict-item]
+                        ),
+                    ),
+                    base.get_credentials(),
+                    account.role_arn,
+                    session_name=self.role_session_name,
+                    external_id=self.external_id or None,
+                )
+                try:
+                    credentials.get_frozen_credentials()
+                except ClientError as error:
+                    info = error.response.get("Error", {})
+                    raise AccountUnavailable(
+                        account, f"{info.get('Code')}: {info.get('Message')}"
+                    ) from None
+                except BotoCoreError as error:
+                    raise AccountUnavailable(account, str(error)) from None
+                self._role_credentials[account.account_id] = credentials
+            return credentials
+
+    def accounts(self, stats: RequestStats | None = None) -> list[Account]:
+        """The accounts to collect: this one, one per role, and the Organization's if asked."""
+        organization_accounts: list[str] = []
+        if self.organization_role:
+            with aws_errors("ListAccounts", self.regions[0]):
+                organization_accounts = list_organization_accounts(
+                    self.client("organizations", self.regions[0], stats)
+                )
+        return plan_accounts(
+            self.account_id(stats), self.role_arns, organization_accounts, self.organization_role
+        )
+
+    def client(
+        self,
+        service: str,
+        region: str,
+        stats: RequestStats | None = None,
+        account: Account | None = None,
+    ) -> Any:
+        """A client for `service` in `region` of `account` (default: the pipeline's own);
+        CloudWatch's keeps timestamps as sent, for `cloudwatch.page_to_table` to convert a
+        page at once."""
+        session = self._session(raw_timestamps=service == "cloudwatch", account=account)
+        client = session.client(
             service,
             region_name=region,
             endpoint_url=self.endpoint_url,
@@ -137,9 +237,11 @@ class AwsResource(ResourceWithBoto3Configuration):
                 retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},  # type: ignore[typeddict-item]
             ),
         )
-        bucket = self._buckets.setdefault(
-            region, TokenBucket(max_rate=self.max_requests_per_second, clock=Clock())
-        )
+        with self._lock:
+            bucket = self._buckets.setdefault(
+                (account.account_id if account else None, region),
+                TokenBucket(max_rate=self.max_requests_per_second, clock=Clock()),
+            )
 
         def wait_for_token(**_: Any) -> None:  # returning a value would replace the response
             bucket.acquire()

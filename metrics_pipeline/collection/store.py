@@ -24,6 +24,7 @@ from metrics_pipeline.warehouse.schema import (
     FETCHES_TABLE,
     INSTANCES_TABLE,
     METRICS_TABLE,
+    RUN_PARTS_TABLE,
     RUNS_TABLE,
     table_exists,
 )
@@ -297,3 +298,58 @@ def record_run(conn: duckdb.DuckDBPyConnection, figures: dict[str, Any]) -> None
     conn.execute(
         f"INSERT OR REPLACE INTO {RUNS_TABLE} ({columns}) VALUES ({placeholders})", figures
     )
+
+
+RUN_PARTS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("account_id", pa.string()),
+        ("region", pa.string()),
+        ("status", pa.string()),
+        ("instances", pa.int32()),
+        ("instances_written", pa.int32()),
+        ("rows_written", pa.int64()),
+        ("datapoints", pa.int64()),
+        ("cloudwatch_requests", pa.int32()),
+        ("throttled_calls", pa.int32()),
+        ("error", pa.string()),
+    ]
+)
+
+
+def record_run_parts(
+    conn: duckdb.DuckDBPyConnection, run_id: str, parts: Sequence[dict[str, Any]]
+) -> None:
+    """The run's figures per account and region in pipeline_run_parts (replacing a re-executed
+    run's)."""
+    rows = pa.Table.from_pylist(
+        [{"run_id": run_id, **part} for part in parts], schema=RUN_PARTS_SCHEMA
+    )
+    conn.register("run_parts", rows)
+    try:
+        in_transaction(
+            conn,
+            lambda: (
+                conn.execute(f"DELETE FROM {RUN_PARTS_TABLE} WHERE run_id = ?", [run_id]),
+                conn.execute(f"INSERT INTO {RUN_PARTS_TABLE} SELECT * FROM run_parts"),
+            ),
+        )
+    finally:
+        conn.unregister("run_parts")
+
+
+def fully_written_by_run(
+    conn: duckdb.DuckDBPyConnection, run_id: str, start: datetime, end: datetime
+) -> set[Instance]:
+    """The instances whose every hour of [start, end) this run has already written: a step
+    retried after a partial failure does not fetch them again."""
+    hours = len(hour_starts(start, end))
+    rows = conn.execute(
+        f"""
+        SELECT account_id, region, instance_id FROM {FETCHES_TABLE}
+        WHERE run_id = $run_id AND hour >= $start AND hour < $end
+        GROUP BY ALL HAVING count(*) = $hours
+        """,
+        {"run_id": run_id, "start": start, "end": end, "hours": hours},
+    ).fetchall()
+    return {Instance(*row) for row in rows}

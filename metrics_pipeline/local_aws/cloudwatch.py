@@ -13,6 +13,8 @@ from typing import Any
 from moto.cloudwatch.exceptions import CloudWatchException, ValidationError
 from moto.cloudwatch.responses import CloudWatchResponse
 from moto.core.responses import ActionResult
+from moto.sts.exceptions import STSClientError
+from moto.sts.responses import TokenResponse
 
 from metrics_pipeline.collection.cloudwatch import (
     MAX_DATAPOINTS_PER_RESPONSE,
@@ -84,10 +86,11 @@ def _results(
 ) -> list[dict[str, Any]]:
     """Each query's full answer, in query order: generated for the simulated fleet,
     from moto's store for anything else."""
+    account_id = response.current_account
     simulated = {
-        q["Id"]: _simulator.answer(response.region, q, start, end)
+        q["Id"]: _simulator.answer(account_id, response.region, q, start, end)
         for q in queries
-        if _simulator is not None and _simulator.knows(response.region, q)
+        if _simulator is not None and _simulator.knows(account_id, response.region, q)
     }
     stored_queries = [q for q in queries if q["Id"] not in simulated]
     stored = {}
@@ -124,12 +127,14 @@ def get_metric_data(self: CloudWatchResponse) -> ActionResult:
     try:
         if _simulator is not None:
             _simulator.check_outage()
-            _simulator.admit_request(self.region)
+            _simulator.admit_request(self.current_account, self.region)
         page, next_offset = page_results(
             _results(self, queries, start, end), max_datapoints, offset
         )
         if _simulator is not None:
-            _simulator.admit_datapoints(self.region, sum(len(r["values"]) for r in page))
+            _simulator.admit_datapoints(
+                self.current_account, self.region, sum(len(r["values"]) for r in page)
+            )
     except Throttled as throttled:
         raise Throttling(str(throttled)) from None
     except Unavailable as outage:
@@ -144,9 +149,31 @@ def get_metric_data(self: CloudWatchResponse) -> ActionResult:
     return ActionResult(body)
 
 
+class AccessDenied(STSClientError):
+    def __init__(self, message: str) -> None:
+        super().__init__("AccessDenied", message)
+
+
+_moto_assume_role = TokenResponse.assume_role
+
+
+def assume_role(self: TokenResponse) -> ActionResult:
+    """AssumeRole as an account with trust policies answers it: only the simulator's reader
+    roles can be assumed (moto lets anyone assume any role)."""
+    role_arn = self._get_param("RoleArn")
+    if _simulator is not None and not _simulator.assumable(role_arn):
+        raise AccessDenied(
+            f"User: arn:aws:iam::{self.current_account}:user/local is not authorized to "
+            f"perform: sts:AssumeRole on resource: {role_arn}"
+        )
+    return _moto_assume_role(self)
+
+
 def install(simulator: Simulator | None = None) -> None:
     """Makes every moto CloudWatch in this process (in-process or server) answer like
-    CloudWatch, and about `simulator`'s fleet if one is given."""
+    CloudWatch, and about `simulator`'s fleet if one is given; and its STS refuse roles the
+    simulator does not offer."""
     global _simulator
     _simulator = simulator
     CloudWatchResponse.get_metric_data = get_metric_data  # type: ignore[method-assign]
+    TokenResponse.assume_role = assume_role  # type: ignore[method-assign]

@@ -1,11 +1,27 @@
 """The simulated RDS fleet: who exists where, since when, and how each one behaves."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
 
 from metrics_pipeline.local_aws.signals import Profile, stable_key, uniform
+
+ACCOUNT_ID = "123456789012"  # moto's default account: the pipeline's own
+MAX_ACCOUNTS = 9
+# The role every simulated account lets the pipeline assume; other roles are refused.
+READER_ROLE = "metrics-reader"
+
+
+def simulated_accounts(count: int) -> list[str]:
+    """The pipeline's own account, then 222222222222, 333333333333, ..."""
+    return [ACCOUNT_ID] + [str(n) * 12 for n in range(2, count + 1)]
+
+
+def reader_role_arn(account_id: str) -> str:
+    return f"arn:aws:iam::{account_id}:role/{READER_ROLE}"
+
 
 MEMORY_GIB = {
     "db.t3.micro": 1,
@@ -35,11 +51,20 @@ class SimulatedInstance:
     tags: dict[str, str] = field(default_factory=dict)
     stopped: bool = False
     multi_az: bool = False
+    account_id: str = ACCOUNT_ID
+
+    @property
+    def signal_key(self) -> str:
+        """What its values are drawn from: an instance named like one in another account is
+        another instance, with other values."""
+        if self.account_id == ACCOUNT_ID:
+            return self.instance_id
+        return f"{self.account_id}/{self.instance_id}"
 
     def profile(self, seed: int, stopped_at: datetime | None = None) -> Profile:
-        knobs = uniform(stable_key(seed, self.instance_id, "profile"), np.arange(4))
+        knobs = uniform(stable_key(seed, self.signal_key, "profile"), np.arange(4))
         return Profile(
-            instance_id=self.instance_id,
+            instance_id=self.signal_key,
             seed=seed,
             memory_gib=MEMORY_GIB.get(self.instance_class, 8),
             storage_gib=self.storage_gib,
@@ -54,13 +79,42 @@ class SimulatedInstance:
 
 
 def default_fleet(
-    start: datetime, regions: tuple[str, str] = ("us-east-1", "eu-west-1")
+    start: datetime,
+    regions: tuple[str, str] = ("us-east-1", "eu-west-1"),
+    accounts: Sequence[str] = (ACCOUNT_ID,),
 ) -> list[SimulatedInstance]:
     """A handful of databases in two regions: different engines and classes, one stopped,
-    one created 90 minutes before `start`."""
+    one created 90 minutes before `start`. Each further account holds two more, one of them
+    named like an instance of the first account (a different instance all the same)."""
     long_ago = start - timedelta(days=30)
     first, second = regions
-    return [
+    others = [
+        instance
+        for account_id in accounts[1:]
+        for instance in (
+            SimulatedInstance(
+                "orders-db",
+                first,
+                "postgres",
+                "db.m6g.large",
+                200,
+                long_ago,
+                {"team": f"shop-{account_id[:1]}", "env": "prod"},
+                account_id=account_id,
+            ),
+            SimulatedInstance(
+                f"billing-db-{account_id[:1]}",
+                second,
+                "mysql",
+                "db.t3.medium",
+                100,
+                long_ago,
+                {"team": "billing", "env": "prod"},
+                account_id=account_id,
+            ),
+        )
+    ]
+    own = [
         SimulatedInstance(
             "orders-db",
             first,
@@ -119,11 +173,13 @@ def default_fleet(
         ),
     ]
 
+    return [*own, *others]
+
 
 def generated_fleet(
-    start: datetime, size: int, regions: tuple[str, ...]
+    start: datetime, size: int, regions: tuple[str, ...], accounts: Sequence[str] = (ACCOUNT_ID,)
 ) -> list[SimulatedInstance]:
-    """`size` instances spread over the regions, for load and speed tests."""
+    """`size` instances spread over the regions and accounts, for load and speed tests."""
     classes = list(MEMORY_GIB)
     engines = list(MAX_CONNECTIONS)
     return [
@@ -135,6 +191,7 @@ def generated_fleet(
             100 + 50 * (n % 8),
             start - timedelta(days=30),
             {"fleet": "generated"},
+            account_id=accounts[(n // len(regions)) % len(accounts)],
         )
         for n in range(size)
     ]

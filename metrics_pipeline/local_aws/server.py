@@ -18,9 +18,12 @@ from moto.server import ThreadedMotoServer
 
 from metrics_pipeline.local_aws import cloudwatch
 from metrics_pipeline.local_aws.fleet import (
+    MAX_ACCOUNTS,
     SimulatedInstance,
     default_fleet,
     generated_fleet,
+    reader_role_arn,
+    simulated_accounts,
 )
 from metrics_pipeline.local_aws.simulator import Faults, Simulator
 
@@ -83,6 +86,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--regions", default="us-east-1,eu-west-1", help="two or more comma-separated regions"
     )
     parser.add_argument(
+        "--accounts",
+        type=int,
+        default=1,
+        help=f"simulate this many accounts, 1 to {MAX_ACCOUNTS} (default 1): the pipeline's "
+        "own, then 222222222222, 333333333333, ..., each with the role metrics-reader",
+    )
+    parser.add_argument(
         "--new-instance-after",
         type=float,
         default=20.0,
@@ -109,15 +119,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--fleet-size, --late-minutes and --new-instance-after must not be negative")
     if not 0 < args.port < 65536:
         parser.error("--port: expected 1 to 65535")
+    if not 1 <= args.accounts <= MAX_ACCOUNTS:
+        parser.error(f"--accounts: expected 1 to {MAX_ACCOUNTS}")
     args.regions = tuple(regions)
     return args
 
 
 def build_fleet(args: argparse.Namespace, now: datetime) -> list[SimulatedInstance]:
+    accounts = simulated_accounts(args.accounts)
     fleet = (
-        generated_fleet(now, args.fleet_size, args.regions)
+        generated_fleet(now, args.fleet_size, args.regions, accounts)
         if args.fleet_size
-        else default_fleet(now, args.regions[:2])
+        else default_fleet(now, args.regions[:2], accounts)
     )
     if args.new_instance_after:
         fleet.append(
@@ -157,6 +170,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"local AWS on {local.url}: {len(present)} RDS instance(s) in {', '.join(args.regions)}",
         flush=True,
     )
+    others = local.simulator.accounts[1:]
+    if others:
+        print(
+            f"local AWS accounts: {', '.join(local.simulator.accounts)}; roles to assume: "
+            f"METRICS_AWS_ROLE_ARNS={','.join(reader_role_arn(a) for a in others)}",
+            flush=True,
+        )
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

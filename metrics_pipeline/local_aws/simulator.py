@@ -12,10 +12,14 @@ from typing import Any
 import boto3
 from moto.rds.models import rds_backends
 
-from metrics_pipeline.local_aws.fleet import ENGINE_VERSIONS, SimulatedInstance
+from metrics_pipeline.local_aws.fleet import (
+    ACCOUNT_ID,
+    ENGINE_VERSIONS,
+    SimulatedInstance,
+    reader_role_arn,
+)
 from metrics_pipeline.local_aws.signals import Profile, series
 
-ACCOUNT_ID = "123456789012"  # moto's default account
 STOPPED_DAYS_AGO = 2
 
 
@@ -64,14 +68,15 @@ class Simulator:
         self.faults = faults or Faults()
         self.clock = clock or (lambda: datetime.now(UTC))
         self.started_at = self.clock()
-        self.fleet = {(i.region, i.instance_id): i for i in fleet}
-        self._created: set[tuple[str, str]] = set()
-        self._requests: dict[str, RateWindow] = {}
-        self._datapoints: dict[str, RateWindow] = {}
+        self.fleet = {(i.account_id, i.region, i.instance_id): i for i in fleet}
+        self.accounts = sorted({ACCOUNT_ID} | {i.account_id for i in fleet})
+        self._created: set[tuple[str, str, str]] = set()
+        self._requests: dict[tuple[str, str], RateWindow] = {}
+        self._datapoints: dict[tuple[str, str], RateWindow] = {}
         self._lock = threading.Lock()
 
-    def profile(self, region: str, instance_id: str) -> Profile | None:
-        instance = self.fleet.get((region, instance_id))
+    def profile(self, account_id: str, region: str, instance_id: str) -> Profile | None:
+        instance = self.fleet.get((account_id, region, instance_id))
         if instance is None:
             return None
         stopped_at = (
@@ -81,18 +86,28 @@ class Simulator:
         )
         return instance.profile(self.seed, stopped_at)
 
-    def knows(self, region: str, query: dict[str, Any]) -> bool:
+    def assumable(self, role_arn: str) -> bool:
+        """Only the reader role of a simulated account can be assumed, as a trust policy
+        would allow it; any other role is refused with AccessDenied."""
+        return role_arn in {reader_role_arn(account_id) for account_id in self.accounts}
+
+    def knows(self, account_id: str, region: str, query: dict[str, Any]) -> bool:
         metric = query.get("MetricStat", {}).get("Metric", {})
         dimensions = metric.get("Dimensions", [])
         return (
             metric.get("Namespace") == "AWS/RDS"
             and len(dimensions) == 1
             and dimensions[0].get("Name") == "DBInstanceIdentifier"
-            and (region, dimensions[0].get("Value")) in self.fleet
+            and (account_id, region, dimensions[0].get("Value")) in self.fleet
         )
 
     def answer(
-        self, region: str, query: dict[str, Any], start: datetime, end: datetime
+        self,
+        account_id: str,
+        region: str,
+        query: dict[str, Any],
+        start: datetime,
+        end: datetime,
     ) -> dict[str, Any]:
         stat = query["MetricStat"]
         metric = stat["Metric"]
@@ -101,7 +116,7 @@ class Simulator:
         aligned_start = datetime.fromtimestamp(start.timestamp() // period * period, UTC)
         published = self.clock() - timedelta(minutes=self.faults.late_minutes)
         seconds, values = series(
-            self.profile(region, instance_id),
+            self.profile(account_id, region, instance_id),
             metric["MetricName"],
             stat["Stat"],
             period,
@@ -123,21 +138,21 @@ class Simulator:
             if began <= now < ended:
                 raise Unavailable(f"simulated outage until {ended:%H:%M:%S} UTC")
 
-    def admit_request(self, region: str) -> None:
+    def admit_request(self, account_id: str, region: str) -> None:
         limit = self.faults.max_requests_per_second
         if limit is None:
             return
         with self._lock:
-            window = self._requests.setdefault(region, RateWindow(limit))
+            window = self._requests.setdefault((account_id, region), RateWindow(limit))
             if not window.admit(1, time.monotonic()):
                 raise Throttled("Rate exceeded")
 
-    def admit_datapoints(self, region: str, count: int) -> None:
+    def admit_datapoints(self, account_id: str, region: str, count: int) -> None:
         limit = self.faults.max_datapoints_per_second
         if limit is None:
             return
         with self._lock:
-            window = self._datapoints.setdefault(region, RateWindow(limit))
+            window = self._datapoints.setdefault((account_id, region), RateWindow(limit))
             if not window.admit(count, time.monotonic()):
                 raise Throttled("Rate exceeded: datapoints per second")
 
@@ -152,8 +167,7 @@ class Simulator:
                 "rds",
                 region_name=instance.region,
                 endpoint_url=endpoint_url,
-                aws_access_key_id="local",
-                aws_secret_access_key="local",
+                **account_credentials(endpoint_url, instance.account_id),
             )
             client.create_db_instance(
                 DBInstanceIdentifier=instance.instance_id,
@@ -166,9 +180,26 @@ class Simulator:
                 MasterUserPassword="local-password",
                 Tags=[{"Key": k, "Value": v} for k, v in instance.tags.items()],
             )
-            model = rds_backends[ACCOUNT_ID][instance.region].databases[instance.instance_id]
+            backend = rds_backends[instance.account_id][instance.region]
+            model = backend.databases[instance.instance_id]
             model.instance_create_time = instance.created_at
             if instance.stopped:
                 client.stop_db_instance(DBInstanceIdentifier=instance.instance_id)
-            self._created.add((instance.region, instance.instance_id))
+            self._created.add((instance.account_id, instance.region, instance.instance_id))
         return due
+
+
+def account_credentials(endpoint_url: str, account_id: str) -> dict[str, str]:
+    """Keys that moto files under `account_id`: the own account's, or an assumed role's."""
+    local = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+    if account_id == ACCOUNT_ID:
+        return local
+    sts = boto3.client("sts", region_name="us-east-1", endpoint_url=endpoint_url, **local)
+    credentials = sts.assume_role(
+        RoleArn=reader_role_arn(account_id), RoleSessionName="local-aws-fleet"
+    )["Credentials"]
+    return {
+        "aws_access_key_id": credentials["AccessKeyId"],
+        "aws_secret_access_key": credentials["SecretAccessKey"],
+        "aws_session_token": credentials["SessionToken"],
+    }

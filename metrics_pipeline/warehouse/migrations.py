@@ -22,7 +22,7 @@ from metrics_pipeline.warehouse.schema import (
     expected_columns,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class SchemaError(Exception):
@@ -45,6 +45,8 @@ def _create_missing_derived_tables(conn: duckdb.DuckDBPyConnection) -> None:
 
 MIGRATIONS = [
     Migration(1, "records the schema version; creates derived tables older builds lacked",
+              _create_missing_derived_tables),
+    Migration(2, "adds pipeline_run_parts, each run's figures per account and region",
               _create_missing_derived_tables),
 ]  # fmt: skip
 

@@ -16,6 +16,7 @@ INSTANCES_TABLE = "rds_instances"
 METRICS_TABLE = "rds_metrics"
 FETCHES_TABLE = "rds_metric_fetches"
 RUNS_TABLE = "pipeline_runs"
+RUN_PARTS_TABLE = "pipeline_run_parts"
 HOURLY_TABLE = "rds_metrics_hourly"
 DAILY_TABLE = "rds_metrics_daily"
 RIGHTSIZING_TABLE = "rds_rightsizing"
@@ -23,7 +24,9 @@ LATEST_VIEW = "rds_latest"
 WIDE_VIEW = "rds_metrics_wide"
 VERSION_TABLE = "schema_version"
 # Tables that hold only what can be computed again from the others.
-DERIVED_TABLES = frozenset({RUNS_TABLE, HOURLY_TABLE, DAILY_TABLE, RIGHTSIZING_TABLE})
+DERIVED_TABLES = frozenset(
+    {RUNS_TABLE, RUN_PARTS_TABLE, HOURLY_TABLE, DAILY_TABLE, RIGHTSIZING_TABLE}
+)
 
 _ROLLUP_COLUMNS = """
     account_id VARCHAR NOT NULL,
@@ -117,6 +120,20 @@ CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (
     cpu_seconds DOUBLE,
     peak_memory_mib DOUBLE,
     skipped_datapoints BIGINT
+);
+CREATE TABLE IF NOT EXISTS {RUN_PARTS_TABLE} (
+    run_id VARCHAR NOT NULL,
+    account_id VARCHAR NOT NULL,
+    region VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    instances INTEGER NOT NULL,
+    instances_written INTEGER NOT NULL,
+    rows_written BIGINT NOT NULL,
+    datapoints BIGINT NOT NULL,
+    cloudwatch_requests INTEGER NOT NULL,
+    throttled_calls INTEGER NOT NULL,
+    error VARCHAR,
+    PRIMARY KEY (run_id, account_id, region)
 );
 CREATE TABLE IF NOT EXISTS {HOURLY_TABLE} (
     hour TIMESTAMP NOT NULL,{_ROLLUP_COLUMNS}
