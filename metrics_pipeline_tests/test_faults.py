@@ -176,22 +176,24 @@ def test_transient_failure_is_retried_by_the_step_and_the_data_is_exact(
     }
     assert materialize([rds_instances], resources=resources).success
 
-    # Both of botocore's attempts at the first call fail: the first step attempt fails.
-    cloudwatch_faults.rule = lambda number, region: error() if number <= 2 else None
+    # Both of botocore's attempts at eu-west-1's first call fail: the first step attempt
+    # commits us-east-1 and fails.
+    failures = iter([True, True])
+    cloudwatch_faults.rule = lambda number, region: (
+        error() if region == "eu-west-1" and next(failures, False) else None
+    )
     result = materialize([rds_metrics], partition_key=partition_key(HOUR), resources=resources)
 
     assert result.success
     [retry] = step_events(result, DagsterEventType.STEP_UP_FOR_RETRY, "rds_metrics")
     cause = retry.step_retry_data.error.cause
     assert f"GetMetricData in eu-west-1 failed after 2 attempt(s): {line}" in cause.message
+    assert "committed, every hour of the window: 123456789012/us-east-1 (1 of 1" in cause.message
     assert len(step_events(result, DagsterEventType.STEP_RESTARTED, "rds_metrics")) == 1
-    # Regions are fetched in order: eu-west-1 failed twice, then the retry fetched both.
-    assert cloudwatch_faults.calls == [
-        ("eu-west-1", True),
-        ("eu-west-1", True),
-        ("eu-west-1", False),
-        ("us-east-1", False),
-    ]
+    # Regions are fetched side by side; the retry fetched only the region not yet written.
+    calls = cloudwatch_faults.calls
+    assert [failed for region, failed in calls if region == "eu-west-1"] == [True, True, False]
+    assert [failed for region, failed in calls if region == "us-east-1"] == [False]
     assert stored(warehouse.database) == expected
     assert key_counts(warehouse.database) == (2 * 2 * 12, 2 * 2 * 12)
 
@@ -542,14 +544,16 @@ def test_retries_run_out_mid_run_then_the_gap_sensor_heals_the_hours(
         f"us-east-1 failed after 2 attempt(s): {line} "
         f"(gave up after {STEP_ATTEMPTS} step attempts)"
     )
-    # After the setup's two calls, every attempt fetched eu-west-1, then used up botocore's
-    # two attempts on us-east-1.
-    assert cloudwatch_faults.calls == [("eu-west-1", False), ("us-east-1", False)] + (
-        STEP_ATTEMPTS * [("eu-west-1", False), ("us-east-1", True), ("us-east-1", True)]
-    )
-    # All or nothing: eu-west-1's datapoints were fetched, none of them written.
+    # After the setup's two calls, the first attempt fetched and wrote eu-west-1 beside using
+    # up botocore's two attempts on us-east-1; the retries asked only for us-east-1.
+    calls = cloudwatch_faults.calls[2:]
+    assert [failed for region, failed in calls if region == "eu-west-1"] == [False]
+    assert [failed for region, failed in calls if region == "us-east-1"] == 2 * STEP_ATTEMPTS * [
+        True
+    ]
+    # Whole instance-hours: eu-west-1's are in, us-east-1's are not.
     stored_before = stored(warehouse.database)
-    assert not [k for k in stored_before if k[2] >= failing[0]]
+    assert {k[0] for k in stored_before if k[2] >= failing[0]} == {"reports-db"}
 
     cloudwatch_faults.rule = lambda number, region: None  # the trouble has passed
     requested = heal(instance, resources)

@@ -165,7 +165,7 @@ def discover(
     for account in accounts:
         try:
             for region in regions:
-                with aws_errors("DescribeDBInstances", f"{region} of account {account.account_id}"):
+                with aws_errors("DescribeDBInstances", where(region, account, accounts)):
                     client = aws.client("rds", region, stats, account)
                     found = describe_instances(client, account.account_id, region)
                 context.log.info(f"{account.account_id}/{region}: {len(found)} instance(s)")
@@ -192,6 +192,11 @@ def discover(
     return Discovery(
         described, failed, list(regions), records, new_instances, stats.api_calls, table_rows
     )
+
+
+def where(region: str, account: Account, accounts: Sequence[Account]) -> str:
+    """The region an error names, with its account when the run collects several."""
+    return region if len(accounts) == 1 else f"{region} of account {account.account_id}"
 
 
 def instance_label(instance: Instance, accounts: Sequence[Account]) -> str:
@@ -477,8 +482,10 @@ class CollectionRun:
 
     def fetch(self, chunk: Chunk, folder: Path) -> FetchedChunk:
         """A worker thread's part: the chunk's GetMetricData pages spooled to `folder`."""
-        where = f"{chunk.region} of account {chunk.account_id}"
-        with aws_errors("GetMetricData", where):
+        account = self.accounts[chunk.account_id]
+        with aws_errors(
+            "GetMetricData", where(chunk.region, account, list(self.accounts.values()))
+        ):
             client, stats, budget = self._unit(chunk)
             calls_before = stats.api_calls
             queries = build_queries(
@@ -641,20 +648,19 @@ def raise_unless_collected(outcomes: Iterable[UnitOutcome], metadata: dict[str, 
         return
     first = (retryable or failed)[0]
     committed = [o for o in outcomes if o.instances_written]
-    committed_text = (
-        "committed: "
-        + ", ".join(
-            f"{o.account_id}/{o.region} ({o.instances_written} of {o.instances} instances)"
-            for o in committed
+    description = first.error or ""
+    if committed:
+        description += (
+            f" ({len(failed)} of {len(outcomes)} account/region(s) failed; committed, every "
+            "hour of the window: "
+            + ", ".join(
+                f"{o.account_id}/{o.region} ({o.instances_written} of {o.instances} instances)"
+                for o in committed
+            )
+            + ")"
         )
-        if committed
-        else "nothing committed"
-    )
     raise Failure(
-        description=(
-            f"{first.error} ({len(failed)} of {len(outcomes)} account/region(s) failed; "
-            f"{committed_text}; every hour of the window for the instances written)"
-        ),
+        description=description,
         metadata={key: value for key, value in metadata.items() if key != "dagster/row_count"},
         allow_retries=bool(retryable),
     )
