@@ -40,7 +40,9 @@ DEFAULT_AWS_MAX_ATTEMPTS = 8
 # Datapoints fetched and written at once: DuckDB's write of one chunk (the pivot, the primary
 # key) is where a run's memory peaks, so the chunk, not the window, sets it.
 DEFAULT_CHUNK_DATAPOINTS = 2_000_000
-MIN_CHUNK_DATAPOINTS = 100_800
+# Ten full GetMetricData pages: a chunk's last request, the only one not full, then adds
+# less than a tenth to the run's requests.
+MIN_CHUNK_DATAPOINTS = 1_008_000
 MAX_CHUNK_DATAPOINTS = 50_000_000
 DEFAULT_FETCH_THREADS = 4
 MAX_FETCH_THREADS = 64
@@ -57,7 +59,10 @@ DEFAULT_BACKFILL_DAYS = 3
 DEFAULT_BACKFILL_INTERVAL_MINUTES = 60
 # About 50 full GetMetricData pages: some 13 s of CloudWatch's 396,000 datapoints/s quota for
 # data older than 3 hours, and a run whose write stays within about 1.5 GiB.
-DEFAULT_BACKFILL_MAX_DATAPOINTS_PER_TICK = 5_000_000
+# What CloudWatch serves one account and region in two of the gap sensor's one-minute ticks
+# (396,000 datapoints per second for data older than three hours): the sensor's default
+# amount of work per tick, so that a history comes in at the quota's pace.
+BACKFILL_QUOTA_DATAPOINTS_PER_TICK = 396_000 * 120
 DEFAULT_RETENTION_DAYS = 7
 DEFAULT_FRESHNESS_MINUTES = 30
 DEFAULT_LOCK_TIMEOUT_SECONDS = 120.0
@@ -299,12 +304,13 @@ class Settings(StorageSettings):
         "minutes between the gap sensor's looks for gaps when nothing is left to heal, 1 to 1,440",
         DEFAULT_BACKFILL_INTERVAL_MINUTES,
     )
-    backfill_max_datapoints_per_tick: int = setting(
+    backfill_max_datapoints_per_tick: int | None = setting(
         "METRICS_BACKFILL_MAX_DATAPOINTS_PER_TICK",
-        f"`{DEFAULT_BACKFILL_MAX_DATAPOINTS_PER_TICK}`",
+        "CloudWatch's quota for older data over two sensor ticks, per account and region in "
+        f"the inventory ({BACKFILL_QUOTA_DATAPOINTS_PER_TICK:,} each)",
         "CloudWatch datapoints the gap sensor asks for per tick at most (instances × hours × "
         "metrics × statistics × periods per hour), ≥ 1",
-        DEFAULT_BACKFILL_MAX_DATAPOINTS_PER_TICK,
+        None,
     )
     freshness_minutes: int = setting(
         "METRICS_FRESHNESS_MINUTES",
@@ -446,10 +452,9 @@ class Settings(StorageSettings):
                 minimum=1,
                 maximum=1440,
             ),
-            backfill_max_datapoints_per_tick=parse_int(
+            backfill_max_datapoints_per_tick=parse_optional_int(
                 "METRICS_BACKFILL_MAX_DATAPOINTS_PER_TICK",
                 env.get("METRICS_BACKFILL_MAX_DATAPOINTS_PER_TICK"),
-                DEFAULT_BACKFILL_MAX_DATAPOINTS_PER_TICK,
                 minimum=1,
             ),
             freshness_minutes=parse_int(
@@ -580,6 +585,11 @@ def check_writable(path: Path, shared_with: str | None = None) -> None:
         raise ConfigError(
             f"METRICS_DUCKDB_PATH: '{target}' is not writable; choose a path this user can write."
         )
+
+
+def parse_optional_int(name: str, raw: str | None, minimum: int = 0) -> int | None:
+    """A whole number, or None when the variable is not set (the default is derived)."""
+    return parse_int(name, raw, minimum, minimum=minimum) if _is_set(raw) else None
 
 
 def parse_int(

@@ -15,12 +15,13 @@ from dagster import (
     materialize,
 )
 
-from metrics_pipeline.collection.inventory import Instance
+from metrics_pipeline.collection.inventory import Instance, InventoryEntry
 from metrics_pipeline.collection.store import replace_metrics, upsert_instances
 from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.healing.sensors import (
     FIRST_COLLECTION_RUN_KEY,
     build_gap_healing_sensor,
+    datapoints_per_tick,
     next_look,
 )
 from metrics_pipeline.maintenance.backups import create_backup, restore_backup
@@ -247,6 +248,46 @@ def test_a_long_history_comes_in_bounded_ticks_that_follow_each_other(
         key(hours[-12]),
         key(hours[-7]),
     )
+
+
+def test_by_default_a_tick_asks_for_what_the_quota_serves_per_account_and_region(
+    warehouse: WarehouseResource, now: datetime, hours: list[datetime]
+) -> None:
+    """Two accounts and two regions are four quotas: four times the datapoints per tick."""
+    other = Instance("222222222222", "us-east-1", "orders-db")
+    inventory = [
+        InventoryEntry(i, now - timedelta(days=30), now - timedelta(days=30), now)
+        for i in (A, B, STOPPED, other)
+    ]
+    assert TEST_SETTINGS.backfill_max_datapoints_per_tick is None
+    assert datapoints_per_tick(TEST_SETTINGS, inventory) == 3 * 396_000 * 120
+    assert datapoints_per_tick(TEST_SETTINGS, inventory[:2]) == 396_000 * 120
+    assert (
+        datapoints_per_tick(
+            dataclasses.replace(TEST_SETTINGS, backfill_max_datapoints_per_tick=5), inventory
+        )
+        == 5
+    )
+
+    # A 1,000-instance first history of three days is one tick's work at the quota's pace.
+    prepare_warehouse(warehouse, now, hours[:1], [A, B, STOPPED])
+    many = [Instance(ACCOUNT, "us-east-1", f"db-{n:04d}") for n in range(1000)]
+    with warehouse.connect() as conn:
+        upsert_instances(conn, [record(i, now - timedelta(days=30)) for i in many], now)
+    with instance_for_test() as dagster_instance:
+        mark_materialized(dagster_instance, hours[:1])
+        context = build_sensor_context(
+            instance=dagster_instance,
+            resources={"warehouse": warehouse, "aws": make_aws(), "collection": make_collection()},
+        )
+        requests = gap_healing_sensor(context).run_requests
+    asked_hours = sum(
+        1 + (datetime.strptime(r.tags[RANGE_END], "%Y-%m-%d-%H:%M")
+             - datetime.strptime(r.tags[RANGE_START], "%Y-%m-%d-%H:%M")) // timedelta(hours=1)
+        for r in requests
+    )  # fmt: skip
+    # 1,003 instances x 840 datapoints per hour; two quotas (us-east-1, eu-west-1) of 47.5M.
+    assert asked_hours == min(len(hours), (2 * 396_000 * 120) // (1003 * 840)) == len(hours)
 
 
 def test_a_new_deployment_starts_its_first_collection_at_once(

@@ -212,7 +212,7 @@ def test_aws_region_wins_over_default_region() -> None:
         (
             {"METRICS_CHUNK_DATAPOINTS": "1000"},
             "METRICS_CHUNK_DATAPOINTS: 1000 is not allowed; expected a whole number from "
-            "100,800 to 50,000,000.",
+            "1,008,000 to 50,000,000.",
         ),
         (
             {"METRICS_FETCH_THREADS": "0"},

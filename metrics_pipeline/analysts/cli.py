@@ -99,6 +99,14 @@ def _range_options(default_start: str) -> argparse.ArgumentParser:
         metavar="ID",
         help="an instance id; repeat for several (default: all)",
     )
+    parent.add_argument(
+        "-a",
+        "--account",
+        action="append",
+        dest="accounts",
+        metavar="ACCOUNT_ID",
+        help="an AWS account id; repeat for several (default: all)",
+    )
     return parent
 
 
@@ -307,11 +315,16 @@ def run(args: argparse.Namespace) -> None:
         fmt = query.format_for(args.output, args.format)
         text = query.export_metrics(
             args.start, args.end, args.instances, args.metrics, args.wide, fmt, args.output,
-            storage,
+            storage, accounts=args.accounts,
         )  # fmt: skip
         _print(text)
     elif args.command == "health":
-        _emit(query.health_summary(args.start, args.end, args.instances, storage), args)
+        _emit(
+            query.health_summary(
+                args.start, args.end, args.instances, storage, accounts=args.accounts
+            ),
+            args,
+        )
     elif args.command == "query":
         fmt = query.format_for(args.output, args.format)
         _print(query.export_sql(args.sql, fmt, args.output, storage))

@@ -165,14 +165,14 @@ def list_instances(storage: StorageSettings | None = None) -> pd.DataFrame:
     with connect(storage) as conn:
         return conn.execute(
             f"""
-            SELECT i.region, i.instance_id, i.engine, i.engine_version, i.instance_class,
-                   i.allocated_storage_gb, i.multi_az, i.status, i.create_time, i.last_seen,
-                   m.first_ts AS first_data, m.last_ts AS last_data
+            SELECT i.account_id, i.region, i.instance_id, i.engine, i.engine_version,
+                   i.instance_class, i.allocated_storage_gb, i.multi_az, i.status,
+                   i.create_time, i.last_seen, m.first_ts AS first_data, m.last_ts AS last_data
             FROM {INSTANCES_TABLE} i LEFT JOIN (
                 SELECT account_id, region, instance_id, min(ts) AS first_ts, max(ts) AS last_ts
                 FROM {METRICS_TABLE} GROUP BY ALL
             ) m USING (account_id, region, instance_id)
-            ORDER BY i.region, i.instance_id
+            ORDER BY i.account_id, i.region, i.instance_id
             """
         ).df()
 
@@ -196,12 +196,18 @@ def plan_extract(
     instances: Sequence[str] | None,
     metrics: Sequence[str] | None,
     wide: bool,
+    accounts: Sequence[str] | None = None,
 ) -> tuple[str, dict[str, object]]:
     """The statement and parameters of an extract, after checking the names asked for."""
     _check_known(
         "instance",
         instances or [],
         _names(conn, f"SELECT DISTINCT instance_id FROM {INSTANCES_TABLE} ORDER BY 1"),
+    )
+    _check_known(
+        "account",
+        accounts or [],
+        _names(conn, f"SELECT DISTINCT account_id FROM {INSTANCES_TABLE} ORDER BY 1"),
     )
     _check_known(
         "metric", metrics or [], _names(conn, f"SELECT DISTINCT metric FROM {METRICS_TABLE}")
@@ -216,13 +222,19 @@ def plan_extract(
     if metrics:
         filters.append("list_contains($metrics, metric)")
         params["metrics"] = list(metrics)
+    if accounts:
+        filters.append("list_contains($accounts, account_id)")
+        params["accounts"] = list(accounts)
     where = " AND ".join(filters)
     if wide:
-        return f"SELECT * FROM {WIDE_VIEW} WHERE {where} ORDER BY region, instance_id, ts", params
+        return (
+            f"SELECT * FROM {WIDE_VIEW} WHERE {where} ORDER BY account_id, region, instance_id, ts",
+            params,
+        )
     return (
-        "SELECT ts, region, instance_id, metric, unit, average, minimum, maximum, sum, "
-        f"sample_count FROM {METRICS_TABLE} WHERE {where} "
-        "ORDER BY region, instance_id, metric, ts",
+        "SELECT ts, account_id, region, instance_id, metric, unit, average, minimum, maximum, "
+        f"sum, sample_count FROM {METRICS_TABLE} WHERE {where} "
+        "ORDER BY account_id, region, instance_id, metric, ts",
         params,
     )
 
@@ -244,13 +256,15 @@ def extract_metrics(
     wide: bool = False,
     storage: StorageSettings | None = None,
     now: datetime | None = None,
+    accounts: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Every period of [start, end) for the instances (all when None): one row per instance,
-    metric and period, or with `wide` one row per instance and period, a column per metric."""
+    """Every period of [start, end) for the instances and accounts (all when None): one row
+    per instance, metric and period, or with `wide` one row per instance and period, a column
+    per metric."""
     storage = storage or StorageSettings.from_env()
     start_at, end_at = _extract_range(start, end, storage, now)
     with connect(storage) as conn:
-        sql, params = plan_extract(conn, start_at, end_at, instances, metrics, wide)
+        sql, params = plan_extract(conn, start_at, end_at, instances, metrics, wide, accounts)
         return conn.execute(sql, params).df()
 
 
@@ -264,13 +278,14 @@ def export_metrics(
     output: Path | None,
     storage: StorageSettings | None = None,
     now: datetime | None = None,
+    accounts: Sequence[str] | None = None,
 ) -> str:
     """extract_metrics written as it is read: memory stays bounded whatever the range (the
     sort spills to a temporary folder). Returns the text for the terminal."""
     storage = storage or StorageSettings.from_env()
     start_at, end_at = _extract_range(start, end, storage, now)
     with _extract_connection(storage) as conn:
-        sql, params = plan_extract(conn, start_at, end_at, instances, metrics, wide)
+        sql, params = plan_extract(conn, start_at, end_at, instances, metrics, wide, accounts)
         result = conn.execute(sql, params)
         return write_batches(result.to_arrow_reader(BATCH_ROWS), fmt, output)
 
@@ -293,6 +308,7 @@ def health_summary(
     instances: Sequence[str] | None = None,
     storage: StorageSettings | None = None,
     now: datetime | None = None,
+    accounts: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Per instance and main metric over [start, end): minimum, average, maximum and p95 of the
     period averages, and the whole hours (ended, while the instance existed) with no data:
@@ -306,6 +322,7 @@ def health_summary(
     with connect(storage) as conn:
         inventory = read_inventory(conn)
         _check_known("instance", instances or [], [e.instance.instance_id for e in inventory])
+        _check_known("account", accounts or [], sorted({e.instance.account_id for e in inventory}))
         held = set(_names(conn, f"SELECT DISTINCT metric FROM {METRICS_TABLE}"))
         metrics = [metric for metric in HEALTH_METRICS if metric in held]
         params = {"start": start_at, "end": end_at, "metrics": metrics}
@@ -341,6 +358,8 @@ def health_summary(
         instance = entry.instance
         if instances and instance.instance_id not in instances:
             continue
+        if accounts and instance.account_id not in accounts:
+            continue
         expected = [h for h in ended if entry.existed_during(h, h + HOUR)]
         for metric in metrics:
             key = (instance.account_id, instance.region, instance.instance_id, metric)
@@ -351,6 +370,7 @@ def health_summary(
             missing = [h for h in without_data if (instance, h) not in empty]
             records.append(
                 {
+                    "account_id": instance.account_id,
                     "region": instance.region,
                     "instance_id": instance.instance_id,
                     "metric": metric,
@@ -369,6 +389,7 @@ def health_summary(
     return pd.DataFrame.from_records(
         records,
         columns=[
+            "account_id",
             "region",
             "instance_id",
             "metric",

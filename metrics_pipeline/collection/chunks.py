@@ -4,7 +4,7 @@ then into chunks of instances whose whole window is fetched and written together
 A chunk replaces the window of its instances in one transaction, so memory depends on the
 chunk, not on the window or the fleet, and every (instance, hour) shows the old rows or the new
 ones. Chunks are cut along whole GetMetricData requests, so cutting adds at most one request
-per chunk to the run's floor.
+per chunk to the run's floor (a chunk spans at least ten full pages: under a tenth).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 settled hours that lack data and backfills them, as fast as a bounded amount of work per
 tick allows."""
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import duckdb
@@ -19,6 +20,7 @@ from dagster import (
     sensor,
 )
 
+from metrics_pipeline.collection.inventory import InventoryEntry
 from metrics_pipeline.collection.jobs import fresh_collection_job
 from metrics_pipeline.collection.keys import RDS_METRICS
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
@@ -36,7 +38,7 @@ from metrics_pipeline.healing.gaps import (
 )
 from metrics_pipeline.healing.jobs import healing_job
 from metrics_pipeline.hours import HOUR, partition_key, utc_now
-from metrics_pipeline.settings import Settings
+from metrics_pipeline.settings import BACKFILL_QUOTA_DATAPOINTS_PER_TICK, Settings
 from metrics_pipeline.warehouse.resources import WarehouseResource
 
 STATUS_OF: dict[AssetPartitionStatus | None, HourStatus] = {
@@ -103,6 +105,24 @@ def first_collection_request(
     )
 
 
+def datapoints_per_tick(settings: Settings, inventory: Sequence[InventoryEntry]) -> int:
+    """METRICS_BACKFILL_MAX_DATAPOINTS_PER_TICK, or CloudWatch's quota over two ticks for each
+    account and region of the inventory (its quotas are theirs, fetched side by side)."""
+    if settings.backfill_max_datapoints_per_tick is not None:
+        return settings.backfill_max_datapoints_per_tick
+    units = {(e.instance.account_id, e.instance.region) for e in inventory}
+    return BACKFILL_QUOTA_DATAPOINTS_PER_TICK * max(1, len(units))
+
+
+def tick_budget_text(settings: Settings) -> str:
+    if settings.backfill_max_datapoints_per_tick is not None:
+        return f"{settings.backfill_max_datapoints_per_tick:,} CloudWatch datapoints"
+    return (
+        f"{BACKFILL_QUOTA_DATAPOINTS_PER_TICK:,} CloudWatch datapoints per account and region "
+        "(the quota's pace)"
+    )
+
+
 def look_for_gaps(
     context: SensorEvaluationContext,
     warehouse: WarehouseResource,
@@ -157,7 +177,7 @@ def look_for_gaps(
     plan = plan_healing_runs(
         gaps,
         inventory,
-        settings.backfill_max_datapoints_per_tick,
+        datapoints_per_tick(settings, inventory),
         collection.datapoints_per_instance_hour,
     )
     context.update_cursor((now if plan.hours_left else now + look_interval).isoformat())
@@ -185,8 +205,7 @@ def build_gap_healing_sensor(
             "Starts the first collection of a new deployment at once. Then looks back "
             f"{settings.backfill_days} days for settled hours that an existing instance has "
             "no settled fetch of, or that never materialized, and backfills them newest first, "
-            f"at most {settings.backfill_max_datapoints_per_tick:,} CloudWatch datapoints per "
-            "tick; it "
+            f"at most {tick_budget_text(settings)} per tick; it "
             "looks again a minute after those runs finish while work is left, else every "
             f"{settings.backfill_interval_minutes} min."
         ),
