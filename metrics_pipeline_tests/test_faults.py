@@ -636,7 +636,10 @@ KILL_FLEET = [
     for n in range(100)
 ]  # fmt: skip
 KILL_METRICS = ["CPUUtilization", "FreeStorageSpace", "ReadIOPS", "WriteIOPS"]
-KILL_SECONDS_INTO_WRITE = 0.25
+# Chunks of 14 instances (14 x 4 series x 864 periods): four per region, eight in all.
+KILL_CHUNK_DATAPOINTS = 50_000
+KILL_CHUNK_INSTANCES = 14
+KILL_AFTER_CHUNKS = 3
 
 _COLLECT_IN_CHILD = """
 import sys
@@ -644,10 +647,11 @@ from dagster import materialize
 from metrics_pipeline_tests.helpers import rds_metrics
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.warehouse.resources import WarehouseResource
-database, endpoint, first, last, metrics = sys.argv[1:]
+database, endpoint, first, last, metrics, chunk_datapoints = sys.argv[1:]
 aws = AwsResource(regions=["us-east-1", "eu-west-1"], endpoint_url=endpoint,
                   max_requests_per_second=1000)
-collection = CollectionResource(metrics=metrics.split(","), statistics=["Average"])
+collection = CollectionResource(metrics=metrics.split(","), statistics=["Average"],
+                                chunk_datapoints=int(chunk_datapoints), fetch_threads=1)
 warehouse = WarehouseResource(database=database)
 materialize([rds_metrics],
             resources={"aws": aws, "collection": collection, "warehouse": warehouse},
@@ -667,7 +671,9 @@ def kill_aws(endpoint: str) -> AwsResource:
 
 def kill_collection() -> CollectionResource:
     """The collection resource of the child above, for the runs this process makes."""
-    return CollectionResource(metrics=KILL_METRICS, statistics=["Average"])
+    return CollectionResource(
+        metrics=KILL_METRICS, statistics=["Average"], chunk_datapoints=KILL_CHUNK_DATAPOINTS
+    )
 
 
 def holds_lock(pid: int, path: Path) -> bool:
@@ -732,25 +738,21 @@ def test_sigkill_in_the_middle_of_the_write_leaves_old_rows_or_new(tmp_path: Pat
         with log.open("wb") as child_output:
             child = subprocess.Popen(
                 [sys.executable, "-c", _COLLECT_IN_CHILD, str(database), local.url,
-                 partition_key(first), partition_key(last), ",".join(KILL_METRICS)],
+                 partition_key(first), partition_key(last), ",".join(KILL_METRICS),
+                 str(KILL_CHUNK_DATAPOINTS)],
                 stdout=subprocess.DEVNULL, stderr=child_output,
             )  # fmt: skip
         deadline = time.monotonic() + 300
-        # The child also takes the lock briefly at its start, to check the schema: the write
-        # is the lock taken after its last batch was fetched.
-        while not ("Fetched batch 2/2" in log.read_text() and holds_lock(child.pid, database)):
+        # Killed as soon as a few chunks are in: inside the next chunk's transaction, or
+        # between two; either way every instance-hour must be whole.
+        while log.read_text().count(": wrote chunk ") < KILL_AFTER_CHUNKS:
             assert child.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the child never reached its write"
+            assert time.monotonic() < deadline, "the child never wrote a chunk"
             time.sleep(0.005)
-        time.sleep(KILL_SECONDS_INTO_WRITE)
-        assert holds_lock(child.pid, database), "the child finished its write before the kill"
         os.kill(child.pid, signal.SIGKILL)
         assert child.wait(timeout=60) == -signal.SIGKILL
+        assert "Wrote " not in log.read_text()  # the run never finished
 
-        # The child had fetched every batch and not written: it died inside replace_metrics.
-        child_log = log.read_text()
-        assert "Fetched batch 2/2" in child_log
-        assert "Wrote " not in child_log
         with duckdb.connect(str(database)) as conn:  # opening it recovers from the kill
             after_kill = averages(conn)
             [(runs,)] = conn.execute("SELECT count(*) FROM pipeline_runs").fetchall()
@@ -758,11 +760,26 @@ def test_sigkill_in_the_middle_of_the_write_leaves_old_rows_or_new(tmp_path: Pat
                 "SELECT count(*), count(DISTINCT (account_id, region, instance_id, metric, ts)) "
                 "FROM rds_metrics"
             ).fetchall()
-            fetch_runs = conn.execute("SELECT DISTINCT run_id FROM rds_metric_fetches").fetchall()
-        assert after_kill == old  # every old row, no new one: the transaction never committed
+            fetch_runs = dict(
+                conn.execute(
+                    "SELECT instance_id, list(DISTINCT run_id) FROM rds_metric_fetches GROUP BY 1"
+                ).fetchall()
+            )
         assert (count, distinct) == (rows, rows)
-        assert runs == 1
-        assert fetch_runs == [(first_run.run_id,)]
+        assert runs == 1  # the killed run recorded nothing
+        # Each instance has all its rows old or all new, and its fetch log says which run.
+        renewed = set()
+        for simulated_instance in KILL_FLEET:
+            name = simulated_instance.instance_id
+            keys = [k for k in old if k[0] == name]
+            if all(after_kill[k] == new[k] for k in keys):
+                renewed.add(name)
+                assert len(fetch_runs[name]) == 1 and fetch_runs[name] != [first_run.run_id]
+            else:
+                assert all(after_kill[k] == old[k] for k in keys), f"{name} is a mix"
+                assert fetch_runs[name] == [first_run.run_id]
+        assert len(renewed) % KILL_CHUNK_INSTANCES in (0, 50 % KILL_CHUNK_INSTANCES)
+        assert KILL_AFTER_CHUNKS * KILL_CHUNK_INSTANCES <= len(renewed) < len(KILL_FLEET)
         with warehouse.read_snapshot() as snapshot:  # readers still see the last published write
             assert averages(snapshot) == old
 
@@ -771,11 +788,6 @@ def test_sigkill_in_the_middle_of_the_write_leaves_old_rows_or_new(tmp_path: Pat
         local.stop()
 
     assert healed.success
-    materialization = healed.asset_materializations_for_node("rds_metrics")[0]
-    print(
-        f"\nSIGKILL {KILL_SECONDS_INTO_WRITE} s into a write of {rows:,} rows over as many; "
-        f"the same write, uninterrupted: {materialization.metadata['write_seconds'].value} s"
-    )
     with duckdb.connect(str(database), read_only=True) as conn:
         assert averages(conn) == new
         [(count, distinct)] = conn.execute(
