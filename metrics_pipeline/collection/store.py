@@ -115,25 +115,33 @@ def _received_sql(spool_files: Sequence[Path]) -> str:
     )
 
 
-def _staged_sql(start: datetime, end: datetime) -> str:
-    """The received datapoints worth storing: in the window, a number, one value per key.
-
-    A key (instance, metric, statistic, period) that came back twice with different values
-    is left out rather than guessed; exact repeats collapse to one. Written with literals
-    because DuckDB views take no parameters; views are read without holding the data.
-    """
-    in_window = (
+def _window_filter(start: datetime, end: datetime) -> str:
+    """Written with literals: DuckDB views take no parameters."""
+    return (
         f"ts >= TIMESTAMP {sql_literal(start.isoformat())} "
-        f"AND ts < TIMESTAMP {sql_literal(end.isoformat())} AND value IS NOT NULL"
+        f"AND ts < TIMESTAMP {sql_literal(end.isoformat())}"
     )
-    key = "account_id, region, instance_id, metric, statistic, ts"
+
+
+def _pivot_sql(start: datetime, end: datetime) -> str:
+    """The received datapoints worth storing, one row per key (instance, metric, period) and a
+    column per statistic, in one pass: in the window, a number, one value per cell.
+
+    A cell that came back twice with different values (min and max differ) is left out rather
+    than guessed; exact repeats collapse to one; a key with no cell left is no row.
+    """
+    cells = []
+    for stat, column in STATISTIC_COLUMNS.items():
+        low = f"min(value) FILTER (WHERE statistic = '{stat}')"
+        high = f"max(value) FILTER (WHERE statistic = '{stat}')"
+        cells.append(f"CASE WHEN {low} = {high} THEN {low} END AS {column}")
+    any_cell = " OR ".join(f"{column} IS NOT NULL" for column in STATISTIC_COLUMNS.values())
     return f"""
-        SELECT DISTINCT {key}, value FROM received
-        ANTI JOIN (
-            SELECT {key} FROM received WHERE {in_window}
-            GROUP BY ALL HAVING count(DISTINCT value) > 1
-        ) conflicts USING ({key})
-        WHERE {in_window}
+        SELECT ts, account_id, region, instance_id, metric, {", ".join(cells)}
+        FROM received
+        WHERE {_window_filter(start, end)} AND value IS NOT NULL
+        GROUP BY ts, account_id, region, instance_id, metric
+        HAVING {any_cell}
     """
 
 
@@ -181,16 +189,12 @@ def replace_metrics(
         "metric_units",
         pa.table({"metric": list(RDS_METRIC_UNITS), "unit": list(RDS_METRIC_UNITS.values())}),
     )
-    received, staged = _received_sql(spool_files), _staged_sql(start, end)
-    pivots = ",\n".join(
-        f"any_value(value) FILTER (WHERE statistic = '{stat}') AS {column}"
-        for stat, column in STATISTIC_COLUMNS.items()
-    )
+    columns = ", ".join(STATISTIC_COLUMNS.values())
     cells = " + ".join(f"({column} IS NOT NULL)::INT" for column in STATISTIC_COLUMNS.values())
 
     def write() -> MetricsWrite:
-        conn.execute(f"CREATE OR REPLACE TEMP VIEW received AS {received}")
-        conn.execute(f"CREATE OR REPLACE TEMP VIEW staged AS {staged}")
+        conn.execute(f"CREATE OR REPLACE TEMP VIEW received AS {_received_sql(spool_files)}")
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE chunk_rows AS {_pivot_sql(start, end)}")
         replaced = conn.execute(
             f"""
             DELETE FROM {METRICS_TABLE} m USING targets t
@@ -202,11 +206,9 @@ def replace_metrics(
         written = conn.execute(
             f"""
             INSERT INTO {METRICS_TABLE}
-            SELECT ts, account_id, region, instance_id, metric, u.unit,
-                   {pivots},
+            SELECT ts, account_id, region, instance_id, metric, u.unit, {columns},
                    $collected_at AS collected_at
-            FROM staged LEFT JOIN metric_units u USING (metric)
-            GROUP BY ts, account_id, region, instance_id, metric, u.unit
+            FROM chunk_rows LEFT JOIN metric_units u USING (metric)
             """,
             {"collected_at": fetched_at},
         ).fetchone()
@@ -218,32 +220,24 @@ def replace_metrics(
             """,
             {"start": start, "end": end},
         )
-        # Counted from the rows just written, not by reading the spool again: each stored
-        # datapoint is one statistic cell of one row of the window.
-        conn.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE fetched_counts AS
-            SELECT account_id, region, instance_id, date_trunc('hour', ts) AS hour,
-                   sum({cells})::BIGINT AS datapoints
-            FROM {METRICS_TABLE} JOIN targets USING (account_id, region, instance_id)
-            WHERE ts >= $start AND ts < $end GROUP BY ALL
-            """,
-            {"start": start, "end": end},
-        )
+        # Each stored datapoint is one statistic cell of one row just written.
         conn.execute(
             f"""
             INSERT INTO {FETCHES_TABLE}
             SELECT h.hour, t.account_id, t.region, t.instance_id, $fetched_at,
                    coalesce(c.datapoints, 0), h.settled, $run_id
             FROM targets t CROSS JOIN fetched_hours h
-            LEFT JOIN fetched_counts c USING (account_id, region, instance_id, hour)
+            LEFT JOIN (
+                SELECT account_id, region, instance_id, date_trunc('hour', ts) AS hour,
+                       sum({cells})::BIGINT AS datapoints
+                FROM chunk_rows GROUP BY ALL
+            ) c USING (account_id, region, instance_id, hour)
             """,
             {"fetched_at": fetched_at, "run_id": run_id},
         )
         [(datapoints,)] = conn.execute(
-            "SELECT coalesce(sum(datapoints), 0) FROM fetched_counts"
+            f"SELECT coalesce(sum({cells}), 0)::BIGINT FROM chunk_rows"
         ).fetchall()
-        conn.execute("DROP TABLE fetched_counts")
         [(nan, outside, total_in_window)] = conn.execute(
             """
             SELECT count(*) FILTER (value IS NULL),
@@ -253,7 +247,7 @@ def replace_metrics(
             """,
             {"start": start, "end": end},
         ).fetchall()
-        conn.execute("DROP VIEW staged")
+        conn.execute("DROP TABLE chunk_rows")
         conn.execute("DROP VIEW received")
         return MetricsWrite(
             rows_written=int(written[0]) if written else 0,
