@@ -12,6 +12,7 @@ import pytest
 from dagster import DagsterInstance, build_sensor_context, instance_for_test, materialize
 from moto import mock_aws
 
+from metrics_pipeline.analysts.query import QueryError, extract_metrics
 from metrics_pipeline.collection.accounts import (
     Account,
     assumed_role_credentials,
@@ -22,6 +23,7 @@ from metrics_pipeline.hours import partition_key
 from metrics_pipeline.local_aws.fleet import default_fleet, reader_role_arn, simulated_accounts
 from metrics_pipeline.local_aws.server import LocalAws, start
 from metrics_pipeline.local_aws.signals import series
+from metrics_pipeline.settings import StorageSettings
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import (
     gap_healing_sensor,
@@ -230,6 +232,21 @@ def test_three_accounts_are_collected_and_a_refused_role_fails_only_its_account(
         stored[(OWN, "orders-db", "CPUUtilization", hour.replace(tzinfo=None).isoformat())]
         != (stored[(SECOND, "orders-db", "CPUUtilization", hour.replace(tzinfo=None).isoformat())])
     )
+    # Analysts tell the accounts apart, and keep one with --account.
+    storage = StorageSettings(duckdb_path=Path(warehouse.database))
+    second_only = extract_metrics(
+        hour, hour + timedelta(hours=1), accounts=[SECOND], storage=storage, now=NOW
+    )
+    assert set(second_only["account_id"]) == {SECOND}
+    assert {
+        (SECOND, row.instance_id, row.metric, row.ts.isoformat()): row.average
+        for row in second_only.itertuples()
+    } == {k: v for k, v in stored.items() if k[0] == SECOND}
+    with pytest.raises(QueryError, match="account: unknown '444444444444'; the warehouse has: "):
+        extract_metrics(
+            hour, hour + timedelta(hours=1), accounts=["444444444444"], storage=storage, now=NOW
+        )
+
     by_part = {(a, r): rest for a, r, *rest in parts}
     periods = len(METRICS) * 12
     assert by_part[(OWN, "us-east-1")] == ["collected", 3, 3, 3 * periods]

@@ -15,6 +15,7 @@ from metrics_pipeline.warehouse.migrations import SCHEMA_VERSION, structure_prob
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import (
     METRICS_TABLE,
+    RUN_PARTS_TABLE,
     SCHEMA_SQL,
     VERSION_TABLE,
 )
@@ -52,6 +53,29 @@ def unversioned_warehouse(path: Path, without: set[str] = frozenset()) -> str:
             [(*row, datetime(2026, 11, 20, 11, 0)) for row in ROWS],
         )
     return str(path)
+
+
+def test_a_version_1_warehouse_gets_the_run_parts_table(tmp_path: Path) -> None:
+    """Version 1 had no pipeline_run_parts: version 2 adds it, keeping every row."""
+    database = unversioned_warehouse(tmp_path / "metrics.duckdb", without={RUN_PARTS_TABLE})
+    with duckdb.connect(database) as conn:
+        conn.execute(
+            f"CREATE TABLE {VERSION_TABLE} (version INTEGER PRIMARY KEY, "
+            "migrated_at TIMESTAMP NOT NULL)"
+        )
+        conn.execute(f"INSERT INTO {VERSION_TABLE} VALUES (1, TIMESTAMP '2026-11-20 09:00')")
+    warehouse = WarehouseResource(database=database)
+
+    warehouse.prepare()
+
+    assert metric_rows(database) == ROWS
+    with duckdb.connect(database, read_only=True) as conn:
+        versions = conn.execute(f"SELECT version FROM {VERSION_TABLE} ORDER BY 1").fetchall()
+        assert versions == [(1,), (2,)]
+        assert conn.execute(f"SELECT count(*) FROM {RUN_PARTS_TABLE}").fetchall() == [(0,)]
+        assert structure_problems(conn) == []
+    [backup] = warehouse.backups_path.glob("before-schema-v2-from-v1-*.duckdb")
+    assert metric_rows(str(backup)) == ROWS
 
 
 def test_a_new_warehouse_gets_the_current_version(tmp_path: Path) -> None:
