@@ -136,7 +136,7 @@ def test_a_failing_account_or_region_stops_only_itself(tmp_path: Path) -> None:
             raise AccountUnavailable(refused, "AccessDenied: no")
         if c.region == "eu-west-1":
             raise Failure(description="GetMetricData in eu-west-1 failed: Throttling")
-        return FetchedChunk([], 1)
+        return FetchedChunk([], 0)
 
     def write(c: Chunk, files: object) -> ChunkWrite:
         written.append((c.account_id, c.region, c.number))
@@ -178,6 +178,6 @@ def test_a_failing_write_stops_the_run_and_keeps_what_was_written(tmp_path: Path
 
     with pytest.raises(OSError, match="No space left on device"):
         collect_chunks(
-            chunks, lambda c, f: FetchedChunk([], 1), write, tmp_path, threads=1, log=lambda _: None
+            chunks, lambda c, f: FetchedChunk([], 0), write, tmp_path, threads=1, log=lambda _: None
         )
     assert written == [1]

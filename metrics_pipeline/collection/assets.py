@@ -469,7 +469,8 @@ class CollectionRun:
                 outcome.requests = self.stats[key].api_calls
         return outcomes
 
-    def _unit(self, chunk: Chunk) -> tuple[Any, RequestStats, DatapointBudget]:
+    def _unit(self, chunk: Chunk) -> tuple[Any, DatapointBudget]:
+        """The client and datapoint budget of the chunk's account and region, made once."""
         key = (chunk.account_id, chunk.region)
         with self._lock:
             if key not in self.clients:
@@ -478,7 +479,7 @@ class CollectionRun:
                 self.clients[key] = self.aws.client(
                     "cloudwatch", chunk.region, stats, self.accounts[chunk.account_id]
                 )
-            return self.clients[key], self.stats[key], self.budgets[key]
+            return self.clients[key], self.budgets[key]
 
     def fetch(self, chunk: Chunk, folder: Path) -> FetchedChunk:
         """A worker thread's part: the chunk's GetMetricData pages spooled to `folder`."""
@@ -486,19 +487,18 @@ class CollectionRun:
         with aws_errors(
             "GetMetricData", where(chunk.region, account, list(self.accounts.values()))
         ):
-            client, stats, budget = self._unit(chunk)
-            calls_before = stats.api_calls
+            client, budget = self._unit(chunk)
             queries = build_queries(
                 chunk.instances, self.collection.metrics, self.collection.statistics
             )
-            files = [
-                spooled.path
+            pages = [
+                page
                 for batch in plan_batches(
                     queries,
                     self.points_per_query,
                     max_datapoints=self.aws.max_datapoints_per_request,
                 )
-                for spooled in fetch_batch_to_spool(
+                for page in fetch_batch_to_spool(
                     client,
                     batch,
                     self.start,
@@ -509,7 +509,7 @@ class CollectionRun:
                     budget,
                 )
             ]
-        return FetchedChunk(files, stats.api_calls - calls_before)
+        return FetchedChunk([page.path for page in pages], sum(page.rows for page in pages))
 
     def write(self, chunk: Chunk, spool_files: Sequence[Path]) -> ChunkWrite:
         """The writer's part, in the calling thread: one transaction per chunk."""

@@ -27,7 +27,7 @@ from metrics_pipeline.settings import DEFAULT_FETCH_THREADS
 @dataclass(frozen=True)
 class FetchedChunk:
     spool_files: list[Path]
-    requests: int
+    datapoints: int  # as received, before the write leaves any out
 
 
 @dataclass(frozen=True)
@@ -149,14 +149,13 @@ def collect_chunks(
                         except (Failure, AccountUnavailable, OSError) as error:
                             fail(chunk, error)
                             continue
-                        outcome.requests += fetched.requests
                         if skip(chunk):
                             continue
                         outcome.add(write(chunk, fetched.spool_files), chunk)
                         log(
                             f"{chunk.account_id}/{chunk.region}: wrote chunk {chunk.number}/"
                             f"{chunk.of} ({len(chunk.instances)} instance(s), "
-                            f"{fetched.requests} request(s))"
+                            f"{fetched.datapoints:,} datapoints received)"
                         )
                     finally:
                         shutil.rmtree(folder, ignore_errors=True)
