@@ -19,7 +19,12 @@ from metrics_pipeline.collection.cloudwatch import (
     minimum_requests,
     plan_batches,
 )
-from metrics_pipeline.collection.collector import ChunkWrite, FetchedChunk, collect_chunks
+from metrics_pipeline.collection.collector import (
+    ChunkWrite,
+    FetchedChunk,
+    collect_chunks,
+    interleaved,
+)
 from metrics_pipeline.collection.inventory import Instance
 from metrics_pipeline.hours import utc_now
 from metrics_pipeline.settings import duckdb_memory_limit_for
@@ -164,6 +169,28 @@ def test_a_failing_account_or_region_stops_only_itself(tmp_path: Path) -> None:
     assert not outcomes[("222222222222", "eu-west-1")].retryable
     assert outcomes[("111111111111", "eu-west-1")].retryable
     assert list(tmp_path.iterdir()) == []  # every chunk's spool folder is gone
+
+
+def test_threads_take_chunks_from_every_account_and_region_in_turn() -> None:
+    chunks = [
+        chunk("111111111111", "us-east-1", 1, 3),
+        chunk("111111111111", "us-east-1", 2, 3),
+        chunk("111111111111", "us-east-1", 3, 3),
+        chunk("111111111111", "eu-west-1", 1, 1),
+        chunk("222222222222", "us-east-1", 1, 2),
+        chunk("222222222222", "us-east-1", 2, 2),
+    ]
+
+    order = [(c.account_id[0], c.region, c.number) for c in interleaved(chunks)]
+
+    assert order == [
+        ("1", "us-east-1", 1),
+        ("1", "eu-west-1", 1),
+        ("2", "us-east-1", 1),
+        ("1", "us-east-1", 2),
+        ("2", "us-east-1", 2),
+        ("1", "us-east-1", 3),
+    ]
 
 
 def test_a_failing_write_stops_the_run_and_keeps_what_was_written(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -88,6 +89,16 @@ def failure_line(error: BaseException) -> tuple[str, bool]:
     return f"{type(error).__name__}: {error}".splitlines()[0], True
 
 
+def interleaved(chunks: Sequence[Chunk]) -> list[Chunk]:
+    """Chunks taken in turn from each account and region, so that the fetching threads work on
+    every quota at once rather than one (account, region) after another."""
+    by_unit: dict[tuple[str, str], list[Chunk]] = {}
+    for chunk in chunks:
+        by_unit.setdefault((chunk.account_id, chunk.region), []).append(chunk)
+    rounds = zip_longest(*by_unit.values())
+    return [chunk for taken in rounds for chunk in taken if chunk is not None]
+
+
 def collect_chunks(
     chunks: Sequence[Chunk],
     fetch: Callable[[Chunk, Path], FetchedChunk],
@@ -107,7 +118,7 @@ def collect_chunks(
         outcome.instances += len(chunk.instances)
         outcome.chunks += 1
     failed_accounts: dict[str, str] = {}
-    queue = deque(chunks)
+    queue = deque(interleaved(chunks))
     pending: dict[Future[FetchedChunk], Chunk] = {}
 
     def fail(chunk: Chunk, error: BaseException) -> None:
