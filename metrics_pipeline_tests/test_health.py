@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dagster import DagsterEvent, DagsterEventType, DagsterRunStatus, instance_for_test, materialize
 
-from metrics_pipeline.collection.store import record_run
+from metrics_pipeline.collection.store import record_run, record_run_parts
 from metrics_pipeline.quality.health import pipeline_health
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
@@ -30,6 +30,20 @@ def test_summary_reports_cost_failures_and_freshness(warehouse: WarehouseResourc
                     "estimated_cost_usd": requests * 0.0007, "fetch_seconds": seconds,
                     "write_seconds": 0.5, "rows_written": 100 * (n + 1),
                 },
+            )  # fmt: skip
+            record_run_parts(
+                conn,
+                f"run-{n}-0000000000",
+                [
+                    {"account_id": "111111111111", "region": "us-east-1", "status": "collected",
+                     "instances": 2, "instances_written": 2, "rows_written": 100 * (n + 1),
+                     "datapoints": 500, "cloudwatch_requests": requests, "throttled_calls": 0,
+                     "error": None},
+                    {"account_id": "222222222222", "region": "us-east-1", "status": "failed",
+                     "instances": 1, "instances_written": 0, "rows_written": 0, "datapoints": 0,
+                     "cloudwatch_requests": 0, "throttled_calls": 0,
+                     "error": f"account 222222222222: cannot assume …: AccessDenied ({n})"},
+                ],
             )  # fmt: skip
     with instance_for_test() as instance:
         fresh = defs.resolve_job_def("fresh_collection_job")
@@ -57,6 +71,13 @@ def test_summary_reports_cost_failures_and_freshness(warehouse: WarehouseResourc
     assert f"| {now.date()} | 40 | {round(40 * 0.0007, 4)} |" in per_day
     slowest = metadata["slowest_runs"].value.splitlines()
     assert slowest[2].startswith("| run-1-00 |") and "| 10.0 | 200 |" in slowest[2]
+    by_account = metadata["by_account_and_region"].value.splitlines()
+    assert by_account[2:] == [
+        "| 111111111111 | us-east-1 | 2 | 0 | 40 | 300 | None |",
+        # The latest error is the most recent run's (run-0 finished last).
+        "| 222222222222 | us-east-1 | 2 | 2 | 0 | 0 | account 222222222222: cannot assume …: "
+        "AccessDenied (0) |",
+    ]
 
 
 def run_success_event(job_name: str) -> DagsterEvent:

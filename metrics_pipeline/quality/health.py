@@ -19,7 +19,7 @@ from metrics_pipeline.collection.keys import GROUP, RDS_METRICS
 from metrics_pipeline.healing.jobs import healing_job
 from metrics_pipeline.metadata import OWNERS, markdown_table
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.schema import RUNS_TABLE
+from metrics_pipeline.warehouse.schema import RUN_PARTS_TABLE, RUNS_TABLE
 
 LOOKBACK = timedelta(days=7)
 FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
@@ -36,7 +36,8 @@ FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
     description=(
         f"Hourly summary of the last {LOOKBACK.days} days from `{RUNS_TABLE}` and the run "
         "history: CloudWatch calls and estimated cost per day, failure rate of collection "
-        "runs, the slowest runs, and minutes since the last successful fresh run."
+        "runs, the slowest runs, each account and region's runs and failures "
+        f"(`{RUN_PARTS_TABLE}`), and minutes since the last successful fresh run."
     ),
 )
 def pipeline_health(
@@ -46,6 +47,7 @@ def pipeline_health(
     since = (now - LOOKBACK).replace(tzinfo=None)
     per_day: list[Any] = []
     slowest: list[Any] = []
+    per_account: list[Any] = []
     if warehouse.snapshot_path.exists():  # else nothing was collected yet: say so below
         with warehouse.read_snapshot() as conn:
             per_day = conn.execute(
@@ -62,6 +64,16 @@ def pipeline_health(
                        rows_written
                 FROM {RUNS_TABLE} WHERE finished_at >= $since
                 ORDER BY fetch_seconds + write_seconds DESC LIMIT 5
+                """,
+                {"since": since},
+            ).fetchall()
+            per_account = conn.execute(
+                f"""
+                SELECT p.account_id, p.region, count(*),
+                       count(*) FILTER (p.status <> 'collected'), sum(p.cloudwatch_requests),
+                       sum(p.rows_written), arg_max(p.error, r.finished_at)
+                FROM {RUN_PARTS_TABLE} p JOIN {RUNS_TABLE} r USING (run_id)
+                WHERE r.finished_at >= $since GROUP BY ALL ORDER BY 1, 2
                 """,
                 {"since": since},
             ).fetchall()
@@ -93,6 +105,20 @@ def pipeline_health(
             ),
             "slowest_runs": MetadataValue.md(
                 markdown_table(("run", "window start", "seconds", "rows"), slowest)
+            ),
+            "by_account_and_region": MetadataValue.md(
+                markdown_table(
+                    (
+                        "account",
+                        "region",
+                        "runs",
+                        "not collected",
+                        "GetMetricData calls",
+                        "rows",
+                        "latest error",
+                    ),
+                    per_account,
+                )
             ),
         }
     )

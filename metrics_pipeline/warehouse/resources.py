@@ -17,11 +17,13 @@ from pydantic import Field, PrivateAttr
 from metrics_pipeline.hours import utc_now
 from metrics_pipeline.settings import (
     DEFAULT_BACKUP_KEEP_DAYS,
+    DEFAULT_CHUNK_DATAPOINTS,
     DEFAULT_LOCK_TIMEOUT_SECONDS,
     DEFAULT_RETENTION_DAYS,
     ConfigError,
     check_writable,
     default_backup_dir,
+    duckdb_memory_limit_for,
     snapshot_path_for,
 )
 from metrics_pipeline.warehouse.migrations import SCHEMA_VERSION, SchemaError, prepare_schema
@@ -175,6 +177,9 @@ class WarehouseResource(DuckDBResource):
                     config={
                         "custom_user_agent": "dagster",
                         "storage_compatibility_version": STORAGE_COMPATIBILITY_VERSION,
+                        # What a write of the default chunk needs (build_resources passes the
+                        # configured chunk's); DuckDB spills past it.
+                        "memory_limit": duckdb_memory_limit_for(DEFAULT_CHUNK_DATAPOINTS),
                         **self.connection_config,
                     },
                 )
