@@ -4,14 +4,10 @@ Both are thin: the logic lives in `inventory`, `cloudwatch` and `warehouse`; the
 with Dagster's partitions, config, logging and metadata.
 """
 
-import resource
-import tempfile
-import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -32,23 +28,9 @@ from dagster import (
 from pydantic import Field
 
 from metrics_pipeline.collection.accounts import Account, AccountUnavailable
-from metrics_pipeline.collection.budget import DatapointBudget, datapoints_per_second
-from metrics_pipeline.collection.chunks import Chunk, plan_chunks
 from metrics_pipeline.collection.cloudwatch import (
     RequestStats,
     align_window,
-    build_queries,
-    datapoints_per_query,
-    estimated_cost_usd,
-    fetch_batch_to_spool,
-    minimum_requests,
-    plan_batches,
-)
-from metrics_pipeline.collection.collector import (
-    ChunkWrite,
-    FetchedChunk,
-    UnitOutcome,
-    collect_chunks,
 )
 from metrics_pipeline.collection.inventory import (
     Instance,
@@ -59,15 +41,21 @@ from metrics_pipeline.collection.inventory import (
 )
 from metrics_pipeline.collection.keys import RDS_INSTANCES, RDS_METRICS
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource, aws_errors
+from metrics_pipeline.collection.runs import (
+    CollectionRun,
+    merged_skips,
+    outcome_metadata,
+    raise_unless_collected,
+    where,
+)
 from metrics_pipeline.collection.store import (
     fully_written_by_run,
     read_inventory,
     record_run,
     record_run_parts,
-    replace_metrics,
     upsert_instances,
 )
-from metrics_pipeline.hours import hour_starts, is_settled, naive_utc, oldest_kept_hour, utc_now
+from metrics_pipeline.hours import naive_utc, oldest_kept_hour, utc_now
 from metrics_pipeline.metadata import (
     markdown_table,
     row_count_of_partition,
@@ -77,11 +65,6 @@ from metrics_pipeline.settings import Settings, cloudwatch_retention_days
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import INSTANCES_TABLE, METRICS_TABLE
 from metrics_pipeline.warehouse.snapshot import SnapshotMissingError
-
-
-def peak_memory_mib() -> float:
-    """The run process's peak resident memory so far (Linux reports kilobytes)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def aws_retry_policy(settings: Settings) -> RetryPolicy:
@@ -192,11 +175,6 @@ def discover(
     return Discovery(
         described, failed, list(regions), records, new_instances, stats.api_calls, table_rows
     )
-
-
-def where(region: str, account: Account, accounts: Sequence[Account]) -> str:
-    """The region an error names, with its account when the run collects several."""
-    return region if len(accounts) == 1 else f"{region} of account {account.account_id}"
 
 
 def instance_label(instance: Instance, accounts: Sequence[Account]) -> str:
@@ -420,250 +398,6 @@ def choose_targets(
             "fetching them anyway (CloudWatch may hold an earlier instance's data)"
         )
     return [e.instance for e in named], before_creation
-
-
-class CollectionRun:
-    """One run's window fetched chunk by chunk from every account and region in parallel,
-    each (account, region) with its own request and datapoint budgets, and written to the
-    warehouse chunk by chunk."""
-
-    def __init__(
-        self,
-        aws: AwsResource,
-        collection: CollectionResource,
-        accounts: Sequence[Account],
-        start: datetime,
-        end: datetime,
-        fetched_at: datetime,
-        run_id: str,
-        conn: Any,
-        warehouse: WarehouseResource,
-    ) -> None:
-        self.aws, self.collection = aws, collection
-        self.accounts = {account.account_id: account for account in accounts}
-        self.start, self.end, self.fetched_at, self.run_id = start, end, fetched_at, run_id
-        self.conn, self.warehouse = conn, warehouse
-        self.points_per_query = datapoints_per_query(start, end, collection.period_seconds)
-        self.series_per_instance = len(collection.metrics) * len(collection.statistics)
-        self.stats: dict[tuple[str, str], RequestStats] = {}
-        self.budgets: dict[tuple[str, str], DatapointBudget] = {}
-        self.clients: dict[tuple[str, str], Any] = {}
-        self.write_seconds = 0.0
-        self.spooled_bytes = 0
-        self._lock = threading.Lock()
-
-    def collect(self, targets: Sequence[Instance], log: Any) -> dict[tuple[str, str], UnitOutcome]:
-        chunks = plan_chunks(
-            targets,
-            self.series_per_instance,
-            self.points_per_query,
-            self.collection.chunk_datapoints,
-            max_datapoints=self.aws.max_datapoints_per_request,
-        )
-        with tempfile.TemporaryDirectory(prefix="rds-metrics-spool-") as spool:
-            outcomes = collect_chunks(
-                chunks, self.fetch, self.write, Path(spool), self.collection.fetch_threads, log
-            )
-        for key, outcome in outcomes.items():
-            if key in self.stats:
-                outcome.requests = self.stats[key].api_calls
-        return outcomes
-
-    def _unit(self, chunk: Chunk) -> tuple[Any, DatapointBudget]:
-        """The client and datapoint budget of the chunk's account and region, made once."""
-        key = (chunk.account_id, chunk.region)
-        with self._lock:
-            if key not in self.clients:
-                stats = self.stats.setdefault(key, RequestStats())
-                self.budgets[key] = DatapointBudget(datapoints_per_second(self.start, utc_now()))
-                self.clients[key] = self.aws.client(
-                    "cloudwatch", chunk.region, stats, self.accounts[chunk.account_id]
-                )
-            return self.clients[key], self.budgets[key]
-
-    def fetch(self, chunk: Chunk, folder: Path) -> FetchedChunk:
-        """A worker thread's part: the chunk's GetMetricData pages spooled to `folder`."""
-        account = self.accounts[chunk.account_id]
-        with aws_errors(
-            "GetMetricData", where(chunk.region, account, list(self.accounts.values()))
-        ):
-            client, budget = self._unit(chunk)
-            queries = build_queries(
-                chunk.instances, self.collection.metrics, self.collection.statistics
-            )
-            pages = [
-                page
-                for batch in plan_batches(
-                    queries,
-                    self.points_per_query,
-                    max_datapoints=self.aws.max_datapoints_per_request,
-                )
-                for page in fetch_batch_to_spool(
-                    client,
-                    batch,
-                    self.start,
-                    self.end,
-                    self.collection.period_seconds,
-                    folder,
-                    self.aws.max_datapoints_per_request,
-                    budget,
-                )
-            ]
-        return FetchedChunk([page.path for page in pages], sum(page.rows for page in pages))
-
-    def write(self, chunk: Chunk, spool_files: Sequence[Path]) -> ChunkWrite:
-        """The writer's part, in the calling thread: one transaction per chunk."""
-        began = time.monotonic()
-        size = sum(path.stat().st_size for path in spool_files)
-        self.warehouse.require_space(size)
-        written = replace_metrics(
-            self.conn,
-            spool_files=spool_files,
-            targets=chunk.instances,
-            start=self.start,
-            end=self.end,
-            fetched_at=self.fetched_at,
-            settle_delay=self.collection.settle_delay,
-            run_id=self.run_id,
-        )
-        self.spooled_bytes += size
-        self.write_seconds += time.monotonic() - began
-        return ChunkWrite(
-            written.rows_written, written.rows_replaced, written.datapoints, written.skipped
-        )
-
-    def figures(
-        self,
-        outcomes: dict[tuple[str, str], UnitOutcome],
-        targets: Sequence[Instance],
-        lock_wait_seconds: float,
-        cpu_started: float,
-        started: float,
-    ) -> dict[str, Any]:
-        """The run's row of pipeline_runs. fetch_seconds is the time the run spent that was
-        neither the lock wait nor a write (fetching overlaps the writes)."""
-        every = list(self.stats.values())
-        total = time.monotonic() - started
-        hours = hour_starts(self.start, self.end)
-        return {
-            "run_id": self.run_id,
-            "asset": "rds_metrics",
-            "window_start": self.start,
-            "window_end": self.end,
-            "finished_at": utc_now(),
-            "instances": len(targets),
-            "rows_written": sum(o.rows_written for o in outcomes.values()),
-            "rows_replaced": sum(o.rows_replaced for o in outcomes.values()),
-            "datapoints": sum(o.datapoints for o in outcomes.values()),
-            "settled_hours": sum(
-                is_settled(h, self.fetched_at, self.collection.settle_delay) for h in hours
-            ),
-            "cloudwatch_requests": sum(s.api_calls for s in every),
-            "minimum_requests": minimum_requests(
-                len(targets) * self.series_per_instance,
-                self.points_per_query,
-                max_datapoints=self.aws.max_datapoints_per_request,
-            ),
-            "metrics_requested": sum(s.metrics_requested for s in every),
-            "estimated_cost_usd": estimated_cost_usd(sum(s.metrics_requested for s in every)),
-            "throttled_calls": sum(s.throttled for s in every),
-            "retried_calls": sum(s.retried for s in every),
-            "fetch_seconds": round(total - lock_wait_seconds - self.write_seconds, 3),
-            "lock_wait_seconds": round(lock_wait_seconds, 3),
-            "write_seconds": round(self.write_seconds, 3),
-            "cpu_seconds": round(time.process_time() - cpu_started, 3),
-            "peak_memory_mib": round(peak_memory_mib(), 1),
-            "skipped_datapoints": sum(merged_skips(outcomes.values()).values()),
-        }
-
-    def parts(self, outcomes: dict[tuple[str, str], UnitOutcome]) -> list[dict[str, Any]]:
-        """The run's rows of pipeline_run_parts, one per account and region."""
-        return [
-            {
-                "account_id": o.account_id,
-                "region": o.region,
-                "status": o.status,
-                "instances": o.instances,
-                "instances_written": o.instances_written,
-                "rows_written": o.rows_written,
-                "datapoints": o.datapoints,
-                "cloudwatch_requests": o.requests,
-                "throttled_calls": self.stats[key].throttled if key in self.stats else 0,
-                "error": o.error,
-            }
-            for key, o in sorted(outcomes.items())
-        ]
-
-
-def merged_skips(outcomes: Iterable[UnitOutcome]) -> dict[str, int]:
-    merged: dict[str, int] = {}
-    for outcome in outcomes:
-        for reason, count in outcome.skipped.items():
-            merged[reason] = merged.get(reason, 0) + count
-    return merged
-
-
-def outcome_metadata(outcomes: Iterable[UnitOutcome]) -> dict[str, Any]:
-    """Which accounts and regions the run committed, and which failed and why."""
-    outcomes = sorted(outcomes, key=lambda o: (o.account_id, o.region))
-    accounts = sorted({o.account_id for o in outcomes})
-    failed_accounts = sorted({o.account_id for o in outcomes if o.status == "failed"})
-    collected = [a for a in accounts if a not in failed_accounts]
-    metadata: dict[str, Any] = {"accounts_collected": ", ".join(collected)}
-    if failed_accounts:
-        metadata["accounts_failed"] = ", ".join(failed_accounts)
-    errors = [f"{o.account_id}/{o.region}: {o.error}" for o in outcomes if o.error]
-    if errors:
-        metadata["errors"] = "\n".join(errors)
-    metadata["by_account_and_region"] = MetadataValue.md(
-        markdown_table(
-            ("account", "region", "status", "instances written", "rows", "requests"),
-            [
-                (
-                    o.account_id,
-                    o.region,
-                    o.status,
-                    f"{o.instances_written}/{o.instances}",
-                    o.rows_written,
-                    o.requests,
-                )
-                for o in outcomes
-            ],
-        )
-    )
-    return metadata
-
-
-def raise_unless_collected(outcomes: Iterable[UnitOutcome], metadata: dict[str, Any]) -> None:
-    """A run fails when a failure may pass on another attempt (the step retries, fetching only
-    what is not written yet), or when it collected nothing. A failure no retry can fix (a role
-    that cannot be assumed, access denied) in some accounts lets the others' run succeed; the
-    error is in the metadata and the log, and the gap sensor keeps asking for those hours."""
-    outcomes = list(outcomes)
-    failed = [o for o in outcomes if o.error]
-    if not failed:
-        return
-    retryable = [o for o in failed if o.retryable]
-    if not retryable and any(o.instances_written for o in outcomes):
-        return
-    first = (retryable or failed)[0]
-    committed = [o for o in outcomes if o.instances_written]
-    description = first.error or ""
-    if committed:
-        description += (
-            f" ({len(failed)} of {len(outcomes)} account/region(s) failed; committed, every "
-            "hour of the window: "
-            + ", ".join(
-                f"{o.account_id}/{o.region} ({o.instances_written} of {o.instances} instances)"
-                for o in committed
-            )
-            + ")"
-        )
-    raise Failure(
-        description=description,
-        metadata={key: value for key, value in metadata.items() if key != "dagster/row_count"},
-        allow_retries=bool(retryable),
-    )
 
 
 def build_collection_assets(
