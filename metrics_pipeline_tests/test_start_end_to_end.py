@@ -18,7 +18,7 @@ import duckdb
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from metrics_pipeline.local_aws.fleet import default_fleet
+from metrics_pipeline.local_aws.fleet import default_fleet, simulated_accounts
 from metrics_pipeline.local_aws.signals import series
 from metrics_pipeline.settings import snapshot_path_for
 from metrics_pipeline_tests.helpers import PROJECT_ROOT, free_port, wait_for
@@ -117,31 +117,43 @@ def test_first_fresh_run_collects_the_simulated_fleet(stack: Stack) -> None:
         "the first fresh run",
     )
     with duckdb.connect(str(stack.snapshot), read_only=True) as conn:
-        instances = dict(conn.execute("SELECT instance_id, status FROM rds_instances").fetchall())
+        instances = {
+            (account, instance_id): status
+            for account, instance_id, status in conn.execute(
+                "SELECT account_id, instance_id, status FROM rds_instances"
+            ).fetchall()
+        }
         [(fetched_hour,)] = conn.execute("SELECT max(hour) FROM rds_metric_fetches").fetchall()
         rows = conn.execute(
-            "SELECT ts, average FROM rds_metrics WHERE instance_id = 'orders-db' "
+            "SELECT account_id, ts, average FROM rds_metrics WHERE instance_id = 'orders-db' "
             "AND metric = 'CPUUtilization' AND ts + INTERVAL 5 MINUTE <= collected_at ORDER BY ts"
         ).fetchall()
         stopped_rows = conn.execute(
             "SELECT count(*) FROM rds_metrics WHERE instance_id = 'legacy-db' AND ts >= ?",
             [fetched_hour],
         ).fetchone()
-    fleet = {i.instance_id: i for i in default_fleet(datetime.now(UTC))}
+    # start.sh simulates two accounts and assumes the second one's role.
+    accounts = simulated_accounts(2)
+    fleet = {
+        (i.account_id, i.instance_id): i
+        for i in default_fleet(datetime.now(UTC), ("us-east-1", "eu-west-1"), accounts)
+    }
     assert set(instances) == set(fleet)  # newcomer-db is created 20 minutes in
-    assert instances["legacy-db"] == "stopped"
+    assert instances[(accounts[0], "legacy-db")] == "stopped"
     assert stopped_rows == (0,)
     # The values are the simulator's, deterministic for its seed (7) and the time: every
-    # period complete when it was collected matches.
+    # period complete when it was collected matches, for each account's own orders-db.
     hour = fetched_hour.replace(tzinfo=UTC)
-    seconds, values = series(
-        fleet["orders-db"].profile(7), "CPUUtilization", "Average", 300,
-        hour - timedelta(hours=2), hour + timedelta(hours=1), datetime.now(UTC),
-    )  # fmt: skip
-    expected = dict(zip(seconds.tolist(), values.tolist(), strict=True))
-    assert len(rows) >= 1
-    for ts, average in rows:
-        assert average == pytest.approx(expected[ts.replace(tzinfo=UTC).timestamp()])
+    for account in accounts:
+        seconds, values = series(
+            fleet[(account, "orders-db")].profile(7), "CPUUtilization", "Average", 300,
+            hour - timedelta(hours=2), hour + timedelta(hours=1), datetime.now(UTC),
+        )  # fmt: skip
+        expected = dict(zip(seconds.tolist(), values.tolist(), strict=True))
+        own_rows = [(ts, average) for row_account, ts, average in rows if row_account == account]
+        assert len(own_rows) >= 1
+        for ts, average in own_rows:
+            assert average == pytest.approx(expected[ts.replace(tzinfo=UTC).timestamp()])
 
     listed = subprocess.run(
         [str(Path(sys.executable).with_name("metrics-pipeline")), "instances", "-f", "json"],
@@ -150,7 +162,9 @@ def test_first_fresh_run_collects_the_simulated_fleet(stack: Stack) -> None:
         text=True,
         check=True,
     )
-    assert {row["instance_id"]: row["status"] for row in json.loads(listed.stdout)} == instances
+    assert {
+        (row["account_id"], row["instance_id"]): row["status"] for row in json.loads(listed.stdout)
+    } == instances
 
 
 def test_ui_shows_the_asset_and_its_partition_in_a_browser(stack: Stack) -> None:
