@@ -61,7 +61,9 @@ def test_only_whole_hours_inside_the_range_can_be_missing(
         assert row.hours_expected == 4
         assert row.hours_missing == (2 if row.instance_id == "users-db" else 0)
         values = [
-            p.average for p in stored if (p.instance_id, p.metric) == row[2:4] and p.ts >= start
+            p.average
+            for p in stored
+            if (p.instance_id, p.metric) == (row.instance_id, row.metric) and p.ts >= start
         ]
         assert row.periods == len(values)
 
