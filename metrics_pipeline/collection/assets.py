@@ -352,6 +352,7 @@ def materialize_rds_metrics(
         )
     metadata: dict[str, Any] = {
         "snapshot_published": warehouse.unpublished is None,
+        "snapshot_publish_seconds": round(warehouse.publish_seconds, 3),
         "dagster/row_count": table_rows,
         **row_count_of_partition(context, written),
         **{

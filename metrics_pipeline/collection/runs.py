@@ -8,6 +8,7 @@ import resource
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -168,7 +169,8 @@ class CollectionRun:
         started: float,
     ) -> dict[str, Any]:
         """The run's row of pipeline_runs. fetch_seconds is the time the run spent that was
-        neither the lock wait nor a write (fetching overlaps the writes)."""
+        neither the lock wait nor a write (fetching overlaps the writes); minimum_requests is
+        the fewest requests any plan could make, a request holding one account and region."""
         every = list(self.stats.values())
         total = time.monotonic() - started
         hours = hour_starts(self.start, self.end)
@@ -186,10 +188,13 @@ class CollectionRun:
                 is_settled(h, self.fetched_at, self.collection.settle_delay) for h in hours
             ),
             "cloudwatch_requests": sum(s.api_calls for s in every),
-            "minimum_requests": minimum_requests(
-                len(targets) * self.series_per_instance,
-                self.points_per_query,
-                max_datapoints=self.aws.max_datapoints_per_request,
+            "minimum_requests": sum(
+                minimum_requests(
+                    count * self.series_per_instance,
+                    self.points_per_query,
+                    max_datapoints=self.aws.max_datapoints_per_request,
+                )
+                for count in Counter((t.account_id, t.region) for t in targets).values()
             ),
             "metrics_requested": sum(s.metrics_requested for s in every),
             "estimated_cost_usd": estimated_cost_usd(sum(s.metrics_requested for s in every)),

@@ -62,6 +62,12 @@ class WarehouseResource(DuckDBResource):
         default="", description="A group that may read the snapshot; empty: the owner alone."
     )
     _unpublished: str | None = PrivateAttr(default=None)
+    _publish_seconds: float = PrivateAttr(default=0.0)
+
+    @property
+    def publish_seconds(self) -> float:
+        """How long the last write's snapshot took to publish (checkpoint and copy)."""
+        return self._publish_seconds
 
     @property
     def unpublished(self) -> str | None:
@@ -102,12 +108,14 @@ class WarehouseResource(DuckDBResource):
         else:
             self._unpublished = None
             if self.database != ":memory:":
+                began = time.monotonic()
                 try:
                     self._publish(conn)
                 except (OSError, duckdb.Error) as error:
                     # Committed is committed: the run reports its rows as written, and this
                     # as a warning; the next writer publishes a snapshot that holds them.
                     self._unpublished = f"{type(error).__name__}: {error}".splitlines()[0]
+                self._publish_seconds = time.monotonic() - began
         finally:
             conn.close()
 

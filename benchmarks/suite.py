@@ -1,0 +1,290 @@
+"""The benchmark suite: what collection costs, measured in one run on one machine, every figure
+beside its target or as a ratio to a baseline measured in the same run.
+
+    .venv/bin/python -m benchmarks.suite --size small            # about 6 minutes
+    .venv/bin/python -m benchmarks.suite --size full --output docs/performance-results.md
+
+The local AWS runs in a process of its own (its CPU is not ours) and every collection in a
+child process (`benchmarks/collect.py`), whose CPU time and peak memory come from wait4().
+Nothing is asserted here; `metrics_pipeline_tests/test_benchmarks.py` runs the `ci` size and
+checks request counts and the memory bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from metrics_pipeline.catalog import DEFAULT_METRICS
+from metrics_pipeline.warehouse.schema import METRICS_TABLE, SCHEMA_SQL
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# CloudWatch's quota for data older than three hours, per account and region.
+TARGET_DATAPOINTS_PER_CPU_SECOND = 396_000
+TARGET_PEAK_RSS_MIB = 1024
+TARGET_FRESH_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Size:
+    instances: int
+    metrics: tuple[str, ...]
+    windows: tuple[int, ...]  # hours
+    baseline_hours: int
+    extra_fleet: tuple[int, int] | None = None  # (instances, hours): memory at another shape
+
+
+SIZES = {
+    "ci": Size(6, ("CPUUtilization", "FreeStorageSpace"), (1, 6), 2),
+    "small": Size(100, DEFAULT_METRICS, (1, 24, 72), 6),
+    "full": Size(500, DEFAULT_METRICS, (1, 24, 72), 6, extra_fleet=(2000, 24)),
+}
+
+
+@dataclass
+class Measured:
+    """One child process: its figures and what the kernel says it used."""
+
+    figures: dict[str, Any]
+    cpu_seconds: float
+    peak_rss_mib: float
+    wall_seconds: float
+
+
+@dataclass
+class Results:
+    size: str
+    runs: dict[str, Measured] = field(default_factory=dict)
+    bare_insert_rows_per_second: float = 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def local_aws(instances: int, folder: Path) -> Iterator[str]:
+    """The project's local AWS with a generated fleet, in a process of its own."""
+    port = free_port()
+    log = folder / f"local_aws_{instances}.log"
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "metrics_pipeline.local_aws", "--port", str(port),
+             "--fleet-size", str(instances), "--new-instance-after", "0", "--late-minutes", "0"],
+            cwd=PROJECT_ROOT, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while "local AWS on" not in log.read_text():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the local AWS did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def measure(
+    mode: str, endpoint: str, hours: int, metrics: tuple[str, ...], folder: Path
+) -> Measured:
+    """Runs benchmarks.collect in a child process and reads its rusage."""
+    folder.mkdir(parents=True)
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    began = time.perf_counter()
+    with (folder / "child.log").open("wb") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.collect", mode, "--endpoint", endpoint,
+             "--folder", str(folder), "--hours", str(hours), "--metrics", ",".join(metrics)],
+            cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=log,
+        )  # fmt: skip
+        output = child.stdout.read().decode() if child.stdout else ""
+        _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - began
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{mode} failed: {(folder / 'child.log').read_text()[-3000:]}")
+    figures = json.loads(output.strip().splitlines()[-1])
+    return Measured(figures, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, wall)
+
+
+def bare_insert_rows_per_second(database: Path, folder: Path) -> float:
+    """A plain INSERT of the same rows into the same table (primary key included) in a new
+    DuckDB file: the write's yardstick."""
+    rows_file = folder / "rows.parquet"
+    with duckdb.connect(str(database), read_only=True) as conn:
+        conn.execute(f"COPY (SELECT * FROM {METRICS_TABLE}) TO '{rows_file}'")
+    with duckdb.connect(str(folder / "bare.duckdb")) as conn:
+        conn.execute(SCHEMA_SQL)
+        began = time.perf_counter()
+        [(rows,)] = conn.execute(
+            f"INSERT INTO {METRICS_TABLE} SELECT * FROM read_parquet('{rows_file}')"
+        ).fetchall()
+        conn.execute("CHECKPOINT")
+        return rows / (time.perf_counter() - began)
+
+
+def run_suite(size_name: str, folder: Path, log: Any = print) -> Results:
+    size = SIZES[size_name]
+    results = Results(size_name)
+    with local_aws(size.instances, folder) as endpoint:
+        for hours in size.windows:
+            log(f"collecting a {hours} h window of {size.instances} instances")
+            results.runs[f"window {hours}h"] = measure(
+                "window", endpoint, hours, size.metrics, folder / f"window-{hours}"
+            )
+        largest = max(size.windows)
+        results.bare_insert_rows_per_second = bare_insert_rows_per_second(
+            folder / f"window-{largest}" / "metrics.duckdb", folder / f"window-{largest}"
+        )
+        log("a fresh tick")
+        results.runs["fresh"] = measure("fresh", endpoint, 2, size.metrics, folder / "fresh")
+        for mode in ("window", "partitions", "old-system"):
+            log(f"baseline window ({size.baseline_hours} h): {mode}")
+            results.runs[f"baseline {mode}"] = measure(
+                mode, endpoint, size.baseline_hours, size.metrics, folder / f"baseline-{mode}"
+            )
+    if size.extra_fleet:
+        instances, hours = size.extra_fleet
+        with local_aws(instances, folder) as endpoint:
+            log(f"collecting a {hours} h window of {instances} instances")
+            results.runs[f"fleet {instances}"] = measure(
+                "window", endpoint, hours, size.metrics, folder / f"fleet-{instances}"
+            )
+    return results
+
+
+def table(results: Results) -> list[tuple[str, str, str, str]]:
+    """(figure, measured, target or baseline, verdict) rows."""
+    size = SIZES[results.size]
+    largest = results.runs[f"window {max(size.windows)}h"]
+    figures = largest.figures
+    rows = []
+    ratio = figures["cloudwatch_requests"] / max(1, figures["minimum_requests"])
+    rows.append((
+        f"GetMetricData requests, {max(size.windows)} h of {size.instances} instances",
+        f"{figures['cloudwatch_requests']:,} (floor {figures['minimum_requests']:,}): "
+        f"{ratio:.3f}x", "<= 1.1x the floor", "met" if ratio <= 1.1 else "missed",
+    ))  # fmt: skip
+    process_rate = figures["datapoints"] / largest.cpu_seconds
+    step_rate = figures["datapoints"] / max(figures["cpu_seconds"], 1e-9)
+    rows.append(
+        (
+            "datapoints per CPU-second, the pipeline's process",
+            f"{process_rate:,.0f} (collection step alone {step_rate:,.0f})",
+            f">= {TARGET_DATAPOINTS_PER_CPU_SECOND:,}",
+            "met" if process_rate >= TARGET_DATAPOINTS_PER_CPU_SECOND else "missed",
+        )
+    )
+    write_rate = figures["rows_written"] / max(figures["write_seconds"], 1e-9)
+    bare = results.bare_insert_rows_per_second
+    rows.append(
+        (
+            "write, rows per second (beside the fetching threads)",
+            f"{write_rate:,.0f}: {write_rate / bare:.2f}x the bare insert",
+            f"bare INSERT of the same rows: {bare:,.0f} (>= 0.5x)",
+            "met" if write_rate >= 0.5 * bare else "missed",
+        )
+    )
+    memory = {
+        name: run for name, run in results.runs.items() if name.startswith(("window", "fleet"))
+    }
+    for name, run in memory.items():
+        shape = f"{run.figures['datapoints']:,} datapoints"
+        rows.append((
+            f"peak RSS, {name.replace('window ', '')} ({shape})", f"{run.peak_rss_mib:,.0f} MiB",
+            f"<= {TARGET_PEAK_RSS_MIB:,} MiB", "met" if run.peak_rss_mib <= TARGET_PEAK_RSS_MIB
+            else "missed",
+        ))  # fmt: skip
+    fresh = results.runs["fresh"]
+    phases = fresh.figures["phases"]
+    fetch_write = (
+        f"fetch {fresh.figures['fetch_seconds']:.1f} s, write {fresh.figures['write_seconds']:.1f}"
+        f" s, snapshot {phases.get('snapshot_publish', 0):.1f} s"
+    )
+    rows.append((
+        f"fresh tick, {size.instances} instances (wall, process start to exit)",
+        f"{fresh.wall_seconds:.1f} s: start-up {phases['start_up']:.1f} s, inventory "
+        f"{phases['inventory']:.1f} s, two hours {phases['collection']:.1f} s ({fetch_write}), "
+        f"rollups {phases['rollups']:.1f} s",
+        f"<= {TARGET_FRESH_SECONDS} s", "met" if fresh.wall_seconds <= TARGET_FRESH_SECONDS
+        else "missed",
+    ))  # fmt: skip
+    ours = results.runs["baseline window"]
+    baselines = (
+        ("old-system", "the Go system's way (per-hour rounds, 100 ms apart; fetch only)"),
+        ("partitions", "plain Dagster, one run per hour"),
+    )
+    for mode, label in baselines:
+        other = results.runs[f"baseline {mode}"]
+        rows.append((
+            f"{size.baseline_hours} h of {size.instances} instances: {label}",
+            f"{other.wall_seconds:.1f} s, {other.figures['cloudwatch_requests']:,} requests",
+            f"ours: {ours.wall_seconds:.1f} s, {ours.figures['cloudwatch_requests']:,} requests",
+            f"{other.wall_seconds / ours.wall_seconds:.1f}x our time, "
+            f"{other.figures['cloudwatch_requests'] / ours.figures['cloudwatch_requests']:.1f}x "
+            "our requests",
+        ))  # fmt: skip
+    return rows
+
+
+def machine() -> str:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), platform.processor() or "unknown CPU",
+    ) if Path("/proc/cpuinfo").exists() else platform.processor()  # fmt: skip
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {memory_gib:.0f} GiB RAM, {platform.system()} "
+        f"{platform.release()}; Python {platform.python_version()}, DuckDB {duckdb.__version__}, "
+        f"dagster {version('dagster')}"
+    )
+
+
+def markdown(results: Results) -> str:
+    lines = [
+        f"Size `{results.size}`, measured on {machine()}.",
+        "",
+        "| figure | measured | target or baseline | verdict |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {' | '.join(row)} |" for row in table(results)]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=list(SIZES), default="small")
+    parser.add_argument("--output", type=Path, help="also write the table (Markdown) here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="metrics-benchmark-") as folder:
+        results = run_suite(args.size, Path(folder))
+    text = markdown(results)
+    print(text)
+    if args.output:
+        args.output.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
