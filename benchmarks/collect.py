@@ -1,12 +1,14 @@
-"""The benchmark's pipeline process: one way of collecting a window from a local AWS, run in a
-process of its own so that the suite reads its CPU time and peak memory from wait4().
+"""The benchmark's pipeline process: one way of collecting a window from a local AWS, in a
+process of its own so that the suite reads its CPU time from wait4() (and its own peak
+memory, VmHWM, from the figures it prints).
 
-    python -m benchmarks.collect MODE --endpoint URL --folder DIR --hours N [--metrics ...]
+    python -m benchmarks.collect MODE --endpoint URL --folder DIR --hours N --metrics M,...
 
-MODE is `window` (one single-run backfill, as the gap sensor launches), `partitions` (one run
-per hourly partition: plain Dagster), `fresh` (what one fresh tick does: the inventory, the
-two latest hours, their rollups) or `old-system` (the Go system's way: one GetMetricData
-round per hour with 100 ms between calls; it only fetches). Prints one JSON line of figures.
+MODE is `window` (one single-run backfill, as the gap sensor launches), `partitions` (one
+run per hourly partition: plain Dagster), `fresh` (what a fresh tick does: the
+fresh_collection_job over the two latest hours, then their rollups) or `old-system` (the Go
+system's way: one GetMetricData round per hour, 100 ms between calls; it only fetches).
+Prints one JSON line of figures.
 """
 
 from __future__ import annotations
@@ -14,43 +16,55 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-STARTED = time.perf_counter()
+import duckdb
+from dagster import DagsterEventType, DagsterInstance, materialize
 
-import duckdb  # noqa: E402
-from dagster import DagsterInstance, materialize  # noqa: E402
+from metrics_pipeline.collection.assets import build_collection_assets
+from metrics_pipeline.collection.cloudwatch import MAX_QUERIES_PER_REQUEST, build_queries
+from metrics_pipeline.collection.inventory import Instance
+from metrics_pipeline.collection.runs import peak_memory_mib
+from metrics_pipeline.collection.schedules import range_tags
+from metrics_pipeline.definitions import build_definitions
+from metrics_pipeline.hours import floor_hour
+from metrics_pipeline.partitions import Partitions
+from metrics_pipeline.resources import build_resources
+from metrics_pipeline.rollups.assets import build_rollup_assets
+from metrics_pipeline.settings import Settings, load_settings
+from metrics_pipeline.warehouse.schema import RUNS_TABLE
 
-from metrics_pipeline.collection.assets import build_collection_assets  # noqa: E402
-from metrics_pipeline.collection.cloudwatch import (  # noqa: E402
-    MAX_QUERIES_PER_REQUEST,
-    build_queries,
-)
-from metrics_pipeline.collection.inventory import Instance  # noqa: E402
-from metrics_pipeline.collection.schedules import range_tags  # noqa: E402
-from metrics_pipeline.hours import floor_hour, partition_key  # noqa: E402
-from metrics_pipeline.partitions import Partitions  # noqa: E402
-from metrics_pipeline.resources import build_resources  # noqa: E402
-from metrics_pipeline.rollups.assets import build_rollup_assets  # noqa: E402
-from metrics_pipeline.settings import load_settings  # noqa: E402
-from metrics_pipeline.warehouse.schema import RUNS_TABLE  # noqa: E402
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 REGIONS = "us-east-1,eu-west-1"
 OLD_SYSTEM_SLEEP_SECONDS = 0.1
 
 
 def settings_env(args: argparse.Namespace) -> dict[str, str]:
+    """The suite's settings; a METRICS_* variable set by the caller wins, except the fleet's
+    shape (regions, metrics) and where the warehouse goes."""
     return {
+        # As in production, within CloudWatch's 50 requests per second.
+        "METRICS_MAX_REQUESTS_PER_SECOND": "50",
         **os.environ,
         "METRICS_AWS_REGIONS": REGIONS,
         "METRICS_DUCKDB_PATH": str(args.folder / "metrics.duckdb"),
         "METRICS_CLOUDWATCH_METRICS": args.metrics,
-        # As in production, within CloudWatch's 50 requests per second.
-        "METRICS_MAX_REQUESTS_PER_SECOND": "50",
     }
+
+
+def dagster_instance(folder: Path) -> DagsterInstance:
+    """A Dagster instance in its own DAGSTER_HOME, with the project's dagster.yaml: run and
+    event-log storage as a deployment has it."""
+    home = folder / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return DagsterInstance.get()
 
 
 def window_hours(hours: int, newest_settled: bool) -> tuple[datetime, datetime]:
@@ -72,55 +86,90 @@ def run_figures(database: Path) -> list[dict[str, Any]]:
 def totals(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("datapoints", "rows_written", "cloudwatch_requests", "minimum_requests",
             "fetch_seconds", "write_seconds", "lock_wait_seconds", "cpu_seconds")  # fmt: skip
-    summed = {key: sum(run[key] or 0 for run in runs) for key in keys}
-    summed["peak_memory_mib"] = max(run["peak_memory_mib"] for run in runs)
-    return summed
+    return {key: sum(run[key] or 0 for run in runs) for key in keys}
+
+
+def step_seconds(instance: DagsterInstance, run_id: str) -> dict[str, float]:
+    """Each step's time, from its start and success events in the run's event log."""
+    started: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == DagsterEventType.STEP_START:
+            started[event.step_key] = entry.timestamp
+        elif event.event_type == DagsterEventType.STEP_SUCCESS:
+            seconds[event.step_key] = entry.timestamp - started[event.step_key]
+    return seconds
+
+
+def fresh_tick(settings: Settings, instance: DagsterInstance, phases: dict[str, float]) -> None:
+    """What a fresh tick runs: the fresh_collection_job (inventory, the two latest hours, the
+    checks) over its partition range, then the rollups of those hours and their days."""
+    partitions = Partitions.starting(settings.partitions_start)
+    defs = build_definitions(settings)
+    first, last = window_hours(2, newest_settled=True)
+    began = time.perf_counter()
+    result = defs.resolve_job_def("fresh_collection_job").execute_in_process(
+        instance=instance, tags=range_tags(first, last)
+    )
+    assert result.success
+    phases["collection"] = time.perf_counter() - began
+    steps = step_seconds(instance, result.run_id)
+    phases["inventory"] = steps["rds_instances"]
+    phases["metrics"] = steps["rds_metrics"]
+    metadata = result.asset_materializations_for_node("rds_metrics")[0].metadata
+    phases["snapshot_publish"] = metadata["snapshot_publish_seconds"].value
+    hourly, daily = build_rollup_assets(partitions)
+    resources = build_resources(settings)
+    began = time.perf_counter()
+    assert materialize(
+        [hourly], tags=range_tags(first, last), resources=resources, instance=instance
+    ).success
+    for day in sorted({first.date(), last.date()}):
+        assert materialize(
+            [daily], partition_key=day.isoformat(), resources=resources, instance=instance
+        ).success
+    phases["rollups"] = time.perf_counter() - began
 
 
 def collect_with_dagster(args: argparse.Namespace) -> dict[str, Any]:
     settings = load_settings(settings_env(args))
-    partitions = Partitions.starting(settings.partitions_start)
-    rds_instances, rds_metrics = build_collection_assets(settings, partitions.hourly)
-    hourly, daily = build_rollup_assets(partitions)
-    resources = build_resources(settings)
-    imported = time.perf_counter() - STARTED
-    phases: dict[str, float] = {"start_up": imported}
-    with DagsterInstance.ephemeral() as instance:
+    instance = dagster_instance(args.folder)
+    phases: dict[str, float] = {
+        "start_up": time.time() - float(os.environ.get("BENCHMARK_SPAWNED_AT", time.time()))
+    }
+    if args.mode == "fresh":
+        fresh_tick(settings, instance, phases)
+    else:
+        partitions = Partitions.starting(settings.partitions_start)
+        rds_instances, rds_metrics = build_collection_assets(settings, partitions.hourly)
+        resources = build_resources(settings)
         began = time.perf_counter()
         assert materialize([rds_instances], resources=resources, instance=instance).success
         phases["inventory"] = time.perf_counter() - began
-        first, last = window_hours(args.hours, newest_settled=args.mode == "fresh")
+        first, last = window_hours(args.hours, newest_settled=False)
         began = time.perf_counter()
-        if args.mode == "partitions":
-            hour = first
-            while hour <= last:
-                result = materialize(
-                    [rds_metrics], partition_key=partition_key(hour), resources=resources,
-                    instance=instance,
-                )  # fmt: skip
-                assert result.success
-                hour += timedelta(hours=1)
-        else:
-            result = materialize(
-                [rds_metrics], tags=range_tags(first, last), resources=resources,
-                instance=instance,
-            )  # fmt: skip
-            assert result.success
-            metadata = result.asset_materializations_for_node("rds_metrics")[0].metadata
-            phases["snapshot_publish"] = metadata["snapshot_publish_seconds"].value
-        phases["collection"] = time.perf_counter() - began
-        if args.mode == "fresh":
-            began = time.perf_counter()
+        ranges = (
+            [(first + timedelta(hours=n),) * 2 for n in range(args.hours)]
+            if args.mode == "partitions"
+            else [(first, last)]
+        )
+        for range_first, range_last in ranges:
             assert materialize(
-                [hourly], tags=range_tags(first, last), resources=resources, instance=instance
-            ).success
-            assert materialize(
-                [daily], partition_key=last.strftime("%Y-%m-%d"), resources=resources,
+                [rds_metrics], tags=range_tags(range_first, range_last), resources=resources,
                 instance=instance,
             ).success  # fmt: skip
-            phases["rollups"] = time.perf_counter() - began
+        phases["collection"] = time.perf_counter() - began
     runs = run_figures(args.folder / "metrics.duckdb")
-    return {**totals(runs), "runs": len(runs), "phases": phases, "hours": args.hours}
+    return {
+        **totals(runs),
+        "runs": len(runs),
+        "phases": phases,
+        "hours": args.hours,
+        "peak_rss_mib": peak_memory_mib(),
+    }
 
 
 def collect_like_the_old_system(args: argparse.Namespace) -> dict[str, Any]:
@@ -161,6 +210,7 @@ def collect_like_the_old_system(args: argparse.Namespace) -> dict[str, Any]:
         "datapoints": datapoints,
         "phases": {"collection": time.perf_counter() - began},
         "hours": args.hours,
+        "peak_rss_mib": peak_memory_mib(),
     }
 
 

@@ -43,7 +43,15 @@ from metrics_pipeline.warehouse.resources import WarehouseResource
 
 
 def peak_memory_mib() -> float:
-    """The run process's peak resident memory so far (Linux reports kilobytes)."""
+    """The run process's own peak resident memory so far: Linux's VmHWM. getrusage's maxrss
+    would carry the peak of the process that started this one (the daemon, a code server)
+    across fork and exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -1,0 +1,40 @@
+"""The benchmark suite's smallest size, so that it cannot rot: it runs end to end (the local
+AWS and every collection in processes of their own) and its table has every row. Only
+behaviour is checked (requests against their floor, the memory bound), never a time."""
+
+from pathlib import Path
+
+import duckdb
+
+from benchmarks.suite import SIZES, TARGET_PEAK_RSS_MIB, markdown, run_suite, table
+
+
+def test_the_ci_size_runs_and_meets_the_request_and_memory_bounds(tmp_path: Path) -> None:
+    results = run_suite("ci", tmp_path, log=lambda _: None)
+
+    size = SIZES["ci"]
+    for hours in size.windows:
+        run = results.runs[f"window {hours}h"]
+        floor = run.figures["minimum_requests"]
+        # Two regions: a request holds one, so the floor is one request each at this size.
+        assert floor == 2
+        assert floor <= run.figures["cloudwatch_requests"] <= 1.1 * floor
+        series = size.instances * len(size.metrics) * 5
+        assert run.figures["datapoints"] == series * 12 * hours
+        assert run.peak_rss_mib <= TARGET_PEAK_RSS_MIB
+    with duckdb.connect(str(tmp_path / "window-6" / "metrics.duckdb"), read_only=True) as conn:
+        [(rows,)] = conn.execute("SELECT count(*) FROM rds_metrics").fetchall()
+    assert rows == size.instances * len(size.metrics) * 12 * 6
+    # One run per hour asks at least once per hour and region; the Go system's way too.
+    per_partition = results.runs["baseline partitions"].figures
+    assert per_partition["runs"] == size.baseline_hours
+    assert per_partition["cloudwatch_requests"] == 2 * size.baseline_hours
+    assert results.runs["baseline old-system"].figures["cloudwatch_requests"] == (
+        2 * size.baseline_hours
+    )
+    assert results.runs["fresh"].figures["hours"] == 2
+
+    rows_of_table = table(results)
+    assert len(rows_of_table) == 3 + len(size.windows) + 1 + 2
+    assert all(any(ch.isdigit() for ch in measured) for _, measured, _, _ in rows_of_table)
+    assert markdown(results).count("\n| ") == len(rows_of_table) + 1
