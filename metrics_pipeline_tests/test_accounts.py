@@ -77,6 +77,24 @@ def test_an_organizations_active_accounts_are_listed() -> None:
 
 
 @mock_aws
+def test_the_aws_resource_collects_every_account_of_the_organization() -> None:
+    organizations = boto3.client("organizations", region_name="us-east-1")
+    organizations.create_organization(FeatureSet="ALL")
+    member = organizations.create_account(AccountName="shop", Email="shop@example.com")
+    member_id = member["CreateAccountStatus"]["AccountId"]
+    aws = make_aws(organization_role="OrganizationAccountAccessRole", regions=["us-east-1"])
+
+    accounts = aws.accounts()
+
+    role = f"arn:aws:iam::{member_id}:role/OrganizationAccountAccessRole"
+    assert accounts == sorted([Account(OWN), Account(member_id, role)])
+    # The member's clients run on the assumed role: moto files them under its account.
+    member_account = next(a for a in accounts if a.account_id == member_id)
+    identity = aws.client("sts", "us-east-1", account=member_account)
+    assert identity.get_caller_identity()["Account"] == member_id
+
+
+@mock_aws
 def test_assumed_role_credentials_refresh_after_expiry() -> None:
     """botocore's refreshable credentials call AssumeRole again once the clock comes within
     15 minutes of the expiry; until then they keep the same keys."""
