@@ -24,10 +24,6 @@ class Account:
     account_id: str
     role_arn: str | None = None
 
-    @property
-    def label(self) -> str:
-        return self.account_id if self.role_arn is None else f"{self.account_id} ({self.role_arn})"
-
 
 class AccountUnavailable(Exception):
     """A role that could not be assumed: that account is skipped, the others are collected."""

@@ -33,7 +33,6 @@ from pydantic import Field, PrivateAttr
 
 from metrics_pipeline.catalog import DEFAULT_METRICS, DEFAULT_STATISTICS
 from metrics_pipeline.collection.accounts import (
-    DEFAULT_ROLE_SESSION_NAME,
     Account,
     AccountUnavailable,
     assumed_role_credentials,
@@ -52,6 +51,7 @@ from metrics_pipeline.settings import (
     DEFAULT_FETCH_THREADS,
     DEFAULT_MAX_REQUESTS_PER_SECOND,
     DEFAULT_PERIOD_SECONDS,
+    DEFAULT_ROLE_SESSION_NAME,
     DEFAULT_SETTLE_MINUTES,
 )
 
