@@ -284,8 +284,29 @@ def test_three_accounts_are_collected_and_a_refused_role_fails_only_its_account(
     )
     heal = gap_healing_sensor(context)
     hour_key = partition_key(hour.replace(tzinfo=None))
-    asked = [
-        (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+    assert any(
+        r.tags["dagster/asset_partition_range_start"]
+        <= hour_key
+        <= r.tags["dagster/asset_partition_range_end"]
         for r in heal.run_requests
-    ]
-    assert any(start <= hour_key <= end for start, end in asked)
+    )
+    # Healing one account's instances: named with their account (the first has an orders-db
+    # too), only they are collected.
+    third_only = {"instances": [f"{THIRD}/billing-db-3", f"{THIRD}/orders-db"]}
+    healed = materialize(
+        [rds_metrics],
+        instance=instance,
+        resources=resources,
+        partition_key=hour_key,
+        run_config={"ops": {"rds_metrics": {"config": third_only}}},
+    )
+    assert healed.success
+    with duckdb.connect(warehouse.database, read_only=True) as conn:
+        healed_parts = conn.execute(
+            "SELECT account_id, status, instances_written FROM pipeline_run_parts "
+            "WHERE run_id = ? ORDER BY region",
+            [healed.run_id],
+        ).fetchall()
+        [(rows_after,)] = conn.execute("SELECT count(*) FROM rds_metrics").fetchall()
+    assert healed_parts == [(THIRD, "collected", 1), (THIRD, "collected", 1)]
+    assert rows_after == len(expected)  # every account's hour, each row once

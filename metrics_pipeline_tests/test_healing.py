@@ -98,6 +98,14 @@ def test_new_instance_is_backfilled_alone() -> None:
     assert plan(gaps, inventory) == [HealingRun(H[0], H[11], ("c",))]
 
 
+def test_with_several_accounts_a_lacking_instance_is_named_with_its_account() -> None:
+    """Two accounts both hold an `a`: healing the second's must not name the first's."""
+    other_a = Instance("2", "us-east-1", "a")
+    inventory = [entry(A), entry(B), entry(other_a)]
+    gaps = find_gaps(H, inventory, all_fetched([A, B], H), MATERIALIZED)
+    assert plan(gaps, inventory) == [HealingRun(H[0], H[11], ("2/a",))]
+
+
 def test_work_per_tick_is_bounded_by_datapoints_newest_first() -> None:
     inventory = [entry(A)]
     settled = all_fetched([A], H) - all_fetched([A], [H[1], H[2], H[3], H[7], H[8], H[9], H[10]])

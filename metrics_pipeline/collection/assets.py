@@ -38,6 +38,7 @@ from metrics_pipeline.collection.inventory import (
     describe_instances,
     hours_before_creation,
     instances_existing,
+    named_by,
 )
 from metrics_pipeline.collection.keys import RDS_INSTANCES, RDS_METRICS
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource, aws_errors
@@ -287,8 +288,9 @@ class CollectionConfig(Config):
     instances: list[str] = Field(
         default_factory=list,
         description=(
-            "Collect only these instance ids (and replace only their rows); "
-            "empty means every instance that existed in the window."
+            "Collect only these instances (and replace only their rows), by id, or as "
+            "account_id/id for one account's; empty means every instance that existed in "
+            "the window."
         ),
     )
 
@@ -378,7 +380,11 @@ def choose_targets(
     end: datetime,
 ) -> tuple[list[Instance], dict[str, int]]:
     """The instances the run collects, and how many hours asked precede a named one's creation."""
-    unknown = sorted(set(config.instances) - {entry.instance.instance_id for entry in inventory})
+    unknown = sorted(
+        name
+        for name in config.instances
+        if not any(named_by(e.instance, [name]) for e in inventory)
+    )
     if unknown:
         raise Failure(
             description=(
@@ -391,7 +397,7 @@ def choose_targets(
         return instances_existing(inventory, start, end), {}
     # Named instances are fetched for every hour asked: CloudWatch keeps a re-created
     # instance's earlier history under the same identifier.
-    named = [e for e in inventory if e.instance.instance_id in config.instances]
+    named = [e for e in inventory if named_by(e.instance, config.instances)]
     before_creation = hours_before_creation(named, start, end)
     for instance_id, hours in before_creation.items():
         context.log.info(

@@ -19,6 +19,17 @@ class Instance:
     instance_id: str
 
 
+def instance_name(instance: Instance, qualified: bool) -> str:
+    """How a run's config names an instance: `account_id/instance_id` where the inventory holds
+    several accounts (the same identifier can be in two), else the identifier alone."""
+    return f"{instance.account_id}/{instance.instance_id}" if qualified else instance.instance_id
+
+
+def named_by(instance: Instance, names: Collection[str]) -> bool:
+    """Whether `names` (identifiers, or account_id/identifier) include the instance."""
+    return instance.instance_id in names or instance_name(instance, True) in names
+
+
 DESCRIBE_PAGE_SIZE = 100  # DescribeDBInstances allows 20 to 100 records per page
 
 # An instance counts as existing in a window if discovery saw it no earlier than this before

@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
-from metrics_pipeline.collection.inventory import Instance, InventoryEntry, instances_existing
+from metrics_pipeline.collection.inventory import (
+    Instance,
+    InventoryEntry,
+    instance_name,
+    instances_existing,
+)
 from metrics_pipeline.hours import HOUR, consecutive_runs, floor_hour, is_settled
 
 
@@ -32,7 +37,7 @@ class Gap:
 class HealingRun:
     first_hour: datetime
     last_hour: datetime
-    instance_ids: tuple[str, ...]  # empty: every instance that existed then
+    instance_ids: tuple[str, ...]  # names (see instance_name); empty: every instance then
 
     @property
     def hours(self) -> int:
@@ -92,8 +97,11 @@ def _healing_run(
 ) -> tuple[HealingRun, int]:
     """The run that fills contiguous `gaps`, and how many instances it fetches."""
     first, last = gaps[0].hour, gaps[-1].hour
-    lacking = {i.instance_id for gap in gaps for i in gap.lacking}
-    existing = {i.instance_id for i in instances_existing(inventory, first, last + HOUR)}
+    qualified = len({entry.instance.account_id for entry in inventory}) > 1
+    lacking = {instance_name(i, qualified) for gap in gaps for i in gap.lacking}
+    existing = {
+        instance_name(i, qualified) for i in instances_existing(inventory, first, last + HOUR)
+    }
     restrict = not any(gap.whole_hour for gap in gaps) and lacking < existing
     if restrict:
         return HealingRun(first, last, tuple(sorted(lacking))), len(lacking)
