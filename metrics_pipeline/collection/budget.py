@@ -38,7 +38,6 @@ class DatapointBudget:
         self._sleep = sleep
         self._paid_until = clock() - BURST_SECONDS
         self._lock = threading.Lock()
-        self.waited_seconds = 0.0
 
     def delay_for(self, datapoints: int) -> float:
         """Records `datapoints` as spent and returns how long to wait before the next request."""
@@ -46,7 +45,6 @@ class DatapointBudget:
             now = self._clock()
             self._paid_until = max(self._paid_until, now - BURST_SECONDS) + datapoints / self.rate
             delay = max(0.0, self._paid_until - now)
-            self.waited_seconds += delay
             return delay
 
     def spend(self, datapoints: int) -> None:

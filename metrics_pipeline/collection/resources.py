@@ -167,6 +167,12 @@ class AwsResource(ResourceWithBoto3Configuration):
             botocore_session=core,
         )
 
+    def _botocore_config(self) -> BotocoreConfig:
+        """botocore's own retries, for every client and for the AssumeRole calls."""
+        return BotocoreConfig(
+            retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},  # type: ignore[typeddict-item]
+        )
+
     def role_credentials(self, account: Account) -> Any:
         """The account's assumed-role credentials, one refreshing set per account and run;
         AccountUnavailable (naming the role and AWS's reason) when the role cannot be assumed."""
@@ -180,12 +186,7 @@ class AwsResource(ResourceWithBoto3Configuration):
                         base._session.create_client,
                         region_name=self.regions[0],
                         endpoint_url=self.endpoint_url,
-                        config=BotocoreConfig(
-                            retries={
-                                "mode": self.retry_mode,
-                                "total_max_attempts": self.max_attempts,
-                            },  # type: ignore[typeddict-item]
-                        ),
+                        config=self._botocore_config(),
                     ),
                     base.get_credentials(),
                     account.role_arn,
@@ -233,9 +234,7 @@ class AwsResource(ResourceWithBoto3Configuration):
             endpoint_url=self.endpoint_url,
             use_ssl=self.use_ssl,
             verify=self.verify,
-            config=BotocoreConfig(
-                retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},  # type: ignore[typeddict-item]
-            ),
+            config=self._botocore_config(),
         )
         with self._lock:
             bucket = self._buckets.setdefault(

@@ -320,14 +320,13 @@ def record_run_parts(
         [{"run_id": run_id, **part} for part in parts], schema=RUN_PARTS_SCHEMA
     )
     conn.register("run_parts", rows)
+
+    def replace() -> None:
+        conn.execute(f"DELETE FROM {RUN_PARTS_TABLE} WHERE run_id = ?", [run_id])
+        conn.execute(f"INSERT INTO {RUN_PARTS_TABLE} SELECT * FROM run_parts")
+
     try:
-        in_transaction(
-            conn,
-            lambda: (
-                conn.execute(f"DELETE FROM {RUN_PARTS_TABLE} WHERE run_id = ?", [run_id]),
-                conn.execute(f"INSERT INTO {RUN_PARTS_TABLE} SELECT * FROM run_parts"),
-            ),
-        )
+        in_transaction(conn, replace)
     finally:
         conn.unregister("run_parts")
 
