@@ -30,6 +30,8 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
         ),
         "warehouse": WarehouseResource(
             database=str(settings.duckdb_path),
+            lake_catalog=settings.warehouse or "",
+            lake_data_path=settings.lake_data_path or "",
             retention_days=settings.retention_days,
             lock_timeout_seconds=settings.lock_timeout_seconds,
             connection_config={

@@ -27,6 +27,7 @@ from metrics_pipeline.catalog import (
     RDS_METRIC_UNITS,
     STATISTIC_COLUMNS,
 )
+from metrics_pipeline.warehouse.lake import LAKE_PREFIX, Lake
 from metrics_pipeline.warehouse.permissions import group_id, make_folder
 
 # Relative to the working directory of the process (the project folder for `dagster dev` and
@@ -110,6 +111,21 @@ class StorageSettings:
         "a writable file path",
         default_factory=lambda: DEFAULT_DUCKDB_PATH.resolve(),
     )
+    warehouse: str | None = setting(
+        "METRICS_WAREHOUSE",
+        "none: the DuckDB file of METRICS_DUCKDB_PATH",
+        "a DuckLake catalog that processes on many machines share, "
+        "`ducklake:postgres:<libpq connection string>` such as "
+        "`ducklake:postgres:host=db.internal dbname=lake user=metrics` (docs/scale-out.md)",
+        None,
+    )
+    lake_data_path: str | None = setting(
+        "METRICS_LAKE_DATA_PATH",
+        "none; required with METRICS_WAREHOUSE",
+        "where the lake's Parquet files go: `s3://bucket/prefix/` (endpoint and credentials "
+        "from the usual AWS environment) or a folder",
+        None,
+    )
     retention_days: int = setting(
         "METRICS_RETENTION_DAYS",
         f"`{DEFAULT_RETENTION_DAYS}`",
@@ -149,6 +165,18 @@ class StorageSettings:
         return snapshot_path_for(self.duckdb_path)
 
     @property
+    def lake(self) -> Lake | None:
+        """The DuckLake warehouse, or None for the DuckDB file."""
+        if self.warehouse and self.lake_data_path:
+            return Lake(self.warehouse, self.lake_data_path)
+        return None
+
+    @property
+    def read_source(self) -> Lake | Path:
+        """What readers open: the lake, or the DuckDB file's snapshot."""
+        return self.lake or self.snapshot_path
+
+    @property
     def backups_path(self) -> Path:
         """METRICS_BACKUP_DIR, or a `backups` folder next to the warehouse."""
         return self.backup_dir or default_backup_dir(self.duckdb_path)
@@ -165,8 +193,11 @@ def default_backup_dir(database: Path) -> Path:
 
 def _storage_fields(env: Mapping[str, str]) -> dict[str, Any]:
     backup_dir = env.get("METRICS_BACKUP_DIR")
+    warehouse = parse_warehouse(env.get("METRICS_WAREHOUSE"))
     return {
         "duckdb_path": parse_path(env.get("METRICS_DUCKDB_PATH")),
+        "warehouse": warehouse,
+        "lake_data_path": parse_lake_data_path(env.get("METRICS_LAKE_DATA_PATH"), warehouse),
         "retention_days": parse_int(
             "METRICS_RETENTION_DAYS",
             env.get("METRICS_RETENTION_DAYS"),
@@ -571,6 +602,56 @@ def parse_path(raw: str | None) -> Path:
     return path.resolve()
 
 
+def parse_warehouse(raw: str | None) -> str | None:
+    if not _is_set(raw):
+        return None
+    text = raw.strip()  # type: ignore[union-attr]
+    if not text.startswith(LAKE_PREFIX) or len(text) == len(LAKE_PREFIX):
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise ConfigError(
+            f"METRICS_WAREHOUSE: '{shown}' is not a DuckLake catalog; expected "
+            "'ducklake:postgres:<libpq connection string>' such as "
+            "'ducklake:postgres:host=127.0.0.1 dbname=lake user=metrics', or unset for the "
+            "DuckDB file of METRICS_DUCKDB_PATH."
+        )
+    return text
+
+
+S3_URL = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+
+
+def parse_lake_data_path(raw: str | None, warehouse: str | None) -> str | None:
+    """The lake's data path, ending in '/' (DuckLake joins file names to it)."""
+    if not _is_set(raw):
+        if warehouse:
+            raise ConfigError(
+                "METRICS_LAKE_DATA_PATH: required with METRICS_WAREHOUSE; expected where the "
+                "lake's Parquet files go, 's3://bucket/prefix/' or a folder."
+            )
+        return None
+    if not warehouse:
+        raise ConfigError(
+            "METRICS_LAKE_DATA_PATH: set without METRICS_WAREHOUSE; set both for a DuckLake "
+            "warehouse, or neither for the DuckDB file."
+        )
+    text = raw.strip()  # type: ignore[union-attr]
+    if text.startswith("s3://"):
+        if not S3_URL.match(text):
+            raise ConfigError(
+                f"METRICS_LAKE_DATA_PATH: '{text}' is not an S3 location; expected "
+                "'s3://bucket/prefix/' with a valid bucket name."
+            )
+        return text.rstrip("/") + "/"
+    if "://" in text:
+        raise ConfigError(
+            f"METRICS_LAKE_DATA_PATH: '{text}' is neither 's3://bucket/prefix/' nor a folder."
+        )
+    folder = Path(text).expanduser().resolve()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"METRICS_LAKE_DATA_PATH: '{folder}' is a file; expected a folder.")
+    return f"{folder}/"
+
+
 def check_writable(path: Path, shared_with: str | None = None) -> None:
     """Creates the warehouse folder (owner-only, or also the group's to traverse) and proves it
     can be written, or names the setting."""
@@ -821,8 +902,9 @@ def configuration_reference() -> str:
 def _reference_order(settings_field: Any) -> int:
     """Where to collect from first, then how, then how long to keep it, then the rest."""
     order = [
-        "regions", "duckdb_path", "period_seconds", "metrics", "statistics", "settle_minutes",
-        "partitions_start", "role_arns", "organization_role", "external_id",
+        "regions", "duckdb_path", "warehouse", "lake_data_path", "period_seconds", "metrics",
+        "statistics", "settle_minutes", "partitions_start", "role_arns", "organization_role",
+        "external_id",
         "role_session_name", "max_requests_per_second", "aws_max_attempts", "chunk_datapoints",
         "fetch_threads",
         "fresh_interval_minutes", "backfill_days", "backfill_interval_minutes",

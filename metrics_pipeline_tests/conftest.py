@@ -1,11 +1,18 @@
-"""Shared fixtures: moto for AWS (with GetMetricData's real limits) and a real DuckDB file."""
+"""Shared fixtures: moto for AWS (with GetMetricData's real limits), a real DuckDB file, and
+for the scale-out tests a real PostgreSQL and a moto S3 server, both on loopback."""
 
+import itertools
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 from moto import mock_aws
 from moto.cloudwatch.responses import CloudWatchResponse
@@ -13,8 +20,10 @@ from moto.server import ThreadedMotoServer
 
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.local_aws import cloudwatch as local_cloudwatch
+from metrics_pipeline.local_postgres import server as local_postgres
+from metrics_pipeline.warehouse.lake import Lake
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.helpers import make_aws, make_collection
+from metrics_pipeline_tests.helpers import free_port, make_aws, make_collection, wait_for
 
 local_cloudwatch.install()
 
@@ -89,3 +98,75 @@ def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("AWS_ENDPOINT_URL", url)
     yield url
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[local_postgres.LocalPostgres]:
+    """A PostgreSQL 16 server on loopback for the whole session (from the pgserver wheel), in
+    a folder of the system's temporary one: as root it runs as another user, who cannot reach
+    pytest's own (private) temporary folders."""
+    folder = Path(tempfile.mkdtemp(prefix="metrics-postgres-"))
+    server = local_postgres.start(folder)
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A moto server on loopback, in its own process, that the lakes' S3 data goes to
+    (DuckDB's httpfs talks to it over HTTP, as it talks to S3). Its own process: the
+    in-process moto that other tests start and reset shares this process's state."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: _answers(url), 30, "the moto S3 server")
+    urllib.request.urlopen(urllib.request.Request(f"{url}/lake", method="PUT"))  # the bucket
+    yield url
+    server.terminate()
+    server.wait(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(f"{url}/moto-api/")
+    except OSError:
+        return False
+    return True
+
+
+_lakes = itertools.count(1)
+
+
+def new_catalog_database(postgres: local_postgres.LocalPostgres) -> str:
+    """A new, empty PostgreSQL database for one lake's catalog; its name."""
+    name = f"lake_{os.getpid()}_{next(_lakes)}"
+    conn = psycopg2.connect(postgres.dsn("postgres"))
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    conn.close()
+    return name
+
+
+@pytest.fixture
+def lake(
+    postgres: local_postgres.LocalPostgres, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> Lake:
+    """A new lake: its own catalog database in the PostgreSQL, its own prefix in the S3."""
+    database = new_catalog_database(postgres)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    return Lake(f"ducklake:postgres:{postgres.dsn(database)}", f"s3://lake/{database}/")
+
+
+@pytest.fixture
+def lake_warehouse(lake: Lake) -> WarehouseResource:
+    return WarehouseResource(
+        database="unused-in-lake-mode.duckdb",
+        lake_catalog=lake.catalog,
+        lake_data_path=lake.data_path,
+    )

@@ -67,7 +67,7 @@ def test_backup_while_writing_then_restore_round_trip(warehouse: WarehouseResour
     after = contents(warehouse.database)
     for table in TABLES:
         pd.testing.assert_frame_equal(after[table], original[table])
-    with warehouse.read_snapshot() as conn:  # readers see the restored rows too
+    with warehouse.reader() as conn:  # readers see the restored rows too
         assert conn.execute("SELECT count(*) FROM rds_metrics").fetchone() == (len(periods()),)
 
 

@@ -237,5 +237,5 @@ def test_a_restore_is_refused_while_dagster_shows_runs_in_progress(
         warehouse, "backup", "restore", backup.name, "--yes", "--force", DAGSTER_HOME=str(home)
     )
     assert forced.returncode == 0, forced.stderr
-    with warehouse.read_snapshot() as conn:
+    with warehouse.reader() as conn:
         assert conn.execute("SELECT count(*) FROM rds_metrics").fetchone() == (len(stored),)

@@ -17,7 +17,7 @@ from dagster._core.definitions.run_request import InstigatorType
 
 from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.hours import utc_now
-from metrics_pipeline.warehouse.snapshot import open_snapshot
+from metrics_pipeline.warehouse.readers import open_reader
 from metrics_pipeline_tests.helpers import DAGSTER_DAEMON, pipeline_env, wait_for
 from metrics_pipeline_tests.moto_fleet import THIS_HOUR, create_instance, put_metrics
 
@@ -90,7 +90,7 @@ def test_a_new_deployment_fills_its_look_back_window_and_everything_runs(
     def read(sql: str) -> list[tuple]:
         if not snapshot.exists():
             return []
-        with open_snapshot(snapshot) as conn:
+        with open_reader(snapshot) as conn:
             return conn.execute(sql).fetchall()
 
     def look_back_collected() -> bool:

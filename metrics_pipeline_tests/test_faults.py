@@ -780,7 +780,7 @@ def test_sigkill_in_the_middle_of_the_write_leaves_old_rows_or_new(tmp_path: Pat
                 assert fetch_runs[name] == [first_run.run_id]
         assert len(renewed) % KILL_CHUNK_INSTANCES in (0, 50 % KILL_CHUNK_INSTANCES)
         assert KILL_AFTER_CHUNKS * KILL_CHUNK_INSTANCES <= len(renewed) < len(KILL_FLEET)
-        with warehouse.read_snapshot() as snapshot:  # readers still see the last published write
+        with warehouse.reader() as snapshot:  # readers still see the last published write
             assert averages(snapshot) == old
 
         healed = materialize([rds_metrics], resources=resources, tags=range_tags(first, last))
@@ -797,5 +797,5 @@ def test_sigkill_in_the_middle_of_the_write_leaves_old_rows_or_new(tmp_path: Pat
         fetch_runs = conn.execute("SELECT DISTINCT run_id FROM rds_metric_fetches").fetchall()
     assert (count, distinct) == (rows, rows)
     assert fetch_runs == [(healed.run_id,)]
-    with warehouse.read_snapshot() as snapshot:
+    with warehouse.reader() as snapshot:
         assert averages(snapshot) == new

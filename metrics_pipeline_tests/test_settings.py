@@ -118,6 +118,27 @@ def test_aws_region_wins_over_default_region() -> None:
         ({"METRICS_COMPLETENESS_WARN": "1.5"}, "METRICS_COMPLETENESS_WARN: '1.5' is not allowed"),
         ({"METRICS_FRESHNESS_MINUTES": "0"}, "METRICS_FRESHNESS_MINUTES: 0 is not allowed"),
         ({"METRICS_LOCK_TIMEOUT_SECONDS": "0"}, "METRICS_LOCK_TIMEOUT_SECONDS: 0 is not allowed"),
+        (
+            {"METRICS_WAREHOUSE": "postgresql://db/lake"},
+            "METRICS_WAREHOUSE: 'postgresql://db/lake' is not a DuckLake catalog; expected "
+            "'ducklake:postgres:<libpq connection string>'",
+        ),
+        (
+            {"METRICS_WAREHOUSE": "ducklake:postgres:dbname=lake"},
+            "METRICS_LAKE_DATA_PATH: required with METRICS_WAREHOUSE",
+        ),
+        (
+            {"METRICS_LAKE_DATA_PATH": "s3://lake/metrics/"},
+            "METRICS_LAKE_DATA_PATH: set without METRICS_WAREHOUSE",
+        ),
+        (
+            {"METRICS_WAREHOUSE": "ducklake:x.ducklake", "METRICS_LAKE_DATA_PATH": "s3://A_B/x"},
+            "METRICS_LAKE_DATA_PATH: 's3://A_B/x' is not an S3 location",
+        ),
+        (
+            {"METRICS_WAREHOUSE": "ducklake:x.ducklake", "METRICS_LAKE_DATA_PATH": "gs://b/x"},
+            "METRICS_LAKE_DATA_PATH: 'gs://b/x' is neither 's3://bucket/prefix/' nor a folder",
+        ),
         ({"METRICS_BACKUP_KEEP_DAYS": "0"}, "METRICS_BACKUP_KEEP_DAYS: 0 is not allowed"),
         ({"METRICS_STEP_RETRIES": "-1"}, "METRICS_STEP_RETRIES: -1 is not allowed"),
         (
@@ -238,6 +259,25 @@ def test_every_setting_is_read_and_checked() -> None:
     refused = {name for env, _ in bad_value_cases for name in env}
     documented = {field.metadata["env"] for field in fields(Settings)}
     assert documented - refused == {"METRICS_DUCKDB_PATH", "METRICS_BACKUP_DIR"}
+
+
+def test_lake_settings_name_the_catalog_and_the_data_path(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            **BASE,
+            "METRICS_WAREHOUSE": " ducklake:postgres:host=db dbname=lake ",
+            "METRICS_LAKE_DATA_PATH": "s3://metrics-lake/prod",
+        }
+    )
+    assert settings.lake is not None
+    assert settings.lake.catalog == "ducklake:postgres:host=db dbname=lake"
+    assert settings.lake.data_path == "s3://metrics-lake/prod/"
+    assert settings.read_source == settings.lake
+    in_a_folder = Settings.from_env(
+        {**BASE, "METRICS_WAREHOUSE": "ducklake:x", "METRICS_LAKE_DATA_PATH": str(tmp_path)}
+    )
+    assert in_a_folder.lake is not None and in_a_folder.lake.data_path == f"{tmp_path}/"
+    assert Settings.from_env(BASE).read_source == Settings.from_env(BASE).snapshot_path
 
 
 def test_directory_as_duckdb_path(tmp_path: Path) -> None:

@@ -11,13 +11,10 @@ from dagster import materialize
 
 from metrics_pipeline.hours import partition_key
 from metrics_pipeline.settings import snapshot_path_for
+from metrics_pipeline.warehouse.readers import SnapshotMissingError, open_reader
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
-from metrics_pipeline.warehouse.snapshot import (
-    SnapshotMissingError,
-    open_snapshot,
-    publish_snapshot,
-)
+from metrics_pipeline.warehouse.snapshot import publish_snapshot
 from metrics_pipeline_tests.helpers import make_aws, make_collection, rds_instances, rds_metrics
 from metrics_pipeline_tests.moto_fleet import THIS_HOUR, create_instance, put_metrics
 
@@ -61,7 +58,7 @@ def test_readers_see_whole_writes_only_and_a_held_reader_blocks_nothing(tmp_path
     warehouse = WarehouseResource(database=str(tmp_path / "metrics.duckdb"))
     with (
         pytest.raises(SnapshotMissingError, match="No warehouse snapshot"),
-        open_snapshot(warehouse.snapshot_path),
+        open_reader(warehouse.snapshot_path),
     ):
         pass
 
@@ -76,7 +73,7 @@ def test_readers_see_whole_writes_only_and_a_held_reader_blocks_nothing(tmp_path
 
     seen: list[int] = []
     while writer.poll() is None:
-        with open_snapshot(warehouse.snapshot_path) as conn:
+        with open_reader(warehouse.snapshot_path) as conn:
             rows, generations, low = conn.execute(
                 "SELECT count(*), count(DISTINCT average), min(average) FROM rds_metrics"
             ).fetchone()
@@ -89,7 +86,7 @@ def test_readers_see_whole_writes_only_and_a_held_reader_blocks_nothing(tmp_path
 
     assert notebook.execute("SELECT DISTINCT average FROM rds_metrics").fetchall() == [pinned]
     notebook.close()
-    with open_snapshot(warehouse.snapshot_path) as conn:
+    with open_reader(warehouse.snapshot_path) as conn:
         assert conn.execute("SELECT DISTINCT average FROM rds_metrics").fetchall() == [
             (GENERATIONS,)
         ]
@@ -133,7 +130,7 @@ def test_collection_runs_while_a_reader_holds_the_snapshot(tmp_path: Path) -> No
     finally:
         notebook.kill()
         notebook.wait()
-    with warehouse.read_snapshot() as conn:
+    with warehouse.reader() as conn:
         assert conn.execute("SELECT count(*) FROM rds_metrics").fetchone() == (12,)
 
 
@@ -162,7 +159,7 @@ def test_the_writer_keeps_its_lock_through_a_publish(tmp_path: Path) -> None:
     finally:
         conn.close()
     assert second.stdout.strip() == "locked"
-    with open_snapshot(snapshot_path_for(database)) as reader:
+    with open_reader(snapshot_path_for(database)) as reader:
         tables = {row[0] for row in reader.execute("SHOW TABLES").fetchall()}
     assert {"rds_instances", "rds_metrics", "pipeline_runs"} <= tables
 
@@ -177,7 +174,7 @@ def test_dagster_duckdbs_get_connection_is_the_writer_and_publishes(
             "VALUES ('run-1', 'rds_metrics', TIMESTAMP '2026-11-26 08:00', "
             "TIMESTAMP '2026-11-26 09:00', TIMESTAMP '2026-11-26 09:01')"
         )
-    with warehouse.read_snapshot() as reader:
+    with warehouse.reader() as reader:
         assert reader.execute("SELECT run_id FROM pipeline_runs").fetchall() == [("run-1",)]
 
 
@@ -208,5 +205,5 @@ def test_rows_written_but_not_published_are_reported_as_written(
     with warehouse.connect():
         pass
     assert warehouse.unpublished is None
-    with warehouse.read_snapshot() as conn:
+    with warehouse.reader() as conn:
         assert conn.execute("SELECT count(*) FROM rds_instances").fetchone() == (2,)

@@ -133,7 +133,7 @@ def untouched(
     yield
     assert _state(warehouse) == before
     assert not Path(places["out"]).exists()
-    with warehouse.read_snapshot() as conn:  # and the snapshot still reads as it did
+    with warehouse.reader() as conn:  # and the snapshot still reads as it did
         assert conn.execute("SELECT count(*) FROM rds_metrics").fetchone() == (len(stored),)
 
 

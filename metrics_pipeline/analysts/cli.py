@@ -220,7 +220,7 @@ def _backup(args: argparse.Namespace, storage: StorageSettings) -> None:
     folder = storage.backups_path
     now = utc_now().replace(microsecond=0)
     if args.action == "create":
-        backup = create_backup(storage.snapshot_path, folder, now)
+        backup = create_backup(storage.read_source, folder, now)
         print(f"Backed up {sum(backup.rows.values())} row(s) to {backup.path}")
     elif args.action == "list":
         skipped: list[str] = []
@@ -264,6 +264,8 @@ def _backup(args: argparse.Namespace, storage: StorageSettings) -> None:
         wait = args.lock_timeout or storage.lock_timeout_seconds
         warehouse = WarehouseResource(
             database=str(storage.duckdb_path),
+            lake_catalog=storage.warehouse or "",
+            lake_data_path=storage.lake_data_path or "",
             shared_group=storage.shared_group or "",
             # Without --force a held lock means a writer at work: refuse at once.
             lock_timeout_seconds=wait if args.force else 0.01,

@@ -38,17 +38,17 @@ from metrics_pipeline.hours import (
 )
 from metrics_pipeline.quality.queries import empty_settled_fetches
 from metrics_pipeline.settings import StorageSettings
+from metrics_pipeline.warehouse.readers import (
+    SnapshotMissingError,
+    open_reader,
+    open_reader_for_extract,
+)
 from metrics_pipeline.warehouse.schema import (
     FETCHES_TABLE,
     INSTANCES_TABLE,
     METRICS_TABLE,
     WIDE_VIEW,
     table_exists,
-)
-from metrics_pipeline.warehouse.snapshot import (
-    SnapshotMissingError,
-    open_snapshot,
-    open_snapshot_for_extract,
 )
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -78,10 +78,10 @@ def connect(
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection to the latest snapshot, for queries of your own. It sees the snapshot
     and nothing else: no files, network or extensions, its configuration locked (see
-    snapshot.open_snapshot). Share DataFrames with it through `conn.register(name, frame)`."""
+    readers.open_reader). Share DataFrames with it through `conn.register(name, frame)`."""
     storage = storage or StorageSettings.from_env()
     try:
-        with open_snapshot(storage.snapshot_path, memory_limit) as conn:
+        with open_reader(storage.read_source, memory_limit) as conn:
             yield conn
     except SnapshotMissingError as error:
         raise WarehouseUnavailable(str(error)) from None
@@ -91,8 +91,8 @@ def connect(
 def _extract_connection(storage: StorageSettings) -> Iterator[duckdb.DuckDBPyConnection]:
     with tempfile.TemporaryDirectory(prefix="metrics-extract-") as spill:
         try:
-            with open_snapshot_for_extract(
-                storage.snapshot_path, Path(spill), EXTRACT_MEMORY_LIMIT
+            with open_reader_for_extract(
+                storage.read_source, Path(spill), EXTRACT_MEMORY_LIMIT
             ) as conn:
                 yield conn
         except SnapshotMissingError as error:

@@ -63,9 +63,9 @@ from metrics_pipeline.metadata import (
     table_asset,
 )
 from metrics_pipeline.settings import Settings, cloudwatch_retention_days
+from metrics_pipeline.warehouse.readers import SnapshotMissingError
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import INSTANCES_TABLE, METRICS_TABLE
-from metrics_pipeline.warehouse.snapshot import SnapshotMissingError
 
 
 def aws_retry_policy(settings: Settings) -> RetryPolicy:
@@ -222,7 +222,7 @@ def read_or_discover_inventory(
         return [e for e in entries if e.instance.account_id in account_ids]
 
     try:
-        with warehouse.read_snapshot() as conn:
+        with warehouse.reader() as conn:
             inventory = collected(read_inventory(conn, aws.regions))
     except SnapshotMissingError:
         inventory = []
@@ -260,7 +260,7 @@ def read_or_discover_inventory(
             metadata=discovery.metadata(),
         )
     )
-    with warehouse.read_snapshot() as conn:
+    with warehouse.reader() as conn:
         return collected(read_inventory(conn, aws.regions))
 
 

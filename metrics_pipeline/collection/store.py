@@ -60,16 +60,17 @@ def upsert_instances(
         [{**r, "tags": list(r["tags"].items())} for r in records], schema=INVENTORY_SCHEMA
     )
     conn.register("discovered", discovered)
-    columns = ", ".join(INVENTORY_SCHEMA.names)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in INVENTORY_SCHEMA.names[3:])
+    keys = " AND ".join(f"i.{c} = d.{c}" for c in INSTANCE_KEY_SCHEMA.names)
+    updates = ", ".join(f"{c} = d.{c}" for c in INVENTORY_SCHEMA.names[3:])
+    values = ", ".join(f"d.{c}" for c in INVENTORY_SCHEMA.names)
 
     def write() -> int:
+        # MERGE rather than INSERT ... ON CONFLICT: a DuckLake table has no key to conflict on.
         conn.execute(
             f"""
-            INSERT INTO {INSTANCES_TABLE} ({columns}, first_seen, last_seen)
-            SELECT {columns}, $seen, $seen FROM discovered
-            ON CONFLICT (account_id, region, instance_id)
-            DO UPDATE SET {updates}, last_seen = excluded.last_seen
+            MERGE INTO {INSTANCES_TABLE} i USING discovered d ON ({keys})
+            WHEN MATCHED THEN UPDATE SET {updates}, last_seen = $seen
+            WHEN NOT MATCHED THEN INSERT VALUES ({values}, $seen, $seen)
             """,
             {"seen": seen_at},
         )
@@ -289,9 +290,14 @@ def record_run(conn: duckdb.DuckDBPyConnection, figures: dict[str, Any]) -> None
     """One row of the run's own figures in pipeline_runs (a re-executed run replaces its row)."""
     columns = ", ".join(figures)
     placeholders = ", ".join(f"${name}" for name in figures)
-    conn.execute(
-        f"INSERT OR REPLACE INTO {RUNS_TABLE} ({columns}) VALUES ({placeholders})", figures
-    )
+
+    def replace() -> None:
+        conn.execute(
+            f"DELETE FROM {RUNS_TABLE} WHERE run_id = $run_id", {"run_id": figures["run_id"]}
+        )
+        conn.execute(f"INSERT INTO {RUNS_TABLE} ({columns}) VALUES ({placeholders})", figures)
+
+    in_transaction(conn, replace)
 
 
 RUN_PARTS_SCHEMA = pa.schema(

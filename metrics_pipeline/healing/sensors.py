@@ -138,7 +138,7 @@ def look_for_gaps(
     due = next_look(context.cursor, now)
     if due is not None:
         return SkipReason(f"Next look for gaps at {due:%H:%M} UTC.")
-    if not warehouse.snapshot_path.exists():
+    if not warehouse.has_data():
         context.log.info("No warehouse yet: starting the first collection (once).")
         return SensorResult(
             run_requests=[first_collection_request(now, collection.settle_delay, fresh_interval)]
@@ -154,7 +154,7 @@ def look_for_gaps(
     if not hours:
         return SkipReason("No settled hour in the look-back window yet.")
     try:
-        with warehouse.read_snapshot() as conn:
+        with warehouse.reader() as conn:
             inventory = read_inventory(conn, aws.regions)
             settled = settled_fetches(conn, hours[0], hours[-1] + HOUR)
     except (duckdb.Error, OSError) as error:

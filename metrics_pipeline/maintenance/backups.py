@@ -21,8 +21,12 @@ from pathlib import Path
 import duckdb
 
 from metrics_pipeline.warehouse.permissions import make_folder, protect
+from metrics_pipeline.warehouse.readers import (
+    ReadSource,
+    SnapshotMissingError,
+    open_reader_for_export,
+)
 from metrics_pipeline.warehouse.schema import DERIVED_TABLES, VERSION_TABLE, base_tables
-from metrics_pipeline.warehouse.snapshot import open_snapshot_for_export
 from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
 
 NAME_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -107,29 +111,28 @@ def _reserve_name(folder: Path, now: datetime) -> Path:
     raise BackupError(f"no free backup name for {base} in {folder}.")
 
 
-def create_backup(snapshot: Path, folder: Path, now: datetime) -> Backup:
-    """Exports the snapshot to a new folder named after `now` (naive UTC)."""
-    if not snapshot.exists():
-        raise BackupError(
-            f"nothing to back up: no snapshot at {snapshot} yet (the pipeline publishes it "
-            "after its first write)."
-        )
+def create_backup(source: ReadSource, folder: Path, now: datetime) -> Backup:
+    """Exports the snapshot (or the lake's latest commit) to a new folder named after `now`
+    (naive UTC)."""
     make_folder(folder)  # owner-only: a backup holds all the warehouse holds
     target = _reserve_name(folder, now)
     partial = folder / f".{target.name}.partial"
     try:
-        with open_snapshot_for_export(snapshot, partial) as conn:
-            tables = base_tables(conn)
-            rows = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
-            columns = {table: _table_columns(conn, table) for table in tables}
-            conn.execute(f"EXPORT DATABASE {sql_literal(partial)} (FORMAT parquet)")
+        try:
+            with open_reader_for_export(source, partial) as conn:
+                tables = base_tables(conn)
+                rows = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+                columns = {table: _table_columns(conn, table) for table in tables}
+                conn.execute(f"EXPORT DATABASE {sql_literal(partial)} (FORMAT parquet)")
+        except SnapshotMissingError as error:
+            raise BackupError(f"nothing to back up: {error}") from None
         # DuckDB wrote the partial folder's path into load.sql; point it at the final one.
         load_sql = partial / "load.sql"
         load_sql.write_text(load_sql.read_text().replace(str(partial), str(target)))
         checksums = {f.name: _sha256(f) for f in sorted(partial.glob("*.parquet"))}
         manifest = {
             "created_at": now.isoformat(),
-            "source": str(snapshot),
+            "source": str(source),
             "rows": rows,
             "columns": columns,
             "sha256": checksums,

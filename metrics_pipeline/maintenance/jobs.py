@@ -1,7 +1,5 @@
 """Retention and backup jobs, launched daily by their schedules or from the UI."""
 
-from pathlib import Path
-
 from dagster import (
     AssetObservation,
     Failure,
@@ -22,15 +20,9 @@ from metrics_pipeline.maintenance.backups import (
     list_backups,
     prune_backups,
 )
-from metrics_pipeline.maintenance.retention import drop_rows_before
+from metrics_pipeline.maintenance.retention import compact_lake, drop_rows_before
 from metrics_pipeline.warehouse.resources import WAREHOUSE_POOL, WarehouseResource
 from metrics_pipeline.warehouse.schema import METRICS_TABLE
-
-
-def _file_bytes(database: str) -> int:
-    """The warehouse's size on disk, its write-ahead log included."""
-    paths = [Path(database), Path(database + ".wal")]
-    return sum(p.stat().st_size for p in paths if p.exists())
 
 
 def drop_expired_rows(
@@ -38,18 +30,23 @@ def drop_expired_rows(
     warehouse: WarehouseResource,
     hourly_partitions: HourlyPartitionsDefinition,
 ) -> Output[int]:
-    """Deletes metrics older than the retention, then checkpoints so the space is reused.
+    """Deletes metrics older than the retention, then checkpoints so the space is reused (on
+    a lake: expires old snapshots, merges small files, deletes unneeded ones).
 
     Dagster OSS keeps partition status forever, so each dropped hour also gets an
     observation on rds_metrics saying its rows are gone: the UI's history stays honest.
     """
     now = utc_now()
     cutoff = oldest_kept_hour(now, warehouse.retention_days)
-    bytes_before = _file_bytes(warehouse.database)
+    compaction = None
     with warehouse.connect() as conn:
+        bytes_before = warehouse.stored_bytes(conn)
         trims = drop_rows_before(conn, cutoff)
-        conn.execute("CHECKPOINT")
-    bytes_after = _file_bytes(warehouse.database)
+        if warehouse.lake:
+            compaction = compact_lake(conn, now)
+        else:
+            conn.execute("CHECKPOINT")
+        bytes_after = warehouse.stored_bytes(conn)
 
     valid_keys = set(hourly_partitions.get_partition_keys())
     dropped_hours = sorted(
@@ -68,7 +65,7 @@ def drop_expired_rows(
     rows = sum(trim.rows for trim in trims)
     context.log.info(
         f"Dropped {rows} row(s) older than {cutoff} UTC ({len(dropped_hours)} hour(s)); "
-        f"file {bytes_before} -> {bytes_after} bytes"
+        f"{'lake files' if warehouse.lake else 'file'} {bytes_before} -> {bytes_after} bytes"
     )
     return Output(
         rows,
@@ -80,6 +77,7 @@ def drop_expired_rows(
             **{f"rows_dropped_{trim.table}": trim.rows for trim in trims},
             "bytes_before": bytes_before,
             "bytes_after": bytes_after,
+            **(vars(compaction) if compaction else {}),
             "oldest_dropped_hour": MetadataValue.text(
                 dropped_hours[0].isoformat() if dropped_hours else "none"
             ),
@@ -108,7 +106,7 @@ def back_up_warehouse(context: OpExecutionContext, warehouse: WarehouseResource)
     """Reads the snapshot, not the warehouse: collection runs on while the backup is taken."""
     now = utc_now().replace(microsecond=0)
     try:
-        backup = create_backup(warehouse.snapshot_path, warehouse.backups_path, now)
+        backup = create_backup(warehouse.read_source, warehouse.backups_path, now)
     except BackupError as error:
         raise Failure(description=str(error)) from None
     expired = prune_backups(warehouse.backups_path, warehouse.backup_keep_days, now)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 import duckdb
 
+from metrics_pipeline.warehouse.lake import current_database
 from metrics_pipeline.warehouse.schema import (
     DAILY_TABLE,
     FETCHES_TABLE,
@@ -14,7 +16,7 @@ from metrics_pipeline.warehouse.schema import (
     METRICS_TABLE,
     RUNS_TABLE,
 )
-from metrics_pipeline.warehouse.sql import in_transaction
+from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
 
 # Every table that holds time series, with its time column: what retention trims.
 TIME_SERIES_TABLES: dict[str, str] = {
@@ -54,3 +56,35 @@ def drop_rows_before(conn: duckdb.DuckDBPyConnection, cutoff: datetime) -> list[
 
         trims.append(in_transaction(conn, trim))
     return trims
+
+
+# How long a DuckLake keeps what a write replaced (its snapshots and their files): a reader's
+# query started before the write still finds its files, and a day can be looked back at.
+LAKE_HISTORY_KEPT = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class LakeCompaction:
+    snapshots_expired: int
+    files_merged: int
+    files_deleted: int
+
+
+def compact_lake(conn: duckdb.DuckDBPyConnection, now: datetime) -> LakeCompaction:
+    """A DuckLake's own maintenance, each step one commit under the writers' lock: expire the
+    snapshots older than LAKE_HISTORY_KEPT, merge the small files of many small writes, and
+    delete the files no kept snapshot needs (what retention dropped, what merges replaced)."""
+    before = now - LAKE_HISTORY_KEPT
+    lake = sql_literal(current_database(conn))
+
+    def call(statement: str) -> list[tuple[Any, ...]]:
+        return in_transaction(conn, lambda: conn.execute(statement, [before]).fetchall())
+
+    expired = call(f"CALL ducklake_expire_snapshots({lake}, older_than => ?)")
+    merged = conn.execute(f"CALL ducklake_merge_adjacent_files({lake})").fetchall()
+    deleted = call(f"CALL ducklake_cleanup_old_files({lake}, older_than => ?)")
+    return LakeCompaction(
+        snapshots_expired=len(expired),
+        files_merged=sum(int(row[2]) for row in merged),
+        files_deleted=len(deleted),
+    )

@@ -68,7 +68,7 @@ def build_checks(settings: Settings) -> list[AssetChecksDefinition]:
         if not hours:
             return AssetCheckResult(passed=True, metadata={"settled_hours": 0})
         window = (hours[0], hours[-1] + HOUR)
-        with warehouse.read_snapshot() as conn:
+        with warehouse.reader() as conn:
             inventory = read_inventory(conn, aws.regions)
             rows = rows_per_instance_hour(conn, *window)
             empty = empty_settled_fetches(conn, *window)
@@ -106,7 +106,7 @@ def build_checks(settings: Settings) -> list[AssetChecksDefinition]:
     def rds_metrics_freshness(
         aws: AwsResource, collection: CollectionResource, warehouse: WarehouseResource
     ) -> AssetCheckResult:
-        with warehouse.read_snapshot() as conn:
+        with warehouse.reader() as conn:
             [(newest,)] = conn.execute(f"SELECT max(ts) FROM {METRICS_TABLE}").fetchall()
         if newest is None:
             return AssetCheckResult(passed=False, metadata={"newest_period": "none"})
@@ -131,7 +131,7 @@ def build_checks(settings: Settings) -> list[AssetChecksDefinition]:
         aws: AwsResource, collection: CollectionResource, warehouse: WarehouseResource
     ) -> AssetCheckResult:
         now = utc_now()
-        with warehouse.read_snapshot() as conn:
+        with warehouse.reader() as conn:
             counts = sanity_counts(
                 conn, now - timedelta(days=settings.backfill_days), collection.period_seconds, now
             )

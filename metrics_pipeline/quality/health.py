@@ -48,8 +48,8 @@ def pipeline_health(
     per_day: list[Any] = []
     slowest: list[Any] = []
     per_account: list[Any] = []
-    if warehouse.snapshot_path.exists():  # else nothing was collected yet: say so below
-        with warehouse.read_snapshot() as conn:
+    if warehouse.has_data():  # else nothing was collected yet: say so below
+        with warehouse.reader() as conn:
             per_day = conn.execute(
                 f"""
                 SELECT finished_at::DATE, sum(cloudwatch_requests),

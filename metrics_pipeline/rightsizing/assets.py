@@ -309,7 +309,7 @@ def rightsizing_report(
     report_time = utc_now()
     # A warehouse keeping fewer days than the window is judged on what it keeps.
     start = report_time - min(WINDOW, timedelta(days=warehouse.retention_days))
-    with warehouse.read_snapshot() as conn:
+    with warehouse.reader() as conn:
         evidence = read_evidence(conn, start, report_time, collection.period_seconds)
     assessed = [(e, assess(e, config)) for e in evidence]
     rows = [

@@ -16,11 +16,14 @@ import duckdb
 
 from metrics_pipeline.warehouse.schema import (
     DERIVED_TABLES,
-    SCHEMA_SQL,
     VERSION_TABLE,
     base_tables,
+    ensure_schema,
     expected_columns,
+    is_lake,
+    partition_lake_tables,
 )
+from metrics_pipeline.warehouse.sql import in_transaction
 
 SCHEMA_VERSION = 2
 
@@ -40,7 +43,7 @@ class Migration:
 def _create_missing_derived_tables(conn: duckdb.DuckDBPyConnection) -> None:
     """Builds before versioning created the rollup, run and report tables lazily: a warehouse
     from one of them may lack some. They hold only what can be computed again."""
-    conn.execute(SCHEMA_SQL)
+    ensure_schema(conn)
 
 
 MIGRATIONS = [
@@ -98,10 +101,16 @@ def prepare_schema(
     Raises SchemaError, changing nothing, for a newer or an unrecognised warehouse."""
     version = warehouse_version(conn)
     if version is None:
-        conn.execute("BEGIN TRANSACTION")
-        conn.execute(SCHEMA_SQL)
-        _record_version(conn, SCHEMA_VERSION, now)
-        conn.execute("COMMIT")
+
+        def create() -> None:
+            if warehouse_version(conn) is not None:  # another writer just created it
+                return
+            ensure_schema(conn)
+            if is_lake(conn):
+                partition_lake_tables(conn)
+            _record_version(conn, SCHEMA_VERSION, now)
+
+        in_transaction(conn, create)
         return None
     if version > SCHEMA_VERSION:
         raise SchemaError(
@@ -120,16 +129,15 @@ def prepare_schema(
     migrated_from = None
     if version < SCHEMA_VERSION:
         back_up(version)
-        conn.execute("BEGIN TRANSACTION")
-        try:
+
+        def migrate() -> None:
+            since = warehouse_version(conn) or 0  # another writer may have migrated it
             for migration in MIGRATIONS:
-                if migration.version > version:
+                if migration.version > since:
                     migration.apply(conn)
                     _record_version(conn, migration.version, now)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+
+        in_transaction(conn, migrate)
         migrated_from = version
     problems = structure_problems(conn)
     if problems:
@@ -138,13 +146,15 @@ def prepare_schema(
             f"{problems[0]}{more}: the warehouse's tables are not the ones this build writes; "
             "restore them (or a backup) before collecting."
         )
-    conn.execute(SCHEMA_SQL)  # the views, which follow the build
+    if not is_lake(conn):  # the views, which follow the build (a lake's are a commit: see lake.py)
+        ensure_schema(conn)
     return migrated_from
 
 
 def _record_version(conn: duckdb.DuckDBPyConnection, version: int, now: datetime) -> None:
+    key = "" if is_lake(conn) else " PRIMARY KEY"
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} "
-        "(version INTEGER PRIMARY KEY, migrated_at TIMESTAMP NOT NULL)"
+        f"(version INTEGER{key}, migrated_at TIMESTAMP NOT NULL)"
     )
     conn.execute(f"INSERT INTO {VERSION_TABLE} VALUES (?, ?)", [version, now])

@@ -1,12 +1,12 @@
-"""The DuckDB warehouse as a Dagster resource: the writer's connection (with its lock wait and
-the snapshot it publishes) and the readers' sandboxed snapshot connection."""
+"""The warehouse as a Dagster resource: the writer's connection (to the DuckDB file, with its
+lock wait and the snapshot it publishes; or to a DuckLake) and the readers' sandboxed one."""
 
 from __future__ import annotations
 
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 import duckdb
@@ -26,10 +26,13 @@ from metrics_pipeline.settings import (
     duckdb_memory_limit_for,
     snapshot_path_for,
 )
+from metrics_pipeline.warehouse.lake import Lake, LakeError, WriteLock, lake_bytes, open_lake
 from metrics_pipeline.warehouse.migrations import SCHEMA_VERSION, SchemaError, prepare_schema
 from metrics_pipeline.warehouse.permissions import make_folder, protect
+from metrics_pipeline.warehouse.readers import ReadSource, SnapshotMissingError, open_reader
 from metrics_pipeline.warehouse.schema import STORAGE_COMPATIBILITY_VERSION
-from metrics_pipeline.warehouse.snapshot import copy_checkpointed, open_snapshot, publish_snapshot
+from metrics_pipeline.warehouse.snapshot import copy_checkpointed, publish_snapshot
+from metrics_pipeline.warehouse.sql import writes_locked_by
 
 # Runs that write the warehouse share this pool; DuckDB takes one writing process at a time.
 WAREHOUSE_POOL = "duckdb_warehouse"
@@ -40,13 +43,17 @@ SPACE_MARGIN_BYTES = 8 * 2**20
 
 
 class WarehouseResource(DuckDBResource):
-    """The DuckDB warehouse file.
+    """The warehouse: the DuckDB file `database`, or the DuckLake of `lake_catalog`.
 
     On top of dagster-duckdb's resource: a writable-path check at run start, connections that
     are always closed, and a lock wait with a stated budget that ends in one clear failure
     (dagster-duckdb retries a fixed ten times and then re-raises DuckDB's IO error).
     """
 
+    lake_catalog: str = Field(
+        default="", description="A DuckLake catalog (METRICS_WAREHOUSE); empty: the file."
+    )
+    lake_data_path: str = Field(default="", description="Where the lake's Parquet files go.")
     retention_days: int = Field(
         default=DEFAULT_RETENTION_DAYS, description="Days of metrics the warehouse keeps."
     )
@@ -74,10 +81,18 @@ class WarehouseResource(DuckDBResource):
         """Why the last write's snapshot could not be published (None when it was)."""
         return self._unpublished
 
+    @property
+    def lake(self) -> Lake | None:
+        return Lake(self.lake_catalog, self.lake_data_path) if self.lake_catalog else None
+
+    @property
+    def read_source(self) -> ReadSource:
+        return self.lake or self.snapshot_path
+
     def require_writable(self) -> None:
         """Fails at once, never retried, when the file cannot be written: a step calls it
         before asking AWS for anything."""
-        if self.database != ":memory:":
+        if self.database != ":memory:" and not self.lake:
             try:
                 check_writable(Path(self.database), self.shared_group or None)
             except ConfigError as error:
@@ -95,7 +110,12 @@ class WarehouseResource(DuckDBResource):
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """The writer's connection. When the block ends, the readers' snapshot is republished
         from it (see snapshot.py), after an error too: what was committed is whole, and
-        readers such as the gap sensor must see it."""
+        readers such as the gap sensor must see it. On a lake, each commit is what readers
+        see: nothing to publish."""
+        if self.lake:
+            with self._connect_lake() as conn:
+                yield conn
+            return
         conn = self._connect_waiting_for_lock()
         try:
             self._prepare_schema(conn)  # once per connection, so no write has to
@@ -123,7 +143,7 @@ class WarehouseResource(DuckDBResource):
         """Fails before a write the disk cannot hold, naming what it needs: the new rows in the
         write-ahead log and then in the file (each about WRITE_GROWTH times their spooled
         Parquet size), and a new snapshot, a copy of the whole file."""
-        if self.database == ":memory:":
+        if self.database == ":memory:" or self.lake:
             return
         database = Path(self.database)
         current = sum(p.stat().st_size for p in (database, Path(f"{database}.wal")) if p.exists())
@@ -149,6 +169,9 @@ class WarehouseResource(DuckDBResource):
         """A run's first step, before AWS is asked anything: the file can be written and its
         tables are this build's (an older warehouse is backed up and migrated). Failures are
         final: no retry can fix them."""
+        if self.lake:
+            with self._connect_lake():
+                return
         if self.database == ":memory:":
             return
         conn = self._connect_waiting_for_lock()  # which checks that the file can be written
@@ -159,7 +182,7 @@ class WarehouseResource(DuckDBResource):
 
     def _prepare_schema(self, conn: duckdb.DuckDBPyConnection) -> None:
         def back_up(version: int) -> None:
-            if self.database == ":memory:":
+            if self.database == ":memory:" or self.lake:  # DuckLake keeps earlier snapshots
                 return
             make_folder(self.backups_path)
             target = self.backups_path / (
@@ -174,6 +197,35 @@ class WarehouseResource(DuckDBResource):
                 description=f"The warehouse {self.database}: {error}", allow_retries=False
             ) from None
 
+    def _memory_config(self) -> dict[str, str]:
+        # What a write of the default chunk needs (build_resources passes the configured
+        # chunk's); DuckDB spills past it.
+        return {
+            "memory_limit": duckdb_memory_limit_for(DEFAULT_CHUNK_DATAPOINTS),
+            **self.connection_config,
+        }
+
+    @contextmanager
+    def _connect_lake(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The lake attached, its schema ready, each transaction under the writers' lock."""
+        assert self.lake is not None
+        lake = self.lake
+        try:
+            conn = open_lake(lake, read_only=False, config=self._memory_config())
+        except LakeError as error:
+            raise Failure(description=str(error), allow_retries=True) from None
+        lock = (
+            WriteLock(lake.postgres_dsn, self.lock_timeout_seconds) if lake.postgres_dsn else None
+        )
+        try:
+            with writes_locked_by(conn, lock.held) if lock else nullcontext():
+                self._prepare_schema(conn)
+                yield conn
+        finally:
+            conn.close()
+            if lock:
+                lock.close()
+
     def _connect_waiting_for_lock(self) -> duckdb.DuckDBPyConnection:
         self.require_writable()
         deadline = time.monotonic() + self.lock_timeout_seconds
@@ -185,10 +237,7 @@ class WarehouseResource(DuckDBResource):
                     config={
                         "custom_user_agent": "dagster",
                         "storage_compatibility_version": STORAGE_COMPATIBILITY_VERSION,
-                        # What a write of the default chunk needs (build_resources passes the
-                        # configured chunk's); DuckDB spills past it.
-                        "memory_limit": duckdb_memory_limit_for(DEFAULT_CHUNK_DATAPOINTS),
-                        **self.connection_config,
+                        **self._memory_config(),
                     },
                 )
                 if self.database != ":memory:":
@@ -219,8 +268,25 @@ class WarehouseResource(DuckDBResource):
             yield conn
 
     @contextmanager
-    def read_snapshot(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A reader's connection to the latest snapshot: never waits for, nor blocks, a writer.
-        Raises SnapshotMissingError until the first write has published one."""
-        with open_snapshot(self.snapshot_path) as conn:
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A reader's connection to the latest snapshot, or the lake's latest commit: never
+        waits for, nor blocks, a writer. Raises SnapshotMissingError until the first write."""
+        with open_reader(self.read_source) as conn:
             yield conn
+
+    def stored_bytes(self, conn: duckdb.DuckDBPyConnection) -> int:
+        """The warehouse's size: the file and its write-ahead log, or the lake's data files."""
+        if self.lake:
+            return lake_bytes(conn)
+        paths = [Path(self.database), Path(self.database + ".wal")]
+        return sum(p.stat().st_size for p in paths if p.exists())
+
+    def has_data(self) -> bool:
+        """Whether a first write has happened (readers have something to read)."""
+        if not self.lake:
+            return self.snapshot_path.exists()
+        try:
+            with self.reader():
+                return True
+        except SnapshotMissingError:
+            return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 
 import duckdb
@@ -180,8 +181,36 @@ FROM {METRICS_TABLE} GROUP BY ts, account_id, region, instance_id;
 """
 
 
+# DuckLake has no keys (the writers' delete-then-insert keeps them unique) and stores each
+# table in files per day of its time column, so rewriting an hour touches one day's files.
+LAKE_SCHEMA_SQL = re.sub(r",\s*PRIMARY KEY \([^)]*\)| PRIMARY KEY", "", SCHEMA_SQL)
+LAKE_PARTITIONS = {
+    METRICS_TABLE: "ts",
+    FETCHES_TABLE: "hour",
+    HOURLY_TABLE: "hour",
+    DAILY_TABLE: "day",
+}
+
+
+def is_lake(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the connection's database in use is a DuckLake (else a DuckDB file)."""
+    row = conn.execute(
+        "SELECT type FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
+    return bool(row and row[0] == "ducklake")
+
+
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute(SCHEMA_SQL)
+    """Creates what is missing of this build's tables, and its views."""
+    conn.execute(LAKE_SCHEMA_SQL if is_lake(conn) else SCHEMA_SQL)
+
+
+def partition_lake_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    for table, column in LAKE_PARTITIONS.items():
+        conn.execute(
+            f"ALTER TABLE {table} SET PARTITIONED BY (year({column}), month({column}), "
+            f"day({column}))"
+        )
 
 
 @cache

@@ -1,0 +1,3 @@
+from metrics_pipeline.local_postgres.server import main
+
+main()

@@ -1,0 +1,248 @@
+"""The warehouse on DuckLake: a catalog in PostgreSQL and Parquet files in S3 (or a folder),
+which processes on many machines write and read at once, and analysts query with DuckDB.
+
+Each connection is an in-memory DuckDB with the lake attached as `lake` and in use, so the
+SQL the writers and readers run on the DuckDB file runs here unchanged. The DuckDB
+extensions come from their PyPI wheels (duckdb-extension-*), installed once into a local
+extension folder: nothing is downloaded at run time, and nothing is loaded behind a query's
+back.
+
+Writers are serialised per transaction by a PostgreSQL advisory lock on the catalog (see
+WriteLock): DuckLake checks conflicts per table at commit, but two transactions that each
+delete nothing and insert the same rows would both commit, and a window collected twice at
+once would then be stored twice.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import duckdb
+
+from metrics_pipeline.warehouse.sql import sql_literal
+
+LAKE_ALIAS = "lake"
+LAKE_PREFIX = "ducklake:"
+POSTGRES_CATALOG_PREFIX = "ducklake:postgres:"
+# Name to LOAD, and the PyPI package whose wheel carries it.
+EXTENSIONS = {
+    "ducklake": "duckdb_extension_ducklake",
+    "postgres": "duckdb_extension_postgres",
+    "httpfs": "duckdb_extension_httpfs",
+}
+WRITE_LOCK_NAME = "metrics_pipeline warehouse writer"
+
+
+class LakeError(RuntimeError):
+    """The lake cannot be reached or used; the message names the setting to check."""
+
+
+@dataclass(frozen=True)
+class Lake:
+    """Where a lake lives: its catalog (METRICS_WAREHOUSE) and its data (METRICS_LAKE_DATA_PATH)."""
+
+    catalog: str
+    data_path: str
+
+    @property
+    def on_s3(self) -> bool:
+        return self.data_path.startswith("s3://")
+
+    @property
+    def postgres_dsn(self) -> str | None:
+        """The catalog's libpq connection string when it lives in PostgreSQL."""
+        if self.catalog.startswith(POSTGRES_CATALOG_PREFIX):
+            return self.catalog.removeprefix(POSTGRES_CATALOG_PREFIX)
+        return None
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def label(self) -> str:
+        """The lake for messages: its catalog without a password."""
+        return (
+            " ".join(part for part in self.catalog.split() if not part.startswith("password="))
+            + f" (data {self.data_path})"
+        )
+
+
+def extension_directory() -> Path:
+    """Where the wheels' extensions are installed for DuckDB to load: a per-user cache
+    (XDG_CACHE_HOME where the home folder is read-only, as in some containers)."""
+    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache_home) / "metrics_pipeline" / "duckdb_extensions"
+
+
+def _wheel_extension(name: str) -> Path:
+    spec = find_spec(EXTENSIONS[name])
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    path = (
+        Path(locations[0]) / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+        if locations
+        else None
+    )
+    if path is None or not path.exists():
+        package = EXTENSIONS[name].replace("_", "-")
+        raise LakeError(
+            f"DuckLake needs DuckDB's {name} extension for DuckDB {duckdb.__version__}, from "
+            f"the {package} package at that version: reinstall metrics_pipeline."
+        )
+    return path
+
+
+@cache
+def install_extensions(directory: Path) -> None:
+    """Copies the wheels' extensions into `directory` once (DuckDB loads them from there)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(":memory:", config=_extension_config(directory)) as conn:
+        installed = {
+            row[0]
+            for row in conn.execute(
+                "SELECT extension_name FROM duckdb_extensions() WHERE installed"
+            ).fetchall()
+        }
+        for name in EXTENSIONS:
+            if name not in installed and f"{name}_scanner" not in installed:
+                conn.execute(f"INSTALL {sql_literal(_wheel_extension(name))}")
+
+
+def _extension_config(directory: Path) -> dict[str, Any]:
+    return {
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "extension_directory": str(directory),
+    }
+
+
+def _endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def s3_secret_sql() -> str:
+    """A DuckDB secret for the data path from the usual AWS environment (the credential chain
+    boto3 resolves, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL for another endpoint)."""
+    session = boto3.Session()
+    credentials = session.get_credentials()
+    if credentials is None:
+        raise LakeError(
+            "METRICS_LAKE_DATA_PATH is on S3 but no AWS credentials were found (environment, "
+            "profile, or the instance's role)."
+        )
+    frozen = credentials.get_frozen_credentials()
+    options = {
+        "TYPE": "s3",
+        "KEY_ID": frozen.access_key,
+        "SECRET": frozen.secret_key,
+        "REGION": session.region_name or "us-east-1",
+    }
+    if frozen.token:
+        options["SESSION_TOKEN"] = frozen.token
+    endpoint = _endpoint()
+    if endpoint:
+        url = urlsplit(endpoint)
+        options |= {"ENDPOINT": url.netloc, "URL_STYLE": "path"}
+        options["USE_SSL"] = "true" if url.scheme == "https" else "false"
+    body = ", ".join(
+        f"{key} {value if key == 'TYPE' or key == 'USE_SSL' else sql_literal(value)}"
+        for key, value in options.items()
+    )
+    return f"CREATE OR REPLACE SECRET metrics_lake_s3 ({body})"
+
+
+def open_lake(
+    lake: Lake, *, read_only: bool, config: dict[str, Any] | None = None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the lake attached as `lake` and in use."""
+    directory = extension_directory()
+    install_extensions(directory)
+    conn = duckdb.connect(":memory:", config={**_extension_config(directory), **(config or {})})
+    try:
+        for name in EXTENSIONS:
+            conn.execute(f"LOAD {name}")
+        if lake.on_s3:
+            conn.execute(s3_secret_sql())
+        # A reader takes the data path the catalog records: given again, DuckDB's sandbox
+        # would not allow reading there.
+        options = ["READ_ONLY"] if read_only else [f"DATA_PATH {sql_literal(lake.data_path)}"]
+        conn.execute(f"ATTACH {sql_literal(lake.catalog)} AS {LAKE_ALIAS} ({', '.join(options)})")
+        conn.execute(f"USE {LAKE_ALIAS}")
+    except duckdb.Error as error:
+        conn.close()
+        first_line = str(error).splitlines()[0]
+        raise LakeError(
+            f"Cannot open the DuckLake warehouse {lake.label} (METRICS_WAREHOUSE, "
+            f"METRICS_LAKE_DATA_PATH): {first_line}"
+        ) from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class WriteLock:
+    """One writer at a time across machines: a PostgreSQL advisory lock on the lake's catalog,
+    held from a transaction's start to its commit. Waits as a DuckDB file's writer waits for
+    the file (METRICS_LOCK_TIMEOUT_SECONDS)."""
+
+    def __init__(self, dsn: str, timeout_seconds: float) -> None:
+        import psycopg2
+
+        self._connection = psycopg2.connect(dsn)
+        self._connection.autocommit = True
+        self._timeout_seconds = timeout_seconds
+        self._key = zlib.crc32(WRITE_LOCK_NAME.encode())
+        self.waited_seconds = 0.0
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        began = time.monotonic()
+        delay = 0.02
+        with self._connection.cursor() as cursor:
+            while True:
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [self._key])
+                if cursor.fetchone()[0]:
+                    break
+                if time.monotonic() - began + delay > self._timeout_seconds:
+                    raise LakeError(
+                        f"Another writer held the lake for more than "
+                        f"{self._timeout_seconds:g} s (METRICS_LOCK_TIMEOUT_SECONDS); "
+                        "nothing was written."
+                    )
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 1.0)
+            self.waited_seconds += time.monotonic() - began
+            try:
+                yield
+            finally:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [self._key])
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def lake_bytes(conn: duckdb.DuckDBPyConnection) -> int:
+    """The size of a DuckLake's current data and delete files."""
+    lake = sql_literal(current_database(conn))
+    [(total,)] = conn.execute(
+        "SELECT coalesce(sum(file_size_bytes + delete_file_size_bytes), 0)::BIGINT "
+        f"FROM ducklake_table_info({lake})"
+    ).fetchall()
+    return int(total)
+
+
+def current_database(conn: duckdb.DuckDBPyConnection) -> str:
+    [(name,)] = conn.execute("SELECT current_database()").fetchall()
+    return str(name)

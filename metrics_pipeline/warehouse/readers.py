@@ -1,0 +1,154 @@
+"""Every reader's connection: to the DuckDB file's published snapshot (see snapshot.py), or
+to a DuckLake's latest commit, attached read-only.
+
+Each is a sandbox, so analysts' SQL (`metrics-pipeline query`, query.connect()) can read the
+warehouse and nothing else, whatever its text ("Securing DuckDB" in DuckDB's docs):
+- no extension is installed or loaded behind a query's back (the config below); a lake's
+  own (ducklake, postgres, httpfs) are loaded before the configuration is locked;
+- no spilling: with no temp_directory a query too big for memory fails with DuckDB's
+  out-of-memory error instead of writing files;
+- enable_external_access=false: no files, network, ATTACH, INSTALL or LOAD, but for what is
+  attached already (the snapshot, the lake's catalog) and a lake's data path, which DuckDB
+  then allows for writing too: on a lake, readers' S3 credentials must be read-only
+  (deploy/iam/reader-policy.json) as their database role must. DuckDB then still
+  allows the attached database's own paths, the snapshot and its .wal siblings, for writing
+  too: `COPY ... TO '<snapshot>' (USE_TMP_FILE false)` overwrote the snapshot. So DuckDB's
+  local file system is disabled as well (for a lake on S3 too): the snapshot, opened by
+  ATTACH already, is read through its open handle. (Disabled after enable_external_access,
+  which needs it.)
+- lock_configuration: no SET, RESET or PRAGMA can undo any of this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from metrics_pipeline.warehouse.lake import Lake, open_lake
+from metrics_pipeline.warehouse.schema import VERSION_TABLE, table_exists
+from metrics_pipeline.warehouse.sql import sql_literal
+
+SNAPSHOT_ALIAS = "warehouse"
+# What a reader reads: the snapshot file, or the lake.
+ReadSource = Path | Lake
+
+_READER_CONFIG = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "temp_directory": "",
+}
+
+
+class SnapshotMissingError(FileNotFoundError):
+    """Nothing has been published yet (the pipeline has not written anything)."""
+
+
+def _attach(source: ReadSource) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory database with the warehouse attached read-only and in use.
+
+    Not duckdb.connect(path): that reuses any connection this process already holds to the
+    path, which would still be reading the snapshot it was opened on.
+    """
+    if isinstance(source, Lake):
+        conn = open_lake(source, read_only=True, config=_READER_CONFIG)
+        if not table_exists(conn, VERSION_TABLE):
+            conn.close()
+            raise SnapshotMissingError(
+                f"The lake {source.label} has no warehouse tables yet: the pipeline creates "
+                "them at its first write (check METRICS_WAREHOUSE, or materialize "
+                "rds_instances first)."
+            )
+        return conn
+    if not source.exists():
+        raise SnapshotMissingError(
+            f"No warehouse snapshot at {source} yet: the pipeline publishes it after its "
+            "first write (check METRICS_DUCKDB_PATH, or materialize rds_instances first)."
+        )
+    conn = duckdb.connect(":memory:", config=_READER_CONFIG)
+    try:
+        conn.execute(f"ATTACH {sql_literal(source)} AS {SNAPSHOT_ALIAS} (READ_ONLY)")
+        conn.execute(f"USE {SNAPSHOT_ALIAS}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _allow_lake_files(source: ReadSource) -> list[str]:
+    """A lake's data files are read by path (only its inlined rows live in the catalog)."""
+    return [source.data_path] if isinstance(source, Lake) else []
+
+
+def _sandbox(conn: duckdb.DuckDBPyConnection, source: ReadSource) -> None:
+    _allow(conn, _allow_lake_files(source))
+    conn.execute("SET enable_external_access = false")
+    if not (isinstance(source, Lake) and not source.on_s3):  # a lake in a folder reads files
+        conn.execute("SET disabled_filesystems = 'LocalFileSystem'")
+    conn.execute("SET lock_configuration = true")
+
+
+def _allow(conn: duckdb.DuckDBPyConnection, directories: list[str]) -> None:
+    if directories:
+        listed = ", ".join(sql_literal(directory) for directory in directories)
+        conn.execute(f"SET allowed_directories = [{listed}]")
+
+
+@contextmanager
+def open_reader(
+    source: ReadSource, memory_limit: str | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection that sees the warehouse as it is now and nothing else of the machine;
+    later writes are seen by the next connection, not by this one.
+
+    Every reader uses it (the CLI, query.py, sensors, checks, health), and it is safe for SQL
+    from anyone (see above). Registered DataFrames (`conn.register`) still work; DuckDB's
+    implicit scan of Python variables by name does not.
+    """
+    conn = _attach(source)
+    try:
+        if memory_limit:
+            conn.execute(f"SET memory_limit = {sql_literal(memory_limit)}")
+        _sandbox(conn, source)
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def open_reader_for_export(source: ReadSource, target: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The warehouse with writes allowed into `target` only, for the package's own
+    EXPORT DATABASE (backups.py). Never hand it SQL from a user: it is not the sandbox,
+    as DuckDB's file system stays on (the export needs it)."""
+    conn = _attach(source)
+    try:
+        _allow(conn, [str(target), *_allow_lake_files(source)])
+        conn.execute("SET enable_external_access = false")
+        conn.execute("SET lock_configuration = true")
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def open_reader_for_extract(
+    source: ReadSource, spill: Path, memory_limit: str
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The warehouse for statements the package builds itself (the CLI's extracts), never a
+    user's: within `memory_limit`, a sort over days of a fleet spills to `spill` (a private
+    temporary folder, the only path it may write) instead of growing in memory."""
+    conn = _attach(source)
+    try:
+        conn.execute(f"SET memory_limit = {sql_literal(memory_limit)}")
+        # One thread: each thread holds its own share of the sort and the pivot, which pushed
+        # a week's wide extract past the limit now and then; one stays within it.
+        conn.execute("SET threads = 1")
+        conn.execute(f"SET temp_directory = {sql_literal(spill)}")
+        _allow(conn, [str(spill), *_allow_lake_files(source)])
+        conn.execute("SET enable_external_access = false")
+        conn.execute("SET lock_configuration = true")
+        yield conn
+    finally:
+        conn.close()
