@@ -164,9 +164,10 @@ def lake(
 
 
 @pytest.fixture
-def lake_warehouse(lake: Lake) -> WarehouseResource:
+def lake_warehouse(lake: Lake, tmp_path: Path) -> WarehouseResource:
+    """The warehouse on `lake`; its backups go next to where the DuckDB file would be."""
     return WarehouseResource(
-        database="unused-in-lake-mode.duckdb",
+        database=str(tmp_path / "warehouse" / "metrics.duckdb"),
         lake_catalog=lake.catalog,
         lake_data_path=lake.data_path,
     )

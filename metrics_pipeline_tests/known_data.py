@@ -8,8 +8,10 @@ Two instances over the six hours before the current one, 5-minute periods:
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import pyarrow as pa
+
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.schema import ensure_schema
+from metrics_pipeline.warehouse.sql import in_transaction
 from metrics_pipeline_tests.moto_fleet import ACCOUNT_ID, THIS_HOUR
 
 FIRST_HOUR = THIS_HOUR - timedelta(hours=6)
@@ -49,41 +51,49 @@ def periods() -> list[Period]:
 
 
 def seed(warehouse: WarehouseResource) -> list[Period]:
-    """Writes the known rows through the pipeline's writer connection (which publishes)."""
+    """Writes the known rows through the pipeline's writer connection (which publishes), in
+    one transaction."""
     rows = periods()
+    instances = pa.Table.from_pylist(
+        [
+            {
+                "account_id": ACCOUNT_ID,
+                "region": region,
+                "instance_id": instance_id,
+                "engine": "postgres",
+                "instance_class": "db.t3.micro",
+                "status": "available",
+                "create_time": FIRST_HOUR - timedelta(days=30),
+                "first_seen": FIRST_HOUR,
+                "last_seen": THIS_HOUR,
+            }
+            for instance_id, region in INSTANCES.items()
+        ]
+    )
+    metrics = pa.Table.from_pylist(
+        [
+            {
+                "ts": r.ts,
+                "account_id": ACCOUNT_ID,
+                "region": r.region,
+                "instance_id": r.instance_id,
+                "metric": r.metric,
+                "unit": METRICS[r.metric],
+                "average": r.average,
+                "minimum": r.average - 1,
+                "maximum": r.average + 1,
+                "collected_at": THIS_HOUR,
+            }
+            for r in rows
+        ]
+    )
     with warehouse.connect() as conn:
-        ensure_schema(conn)
-        for instance_id, region in INSTANCES.items():
-            conn.execute(
-                "INSERT INTO rds_instances (account_id, region, instance_id, engine, "
-                "instance_class, status, create_time, first_seen, last_seen) "
-                "VALUES (?, ?, ?, 'postgres', 'db.t3.micro', 'available', ?, ?, ?)",
-                [
-                    ACCOUNT_ID,
-                    region,
-                    instance_id,
-                    FIRST_HOUR - timedelta(days=30),
-                    FIRST_HOUR,
-                    THIS_HOUR,
-                ],
-            )
-        conn.executemany(
-            "INSERT INTO rds_metrics (ts, account_id, region, instance_id, metric, unit, "
-            "average, minimum, maximum, collected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                [
-                    r.ts,
-                    ACCOUNT_ID,
-                    r.region,
-                    r.instance_id,
-                    r.metric,
-                    METRICS[r.metric],
-                    r.average,
-                    r.average - 1,
-                    r.average + 1,
-                    THIS_HOUR,
-                ]
-                for r in rows
-            ],
-        )
+        conn.register("seeded_instances", instances)
+        conn.register("seeded_metrics", metrics)
+
+        def write() -> None:
+            conn.execute("INSERT INTO rds_instances BY NAME SELECT * FROM seeded_instances")
+            conn.execute("INSERT INTO rds_metrics BY NAME SELECT * FROM seeded_metrics")
+
+        in_transaction(conn, write)
     return rows

@@ -37,6 +37,14 @@ def cli(
         **os.environ,
         "METRICS_DUCKDB_PATH": warehouse.database,
         "COLUMNS": "400",
+        **(
+            {
+                "METRICS_WAREHOUSE": warehouse.lake_catalog,
+                "METRICS_LAKE_DATA_PATH": warehouse.lake_data_path,
+            }
+            if warehouse.lake
+            else {}
+        ),
         **env_overrides,
     }
     return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=120)

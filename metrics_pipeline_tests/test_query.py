@@ -27,7 +27,11 @@ END = FIRST_HOUR + timedelta(hours=6)
 
 @pytest.fixture
 def storage(warehouse: WarehouseResource) -> StorageSettings:
-    return StorageSettings(duckdb_path=Path(warehouse.database))
+    return StorageSettings(
+        duckdb_path=Path(warehouse.database),
+        warehouse=warehouse.lake_catalog or None,
+        lake_data_path=warehouse.lake_data_path or None,
+    )
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import boto3
-import duckdb
 import pytest
 from dagster import materialize
 
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("moto_aws")
 
 
 def inventory(warehouse: WarehouseResource) -> dict[str, dict[str, Any]]:
-    with duckdb.connect(warehouse.database, read_only=True) as conn:
+    with warehouse.reader() as conn:
         cursor = conn.execute("SELECT * FROM rds_instances")
         names = [d[0] for d in cursor.description]
         return {row[2]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}

@@ -3,7 +3,6 @@
 from datetime import datetime, timedelta
 from typing import Any
 
-import duckdb
 import pytest
 from dagster import instance_for_test, materialize
 from moto.rds.responses import RDSResponse
@@ -68,7 +67,7 @@ def collect(
 
 def stored(warehouse: WarehouseResource) -> dict[tuple[str, str, datetime, str], float | None]:
     """Every statistic cell of rds_metrics, keyed like fleet.put_metrics' expectations."""
-    with duckdb.connect(warehouse.database, read_only=True) as conn:
+    with warehouse.reader() as conn:
         rows = conn.execute(
             f"SELECT instance_id, metric, ts, {', '.join(STAT_COLUMNS)} FROM rds_metrics"
         ).fetchall()
@@ -115,7 +114,7 @@ def test_one_partition_matches_what_cloudwatch_was_given(
     assert metadata["datapoints"] == 48 * 5
     assert metadata["cloudwatch_requests"] == 2  # one per region
     assert metadata["metrics_requested"] == 2 * 2 * 5
-    with duckdb.connect(warehouse.database, read_only=True) as conn:
+    with warehouse.reader() as conn:
         units = dict(conn.execute("SELECT DISTINCT metric, unit FROM rds_metrics").fetchall())
         regions = dict(conn.execute("SELECT instance_id, region FROM rds_metrics").fetchall())
         accounts = {r[0] for r in conn.execute("SELECT account_id FROM rds_metrics").fetchall()}
@@ -159,7 +158,7 @@ def test_range_runs_once_and_rematerializing_is_idempotent(
         collect(aws, small_collection, warehouse, HOUR + timedelta(hours=1))
         collect(aws, small_collection, warehouse, HOUR, HOUR + timedelta(hours=2))
     assert stored(warehouse) == pytest.approx(expected)
-    with duckdb.connect(warehouse.database, read_only=True) as conn:
+    with warehouse.reader() as conn:
         [(count, distinct)] = conn.execute(
             "SELECT count(*), count(DISTINCT (instance_id, metric, ts)) FROM rds_metrics"
         ).fetchall()
@@ -234,7 +233,7 @@ def test_a_region_added_later_is_discovered_by_the_next_collection(
 
     collect(make_aws(), make_collection(metrics=METRICS), warehouse, HOUR)
 
-    with duckdb.connect(warehouse.database, read_only=True) as conn:
+    with warehouse.reader() as conn:
         inventory = conn.execute(
             "SELECT region, instance_id FROM rds_instances ORDER BY 1"
         ).fetchall()
@@ -313,7 +312,7 @@ def test_fetch_log_records_each_instance_hour(
     discover(aws, warehouse)
     collect(aws, small_collection, warehouse, HOUR, HOUR + timedelta(hours=1))
 
-    with duckdb.connect(warehouse.database, read_only=True) as conn:
+    with warehouse.reader() as conn:
         log = conn.execute(
             "SELECT instance_id, hour, datapoints, settled FROM rds_metric_fetches ORDER BY ALL"
         ).fetchall()
@@ -334,7 +333,7 @@ def test_hour_in_progress_is_logged_unsettled(
     put_metrics("us-east-1", ["orders-db"], METRICS, now - timedelta(hours=1), now)
     discover(aws, warehouse)
     collect(aws, small_collection, warehouse, now - timedelta(hours=1), now)
-    with duckdb.connect(warehouse.database, read_only=True) as conn:
+    with warehouse.reader() as conn:
         settled = dict(conn.execute("SELECT hour, settled FROM rds_metric_fetches").fetchall())
     assert settled[now] is False
 
@@ -347,7 +346,7 @@ def test_each_run_records_its_own_figures(
     discover(aws, warehouse)
     first = collect(aws, small_collection, warehouse, HOUR)
     second = collect(aws, small_collection, warehouse, HOUR)
-    with duckdb.connect(warehouse.database, read_only=True) as conn:
+    with warehouse.reader() as conn:
         cursor = conn.execute("SELECT * FROM pipeline_runs ORDER BY finished_at")
         names = [d[0] for d in cursor.description]
         runs = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

@@ -5,14 +5,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 from dagster import DagsterEventType, Failure, instance_for_test, materialize
 
 from metrics_pipeline.collection.assets import check_collectable
 from metrics_pipeline.settings import ConfigError, Settings
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.schema import ensure_schema
 from metrics_pipeline_tests.helpers import (
     TEST_PARTITIONS,
     make_aws,
@@ -26,11 +24,9 @@ def floor_hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def fill(database: str, first_hour: datetime, hours: int) -> None:
+def fill(warehouse: WarehouseResource, first_hour: datetime, hours: int) -> None:
     """One instance, one metric, 12 periods an hour, and a fetch log row per hour."""
-    Path(database).parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(database) as conn:
-        ensure_schema(conn)
+    with warehouse.connect() as conn:
         conn.execute(
             """
             INSERT INTO rds_metrics
@@ -62,8 +58,8 @@ def output_metadata(result: Any) -> dict[str, Any]:
 def test_drops_old_hours_keeps_recent_ones_and_reports(warehouse: WarehouseResource) -> None:
     before = datetime.now(UTC).replace(tzinfo=None)
     first = floor_hour(before) - timedelta(days=10)
-    fill(warehouse.database, first, 10 * 24 + 1)
-    seven_days = WarehouseResource(database=warehouse.database, retention_days=7)
+    fill(warehouse, first, 10 * 24 + 1)
+    seven_days = warehouse.model_copy(update={"retention_days": 7})
 
     with instance_for_test() as instance:
         result = retention_job.execute_in_process(
@@ -86,7 +82,7 @@ def test_drops_old_hours_keeps_recent_ones_and_reports(warehouse: WarehouseResou
     assert metadata["rows_dropped"] == dropped_hours * 13
     assert metadata["bytes_before"] > 0 and metadata["bytes_after"] > 0
 
-    with duckdb.connect(warehouse.database, read_only=True) as conn:
+    with warehouse.reader() as conn:
         [(kept, oldest)] = conn.execute("SELECT count(*), min(ts) FROM rds_metrics").fetchall()
         [(kept_log, oldest_log)] = conn.execute(
             "SELECT count(*), min(hour) FROM rds_metric_fetches"
@@ -107,7 +103,7 @@ def test_drops_old_hours_keeps_recent_ones_and_reports(warehouse: WarehouseResou
 
 def test_second_run_drops_nothing(warehouse: WarehouseResource) -> None:
     fill(
-        warehouse.database,
+        warehouse,
         floor_hour(datetime.now(UTC).replace(tzinfo=None)) - timedelta(days=1),
         5,
     )
@@ -116,7 +112,7 @@ def test_second_run_drops_nothing(warehouse: WarehouseResource) -> None:
             resources={"warehouse": warehouse}, instance=instance
         )
     assert output_metadata(result)["rows_dropped"] == 0
-    with duckdb.connect(warehouse.database, read_only=True) as conn:
+    with warehouse.reader() as conn:
         assert conn.execute("SELECT count(*) FROM rds_metrics").fetchone() == (60,)
 
 

@@ -2,10 +2,8 @@
 and the automation that re-materializes them when their source hours change."""
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import pytest
 from dagster import (
@@ -17,7 +15,7 @@ from dagster import (
 )
 
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.schema import ensure_schema
+from metrics_pipeline.warehouse.sql import in_transaction
 from metrics_pipeline_tests.helpers import (
     definitions_for_tests,
     make_collection,
@@ -33,10 +31,8 @@ DAY = TWO_DAYS_AGO.replace(hour=0)
 AVERAGES = [10.0, 12.0, 11.0, 30.0, 14.0, 90.0, 13.0, 15.0, 16.0, 12.5]
 
 
-def seed_metrics(database: str) -> None:
-    Path(database).parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(database) as conn:
-        ensure_schema(conn)
+def seed_metrics(warehouse: WarehouseResource) -> None:
+    with warehouse.connect() as conn:
         rows = [
             (DAY + timedelta(minutes=5 * n), avg, avg - 2, avg + 3, avg * 5, 5.0)
             for n, avg in enumerate(AVERAGES)
@@ -46,10 +42,13 @@ def seed_metrics(database: str) -> None:
             (DAY + timedelta(hours=1, minutes=5 * n), 50.0, 49.0, 51.0, 250.0, 5.0)
             for n in range(12)
         ]
-        conn.executemany(
-            "INSERT INTO rds_metrics VALUES (?, '1', 'us-east-1', 'db', 'CPUUtilization', "
-            "'Percent', ?, ?, ?, ?, ?, ?)",
-            [(*row, DAY) for row in rows],
+        in_transaction(
+            conn,
+            lambda: conn.executemany(
+                "INSERT INTO rds_metrics VALUES (?, '1', 'us-east-1', 'db', 'CPUUtilization', "
+                "'Percent', ?, ?, ?, ?, ?, ?)",
+                [(*row, DAY) for row in rows],
+            ),
         )
 
 
@@ -58,10 +57,10 @@ def key(moment: datetime, daily: bool = False) -> str:
 
 
 def test_hourly_rollup_has_hand_computed_figures(warehouse: WarehouseResource) -> None:
-    seed_metrics(warehouse.database)
+    seed_metrics(warehouse)
     resources = {"collection": make_collection(), "warehouse": warehouse}
     assert materialize([rds_metrics_hourly], partition_key=key(DAY), resources=resources).success
-    with duckdb.connect(warehouse.database, read_only=True) as conn:
+    with warehouse.reader() as conn:
         [row] = conn.execute(
             "SELECT average, minimum, maximum, p50, p95, p99, sample_count, periods, completeness "
             "FROM rds_metrics_hourly WHERE hour = ?",
@@ -77,12 +76,12 @@ def test_hourly_rollup_has_hand_computed_figures(warehouse: WarehouseResource) -
 
 
 def test_daily_rollup_covers_the_day(warehouse: WarehouseResource) -> None:
-    seed_metrics(warehouse.database)
+    seed_metrics(warehouse)
     resources = {"collection": make_collection(), "warehouse": warehouse}
     assert materialize(
         [rds_metrics_daily], partition_key=key(DAY, daily=True), resources=resources
     ).success
-    with duckdb.connect(warehouse.database, read_only=True) as conn:
+    with warehouse.reader() as conn:
         [row] = conn.execute(
             "SELECT day, average, p95, periods, completeness FROM rds_metrics_daily"
         ).fetchall()
@@ -92,7 +91,7 @@ def test_daily_rollup_covers_the_day(warehouse: WarehouseResource) -> None:
 
 
 def test_rematerializing_replaces_rows(warehouse: WarehouseResource) -> None:
-    seed_metrics(warehouse.database)
+    seed_metrics(warehouse)
     resources = {"collection": make_collection(), "warehouse": warehouse}
     for _ in range(2):
         materialize([rds_metrics_hourly], partition_key=key(DAY), resources=resources)
@@ -100,13 +99,13 @@ def test_rematerializing_replaces_rows(warehouse: WarehouseResource) -> None:
         assert conn.execute("SELECT count(*) FROM rds_metrics_hourly").fetchone() == (1,)
         conn.execute("DELETE FROM rds_metrics WHERE ts >= ?", [DAY + timedelta(minutes=30)])
     materialize([rds_metrics_hourly], partition_key=key(DAY), resources=resources)
-    with duckdb.connect(warehouse.database, read_only=True) as conn:
+    with warehouse.reader() as conn:
         assert conn.execute("SELECT periods FROM rds_metrics_hourly").fetchall() == [(6,)]
 
 
 def test_views_answer_latest_and_wide(warehouse: WarehouseResource) -> None:
-    seed_metrics(warehouse.database)
-    with duckdb.connect(warehouse.database, read_only=True) as conn:
+    seed_metrics(warehouse)
+    with warehouse.reader() as conn:
         latest = conn.execute(
             "SELECT ts, average FROM rds_latest WHERE metric = 'CPUUtilization'"
         ).fetchall()

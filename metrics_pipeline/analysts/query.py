@@ -38,6 +38,7 @@ from metrics_pipeline.hours import (
 )
 from metrics_pipeline.quality.queries import empty_settled_fetches
 from metrics_pipeline.settings import StorageSettings
+from metrics_pipeline.warehouse.lake import LakeError
 from metrics_pipeline.warehouse.readers import (
     SnapshotMissingError,
     open_reader,
@@ -83,7 +84,7 @@ def connect(
     try:
         with open_reader(storage.read_source, memory_limit) as conn:
             yield conn
-    except SnapshotMissingError as error:
+    except (SnapshotMissingError, LakeError) as error:
         raise WarehouseUnavailable(str(error)) from None
 
 
@@ -95,7 +96,7 @@ def _extract_connection(storage: StorageSettings) -> Iterator[duckdb.DuckDBPyCon
                 storage.read_source, Path(spill), EXTRACT_MEMORY_LIMIT
             ) as conn:
                 yield conn
-        except SnapshotMissingError as error:
+        except (SnapshotMissingError, LakeError) as error:
             raise WarehouseUnavailable(str(error)) from None
 
 

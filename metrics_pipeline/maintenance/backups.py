@@ -20,6 +20,7 @@ from pathlib import Path
 
 import duckdb
 
+from metrics_pipeline.warehouse.lake import LakeError
 from metrics_pipeline.warehouse.permissions import make_folder, protect
 from metrics_pipeline.warehouse.readers import (
     ReadSource,
@@ -126,6 +127,8 @@ def create_backup(source: ReadSource, folder: Path, now: datetime) -> Backup:
                 conn.execute(f"EXPORT DATABASE {sql_literal(partial)} (FORMAT parquet)")
         except SnapshotMissingError as error:
             raise BackupError(f"nothing to back up: {error}") from None
+        except LakeError as error:
+            raise BackupError(f"cannot back up: {error}") from None
         # DuckDB wrote the partial folder's path into load.sql; point it at the final one.
         load_sql = partial / "load.sql"
         load_sql.write_text(load_sql.read_text().replace(str(partial), str(target)))

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import duckdb
 
-from metrics_pipeline.warehouse.lake import Lake, open_lake
+from metrics_pipeline.warehouse.lake import Lake, LakeError, open_lake
 from metrics_pipeline.warehouse.schema import VERSION_TABLE, table_exists
 from metrics_pipeline.warehouse.sql import sql_literal
 
@@ -53,14 +53,20 @@ def _attach(source: ReadSource) -> duckdb.DuckDBPyConnection:
     path, which would still be reading the snapshot it was opened on.
     """
     if isinstance(source, Lake):
-        conn = open_lake(source, read_only=True, config=_READER_CONFIG)
+        missing = SnapshotMissingError(
+            f"The lake {source.label} has no warehouse tables yet: the pipeline creates "
+            "them at its first write (check METRICS_WAREHOUSE, or materialize "
+            "rds_instances first)."
+        )
+        try:
+            conn = open_lake(source, read_only=True, config=_READER_CONFIG)
+        except LakeError as error:
+            if "creating a new DuckLake is explicitly disabled" in str(error):
+                raise missing from None  # a catalog database nothing has written yet
+            raise
         if not table_exists(conn, VERSION_TABLE):
             conn.close()
-            raise SnapshotMissingError(
-                f"The lake {source.label} has no warehouse tables yet: the pipeline creates "
-                "them at its first write (check METRICS_WAREHOUSE, or materialize "
-                "rds_instances first)."
-            )
+            raise missing
         return conn
     if not source.exists():
         raise SnapshotMissingError(

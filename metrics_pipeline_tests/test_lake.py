@@ -1,0 +1,249 @@
+"""The warehouse on a DuckLake: a PostgreSQL catalog and Parquet files on a moto S3 server,
+both on loopback.
+
+First the DuckDB file's own behaviour tests, imported from their modules and run again here
+with the `warehouse` fixture a lake: collection, discovery, rollups, retention, the gap
+sensor, health and the analysts' queries work on both. Then what only a lake has: writers on
+several processes, conflict retry, readers during writes, its maintenance and sandbox.
+"""
+
+import sys
+import threading
+from datetime import datetime
+
+import duckdb
+import pytest
+
+from metrics_pipeline.hours import utc_now
+from metrics_pipeline.maintenance.retention import compact_lake
+from metrics_pipeline.warehouse.lake import Lake, open_lake
+from metrics_pipeline.warehouse.readers import SnapshotMissingError
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.sql import ConflictError, in_transaction, retry_conflicts
+from metrics_pipeline_tests.known_data import seed
+from metrics_pipeline_tests.test_cli import (
+    test_backup_create_list_restore_from_the_command_line,
+    test_extract_to_each_format_reads_back_what_was_stored,
+)
+from metrics_pipeline_tests.test_health import test_summary_reports_cost_failures_and_freshness
+from metrics_pipeline_tests.test_query import (
+    storage,
+    stored,
+    test_extract_returns_exactly_what_was_stored,
+    test_health_summary_matches_a_hand_computation,
+    test_sql_reads_but_never_writes,
+)
+from metrics_pipeline_tests.test_rds_instances import (
+    test_discovers_both_regions_with_their_details,
+    test_first_seen_is_kept_and_deleted_instances_stay,
+)
+from metrics_pipeline_tests.test_rds_metrics import (
+    small_collection,
+    test_each_run_records_its_own_figures,
+    test_fetch_log_records_each_instance_hour,
+    test_instances_config_restricts_fetch_and_replace,
+    test_one_partition_matches_what_cloudwatch_was_given,
+    test_range_runs_once_and_rematerializing_is_idempotent,
+)
+from metrics_pipeline_tests.test_retention import (
+    test_drops_old_hours_keeps_recent_ones_and_reports,
+    test_second_run_drops_nothing,
+)
+from metrics_pipeline_tests.test_rollups import (
+    test_daily_rollup_covers_the_day,
+    test_hourly_rollup_has_hand_computed_figures,
+    test_rematerializing_replaces_rows,
+    test_views_answer_latest_and_wide,
+)
+from metrics_pipeline_tests.test_sensors import (
+    hours,
+    instance,
+    now,
+    test_nothing_to_heal_says_why,
+    test_requests_exactly_the_holes,
+)
+
+# The imported tests and fixtures above are collected here again, on the lake.
+__all__ = [
+    "hours",
+    "instance",
+    "now",
+    "small_collection",
+    "storage",
+    "stored",
+    "test_backup_create_list_restore_from_the_command_line",
+    "test_daily_rollup_covers_the_day",
+    "test_discovers_both_regions_with_their_details",
+    "test_drops_old_hours_keeps_recent_ones_and_reports",
+    "test_each_run_records_its_own_figures",
+    "test_extract_returns_exactly_what_was_stored",
+    "test_extract_to_each_format_reads_back_what_was_stored",
+    "test_fetch_log_records_each_instance_hour",
+    "test_first_seen_is_kept_and_deleted_instances_stay",
+    "test_health_summary_matches_a_hand_computation",
+    "test_hourly_rollup_has_hand_computed_figures",
+    "test_instances_config_restricts_fetch_and_replace",
+    "test_nothing_to_heal_says_why",
+    "test_one_partition_matches_what_cloudwatch_was_given",
+    "test_range_runs_once_and_rematerializing_is_idempotent",
+    "test_rematerializing_replaces_rows",
+    "test_requests_exactly_the_holes",
+    "test_second_run_drops_nothing",
+    "test_sql_reads_but_never_writes",
+    "test_summary_reports_cost_failures_and_freshness",
+    "test_views_answer_latest_and_wide",
+]  # fmt: skip
+
+
+@pytest.fixture
+def warehouse(lake_warehouse: WarehouseResource) -> WarehouseResource:
+    return lake_warehouse
+
+
+@pytest.fixture(autouse=True)
+def marks_of_the_original_module(request: pytest.FixtureRequest) -> None:
+    """An imported test gets the fixtures its own module's pytestmark gives it (moto)."""
+    marks = getattr(sys.modules[request.function.__module__], "pytestmark", [])
+    for mark in marks if isinstance(marks, list) else [marks]:
+        if mark.name == "usefixtures":
+            for name in mark.args:
+                request.getfixturevalue(name)
+
+
+def test_a_new_lake_has_partitioned_tables_and_nothing_to_read(
+    warehouse: WarehouseResource, lake: Lake
+) -> None:
+    with (
+        pytest.raises(SnapshotMissingError, match="has no warehouse tables yet"),
+        warehouse.reader(),
+    ):
+        pass
+    assert not warehouse.has_data()
+    warehouse.prepare()
+    assert warehouse.has_data()
+    with open_lake(lake, read_only=True) as conn:
+        partitioned = conn.execute(
+            "SELECT t.table_name, count(*) FROM __ducklake_metadata_lake.ducklake_partition_info p "
+            "JOIN __ducklake_metadata_lake.ducklake_table t USING (table_id) "
+            "WHERE t.end_snapshot IS NULL GROUP BY ALL ORDER BY 1"
+        ).fetchall()
+    assert [name for name, _ in partitioned] == [
+        "rds_metric_fetches", "rds_metrics", "rds_metrics_daily", "rds_metrics_hourly",
+    ]  # fmt: skip
+
+
+def test_a_transaction_that_lost_to_another_commit_runs_again(lake: Lake) -> None:
+    with open_lake(lake, read_only=False) as writer, open_lake(lake, read_only=False) as other:
+        writer.execute("CREATE TABLE t (k INTEGER, v VARCHAR)")
+        writer.execute("INSERT INTO t VALUES (1, 'old'), (2, 'old')")
+        attempts = []
+
+        def replace_first_row() -> None:
+            attempts.append(len(attempts) + 1)
+            writer.execute("DELETE FROM t WHERE k = 1")
+            writer.execute("INSERT INTO t VALUES (1, ?)", [f"attempt {len(attempts)}"])
+            if len(attempts) == 1:  # another writer commits a delete of the same table first
+                other.execute("DELETE FROM t WHERE k = 2")
+
+        in_transaction(writer, replace_first_row)
+        rows = writer.execute("SELECT * FROM t ORDER BY k").fetchall()
+    assert attempts == [1, 2]
+    assert rows == [(1, "attempt 2")]
+
+
+def test_a_write_that_always_loses_fails_clearly() -> None:
+    def losing() -> None:
+        raise duckdb.TransactionException(
+            "Failed to commit DuckLake transaction.\nTransaction conflict - attempting to "
+            'delete from table with index "2" - but another transaction has deleted from it'
+        )
+
+    pauses: list[float] = []
+    with pytest.raises(ConflictError) as raised:
+        retry_conflicts(losing, attempts=4, sleep=pauses.append)
+    assert str(raised.value).startswith(
+        "The write lost to other writers' commits 4 times in a row (Transaction conflict - "
+        'attempting to delete from table with index "2"'
+    )
+    assert len(pauses) == 3 and pauses[0] < pauses[-1]
+
+
+def test_a_reader_holding_a_long_query_sees_one_commit_throughout(
+    warehouse: WarehouseResource,
+) -> None:
+    stored_rows = seed(warehouse)
+    with warehouse.reader() as reader:
+        batches = reader.execute(
+            "SELECT instance_id, metric, ts, average FROM rds_metrics ORDER BY ALL"
+        ).to_arrow_reader(100)
+        seen = batches.read_next_batch().to_pylist()
+        with warehouse.connect() as writer:  # rewrites every row, then compacts the lake
+            in_transaction(writer, lambda: writer.execute("UPDATE rds_metrics SET average = -1"))
+            in_transaction(writer, lambda: writer.execute("DELETE FROM rds_metrics"))
+            compact_lake(writer, utc_now())
+        seen += batches.read_all().to_pylist()
+    assert len(seen) == len(stored_rows)
+    assert {(r["instance_id"], r["metric"], r["ts"]): r["average"] for r in seen} == {
+        (p.instance_id, p.metric, p.ts): p.average for p in stored_rows
+    }
+    with warehouse.reader() as later:
+        assert later.execute("SELECT count(*) FROM rds_metrics").fetchall() == [(0,)]
+
+
+def test_writers_on_many_threads_keep_every_row_once(warehouse: WarehouseResource) -> None:
+    """Eight writers replace the same keys at once, each its own connection (as runs on other
+    machines): the advisory lock and DuckLake's commit leave each key exactly once."""
+    warehouse.prepare()
+    start = datetime(2026, 11, 1)
+    errors: list[BaseException] = []
+
+    def write(writer_number: int) -> None:
+        try:
+            with warehouse.connect() as conn:
+                for _ in range(3):
+                    in_transaction(
+                        conn,
+                        lambda: (
+                            conn.execute("DELETE FROM rds_metrics WHERE ts >= ?", [start]),
+                            conn.execute(
+                                "INSERT INTO rds_metrics (ts, account_id, region, instance_id, "
+                                "metric, average, collected_at) "
+                                "SELECT ? + INTERVAL 5 MINUTE * n, '1', 'us-east-1', 'db', "
+                                "'CPUUtilization', ?, ? FROM range(24) t(n)",
+                                [start, float(writer_number), start],
+                            ),
+                        ),
+                    )
+        except BaseException as error:  # reported below, with the writer
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with warehouse.reader() as conn:
+        [(rows, keys, writers)] = conn.execute(
+            "SELECT count(*), count(DISTINCT ts), count(DISTINCT average) FROM rds_metrics"
+        ).fetchall()
+    assert (rows, keys, writers) == (24, 24, 1)
+
+
+def test_the_reader_is_a_sandbox_on_a_lake_too(warehouse: WarehouseResource, tmp_path) -> None:
+    seed(warehouse)
+    outside = tmp_path / "outside.csv"
+    outside.write_text("secret\n")
+    with warehouse.reader() as conn:
+        for statement, refused in (
+            (f"SELECT * FROM read_csv('{outside}')", "disabled by configuration"),
+            (f"COPY (SELECT 1) TO '{tmp_path / 'out.csv'}'", "disabled by configuration"),
+            ("DELETE FROM rds_metrics", "read-only mode"),
+            (f"ATTACH '{tmp_path / 'x.duckdb'}' AS x", "disabled by configuration"),
+            ("SET enable_external_access = true", "configuration has been locked"),
+            ("INSTALL spatial", "disabled by configuration"),
+        ):
+            with pytest.raises(duckdb.Error, match=refused):
+                conn.execute(statement)
+        assert conn.execute("SELECT count(*) > 0 FROM rds_metrics").fetchall() == [(True,)]
+    assert not (tmp_path / "out.csv").exists()
