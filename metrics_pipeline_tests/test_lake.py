@@ -7,21 +7,30 @@ sensor, health and the analysts' queries work on both. Then what only a lake has
 several processes, conflict retry, readers during writes, its maintenance and sandbox.
 """
 
+import os
+import subprocess
 import sys
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import pytest
+from dagster import materialize
 
-from metrics_pipeline.hours import utc_now
+from metrics_pipeline.collection.resources import AwsResource, CollectionResource
+from metrics_pipeline.hours import partition_key, utc_now
 from metrics_pipeline.maintenance.retention import compact_lake
 from metrics_pipeline.warehouse.lake import Lake, open_lake
 from metrics_pipeline.warehouse.readers import SnapshotMissingError
 from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.schema import expected_columns
 from metrics_pipeline.warehouse.sql import ConflictError, in_transaction, retry_conflicts
+from metrics_pipeline_tests.helpers import DAGSTER, pipeline_env, rds_metrics_hourly
 from metrics_pipeline_tests.known_data import seed
+from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO, create_instance, put_metrics
 from metrics_pipeline_tests.test_cli import (
+    CLI,
     test_backup_create_list_restore_from_the_command_line,
     test_extract_to_each_format_reads_back_what_was_stored,
 )
@@ -38,6 +47,8 @@ from metrics_pipeline_tests.test_rds_instances import (
     test_first_seen_is_kept_and_deleted_instances_stay,
 )
 from metrics_pipeline_tests.test_rds_metrics import (
+    HOUR,
+    collect,
     small_collection,
     test_each_run_records_its_own_figures,
     test_fetch_log_records_each_instance_hour,
@@ -247,3 +258,119 @@ def test_the_reader_is_a_sandbox_on_a_lake_too(warehouse: WarehouseResource, tmp
                 conn.execute(statement)
         assert conn.execute("SELECT count(*) > 0 FROM rds_metrics").fetchall() == [(True,)]
     assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.usefixtures("moto_aws")
+def test_a_duckdb_warehouse_moves_into_a_lake_with_every_row(
+    aws: AwsResource, collection: CollectionResource, lake: Lake, tmp_path: Path
+) -> None:
+    """`metrics-pipeline migrate-to-lake`: a file warehouse with collected metrics, rollups
+    and run figures moves into an empty lake; every table then reads the same there."""
+    create_instance("us-east-1", "orders-db", tags={"team": "shop"})
+    put_metrics("us-east-1", ["orders-db"], ["CPUUtilization"], HOUR, HOUR + timedelta(hours=2))
+    file = WarehouseResource(database=str(tmp_path / "file" / "metrics.duckdb"))
+    collect(aws, collection, file, HOUR, HOUR + timedelta(hours=1))
+    hourly = [HOUR.strftime("%Y-%m-%d-%H:%M")]
+    rolled_up = materialize(
+        [rds_metrics_hourly],
+        partition_key=hourly[0],
+        resources={"collection": collection, "warehouse": file},
+    )
+    assert rolled_up.success
+    in_the_lake = WarehouseResource(
+        database=file.database, lake_catalog=lake.catalog, lake_data_path=lake.data_path
+    )
+    env = {
+        **os.environ,
+        "METRICS_DUCKDB_PATH": file.database,
+        "METRICS_WAREHOUSE": lake.catalog,
+        "METRICS_LAKE_DATA_PATH": lake.data_path,
+    }
+
+    moved = subprocess.run([CLI, "migrate-to-lake"], env=env, capture_output=True, text=True)
+
+    assert moved.returncode == 0, moved.stderr
+    copied = 0
+    with file.reader() as source, in_the_lake.reader() as target:
+        for table in expected_columns():
+            before = source.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
+            after = target.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
+            assert after == before, table
+            copied += len(before)
+        [(metric_rows,)] = source.execute("SELECT count(*) FROM rds_metrics").fetchall()
+        [(hourly_rows,)] = source.execute("SELECT count(*) FROM rds_metrics_hourly").fetchall()
+    assert (metric_rows, hourly_rows) == (2 * 12, 1)
+    assert moved.stdout.startswith(f"Moved {copied} row(s) of 8 table(s) from {file.database}")
+    assert moved.stdout.rstrip().endswith("every table's row count and checksum match.")
+
+    again = subprocess.run([CLI, "migrate-to-lake"], env=env, capture_output=True, text=True)
+    assert again.returncode == 1
+    assert again.stderr == (
+        "metrics-pipeline: error: migrate-to-lake: the lake already holds rows "
+        "(pipeline_run_parts 1, pipeline_runs 1, rds_instances 1, rds_metric_fetches 2, "
+        "rds_metrics 24, rds_metrics_hourly 1); nothing was copied. Move a file into a new, "
+        "empty lake.\n"
+    )
+
+
+@pytest.mark.e2e
+def test_two_processes_collecting_overlapping_windows_store_every_key_once(
+    moto_server: str, lake: Lake, tmp_path: Path
+) -> None:
+    """Two `dagster asset materialize` processes at once, as two pods would: a three-hour
+    range and its middle hour, each for two regions, into the same lake tables."""
+    first, last = TWO_DAYS_AGO, TWO_DAYS_AGO + timedelta(hours=2)
+    create_instance("us-east-1", "orders-db")
+    create_instance("eu-west-1", "users-db")
+    end = last + timedelta(hours=1)
+    expected = put_metrics("us-east-1", ["orders-db"], ["CPUUtilization"], first, end)
+    expected |= put_metrics("eu-west-1", ["users-db"], ["CPUUtilization"], first, end)
+    env = pipeline_env(
+        tmp_path,
+        moto_server,
+        METRICS_AWS_REGIONS="us-east-1,eu-west-1",
+        METRICS_CLOUDWATCH_METRICS="CPUUtilization",
+        METRICS_WAREHOUSE=lake.catalog,
+        METRICS_LAKE_DATA_PATH=lake.data_path,
+    )
+    module = ["asset", "materialize", "-m", "metrics_pipeline.definitions", "--select"]
+    discovered = subprocess.run(
+        [DAGSTER, *module, "rds_instances"], env=env, capture_output=True, text=True
+    )
+    assert discovered.returncode == 0, discovered.stderr[-3000:]
+
+    runs = [
+        subprocess.Popen(
+            [DAGSTER, *module, "rds_metrics", *partitions],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for partitions in (
+            ["--partition-range", f"{partition_key(first)}...{partition_key(last)}"],
+            ["--partition", partition_key(first + timedelta(hours=1))],
+        )
+    ]
+    for run in runs:
+        output, _ = run.communicate(timeout=300)
+        assert run.returncode == 0, output[-3000:]
+
+    warehouse = WarehouseResource(
+        database=env["METRICS_DUCKDB_PATH"],
+        lake_catalog=lake.catalog,
+        lake_data_path=lake.data_path,
+    )
+    with warehouse.reader() as conn:
+        rows = conn.execute(
+            "SELECT instance_id, metric, ts, average, minimum, maximum, sum, sample_count "
+            "FROM rds_metrics"
+        ).fetchall()
+        [(fetches, fetched_keys)] = conn.execute(
+            "SELECT count(*), count(DISTINCT (instance_id, hour)) FROM rds_metric_fetches"
+        ).fetchall()
+    assert len(rows) == len({row[:3] for row in rows}) == 2 * 3 * 12
+    assert (fetches, fetched_keys) == (2 * 3, 2 * 3)
+    columns = ("average", "minimum", "maximum", "sum", "sample_count")
+    got = {(r[0], r[1], r[2], c): v for r in rows for c, v in zip(columns, r[3:], strict=True)}
+    assert got == pytest.approx(expected)

@@ -29,6 +29,8 @@ from metrics_pipeline.maintenance.backups import (
     restore_backup,
 )
 from metrics_pipeline.settings import ConfigError, StorageSettings
+from metrics_pipeline.warehouse.lake import LakeError
+from metrics_pipeline.warehouse.lake_migration import LakeMigrationError, copy_snapshot_into_lake
 
 USAGE_ERROR = 2  # what was typed cannot be done, as argparse's own errors
 FAILED = 1
@@ -187,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="restore a backup made before backups carried checksums (it cannot be verified)",
     )
+    commands.add_parser(
+        "migrate-to-lake",
+        parents=[warehouse],
+        help="copy the DuckDB warehouse into the empty DuckLake of METRICS_WAREHOUSE "
+        "(row counts and checksums compared)",
+    )
     restore.add_argument(
         "--lock-timeout",
         type=_positive_seconds,
@@ -202,7 +210,9 @@ def _storage(args: argparse.Namespace) -> StorageSettings:
     path = args.warehouse.expanduser().resolve()
     if path.is_dir():
         raise QueryError(f"--warehouse: '{path}' is a directory; expected a DuckDB file.")
-    environment = {k: v for k, v in os.environ.items() if k != "METRICS_DUCKDB_PATH"}
+    # --warehouse names a DuckDB file: the lake settings do not apply to it.
+    overridden = ("METRICS_DUCKDB_PATH", "METRICS_WAREHOUSE", "METRICS_LAKE_DATA_PATH")
+    environment = {k: v for k, v in os.environ.items() if k not in overridden}
     return replace(StorageSettings.from_env(environment), duckdb_path=path)
 
 
@@ -330,8 +340,42 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "query":
         fmt = query.format_for(args.output, args.format)
         _print(query.export_sql(args.sql, fmt, args.output, storage))
+    elif args.command == "migrate-to-lake":
+        _migrate_to_lake(storage)
     else:
         _backup(args, storage)
+
+
+def _migrate_to_lake(storage: StorageSettings) -> None:
+    lake = StorageSettings.from_env().lake
+    if lake is None:
+        raise ConfigError(
+            "migrate-to-lake: METRICS_WAREHOUSE and METRICS_LAKE_DATA_PATH name the lake to "
+            "move the DuckDB warehouse into; set both."
+        )
+    # Imported here: Dagster takes seconds to import and only this command writes a lake.
+    from dagster import Failure
+
+    from metrics_pipeline.warehouse.resources import WarehouseResource
+
+    target = WarehouseResource(
+        database=str(storage.duckdb_path),
+        lake_catalog=lake.catalog,
+        lake_data_path=lake.data_path,
+        lock_timeout_seconds=storage.lock_timeout_seconds,
+    )
+    try:
+        with target.connect() as conn:
+            moved = copy_snapshot_into_lake(conn, storage.snapshot_path)
+    except Failure as failure:
+        raise CommandFailed(failure.description or str(failure)) from None
+    except (LakeError, LakeMigrationError) as error:
+        raise CommandFailed(f"migrate-to-lake: {error}") from None
+    rows = sum(fingerprint.rows for fingerprint in moved.values())
+    print(
+        f"Moved {rows} row(s) of {len(moved)} table(s) from {storage.duckdb_path} into "
+        f"the lake {lake.label}; every table's row count and checksum match."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
