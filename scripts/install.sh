@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Creates .venv and installs the project with its test tools, unless already done for
 # this exact pyproject.toml.
+#
+#   bash scripts/install.sh             # with the test tools (development, CI)
+#   bash scripts/install.sh --runtime   # without them (the code location's image)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+  "") extras=dev ;;
+  --runtime) extras=slack ;;
+  *) echo "install.sh: unknown option '$1' (expected --runtime or nothing)" >&2; exit 2 ;;
+esac
 python=${PYTHON:-python3}
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+stamp=.venv/.installed-$extras-$(sha256sum pyproject.toml | cut -c1-16)
 if [ -f "$stamp" ]; then
   exit 0
 fi
@@ -13,6 +21,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "Installing metrics_pipeline and its dependencies into .venv (first run only)..."
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -m pip install --quiet -e ".[$extras]"
 rm -f .venv/.installed-*
 touch "$stamp"
