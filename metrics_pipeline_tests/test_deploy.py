@@ -25,6 +25,7 @@ from metrics_pipeline_tests.conftest import new_catalog_database
 from metrics_pipeline_tests.helpers import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy"
+pytestmark = pytest.mark.scale_out
 
 
 def test_the_scale_out_instance_keeps_runs_and_events_in_postgresql(

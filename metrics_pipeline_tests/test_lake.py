@@ -105,6 +105,8 @@ __all__ = [
     "test_views_answer_latest_and_wide",
 ]  # fmt: skip
 
+pytestmark = pytest.mark.scale_out
+
 
 @pytest.fixture
 def warehouse(lake_warehouse: WarehouseResource) -> WarehouseResource:

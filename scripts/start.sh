@@ -4,6 +4,9 @@
 #
 #   bash scripts/start.sh              # on the local AWS, no account needed
 #   bash scripts/start.sh --real-aws   # on your AWS account (boto3's usual credentials)
+#   bash scripts/start.sh --scale-out  # the scale-out stack, on one machine: Dagster on a
+#                                      # local PostgreSQL, the warehouse a DuckLake (catalog in
+#                                      # that PostgreSQL, Parquet files in the local AWS's S3)
 #
 # Ctrl-C stops everything. Settings come from the environment (see docs/operations.md).
 set -euo pipefail
@@ -14,20 +17,29 @@ cd "$(dirname "$0")/.."
 project=$PWD
 
 local_aws=1
+scale_out=0
 case "${1:-}" in
   "") ;;
   --real-aws) local_aws=0 ;;
-  -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-  *) echo "start.sh: unknown option '$1' (expected --real-aws or nothing)" >&2; exit 2 ;;
+  --scale-out) scale_out=1 ;;
+  -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "start.sh: unknown option '$1' (expected --real-aws, --scale-out or nothing)" >&2
+     exit 2 ;;
 esac
 
 bash scripts/install.sh
 
 ui_port=${DAGSTER_PORT:-3000}
 aws_port=${LOCAL_AWS_PORT:-5055}
-export DAGSTER_HOME=${DAGSTER_HOME:-$project/.dagster}
+if [ "$scale_out" = 1 ]; then
+  export DAGSTER_HOME=${DAGSTER_HOME:-$project/.dagster-scale-out}
+  instance_config=$project/deploy/dagster.yaml
+else
+  export DAGSTER_HOME=${DAGSTER_HOME:-$project/.dagster}
+  instance_config=$project/dagster.yaml
+fi
 mkdir -p "$DAGSTER_HOME"
-ln -sf "$project/dagster.yaml" "$DAGSTER_HOME/dagster.yaml"
+ln -sf "$instance_config" "$DAGSTER_HOME/dagster.yaml"
 export METRICS_DUCKDB_PATH=${METRICS_DUCKDB_PATH:-$project/data/metrics.duckdb}
 
 children=()
@@ -78,6 +90,30 @@ if [ "$local_aws" = 1 ]; then
   grep "^local AWS on" "$log"
 fi
 
+if [ "$scale_out" = 1 ]; then
+  # A new stack each start: the local AWS keeps its S3 in memory, so a catalog kept from an
+  # earlier start would name files that are gone.
+  stack=${SCALE_OUT_DIR:-$project/.scale-out}
+  pg_port=${POSTGRES_PORT:-5433}
+  rm -rf "$stack" && mkdir -p "$stack"
+  .venv/bin/python -u -m metrics_pipeline.local_postgres --folder "$stack/postgres" \
+    --port "$pg_port" >"$DAGSTER_HOME/postgres.log" 2>&1 &
+  children+=($!)
+  for _ in $(seq 1 100); do
+    grep -q "^PostgreSQL on" "$DAGSTER_HOME/postgres.log" 2>/dev/null && break
+    kill -0 "${children[-1]}" 2>/dev/null || { cat "$DAGSTER_HOME/postgres.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  .venv/bin/python -c "import boto3; boto3.client('s3').create_bucket(Bucket='metrics-lake')"
+  export DAGSTER_PG_URL=postgresql+psycopg2://metrics@127.0.0.1:$pg_port/dagster
+  export METRICS_WAREHOUSE="ducklake:postgres:host=127.0.0.1 port=$pg_port user=metrics dbname=lake"
+  export METRICS_LAKE_DATA_PATH=s3://metrics-lake/warehouse/
+  warehouse_line="Warehouse:   DuckLake $METRICS_WAREHOUSE, data in $METRICS_LAKE_DATA_PATH
+  Dagster:     runs and event logs in $DAGSTER_PG_URL"
+else
+  warehouse_line="DuckDB file: $METRICS_DUCKDB_PATH"
+fi
+
 .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "$ui_port" >"$DAGSTER_HOME/dagster.log" 2>&1 &
 children+=($!)
 for _ in $(seq 1 300); do
@@ -91,8 +127,8 @@ if [ "$interval" = 1 ]; then every="every minute"; else every="every $interval m
 cat <<EOT
 metrics_pipeline is running.
   Dagster UI:  http://127.0.0.1:$ui_port
-  DuckDB file: $METRICS_DUCKDB_PATH
-  Read it:     $project/.venv/bin/metrics-pipeline --help (reads the snapshot; never blocks collection)
+  $warehouse_line
+  Read it:     $project/.venv/bin/metrics-pipeline --help (never blocks collection)
   Logs:        $DAGSTER_HOME/dagster.log
 The first collection starts now and the gap sensor backfills the last days within minutes;
 then the fresh schedule collects $every.

@@ -1,0 +1,174 @@
+"""The scale-out stack's one command, `bash scripts/start.sh --scale-out`, as a team tries it
+on one machine: a PostgreSQL, the local AWS with its S3, Dagster on PostgreSQL and the
+warehouse a DuckLake. The real daemon runs the gap sensor and the fresh schedule; their runs
+and event logs are found in PostgreSQL, the rows in the lake with the simulator's values."""
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from metrics_pipeline.local_aws.fleet import default_fleet, simulated_accounts
+from metrics_pipeline.local_aws.signals import series
+from metrics_pipeline_tests.helpers import PROJECT_ROOT, free_port, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.scale_out]
+CLI = str(Path(sys.executable).with_name("metrics-pipeline"))
+
+
+@dataclass
+class ScaleOutStack:
+    output: Path
+    env: dict[str, str]
+    postgres_port: int
+
+    def dagster_rows(self, sql: str) -> list[tuple]:
+        dsn = f"host=127.0.0.1 port={self.postgres_port} user=metrics dbname=dagster"
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cursor:
+            cursor.execute(sql)
+            return cursor.fetchall()
+
+    def query(self, sql: str) -> list[str]:
+        done = subprocess.run(
+            [CLI, "query", sql, "-f", "csv"], env=self.env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()[1:]
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[ScaleOutStack]:
+    # PostgreSQL runs as another user when the tests run as root: its folder must be one that
+    # user can reach, unlike pytest's private temporary folders.
+    folder = Path(tempfile.mkdtemp(prefix="metrics-scale-out-"))
+    folder.chmod(0o755)
+    postgres_port, aws_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "DAGSTER_PORT": str(free_port()),
+        "LOCAL_AWS_PORT": str(aws_port),
+        "POSTGRES_PORT": str(postgres_port),
+        "SCALE_OUT_DIR": str(folder / "stack"),
+        "DAGSTER_HOME": str(folder / "dagster_home"),
+        "METRICS_FRESH_INTERVAL_MINUTES": "1",
+        "LOCAL_AWS_ARGS": "--late-minutes 0",
+    }
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "METRICS_AWS_REGIONS"):
+        env.pop(name, None)
+    output = folder / "start.log"
+    process = subprocess.Popen(
+        ["bash", "scripts/start.sh", "--scale-out"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=output.open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    # What a reader of the lake needs, as the banner says.
+    reader_env = {
+        **env,
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{aws_port}",
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "METRICS_WAREHOUSE": (
+            f"ducklake:postgres:host=127.0.0.1 port={postgres_port} user=metrics dbname=lake"
+        ),
+        "METRICS_LAKE_DATA_PATH": "s3://metrics-lake/warehouse/",
+    }
+    try:
+        try:
+            wait_for(lambda: "Press Ctrl-C to stop." in output.read_text(), 300, "the banner")
+        except AssertionError:
+            print(output.read_text()[-3000:])
+            raise
+        yield ScaleOutStack(output, reader_env, postgres_port)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=60)
+        subprocess.run(["pkill", "-KILL", "-s", str(process.pid)], check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_banner_names_the_lake_and_dagster_on_postgresql(stack: ScaleOutStack) -> None:
+    banner = stack.output.read_text()
+    assert f"Warehouse:   DuckLake {stack.env['METRICS_WAREHOUSE']}" in banner
+    assert "data in s3://metrics-lake/warehouse/" in banner
+    assert (
+        f"runs and event logs in postgresql+psycopg2://metrics@127.0.0.1:{stack.postgres_port}"
+        "/dagster" in banner
+    )
+
+
+def test_the_daemon_on_postgresql_heals_and_collects_fresh_hours_into_the_lake(
+    stack: ScaleOutStack,
+) -> None:
+    def succeeded(tag: str, name: str) -> int:
+        [(count,)] = stack.dagster_rows(
+            "SELECT count(*) FROM runs r JOIN run_tags t ON t.run_id = r.run_id "
+            f"WHERE r.status = 'SUCCESS' AND t.key = '{tag}' AND t.value = '{name}'"
+        )
+        return int(count)
+
+    wait_for(
+        lambda: (
+            succeeded("dagster/sensor_name", "gap_healing_sensor") >= 2
+            and succeeded("dagster/schedule_name", "fresh_collection_schedule") >= 1
+        ),
+        240,
+        "the gap sensor's first collection and healing run, and a fresh run",
+    )
+    [(events,)] = stack.dagster_rows(
+        "SELECT count(*) FROM event_logs e JOIN runs r ON r.run_id = e.run_id "
+        "WHERE r.status = 'SUCCESS' AND e.dagster_event_type = 'ASSET_MATERIALIZATION'"
+    )
+    assert events >= 3
+
+    # The three days of the look-back are in the lake, with the simulator's values.
+    accounts = simulated_accounts(2)
+    fleet = {
+        (i.account_id, i.instance_id): i
+        for i in default_fleet(datetime.now(UTC), ("us-east-1", "eu-west-1"), accounts)
+    }
+    [hours] = stack.query(
+        "SELECT count(DISTINCT hour) FROM rds_metric_fetches WHERE instance_id = 'orders-db'"
+    )
+    assert int(hours) >= 72
+    rows = stack.query(
+        "SELECT account_id, epoch(ts)::BIGINT, average FROM rds_metrics "
+        "WHERE instance_id = 'orders-db' AND metric = 'CPUUtilization' "
+        "AND ts + INTERVAL 5 MINUTE <= collected_at AND ts >= now()::TIMESTAMP - INTERVAL 6 HOUR"
+    )
+    assert rows
+    now = datetime.now(UTC)
+    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=8)
+    for account in accounts:
+        seconds, values = series(
+            fleet[(account, "orders-db")].profile(7), "CPUUtilization", "Average", 300,
+            start, now, now,
+        )  # fmt: skip
+        expected = dict(zip(seconds.tolist(), values.tolist(), strict=True))
+        own = [line.split(",") for line in rows if line.startswith(account)]
+        assert own
+        for _, ts, average in own:
+            assert float(average) == pytest.approx(expected[float(ts)])
+    [(duplicates,)] = [
+        tuple(map(int, line.split(",")))
+        for line in stack.query(
+            "SELECT count(*) - count(DISTINCT (account_id, region, instance_id, metric, ts)) "
+            "FROM rds_metrics"
+        )
+    ]
+    assert duplicates == 0
