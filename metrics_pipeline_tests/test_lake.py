@@ -304,6 +304,7 @@ def test_a_duckdb_warehouse_moves_into_a_lake_with_every_row(
     assert (metric_rows, hourly_rows) == (2 * 12, 1)
     assert moved.stdout.startswith(f"Moved {copied} row(s) of 8 table(s) from {file.database}")
     assert moved.stdout.rstrip().endswith("every table's row count and checksum match.")
+    assert "copying rds_metrics (24 row(s))\n" in moved.stderr  # progress, table by table
 
     again = subprocess.run([CLI, "migrate-to-lake"], env=env, capture_output=True, text=True)
     assert again.returncode == 1

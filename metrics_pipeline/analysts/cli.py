@@ -366,7 +366,9 @@ def _migrate_to_lake(storage: StorageSettings) -> None:
     )
     try:
         with target.connect() as conn:
-            moved = copy_snapshot_into_lake(conn, storage.snapshot_path)
+            moved = copy_snapshot_into_lake(
+                conn, storage.snapshot_path, lambda step: print(step, file=sys.stderr)
+            )
     except Failure as failure:
         raise CommandFailed(failure.description or str(failure)) from None
     except (LakeError, LakeMigrationError) as error:

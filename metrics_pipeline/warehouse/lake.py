@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import boto3
 import duckdb
+import psycopg2
 
 from metrics_pipeline.warehouse.sql import sql_literal
 
@@ -198,8 +199,6 @@ class WriteLock:
     the file (METRICS_LOCK_TIMEOUT_SECONDS)."""
 
     def __init__(self, dsn: str, timeout_seconds: float) -> None:
-        import psycopg2
-
         self._connection = psycopg2.connect(dsn)
         self._connection.autocommit = True
         self._timeout_seconds = timeout_seconds

@@ -9,6 +9,7 @@ transaction, into a lake that holds no rows yet, then compared table by table.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def fingerprints(conn: duckdb.DuckDBPyConnection, database: str) -> dict[str, Ta
 
 
 def copy_snapshot_into_lake(
-    conn: duckdb.DuckDBPyConnection, snapshot: Path
+    conn: duckdb.DuckDBPyConnection, snapshot: Path, progress: Callable[[str], object] = print
 ) -> dict[str, TableFingerprint]:
     """Copies every table of the snapshot into the lake `conn` is using, in one transaction,
     and returns the source's fingerprints once the lake's are found equal to them."""
@@ -75,11 +76,13 @@ def copy_snapshot_into_lake(
                     "into a new, empty lake."
                 )
             for table in expected_columns():  # the schema version is the lake's own
+                progress(f"copying {table} ({source[table].rows:,} row(s))")
                 conn.execute(
                     f"INSERT INTO {table} BY NAME SELECT * FROM {SOURCE_ALIAS}.main.{table}"
                 )
 
         in_transaction(conn, copy)
+        progress("comparing every table's row count and checksum")
         copied = fingerprints(conn, lake)
     finally:
         conn.execute(f"USE {lake}")
