@@ -13,6 +13,7 @@ from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.quality.checks import completeness
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
+from metrics_pipeline.warehouse.sql import in_transaction
 from metrics_pipeline_tests.helpers import (
     make_aws,
     make_collection,
@@ -59,10 +60,13 @@ def prepare(warehouse: WarehouseResource, cpu: list[tuple[datetime, float]], emp
             "multi_az": False, "status": "available", "create_time": LONG_AGO, "tags": {},
         }  # fmt: skip
         upsert_instances(conn, [record], now())
-        conn.executemany(
-            "INSERT INTO rds_metrics VALUES (?, '1', 'us-east-1', 'a', 'CPUUtilization', "
-            "'Percent', ?, ?, ?, ?, 5, ?)",
-            [(ts, v, v, v, v * 5, now()) for ts, v in cpu],
+        in_transaction(
+            conn,
+            lambda: conn.executemany(
+                "INSERT INTO rds_metrics VALUES (?, '1', 'us-east-1', 'a', 'CPUUtilization', "
+                "'Percent', ?, ?, ?, ?, 5, ?)",
+                [(ts, v, v, v, v * 5, now()) for ts, v in cpu],
+            ),
         )
         if empty:  # fetched after settling, and nothing came back
             replace_metrics(

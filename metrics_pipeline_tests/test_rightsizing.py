@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -233,8 +232,8 @@ def newest_period(moment: datetime) -> datetime:
     return moment.replace(minute=moment.minute - moment.minute % 5, second=0, microsecond=0)
 
 
-def report_rows(database: str) -> list[tuple]:
-    with duckdb.connect(database, read_only=True) as conn:
+def report_rows(warehouse: WarehouseResource) -> list[tuple]:
+    with warehouse.reader() as conn:
         return conn.execute(
             """
             SELECT instance_id, instance_class, engine, verdict, storage_at_risk, reasons,
@@ -252,7 +251,6 @@ def p95(values: np.ndarray) -> float:
 
 def test_report_flags_the_seeded_fleet_with_its_evidence(warehouse: WarehouseResource) -> None:
     started = now()
-    database = warehouse.database
     seed(warehouse, newest_period(started))
     result = materialize(
         [rightsizing_report], resources={"collection": make_collection(), "warehouse": warehouse}
@@ -289,12 +287,12 @@ def test_report_flags_the_seeded_fleet_with_its_evidence(warehouse: WarehouseRes
          "CPU data for 33% of the window < 80%", YOUNG_K.size, YOUNG_K.size / 864, 95.0, None,
          None, None, None, None, None, None),
     ]  # fmt: skip
-    rows = report_rows(database)
+    rows = report_rows(warehouse)
     assert [row[:6] for row in rows] == [row[:6] for row in expected]
     for row, wanted in zip(rows, expected, strict=True):
         assert row[6:] == pytest.approx(wanted[6:]), row[0]
 
-    with duckdb.connect(database, read_only=True) as conn:
+    with warehouse.reader() as conn:
         [(report_time, window_start, window_end)] = conn.execute(
             "SELECT DISTINCT report_time, window_start, window_end FROM rds_rightsizing"
         ).fetchall()
@@ -310,7 +308,7 @@ def test_report_flags_the_seeded_fleet_with_its_evidence(warehouse: WarehouseRes
         "instances_assessed": 5, "over_provisioned": 1, "under_provisioned": 1,
         "storage_at_risk": 1, "insufficient_data": 2,
     }  # fmt: skip
-    with duckdb.connect(database, read_only=True) as conn:
+    with warehouse.reader() as conn:
         [(rows,)] = conn.execute("SELECT count(*) FROM rds_rightsizing").fetchall()
     assert metadata["dagster/row_count"].value == rows == 5
     table = metadata["flagged"].value.splitlines()
@@ -337,7 +335,7 @@ def test_operators_thresholds_replace_the_report(warehouse: WarehouseResource) -
         run_config={"ops": {"rightsizing_report": {"config": stricter}}},
     )
     assert result.success
-    verdicts = [row[:5] for row in report_rows(warehouse.database)]
+    verdicts = [row[:5] for row in report_rows(warehouse)]
     assert verdicts == [
         ("busy-db", "db.t3.micro", "mysql", "under-provisioned", False),  # 10 days > 9
         ("idle-db", "db.r6g.2xlarge", "postgres", "ok", False),  # CPU p95 above 2 %
@@ -357,7 +355,7 @@ def test_a_fleet_with_nothing_serving_empties_the_report(warehouse: WarehouseRes
         conn.execute("UPDATE rds_instances SET status = 'stopped'")
     result = materialize([rightsizing_report], resources=resources)
     assert result.success
-    assert report_rows(warehouse.database) == []
+    assert report_rows(warehouse) == []
     metadata = result.asset_materializations_for_node("rightsizing_report")[0].metadata
     assert metadata["instances_assessed"].value == 0
     assert len(metadata["flagged"].value.splitlines()) == 2  # the header only
