@@ -9,6 +9,7 @@ import sys
 import tempfile
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,23 +113,36 @@ def postgres() -> Iterator[local_postgres.LocalPostgres]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class S3Server:
+    url: str
+    request_log: Path  # the server's log: one line per HTTP request it answered
+
+
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A moto server on loopback, in its own process, that the lakes' S3 data goes to
     (DuckDB's httpfs talks to it over HTTP, as it talks to S3). Its own process: the
     in-process moto that other tests start and reset shares this process's state."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    request_log = tmp_path_factory.mktemp("s3") / "requests.log"
+    with request_log.open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     wait_for(lambda: _answers(url), 30, "the moto S3 server")
     urllib.request.urlopen(urllib.request.Request(f"{url}/lake", method="PUT"))  # the bucket
-    yield url
+    yield S3Server(url, request_log)
     server.terminate()
     server.wait(10)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(s3_server: S3Server) -> str:
+    return s3_server.url
 
 
 def _answers(url: str) -> bool:
