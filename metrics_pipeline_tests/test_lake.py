@@ -255,6 +255,12 @@ def test_the_reader_is_a_sandbox_on_a_lake_too(warehouse: WarehouseResource, tmp
             (f"ATTACH '{tmp_path / 'x.duckdb'}' AS x", "disabled by configuration"),
             ("SET enable_external_access = true", "configuration has been locked"),
             ("INSTALL spatial", "disabled by configuration"),
+            # The catalog's PostgreSQL is reached read-only, through DuckDB and past it.
+            ("DELETE FROM __ducklake_metadata_lake.ducklake_snapshot", "read-only mode"),
+            (
+                "CALL postgres_execute('__ducklake_metadata_lake', 'DROP TABLE ducklake_table')",
+                "READ ONLY",
+            ),
         ):
             with pytest.raises(duckdb.Error, match=refused):
                 conn.execute(statement)
