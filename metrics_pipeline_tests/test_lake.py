@@ -11,17 +11,20 @@ import os
 import subprocess
 import sys
 import threading
+import zlib
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import psycopg2
 import pytest
-from dagster import materialize
+from dagster import Failure, materialize
 
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.hours import partition_key, utc_now
 from metrics_pipeline.maintenance.retention import compact_lake
-from metrics_pipeline.warehouse.lake import Lake, open_lake
+from metrics_pipeline.warehouse.lake import WRITE_LOCK_NAME, Lake, LakeError, open_lake
+from metrics_pipeline.warehouse.migrations import SCHEMA_VERSION
 from metrics_pipeline.warehouse.readers import SnapshotMissingError
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import expected_columns
@@ -383,3 +386,43 @@ def test_two_processes_collecting_overlapping_windows_store_every_key_once(
     columns = ("average", "minimum", "maximum", "sum", "sample_count")
     got = {(r[0], r[1], r[2], c): v for r in rows for c, v in zip(columns, r[3:], strict=True)}
     assert got == pytest.approx(expected)
+
+
+def test_a_lake_from_a_newer_build_is_refused_before_anything_is_written(
+    warehouse: WarehouseResource,
+) -> None:
+    warehouse.prepare()
+    with warehouse.connect() as conn:
+        in_transaction(
+            conn, lambda: conn.execute("INSERT INTO schema_version VALUES (99, now()::TIMESTAMP)")
+        )
+    with pytest.raises(Failure) as refused:
+        warehouse.prepare()
+    assert refused.value.description == (
+        f"The warehouse {warehouse.database}: the warehouse has schema version 99, newer than "
+        f"this build's ({SCHEMA_VERSION}): upgrade metrics_pipeline to write it."
+    )
+
+
+def test_a_writer_waits_for_the_lake_then_fails_naming_the_setting(
+    lake: Lake, warehouse: WarehouseResource
+) -> None:
+    """Another machine's writer holds the lake (its advisory lock) past the wait."""
+    patient = warehouse.model_copy(update={"lock_timeout_seconds": 0.5})
+    patient.prepare()
+    assert lake.postgres_dsn is not None
+    holder = psycopg2.connect(lake.postgres_dsn)
+    holder.autocommit = True
+    with holder.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [zlib.crc32(WRITE_LOCK_NAME.encode())])
+    try:
+        with patient.connect() as conn, pytest.raises(LakeError) as waited:
+            in_transaction(conn, lambda: conn.execute("DELETE FROM rds_metrics"))
+    finally:
+        holder.close()
+    assert str(waited.value) == (
+        "Another writer held the lake for more than 0.5 s (METRICS_LOCK_TIMEOUT_SECONDS); "
+        "nothing was written."
+    )
+    with warehouse.connect() as conn:  # released with its holder's connection
+        in_transaction(conn, lambda: conn.execute("DELETE FROM rds_metrics"))
