@@ -7,6 +7,7 @@ sensor, health and the analysts' queries work on both. Then what only a lake has
 several processes, conflict retry, readers during writes, its maintenance and sandbox.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -426,3 +427,31 @@ def test_a_writer_waits_for_the_lake_then_fails_naming_the_setting(
     )
     with warehouse.connect() as conn:  # released with its holder's connection
         in_transaction(conn, lambda: conn.execute("DELETE FROM rds_metrics"))
+
+
+def test_processes_installing_the_extensions_at_once_all_load_them(tmp_path: Path) -> None:
+    """A fleet's first runs start together on a new machine: each installs DuckDB's extensions
+    from the wheels into the same empty cache, one at a time, and each then loads them."""
+    load_all = (
+        "import json\n"
+        "import duckdb\n"
+        "from metrics_pipeline.warehouse.lake import extension_directory, install_extensions\n"
+        "install_extensions(extension_directory())\n"
+        "conn = duckdb.connect(config={'extension_directory': str(extension_directory()), "
+        "'autoload_known_extensions': False, 'autoinstall_known_extensions': False})\n"
+        "for name in ('ducklake', 'postgres', 'httpfs'):\n"
+        "    conn.execute(f'LOAD {name}')\n"
+        "print(json.dumps([r[0] for r in conn.execute("
+        "'SELECT extension_name FROM duckdb_extensions() WHERE loaded').fetchall()]))\n"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", load_all], env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    outputs = [process.communicate(timeout=120)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0, 0]
+    for output in outputs:
+        assert {"ducklake", "httpfs", "postgres_scanner"} <= set(json.loads(output))

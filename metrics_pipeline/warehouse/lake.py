@@ -15,6 +15,7 @@ once would then be stored twice.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import time
@@ -106,9 +107,14 @@ def _wheel_extension(name: str) -> Path:
 
 @cache
 def install_extensions(directory: Path) -> None:
-    """Copies the wheels' extensions into `directory` once (DuckDB loads them from there)."""
+    """Copies the wheels' extensions into `directory` once (DuckDB loads them from there),
+    one process at a time: another loading a half-copied file would fail."""
     directory.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(":memory:", config=_extension_config(directory)) as conn:
+    with (
+        open(directory / ".install.lock", "w") as lock,
+        duckdb.connect(":memory:", config=_extension_config(directory)) as conn,
+    ):
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         installed = {
             row[0]
             for row in conn.execute(
