@@ -50,6 +50,13 @@ descendants() {  # every process below this script (or below $1), with the ones 
     descendants "$pid"
   done
 }
+wait_for_banner() {  # until the newest child's log ($1) has a line starting with $2
+  for _ in $(seq 1 100); do
+    grep -q "^$2" "$1" 2>/dev/null && return 0
+    kill -0 "${children[-1]}" 2>/dev/null || { cat "$1" >&2; exit 1; }
+    sleep 0.2
+  done
+}
 stop() {
   trap - INT TERM EXIT
   echo
@@ -82,11 +89,7 @@ if [ "$local_aws" = 1 ]; then
   .venv/bin/python -u -m metrics_pipeline.local_aws --port "$aws_port" --accounts 2 \
     --regions "$METRICS_AWS_REGIONS" ${LOCAL_AWS_ARGS:-} >"$log" 2>&1 &
   children+=($!)
-  for _ in $(seq 1 100); do
-    grep -q "^local AWS on" "$log" 2>/dev/null && break
-    kill -0 "${children[0]}" 2>/dev/null || { cat "$log" >&2; exit 1; }
-    sleep 0.2
-  done
+  wait_for_banner "$log" "local AWS on"
   grep "^local AWS on" "$log"
 fi
 
@@ -99,11 +102,7 @@ if [ "$scale_out" = 1 ]; then
   .venv/bin/python -u -m metrics_pipeline.local_postgres --folder "$stack/postgres" \
     --port "$pg_port" >"$DAGSTER_HOME/postgres.log" 2>&1 &
   children+=($!)
-  for _ in $(seq 1 100); do
-    grep -q "^PostgreSQL on" "$DAGSTER_HOME/postgres.log" 2>/dev/null && break
-    kill -0 "${children[-1]}" 2>/dev/null || { cat "$DAGSTER_HOME/postgres.log" >&2; exit 1; }
-    sleep 0.2
-  done
+  wait_for_banner "$DAGSTER_HOME/postgres.log" "PostgreSQL on"
   .venv/bin/python -c "import boto3; boto3.client('s3').create_bucket(Bucket='metrics-lake')"
   export DAGSTER_PG_URL=postgresql+psycopg2://metrics@127.0.0.1:$pg_port/dagster
   export METRICS_WAREHOUSE="ducklake:postgres:host=127.0.0.1 port=$pg_port user=metrics dbname=lake"

@@ -77,12 +77,12 @@ def compact_lake(conn: duckdb.DuckDBPyConnection, now: datetime) -> LakeCompacti
     before = now - LAKE_HISTORY_KEPT
     lake = sql_literal(current_database(conn))
 
-    def call(statement: str) -> list[tuple[Any, ...]]:
-        return in_transaction(conn, lambda: conn.execute(statement, [before]).fetchall())
+    def call(statement: str, *parameters: object) -> list[tuple[Any, ...]]:
+        return in_transaction(conn, lambda: conn.execute(statement, parameters).fetchall())
 
-    expired = call(f"CALL ducklake_expire_snapshots({lake}, older_than => ?)")
-    merged = conn.execute(f"CALL ducklake_merge_adjacent_files({lake})").fetchall()
-    deleted = call(f"CALL ducklake_cleanup_old_files({lake}, older_than => ?)")
+    expired = call(f"CALL ducklake_expire_snapshots({lake}, older_than => ?)", before)
+    merged = call(f"CALL ducklake_merge_adjacent_files({lake})")
+    deleted = call(f"CALL ducklake_cleanup_old_files({lake}, older_than => ?)", before)
     return LakeCompaction(
         snapshots_expired=len(expired),
         files_merged=sum(int(row[2]) for row in merged),

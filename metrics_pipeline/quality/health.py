@@ -1,6 +1,7 @@
 """The pipeline's own health in one place: API calls and cost per day, failure rate, slowest
 runs, and how long since fresh collection last succeeded."""
 
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from metrics_pipeline.collection.jobs import fresh_collection_job
 from metrics_pipeline.collection.keys import GROUP, RDS_METRICS
 from metrics_pipeline.healing.jobs import healing_job
 from metrics_pipeline.metadata import OWNERS, markdown_table
+from metrics_pipeline.warehouse.readers import SnapshotMissingError
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import RUN_PARTS_TABLE, RUNS_TABLE
 
@@ -48,35 +50,35 @@ def pipeline_health(
     per_day: list[Any] = []
     slowest: list[Any] = []
     per_account: list[Any] = []
-    if warehouse.has_data():  # else nothing was collected yet: say so below
-        with warehouse.reader() as conn:
-            per_day = conn.execute(
-                f"""
-                SELECT finished_at::DATE, sum(cloudwatch_requests),
-                       round(sum(estimated_cost_usd), 4)
-                FROM {RUNS_TABLE} WHERE finished_at >= $since GROUP BY 1 ORDER BY 1 DESC
-                """,
-                {"since": since},
-            ).fetchall()
-            slowest = conn.execute(
-                f"""
-                SELECT run_id[:8], window_start, round(fetch_seconds + write_seconds, 1),
-                       rows_written
-                FROM {RUNS_TABLE} WHERE finished_at >= $since
-                ORDER BY fetch_seconds + write_seconds DESC LIMIT 5
-                """,
-                {"since": since},
-            ).fetchall()
-            per_account = conn.execute(
-                f"""
-                SELECT p.account_id, p.region, count(*),
-                       count(*) FILTER (p.status <> 'collected'), sum(p.cloudwatch_requests),
-                       sum(p.rows_written), arg_max(p.error, r.finished_at)
-                FROM {RUN_PARTS_TABLE} p JOIN {RUNS_TABLE} r USING (run_id)
-                WHERE r.finished_at >= $since GROUP BY ALL ORDER BY 1, 2
-                """,
-                {"since": since},
-            ).fetchall()
+    # Before the first write there is nothing to read: the empty tables below say so.
+    with suppress(SnapshotMissingError), warehouse.reader() as conn:
+        per_day = conn.execute(
+            f"""
+            SELECT finished_at::DATE, sum(cloudwatch_requests),
+                   round(sum(estimated_cost_usd), 4)
+            FROM {RUNS_TABLE} WHERE finished_at >= $since GROUP BY 1 ORDER BY 1 DESC
+            """,
+            {"since": since},
+        ).fetchall()
+        slowest = conn.execute(
+            f"""
+            SELECT run_id[:8], window_start, round(fetch_seconds + write_seconds, 1),
+                   rows_written
+            FROM {RUNS_TABLE} WHERE finished_at >= $since
+            ORDER BY fetch_seconds + write_seconds DESC LIMIT 5
+            """,
+            {"since": since},
+        ).fetchall()
+        per_account = conn.execute(
+            f"""
+            SELECT p.account_id, p.region, count(*),
+                   count(*) FILTER (p.status <> 'collected'), sum(p.cloudwatch_requests),
+                   sum(p.rows_written), arg_max(p.error, r.finished_at)
+            FROM {RUN_PARTS_TABLE} p JOIN {RUNS_TABLE} r USING (run_id)
+            WHERE r.finished_at >= $since GROUP BY ALL ORDER BY 1, 2
+            """,
+            {"since": since},
+        ).fetchall()
     jobs = [fresh_collection_job.name, healing_job.name]
     finished = [
         record

@@ -146,7 +146,9 @@ def prepare_schema(
             f"{problems[0]}{more}: the warehouse's tables are not the ones this build writes; "
             "restore them (or a backup) before collecting."
         )
-    if not is_lake(conn):  # the views, which follow the build (a lake's are a commit: see lake.py)
+    # The views, which follow the build. On a lake that would be a commit per connection:
+    # its views come with its tables (a change to them comes with a schema version).
+    if not is_lake(conn):
         ensure_schema(conn)
     return migrated_from
 

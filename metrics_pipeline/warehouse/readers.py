@@ -83,23 +83,24 @@ def _attach(source: ReadSource) -> duckdb.DuckDBPyConnection:
     return conn
 
 
-def _allow_lake_files(source: ReadSource) -> list[str]:
-    """A lake's data files are read by path (only its inlined rows live in the catalog)."""
-    return [source.data_path] if isinstance(source, Lake) else []
-
-
-def _sandbox(conn: duckdb.DuckDBPyConnection, source: ReadSource) -> None:
-    _allow(conn, _allow_lake_files(source))
+def _lock_down(
+    conn: duckdb.DuckDBPyConnection,
+    source: ReadSource,
+    writable: tuple[Path, ...] = (),
+    local_files: bool = True,
+) -> None:
+    """No file or network access but to `writable` and a lake's data path (its files are read
+    by path: only its inlined rows live in the catalog), then the configuration locked."""
+    allowed = [str(path) for path in writable]
+    if isinstance(source, Lake):
+        allowed.append(source.data_path)
+    if allowed:
+        listed = ", ".join(sql_literal(directory) for directory in allowed)
+        conn.execute(f"SET allowed_directories = [{listed}]")
     conn.execute("SET enable_external_access = false")
-    if not (isinstance(source, Lake) and not source.on_s3):  # a lake in a folder reads files
+    if not local_files:
         conn.execute("SET disabled_filesystems = 'LocalFileSystem'")
     conn.execute("SET lock_configuration = true")
-
-
-def _allow(conn: duckdb.DuckDBPyConnection, directories: list[str]) -> None:
-    if directories:
-        listed = ", ".join(sql_literal(directory) for directory in directories)
-        conn.execute(f"SET allowed_directories = [{listed}]")
 
 
 @contextmanager
@@ -117,7 +118,8 @@ def open_reader(
     try:
         if memory_limit:
             conn.execute(f"SET memory_limit = {sql_literal(memory_limit)}")
-        _sandbox(conn, source)
+        in_a_folder = isinstance(source, Lake) and not source.on_s3  # its files are local
+        _lock_down(conn, source, local_files=in_a_folder)
         yield conn
     finally:
         conn.close()
@@ -130,9 +132,7 @@ def open_reader_for_export(source: ReadSource, target: Path) -> Iterator[duckdb.
     as DuckDB's file system stays on (the export needs it)."""
     conn = _attach(source)
     try:
-        _allow(conn, [str(target), *_allow_lake_files(source)])
-        conn.execute("SET enable_external_access = false")
-        conn.execute("SET lock_configuration = true")
+        _lock_down(conn, source, writable=(target,))
         yield conn
     finally:
         conn.close()
@@ -152,9 +152,7 @@ def open_reader_for_extract(
         # a week's wide extract past the limit now and then; one stays within it.
         conn.execute("SET threads = 1")
         conn.execute(f"SET temp_directory = {sql_literal(spill)}")
-        _allow(conn, [str(spill), *_allow_lake_files(source)])
-        conn.execute("SET enable_external_access = false")
-        conn.execute("SET lock_configuration = true")
+        _lock_down(conn, source, writable=(spill,))
         yield conn
     finally:
         conn.close()

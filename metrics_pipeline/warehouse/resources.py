@@ -146,7 +146,7 @@ class WarehouseResource(DuckDBResource):
         if self.database == ":memory:" or self.lake:
             return
         database = Path(self.database)
-        current = sum(p.stat().st_size for p in (database, Path(f"{database}.wal")) if p.exists())
+        current = self._file_bytes()
         growth = WRITE_GROWTH * incoming_bytes
         needed = 2 * growth + current + growth + SPACE_MARGIN_BYTES
         free = shutil.disk_usage(database.parent).free
@@ -276,9 +276,10 @@ class WarehouseResource(DuckDBResource):
 
     def stored_bytes(self, conn: duckdb.DuckDBPyConnection) -> int:
         """The warehouse's size: the file and its write-ahead log, or the lake's data files."""
-        if self.lake:
-            return lake_bytes(conn)
-        paths = [Path(self.database), Path(self.database + ".wal")]
+        return lake_bytes(conn) if self.lake else self._file_bytes()
+
+    def _file_bytes(self) -> int:
+        paths = [Path(self.database), Path(f"{self.database}.wal")]
         return sum(p.stat().st_size for p in paths if p.exists())
 
     def has_data(self) -> bool:
