@@ -152,6 +152,7 @@ def lake_servers(folder: Path) -> Iterator[Lake]:
                 time.sleep(0.1)
         urllib.request.urlopen(urllib.request.Request(f"{endpoint}/lake", method="PUT"))
         os.environ |= {
+            "PGPASSFILE": str(postgres.passfile(local_postgres.WRITER)),
             "AWS_ENDPOINT_URL_S3": endpoint,
             "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "benchmark"),
             "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "benchmark"),

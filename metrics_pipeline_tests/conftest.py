@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 from moto import mock_aws
 from moto.cloudwatch.responses import CloudWatchResponse
@@ -21,6 +20,8 @@ from moto.server import ThreadedMotoServer
 
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.local_aws import cloudwatch as local_cloudwatch
+from metrics_pipeline.local_aws import lake_s3
+from metrics_pipeline.local_aws.lake_s3 import AccessKey
 from metrics_pipeline.local_postgres import server as local_postgres
 from metrics_pipeline.warehouse.lake import Lake
 from metrics_pipeline.warehouse.resources import WarehouseResource
@@ -108,22 +109,34 @@ def postgres() -> Iterator[local_postgres.LocalPostgres]:
     pytest's own (private) temporary folders."""
     folder = Path(tempfile.mkdtemp(prefix="metrics-postgres-"))
     server = local_postgres.start(folder)
-    yield server
+    with pytest.MonkeyPatch.context() as patch:
+        # The pipeline's password, for every writer here and every process a test starts; a
+        # reader's processes are given the reader's file instead.
+        patch.setenv("PGPASSFILE", str(server.passfile(local_postgres.WRITER)))
+        yield server
     server.stop()
     shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass(frozen=True)
 class S3Server:
+    """A moto S3 server that enforces IAM, as S3 does: a request passes only signed with the
+    access key of an IAM user whose policy allows it (the local stack's lake_s3 set-up)."""
+
     url: str
     request_log: Path  # the server's log: one line per HTTP request it answered
+    admin: AccessKey  # may do anything, creating the users of each lake included
+
+    def user(self, name: str, statements: list[dict[str, Any]]) -> AccessKey:
+        return lake_s3.create_user(self.url, self.admin, name, statements)
 
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A moto server on loopback, in its own process, that the lakes' S3 data goes to
     (DuckDB's httpfs talks to it over HTTP, as it talks to S3). Its own process: the
-    in-process moto that other tests start and reset shares this process's state."""
+    in-process moto that other tests start and reset shares this process's state. It has
+    the bucket `lake`, and checks every request against IAM."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     request_log = tmp_path_factory.mktemp("s3") / "requests.log"
@@ -134,8 +147,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             stderr=subprocess.STDOUT,
         )
     wait_for(lambda: _answers(url), 30, "the moto S3 server")
-    urllib.request.urlopen(urllib.request.Request(f"{url}/lake", method="PUT"))  # the bucket
-    yield S3Server(url, request_log)
+    yield S3Server(url, request_log, lake_s3.set_up(url, "lake"))
     server.terminate()
     server.wait(10)
 
@@ -157,24 +169,49 @@ _lakes = itertools.count(1)
 
 
 def new_catalog_database(postgres: local_postgres.LocalPostgres) -> str:
-    """A new, empty PostgreSQL database for one lake's catalog; its name."""
+    """A new, empty PostgreSQL database for one lake's catalog, which the writer role owns and
+    the reader role may read; its name."""
     name = f"lake_{os.getpid()}_{next(_lakes)}"
-    conn = psycopg2.connect(postgres.dsn("postgres"))
-    conn.autocommit = True
-    with conn.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    conn.close()
+    postgres.create_lake_database(name)
     return name
 
 
 @pytest.fixture
 def lake(
-    postgres: local_postgres.LocalPostgres, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    postgres: local_postgres.LocalPostgres, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> Lake:
-    """A new lake: its own catalog database in the PostgreSQL, its own prefix in the S3."""
+    """A new lake: its own catalog database in the PostgreSQL, its own prefix in the S3, which
+    the pipeline reaches with the role and the S3 policy of deploy/iam/pipeline-policy.json
+    (in this process's environment, for the writers here and the processes a test starts)."""
     database = new_catalog_database(postgres)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    writer = s3_server.user(
+        f"{database}-pipeline", lake_s3.lake_policy("pipeline-policy.json", "lake", database)
+    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", writer.key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", writer.secret)
     return Lake(f"ducklake:postgres:{postgres.dsn(database)}", f"s3://lake/{database}/")
+
+
+@pytest.fixture
+def lake_reader_env(
+    lake: Lake, postgres: local_postgres.LocalPostgres, s3_server: S3Server
+) -> dict[str, str]:
+    """The environment of an analyst reading `lake`: the read-only database role (its own
+    password file, without the pipeline's) and S3 credentials of
+    deploy/iam/analyst-policy.json."""
+    database = lake.data_path.removeprefix("s3://lake/").strip("/")
+    reader = s3_server.user(
+        f"{database}-analyst", lake_s3.lake_policy("analyst-policy.json", "lake", database)
+    )
+    return {
+        **os.environ,
+        "PGPASSFILE": str(postgres.passfile(local_postgres.READER)),
+        "METRICS_WAREHOUSE": f"ducklake:postgres:{postgres.dsn(database, local_postgres.READER)}",
+        "METRICS_LAKE_DATA_PATH": lake.data_path,
+        "AWS_ACCESS_KEY_ID": reader.key_id,
+        "AWS_SECRET_ACCESS_KEY": reader.secret,
+    }
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ several processes, conflict retry, readers during writes, its maintenance and sa
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
-import zlib
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +24,13 @@ from dagster import Failure, materialize
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.hours import partition_key, utc_now
 from metrics_pipeline.maintenance.retention import compact_lake
-from metrics_pipeline.warehouse.lake import WRITE_LOCK_NAME, Lake, LakeError, open_lake
+from metrics_pipeline.warehouse.lake import (
+    WRITE_LOCK_TABLE,
+    Lake,
+    LakeError,
+    WriteLock,
+    open_lake,
+)
 from metrics_pipeline.warehouse.migrations import SCHEMA_VERSION
 from metrics_pipeline.warehouse.readers import SnapshotMissingError
 from metrics_pipeline.warehouse.resources import WarehouseResource
@@ -405,28 +411,49 @@ def test_a_lake_from_a_newer_build_is_refused_before_anything_is_written(
     )
 
 
-def test_a_writer_waits_for_the_lake_then_fails_naming_the_setting(
+def test_a_writer_waits_for_the_lake_then_fails_naming_the_setting_and_the_holder(
     lake: Lake, warehouse: WarehouseResource
 ) -> None:
-    """Another machine's writer holds the lake (its advisory lock) past the wait."""
+    """Another machine's writer holds the lake (the row of the writers' lock) past the wait:
+    the one waiting says which writer it is, as PostgreSQL knows it."""
     patient = warehouse.model_copy(update={"lock_timeout_seconds": 0.5})
     patient.prepare()
     assert lake.postgres_dsn is not None
-    holder = psycopg2.connect(lake.postgres_dsn)
-    holder.autocommit = True
-    with holder.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(%s)", [zlib.crc32(WRITE_LOCK_NAME.encode())])
+    holder = psycopg2.connect(
+        lake.postgres_dsn, application_name="metrics_pipeline writer pod-7 pid 42"
+    )
+    with holder.cursor() as cursor:  # a transaction left open, the row locked
+        cursor.execute(f"SELECT id FROM {WRITE_LOCK_TABLE} FOR UPDATE")
+        cursor.execute("SELECT pg_backend_pid()")
+        [(holder_pid,)] = cursor.fetchall()
     try:
         with patient.connect() as conn, pytest.raises(LakeError) as waited:
             in_transaction(conn, lambda: conn.execute("DELETE FROM rds_metrics"))
     finally:
         holder.close()
-    assert str(waited.value) == (
-        "Another writer held the lake for more than 0.5 s (METRICS_LOCK_TIMEOUT_SECONDS); "
-        "nothing was written."
-    )
+    message = str(waited.value)
+    assert message.startswith(
+        "Another writer held the lake for more than 0.5 s (METRICS_LOCK_TIMEOUT_SECONDS): held "
+        "by metrics_pipeline writer pod-7 pid 42 (role metrics_writer, from 127.0.0.1, "
+        f"backend pid {holder_pid}, for "
+    ), message
+    assert message.endswith(" s); nothing was written."), message
     with warehouse.connect() as conn:  # released with its holder's connection
         in_transaction(conn, lambda: conn.execute("DELETE FROM rds_metrics"))
+
+
+def test_a_writer_names_itself_to_postgresql(lake: Lake) -> None:
+    lock = WriteLock(lake, 1.0)
+    try:
+        with lock.held(), psycopg2.connect(lake.postgres_dsn) as other, other.cursor() as cursor:
+            cursor.execute(
+                "SELECT application_name FROM pg_stat_activity WHERE backend_xid IS NOT NULL "
+                "AND pid <> pg_backend_pid()"
+            )
+            names = [name for (name,) in cursor.fetchall()]
+    finally:
+        lock.close()
+    assert names == [f"metrics_pipeline writer {socket.gethostname()} pid {os.getpid()}"]
 
 
 def test_processes_installing_the_extensions_at_once_all_load_them(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ and event logs are found in PostgreSQL, the rows in the lake with the simulator'
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -29,12 +30,14 @@ CLI = str(Path(sys.executable).with_name("metrics-pipeline"))
 @dataclass
 class ScaleOutStack:
     output: Path
-    env: dict[str, str]
+    env: dict[str, str]  # an analyst's, from the file the banner names
     postgres_port: int
+    folder: Path
 
     def dagster_rows(self, sql: str) -> list[tuple]:
-        dsn = f"host=127.0.0.1 port={self.postgres_port} user=metrics dbname=dagster"
-        with psycopg2.connect(dsn) as conn, conn.cursor() as cursor:
+        dsn = f"host=127.0.0.1 port={self.postgres_port} user=metrics_writer dbname=dagster"
+        passfile = self.folder / "postgres" / "metrics_writer.pgpass"
+        with psycopg2.connect(dsn, passfile=passfile) as conn, conn.cursor() as cursor:
             cursor.execute(sql)
             return cursor.fetchall()
 
@@ -58,6 +61,7 @@ def stack() -> Iterator[ScaleOutStack]:
         "DAGSTER_PORT": str(free_port()),
         "LOCAL_AWS_PORT": str(aws_port),
         "POSTGRES_PORT": str(postgres_port),
+        "LAKE_S3_PORT": str(free_port()),
         "SCALE_OUT_DIR": str(folder / "stack"),
         "DAGSTER_HOME": str(folder / "dagster_home"),
         "METRICS_FRESH_INTERVAL_MINUTES": "1",
@@ -75,24 +79,20 @@ def stack() -> Iterator[ScaleOutStack]:
         text=True,
         start_new_session=True,
     )
-    # What a reader of the lake needs, as the banner says.
-    reader_env = {
-        **env,
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{aws_port}",
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "METRICS_WAREHOUSE": (
-            f"ducklake:postgres:host=127.0.0.1 port={postgres_port} user=metrics dbname=lake"
-        ),
-        "METRICS_LAKE_DATA_PATH": "s3://metrics-lake/warehouse/",
-    }
     try:
         try:
             wait_for(lambda: "Press Ctrl-C to stop." in output.read_text(), 300, "the banner")
         except AssertionError:
             print(output.read_text()[-3000:])
             raise
-        yield ScaleOutStack(output, reader_env, postgres_port)
+        # What an analyst reading the lake needs, as the banner says: the file it names.
+        analyst_env = folder / "stack" / "analyst.env"
+        assert f"set -a; . {analyst_env}; set +a" in output.read_text()
+        reader_env = {
+            **env,
+            **dict(line.split("=", 1) for line in shlex.split(analyst_env.read_text())),
+        }
+        yield ScaleOutStack(output, reader_env, postgres_port, folder / "stack")
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)
@@ -104,10 +104,13 @@ def stack() -> Iterator[ScaleOutStack]:
 
 def test_banner_names_the_lake_and_dagster_on_postgresql(stack: ScaleOutStack) -> None:
     banner = stack.output.read_text()
-    assert f"Warehouse:   DuckLake {stack.env['METRICS_WAREHOUSE']}" in banner
+    catalog = f"ducklake:postgres:host=127.0.0.1 port={stack.postgres_port} dbname=lake"
+    assert f"Warehouse:   DuckLake {catalog} user=metrics_writer," in banner
+    assert stack.env["METRICS_WAREHOUSE"] == f"{catalog} user=metrics_reader"
     assert "data in s3://metrics-lake/warehouse/" in banner
     assert (
-        f"runs and event logs in postgresql+psycopg2://metrics@127.0.0.1:{stack.postgres_port}"
+        "runs and event logs in postgresql+psycopg2://metrics_writer@127.0.0.1:"
+        f"{stack.postgres_port}"
         "/dagster" in banner
     )
 

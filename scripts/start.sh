@@ -103,10 +103,32 @@ if [ "$scale_out" = 1 ]; then
     --port "$pg_port" >"$DAGSTER_HOME/postgres.log" 2>&1 &
   children+=($!)
   wait_for_banner "$DAGSTER_HOME/postgres.log" "PostgreSQL on"
-  .venv/bin/python -c "import boto3; boto3.client('s3').create_bucket(Bucket='metrics-lake')"
-  export DAGSTER_PG_URL=postgresql+psycopg2://metrics@127.0.0.1:$pg_port/dagster
-  export METRICS_WAREHOUSE="ducklake:postgres:host=127.0.0.1 port=$pg_port user=metrics dbname=lake"
+  # The lake's S3 checks credentials against IAM (the fleet's local AWS does not): the
+  # pipeline's keys read and write the lake's prefix, the analysts' only read it.
+  .venv/bin/python -u -m metrics_pipeline.local_aws.lake_s3 --port "${LAKE_S3_PORT:-5056}" \
+    --bucket metrics-lake --prefix warehouse --env-dir "$stack" >"$DAGSTER_HOME/lake_s3.log" 2>&1 &
+  children+=($!)
+  wait_for_banner "$DAGSTER_HOME/lake_s3.log" "lake S3 on"
+  set -a
+  . "$stack/pipeline-s3.env"  # AWS_ENDPOINT_URL_S3 and the pipeline's keys
+  set +a
+  # The database roles' passwords are in files libpq reads (PGPASSFILE), never in a URL.
+  export PGPASSFILE=$stack/postgres/metrics_writer.pgpass
+  export DAGSTER_PG_URL=postgresql+psycopg2://metrics_writer@127.0.0.1:$pg_port/dagster
+  catalog="host=127.0.0.1 port=$pg_port dbname=lake"
+  export METRICS_WAREHOUSE="ducklake:postgres:$catalog user=metrics_writer"
   export METRICS_LAKE_DATA_PATH=s3://metrics-lake/warehouse/
+  # What an analyst needs to read the lake, read-only: its role, its keys.
+  analyst_env=$stack/analyst.env
+  (
+    umask 077
+    cat "$stack/analyst-s3.env" - >"$analyst_env" <<EOT
+AWS_DEFAULT_REGION=$AWS_DEFAULT_REGION
+PGPASSFILE="$stack/postgres/metrics_reader.pgpass"
+METRICS_WAREHOUSE="ducklake:postgres:$catalog user=metrics_reader"
+METRICS_LAKE_DATA_PATH=$METRICS_LAKE_DATA_PATH
+EOT
+  )
   warehouse_line="Warehouse:   DuckLake $METRICS_WAREHOUSE, data in $METRICS_LAKE_DATA_PATH
   Dagster:     runs and event logs in $DAGSTER_PG_URL"
 else
@@ -127,7 +149,8 @@ cat <<EOT
 metrics_pipeline is running.
   Dagster UI:  http://127.0.0.1:$ui_port
   $warehouse_line
-  Read it:     $project/.venv/bin/metrics-pipeline --help (never blocks collection)
+  Read it:     $project/.venv/bin/metrics-pipeline --help (never blocks collection)${analyst_env:+
+  Analysts:    set -a; . $analyst_env; set +a  (read-only database role and S3 keys)}
   Logs:        $DAGSTER_HOME/dagster.log
 The first collection starts now and the gap sensor backfills the last days within minutes;
 then the fresh schedule collects $every.

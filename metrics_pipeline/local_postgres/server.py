@@ -3,9 +3,20 @@ scale-out stack, on one machine.
 
     python -m metrics_pipeline.local_postgres --folder .scale-out/postgres --port 5432
 
+Three roles, as a real deployment has:
+- `metrics`, the superuser, only for setting the server up: it connects through the server's
+  own socket (in a folder only the server's OS user may enter), authenticated by that OS user
+  (peer), never over TCP;
+- `metrics_writer`, the pipeline's: owns the databases `dagster` and `lake`, not superuser;
+- `metrics_reader`, the analysts': may connect to the lake's databases only and read their
+  tables (SELECT), nothing else.
+Both log in on 127.0.0.1 only, with passwords (SCRAM) kept in `<folder>/<role>.pgpass`, one
+file per role that only this OS user may read: point libpq's PGPASSFILE at it.
+
 PostgreSQL refuses to run as root, so as root its binaries run as an unprivileged user
-(`nobody` unless --os-user names another) that owns the data folder.
-Trust authentication on 127.0.0.1 only: the server is for one machine's tests and demos.
+(`nobody` unless --os-user names another), which owns the data folder and the socket's folder
+only: the authentication files and passwords stay the starting user's, so the server's user
+cannot change who may log in. Nothing is ever chowned recursively, nor through a symlink.
 """
 
 from __future__ import annotations
@@ -13,7 +24,8 @@ from __future__ import annotations
 import argparse
 import os
 import pwd
-import shutil
+import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,8 +35,16 @@ from importlib.util import find_spec
 from pathlib import Path
 
 SUPERUSER = "metrics"
+WRITER = "metrics_writer"
+READER = "metrics_reader"
 # The databases the scale-out stack uses: Dagster's runs, events and schedules; the lake's catalog.
 DATABASES = ("dagster", "lake")
+# A lake's catalog database is named `lake` or `lake_<suffix>`; only those admit the reader.
+LAKE_DATABASE = re.compile(r"lake(_\w+)?")
+# Analysts' connections at once (each query may open a few): a reader cannot take every slot.
+READER_CONNECTION_LIMIT = 64
+MAX_CONNECTIONS = 200
+DEFAULT_OS_USER = "nobody"
 
 
 @dataclass(frozen=True)
@@ -33,12 +53,27 @@ class LocalPostgres:
     port: int
     os_user: str | None
 
-    def dsn(self, database: str) -> str:
-        """A libpq connection string (the form DuckDB's postgres extension takes)."""
-        return f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname={database}"
+    def dsn(self, database: str, role: str = WRITER) -> str:
+        """A libpq connection string (the form DuckDB's postgres extension takes), without the
+        password: libpq reads it from PGPASSFILE (passfile(role))."""
+        return f"host=127.0.0.1 port={self.port} user={role} dbname={database}"
 
-    def url(self, database: str) -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str, role: str = WRITER) -> str:
+        return f"postgresql://{role}@127.0.0.1:{self.port}/{database}"
+
+    def passfile(self, role: str) -> Path:
+        """The role's password in libpq's password file format (PGPASSFILE)."""
+        return self.folder / f"{role}.pgpass"
+
+    def password(self, role: str) -> str:
+        return _read_password(self.passfile(role))
+
+    def create_lake_database(self, name: str) -> None:
+        """A new catalog database: the writer owns it, the reader may connect and read it."""
+        if not LAKE_DATABASE.fullmatch(name):
+            raise ValueError(f"a lake's database is named lake or lake_<letters, digits>: {name}")
+        _superuser_sql(self, "postgres", f"CREATE DATABASE {name} OWNER {WRITER}")
+        _grant(self, name)
 
     def stop(self) -> None:
         _run(self.os_user, "pg_ctl", "-D", self.folder / "data", "-m", "fast", "-w", "stop")
@@ -50,9 +85,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-DEFAULT_OS_USER = "nobody"
-
-
 def _binaries() -> Path:
     """The pgserver wheel's PostgreSQL, found without importing the package (whose import
     creates folders in the user's home)."""
@@ -62,10 +94,11 @@ def _binaries() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-def _run(os_user: str | None, binary: str, *args: object) -> str:
+def _run(os_user: str | None, binary: str, *args: object, stdin: str | None = None) -> str:
     account = pwd.getpwnam(os_user) if os_user else None
     done = subprocess.run(
         [str(_binaries() / binary), *map(str, args)],
+        input=stdin,
         capture_output=True,
         text=True,
         user=account.pw_uid if account else None,
@@ -79,6 +112,111 @@ def _run(os_user: str | None, binary: str, *args: object) -> str:
     return done.stdout
 
 
+def _superuser_sql(server: LocalPostgres, database: str, sql: str) -> str:
+    """SQL as the superuser, through the server's socket (given on stdin: no password or
+    statement shows in the process list)."""
+    return _run(
+        server.os_user, "psql", "-h", server.folder / "run", "-p", server.port, "-U", SUPERUSER,
+        "-d", database, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-f", "-", stdin=sql,
+    )  # fmt: skip
+
+
+def _private_folder(path: Path, account: pwd.struct_passwd | None) -> None:
+    """`path` a real folder (never a symlink) that only the server's OS user may enter."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    if path.is_symlink() or not path.is_dir():
+        raise RuntimeError(f"The local PostgreSQL's {path} must be a folder, not a link.")
+    if account:
+        os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
+    os.chmod(path, 0o700, follow_symlinks=False)
+
+
+def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    """Writes `path` afresh, refusing a symlink there (O_NOFOLLOW)."""
+    if path.is_symlink():
+        path.unlink()
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    with os.fdopen(descriptor, "w") as file:
+        os.fchmod(file.fileno(), mode)
+        file.write(text)
+
+
+def _read_password(passfile: Path) -> str:
+    return passfile.read_text().strip().rsplit(":", 1)[1]
+
+
+def _password(passfile: Path, role: str) -> str:
+    """The role's password: kept from an earlier start, or a new random one."""
+    if passfile.exists() and not passfile.is_symlink():
+        return _read_password(passfile)
+    password = secrets.token_urlsafe(24)  # letters, digits, - and _: nothing to escape
+    _write_private(passfile, f"127.0.0.1:*:*:{role}:{password}\n")
+    return password
+
+
+def _os_user_name(os_user: str | None) -> str:
+    return os_user or pwd.getpwuid(os.geteuid()).pw_name
+
+
+def _authentication_files(folder: Path, os_user: str | None) -> tuple[Path, Path]:
+    """pg_hba.conf and pg_ident.conf, the starting user's (the server's user reads them)."""
+    hba = folder / "pg_hba.conf"
+    ident = folder / "pg_ident.conf"
+    _write_private(
+        hba,
+        "# TYPE  DATABASE        USER            ADDRESS         METHOD\n"
+        f"local   all             {SUPERUSER}         peer map=server\n"
+        f"host    all             {WRITER}  127.0.0.1/32    scram-sha-256\n"
+        f"host    /^{LAKE_DATABASE.pattern}$  {READER}  127.0.0.1/32    scram-sha-256\n",
+        0o644,
+    )
+    _write_private(ident, f"server  {_os_user_name(os_user)}  {SUPERUSER}\n", 0o644)
+    return hba, ident
+
+
+def _setup_roles(server: LocalPostgres, databases: tuple[str, ...]) -> None:
+    writer = _password(server.passfile(WRITER), WRITER)
+    reader = _password(server.passfile(READER), READER)
+    existing = _superuser_sql(server, "postgres", "SELECT datname FROM pg_database").split()
+    statements = [
+        f"DO $$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN NULL; END $$;"
+        for role in (WRITER, READER)
+    ]
+    statements += [
+        f"ALTER ROLE {WRITER} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+        f"NOBYPASSRLS PASSWORD '{writer}';",
+        f"ALTER ROLE {READER} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+        f"NOBYPASSRLS CONNECTION LIMIT {READER_CONNECTION_LIMIT} PASSWORD '{reader}';",
+        # No role connects where it is not granted: neither to these nor to databases to come.
+        "REVOKE CONNECT, TEMPORARY ON DATABASE postgres, template1 FROM PUBLIC;",
+    ]
+    statements += [
+        f"CREATE DATABASE {database} OWNER {WRITER};"
+        for database in databases
+        if database not in existing
+    ]
+    _superuser_sql(server, "postgres", "\n".join(statements))
+    for database in databases:
+        _grant(server, database)
+
+
+def _grant(server: LocalPostgres, database: str) -> None:
+    """Who may connect to `database`: the writer; the reader too for a lake's catalog, with
+    SELECT on its tables, present and future, and nothing more."""
+    statements = [
+        f"REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC;",
+        f"GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {WRITER};",
+    ]
+    if LAKE_DATABASE.fullmatch(database):
+        statements += [
+            f"GRANT CONNECT ON DATABASE {database} TO {READER};",
+            f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {READER};",
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {WRITER} IN SCHEMA public "
+            f"GRANT SELECT ON TABLES TO {READER};",
+        ]
+    _superuser_sql(server, database, "\n".join(statements))
+
+
 def start(
     folder: Path,
     port: int = 0,
@@ -86,35 +224,34 @@ def start(
     os_user_if_root: str = DEFAULT_OS_USER,
 ) -> LocalPostgres:
     """A running server whose data lives in `folder` (created, or reused from an earlier start),
-    with `databases` created."""
+    with `databases` created and the writer and reader roles set up."""
     os_user = os_user_if_root if os.geteuid() == 0 else None
-    folder.mkdir(parents=True, exist_ok=True)
-    data = folder / "data"
-    if os_user:
-        account = pwd.getpwnam(os_user)
-        for path in (folder, *folder.rglob("*")):
-            os.chown(path, account.pw_uid, account.pw_gid)
-        reachable = subprocess.run(["test", "-w", str(folder)], user=account.pw_uid, check=False)
+    account = pwd.getpwnam(os_user) if os_user else None
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Owner-only; as root the server's user may pass through to its own two folders.
+    os.chmod(folder, 0o711 if account else 0o700)
+    data, run = folder / "data", folder / "run"
+    _private_folder(data, account)
+    _private_folder(run, account)  # the socket and the server's log
+    if account:
+        reachable = subprocess.run(["test", "-w", str(run)], user=account.pw_uid, check=False)
         if reachable.returncode != 0:
             raise RuntimeError(
                 f"PostgreSQL runs as {os_user} (it refuses root), who cannot reach {folder}: "
                 "choose a folder whose parents others may traverse, e.g. under /tmp."
             )
     if not (data / "PG_VERSION").exists():
-        shutil.rmtree(data, ignore_errors=True)
-        _run(os_user, "initdb", "-D", data, "-U", SUPERUSER, "--auth=trust", "-E", "UTF8")
+        if any(data.iterdir()):
+            raise RuntimeError(f"{data} holds files but no PostgreSQL data: remove it.")
+        _run(os_user, "initdb", "-D", data, "-U", SUPERUSER, "--auth=reject", "-E", "UTF8")
+    hba, ident = _authentication_files(folder, os_user)
     server = LocalPostgres(folder, port or free_port(), os_user)
-    options = f"-p {server.port} -h 127.0.0.1 -k {folder} -c max_connections=200"
-    _run(os_user, "pg_ctl", "-D", data, "-o", options, "-l", folder / "server.log", "-w", "start")
-    existing = _run(
-        os_user, "psql", "-h", "127.0.0.1", "-p", server.port, "-U", SUPERUSER, "-d", "postgres",
-        "-Atc", "SELECT datname FROM pg_database",
-    ).split()  # fmt: skip
-    for database in databases:
-        if database not in existing:
-            _run(
-                os_user, "createdb", "-h", "127.0.0.1", "-p", server.port, "-U", SUPERUSER, database
-            )
+    options = (
+        f"-p {server.port} -h 127.0.0.1 -k {run} -c max_connections={MAX_CONNECTIONS} "
+        f"-c hba_file={hba} -c ident_file={ident} -c unix_socket_permissions=0700"
+    )
+    _run(os_user, "pg_ctl", "-D", data, "-o", options, "-l", run / "server.log", "-w", "start")
+    _setup_roles(server, databases)
     return server
 
 
@@ -123,7 +260,8 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m metrics_pipeline.local_postgres",
         description="A PostgreSQL on 127.0.0.1 with the databases "
         + " and ".join(DATABASES)
-        + " (trust authentication: for one machine only).",
+        + f", the pipeline's role {WRITER} and the analysts' read-only {READER} (passwords "
+        "in <folder>/<role>.pgpass): for one machine's tests and demos.",
     )
     parser.add_argument("--folder", type=Path, default=Path(".scale-out/postgres"))
     parser.add_argument("--port", type=int, default=5432)
@@ -134,8 +272,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     server = start(args.folder.resolve(), args.port, os_user_if_root=args.os_user)
-    print(f"PostgreSQL on {server.url('<database>')} (databases: {', '.join(DATABASES)})")
-    print(f"  DuckLake catalog: METRICS_WAREHOUSE=ducklake:postgres:{server.dsn('lake')}")
+    print(f"PostgreSQL on {server.url('<database>', '<role>')} (databases: {', '.join(DATABASES)})")
+    print(f"  the pipeline: PGPASSFILE={server.passfile(WRITER)}")
+    print(f"    METRICS_WAREHOUSE=ducklake:postgres:{server.dsn('lake', WRITER)}")
+    print(f"  analysts (read-only): PGPASSFILE={server.passfile(READER)}")
+    print(f"    METRICS_WAREHOUSE=ducklake:postgres:{server.dsn('lake', READER)}")
     print("Ctrl-C stops it.", flush=True)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

@@ -7,7 +7,7 @@ extensions come from their PyPI wheels (duckdb-extension-*), installed once into
 extension folder: nothing is downloaded at run time, and nothing is loaded behind a query's
 back.
 
-Writers are serialised per transaction by a PostgreSQL advisory lock on the catalog (see
+Writers are serialised per transaction by a row lock in the catalog's database (see
 WriteLock): DuckLake checks conflicts per table at commit, but two transactions that each
 delete nothing and insert the same rows would both commit, and a window collected twice at
 once would then be stored twice.
@@ -18,10 +18,10 @@ from __future__ import annotations
 import fcntl
 import os
 import random
+import socket
 import time
-import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache
 from importlib.util import find_spec
@@ -44,7 +44,12 @@ EXTENSIONS = {
     "postgres": "duckdb_extension_postgres",
     "httpfs": "duckdb_extension_httpfs",
 }
-WRITE_LOCK_NAME = "metrics_pipeline warehouse writer"
+# The writers' lock: a one-row table in the catalog's database whose row a writer locks
+# (SELECT ... FOR UPDATE), which needs the UPDATE privilege: a read-only role cannot take it.
+WRITE_LOCK_TABLE = "metrics_pipeline_write_lock"
+# How a writer's lock connection names itself to PostgreSQL (pg_stat_activity), so that one
+# that waits can say which writer holds the lake.
+WRITER_APPLICATION = "metrics_pipeline writer"
 
 
 class LakeError(RuntimeError):
@@ -200,16 +205,44 @@ def open_lake(
 
 
 class WriteLock:
-    """One writer at a time across machines: a PostgreSQL advisory lock on the lake's catalog,
-    held from a transaction's start to its commit. Waits as a DuckDB file's writer waits for
-    the file (METRICS_LOCK_TIMEOUT_SECONDS)."""
+    """One writer at a time across machines: the row of WRITE_LOCK_TABLE in the catalog's
+    database, locked FOR UPDATE from a transaction's start to its commit. Locking a row needs
+    the UPDATE privilege on its table, which the pipeline's role has and a read-only role does
+    not (an advisory lock, which needs no privilege at all, let any reader lock every writer
+    out). Waits as a DuckDB file's writer waits for the file (METRICS_LOCK_TIMEOUT_SECONDS),
+    then fails naming the writer that holds it."""
 
-    def __init__(self, dsn: str, timeout_seconds: float) -> None:
-        self._connection = psycopg2.connect(dsn)
-        self._connection.autocommit = True
+    def __init__(self, lake: Lake, timeout_seconds: float) -> None:
+        assert lake.postgres_dsn is not None
+        self._lake = lake
+        try:
+            self._connection = psycopg2.connect(
+                lake.postgres_dsn, application_name=writer_application_name()
+            )
+        except psycopg2.Error as error:
+            raise LakeError(
+                f"Cannot reach the DuckLake catalog {lake.label} (METRICS_WAREHOUSE): "
+                f"{str(error).strip().splitlines()[0]}"
+            ) from None
         self._timeout_seconds = timeout_seconds
-        self._key = zlib.crc32(WRITE_LOCK_NAME.encode())
         self.waited_seconds = 0.0
+        self._create_table()
+
+    def _create_table(self) -> None:
+        """The lock's table and row, made by the first writer of a catalog."""
+        self._connection.autocommit = True
+        with self._connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [WRITE_LOCK_TABLE])
+            if not cursor.fetchone()[0]:
+                # Another writer may create it at the same moment.
+                with suppress(psycopg2.errors.UniqueViolation, psycopg2.errors.DuplicateTable):
+                    cursor.execute(
+                        f"CREATE TABLE IF NOT EXISTS {WRITE_LOCK_TABLE} "
+                        "(id INTEGER PRIMARY KEY CHECK (id = 1))"
+                    )
+            # The row too, always: a first writer may have died between the two.
+            cursor.execute(f"INSERT INTO {WRITE_LOCK_TABLE} VALUES (1) ON CONFLICT DO NOTHING")
+        self._connection.autocommit = False
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -217,14 +250,21 @@ class WriteLock:
         delay = 0.02
         with self._connection.cursor() as cursor:
             while True:
-                cursor.execute("SELECT pg_try_advisory_lock(%s)", [self._key])
-                if cursor.fetchone()[0]:
+                try:
+                    cursor.execute(f"SELECT id FROM {WRITE_LOCK_TABLE} FOR UPDATE NOWAIT")
+                    if cursor.fetchone() is None:
+                        raise LakeError(
+                            f"The writers' lock, the row of {WRITE_LOCK_TABLE} in the catalog "
+                            f"{self._lake.label}, was deleted; nothing was written."
+                        )
                     break
+                except psycopg2.errors.LockNotAvailable:
+                    self._connection.rollback()
                 if time.monotonic() - began + delay > self._timeout_seconds:
                     raise LakeError(
                         f"Another writer held the lake for more than "
-                        f"{self._timeout_seconds:g} s (METRICS_LOCK_TIMEOUT_SECONDS); "
-                        "nothing was written."
+                        f"{self._timeout_seconds:g} s (METRICS_LOCK_TIMEOUT_SECONDS): "
+                        f"{self._holder(cursor)}; nothing was written."
                     )
                 time.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 1.0)
@@ -232,10 +272,33 @@ class WriteLock:
             try:
                 yield
             finally:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [self._key])
+                self._connection.rollback()  # ends the transaction, and with it the lock
+
+    def _holder(self, cursor: Any) -> str:
+        """Who holds the lock: the session whose transaction locked the row (its xmax)."""
+        cursor.execute(
+            "SELECT a.application_name, a.usename, a.client_addr, a.pid, "
+            "extract(epoch FROM now() - a.xact_start)::INTEGER "
+            f"FROM {WRITE_LOCK_TABLE} l JOIN pg_stat_activity a ON a.backend_xid = l.xmax"
+        )
+        row = cursor.fetchone()
+        self._connection.rollback()
+        if row is None:
+            return "it let go just now"
+        application, role, address, pid, seconds = row
+        return (
+            f"held by {application or 'a session without an application_name'} (role {role}, "
+            f"from {address or 'a local socket'}, backend pid {pid}, for {seconds} s)"
+        )
 
     def close(self) -> None:
         self._connection.close()
+
+
+def writer_application_name() -> str:
+    """How a writer shows in pg_stat_activity: the machine and process (at most the 63
+    characters PostgreSQL keeps)."""
+    return f"{WRITER_APPLICATION} {socket.gethostname()} pid {os.getpid()}"[:63]
 
 
 def lake_bytes(conn: duckdb.DuckDBPyConnection) -> int:

@@ -214,9 +214,11 @@ class WarehouseResource(DuckDBResource):
             conn = open_lake(lake, read_only=False, config=self._memory_config())
         except LakeError as error:
             raise Failure(description=str(error), allow_retries=True) from None
-        lock = (
-            WriteLock(lake.postgres_dsn, self.lock_timeout_seconds) if lake.postgres_dsn else None
-        )
+        try:
+            lock = WriteLock(lake, self.lock_timeout_seconds) if lake.postgres_dsn else None
+        except LakeError as error:
+            conn.close()
+            raise Failure(description=str(error), allow_retries=True) from None
         try:
             with writes_locked_by(conn, lock.held) if lock else nullcontext():
                 self._prepare_schema(conn)
