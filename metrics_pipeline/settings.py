@@ -27,7 +27,7 @@ from metrics_pipeline.catalog import (
     RDS_METRIC_UNITS,
     STATISTIC_COLUMNS,
 )
-from metrics_pipeline.warehouse.lake import LAKE_PREFIX, Lake
+from metrics_pipeline.warehouse.lake import LAKE_PREFIX, Lake, LakeError, redacted, split_password
 from metrics_pipeline.warehouse.permissions import group_id, make_folder
 
 # Relative to the working directory of the process (the project folder for `dagster dev` and
@@ -607,13 +607,17 @@ def parse_warehouse(raw: str | None) -> str | None:
         return None
     text = raw.strip()  # type: ignore[union-attr]
     if not text.startswith(LAKE_PREFIX) or len(text) == len(LAKE_PREFIX):
-        shown = text if len(text) <= 40 else text[:40] + "..."
+        shown = redacted(text if len(text) <= 40 else text[:40] + "...")
         raise ConfigError(
             f"METRICS_WAREHOUSE: '{shown}' is not a DuckLake catalog; expected "
             "'ducklake:postgres:<libpq connection string>' such as "
             "'ducklake:postgres:host=127.0.0.1 dbname=lake user=metrics', or unset for the "
             "DuckDB file of METRICS_DUCKDB_PATH."
         )
+    try:
+        split_password(text)
+    except LakeError as error:
+        raise ConfigError(str(error)) from None
     return text
 
 

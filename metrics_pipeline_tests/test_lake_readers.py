@@ -9,21 +9,29 @@ notebook), with nothing of the pipeline's environment.
 """
 
 import json
+import os
 import subprocess
 import sys
 import zlib
 from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
 
 import boto3
+import duckdb
 import psycopg2
 import pytest
+from dagster import materialize
 
+from metrics_pipeline.collection.resources import AwsResource
 from metrics_pipeline.local_postgres.server import READER, SUPERUSER, WRITER, LocalPostgres
-from metrics_pipeline.warehouse.lake import WRITE_LOCK_TABLE, Lake, open_lake
+from metrics_pipeline.warehouse.lake import WRITE_LOCK_TABLE, Lake, LakeError, WriteLock, open_lake
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
 from metrics_pipeline_tests.conftest import S3Server
+from metrics_pipeline_tests.helpers import rds_instances
 from metrics_pipeline_tests.known_data import seed
+from metrics_pipeline_tests.moto_fleet import create_instance
 from metrics_pipeline_tests.test_cli import CLI
 
 pytestmark = pytest.mark.scale_out
@@ -231,3 +239,78 @@ def test_a_reader_cannot_overwrite_a_data_file_nor_leave_the_prefix(
     assert not [item["Key"] for item in listed if item["Key"].endswith("planted.csv")]
     with open_lake(lake, read_only=True) as conn:
         assert conn.execute("SELECT sum(average) FROM rds_metrics").fetchall() == before
+
+
+WRONG = "Wr0ng-s3cret-pa55"
+
+
+@pytest.mark.usefixtures("moto_aws")
+def test_a_password_in_the_catalog_setting_shows_nowhere(
+    lake: Lake,
+    postgres: LocalPostgres,
+    aws: AwsResource,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PGPASSFILE")  # the password is in the setting alone
+    password = postgres.password(WRITER)
+    with_password = Lake(f"{lake.catalog} password={password}", lake.data_path)
+    warehouse = WarehouseResource(
+        database=str(tmp_path / "metrics.duckdb"),
+        lake_catalog=with_password.catalog,
+        lake_data_path=lake.data_path,
+    )
+    seed(warehouse)
+    with warehouse.connect() as writer, warehouse.reader() as reader:
+        for conn in (writer, reader):
+            paths = conn.execute("SELECT path FROM duckdb_databases()").fetchall()
+            assert paths and password not in str(paths)
+            assert "user=metrics_writer" in str(paths)
+            with pytest.raises(duckdb.Error) as failed:
+                conn.execute(
+                    "SELECT * FROM postgres_query('__ducklake_metadata_lake', 'SELECT nothing')"
+                )
+            assert password not in str(failed.value)
+
+    port = postgres.port
+    create_instance("us-east-1", "orders-db")
+    for wrong in (
+        f"{lake.catalog} password={WRONG}",
+        f"ducklake:postgres:postgresql://{WRITER}:{WRONG}@127.0.0.1:{port}/"
+        + lake.data_path.removeprefix("s3://lake/").strip("/"),
+    ):
+        refused = Lake(wrong, lake.data_path)
+        assert WRONG not in repr(refused) and WRONG not in str(refused)
+        for attempt in (
+            partial(open_lake, refused, read_only=True),
+            partial(WriteLock, refused, 1),
+        ):
+            with pytest.raises(LakeError) as failed:
+                attempt()
+            assert "password authentication failed" in str(failed.value)
+            assert WRONG not in str(failed.value)
+
+        failing = WarehouseResource(
+            database=warehouse.database, lake_catalog=wrong, lake_data_path=lake.data_path
+        )
+        result = materialize(
+            [rds_instances], resources={"aws": aws, "warehouse": failing}, raise_on_error=False
+        )
+        assert not result.success
+        [failure] = result.get_step_failure_events()
+        assert "password authentication failed" in str(failure.event_specific_data)
+        assert WRONG not in str(result.all_events)
+
+        cli = subprocess.run(
+            [CLI, "query", "SELECT 1"],
+            env={
+                **os.environ,
+                "METRICS_WAREHOUSE": wrong,
+                "METRICS_LAKE_DATA_PATH": lake.data_path,
+            },
+            capture_output=True,
+            text=True,
+        )
+        assert cli.returncode != 0
+        assert "password authentication failed" in cli.stderr
+        assert WRONG not in cli.stderr + cli.stdout

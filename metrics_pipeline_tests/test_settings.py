@@ -123,6 +123,15 @@ def test_aws_region_wins_over_default_region() -> None:
             "METRICS_WAREHOUSE: 'postgresql://db/lake' is not a DuckLake catalog; expected "
             "'ducklake:postgres:<libpq connection string>'",
         ),
+        (  # a password in the value is never shown
+            {"METRICS_WAREHOUSE": "postgresql://metrics:s3cret@db/lake"},
+            "METRICS_WAREHOUSE: 'postgresql://metrics:***@db/lake' is not a DuckLake catalog",
+        ),
+        (
+            {"METRICS_WAREHOUSE": "ducklake:postgres:host=db password=s3cret dbname"},
+            "METRICS_WAREHOUSE: the text after 'ducklake:postgres:' is not a libpq connection "
+            "string; expected 'key=value' pairs",
+        ),
         (
             {"METRICS_WAREHOUSE": "ducklake:postgres:dbname=lake"},
             "METRICS_LAKE_DATA_PATH: required with METRICS_WAREHOUSE",

@@ -11,6 +11,10 @@ Writers are serialised per transaction by a row lock in the catalog's database (
 WriteLock): DuckLake checks conflicts per table at commit, but two transactions that each
 delete nothing and insert the same rows would both commit, and a window collected twice at
 once would then be stored twice.
+
+A password in METRICS_WAREHOUSE never reaches DuckDB's connection string (which errors and
+`duckdb_databases()` show): DuckDB gets it in a secret, psycopg2 as a keyword, and messages
+name the lake without it. libpq's own PGPASSFILE (`~/.pgpass`) or PGPASSWORD are better still.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from __future__ import annotations
 import fcntl
 import os
 import random
+import re
 import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
@@ -32,6 +37,7 @@ from urllib.parse import urlsplit
 import boto3
 import duckdb
 import psycopg2
+from psycopg2.extensions import make_dsn, parse_dsn
 
 from metrics_pipeline.warehouse.sql import sql_literal
 
@@ -50,17 +56,49 @@ WRITE_LOCK_TABLE = "metrics_pipeline_write_lock"
 # How a writer's lock connection names itself to PostgreSQL (pg_stat_activity), so that one
 # that waits can say which writer holds the lake.
 WRITER_APPLICATION = "metrics_pipeline writer"
+CATALOG_SECRET = "metrics_lake_catalog"
 
 
 class LakeError(RuntimeError):
     """The lake cannot be reached or used; the message names the setting to check."""
 
 
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_URI_PASSWORD = re.compile(r"(://[^/@:]*:)[^@/]*(@)")
+
+
+def redacted(text: str) -> str:
+    """`text` with any password of a libpq connection string (key=value or URI) hidden."""
+    return _URI_PASSWORD.sub(r"\1***\2", _KEYWORD_PASSWORD.sub(r"\1***", text))
+
+
+def split_password(catalog: str) -> tuple[str, str | None]:
+    """A DuckLake catalog without its PostgreSQL password, and the password (None without one).
+
+    The libpq part may be `key=value` pairs or a postgresql:// URI; it comes back as pairs.
+    """
+    if not catalog.startswith(POSTGRES_CATALOG_PREFIX):
+        return catalog, None
+    try:
+        parts = parse_dsn(catalog.removeprefix(POSTGRES_CATALOG_PREFIX))
+    except psycopg2.ProgrammingError:
+        # libpq's message quotes nothing of the string, so it cannot show a password.
+        raise LakeError(
+            "METRICS_WAREHOUSE: the text after 'ducklake:postgres:' is not a libpq connection "
+            "string; expected 'key=value' pairs such as 'host=db.internal dbname=lake "
+            "user=metrics' or a postgresql:// URI."
+        ) from None
+    if "password" not in parts:
+        return catalog, None
+    password = parts.pop("password")
+    return POSTGRES_CATALOG_PREFIX + make_dsn(**parts), password
+
+
 @dataclass(frozen=True)
 class Lake:
     """Where a lake lives: its catalog (METRICS_WAREHOUSE) and its data (METRICS_LAKE_DATA_PATH)."""
 
-    catalog: str
+    catalog: str = field(repr=False)  # as configured: it may hold a password
     data_path: str
 
     @property
@@ -68,8 +106,18 @@ class Lake:
         return self.data_path.startswith("s3://")
 
     @property
+    def attach_path(self) -> str:
+        """The catalog as DuckDB is given it: without the password."""
+        return split_password(self.catalog)[0]
+
+    @property
+    def password(self) -> str | None:
+        return split_password(self.catalog)[1]
+
+    @property
     def postgres_dsn(self) -> str | None:
-        """The catalog's libpq connection string when it lives in PostgreSQL."""
+        """The catalog's libpq connection string (with its password, for psycopg2 only) when
+        it lives in PostgreSQL."""
         if self.catalog.startswith(POSTGRES_CATALOG_PREFIX):
             return self.catalog.removeprefix(POSTGRES_CATALOG_PREFIX)
         return None
@@ -77,13 +125,13 @@ class Lake:
     def __str__(self) -> str:
         return self.label
 
+    def __repr__(self) -> str:
+        return f"Lake({self.label})"
+
     @property
     def label(self) -> str:
         """The lake for messages: its catalog without a password."""
-        return (
-            " ".join(part for part in self.catalog.split() if not part.startswith("password="))
-            + f" (data {self.data_path})"
-        )
+        return f"{self.attach_path} (data {self.data_path})"
 
 
 def extension_directory() -> Path:
@@ -189,7 +237,15 @@ def open_lake(
         # A reader takes the data path the catalog records: given again, DuckDB's sandbox
         # would not allow reading there.
         options = ["READ_ONLY"] if read_only else [f"DATA_PATH {sql_literal(lake.data_path)}"]
-        conn.execute(f"ATTACH {sql_literal(lake.catalog)} AS {LAKE_ALIAS} ({', '.join(options)})")
+        if lake.password is not None:
+            conn.execute(
+                f"CREATE SECRET {CATALOG_SECRET} "
+                f"(TYPE postgres, PASSWORD {sql_literal(lake.password)})"
+            )
+            options.append(f"METADATA_PARAMETERS MAP {{'SECRET': {sql_literal(CATALOG_SECRET)}}}")
+        conn.execute(
+            f"ATTACH {sql_literal(lake.attach_path)} AS {LAKE_ALIAS} ({', '.join(options)})"
+        )
         conn.execute(f"USE {LAKE_ALIAS}")
     except duckdb.Error as error:
         conn.close()
