@@ -75,9 +75,12 @@ def test_each_instance_config_is_one_dagster_accepts(
 
 
 @pytest.mark.parametrize("folder", [".", "deploy", "deploy/ecs"])
-def test_every_instance_config_monitors_runs(folder: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_instance_config_monitors_runs_and_opens_no_dialog(
+    folder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A dead run's pool slots are freed and a run never hangs for ever, on every instance the
-    project ships (the Helm values: test_deploy_helm.py)."""
+    project ships (the Helm values: test_deploy_helm.py); the UI opens no "join the community"
+    dialog."""
     monkeypatch.setenv("DAGSTER_PG_URL", "postgresql+psycopg2://dagster@db.internal/dagster")
     config, _ = dagster_instance_config(str(PROJECT_ROOT / folder))
     assert config["run_monitoring"] == {
@@ -93,6 +96,7 @@ def test_every_instance_config_monitors_runs(folder: str, monkeypatch: pytest.Mo
         "max_retries": 2,
         "retry_on_asset_or_op_failure": False,
     }
+    assert config["nux"] == {"enabled": False}
 
 
 def test_a_misspelled_instance_setting_is_refused(
