@@ -18,7 +18,8 @@ import signal
 import socket
 import subprocess
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -32,6 +33,9 @@ class LocalPostgres:
     folder: Path
     port: int
     os_user: str | None
+    # The postmaster, a child of this process and in its process group: whoever stops the
+    # group stops it too (pg_ctl would have detached it into a session of its own).
+    process: subprocess.Popen[bytes] = field(compare=False, repr=False)
 
     def dsn(self, database: str) -> str:
         """A libpq connection string (the form DuckDB's postgres extension takes)."""
@@ -41,7 +45,10 @@ class LocalPostgres:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
     def stop(self) -> None:
-        _run(self.os_user, "pg_ctl", "-D", self.folder / "data", "-m", "fast", "-w", "stop")
+        """A fast shutdown (SIGINT: clients disconnected, everything committed kept)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        self.process.wait()
 
 
 def free_port() -> int:
@@ -62,17 +69,26 @@ def _binaries() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
+def _as_user(os_user: str | None) -> dict:
+    """subprocess arguments that run a PostgreSQL binary as `os_user` (None: as this process)."""
+    if not os_user:
+        return {}
+    account = pwd.getpwnam(os_user)
+    return {
+        "user": account.pw_uid,
+        "group": account.pw_gid,
+        "extra_groups": [],
+        "env": {**os.environ, "LC_ALL": "C", "HOME": str(Path.cwd())},
+        "cwd": "/",
+    }
+
+
 def _run(os_user: str | None, binary: str, *args: object) -> str:
-    account = pwd.getpwnam(os_user) if os_user else None
     done = subprocess.run(
         [str(_binaries() / binary), *map(str, args)],
         capture_output=True,
         text=True,
-        user=account.pw_uid if account else None,
-        group=account.pw_gid if account else None,
-        extra_groups=[] if account else None,
-        env={**os.environ, "LC_ALL": "C", "HOME": str(Path.cwd())} if account else None,
-        cwd="/" if account else None,
+        **_as_user(os_user),
     )
     if done.returncode != 0:
         raise RuntimeError(f"{binary} failed: {(done.stderr or done.stdout).strip()}")
@@ -103,9 +119,7 @@ def start(
     if not (data / "PG_VERSION").exists():
         shutil.rmtree(data, ignore_errors=True)
         _run(os_user, "initdb", "-D", data, "-U", SUPERUSER, "--auth=trust", "-E", "UTF8")
-    server = LocalPostgres(folder, port or free_port(), os_user)
-    options = f"-p {server.port} -h 127.0.0.1 -k {folder} -c max_connections=200"
-    _run(os_user, "pg_ctl", "-D", data, "-o", options, "-l", folder / "server.log", "-w", "start")
+    server = _start_postmaster(folder, port or free_port(), os_user)
     existing = _run(
         os_user, "psql", "-h", "127.0.0.1", "-p", server.port, "-U", SUPERUSER, "-d", "postgres",
         "-Atc", "SELECT datname FROM pg_database",
@@ -116,6 +130,33 @@ def start(
                 os_user, "createdb", "-h", "127.0.0.1", "-p", server.port, "-U", SUPERUSER, database
             )
     return server
+
+
+def _start_postmaster(folder: Path, port: int, os_user: str | None) -> LocalPostgres:
+    """The postmaster as this process's child, once it accepts connections."""
+    command = [
+        str(_binaries() / "postgres"), "-D", str(folder / "data"), "-p", str(port),
+        "-h", "127.0.0.1", "-k", str(folder), "-c", "max_connections=200",
+    ]  # fmt: skip
+    with (folder / "server.log").open("ab") as log:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, **_as_user(os_user)
+        )
+    server = LocalPostgres(folder, port, os_user, process)
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        ready = subprocess.run(
+            [str(_binaries() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)],
+            check=False,
+        )
+        if ready.returncode == 0:
+            return server
+        time.sleep(0.1)
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    log_tail = (folder / "server.log").read_text(errors="replace").strip().splitlines()[-3:]
+    raise RuntimeError(f"PostgreSQL did not start: {' | '.join(log_tail)}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,11 +178,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"PostgreSQL on {server.url('<database>')} (databases: {', '.join(DATABASES)})")
     print(f"  DuckLake catalog: METRICS_WAREHOUSE=ducklake:postgres:{server.dsn('lake')}")
     print("Ctrl-C stops it.", flush=True)
+    # Stopped by Ctrl-C, a TERM or a HUP, whether started in a terminal or in the background
+    # (where SIGINT starts out ignored); or when its postgres stops on its own.
     stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, lambda *_: stopping.set())
     try:
-        stopping.wait()
-    except KeyboardInterrupt:
-        pass
+        while not stopping.wait(1) and server.process.poll() is None:
+            pass
     finally:
         server.stop()
