@@ -15,6 +15,7 @@ from metrics_pipeline.collection.schedules import build_fresh_collection_schedul
 from metrics_pipeline.healing.jobs import healing_job
 from metrics_pipeline.healing.sensors import build_gap_healing_sensor
 from metrics_pipeline.maintenance.jobs import backup_job, build_retention_job
+from metrics_pipeline.maintenance.liveness import build_run_liveness_check
 from metrics_pipeline.maintenance.schedules import backup_schedule, retention_schedule
 from metrics_pipeline.partitions import Partitions
 from metrics_pipeline.quality.checks import build_checks
@@ -53,6 +54,7 @@ def build_definitions(settings: Settings) -> Definitions:
             build_gap_healing_sensor(settings, partitions.hourly),
             build_run_failure_alert(settings),
             derived_assets_automation,
+            build_run_liveness_check(),
         ],
         resources=build_resources(settings),
     )

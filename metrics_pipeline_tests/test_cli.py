@@ -15,6 +15,7 @@ from dagster import DagsterInstance, DagsterRun
 from dagster import DagsterRunStatus as Status
 
 from metrics_pipeline.maintenance.backups import list_backups
+from metrics_pipeline.warehouse.lake import Lake
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import PROJECT_ROOT, hold_write_lock
 from metrics_pipeline_tests.known_data import FIRST_HOUR, Period, seed
@@ -198,6 +199,34 @@ def test_a_damaged_snapshot_is_one_line_and_exit_code_one(tmp_path: Path) -> Non
 def test_help_names_the_warehouse_it_would_read(warehouse: WarehouseResource) -> None:
     shown = cli(warehouse, "instances", "--help")
     assert f"(default: METRICS_DUCKDB_PATH, here {warehouse.database})" in shown.stdout
+
+
+def test_every_read_says_which_warehouse_it_read(
+    warehouse: WarehouseResource, stored: list[Period], tmp_path: Path
+) -> None:
+    """On stderr, after the output: a shell that lacks the lake's settings reads the DuckDB
+    file, and the user sees it."""
+    if warehouse.lake:
+        lake = Lake(warehouse.lake_catalog, warehouse.lake_data_path)
+        read = f"metrics-pipeline: read the lake {lake.label} (METRICS_WAREHOUSE)"
+    else:
+        read = f"metrics-pipeline: read the DuckDB file {warehouse.database} (METRICS_DUCKDB_PATH)"
+    for command in (["instances"], ["metrics"], ["health"], ["query", "SELECT 1 AS one"]):
+        done = cli(warehouse, *command, "-f", "csv")
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.splitlines() == [read], command
+    extracted = cli(
+        warehouse, "extract", "--start", START, "--end", END, "-o", str(tmp_path / "x.csv")
+    )
+    assert extracted.stderr.splitlines() == [read]
+
+    elsewhere = tmp_path / "elsewhere.duckdb"
+    elsewhere_warehouse = WarehouseResource(database=str(elsewhere))
+    seed(elsewhere_warehouse)
+    chosen = cli(warehouse, "--warehouse", str(elsewhere), "instances", "-f", "csv")
+    assert chosen.stderr.splitlines() == [
+        f"metrics-pipeline: read the DuckDB file {elsewhere} (--warehouse)"
+    ]
 
 
 def test_a_restore_is_refused_while_a_writer_holds_the_warehouse(

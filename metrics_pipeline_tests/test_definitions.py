@@ -90,6 +90,7 @@ def test_schedules_sensor_and_jobs_are_loaded(defs: Definitions) -> None:
         "gap_healing_sensor",
         "run_failure_alert",
         "derived_assets_automation",
+        "run_liveness_check",
     }
     # Everything that runs on its own is on from the start, without a click in the UI.
     automation = [*defs.schedules, *defs.sensors]
@@ -175,6 +176,7 @@ def test_the_definitions_are_what_the_docs_describe(defs: Definitions) -> None:
         ("gap_healing_sensor", "SensorDefinition"),
         ("run_failure_alert", "RunStatusSensorDefinition"),
         ("derived_assets_automation", "AutomationConditionSensorDefinition"),
+        ("run_liveness_check", "SensorDefinition"),
     }
 
 

@@ -74,6 +74,31 @@ def test_each_instance_config_is_one_dagster_accepts(
     assert config["concurrency"]["runs"]["max_concurrent_runs"] == 8
 
 
+@pytest.mark.parametrize("folder", [".", "deploy", "deploy/ecs"])
+def test_every_instance_config_monitors_runs_and_opens_no_dialog(
+    folder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead run's pool slots are freed and a run never hangs for ever, on every instance the
+    project ships (the Helm values: test_deploy_helm.py); the UI opens no "join the community"
+    dialog."""
+    monkeypatch.setenv("DAGSTER_PG_URL", "postgresql+psycopg2://dagster@db.internal/dagster")
+    config, _ = dagster_instance_config(str(PROJECT_ROOT / folder))
+    assert config["run_monitoring"] == {
+        "enabled": True,
+        "start_timeout_seconds": 180,
+        "cancel_timeout_seconds": 180,
+        "max_runtime_seconds": 10800,
+        "poll_interval_seconds": 30,
+        "free_slots_after_run_end_seconds": 60,
+    }
+    assert config["run_retries"] == {
+        "enabled": True,
+        "max_retries": 2,
+        "retry_on_asset_or_op_failure": False,
+    }
+    assert config["nux"] == {"enabled": False}
+
+
 def test_a_misspelled_instance_setting_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -212,3 +212,18 @@ def test_the_values_name_the_projects_code_location_and_settings() -> None:
     assert settings.regions == tuple(environment["METRICS_AWS_REGIONS"].split(","))
     assert settings.warehouse == environment["METRICS_WAREHOUSE"]
     assert settings.lake_data_path == environment["METRICS_LAKE_DATA_PATH"]
+
+
+def test_the_values_monitor_runs_as_the_instance_configs_do() -> None:
+    """As every dagster.yaml (test_deploy.py): a dead pod's run failed at the next poll, its
+    pool slots freed a minute after it ended, no run past 3 hours."""
+    daemon = load_yaml(VALUES)["dagsterDaemon"]
+    assert daemon["runMonitoring"] == {
+        "enabled": True,
+        "startTimeoutSeconds": 180,
+        "cancelTimeoutSeconds": 180,
+        "maxRuntimeSeconds": 10800,
+        "pollIntervalSeconds": 30,
+        "maxResumeRunAttempts": 0,
+        "freeSlotsAfterRunEndSeconds": 60,
+    }

@@ -254,7 +254,8 @@ def test_explain_and_a_cte_still_answer(
         "-f",
         "csv",
     )
-    assert (code, err) == (0, "")
+    read = f"metrics-pipeline: read the DuckDB file {warehouse.database} (--warehouse)\n"
+    assert (code, err) == (0, read)
     counts = {i: sum(p.instance_id == i for p in stored) for i in ("orders-db", "users-db")}
     assert out.splitlines() == ["instance_id,n", *(f"{i},{n}" for i, n in counts.items())]
 
@@ -268,5 +269,5 @@ def test_explain_and_a_cte_still_answer(
             "-f",
             "csv",
         )
-        assert (code, err) == (0, ""), explain
+        assert (code, err) == (0, read), explain
         assert out.startswith("explain_key,explain_value\n") and "rds_metrics" in out, explain

@@ -33,6 +33,7 @@ AUTOMATION = (
     "gap_healing_sensor",
     "derived_assets_automation",
     "run_failure_alert",
+    "run_liveness_check",
 )
 
 

@@ -3,11 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install.sh
-# The browser test drives Debian's Chromium; install it where we can (CI runs as root).
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+# The browser test drives Debian's Chromium through its chromedriver; without either it is
+# skipped, so install both where we can (CI runs as root).
+if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 \
+  && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
+bash scripts/install.sh
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -32,6 +32,7 @@ from metrics_pipeline.settings import ConfigError, StorageSettings
 from metrics_pipeline.warehouse.lake import LakeError
 from metrics_pipeline.warehouse.lake_migration import LakeMigrationError, copy_snapshot_into_lake
 
+PROG = "metrics-pipeline"
 USAGE_ERROR = 2  # what was typed cannot be done, as argparse's own errors
 FAILED = 1
 INTERRUPTED = 130
@@ -114,7 +115,7 @@ def _range_options(default_start: str) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="metrics-pipeline",
+        prog=PROG,
         description="Query, export and back up the RDS metrics warehouse. Reads the snapshot "
         "the pipeline publishes after each write, so it never blocks collection.",
     )
@@ -317,6 +318,23 @@ def _refuse_while_runs_write() -> None:
         )
 
 
+READING_COMMANDS = ("instances", "metrics", "extract", "health", "query")
+
+
+def what_was_read(storage: StorageSettings, args: argparse.Namespace) -> str:
+    """The warehouse a command read and the setting that chose it: a shell without the lake's
+    settings reads the DuckDB file, and says so."""
+    if storage.lake is not None:
+        return f"read the lake {storage.lake.label} (METRICS_WAREHOUSE)"
+    if args.warehouse is not None:
+        chosen_by = "--warehouse"
+    elif os.environ.get("METRICS_DUCKDB_PATH"):
+        chosen_by = "METRICS_DUCKDB_PATH"
+    else:
+        chosen_by = "the default; METRICS_WAREHOUSE and METRICS_DUCKDB_PATH are not set"
+    return f"read the DuckDB file {storage.duckdb_path} ({chosen_by})"
+
+
 def run(args: argparse.Namespace) -> None:
     storage = _storage(args)
     if args.command == "instances":
@@ -344,6 +362,8 @@ def run(args: argparse.Namespace) -> None:
         _migrate_to_lake(storage)
     else:
         _backup(args, storage)
+    if args.command in READING_COMMANDS:
+        print(f"{PROG}: {what_was_read(storage, args)}", file=sys.stderr)
 
 
 def _migrate_to_lake(storage: StorageSettings) -> None:

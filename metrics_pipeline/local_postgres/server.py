@@ -30,7 +30,8 @@ import signal
 import socket
 import subprocess
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -52,6 +53,9 @@ class LocalPostgres:
     folder: Path
     port: int
     os_user: str | None
+    # The postmaster, a child of this process and in its process group: whoever stops the
+    # group stops it too (pg_ctl would have detached it into a session of its own).
+    process: subprocess.Popen[bytes] = field(compare=False, repr=False)
 
     def dsn(self, database: str, role: str = WRITER) -> str:
         """A libpq connection string (the form DuckDB's postgres extension takes), without the
@@ -76,7 +80,10 @@ class LocalPostgres:
         _grant(self, name)
 
     def stop(self) -> None:
-        _run(self.os_user, "pg_ctl", "-D", self.folder / "data", "-m", "fast", "-w", "stop")
+        """A fast shutdown (SIGINT: clients disconnected, everything committed kept)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        self.process.wait()
 
 
 def free_port() -> int:
@@ -94,18 +101,27 @@ def _binaries() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
+def _as_user(os_user: str | None) -> dict:
+    """subprocess arguments that run a PostgreSQL binary as `os_user` (None: as this process)."""
+    if not os_user:
+        return {}
+    account = pwd.getpwnam(os_user)
+    return {
+        "user": account.pw_uid,
+        "group": account.pw_gid,
+        "extra_groups": [],
+        "env": {**os.environ, "LC_ALL": "C", "HOME": str(Path.cwd())},
+        "cwd": "/",
+    }
+
+
 def _run(os_user: str | None, binary: str, *args: object, stdin: str | None = None) -> str:
-    account = pwd.getpwnam(os_user) if os_user else None
     done = subprocess.run(
         [str(_binaries() / binary), *map(str, args)],
         input=stdin,
         capture_output=True,
         text=True,
-        user=account.pw_uid if account else None,
-        group=account.pw_gid if account else None,
-        extra_groups=[] if account else None,
-        env={**os.environ, "LC_ALL": "C", "HOME": str(Path.cwd())} if account else None,
-        cwd="/" if account else None,
+        **_as_user(os_user),
     )
     if done.returncode != 0:
         raise RuntimeError(f"{binary} failed: {(done.stderr or done.stdout).strip()}")
@@ -245,14 +261,42 @@ def start(
             raise RuntimeError(f"{data} holds files but no PostgreSQL data: remove it.")
         _run(os_user, "initdb", "-D", data, "-U", SUPERUSER, "--auth=reject", "-E", "UTF8")
     hba, ident = _authentication_files(folder, os_user)
-    server = LocalPostgres(folder, port or free_port(), os_user)
-    options = (
-        f"-p {server.port} -h 127.0.0.1 -k {run} -c max_connections={MAX_CONNECTIONS} "
-        f"-c hba_file={hba} -c ident_file={ident} -c unix_socket_permissions=0700"
-    )
-    _run(os_user, "pg_ctl", "-D", data, "-o", options, "-l", run / "server.log", "-w", "start")
+    server = _start_postmaster(folder, port or free_port(), os_user, hba, ident)
     _setup_roles(server, databases)
     return server
+
+
+def _start_postmaster(
+    folder: Path, port: int, os_user: str | None, hba: Path, ident: Path
+) -> LocalPostgres:
+    """The postmaster as this process's child, once it accepts connections."""
+    run = folder / "run"
+    command = [
+        str(_binaries() / "postgres"), "-D", str(folder / "data"), "-p", str(port),
+        "-h", "127.0.0.1", "-k", str(run), "-c", f"max_connections={MAX_CONNECTIONS}",
+        "-c", f"hba_file={hba}", "-c", f"ident_file={ident}",
+        "-c", "unix_socket_permissions=0700",
+    ]  # fmt: skip
+    log_path = run / "server.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, **_as_user(os_user)
+        )
+    server = LocalPostgres(folder, port, os_user, process)
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        ready = subprocess.run(
+            [str(_binaries() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)],
+            check=False,
+        )
+        if ready.returncode == 0:
+            return server
+        time.sleep(0.1)
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    log_tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+    raise RuntimeError(f"PostgreSQL did not start: {' | '.join(log_tail)}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -278,11 +322,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  analysts (read-only): PGPASSFILE={server.passfile(READER)}")
     print(f"    METRICS_WAREHOUSE=ducklake:postgres:{server.dsn('lake', READER)}")
     print("Ctrl-C stops it.", flush=True)
+    # Stopped by Ctrl-C, a TERM or a HUP, whether started in a terminal or in the background
+    # (where SIGINT starts out ignored); or when its postgres stops on its own.
     stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, lambda *_: stopping.set())
     try:
-        stopping.wait()
-    except KeyboardInterrupt:
-        pass
+        while not stopping.wait(1) and server.process.poll() is None:
+            pass
     finally:
         server.stop()
