@@ -69,6 +69,10 @@ DEFAULT_FRESHNESS_MINUTES = 30
 DEFAULT_LOCK_TIMEOUT_SECONDS = 120.0
 DEFAULT_COMPLETENESS_WARN = 0.9
 DEFAULT_BACKUP_KEEP_DAYS = 7
+# Analysts' queries on a laptop: DuckDB's memory for one, and how long one may run.
+DEFAULT_QUERY_MEMORY_LIMIT = "1GB"
+DEFAULT_QUERY_TIMEOUT_SECONDS = 300.0
+MAX_QUERY_TIMEOUT_SECONDS = 86_400
 DEFAULT_STEP_RETRIES = 3
 DEFAULT_STEP_RETRY_DELAY_SECONDS = 30.0
 # Dagster's guidance is at most 100,000 partitions per asset: that many hours.
@@ -155,6 +159,22 @@ class StorageSettings:
         "how long a writer waits for the DuckDB file, seconds > 0 and at most 86,400",
         DEFAULT_LOCK_TIMEOUT_SECONDS,
     )
+    query_memory_limit: str = setting(
+        "METRICS_QUERY_MEMORY_LIMIT",
+        f"`{DEFAULT_QUERY_MEMORY_LIMIT}`",
+        "DuckDB's `memory_limit` for analysts' queries (`metrics-pipeline query`, "
+        "`query.connect()`, `query.run_sql()`), `64MiB` to `1PiB`; the reading commands' "
+        "whole process is held to it plus 256 MiB and 16 MiB per CPU (docs/analysts.md)",
+        DEFAULT_QUERY_MEMORY_LIMIT,
+    )
+    query_timeout_seconds: float = setting(
+        "METRICS_QUERY_TIMEOUT_SECONDS",
+        f"`{DEFAULT_QUERY_TIMEOUT_SECONDS:g}`",
+        "how long an analyst's query (`metrics-pipeline query`, `query.run_sql()`) may run, "
+        f"writing its result included, before it is stopped; seconds > 0 and at most "
+        f"{MAX_QUERY_TIMEOUT_SECONDS:,}",
+        DEFAULT_QUERY_TIMEOUT_SECONDS,
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StorageSettings:
@@ -192,7 +212,6 @@ def default_backup_dir(database: Path) -> Path:
 
 
 def _storage_fields(env: Mapping[str, str]) -> dict[str, Any]:
-    backup_dir = env.get("METRICS_BACKUP_DIR")
     warehouse = parse_warehouse(env.get("METRICS_WAREHOUSE"))
     return {
         "duckdb_path": parse_path(env.get("METRICS_DUCKDB_PATH")),
@@ -205,9 +224,7 @@ def _storage_fields(env: Mapping[str, str]) -> dict[str, Any]:
             minimum=1,
             maximum=MAX_RETENTION_DAYS,
         ),
-        "backup_dir": Path(backup_dir.strip()).expanduser().resolve()
-        if _is_set(backup_dir)
-        else None,
+        "backup_dir": parse_folder("METRICS_BACKUP_DIR", env.get("METRICS_BACKUP_DIR")),
         "backup_keep_days": parse_int(
             "METRICS_BACKUP_KEEP_DAYS",
             env.get("METRICS_BACKUP_KEEP_DAYS"),
@@ -221,6 +238,19 @@ def _storage_fields(env: Mapping[str, str]) -> dict[str, Any]:
             env.get("METRICS_LOCK_TIMEOUT_SECONDS"),
             DEFAULT_LOCK_TIMEOUT_SECONDS,
             maximum=86_400,
+        ),
+        "query_memory_limit": parse_memory_limit(
+            env.get("METRICS_QUERY_MEMORY_LIMIT"),
+            "METRICS_QUERY_MEMORY_LIMIT",
+            minimum_bytes=MIN_QUERY_MEMORY_BYTES,
+            purpose="a query",
+        )
+        or DEFAULT_QUERY_MEMORY_LIMIT,
+        "query_timeout_seconds": parse_positive_float(
+            "METRICS_QUERY_TIMEOUT_SECONDS",
+            env.get("METRICS_QUERY_TIMEOUT_SECONDS"),
+            DEFAULT_QUERY_TIMEOUT_SECONDS,
+            maximum=MAX_QUERY_TIMEOUT_SECONDS,
         ),
     }
 
@@ -599,7 +629,29 @@ def parse_path(raw: str | None) -> Path:
             f"METRICS_DUCKDB_PATH: '{path}' is a directory; expected the path of a DuckDB file, "
             "e.g. 'data/metrics.duckdb'."
         )
+    _refuse_a_file_on_the_way("METRICS_DUCKDB_PATH", path.parent.resolve())
     return path.resolve()
+
+
+def parse_folder(name: str, raw: str | None) -> Path | None:
+    """A folder the pipeline creates if needed: refused when it, or a folder on its way, is a
+    file, as the first write into it would fail far from here."""
+    if not _is_set(raw):
+        return None
+    folder = Path(raw.strip()).expanduser().resolve()  # type: ignore[union-attr]
+    _refuse_a_file_on_the_way(name, folder)
+    return folder
+
+
+def _refuse_a_file_on_the_way(name: str, folder: Path) -> None:
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(
+                    f"{name}: '{path}' is a file, not a folder; expected a folder "
+                    "(missing ones are created) or a path in one."
+                )
+            return
 
 
 def parse_warehouse(raw: str | None) -> str | None:
@@ -650,9 +702,7 @@ def parse_lake_data_path(raw: str | None, warehouse: str | None) -> str | None:
         raise ConfigError(
             f"METRICS_LAKE_DATA_PATH: '{text}' is neither 's3://bucket/prefix/' nor a folder."
         )
-    folder = Path(text).expanduser().resolve()
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"METRICS_LAKE_DATA_PATH: '{folder}' is a file; expected a folder.")
+    folder = parse_folder("METRICS_LAKE_DATA_PATH", text)
     return f"{folder}/"
 
 
@@ -721,6 +771,11 @@ _MEMORY_UNITS = {
 }  # fmt: skip
 # Below this DuckDB cannot stage even one GetMetricData page for the write.
 MIN_DUCKDB_MEMORY_BYTES = 128 * 2**20
+# Below this DuckDB cannot open the warehouse's tables for a query.
+MIN_QUERY_MEMORY_BYTES = 64 * 2**20
+# DuckDB refuses larger amounts with a parser error, and wraps some around to nothing
+# (2**64 bytes is 0); a PiB is beyond any machine the pipeline runs on.
+MAX_MEMORY_BYTES = 2**50
 
 
 def parse_role_arns(raw: str | None) -> tuple[str, ...]:
@@ -747,23 +802,40 @@ def parse_aws_name(
     return value
 
 
-def parse_memory_limit(raw: str | None) -> str | None:
-    """DuckDB's own memory_limit syntax; None leaves DuckDB's default (80% of the RAM)."""
+def parse_memory_limit(
+    raw: str | None,
+    name: str = "METRICS_DUCKDB_MEMORY_LIMIT",
+    minimum_bytes: int = MIN_DUCKDB_MEMORY_BYTES,
+    purpose: str = "the warehouse's writes",
+) -> str | None:
+    """DuckDB's own memory_limit syntax, within what DuckDB can hold; None leaves the
+    default."""
     if not _is_set(raw):
         return None
     value = raw.strip()  # type: ignore[union-attr]
     amount = _MEMORY_LIMIT.match(value)
     if not amount:
         raise ConfigError(
-            f"METRICS_DUCKDB_MEMORY_LIMIT: '{raw}' is not allowed; expected an amount such as "
+            f"{name}: '{raw}' is not allowed; expected an amount such as "
             "'2GB' or '512MiB' (KB, MB, GB, TB or KiB, MiB, GiB, TiB)."
         )
-    if float(amount[1]) * _MEMORY_UNITS[amount[2].lower()] < MIN_DUCKDB_MEMORY_BYTES:
+    if memory_bytes(value) < minimum_bytes:
         raise ConfigError(
-            f"METRICS_DUCKDB_MEMORY_LIMIT: '{raw}' is too little for the warehouse's writes; "
-            "expected at least 128MiB."
+            f"{name}: '{value}' is too little for {purpose}; expected at least "
+            f"{minimum_bytes // 2**20}MiB."
+        )
+    if memory_bytes(value) > MAX_MEMORY_BYTES:
+        raise ConfigError(
+            f"{name}: '{value}' is more than DuckDB can take as a memory limit; expected at "
+            "most 1PiB."
         )
     return value
+
+
+def memory_bytes(amount: str) -> int:
+    """The bytes of a memory amount that parse_memory_limit accepted."""
+    number, unit = _MEMORY_LIMIT.match(amount.strip()).groups()  # type: ignore[union-attr]
+    return int(float(number) * _MEMORY_UNITS[unit.lower()])
 
 
 def parse_group(raw: str | None) -> str | None:
@@ -913,7 +985,8 @@ def _reference_order(settings_field: Any) -> int:
         "fetch_threads",
         "fresh_interval_minutes", "backfill_days", "backfill_interval_minutes",
         "backfill_max_datapoints_per_tick", "retention_days", "freshness_minutes",
-        "completeness_warn", "lock_timeout_seconds", "duckdb_memory_limit", "step_retries",
+        "completeness_warn", "lock_timeout_seconds", "duckdb_memory_limit",
+        "query_memory_limit", "query_timeout_seconds", "step_retries",
         "step_retry_delay_seconds", "backup_dir", "backup_keep_days", "shared_group",
         "slack_webhook_url",
     ]  # fmt: skip

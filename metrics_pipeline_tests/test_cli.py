@@ -276,3 +276,29 @@ def test_a_restore_is_refused_while_dagster_shows_runs_in_progress(
     assert forced.returncode == 0, forced.stderr
     with warehouse.reader() as conn:
         assert conn.execute("SELECT count(*) FROM rds_metrics").fetchone() == (len(stored),)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "METRICS_BACKUP_DIR",
+            "/etc/hostname",
+            "METRICS_BACKUP_DIR: '/etc/hostname' is a file, not a folder",
+        ),
+        (
+            "METRICS_QUERY_MEMORY_LIMIT",
+            "99999999999999TB",
+            "METRICS_QUERY_MEMORY_LIMIT: '99999999999999TB' is more than DuckDB can take",
+        ),
+    ],
+)
+def test_a_setting_that_cannot_work_is_refused_at_the_start_naming_it(
+    warehouse: WarehouseResource, stored: list[Period], variable: str, value: str, message: str
+) -> None:
+    for command in (["backup", "list"], ["backup", "create"], ["query", "SELECT 1"]):
+        done = cli(warehouse, *command, **{variable: value})
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"metrics-pipeline: error: {message}")
+        assert len(done.stderr.strip().splitlines()) == 1
+        assert done.stdout == ""

@@ -11,6 +11,7 @@ from metrics_pipeline.settings import (
     DEFAULT_METRICS,
     ConfigError,
     Settings,
+    StorageSettings,
     check_writable,
 )
 from metrics_pipeline.warehouse.resources import WarehouseResource
@@ -202,6 +203,25 @@ def test_aws_region_wins_over_default_region() -> None:
             "METRICS_DUCKDB_MEMORY_LIMIT: '1KB' is too little for the warehouse's writes",
         ),
         (
+            {"METRICS_DUCKDB_MEMORY_LIMIT": "99999999999999TB"},
+            "METRICS_DUCKDB_MEMORY_LIMIT: '99999999999999TB' is more than DuckDB can take as a "
+            "memory limit; expected at most 1PiB.",
+        ),
+        (
+            # 2**64 bytes: DuckDB would wrap it around to a limit of nothing.
+            {"METRICS_DUCKDB_MEMORY_LIMIT": "17179869184GiB"},
+            "METRICS_DUCKDB_MEMORY_LIMIT: '17179869184GiB' is more than DuckDB can take",
+        ),
+        (
+            {"METRICS_QUERY_MEMORY_LIMIT": "1MB"},
+            "METRICS_QUERY_MEMORY_LIMIT: '1MB' is too little for a query; expected at least 64MiB.",
+        ),
+        (
+            {"METRICS_QUERY_TIMEOUT_SECONDS": "0"},
+            "METRICS_QUERY_TIMEOUT_SECONDS: 0 is not allowed; expected a number > 0 and at most "
+            "86400.",
+        ),
+        (
             {"METRICS_BACKFILL_INTERVAL_MINUTES": "0"},
             "METRICS_BACKFILL_INTERVAL_MINUTES: 0 is not allowed; expected a whole number from "
             "1 to 1,440.",
@@ -292,6 +312,43 @@ def test_lake_settings_name_the_catalog_and_the_data_path(tmp_path: Path) -> Non
 def test_directory_as_duckdb_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"METRICS_DUCKDB_PATH: '.*' is a directory"):
         Settings.from_env({**BASE, "METRICS_DUCKDB_PATH": str(tmp_path)})
+
+
+@pytest.mark.parametrize(
+    ("variable", "under_the_file"),
+    [
+        ("METRICS_BACKUP_DIR", ""),
+        ("METRICS_BACKUP_DIR", "backups"),
+        ("METRICS_DUCKDB_PATH", "metrics.duckdb"),
+        ("METRICS_LAKE_DATA_PATH", "lake"),
+    ],
+)
+def test_a_file_where_a_folder_goes_is_refused_at_load(
+    tmp_path: Path, variable: str, under_the_file: str
+) -> None:
+    """Refused when the settings load, naming the variable, not at the first write."""
+    a_file = tmp_path / "hostname"
+    a_file.write_text("not a folder")
+    env = {**BASE, variable: str(a_file / under_the_file)}
+    if variable == "METRICS_LAKE_DATA_PATH":
+        env["METRICS_WAREHOUSE"] = "ducklake:postgres:dbname=lake"
+    with pytest.raises(ConfigError) as raised:
+        StorageSettings.from_env(env)
+    assert str(raised.value) == (
+        f"{variable}: '{a_file}' is a file, not a folder; expected a folder (missing ones are "
+        "created) or a path in one."
+    )
+
+
+def test_query_limits_have_laptop_defaults_and_are_read() -> None:
+    assert (
+        StorageSettings.from_env({}).query_memory_limit,
+        StorageSettings.from_env({}).query_timeout_seconds,
+    ) == ("1GB", 300.0)
+    read = StorageSettings.from_env(
+        {"METRICS_QUERY_MEMORY_LIMIT": "300MB", "METRICS_QUERY_TIMEOUT_SECONDS": "2.5"}
+    )
+    assert (read.query_memory_limit, read.query_timeout_seconds) == ("300MB", 2.5)
 
 
 def test_unwritable_duckdb_path(tmp_path: Path) -> None:
