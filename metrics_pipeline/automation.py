@@ -1,5 +1,6 @@
 """Declarative automation of the derived assets: the rollups follow their source hours, the
-reports run on their crons, and the sensor that evaluates it all is on from the start."""
+reports run on their crons and after every healing run, and the sensor that evaluates it all
+is on from the start."""
 
 from dagster import (
     AssetSelection,
@@ -7,6 +8,8 @@ from dagster import (
     AutomationConditionSensorDefinition,
     DefaultSensorStatus,
 )
+
+from metrics_pipeline.healing.jobs import HEALING_RUN_TAGS
 
 # Eager, but for every hour, not only the latest: the gap sensor heals old hours too.
 ON_SOURCE_HOURS_CHANGE = (
@@ -29,13 +32,31 @@ ON_ANY_SOURCE_HOUR_CHANGE = (
 ).with_label("when any of its hours changes")
 
 
+# A healing run brings hours a report computed earlier did not see: a new deployment's first
+# report is computed from its first minutes, long before its look-back arrives. Once no run
+# writes the inputs any more, the report is computed again; while healing runs follow each
+# other it waits (the condition holds until then), so the last one leaves a report of the
+# whole look-back.
+AFTER_HEALING_RUNS = (
+    AutomationCondition.any_deps_match(
+        AutomationCondition.newly_updated()
+        & AutomationCondition.executed_with_tags(tag_values=HEALING_RUN_TAGS)
+    )
+    .since_last_handled()
+    .with_label("a healing run updated its inputs")
+    & ~AutomationCondition.any_deps_in_progress()
+    & ~AutomationCondition.in_progress()
+).with_label("after healing runs")
+
+
 def on_cron_and_once_inputs_exist(
     cron: str, only_after_input_updates: bool = True
 ) -> AutomationCondition:
     """On its cron (after its inputs have updated since the previous tick, unless
     `only_after_input_updates` is off), and also as soon as its inputs first exist, so a new
-    deployment shows a first report within minutes instead of at the next cron tick. A first
-    run that failed is not retried before the cron."""
+    deployment shows a first report within minutes instead of at the next cron tick, and again
+    after healing runs brought history. A first run that failed is not retried before the
+    cron."""
     first_run = (
         AutomationCondition.missing()
         & AutomationCondition.all_deps_match(~AutomationCondition.missing())
@@ -48,7 +69,9 @@ def on_cron_and_once_inputs_exist(
         else AutomationCondition.cron_tick_passed(cron, cron_timezone="UTC").since_last_handled()
     )
     when = "after input updates" if only_after_input_updates else "whatever happened"
-    return (on_cron | first_run).with_label(f"on cron {cron} ({when}), and once inputs exist")
+    return (on_cron | first_run | AFTER_HEALING_RUNS).with_label(
+        f"on cron {cron} ({when}), once inputs exist, and after healing runs"
+    )
 
 
 derived_assets_automation = AutomationConditionSensorDefinition(
@@ -57,7 +80,8 @@ derived_assets_automation = AutomationConditionSensorDefinition(
     default_status=DefaultSensorStatus.RUNNING,
     description=(
         "Recomputes the hourly and daily rollups whenever their hours of rds_metrics change, "
-        "and runs pipeline_health and rightsizing_report on their crons (and once as soon as "
-        "their inputs exist). Several partitions of one asset become one backfill run."
+        "and runs pipeline_health and rightsizing_report on their crons, once as soon as "
+        "their inputs exist, and again after healing runs brought history. Several partitions "
+        "of one asset become one backfill run."
     ),
 )

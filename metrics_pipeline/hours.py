@@ -6,7 +6,7 @@ place where aware datetimes (Dagster's, boto3's) are converted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 HOUR = timedelta(hours=1)
@@ -15,6 +15,12 @@ HOUR = timedelta(hours=1)
 def utc_now() -> datetime:
     """The current time as the warehouse stores times: naive UTC."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+# What the sensors, checks and collection read the time from: `utc_now` when deployed, a fixed
+# moment in tests, so what they decide (which hours are settled, which are due) does not depend
+# on when the test happens to run.
+Clock = Callable[[], datetime]
 
 
 def naive_utc(moment: datetime) -> datetime:

@@ -440,12 +440,7 @@ class Settings(StorageSettings):
             period_seconds=parse_period(env.get("METRICS_PERIOD_SECONDS")),
             metrics=parse_metrics(env.get("METRICS_CLOUDWATCH_METRICS")),
             statistics=parse_statistics(env.get("METRICS_STATISTICS")),
-            settle_minutes=parse_int(
-                "METRICS_SETTLE_MINUTES",
-                env.get("METRICS_SETTLE_MINUTES"),
-                DEFAULT_SETTLE_MINUTES,
-                maximum=1440,
-            ),
+            **_look_back_fields(env),
             partitions_start=parse_start(
                 env.get("METRICS_PARTITIONS_START"), storage["retention_days"]
             ),
@@ -499,13 +494,6 @@ class Settings(StorageSettings):
                 maximum=50,
             ),
             fresh_interval_minutes=parse_fresh_interval(env.get("METRICS_FRESH_INTERVAL_MINUTES")),
-            backfill_days=parse_int(
-                "METRICS_BACKFILL_DAYS",
-                env.get("METRICS_BACKFILL_DAYS"),
-                DEFAULT_BACKFILL_DAYS,
-                minimum=1,
-                maximum=MAX_RETENTION_DAYS,
-            ),
             backfill_interval_minutes=parse_int(
                 "METRICS_BACKFILL_INTERVAL_MINUTES",
                 env.get("METRICS_BACKFILL_INTERVAL_MINUTES"),
@@ -991,6 +979,31 @@ def _reference_order(settings_field: Any) -> int:
         "slack_webhook_url",
     ]  # fmt: skip
     return order.index(settings_field.name)
+
+
+def _look_back_fields(env: Mapping[str, str]) -> dict[str, int]:
+    return {
+        "settle_minutes": parse_int(
+            "METRICS_SETTLE_MINUTES",
+            env.get("METRICS_SETTLE_MINUTES"),
+            DEFAULT_SETTLE_MINUTES,
+            maximum=1440,
+        ),
+        "backfill_days": parse_int(
+            "METRICS_BACKFILL_DAYS",
+            env.get("METRICS_BACKFILL_DAYS"),
+            DEFAULT_BACKFILL_DAYS,
+            minimum=1,
+            maximum=MAX_RETENTION_DAYS,
+        ),
+    }
+
+
+def look_back_from_env(environ: Mapping[str, str] | None = None) -> tuple[int, timedelta]:
+    """METRICS_BACKFILL_DAYS and the settle delay, for readers that need the gap sensor's
+    window without the AWS settings (the command-line tool)."""
+    fields = _look_back_fields(os.environ if environ is None else environ)
+    return fields["backfill_days"], timedelta(minutes=fields["settle_minutes"])
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -1,6 +1,6 @@
 """A warehouse with known contents, for the readers' tests (query, CLI, backups).
 
-Two instances over the six hours before the current one, 5-minute periods:
+Two instances over the six hours before LAST_HOUR (two days ago), 5-minute periods:
 - orders-db (us-east-1): every period of every hour;
 - users-db (eu-west-1): hours 2 and 3 absent, as after an outage nobody healed.
 """
@@ -12,9 +12,11 @@ import pyarrow as pa
 
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.sql import in_transaction
-from metrics_pipeline_tests.moto_fleet import ACCOUNT_ID, THIS_HOUR
+from metrics_pipeline_tests.moto_fleet import ACCOUNT_ID, TWO_DAYS_AGO
 
-FIRST_HOUR = THIS_HOUR - timedelta(hours=6)
+# The hour after the seeded ones: the inventory's last sighting and the data's collection.
+LAST_HOUR = TWO_DAYS_AGO
+FIRST_HOUR = LAST_HOUR - timedelta(hours=6)
 PERIODS = 72
 MISSING_HOURS = (2, 3)
 METRICS = {"CPUUtilization": "Percent", "FreeStorageSpace": "Bytes"}
@@ -65,7 +67,7 @@ def seed(warehouse: WarehouseResource) -> list[Period]:
                 "status": "available",
                 "create_time": FIRST_HOUR - timedelta(days=30),
                 "first_seen": FIRST_HOUR,
-                "last_seen": THIS_HOUR,
+                "last_seen": LAST_HOUR,
             }
             for instance_id, region in INSTANCES.items()
         ]
@@ -82,7 +84,7 @@ def seed(warehouse: WarehouseResource) -> list[Period]:
                 "average": r.average,
                 "minimum": r.average - 1,
                 "maximum": r.average + 1,
-                "collected_at": THIS_HOUR,
+                "collected_at": LAST_HOUR,
             }
             for r in rows
         ]

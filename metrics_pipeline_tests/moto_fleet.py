@@ -11,11 +11,16 @@ from typing import Any
 import boto3
 from moto.rds.models import rds_backends
 
+from metrics_pipeline.hours import floor_hour, utc_now
+
 ACCOUNT_ID = "123456789012"  # moto's default account
-# Tests collect hours relative to now: the pipeline refuses hours outside retention.
-THIS_HOUR = datetime.now(UTC).replace(tzinfo=None, minute=0, second=0, microsecond=0)
-TWO_DAYS_AGO = THIS_HOUR - timedelta(days=2)
-A_MONTH_AGO = (THIS_HOUR - timedelta(days=30)).replace(tzinfo=UTC)
+# Tests collect hours relative to now (the pipeline refuses hours outside retention). An hour
+# two days back has settled and stays inside the retention for days, however long the suite
+# runs; a test that needs the hour in progress reads the clock itself and gives that moment to
+# what it tests (no "current hour" is fixed here: it would be wrong once the suite crosses an
+# hour).
+TWO_DAYS_AGO = floor_hour(utc_now()) - timedelta(days=2)
+A_MONTH_AGO = (TWO_DAYS_AGO - timedelta(days=28)).replace(tzinfo=UTC)
 STAT_COLUMNS = ("average", "minimum", "maximum", "sum", "sample_count")
 
 

@@ -16,10 +16,10 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.definitions.run_request import InstigatorType
 
 from metrics_pipeline.healing.gaps import healing_hours
-from metrics_pipeline.hours import utc_now
+from metrics_pipeline.hours import floor_hour, utc_now
 from metrics_pipeline.warehouse.readers import open_reader
 from metrics_pipeline_tests.helpers import DAGSTER_DAEMON, pipeline_env, wait_for
-from metrics_pipeline_tests.moto_fleet import THIS_HOUR, create_instance, put_metrics
+from metrics_pipeline_tests.moto_fleet import create_instance, put_metrics
 
 pytestmark = pytest.mark.e2e
 
@@ -62,10 +62,11 @@ def sensor_ticks_with_runs(instance: DagsterInstance, name: str) -> int:
 def test_a_new_deployment_fills_its_look_back_window_and_everything_runs(
     moto_server: str, tmp_path: Path
 ) -> None:
+    this_hour = floor_hour(utc_now())
     create_instance("us-east-1", "orders-db")
-    first = THIS_HOUR - timedelta(days=1, hours=2)
+    first = this_hour - timedelta(days=1, hours=2)
     expected = put_metrics(
-        "us-east-1", ["orders-db"], ["CPUUtilization"], first, THIS_HOUR + timedelta(hours=2)
+        "us-east-1", ["orders-db"], ["CPUUtilization"], first, this_hour + timedelta(hours=2)
     )
     env = pipeline_env(
         tmp_path,
@@ -102,21 +103,33 @@ def test_a_new_deployment_fills_its_look_back_window_and_everything_runs(
         names = ("rds_metrics_hourly", "rds_metrics_daily", "pipeline_health", "rightsizing_report")
         if not all(instance.get_latest_materialization_event(AssetKey(n)) for n in names):
             return False
-        yesterday = (THIS_HOUR - timedelta(days=1)).date()
+        yesterday = (this_hour - timedelta(days=1)).date()
         rollups = read(
             f"""
-            SELECT (SELECT count(DISTINCT hour) FROM rds_metrics_hourly WHERE hour < '{THIS_HOUR}'),
+            SELECT (SELECT count(DISTINCT hour) FROM rds_metrics_hourly WHERE hour < '{this_hour}'),
                    (SELECT count(DISTINCT date_trunc('hour', ts)) FROM rds_metrics
-                    WHERE ts < '{THIS_HOUR}'),
+                    WHERE ts < '{this_hour}'),
                    (SELECT max(periods) FROM rds_metrics_daily WHERE day = '{yesterday}'),
                    (SELECT count(*) FROM rds_metrics WHERE ts::DATE = '{yesterday}')
             """
         )
         return bool(rollups) and rollups[0][0] == rollups[0][1] and rollups[0][2] == rollups[0][3]
 
+    def reports_follow_the_last_healing_run() -> bool:
+        healing = instance.get_run_records(RunsFilter(job_name="healing_job"))
+        if not healing or any(record.end_time is None for record in healing):
+            return False
+        last_healed = max(record.end_time for record in healing)
+        return all(
+            (event := instance.get_latest_materialization_event(AssetKey(report)))
+            and event.timestamp > last_healed
+            for report in ("pipeline_health", "rightsizing_report")
+        )
+
     try:
         wait_for(look_back_collected, 420, "every look-back hour collected settled")
         wait_for(derived_assets_caught_up, 240, "the rollups and reports to catch up")
+        wait_for(reports_follow_the_last_healing_run, 120, "the reports after the history")
         # Before stopping: a run that stopping the daemon interrupts is not the pipeline's fault.
         failed = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.FAILURE]))
     finally:
@@ -152,13 +165,13 @@ def test_a_new_deployment_fills_its_look_back_window_and_everything_runs(
     assert got == pytest.approx(want)
 
     # The rollups hold what the periods say, for the hours before the one in progress.
-    hourly = dict(read(f"SELECT hour, average FROM rds_metrics_hourly WHERE hour < '{THIS_HOUR}'"))
+    hourly = dict(read(f"SELECT hour, average FROM rds_metrics_hourly WHERE hour < '{this_hour}'"))
     averages: dict[datetime, list[float]] = {}
     for (_, _, ts, column), value in want.items():
-        if column == "average" and ts < THIS_HOUR:
+        if column == "average" and ts < this_hour:
             averages.setdefault(ts.replace(minute=0), []).append(value)
     assert hourly == pytest.approx({hour: mean(values) for hour, values in averages.items()})
-    yesterday = THIS_HOUR - timedelta(days=1)
+    yesterday = this_hour - timedelta(days=1)
     [(periods, completeness)] = read(
         f"SELECT periods, completeness FROM rds_metrics_daily WHERE day = '{yesterday.date()}'"
     )

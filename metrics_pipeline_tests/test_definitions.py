@@ -152,13 +152,13 @@ def test_the_definitions_are_what_the_docs_describe(defs: Definitions) -> None:
             None,
             (),
             ("rds_metrics",),
-            "on cron 5 * * * * (whatever happened), and once inputs exist",
+            "on cron 5 * * * * (whatever happened), once inputs exist, and after healing runs",
         ),
         "rightsizing_report": (
             None,
             pool,
             ("rds_instances", "rds_metrics"),
-            "on cron 10 * * * * (after input updates), and once inputs exist",
+            "on cron 10 * * * * (after input updates), once inputs exist, and after healing runs",
         ),
     }
     assert {job.name for job in defs.jobs} == {

@@ -30,6 +30,7 @@ from dagster import (
     DagsterEvent,
     DagsterEventType,
     DagsterInstance,
+    SensorDefinition,
     SensorResult,
     SkipReason,
     build_run_status_sensor_context,
@@ -46,6 +47,7 @@ from metrics_pipeline.catalog import STATISTIC_COLUMNS
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.collection.schedules import RANGE_END_TAG, RANGE_START_TAG, range_tags
 from metrics_pipeline.healing.gaps import healing_hours
+from metrics_pipeline.healing.sensors import build_gap_healing_sensor
 from metrics_pipeline.hours import partition_key
 from metrics_pipeline.local_aws import cloudwatch as local_cloudwatch
 from metrics_pipeline.local_aws.fleet import SimulatedInstance
@@ -55,8 +57,9 @@ from metrics_pipeline.quality.alerts import cause_line, root_cause
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import (
     STEP_ATTEMPTS,
+    TEST_PARTITIONS,
+    TEST_SETTINGS,
     free_port,
-    gap_healing_sensor,
     hold_write_lock,
     make_aws,
     make_collection,
@@ -401,18 +404,16 @@ def instance() -> Iterator[DagsterInstance]:
 
 
 @pytest.fixture
-def sensor_hours() -> list[datetime]:
-    """The settled hours the gap sensor looks at (its default three days).
+def sensor_now() -> datetime:
+    """The moment the gap sensor is evaluated at: its clock stays there for the whole test, so
+    an hour that settles while the test runs does not change what it asks for."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
-    An hour settles at :15 past the next hour; a test that began at :14 would see the sensor
-    ask for one more hour than it collected, so it starts after that moment instead.
-    """
-    now = datetime.now(UTC).replace(tzinfo=None)
-    settles_at = now.replace(minute=15, second=5, microsecond=0)
-    if settles_at - timedelta(minutes=2) <= now < settles_at:
-        time.sleep((settles_at - now).total_seconds())
-        now = datetime.now(UTC).replace(tzinfo=None)
-    return healing_hours(now, 3, SETTLE)
+
+@pytest.fixture
+def sensor_hours(sensor_now: datetime) -> list[datetime]:
+    """The settled hours the gap sensor looks at (its default three days)."""
+    return healing_hours(sensor_now, 3, SETTLE)
 
 
 def simulated(local: LocalAws, first: datetime, end: datetime, metrics: list[str]) -> Expected:
@@ -449,11 +450,17 @@ def sensor_collection() -> CollectionResource:
     return make_collection(metrics=SENSOR_METRICS)
 
 
-def heal(instance: DagsterInstance, resources: dict[str, Any]) -> list[tuple[str, str, dict]]:
-    """Evaluates the gap sensor as the daemon would and executes the runs it requests;
-    returns what it requested: (first hour, last hour, run config) per run."""
+def gap_healing_sensor_at(now: datetime) -> SensorDefinition:
+    return build_gap_healing_sensor(TEST_SETTINGS, TEST_PARTITIONS.hourly, clock=lambda: now)
+
+
+def heal(
+    instance: DagsterInstance, resources: dict[str, Any], now: datetime
+) -> list[tuple[str, str, dict]]:
+    """Evaluates the gap sensor at `now` as the daemon would and executes the runs it
+    requests; returns what it requested: (first hour, last hour, run config) per run."""
     context = build_sensor_context(instance=instance, resources=resources)
-    result = gap_healing_sensor(context)
+    result = gap_healing_sensor_at(now)(context)
     assert isinstance(result, SensorResult), result
     for request in result.run_requests:
         healed = materialize(
@@ -469,8 +476,11 @@ def heal(instance: DagsterInstance, resources: dict[str, Any]) -> list[tuple[str
     ]
 
 
-def assert_nothing_left_to_heal(instance: DagsterInstance, resources: dict[str, Any]) -> None:
-    after = gap_healing_sensor(build_sensor_context(instance=instance, resources=resources))
+def assert_nothing_left_to_heal(
+    instance: DagsterInstance, resources: dict[str, Any], now: datetime
+) -> None:
+    context = build_sensor_context(instance=instance, resources=resources)
+    after = gap_healing_sensor_at(now)(context)
     assert isinstance(after, SkipReason)
     assert "No gaps" in (after.skip_message or "")
 
@@ -505,6 +515,7 @@ def test_retries_run_out_mid_run_then_the_gap_sensor_heals_the_hours(
     cloudwatch_faults: CloudWatchFaults,
     instance: DagsterInstance,
     warehouse: WarehouseResource,
+    sensor_now: datetime,
     sensor_hours: list[datetime],
     caplog: pytest.LogCaptureFixture,
     error: type[Exception],
@@ -556,7 +567,7 @@ def test_retries_run_out_mid_run_then_the_gap_sensor_heals_the_hours(
     assert {k[0] for k in stored_before if k[2] >= failing[0]} == {"reports-db"}
 
     cloudwatch_faults.rule = lambda number, region: None  # the trouble has passed
-    requested = heal(instance, resources)
+    requested = heal(instance, resources, sensor_now)
 
     assert requested == [(partition_key(failing[0]), partition_key(failing[-1]), {})]
     expected = simulated(local_aws, hours[0], hours[-1] + timedelta(hours=1), SENSOR_METRICS)
@@ -565,13 +576,14 @@ def test_retries_run_out_mid_run_then_the_gap_sensor_heals_the_hours(
     assert stored(warehouse.database) == expected
     assert key_counts(warehouse.database) == (rows, rows)
     assert fetch_log(warehouse.database) == (len(FLEET) * len(hours), len(FLEET) * len(hours))
-    assert_nothing_left_to_heal(instance, resources)
+    assert_nothing_left_to_heal(instance, resources, sensor_now)
 
 
 def test_an_outage_of_several_hours_is_healed_hour_by_hour(
     local_aws: LocalAws,
     instance: DagsterInstance,
     warehouse: WarehouseResource,
+    sensor_now: datetime,
     sensor_hours: list[datetime],
 ) -> None:
     hours = sensor_hours
@@ -615,7 +627,7 @@ def test_an_outage_of_several_hours_is_healed_hour_by_hour(
     assert materialize(
         [rds_metrics], resources=resources, instance=instance, tags=range_tags(*after)
     ).success
-    requested = heal(instance, resources)
+    requested = heal(instance, resources, sensor_now)
 
     assert requested == [(partition_key(outage[0]), partition_key(outage[-1]), {})]
     expected = simulated(local_aws, hours[0], hours[-1] + timedelta(hours=1), SENSOR_METRICS)
@@ -625,7 +637,7 @@ def test_an_outage_of_several_hours_is_healed_hour_by_hour(
         rows_per_hour * len(hours),
     )
     assert fetch_log(warehouse.database) == (len(FLEET) * len(hours), len(FLEET) * len(hours))
-    assert_nothing_left_to_heal(instance, resources)
+    assert_nothing_left_to_heal(instance, resources, sensor_now)
 
 
 # 4. A writer killed in the middle of its DuckDB transaction.

@@ -14,14 +14,16 @@ from metrics_pipeline.settings import StorageSettings
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.known_data import (
     FIRST_HOUR,
+    LAST_HOUR,
     MISSING_HOURS,
     PERIODS,
     Period,
     seed,
 )
-from metrics_pipeline_tests.moto_fleet import ACCOUNT_ID, THIS_HOUR
+from metrics_pipeline_tests.moto_fleet import ACCOUNT_ID
 
-NOW = THIS_HOUR + timedelta(minutes=7)
+# The moment the queries are asked at (passed to them): just after the seeded hours.
+NOW = LAST_HOUR + timedelta(minutes=7)
 END = FIRST_HOUR + timedelta(hours=6)
 
 
@@ -52,7 +54,7 @@ def test_times_in_every_form_the_help_promises() -> None:
 
 def test_a_range_reaching_past_retention_starts_at_the_oldest_hour_kept() -> None:
     start, end = query.check_range(NOW - timedelta(days=10), NOW, 7, NOW)
-    assert (start, end) == (THIS_HOUR - timedelta(days=7), NOW)
+    assert (start, end) == (LAST_HOUR - timedelta(days=7), NOW)
 
 
 def test_only_whole_hours_inside_the_range_can_be_missing(

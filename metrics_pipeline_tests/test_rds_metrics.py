@@ -7,13 +7,21 @@ import pytest
 from dagster import instance_for_test, materialize
 from moto.rds.responses import RDSResponse
 
+from metrics_pipeline.collection.assets import build_collection_assets
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
+from metrics_pipeline.hours import floor_hour, utc_now
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.helpers import make_aws, make_collection, rds_instances, rds_metrics
+from metrics_pipeline_tests.helpers import (
+    TEST_PARTITIONS,
+    TEST_SETTINGS,
+    make_aws,
+    make_collection,
+    rds_instances,
+    rds_metrics,
+)
 from metrics_pipeline_tests.moto_fleet import (
     ACCOUNT_ID,
     STAT_COLUMNS,
-    THIS_HOUR,
     TWO_DAYS_AGO,
     create_instance,
     put_metrics,
@@ -328,14 +336,27 @@ def test_fetch_log_records_each_instance_hour(
 def test_hour_in_progress_is_logged_unsettled(
     aws: AwsResource, small_collection: CollectionResource, warehouse: WarehouseResource
 ) -> None:
+    """Settled by the collection's clock: in progress, then ended but within the settle delay
+    (15 min), then settled."""
+    hour = floor_hour(utc_now()) - timedelta(hours=1)
     create_instance("us-east-1", "orders-db")
-    now = THIS_HOUR
-    put_metrics("us-east-1", ["orders-db"], METRICS, now - timedelta(hours=1), now)
+    put_metrics("us-east-1", ["orders-db"], METRICS, hour, hour + timedelta(hours=1))
     discover(aws, warehouse)
-    collect(aws, small_collection, warehouse, now - timedelta(hours=1), now)
-    with warehouse.reader() as conn:
-        settled = dict(conn.execute("SELECT hour, settled FROM rds_metric_fetches").fetchall())
-    assert settled[now] is False
+    resources = {"aws": aws, "collection": small_collection, "warehouse": warehouse}
+    for fetched_at, settled in (
+        (hour + timedelta(minutes=30), False),
+        (hour + timedelta(hours=1, minutes=14, seconds=59), False),
+        (hour + timedelta(hours=1, minutes=15), True),
+    ):
+        _, rds_metrics_at = build_collection_assets(
+            TEST_SETTINGS, TEST_PARTITIONS.hourly, clock=lambda moment=fetched_at: moment
+        )
+        assert materialize(
+            [rds_metrics_at], partition_key=partition_key(hour), resources=resources
+        ).success
+        with warehouse.reader() as conn:
+            logged = conn.execute("SELECT hour, settled FROM rds_metric_fetches").fetchall()
+        assert logged == [(hour, settled)], fetched_at
 
 
 def test_each_run_records_its_own_figures(

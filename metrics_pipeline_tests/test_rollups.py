@@ -2,6 +2,7 @@
 and the automation that re-materializes them when their source hours change."""
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,8 @@ from dagster import (
     materialize,
 )
 
+from metrics_pipeline.collection.schedules import range_tags
+from metrics_pipeline.hours import floor_hour, utc_now
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.sql import in_transaction
 from metrics_pipeline_tests.helpers import (
@@ -22,7 +25,7 @@ from metrics_pipeline_tests.helpers import (
     rds_metrics_daily,
     rds_metrics_hourly,
 )
-from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO
+from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO, create_instance, put_metrics
 
 defs = definitions_for_tests()
 
@@ -165,3 +168,52 @@ def test_new_source_hours_request_their_rollups_and_the_first_reports() -> None:
         )
         reports = {asset for asset, partition in requested(hour_on) if partition is None}
         assert reports == {"pipeline_health"}
+
+
+@pytest.mark.usefixtures("moto_aws")
+def test_reports_computed_before_the_history_run_again_once_a_healing_run_brings_it(
+    tmp_path: Path,
+) -> None:
+    this_hour = floor_hour(utc_now())
+    old_hour, fresh_hour = this_hour - timedelta(days=2), this_hour - timedelta(hours=2)
+    create_instance("us-east-1", "orders-db")
+    put_metrics("us-east-1", ["orders-db"], ["CPUUtilization"], old_hour, this_hour)
+    deployment = definitions_for_tests(
+        METRICS_DUCKDB_PATH=str(tmp_path / "metrics.duckdb"),
+        METRICS_CLOUDWATCH_METRICS="CPUUtilization",
+    )
+    # Ticks a minute apart between two crons: only what happened between them can request.
+    ticks = iter(this_hour + timedelta(minutes=20 + n) for n in range(10))
+
+    def reports_requested(instance: DagsterInstance, cursor: Any) -> tuple[set[str], Any]:
+        result = evaluate_automation_conditions(
+            defs=deployment, instance=instance, cursor=cursor, evaluation_time=next(ticks)
+        )
+        return {a for a, partition in requested(result) if partition is None}, result.cursor
+
+    with instance_for_test() as instance:
+        _, cursor = reports_requested(instance, None)
+        # The first minutes of a deployment: the inventory, the newest hours, the first reports.
+        assert (
+            deployment.resolve_job_def("fresh_collection_job")
+            .execute_in_process(instance=instance, tags=range_tags(fresh_hour, fresh_hour))
+            .success
+        )
+        for report in ("pipeline_health", "rightsizing_report"):
+            instance.report_runless_asset_event(AssetMaterialization(report))
+        reports, cursor = reports_requested(instance, cursor)
+        assert reports == set()  # a fresh collection waits for the crons
+
+        healed = deployment.resolve_job_def("healing_job").execute_in_process(
+            instance=instance, tags=range_tags(old_hour, old_hour)
+        )
+        assert healed.success and healed.dagster_run.tags["metrics_pipeline/collection"] == (
+            "healing"
+        )
+        reports, cursor = reports_requested(instance, cursor)
+        assert reports == {"pipeline_health", "rightsizing_report"}
+
+        for report in ("pipeline_health", "rightsizing_report"):
+            instance.report_runless_asset_event(AssetMaterialization(report))
+        reports, cursor = reports_requested(instance, cursor)
+        assert reports == set()  # once per healing run, not at every tick after it

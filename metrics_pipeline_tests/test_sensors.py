@@ -9,6 +9,7 @@ import pytest
 from dagster import (
     AssetMaterialization,
     DagsterInstance,
+    SensorDefinition,
     SkipReason,
     build_sensor_context,
     instance_for_test,
@@ -17,7 +18,7 @@ from dagster import (
 
 from metrics_pipeline.collection.inventory import Instance, InventoryEntry
 from metrics_pipeline.collection.store import replace_metrics, upsert_instances
-from metrics_pipeline.healing.gaps import healing_hours
+from metrics_pipeline.healing.gaps import HistoryProgress, healing_hours, history_progress
 from metrics_pipeline.healing.sensors import (
     FIRST_COLLECTION_RUN_KEY,
     build_gap_healing_sensor,
@@ -25,12 +26,12 @@ from metrics_pipeline.healing.sensors import (
     next_look,
 )
 from metrics_pipeline.maintenance.backups import create_backup, restore_backup
+from metrics_pipeline.settings import Settings
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import (
     TEST_PARTITIONS,
     TEST_SETTINGS,
     definitions_for_tests,
-    gap_healing_sensor,
     hold_write_lock,
     make_aws,
     make_collection,
@@ -61,7 +62,17 @@ def instance() -> Iterator[DagsterInstance]:
 
 @pytest.fixture
 def now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    """The moment the sensor is evaluated at: it reads this clock, not the wall clock."""
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def sensor_at(moment: datetime, settings: Settings = TEST_SETTINGS) -> SensorDefinition:
+    return build_gap_healing_sensor(settings, TEST_PARTITIONS.hourly, clock=lambda: moment)
+
+
+@pytest.fixture
+def gap_healing_sensor(now: datetime) -> SensorDefinition:
+    return sensor_at(now)
 
 
 @pytest.fixture
@@ -121,16 +132,20 @@ def mark_materialized(instance: DagsterInstance, hours: list[datetime]) -> None:
         )
 
 
-def evaluate(instance: DagsterInstance, warehouse: WarehouseResource):
+def evaluate(instance: DagsterInstance, warehouse: WarehouseResource, sensor: SensorDefinition):
     context = build_sensor_context(
         instance=instance,
         resources={"warehouse": warehouse, "aws": make_aws(), "collection": make_collection()},
     )
-    return gap_healing_sensor(context)
+    return sensor(context)
 
 
 def test_requests_exactly_the_holes(
-    instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, hours: list[datetime]
+    instance: DagsterInstance,
+    warehouse: WarehouseResource,
+    now: datetime,
+    hours: list[datetime],
+    gap_healing_sensor: SensorDefinition,
 ) -> None:
     prepare_warehouse(warehouse, now, hours, [A, B, STOPPED])
     never = hours[20:23]
@@ -157,7 +172,7 @@ def test_requests_exactly_the_holes(
     )
     assert not failed.success
 
-    result = evaluate(instance, warehouse)
+    result = evaluate(instance, warehouse, gap_healing_sensor)
     requests = [
         (r.tags[RANGE_START], r.tags[RANGE_END], r.run_config.get("ops", {}))
         for r in result.run_requests
@@ -182,23 +197,32 @@ def test_requests_exactly_the_holes(
 
 
 def test_nothing_to_heal_says_why(
-    instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, hours: list[datetime]
+    instance: DagsterInstance,
+    warehouse: WarehouseResource,
+    now: datetime,
+    hours: list[datetime],
+    gap_healing_sensor: SensorDefinition,
 ) -> None:
     prepare_warehouse(warehouse, now, hours, [A, B, STOPPED])
     mark_materialized(instance, hours)
-    result = evaluate(instance, warehouse)
+    result = evaluate(instance, warehouse, gap_healing_sensor)
     assert isinstance(result, SkipReason)
-    assert f"No gaps: {len(hours)} settled hours since {key(hours[0])} are complete" in (
-        result.skip_message or ""
+    assert result.skip_message == (
+        f"history: {len(hours)} of {len(hours)} hours for 3 instances; complete. "
+        f"No gaps in the {len(hours)} settled hours since {key(hours[0])}."
     )
 
 
 def test_new_instance_gets_its_whole_look_back_in_one_run(
-    instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, hours: list[datetime]
+    instance: DagsterInstance,
+    warehouse: WarehouseResource,
+    now: datetime,
+    hours: list[datetime],
+    gap_healing_sensor: SensorDefinition,
 ) -> None:
     prepare_warehouse(warehouse, now, hours, [A, STOPPED])  # users-db just discovered
     mark_materialized(instance, hours)
-    [request] = evaluate(instance, warehouse).run_requests
+    [request] = evaluate(instance, warehouse, gap_healing_sensor).run_requests
     assert request.tags[RANGE_START] == key(hours[0])
     assert request.tags[RANGE_END] == key(hours[-1])
     assert request.run_config["ops"]["rds_metrics"]["config"]["instances"] == ["users-db"]
@@ -217,7 +241,7 @@ def test_a_long_history_comes_in_bounded_ticks_that_follow_each_other(
     budget = dataclasses.replace(
         TEST_SETTINGS, backfill_max_datapoints_per_tick=20 * per_instance_hour
     )
-    sensor = build_gap_healing_sensor(budget, TEST_PARTITIONS.hourly)
+    sensor = sensor_at(now, budget)
     prepare_warehouse(warehouse, now, hours[:1], [A, B, STOPPED])  # only the oldest hour
     mark_materialized(instance, hours[:1])
     resources = {"warehouse": warehouse, "aws": make_aws(), "collection": make_collection()}
@@ -227,7 +251,7 @@ def test_a_long_history_comes_in_bounded_ticks_that_follow_each_other(
     # Whole hours fetch the three instances: 6 hours are 18 instance-hours, 7 would be 21.
     assert (request.tags[RANGE_START], request.tags[RANGE_END]) == (key(hours[-6]), key(hours[-1]))
     # Work is left: the next look is due at the next wake, not an interval later.
-    assert next_look(first.cursor, datetime.now(UTC).replace(tzinfo=None)) is None
+    assert next_look(first.cursor, now) is None
 
     run = instance.create_run_for_job(
         job_def=defs.resolve_job_def("healing_job"), tags=dict(request.tags)
@@ -236,7 +260,8 @@ def test_a_long_history_comes_in_bounded_ticks_that_follow_each_other(
     waiting = sensor(queued)
     assert isinstance(waiting, SkipReason)
     assert waiting.skip_message == (
-        "1 healing run(s) queued or running; looking again when they finish."
+        f"history: 1 of {len(hours)} hours for 3 instances; a healing run is in progress. "
+        "Looking for gaps again when the healing runs finish."
     )
 
     instance.report_run_failed(run)  # finished (its hours are looked at again)
@@ -251,7 +276,10 @@ def test_a_long_history_comes_in_bounded_ticks_that_follow_each_other(
 
 
 def test_by_default_a_tick_asks_for_what_the_quota_serves_per_account_and_region(
-    warehouse: WarehouseResource, now: datetime, hours: list[datetime]
+    warehouse: WarehouseResource,
+    now: datetime,
+    hours: list[datetime],
+    gap_healing_sensor: SensorDefinition,
 ) -> None:
     """Two accounts and two regions are four quotas: four times the datapoints per tick."""
     other = Instance("222222222222", "us-east-1", "orders-db")
@@ -291,7 +319,11 @@ def test_by_default_a_tick_asks_for_what_the_quota_serves_per_account_and_region
 
 
 def test_a_new_deployment_starts_its_first_collection_at_once(
-    instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, hours: list[datetime]
+    instance: DagsterInstance,
+    warehouse: WarehouseResource,
+    now: datetime,
+    hours: list[datetime],
+    gap_healing_sensor: SensorDefinition,
 ) -> None:
     context = build_sensor_context(
         instance=instance,
@@ -306,13 +338,17 @@ def test_a_new_deployment_starts_its_first_collection_at_once(
 
 
 def test_a_writer_does_not_block_the_sensor(
-    instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, hours: list[datetime]
+    instance: DagsterInstance,
+    warehouse: WarehouseResource,
+    now: datetime,
+    hours: list[datetime],
+    gap_healing_sensor: SensorDefinition,
 ) -> None:
     prepare_warehouse(warehouse, now, hours, [A, B, STOPPED])
     mark_materialized(instance, hours[:-3])
     writer = hold_write_lock(warehouse.database, 60)
     try:
-        while_writing = evaluate(instance, warehouse)
+        while_writing = evaluate(instance, warehouse, gap_healing_sensor)
     finally:
         writer.kill()
         writer.wait()
@@ -329,7 +365,11 @@ def test_next_look_is_due_at_the_time_in_the_cursor() -> None:
 
 
 def test_a_complete_window_is_looked_at_again_an_interval_later(
-    instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, hours: list[datetime]
+    instance: DagsterInstance,
+    warehouse: WarehouseResource,
+    now: datetime,
+    hours: list[datetime],
+    gap_healing_sensor: SensorDefinition,
 ) -> None:
     resources = {"warehouse": warehouse, "aws": make_aws(), "collection": make_collection()}
     prepare_warehouse(warehouse, now, hours, [A, B, STOPPED])
@@ -337,9 +377,7 @@ def test_a_complete_window_is_looked_at_again_an_interval_later(
     context = build_sensor_context(instance=instance, resources=resources)
     assert isinstance(gap_healing_sensor(context), SkipReason)
     due = datetime.fromisoformat(context.cursor)
-    assert abs(due - (datetime.now(UTC).replace(tzinfo=None) + LOOK_INTERVAL)) < timedelta(
-        minutes=1
-    )
+    assert due == now + LOOK_INTERVAL
 
     soon = build_sensor_context(instance=instance, resources=resources, cursor=context.cursor)
     waiting = gap_healing_sensor(soon)
@@ -353,7 +391,11 @@ def test_a_complete_window_is_looked_at_again_an_interval_later(
 
 
 def test_hours_a_restore_took_back_are_healed(
-    instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, hours: list[datetime]
+    instance: DagsterInstance,
+    warehouse: WarehouseResource,
+    now: datetime,
+    hours: list[datetime],
+    gap_healing_sensor: SensorDefinition,
 ) -> None:
     """A backup holds the fetch log of its time: after restoring it, the hours collected since
     lack a settled fetch again, so the gap sensor collects them although Dagster still shows
@@ -362,10 +404,69 @@ def test_hours_a_restore_took_back_are_healed(
     backup = create_backup(warehouse.snapshot_path, warehouse.backups_path, now)
     prepare_warehouse(warehouse, now, hours, [A, B, STOPPED])
     mark_materialized(instance, hours)
-    assert isinstance(evaluate(instance, warehouse), SkipReason)
+    assert isinstance(evaluate(instance, warehouse, gap_healing_sensor), SkipReason)
 
     with warehouse.connect() as conn:
         restore_backup(conn, backup)
-    [request] = evaluate(instance, warehouse).run_requests
+    [request] = evaluate(instance, warehouse, gap_healing_sensor).run_requests
     assert (request.tags[RANGE_START], request.tags[RANGE_END]) == (key(hours[-3]), key(hours[-1]))
     assert request.run_config == {}  # every instance lacks those hours
+
+
+def test_an_hour_is_asked_for_from_the_moment_its_settle_delay_has_passed(
+    instance: DagsterInstance, warehouse: WarehouseResource, now: datetime
+) -> None:
+    """The sensor decides by its clock: a second before an hour settles it is not a gap, at
+    that moment it is, whatever the wall clock says when the test runs."""
+    settles = now.replace(minute=0, second=0) + SETTLE  # the previous hour settles at :15
+    previous_hour = settles - SETTLE - timedelta(hours=1)
+    hours = healing_hours(settles, 3, SETTLE)
+    assert hours[-1] == previous_hour
+    prepare_warehouse(warehouse, now, hours[:-1], [A, B, STOPPED])
+    mark_materialized(instance, hours[:-1])
+
+    before = evaluate(instance, warehouse, sensor_at(settles - timedelta(seconds=1)))
+    assert isinstance(before, SkipReason)
+    assert (before.skip_message or "").startswith(
+        f"history: {len(hours) - 1} of {len(hours) - 1} hours for 3 instances; complete. No gaps"
+    )
+    [request] = evaluate(instance, warehouse, sensor_at(settles)).run_requests
+    assert (request.tags[RANGE_START], request.tags[RANGE_END]) == (
+        key(previous_hour),
+        key(previous_hour),
+    )
+
+
+def test_each_tick_says_how_much_of_the_history_has_arrived(
+    instance: DagsterInstance,
+    warehouse: WarehouseResource,
+    now: datetime,
+    hours: list[datetime],
+    gap_healing_sensor: SensorDefinition,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    prepare_warehouse(warehouse, now, hours[:41], [A, B, STOPPED])
+    prepare_warehouse(warehouse, now, hours[41:45], [A])  # B and the stopped one lack these
+    mark_materialized(instance, hours[:45])
+    assert evaluate(instance, warehouse, gap_healing_sensor).run_requests
+    # The tick's log, which the UI shows with the tick.
+    logged = capfd.readouterr().err
+    assert f" - INFO - history: 41 of {len(hours)} hours for 3 instances; waiting for the gap " in (
+        logged
+    )
+
+
+def test_history_progress_counts_hours_every_existing_instance_has() -> None:
+    hours = [datetime(2026, 11, 26, h) for h in range(4)]
+    created_late = InventoryEntry(B, hours[2], hours[2], hours[3])
+    inventory = [InventoryEntry(A, hours[0] - timedelta(days=30), hours[0], hours[3]), created_late]
+    settled = {(A, h) for h in hours} | {(B, hours[3])}
+    # Hours 0 and 1 only A existed: complete; hour 2 lacks B; hour 3 has both.
+    progress = history_progress(hours, inventory, settled, healing_runs=2)
+    assert progress == HistoryProgress(3, 4, 2, 2)
+    assert (
+        progress.line()
+        == "history: 3 of 4 hours for 2 instances; 2 healing runs are queued or running"
+    )
+    assert HistoryProgress(4, 4, 1, 0).line() == "history: 4 of 4 hours for 1 instance; complete"
+    assert HistoryProgress(0, 0, 0, 0).complete is False

@@ -16,7 +16,7 @@ from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
 from metrics_pipeline.warehouse.snapshot import publish_snapshot
 from metrics_pipeline_tests.helpers import make_aws, make_collection, rds_instances, rds_metrics
-from metrics_pipeline_tests.moto_fleet import THIS_HOUR, create_instance, put_metrics
+from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO, create_instance, put_metrics
 
 INSTANCES = 5
 METRICS = 14
@@ -108,7 +108,7 @@ def test_collection_runs_while_a_reader_holds_the_snapshot(tmp_path: Path) -> No
     collection = make_collection(metrics=["CPUUtilization"])
     warehouse = WarehouseResource(database=str(tmp_path / "metrics.duckdb"), lock_timeout_seconds=1)
     resources = {"aws": aws, "collection": collection, "warehouse": warehouse}
-    hour = THIS_HOUR - timedelta(hours=3)
+    hour = TWO_DAYS_AGO
     create_instance("us-east-1", "reader-db")
     put_metrics("us-east-1", ["reader-db"], ["CPUUtilization"], hour, hour + timedelta(hours=1))
     assert materialize([rds_instances], resources=resources).success

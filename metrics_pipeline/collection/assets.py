@@ -56,7 +56,7 @@ from metrics_pipeline.collection.store import (
     record_run_parts,
     upsert_instances,
 )
-from metrics_pipeline.hours import naive_utc, oldest_kept_hour, utc_now
+from metrics_pipeline.hours import Clock, naive_utc, oldest_kept_hour, utc_now
 from metrics_pipeline.metadata import (
     markdown_table,
     row_count_of_partition,
@@ -301,13 +301,14 @@ def materialize_rds_metrics(
     aws: AwsResource,
     collection: CollectionResource,
     warehouse: WarehouseResource,
+    clock: Clock = utc_now,
 ) -> MaterializeResult:
     warehouse.prepare()
     window = context.partition_time_window
     start, end = align_window(
         naive_utc(window.start), naive_utc(window.end), collection.period_seconds
     )
-    check_collectable(start, utc_now(), warehouse.retention_days, collection.period_seconds)
+    check_collectable(start, clock(), warehouse.retention_days, collection.period_seconds)
     stats = RequestStats()
     accounts = aws.accounts(stats)
     inventory = read_or_discover_inventory(context, aws, warehouse, accounts, stats)
@@ -327,7 +328,7 @@ def materialize_rds_metrics(
                 "this run: not fetched again"
             )
         run = CollectionRun(
-            aws, collection, accounts, start, end, utc_now(), context.run.run_id, conn, warehouse
+            aws, collection, accounts, start, end, clock(), context.run.run_id, conn, warehouse
         )
         outcomes = run.collect([t for t in targets if t not in done_before], context.log.info)
         figures = run.figures(outcomes, targets, lock_wait_seconds, cpu_started, started)
@@ -408,10 +409,21 @@ def choose_targets(
 
 
 def build_collection_assets(
-    settings: Settings, hourly_partitions: HourlyPartitionsDefinition
+    settings: Settings, hourly_partitions: HourlyPartitionsDefinition, clock: Clock = utc_now
 ) -> list[AssetsDefinition]:
-    """rds_instances and rds_metrics, with the retry policy and partitions of `settings`."""
+    """rds_instances and rds_metrics, with the retry policy and partitions of `settings`;
+    `clock` tells rds_metrics which hours have ended and settled."""
     retry_policy = aws_retry_policy(settings)
+
+    def collect_rds_metrics(
+        context: AssetExecutionContext,
+        config: CollectionConfig,
+        aws: AwsResource,
+        collection: CollectionResource,
+        warehouse: WarehouseResource,
+    ) -> MaterializeResult:
+        return materialize_rds_metrics(context, config, aws, collection, warehouse, clock)
+
     rds_instances = asset(
         key=RDS_INSTANCES,
         **table_asset(INSTANCES_TABLE, reads_aws=True),
@@ -435,5 +447,5 @@ def build_collection_assets(
             "METRICS_RETENTION_DAYS are deleted daily: Dagster still shows them as "
             "materialized, and each dropped hour carries a `dropped_by_retention` observation."
         ),
-    )(materialize_rds_metrics)
+    )(collect_rds_metrics)
     return [rds_instances, rds_metrics]

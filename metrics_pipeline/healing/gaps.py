@@ -139,3 +139,42 @@ def plan_healing_runs(
             break
     planned = sum(run.hours for run in runs)
     return HealingPlan(runs, hours_left=len(gaps) - planned)
+
+
+@dataclass(frozen=True)
+class HistoryProgress:
+    """How much of the look-back window is collected: what a new deployment waits for."""
+
+    hours_complete: int  # settled hours with a settled fetch of every instance that existed
+    hours: int  # settled hours of the window
+    instances: int  # instances that existed during the window
+    healing_runs: int  # healing runs queued or running
+
+    @property
+    def complete(self) -> bool:
+        return self.hours > 0 and self.hours_complete == self.hours
+
+    def line(self) -> str:
+        text = (
+            f"history: {self.hours_complete} of {self.hours} hours for {self.instances} "
+            f"instance{'s' if self.instances != 1 else ''}"
+        )
+        if self.healing_runs == 1:
+            return text + "; a healing run is in progress"
+        if self.healing_runs:
+            return text + f"; {self.healing_runs} healing runs are queued or running"
+        return text + ("; complete" if self.complete else "; waiting for the gap sensor")
+
+
+def history_progress(
+    hours: Sequence[datetime],
+    inventory: Sequence[InventoryEntry],
+    settled: Collection[tuple[Instance, datetime]],
+    healing_runs: int,
+) -> HistoryProgress:
+    complete = sum(
+        all((i, hour) in settled for i in instances_existing(inventory, hour, hour + HOUR))
+        for hour in hours
+    )
+    existing = instances_existing(inventory, hours[0], hours[-1] + HOUR) if hours else []
+    return HistoryProgress(complete, len(hours), len(existing), healing_runs)

@@ -8,11 +8,9 @@ from datetime import datetime, timedelta
 import duckdb
 from dagster import (
     AssetPartitionStatus,
-    DagsterRunStatus,
     DefaultSensorStatus,
     HourlyPartitionsDefinition,
     RunRequest,
-    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
@@ -34,10 +32,12 @@ from metrics_pipeline.healing.gaps import (
     HourStatus,
     find_gaps,
     healing_hours,
+    history_progress,
     plan_healing_runs,
 )
 from metrics_pipeline.healing.jobs import healing_job
-from metrics_pipeline.hours import HOUR, partition_key, utc_now
+from metrics_pipeline.healing.progress import healing_runs_in_flight
+from metrics_pipeline.hours import HOUR, Clock, partition_key, utc_now
 from metrics_pipeline.settings import BACKFILL_QUOTA_DATAPOINTS_PER_TICK, Settings
 from metrics_pipeline.warehouse.resources import WarehouseResource
 
@@ -71,14 +71,6 @@ def healing_request(run: HealingRun, now: datetime) -> RunRequest:
 # while there is nothing left to heal. Its cursor holds when the next look is due: a look that
 # could not happen (no warehouse yet), or that left work for later, is due at the next wake.
 WAKE_SECONDS = 60
-
-
-IN_FLIGHT = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-]
 
 
 FIRST_COLLECTION_RUN_KEY = "first collection"
@@ -130,11 +122,11 @@ def look_for_gaps(
     collection: CollectionResource,
     settings: Settings,
     hourly_partitions: HourlyPartitionsDefinition,
+    now: datetime,
 ) -> SensorResult | SkipReason:
-    """One tick of the gap sensor."""
+    """One tick of the gap sensor, at `now` (naive UTC)."""
     look_interval = timedelta(minutes=settings.backfill_interval_minutes)
     fresh_interval = timedelta(minutes=settings.fresh_interval_minutes)
-    now = utc_now()
     due = next_look(context.cursor, now)
     if due is not None:
         return SkipReason(f"Next look for gaps at {due:%H:%M} UTC.")
@@ -142,13 +134,6 @@ def look_for_gaps(
         context.log.info("No warehouse yet: starting the first collection (once).")
         return SensorResult(
             run_requests=[first_collection_request(now, collection.settle_delay, fresh_interval)]
-        )
-    in_flight = context.instance.get_runs_count(
-        RunsFilter(job_name=healing_job.name, statuses=IN_FLIGHT)
-    )
-    if in_flight:
-        return SkipReason(
-            f"{in_flight} healing run(s) queued or running; looking again when they finish."
         )
     hours = healing_hours(now, settings.backfill_days, collection.settle_delay)
     if not hours:
@@ -161,6 +146,10 @@ def look_for_gaps(
         return SkipReason(f"The warehouse could not be read ({error}); trying again next tick.")
     if not inventory:
         return SkipReason("The inventory is empty: rds_instances has not run yet.")
+    in_flight = healing_runs_in_flight(context.instance)
+    progress = history_progress(hours, inventory, settled, in_flight).line()
+    if in_flight:
+        return SkipReason(f"{progress}. Looking for gaps again when the healing runs finish.")
 
     keys = [partition_key(hour) for hour in hours]
     statuses = context.instance.get_status_by_partition(RDS_METRICS, keys, hourly_partitions) or {}
@@ -171,8 +160,8 @@ def look_for_gaps(
     if not gaps:
         context.update_cursor((now + look_interval).isoformat())
         return SkipReason(
-            f"No gaps: {len(hours)} settled hours since {partition_key(hours[0])} are complete "
-            f"for {len(inventory)} instance(s)."
+            f"{progress}. No gaps in the {len(hours)} settled hours since "
+            f"{partition_key(hours[0])}."
         )
     plan = plan_healing_runs(
         gaps,
@@ -181,6 +170,7 @@ def look_for_gaps(
         collection.datapoints_per_instance_hour,
     )
     context.update_cursor((now if plan.hours_left else now + look_interval).isoformat())
+    context.log.info(progress)
     context.log.info(
         f"{len(gaps)} gap hour(s) found; launching {len(plan.runs)} run(s) for {plan.hours} "
         "hour(s)"
@@ -195,7 +185,7 @@ def look_for_gaps(
 
 
 def build_gap_healing_sensor(
-    settings: Settings, hourly_partitions: HourlyPartitionsDefinition
+    settings: Settings, hourly_partitions: HourlyPartitionsDefinition, clock: Clock = utc_now
 ) -> SensorDefinition:
     @sensor(
         jobs=[healing_job, fresh_collection_job],
@@ -216,6 +206,8 @@ def build_gap_healing_sensor(
         aws: AwsResource,
         collection: CollectionResource,
     ) -> SensorResult | SkipReason:
-        return look_for_gaps(context, warehouse, aws, collection, settings, hourly_partitions)
+        return look_for_gaps(
+            context, warehouse, aws, collection, settings, hourly_partitions, clock()
+        )
 
     return gap_healing_sensor

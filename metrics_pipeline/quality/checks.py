@@ -12,7 +12,7 @@ from metrics_pipeline.collection.keys import RDS_METRICS
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.collection.store import read_inventory
 from metrics_pipeline.healing.gaps import healing_hours
-from metrics_pipeline.hours import HOUR, partition_key, utc_now
+from metrics_pipeline.hours import HOUR, Clock, partition_key, utc_now
 from metrics_pipeline.quality.queries import (
     empty_settled_fetches,
     rows_per_instance_hour,
@@ -50,7 +50,7 @@ def completeness(
     return Completeness(present / expected if expected else 1.0, expected, empty)
 
 
-def build_checks(settings: Settings) -> list[AssetChecksDefinition]:
+def build_checks(settings: Settings, clock: Clock = utc_now) -> list[AssetChecksDefinition]:
     """The checks of rds_metrics, with the bounds and window of `settings`."""
 
     @asset_check(
@@ -64,7 +64,7 @@ def build_checks(settings: Settings) -> list[AssetChecksDefinition]:
     def rds_metrics_completeness(
         aws: AwsResource, collection: CollectionResource, warehouse: WarehouseResource
     ) -> AssetCheckResult:
-        hours = healing_hours(utc_now(), settings.backfill_days, collection.settle_delay)
+        hours = healing_hours(clock(), settings.backfill_days, collection.settle_delay)
         if not hours:
             return AssetCheckResult(passed=True, metadata={"settled_hours": 0})
         window = (hours[0], hours[-1] + HOUR)
@@ -110,7 +110,7 @@ def build_checks(settings: Settings) -> list[AssetChecksDefinition]:
             [(newest,)] = conn.execute(f"SELECT max(ts) FROM {METRICS_TABLE}").fetchall()
         if newest is None:
             return AssetCheckResult(passed=False, metadata={"newest_period": "none"})
-        age = utc_now() - (newest + timedelta(seconds=collection.period_seconds))
+        age = clock() - (newest + timedelta(seconds=collection.period_seconds))
         return AssetCheckResult(
             passed=age <= timedelta(minutes=settings.freshness_minutes),
             metadata={
@@ -130,7 +130,7 @@ def build_checks(settings: Settings) -> list[AssetChecksDefinition]:
     def rds_metrics_sanity(
         aws: AwsResource, collection: CollectionResource, warehouse: WarehouseResource
     ) -> AssetCheckResult:
-        now = utc_now()
+        now = clock()
         with warehouse.reader() as conn:
             counts = sanity_counts(
                 conn, now - timedelta(days=settings.backfill_days), collection.period_seconds, now
