@@ -122,3 +122,28 @@ def hold_write_lock(database: str, seconds: float) -> subprocess.Popen[str]:
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
     return holder
+
+
+# Runs a command, then prints its exit code and the peak resident memory of that child alone.
+_MEASURED = (
+    "import resource, subprocess, sys\n"
+    "done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+    "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+)
+
+
+def peak_rss_mib(
+    command: list[str], env: dict[str, str], timeout: float = 600
+) -> tuple[int, float, str]:
+    """Runs `command` in a child process: its exit code, its peak resident memory (MiB) and
+    what it wrote to stderr."""
+    measured = subprocess.run(
+        [sys.executable, "-c", _MEASURED, *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+    code, kilobytes = measured.stdout.split()
+    return int(code), int(kilobytes) / 1024, measured.stderr

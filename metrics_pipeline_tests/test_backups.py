@@ -2,6 +2,11 @@
 
 import hashlib
 import json
+import os
+import stat
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,11 +26,13 @@ from metrics_pipeline.maintenance.backups import (
 )
 from metrics_pipeline.maintenance.jobs import backup_job
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.helpers import hold_write_lock
+from metrics_pipeline_tests.helpers import hold_write_lock, peak_rss_mib
 from metrics_pipeline_tests.known_data import periods, seed
+from metrics_pipeline_tests.moto_fleet import ACCOUNT_ID
 
 TABLES = ("rds_instances", "rds_metrics")
 NOW = datetime(2026, 11, 26, 0, 40)
+CLI = str(Path(sys.executable).with_name("metrics-pipeline"))
 
 
 def contents(database: str) -> dict[str, pd.DataFrame]:
@@ -282,3 +289,195 @@ def test_two_backups_in_the_same_second_get_two_names(warehouse: WarehouseResour
     assert (first.name, second.name) == ("20261126T004000Z", "20261126T004000Z-2")
     assert [b.name for b in list_backups(warehouse.backups_path)] == [first.name, second.name]
     assert str(second.path / "rds_metrics.parquet") in (second.path / "load.sql").read_text()
+
+
+def generate_metrics(warehouse: WarehouseResource, rows: int) -> None:
+    """`rows` rows of rds_metrics (100 instances, 5-minute periods, random values) written
+    into the warehouse in one statement, then published."""
+    with warehouse.connect():
+        pass  # the schema
+    with duckdb.connect(warehouse.database) as conn:
+        conn.execute(
+            """
+            INSERT INTO rds_metrics
+            SELECT TIMESTAMP '2026-11-01' + to_minutes((n // 100) * 5), $account, 'us-east-1',
+                   'db-' || (n % 100), 'CPUUtilization', 'Percent', random() * 100,
+                   random(), random() * 100, random() * 500, 5, TIMESTAMP '2026-11-01'
+            FROM range($rows) r(n)
+            """,
+            {"account": ACCOUNT_ID, "rows": rows},
+        )
+    with warehouse.connect():
+        pass  # published
+
+
+def test_a_million_rows_restore_within_the_memory_limit(
+    warehouse: WarehouseResource,
+) -> None:
+    """A restore inserts in chunks that fit METRICS_DUCKDB_MEMORY_LIMIT: a million rows (which
+    once failed DuckDB's 367 MiB default, exit code 2) restore with the limit at 256 MiB, and
+    the command's whole process stays within the limit plus what Python, Dagster and DuckDB
+    take before any row (about 250 MiB)."""
+    rows = 1_000_000
+    generate_metrics(warehouse, rows)
+    backup = create_backup(warehouse.snapshot_path, warehouse.backups_path, NOW)
+    with warehouse.connect() as conn:
+        conn.execute("DELETE FROM rds_metrics WHERE instance_id = 'db-7'")
+        before = conn.execute("SELECT count(*), sum(average) FROM rds_metrics").fetchone()
+    env = {
+        **os.environ,
+        "METRICS_DUCKDB_PATH": warehouse.database,
+        "METRICS_DUCKDB_MEMORY_LIMIT": "256MiB",
+    }
+    env.pop("DAGSTER_HOME", None)
+
+    code, peak, stderr = peak_rss_mib([CLI, "backup", "restore", backup.name, "--yes"], env)
+
+    print(f"restore of {rows:,} rows: peak {peak:.0f} MiB")
+    assert (code, stderr) == (0, "")
+    with duckdb.connect(warehouse.database, read_only=True) as conn:
+        restored = conn.execute("SELECT count(*), sum(average) FROM rds_metrics").fetchone()
+        tables = [row[0] for row in conn.execute("SHOW TABLES").fetchall()]
+    assert restored[0] == rows and before[0] == rows - rows // 100
+    with duckdb.connect(":memory:") as conn:
+        [(expected,)] = conn.execute(
+            "SELECT sum(average) FROM read_parquet(?)", [str(backup.path / "rds_metrics.parquet")]
+        ).fetchall()
+    assert restored[1] == pytest.approx(expected)
+    assert not [table for table in tables if table.endswith("__restoring")]
+    assert peak < 256 + 200
+
+
+def rewrite_consistently(path: Path, table: str, select: str) -> None:
+    """`table`'s file replaced by `select` over its rows, with a manifest that agrees: a
+    backup as consistent as one made that way."""
+    file = path / f"{table}.parquet"
+    with duckdb.connect(":memory:") as conn:
+        conn.execute(f"CREATE TABLE t AS SELECT * FROM read_parquet('{file}')")
+        conn.execute(f"COPY ({select}) TO '{file}' (FORMAT parquet)")
+        [(rows,)] = conn.execute(f"SELECT count(*) FROM read_parquet('{file}')").fetchall()
+        columns = [
+            [name, data_type]
+            for name, data_type, *_ in conn.execute(
+                f"DESCRIBE SELECT * FROM read_parquet('{file}')"
+            ).fetchall()
+        ]
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+
+    def agree(manifest: dict) -> None:
+        manifest["rows"][table] = rows
+        manifest["columns"][table] = columns
+        manifest["sha256"][file.name] = digest
+
+    edit_manifest(path, agree)
+
+
+def test_a_consistent_backup_without_a_nullable_column_is_refused(
+    warehouse: WarehouseResource,
+) -> None:
+    message = tamper_and_restore(
+        warehouse,
+        lambda path: rewrite_consistently(path, "rds_instances", "SELECT * EXCLUDE (tags) FROM t"),
+    )
+    assert message == (
+        "backup 20261126T004000Z: rds_instances.parquet has no column tags, which the "
+        "warehouse's rds_instances has (it would be left empty in every row); nothing was "
+        "restored."
+    )
+
+
+def test_a_restore_that_fails_on_the_way_says_so_in_one_line_and_exits_1(
+    warehouse: WarehouseResource,
+) -> None:
+    seed(warehouse)
+    backup = create_backup(warehouse.snapshot_path, warehouse.backups_path, NOW)
+    # Every row twice: consistent, but the warehouse's primary key refuses it.
+    rewrite_consistently(backup.path, "rds_metrics", "SELECT * FROM t UNION ALL SELECT * FROM t")
+    before = contents(warehouse.database)
+    env = {**os.environ, "METRICS_DUCKDB_PATH": warehouse.database}
+    env.pop("DAGSTER_HOME", None)
+
+    failed = subprocess.run(
+        [CLI, "backup", "restore", backup.name, "--yes"], env=env, capture_output=True, text=True
+    )
+
+    assert failed.returncode == 1
+    assert failed.stderr.startswith(
+        f"metrics-pipeline: error: backup {backup.name} could not be restored (Constraint "
+        "Error: PRIMARY KEY or UNIQUE constraint violation: duplicate key"
+    )
+    assert failed.stderr.endswith("); nothing was changed.\n")
+    assert failed.stderr.count("\n") == 1
+    for table in TABLES:
+        pd.testing.assert_frame_equal(contents(warehouse.database)[table], before[table])
+    with duckdb.connect(warehouse.database, read_only=True) as conn:
+        assert not conn.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE '%restoring'"
+        ).fetchall()
+
+
+def test_prune_leaves_a_symlinked_backup_and_goes_on(warehouse: WarehouseResource) -> None:
+    """A link named like a backup is not one this folder made: prune neither follows nor
+    fails on it, every time."""
+    seed(warehouse)
+    folder = warehouse.backups_path
+    old = NOW - timedelta(days=20)
+    elsewhere = create_backup(warehouse.snapshot_path, folder.parent / "elsewhere", old)
+    for days_ago in (10, 9, 1):
+        create_backup(warehouse.snapshot_path, folder, NOW - timedelta(days=days_ago))
+    link = folder / "20261101T004000Z"
+    link.symlink_to(elsewhere.path)
+
+    assert sorted(b.name for b in prune_backups(folder, keep_days=7, now=NOW)) == [
+        "20261116T004000Z",
+        "20261117T004000Z",
+    ]
+    assert prune_backups(folder, keep_days=7, now=NOW) == []
+    assert link.is_symlink() and (elsewhere.path / MANIFEST).exists()
+    assert [b.name for b in list_backups(folder)] == ["20261125T004000Z"]
+
+
+def modes(folder: Path) -> dict[str, int]:
+    return {
+        str(path.relative_to(folder)): stat.S_IMODE(path.lstat().st_mode)
+        for path in sorted(folder.rglob("*"))
+    }
+
+
+def test_a_killed_backup_create_leaves_nothing_after_the_next_one(
+    warehouse: WarehouseResource,
+) -> None:
+    """SIGKILL of `metrics-pipeline backup create` in the middle of its export, into a
+    backup folder someone made readable by all: what it left is owner-only, and the next
+    `backup create` removes it."""
+    generate_metrics(warehouse, 1_000_000)
+    folder = warehouse.backups_path
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    env = {**os.environ, "METRICS_DUCKDB_PATH": warehouse.database}
+    command = [CLI, "backup", "create"]
+    killed = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not any(folder.glob(".*.partial/*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the export has begun
+    killed.kill()
+    killed.wait()
+
+    left = modes(folder)
+    [partial] = [name for name in left if name.endswith(".partial")]
+    reserved = partial[1 : -len(".partial")]
+    assert left[partial] == left[reserved] == 0o700  # nothing in it reachable by others
+    assert list_backups(folder) == []
+
+    made = subprocess.run(command, env=env, capture_output=True, text=True)
+
+    assert made.returncode == 0, made.stderr
+    [backup] = list_backups(folder)
+    assert backup.rows["rds_metrics"] == 1_000_000
+    after = modes(folder)
+    assert sorted(after) == [
+        backup.name,
+        *(f"{backup.name}/{f.name}" for f in sorted(backup.path.iterdir())),
+    ]
+    assert after.pop(backup.name) == 0o700
+    assert set(after.values()) == {0o600}

@@ -22,13 +22,20 @@ from metrics_pipeline.analysts.query import FORMATS, QueryError, WarehouseUnavai
 from metrics_pipeline.hours import utc_now
 from metrics_pipeline.maintenance.backups import (
     BackupError,
+    RestoreFailed,
     create_backup,
     find_backup,
     list_backups,
     prune_backups,
     restore_backup,
 )
-from metrics_pipeline.settings import ConfigError, StorageSettings
+from metrics_pipeline.settings import (
+    DEFAULT_CHUNK_DATAPOINTS,
+    ConfigError,
+    StorageSettings,
+    duckdb_memory_limit_for,
+    parse_memory_limit,
+)
 from metrics_pipeline.warehouse.lake import LakeError
 from metrics_pipeline.warehouse.lake_migration import LakeMigrationError, copy_snapshot_into_lake
 
@@ -278,6 +285,7 @@ def _backup(args: argparse.Namespace, storage: StorageSettings) -> None:
             lake_catalog=storage.warehouse or "",
             lake_data_path=storage.lake_data_path or "",
             shared_group=storage.shared_group or "",
+            connection_config={"memory_limit": _writer_memory_limit()},
             # Without --force a held lock means a writer at work: refuse at once.
             lock_timeout_seconds=wait if args.force else 0.01,
         )
@@ -297,6 +305,13 @@ def _backup(args: argparse.Namespace, storage: StorageSettings) -> None:
             f"Restored {sum(restored.values())} row(s) from {backup.name} "
             f"({', '.join(f'{t} {n}' for t, n in restored.items())})"
         )
+
+
+def _writer_memory_limit() -> str:
+    """METRICS_DUCKDB_MEMORY_LIMIT, as the pipeline's writers use it (restore and
+    migrate-to-lake write in chunks that fit it)."""
+    limit = parse_memory_limit(os.environ.get("METRICS_DUCKDB_MEMORY_LIMIT"))
+    return limit or duckdb_memory_limit_for(DEFAULT_CHUNK_DATAPOINTS)
 
 
 def _refuse_while_runs_write() -> None:
@@ -383,6 +398,7 @@ def _migrate_to_lake(storage: StorageSettings) -> None:
         lake_catalog=lake.catalog,
         lake_data_path=lake.data_path,
         lock_timeout_seconds=storage.lock_timeout_seconds,
+        connection_config={"memory_limit": _writer_memory_limit()},
     )
     try:
         with target.connect() as conn:
@@ -409,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(parser, error, FAILED)
     except (QueryError, BackupError, ConfigError) as error:
         return _fail(parser, error, USAGE_ERROR)
-    except (CommandFailed, duckdb.Error, OSError) as error:
+    except (CommandFailed, RestoreFailed, duckdb.Error, OSError) as error:
         return _fail(parser, error, FAILED)
     except KeyboardInterrupt:
         return _fail(parser, "interrupted", INTERRUPTED)

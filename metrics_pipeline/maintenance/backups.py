@@ -14,12 +14,14 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 
+from metrics_pipeline.scratch import hold, remove_if_abandoned
 from metrics_pipeline.warehouse.lake import LakeError
 from metrics_pipeline.warehouse.permissions import make_folder, protect
 from metrics_pipeline.warehouse.readers import (
@@ -27,15 +29,31 @@ from metrics_pipeline.warehouse.readers import (
     SnapshotMissingError,
     open_reader_for_export,
 )
-from metrics_pipeline.warehouse.schema import DERIVED_TABLES, VERSION_TABLE, base_tables
+from metrics_pipeline.warehouse.schema import (
+    DERIVED_TABLES,
+    RESTORE_COPY_SUFFIX,
+    VERSION_TABLE,
+    base_tables,
+    drop_restore_copies,
+    is_lake,
+)
 from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
 
 NAME_FORMAT = "%Y%m%dT%H%M%SZ"
 MANIFEST = "manifest.json"
+PARTIAL_SUFFIX = ".partial"  # `.NAME.partial`: a backup being made
+# Rows a restore inserts at once: what DuckDB holds in memory for a chunk's keys (about
+# 100 MiB for rds_metrics) stays within the smallest METRICS_DUCKDB_MEMORY_LIMIT allowed.
+RESTORE_CHUNK_ROWS = 250_000
 
 
 class BackupError(ValueError):
     """A backup that cannot be made or restored; the message says which and why."""
+
+
+class RestoreFailed(RuntimeError):
+    """A verified backup whose restore failed on the way (the disk, the memory limit): the
+    warehouse is as it was."""
 
 
 @dataclass(frozen=True)
@@ -98,27 +116,71 @@ def _table_columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[list[str
     ]
 
 
-def _reserve_name(folder: Path, now: datetime) -> Path:
-    """An empty folder under a new name: the UTC time, with -2, -3... when a backup made in
-    the same second took it (mkdir is atomic, so two processes never get the same one)."""
+def _reserve_name(folder: Path, now: datetime) -> tuple[Path, int]:
+    """An empty, owner-only folder under a new name, held by this process (scratch.hold), and
+    the descriptor holding it: the UTC time, with -2, -3... when a backup made in the same
+    second took it (mkdir is atomic, so two processes never get the same one)."""
     base = now.strftime(NAME_FORMAT)
     for number in range(1, 1000):
         target = folder / (base if number == 1 else f"{base}-{number}")
         try:
-            target.mkdir()
+            target.mkdir(mode=0o700)
         except FileExistsError:
             continue
-        return target
+        held = hold(target)
+        if held is not None:  # else removed as abandoned before we held it: take another
+            return target, held
     raise BackupError(f"no free backup name for {base} in {folder}.")
+
+
+def _is_backup_name(name: str) -> bool:
+    try:
+        datetime.strptime(name.split("-")[0], NAME_FORMAT)
+    except ValueError:
+        return False
+    return True
+
+
+def remove_abandoned_backups(folder: Path) -> list[str]:
+    """Removes what killed `backup create`s left in `folder`: their hidden `.NAME.partial`
+    folders and the empty NAME folders they had reserved. A backup being made is left alone:
+    its process holds NAME (scratch.hold) until it is complete. Returns the names removed."""
+    if not folder.is_dir():
+        return []
+    names = set()
+    for path in folder.iterdir():
+        if path.name.startswith(".") and path.name.endswith(PARTIAL_SUFFIX):
+            names.add(path.name[1 : -len(PARTIAL_SUFFIX)])
+        elif _is_backup_name(path.name) and path.is_dir() and not any(path.iterdir()):
+            names.add(path.name)
+    removed = []
+    for name in sorted(names):
+        reserved, partial = folder / name, folder / f".{name}{PARTIAL_SUFFIX}"
+
+        def remove(reserved: Path, partial: Path = partial) -> None:
+            if partial.is_dir() and not partial.is_symlink():
+                shutil.rmtree(partial, ignore_errors=True)
+            if not any(reserved.iterdir()):
+                reserved.rmdir()
+
+        if reserved.exists() or reserved.is_symlink():
+            if remove_if_abandoned(reserved, remove):
+                removed.append(name)
+        elif remove_if_abandoned(partial):
+            removed.append(name)
+    return removed
 
 
 def create_backup(source: ReadSource, folder: Path, now: datetime) -> Backup:
     """Exports the snapshot (or the lake's latest commit) to a new folder named after `now`
-    (naive UTC)."""
+    (naive UTC). Everything is owner-only from its creation; what a killed one left is
+    removed first."""
     make_folder(folder)  # owner-only: a backup holds all the warehouse holds
-    target = _reserve_name(folder, now)
-    partial = folder / f".{target.name}.partial"
+    remove_abandoned_backups(folder)
+    target, held_target = _reserve_name(folder, now)
+    partial = folder / f".{target.name}{PARTIAL_SUFFIX}"
     try:
+        partial.mkdir(mode=0o700)  # DuckDB's files in it are unreachable for others
         try:
             with open_reader_for_export(source, partial) as conn:
                 tables = base_tables(conn)
@@ -150,6 +212,7 @@ def create_backup(source: ReadSource, folder: Path, now: datetime) -> Backup:
         raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+        os.close(held_target)
     return Backup(target.name, target, now, rows, columns, checksums)
 
 
@@ -160,11 +223,10 @@ def list_backups(folder: Path, skipped: list[str] | None = None) -> list[Backup]
         return []
     backups = []
     for path in sorted(folder.iterdir()):
-        if not path.is_dir() or path.name.startswith("."):
+        # A link is not a backup this folder holds: never listed, followed or deleted.
+        if path.is_symlink() or not path.is_dir() or path.name.startswith("."):
             continue
-        try:
-            datetime.strptime(path.name.split("-")[0], NAME_FORMAT)
-        except ValueError:
+        if not _is_backup_name(path.name):
             continue  # another folder
         try:
             backups.append(read_backup(path))
@@ -242,12 +304,43 @@ def verify_backup(backup: Backup, tables: set[str]) -> None:
                 )
 
 
+def _missing_columns(conn: duckdb.DuckDBPyConnection, backup: Backup, tables: set[str]) -> None:
+    """Refuses a backup whose file lacks a column the warehouse's table has: restored, that
+    column would silently be NULL in every row."""
+    with duckdb.connect(":memory:") as files:
+        for table in sorted(tables & set(backup.rows)):
+            file = backup.path / f"{table}.parquet"
+            held = {
+                row[0]
+                for row in files.execute(
+                    f"DESCRIBE SELECT * FROM read_parquet({sql_literal(file)})"
+                ).fetchall()
+            }
+            lacking = [name for name, _ in _table_columns(conn, table) if name not in held]
+            if lacking:
+                raise BackupError(
+                    f"backup {backup.name}: {file.name} has no column {', '.join(lacking)}, "
+                    f"which the warehouse's {table} has (it would be left empty in every "
+                    "row); nothing was restored."
+                )
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
 def restore_backup(
     conn: duckdb.DuckDBPyConnection, backup: Backup, verify: bool = True
 ) -> dict[str, int]:
-    """Replaces every table's rows with the backup's, in one transaction, after verifying the
-    backup: a failure leaves the warehouse as it was. A derived table the backup does not hold
-    (added since) is emptied. Returns the rows restored per table."""
+    """Replaces every table's rows with the backup's, all at once: a failure or a kill leaves
+    the warehouse as it was. A derived table the backup does not hold (added since) is
+    emptied. Returns the rows restored per table.
+
+    Memory stays bounded whatever the backup's size (within the connection's memory_limit):
+    the rows go in by chunks of RESTORE_CHUNK_ROWS. On a DuckDB file, whose primary keys
+    DuckDB keeps in memory for a transaction's new rows, each chunk is a transaction into a
+    new copy of the table; one last transaction swaps the copies in. A lake has no keys: one
+    transaction, the chunks one statement each, so each writes its files and lets go."""
     # The schema version is the warehouse's own: the backup's rows go into this build's tables.
     tables = set(base_tables(conn)) - {VERSION_TABLE}
     if verify:
@@ -259,29 +352,84 @@ def restore_backup(
                 f"backup {backup.name}: it holds table(s) this warehouse does not have: "
                 f"{', '.join(unknown)}; nothing was restored."
             )
+    _missing_columns(conn, backup, tables)
+    try:
+        if is_lake(conn):
+            return in_transaction(conn, lambda: _replace_rows(conn, backup, tables))
+        return _swap_in_copies(conn, backup, tables)
+    except duckdb.Error as error:
+        raise RestoreFailed(
+            f"backup {backup.name} could not be restored ({_first_line(error)}); nothing was "
+            "changed."
+        ) from None
 
-    def replace_all() -> dict[str, int]:
+
+def _insert_in_chunks(
+    conn: duckdb.DuckDBPyConnection,
+    backup: Backup,
+    table: str,
+    into: str,
+    each_chunk: Callable[[Callable[[], None]], None],
+) -> int:
+    """Inserts the backup's rows of `table` into `into`, RESTORE_CHUNK_ROWS at a time (each
+    passed to `each_chunk` to run), and checks the count against the manifest."""
+    source = sql_literal(backup.path / f"{table}.parquet")
+    [(total,)] = conn.execute(f"SELECT count(*) FROM read_parquet({source})").fetchall()
+    for first in range(0, total, RESTORE_CHUNK_ROWS):
+
+        def chunk(first: int = first) -> None:
+            conn.execute(
+                f"INSERT INTO {into} BY NAME SELECT * FROM read_parquet({source}) "
+                "WHERE file_row_number >= $first AND file_row_number < $last",
+                {"first": first, "last": first + RESTORE_CHUNK_ROWS},
+            )
+
+        each_chunk(chunk)
+    [(count,)] = conn.execute(f"SELECT count(*) FROM {into}").fetchall()
+    if count != backup.rows[table]:
+        raise BackupError(
+            f"backup {backup.name}: {table} has {count} row(s), its manifest says "
+            f"{backup.rows[table]}; nothing was restored."
+        )
+    return int(count)
+
+
+def _replace_rows(
+    conn: duckdb.DuckDBPyConnection, backup: Backup, tables: set[str]
+) -> dict[str, int]:
+    restored = {}
+    for table in sorted(tables):
+        conn.execute(f"DELETE FROM {table}")
+        if table in backup.rows:
+            restored[table] = _insert_in_chunks(conn, backup, table, table, lambda run: run())
+    return restored
+
+
+def _swap_in_copies(
+    conn: duckdb.DuckDBPyConnection, backup: Backup, tables: set[str]
+) -> dict[str, int]:
+    drop_restore_copies(conn)  # of a restore that was killed
+    try:
         restored = {}
         for table in sorted(tables):
-            conn.execute(f"DELETE FROM {table}")
-            if table not in backup.rows:
-                continue
-            source = backup.path / f"{table}.parquet"
-            conn.execute(
-                f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet({sql_literal(source)})"
-            )
-            [(count,)] = conn.execute(f"SELECT count(*) FROM {table}").fetchall()
-            if count != backup.rows[table]:
-                raise BackupError(
-                    f"backup {backup.name}: {table} has {count} row(s), its manifest says "
-                    f"{backup.rows[table]}; nothing was restored."
+            [(ddl,)] = conn.execute(
+                "SELECT sql FROM duckdb_tables() WHERE database_name = current_database() "
+                "AND schema_name = 'main' AND table_name = ?",
+                [table],
+            ).fetchall()
+            copy = f"{table}{RESTORE_COPY_SUFFIX}"
+            conn.execute(ddl.replace(f"CREATE TABLE {table}(", f"CREATE TABLE {copy}(", 1))
+            if table in backup.rows:
+                restored[table] = _insert_in_chunks(
+                    conn, backup, table, copy, lambda run: in_transaction(conn, run)
                 )
-            restored[table] = count
-        return restored
 
-    try:
-        return in_transaction(conn, replace_all)
-    except duckdb.Error as error:
-        raise BackupError(
-            f"backup {backup.name} could not be restored ({error}); nothing was changed."
-        ) from None
+        def swap() -> None:
+            for table in sorted(tables):
+                conn.execute(f"DROP TABLE {table}")
+                conn.execute(f"ALTER TABLE {table}{RESTORE_COPY_SUFFIX} RENAME TO {table}")
+
+        in_transaction(conn, swap)
+        return restored
+    finally:
+        drop_restore_copies(conn)

@@ -30,7 +30,7 @@ from metrics_pipeline.warehouse.lake import Lake, LakeError, WriteLock, lake_byt
 from metrics_pipeline.warehouse.migrations import SCHEMA_VERSION, SchemaError, prepare_schema
 from metrics_pipeline.warehouse.permissions import make_folder, protect
 from metrics_pipeline.warehouse.readers import ReadSource, SnapshotMissingError, open_reader
-from metrics_pipeline.warehouse.schema import STORAGE_COMPATIBILITY_VERSION
+from metrics_pipeline.warehouse.schema import STORAGE_COMPATIBILITY_VERSION, drop_restore_copies
 from metrics_pipeline.warehouse.snapshot import copy_checkpointed, publish_snapshot
 from metrics_pipeline.warehouse.sql import writes_locked_by
 
@@ -192,6 +192,8 @@ class WarehouseResource(DuckDBResource):
 
         try:
             prepare_schema(conn, back_up, utc_now())
+            if not self.lake:
+                drop_restore_copies(conn)
         except SchemaError as error:
             raise Failure(
                 description=f"The warehouse {self.database}: {error}", allow_retries=False

@@ -240,6 +240,18 @@ def base_tables(conn: duckdb.DuckDBPyConnection) -> list[str]:
     return [row[0] for row in rows]
 
 
+# The copies of the tables a restore fills before it swaps them in (maintenance/backups.py).
+RESTORE_COPY_SUFFIX = "__restoring"
+
+
+def drop_restore_copies(conn: duckdb.DuckDBPyConnection) -> None:
+    """Removes the copies a failed or killed restore left (the next restore and every writer's
+    first connection do), so that readers never see them for long."""
+    for table in base_tables(conn):
+        if table.endswith(RESTORE_COPY_SUFFIX):
+            conn.execute(f"DROP TABLE {table}")
+
+
 def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
     found = conn.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
