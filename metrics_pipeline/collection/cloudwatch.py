@@ -18,6 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from metrics_pipeline.collection.bounds import (
+    EndlessAnswer,
+    MalformedAnswer,
+    OversizedAnswer,
+    max_pages,
+)
 from metrics_pipeline.collection.budget import DatapointBudget
 from metrics_pipeline.collection.inventory import Instance
 
@@ -251,6 +257,25 @@ def page_to_table(page: dict[str, Any], queries_by_id: dict[str, MetricQuery]) -
     )
 
 
+def check_page(
+    page: dict[str, Any], queries_by_id: dict[str, MetricQuery], max_datapoints: int
+) -> None:
+    """Refuses a page that is no answer to the request: without results, with results of a
+    query not asked, or with more datapoints than MaxDatapoints."""
+    results = page.get("MetricDataResults")
+    if results is None:
+        raise MalformedAnswer("an answer without MetricDataResults; not stored")
+    unknown = sorted({r.get("Id") for r in results} - queries_by_id.keys(), key=str)
+    if unknown:
+        raise MalformedAnswer(f"an answer for queries not asked ({', '.join(map(str, unknown))})")
+    datapoints = sum(len(r.get("Values", [])) for r in results)
+    if datapoints > max_datapoints:
+        raise OversizedAnswer(
+            f"a page of {datapoints:,} datapoints, more than the {max_datapoints:,} asked "
+            "(MaxDatapoints); refused"
+        )
+
+
 @dataclass(frozen=True)
 class SpoolFile:
     path: Path
@@ -268,8 +293,13 @@ def fetch_batch_to_spool(
     budget: DatapointBudget | None = None,
 ) -> Iterator[SpoolFile]:
     """Runs one batch through GetMetricData's paginator, one Parquet file per page; each page
-    is paid for in `budget`, which holds back the next request when over the quota."""
+    is paid for in `budget`, which holds back the next request when over the quota. Each page
+    is checked (`check_page`), and the pages are at most what the datapoints asked can fill
+    (`bounds.max_pages`)."""
     queries_by_id = {q.query_id: q for q in batch}
+    page_limit = max_pages(
+        len(batch), datapoints_per_query(start, end, period_seconds), max_datapoints
+    )
     paginator = client.get_paginator("get_metric_data")
     pages = paginator.paginate(
         MetricDataQueries=[q.to_api(period_seconds) for q in batch],
@@ -279,6 +309,13 @@ def fetch_batch_to_spool(
         PaginationConfig={"PageSize": max_datapoints},
     )
     for page_number, page in enumerate(pages):
+        check_page(page, queries_by_id, max_datapoints)
+        if page.get("NextToken") and page_number + 1 >= page_limit:
+            raise EndlessAnswer(
+                f"a request still answered with a NextToken after {page_limit} pages, more "
+                f"than {len(batch)} queries of {start:%Y-%m-%d %H:%M} to "
+                f"{end:%Y-%m-%d %H:%M} UTC can fill; stopped"
+            )
         table = page_to_table(page, queries_by_id)
         if budget is not None:
             budget.spend(table.num_rows)
