@@ -94,6 +94,10 @@ class RequestStats:
     metrics_requested: int = 0
     throttled: int = 0
     by_operation: dict[str, int] = field(default_factory=dict)
+    # GetMetricData's queries as first asked (the first page of a request), and the datapoints
+    # its answers held, at most MaxDatapoints a call: what request_floor needs.
+    queries_asked: int = 0
+    datapoints_received: int = 0
 
     @property
     def retried(self) -> int:
@@ -104,12 +108,19 @@ class RequestStats:
         events.register("before-parameter-build", self._on_call)
         events.register_first("before-send", self._on_send)
         events.register("needs-retry", self._on_response)
+        events.register("after-call.cloudwatch.GetMetricData", self._on_metric_data)
 
-    def _on_call(self, model: Any, params: dict[str, Any], **_: Any) -> None:
+    def _on_call(
+        self, model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any
+    ) -> None:
         self.api_calls += 1
         self.by_operation[model.name] = self.by_operation.get(model.name, 0) + 1
         if model.name == "GetMetricData":
-            self.metrics_requested += len(params.get("MetricDataQueries", []))
+            queries = len(params.get("MetricDataQueries", []))
+            self.metrics_requested += queries
+            if not params.get("NextToken"):
+                self.queries_asked += queries
+            context[_PAGE_SIZE] = params.get("MaxDatapoints", MAX_DATAPOINTS_PER_RESPONSE)
 
     def _on_send(self, **_: Any) -> None:
         self.http_requests += 1
@@ -120,6 +131,14 @@ class RequestStats:
         code = response[1].get("Error", {}).get("Code")
         if code in THROTTLING_ERROR_CODES or response[0].status_code == 429:
             self.throttled += 1
+
+    def _on_metric_data(self, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        received = sum(len(r.get("Values") or []) for r in parsed.get("MetricDataResults") or [])
+        self.datapoints_received += min(received, context.get(_PAGE_SIZE, received))
+
+
+# Where RequestStats keeps a call's MaxDatapoints in botocore's request context.
+_PAGE_SIZE = "metrics_pipeline_page_size"
 
 
 def estimated_cost_usd(metrics_requested: int) -> float:
@@ -184,13 +203,26 @@ def minimum_requests(
     max_queries: int = MAX_QUERIES_PER_REQUEST,
     max_datapoints: int = MAX_DATAPOINTS_PER_RESPONSE,
 ) -> int:
-    """The fewest GetMetricData calls any plan could make: both limits are hard."""
-    if query_count == 0:
-        return 0
-    return max(
-        math.ceil(query_count / max_queries),
-        math.ceil(query_count * datapoints_per_query / max_datapoints),
+    """The fewest GetMetricData calls any plan could make when every query has a datapoint
+    in every period: both limits are hard."""
+    return request_floor(
+        query_count, query_count * datapoints_per_query, max_queries, max_datapoints
     )
+
+
+def request_floor(
+    queries: int,
+    datapoints: int,
+    max_queries: int = MAX_QUERIES_PER_REQUEST,
+    max_datapoints: int = MAX_DATAPOINTS_PER_RESPONSE,
+) -> int:
+    """The fewest GetMetricData calls that could ask `queries` and receive `datapoints`: a
+    call asks at most `max_queries` and receives at most `max_datapoints`. A run's figure
+    counts the datapoints CloudWatch had, not the periods asked (an instance stopped or
+    created within the window has fewer), so that no run makes fewer calls than its floor."""
+    if queries == 0:
+        return 0
+    return max(math.ceil(queries / max_queries), math.ceil(datapoints / max_datapoints))
 
 
 def datapoints_per_query(start: datetime, end: datetime, period_seconds: int) -> int:

@@ -8,7 +8,6 @@ import resource
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -26,8 +25,8 @@ from metrics_pipeline.collection.cloudwatch import (
     datapoints_per_query,
     estimated_cost_usd,
     fetch_batch_to_spool,
-    minimum_requests,
     plan_batches,
+    request_floor,
 )
 from metrics_pipeline.collection.collector import (
     ChunkWrite,
@@ -193,7 +192,8 @@ class CollectionRun:
     ) -> dict[str, Any]:
         """The run's row of pipeline_runs. fetch_seconds is the time the run spent that was
         neither the lock wait nor a write (fetching overlaps the writes); minimum_requests is
-        the fewest requests any plan could make, a request holding one account and region."""
+        the fewest requests any plan could make for the queries asked and the datapoints
+        CloudWatch answered with, a request holding one account and region."""
         every = list(self.stats.values())
         total = time.monotonic() - started
         hours = hour_starts(self.start, self.end)
@@ -212,12 +212,12 @@ class CollectionRun:
             ),
             "cloudwatch_requests": sum(s.api_calls for s in every),
             "minimum_requests": sum(
-                minimum_requests(
-                    count * self.series_per_instance,
-                    self.points_per_query,
+                request_floor(
+                    s.queries_asked,
+                    s.datapoints_received,
                     max_datapoints=self.aws.max_datapoints_per_request,
                 )
-                for count in Counter((t.account_id, t.region) for t in targets).values()
+                for s in every
             ),
             "metrics_requested": sum(s.metrics_requested for s in every),
             "estimated_cost_usd": estimated_cost_usd(sum(s.metrics_requested for s in every)),
