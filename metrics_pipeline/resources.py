@@ -19,6 +19,8 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
             role_session_name=settings.role_session_name,
             max_requests_per_second=settings.max_requests_per_second,
             max_attempts=settings.aws_max_attempts,
+            connect_timeout_seconds=settings.aws_connect_timeout_seconds,
+            read_timeout_seconds=settings.aws_read_timeout_seconds,
         ),
         "collection": CollectionResource(
             period_seconds=settings.period_seconds,
@@ -27,6 +29,8 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
             settle_minutes=settings.settle_minutes,
             chunk_datapoints=settings.chunk_datapoints,
             fetch_threads=settings.fetch_threads,
+            chunk_timeout_seconds=settings.chunk_timeout_seconds,
+            run_timeout_seconds=settings.run_timeout_seconds,
         ),
         "warehouse": WarehouseResource(
             database=str(settings.duckdb_path),

@@ -38,6 +38,14 @@ DEFAULT_PERIOD_SECONDS = 300
 DEFAULT_SETTLE_MINUTES = 15
 DEFAULT_MAX_REQUESTS_PER_SECOND = 10.0
 DEFAULT_AWS_MAX_ATTEMPTS = 8
+# botocore's own bounds on each connection attempt and each read from the socket.
+DEFAULT_AWS_CONNECT_TIMEOUT_SECONDS = 10.0
+DEFAULT_AWS_READ_TIMEOUT_SECONDS = 60.0
+# Bounds on whole answers, which botocore does not have: a chunk's GetMetricData requests
+# (some 20 pages of 100,800 datapoints, a minute at CloudWatch's quota) and a run's fetching.
+DEFAULT_CHUNK_TIMEOUT_SECONDS = 600.0
+DEFAULT_RUN_TIMEOUT_SECONDS = 3600.0
+MAX_TIMEOUT_SECONDS = 86_400.0
 # Datapoints fetched and written at once: DuckDB's write of one chunk (the pivot, the primary
 # key) is where a run's memory peaks, so the chunk, not the window, sets it.
 DEFAULT_CHUNK_DATAPOINTS = 2_000_000
@@ -333,6 +341,36 @@ class Settings(StorageSettings):
         "attempts per AWS call (botocore adaptive retries), 1 to 50",
         DEFAULT_AWS_MAX_ATTEMPTS,
     )
+    aws_connect_timeout_seconds: float = setting(
+        "METRICS_AWS_CONNECT_TIMEOUT_SECONDS",
+        f"`{DEFAULT_AWS_CONNECT_TIMEOUT_SECONDS:g}`",
+        "seconds to open a connection to AWS (botocore `connect_timeout`, each attempt), "
+        "> 0 and at most 3,600",
+        DEFAULT_AWS_CONNECT_TIMEOUT_SECONDS,
+    )
+    aws_read_timeout_seconds: float = setting(
+        "METRICS_AWS_READ_TIMEOUT_SECONDS",
+        f"`{DEFAULT_AWS_READ_TIMEOUT_SECONDS:g}`",
+        "seconds AWS may stay silent during an answer (botocore `read_timeout`, each read "
+        "from the socket, not a whole answer), > 0 and at most 3,600",
+        DEFAULT_AWS_READ_TIMEOUT_SECONDS,
+    )
+    chunk_timeout_seconds: float = setting(
+        "METRICS_CHUNK_TIMEOUT_SECONDS",
+        f"`{DEFAULT_CHUNK_TIMEOUT_SECONDS:g}`",
+        "seconds a chunk's GetMetricData answers may take in all (a trickled answer, endless "
+        "pages); past it the chunk fails, its hours stay gaps for the gap sensor; > 0 and at "
+        f"most {MAX_TIMEOUT_SECONDS:,.0f}",
+        DEFAULT_CHUNK_TIMEOUT_SECONDS,
+    )
+    run_timeout_seconds: float = setting(
+        "METRICS_RUN_TIMEOUT_SECONDS",
+        f"`{DEFAULT_RUN_TIMEOUT_SECONDS:g}`",
+        "seconds a collection run's fetching may take in all; past it the run fails, the "
+        "chunks written by then stay written; > 0 and at most "
+        f"{MAX_TIMEOUT_SECONDS:,.0f}",
+        DEFAULT_RUN_TIMEOUT_SECONDS,
+    )
     chunk_datapoints: int = setting(
         "METRICS_CHUNK_DATAPOINTS",
         f"`{DEFAULT_CHUNK_DATAPOINTS}`",
@@ -492,6 +530,30 @@ class Settings(StorageSettings):
                 DEFAULT_AWS_MAX_ATTEMPTS,
                 minimum=1,
                 maximum=50,
+            ),
+            aws_connect_timeout_seconds=parse_positive_float(
+                "METRICS_AWS_CONNECT_TIMEOUT_SECONDS",
+                env.get("METRICS_AWS_CONNECT_TIMEOUT_SECONDS"),
+                DEFAULT_AWS_CONNECT_TIMEOUT_SECONDS,
+                maximum=3600,
+            ),
+            aws_read_timeout_seconds=parse_positive_float(
+                "METRICS_AWS_READ_TIMEOUT_SECONDS",
+                env.get("METRICS_AWS_READ_TIMEOUT_SECONDS"),
+                DEFAULT_AWS_READ_TIMEOUT_SECONDS,
+                maximum=3600,
+            ),
+            chunk_timeout_seconds=parse_positive_float(
+                "METRICS_CHUNK_TIMEOUT_SECONDS",
+                env.get("METRICS_CHUNK_TIMEOUT_SECONDS"),
+                DEFAULT_CHUNK_TIMEOUT_SECONDS,
+                maximum=MAX_TIMEOUT_SECONDS,
+            ),
+            run_timeout_seconds=parse_positive_float(
+                "METRICS_RUN_TIMEOUT_SECONDS",
+                env.get("METRICS_RUN_TIMEOUT_SECONDS"),
+                DEFAULT_RUN_TIMEOUT_SECONDS,
+                maximum=MAX_TIMEOUT_SECONDS,
             ),
             fresh_interval_minutes=parse_fresh_interval(env.get("METRICS_FRESH_INTERVAL_MINUTES")),
             backfill_interval_minutes=parse_int(
@@ -969,8 +1031,9 @@ def _reference_order(settings_field: Any) -> int:
         "regions", "duckdb_path", "warehouse", "lake_data_path", "period_seconds", "metrics",
         "statistics", "settle_minutes", "partitions_start", "role_arns", "organization_role",
         "external_id",
-        "role_session_name", "max_requests_per_second", "aws_max_attempts", "chunk_datapoints",
-        "fetch_threads",
+        "role_session_name", "max_requests_per_second", "aws_max_attempts",
+        "aws_connect_timeout_seconds", "aws_read_timeout_seconds", "chunk_datapoints",
+        "fetch_threads", "chunk_timeout_seconds", "run_timeout_seconds",
         "fresh_interval_minutes", "backfill_days", "backfill_interval_minutes",
         "backfill_max_datapoints_per_tick", "retention_days", "freshness_minutes",
         "completeness_warn", "lock_timeout_seconds", "duckdb_memory_limit",

@@ -290,6 +290,28 @@ def test_500_query_batching(
     assert stored(warehouse) == pytest.approx(expected)
 
 
+def test_the_request_floor_holds_when_an_instance_has_no_data(
+    aws: AwsResource, warehouse: WarehouseResource, get_metric_data_calls: list[dict[str, Any]]
+) -> None:
+    # Pages of 60 datapoints; 2 instances × 5 statistics × 12 periods could fill two, but
+    # users-db (stopped) has no data: CloudWatch's answer fits one page.
+    create_instance("us-east-1", "orders-db")
+    create_instance("us-east-1", "users-db")
+    expected = put_metrics(
+        "us-east-1", ["orders-db"], ["CPUUtilization"], HOUR, HOUR + timedelta(hours=1)
+    )
+    small_pages = make_aws(regions=["us-east-1"], max_datapoints_per_request=60)
+    discover(small_pages, warehouse)
+    result = collect(small_pages, make_collection(metrics=["CPUUtilization"]), warehouse, HOUR)
+
+    assert [(c["queries"], c["max_datapoints"]) for c in get_metric_data_calls] == [(10, 60)]
+    metadata = materialization_metadata(result)
+    # The floor counts the datapoints CloudWatch had (60: one page), not the periods asked.
+    assert metadata["cloudwatch_requests"] == 1 == metadata["minimum_requests"]
+    assert metadata["datapoints"] == len(expected) == 60
+    assert stored(warehouse) == pytest.approx(expected)
+
+
 def test_next_token_paging_returns_every_datapoint(
     small_collection: CollectionResource,
     warehouse: WarehouseResource,

@@ -269,6 +269,25 @@ def test_aws_region_wins_over_default_region() -> None:
             "METRICS_FETCH_THREADS: 0 is not allowed; expected a whole number from 1 to 64.",
         ),
         (
+            {"METRICS_AWS_CONNECT_TIMEOUT_SECONDS": "0"},
+            "METRICS_AWS_CONNECT_TIMEOUT_SECONDS: 0 is not allowed; expected a number > 0 and "
+            "at most 3600.",
+        ),
+        (
+            {"METRICS_AWS_READ_TIMEOUT_SECONDS": "soon"},
+            "METRICS_AWS_READ_TIMEOUT_SECONDS: 'soon' is not a number.",
+        ),
+        (
+            {"METRICS_CHUNK_TIMEOUT_SECONDS": "-5"},
+            "METRICS_CHUNK_TIMEOUT_SECONDS: -5 is not allowed; expected a number > 0 and at "
+            "most 86400.",
+        ),
+        (
+            {"METRICS_RUN_TIMEOUT_SECONDS": "inf"},
+            "METRICS_RUN_TIMEOUT_SECONDS: inf is not allowed; expected a number > 0 and at "
+            "most 86400.",
+        ),
+        (
             {"METRICS_PERIOD_SECONDS": "60", "METRICS_BACKFILL_DAYS": "20"},
             "METRICS_BACKFILL_DAYS (20) is more than CloudWatch keeps 60 s data (15 days)",
         ),

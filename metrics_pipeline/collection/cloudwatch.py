@@ -18,6 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from metrics_pipeline.collection.bounds import (
+    EndlessAnswer,
+    MalformedAnswer,
+    OversizedAnswer,
+    max_pages,
+)
 from metrics_pipeline.collection.budget import DatapointBudget
 from metrics_pipeline.collection.inventory import Instance
 
@@ -88,6 +94,10 @@ class RequestStats:
     metrics_requested: int = 0
     throttled: int = 0
     by_operation: dict[str, int] = field(default_factory=dict)
+    # GetMetricData's queries as first asked (the first page of a request), and the datapoints
+    # its answers held, at most MaxDatapoints a call: what request_floor needs.
+    queries_asked: int = 0
+    datapoints_received: int = 0
 
     @property
     def retried(self) -> int:
@@ -98,12 +108,19 @@ class RequestStats:
         events.register("before-parameter-build", self._on_call)
         events.register_first("before-send", self._on_send)
         events.register("needs-retry", self._on_response)
+        events.register("after-call.cloudwatch.GetMetricData", self._on_metric_data)
 
-    def _on_call(self, model: Any, params: dict[str, Any], **_: Any) -> None:
+    def _on_call(
+        self, model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any
+    ) -> None:
         self.api_calls += 1
         self.by_operation[model.name] = self.by_operation.get(model.name, 0) + 1
         if model.name == "GetMetricData":
-            self.metrics_requested += len(params.get("MetricDataQueries", []))
+            queries = len(params.get("MetricDataQueries", []))
+            self.metrics_requested += queries
+            if not params.get("NextToken"):
+                self.queries_asked += queries
+            context[_PAGE_SIZE] = params.get("MaxDatapoints", MAX_DATAPOINTS_PER_RESPONSE)
 
     def _on_send(self, **_: Any) -> None:
         self.http_requests += 1
@@ -114,6 +131,14 @@ class RequestStats:
         code = response[1].get("Error", {}).get("Code")
         if code in THROTTLING_ERROR_CODES or response[0].status_code == 429:
             self.throttled += 1
+
+    def _on_metric_data(self, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        received = sum(len(r.get("Values") or []) for r in parsed.get("MetricDataResults") or [])
+        self.datapoints_received += min(received, context.get(_PAGE_SIZE, received))
+
+
+# Where RequestStats keeps a call's MaxDatapoints in botocore's request context.
+_PAGE_SIZE = "metrics_pipeline_page_size"
 
 
 def estimated_cost_usd(metrics_requested: int) -> float:
@@ -178,13 +203,26 @@ def minimum_requests(
     max_queries: int = MAX_QUERIES_PER_REQUEST,
     max_datapoints: int = MAX_DATAPOINTS_PER_RESPONSE,
 ) -> int:
-    """The fewest GetMetricData calls any plan could make: both limits are hard."""
-    if query_count == 0:
-        return 0
-    return max(
-        math.ceil(query_count / max_queries),
-        math.ceil(query_count * datapoints_per_query / max_datapoints),
+    """The fewest GetMetricData calls any plan could make when every query has a datapoint
+    in every period: both limits are hard."""
+    return request_floor(
+        query_count, query_count * datapoints_per_query, max_queries, max_datapoints
     )
+
+
+def request_floor(
+    queries: int,
+    datapoints: int,
+    max_queries: int = MAX_QUERIES_PER_REQUEST,
+    max_datapoints: int = MAX_DATAPOINTS_PER_RESPONSE,
+) -> int:
+    """The fewest GetMetricData calls that could ask `queries` and receive `datapoints`: a
+    call asks at most `max_queries` and receives at most `max_datapoints`. A run's figure
+    counts the datapoints CloudWatch had, not the periods asked (an instance stopped or
+    created within the window has fewer), so that no run makes fewer calls than its floor."""
+    if queries == 0:
+        return 0
+    return max(math.ceil(queries / max_queries), math.ceil(datapoints / max_datapoints))
 
 
 def datapoints_per_query(start: datetime, end: datetime, period_seconds: int) -> int:
@@ -251,6 +289,25 @@ def page_to_table(page: dict[str, Any], queries_by_id: dict[str, MetricQuery]) -
     )
 
 
+def check_page(
+    page: dict[str, Any], queries_by_id: dict[str, MetricQuery], max_datapoints: int
+) -> None:
+    """Refuses a page that is no answer to the request: without results, with results of a
+    query not asked, or with more datapoints than MaxDatapoints."""
+    results = page.get("MetricDataResults")
+    if results is None:
+        raise MalformedAnswer("an answer without MetricDataResults; not stored")
+    unknown = sorted({r.get("Id") for r in results} - queries_by_id.keys(), key=str)
+    if unknown:
+        raise MalformedAnswer(f"an answer for queries not asked ({', '.join(map(str, unknown))})")
+    datapoints = sum(len(r.get("Values", [])) for r in results)
+    if datapoints > max_datapoints:
+        raise OversizedAnswer(
+            f"a page of {datapoints:,} datapoints, more than the {max_datapoints:,} asked "
+            "(MaxDatapoints); refused"
+        )
+
+
 @dataclass(frozen=True)
 class SpoolFile:
     path: Path
@@ -268,8 +325,13 @@ def fetch_batch_to_spool(
     budget: DatapointBudget | None = None,
 ) -> Iterator[SpoolFile]:
     """Runs one batch through GetMetricData's paginator, one Parquet file per page; each page
-    is paid for in `budget`, which holds back the next request when over the quota."""
+    is paid for in `budget`, which holds back the next request when over the quota. Each page
+    is checked (`check_page`), and the pages are at most what the datapoints asked can fill
+    (`bounds.max_pages`)."""
     queries_by_id = {q.query_id: q for q in batch}
+    page_limit = max_pages(
+        len(batch), datapoints_per_query(start, end, period_seconds), max_datapoints
+    )
     paginator = client.get_paginator("get_metric_data")
     pages = paginator.paginate(
         MetricDataQueries=[q.to_api(period_seconds) for q in batch],
@@ -279,6 +341,13 @@ def fetch_batch_to_spool(
         PaginationConfig={"PageSize": max_datapoints},
     )
     for page_number, page in enumerate(pages):
+        check_page(page, queries_by_id, max_datapoints)
+        if page.get("NextToken") and page_number + 1 >= page_limit:
+            raise EndlessAnswer(
+                f"a request still answered with a NextToken after {page_limit} pages, more "
+                f"than {len(batch)} queries of {start:%Y-%m-%d %H:%M} to "
+                f"{end:%Y-%m-%d %H:%M} UTC can fill; stopped"
+            )
         table = page_to_table(page, queries_by_id)
         if budget is not None:
             budget.spend(table.num_rows)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from dagster import Failure
 
 from metrics_pipeline.collection.accounts import AccountUnavailable
+from metrics_pipeline.collection.bounds import AnswerRefused
 from metrics_pipeline.collection.chunks import Chunk
 from metrics_pipeline.settings import DEFAULT_FETCH_THREADS
 
@@ -62,7 +63,8 @@ class UnitOutcome:
     requests: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     error: str | None = None
-    retryable: bool = False
+    retryable: bool = False  # the step's retry may get past the error
+    passing: bool = False  # a later run may (the gap sensor's): the run fails all the same
 
     @property
     def status(self) -> str:
@@ -86,6 +88,8 @@ def failure_line(error: BaseException) -> tuple[str, bool]:
         return (error.description or type(error).__name__), error.allow_retries is not False
     if isinstance(error, AccountUnavailable):
         return str(error), False
+    if isinstance(error, AnswerRefused):
+        return str(error).splitlines()[0], error.retryable
     return f"{type(error).__name__}: {error}".splitlines()[0], True
 
 
@@ -131,6 +135,7 @@ def collect_chunks(
         for outcome in failed:
             if outcome.error is None:
                 outcome.error, outcome.retryable = line, retryable
+                outcome.passing = retryable or isinstance(error, AnswerRefused)
                 log(f"{outcome.account_id}/{outcome.region}: {line}")
 
     def skip(chunk: Chunk) -> bool:
@@ -157,7 +162,7 @@ def collect_chunks(
                     try:
                         try:
                             fetched = future.result()
-                        except (Failure, AccountUnavailable, OSError) as error:
+                        except (Failure, AccountUnavailable, AnswerRefused, OSError) as error:
                             fail(chunk, error)
                             continue
                         if skip(chunk):

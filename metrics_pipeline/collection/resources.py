@@ -3,6 +3,7 @@ cap, and botocore's errors turned into one Dagster failure line."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +40,12 @@ from metrics_pipeline.collection.accounts import (
     list_organization_accounts,
     plan_accounts,
 )
+from metrics_pipeline.collection.bounds import (
+    AnswerRefused,
+    BoundedHttpSession,
+    MalformedAnswer,
+    limit_get_metric_data,
+)
 from metrics_pipeline.collection.cloudwatch import (
     MAX_DATAPOINTS_PER_RESPONSE,
     THROTTLING_ERROR_CODES,
@@ -46,12 +53,16 @@ from metrics_pipeline.collection.cloudwatch import (
     raw_timestamp,
 )
 from metrics_pipeline.settings import (
+    DEFAULT_AWS_CONNECT_TIMEOUT_SECONDS,
     DEFAULT_AWS_MAX_ATTEMPTS,
+    DEFAULT_AWS_READ_TIMEOUT_SECONDS,
     DEFAULT_CHUNK_DATAPOINTS,
+    DEFAULT_CHUNK_TIMEOUT_SECONDS,
     DEFAULT_FETCH_THREADS,
     DEFAULT_MAX_REQUESTS_PER_SECOND,
     DEFAULT_PERIOD_SECONDS,
     DEFAULT_ROLE_SESSION_NAME,
+    DEFAULT_RUN_TIMEOUT_SECONDS,
     DEFAULT_SETTLE_MINUTES,
 )
 
@@ -66,6 +77,20 @@ class _ScalarListsAsDecoded:
         if isinstance(node, list) and shape.member.type_name in ("double", "timestamp"):
             return node
         return super()._handle_list(shape, node)  # type: ignore[misc]
+
+    def _handle_json_body(self, raw_body: bytes, shape: Any) -> Any:
+        """botocore reads a body that is not JSON as an answer with nothing in it; for a
+        successful call that is an error, never "CloudWatch had no data"."""
+        try:
+            parsed = json.loads(raw_body) if raw_body else {}
+        except ValueError as error:
+            raise MalformedAnswer(
+                f"an answer that is not JSON ({error}; {len(raw_body):,} bytes beginning "
+                f"{raw_body[:40]!r}); not stored"
+            ) from None
+        if not isinstance(parsed, dict):
+            raise MalformedAnswer(f"an answer that is not a JSON object ({raw_body[:40]!r})")
+        return self._parse_shape(shape, parsed)  # type: ignore[attr-defined]
 
 
 class RawListsParserFactory(ResponseParserFactory):
@@ -97,6 +122,14 @@ class CollectionResource(ConfigurableResource):
     fetch_threads: int = Field(
         default=DEFAULT_FETCH_THREADS,
         description="Chunks fetched at once, across accounts and regions.",
+    )
+    chunk_timeout_seconds: float = Field(
+        default=DEFAULT_CHUNK_TIMEOUT_SECONDS,
+        description="Seconds a chunk's GetMetricData answers may take in all.",
+    )
+    run_timeout_seconds: float = Field(
+        default=DEFAULT_RUN_TIMEOUT_SECONDS,
+        description="Seconds a run's fetching may take in all; chunks written by then stay.",
     )
 
     @property
@@ -141,6 +174,13 @@ class AwsResource(ResourceWithBoto3Configuration):
     )
     retry_mode: str = Field(default="adaptive", description="botocore retry mode.")
     max_attempts: int = Field(default=DEFAULT_AWS_MAX_ATTEMPTS, description="Attempts per call.")
+    connect_timeout_seconds: float = Field(
+        default=DEFAULT_AWS_CONNECT_TIMEOUT_SECONDS, description="botocore connect_timeout."
+    )
+    read_timeout_seconds: float = Field(
+        default=DEFAULT_AWS_READ_TIMEOUT_SECONDS,
+        description="botocore read_timeout: each read from the socket, not a whole answer.",
+    )
 
     _buckets: dict[tuple[str | None, str], TokenBucket] = PrivateAttr(default_factory=dict)
     _role_credentials: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -168,9 +208,11 @@ class AwsResource(ResourceWithBoto3Configuration):
         )
 
     def _botocore_config(self) -> BotocoreConfig:
-        """botocore's own retries, for every client and for the AssumeRole calls."""
+        """botocore's own retries and timeouts, for every client and the AssumeRole calls."""
         return BotocoreConfig(
             retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},  # type: ignore[typeddict-item]
+            connect_timeout=self.connect_timeout_seconds,
+            read_timeout=self.read_timeout_seconds,
         )
 
     def role_credentials(self, account: Account) -> Any:
@@ -226,7 +268,7 @@ class AwsResource(ResourceWithBoto3Configuration):
     ) -> Any:
         """A client for `service` in `region` of `account` (default: the pipeline's own);
         CloudWatch's keeps timestamps as sent, for `cloudwatch.page_to_table` to convert a
-        page at once."""
+        page at once, and reads its answers within the bounds of `bounds`."""
         session = self._session(raw_timestamps=service == "cloudwatch", account=account)
         client = session.client(
             service,
@@ -246,6 +288,13 @@ class AwsResource(ResourceWithBoto3Configuration):
             bucket.acquire()
 
         client.meta.events.register_first("before-send", wait_for_token)
+        if service == "cloudwatch":
+            # botocore offers no other way to bound a whole answer than its HTTP session.
+            endpoint = client._endpoint
+            endpoint.http_session = BoundedHttpSession(endpoint.http_session)
+            client.meta.events.register(
+                "before-parameter-build.cloudwatch.GetMetricData", limit_get_metric_data
+            )
         if stats is not None:
             stats.attach(client)
         return client
@@ -286,6 +335,8 @@ def aws_errors(operation: str, region: str) -> Iterator[None]:
     """
     try:
         yield
+    except AnswerRefused as error:
+        raise type(error)(f"{operation} in {region}: {error}") from None
     except NoCredentialsError:
         raise Failure(
             description=(

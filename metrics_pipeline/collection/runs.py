@@ -8,8 +8,7 @@ import resource
 import tempfile
 import threading
 import time
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from dagster import Failure, MetadataValue
 
 from metrics_pipeline.collection.accounts import Account
+from metrics_pipeline.collection.bounds import Deadline, bounded_by
 from metrics_pipeline.collection.budget import DatapointBudget, datapoints_per_second
 from metrics_pipeline.collection.chunks import Chunk, plan_chunks
 from metrics_pipeline.collection.cloudwatch import (
@@ -25,8 +25,8 @@ from metrics_pipeline.collection.cloudwatch import (
     datapoints_per_query,
     estimated_cost_usd,
     fetch_batch_to_spool,
-    minimum_requests,
     plan_batches,
+    request_floor,
 )
 from metrics_pipeline.collection.collector import (
     ChunkWrite,
@@ -76,8 +76,11 @@ class CollectionRun:
         run_id: str,
         conn: Any,
         warehouse: WarehouseResource,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.aws, self.collection = aws, collection
+        self.clock = clock
+        self.run_deadline: Deadline | None = None
         self.accounts = {account.account_id: account for account in accounts}
         self.start, self.end, self.fetched_at, self.run_id = start, end, fetched_at, run_id
         self.conn, self.warehouse = conn, warehouse
@@ -96,6 +99,9 @@ class CollectionRun:
             self.points_per_query,
             self.collection.chunk_datapoints,
             max_datapoints=self.aws.max_datapoints_per_request,
+        )
+        self.run_deadline = Deadline.after(
+            self.collection.run_timeout_seconds, "METRICS_RUN_TIMEOUT_SECONDS", self.clock
         )
         with tempfile.TemporaryDirectory(prefix="rds-metrics-spool-") as spool:
             outcomes = collect_chunks(
@@ -119,11 +125,19 @@ class CollectionRun:
             return self.clients[key], self.budgets[key]
 
     def fetch(self, chunk: Chunk, folder: Path) -> FetchedChunk:
-        """A worker thread's part: the chunk's GetMetricData pages spooled to `folder`."""
+        """A worker thread's part: the chunk's GetMetricData pages spooled to `folder`, within
+        the chunk's time and the run's, whichever ends first."""
         account = self.accounts[chunk.account_id]
-        with aws_errors(
-            "GetMetricData", where(chunk.region, account, list(self.accounts.values()))
+        deadline = Deadline.after(
+            self.collection.chunk_timeout_seconds, "METRICS_CHUNK_TIMEOUT_SECONDS", self.clock
+        )
+        if self.run_deadline is not None and self.run_deadline.at < deadline.at:
+            deadline = self.run_deadline
+        with (
+            aws_errors("GetMetricData", where(chunk.region, account, list(self.accounts.values()))),
+            bounded_by(deadline),
         ):
+            deadline.check(f"chunk {chunk.number}/{chunk.of} not started")
             client, budget = self._unit(chunk)
             queries = build_queries(
                 chunk.instances, self.collection.metrics, self.collection.statistics
@@ -178,7 +192,8 @@ class CollectionRun:
     ) -> dict[str, Any]:
         """The run's row of pipeline_runs. fetch_seconds is the time the run spent that was
         neither the lock wait nor a write (fetching overlaps the writes); minimum_requests is
-        the fewest requests any plan could make, a request holding one account and region."""
+        the fewest requests any plan could make for the queries asked and the datapoints
+        CloudWatch answered with, a request holding one account and region."""
         every = list(self.stats.values())
         total = time.monotonic() - started
         hours = hour_starts(self.start, self.end)
@@ -197,12 +212,12 @@ class CollectionRun:
             ),
             "cloudwatch_requests": sum(s.api_calls for s in every),
             "minimum_requests": sum(
-                minimum_requests(
-                    count * self.series_per_instance,
-                    self.points_per_query,
+                request_floor(
+                    s.queries_asked,
+                    s.datapoints_received,
                     max_datapoints=self.aws.max_datapoints_per_request,
                 )
-                for count in Counter((t.account_id, t.region) for t in targets).values()
+                for s in every
             ),
             "metrics_requested": sum(s.metrics_requested for s in every),
             "estimated_cost_usd": estimated_cost_usd(sum(s.metrics_requested for s in every)),
@@ -276,17 +291,19 @@ def outcome_metadata(outcomes: Iterable[UnitOutcome]) -> dict[str, Any]:
 
 def raise_unless_collected(outcomes: Iterable[UnitOutcome], metadata: dict[str, Any]) -> None:
     """A run fails when a failure may pass on another attempt (the step retries, fetching only
-    what is not written yet), or when it collected nothing. A failure no retry can fix (a role
-    that cannot be assumed, access denied) in some accounts lets the others' run succeed; the
-    error is in the metadata and the log, and the gap sensor keeps asking for those hours."""
+    what is not written yet, or, for an answer refused at a deadline or a bound, the gap
+    sensor's next run), or when it collected nothing. A failure no retry can fix (a role that
+    cannot be assumed, access denied) in some accounts lets the others' run succeed; the error
+    is in the metadata and the log, and the gap sensor keeps asking for those hours."""
     outcomes = list(outcomes)
     failed = [o for o in outcomes if o.error]
     if not failed:
         return
     retryable = [o for o in failed if o.retryable]
-    if not retryable and any(o.instances_written for o in outcomes):
+    passing = [o for o in failed if o.passing]
+    if not passing and any(o.instances_written for o in outcomes):
         return
-    first = (retryable or failed)[0]
+    first = (retryable or passing or failed)[0]
     committed = [o for o in outcomes if o.instances_written]
     description = first.error or ""
     if committed:
