@@ -128,7 +128,8 @@ class StorageSettings:
         "none: the DuckDB file of METRICS_DUCKDB_PATH",
         "a DuckLake catalog that processes on many machines share, "
         "`ducklake:postgres:<libpq connection string>` such as "
-        "`ducklake:postgres:host=db.internal dbname=lake user=metrics` (docs/scale-out.md)",
+        "`ducklake:postgres:host=db.internal dbname=lake user=metrics` (docs/scale-out.md); "
+        "its password best in `~/.pgpass` or PGPASSFILE (one given here is never shown)",
         None,
     )
     lake_data_path: str | None = setting(

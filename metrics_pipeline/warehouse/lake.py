@@ -27,7 +27,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
@@ -98,7 +98,7 @@ def split_password(catalog: str) -> tuple[str, str | None]:
 class Lake:
     """Where a lake lives: its catalog (METRICS_WAREHOUSE) and its data (METRICS_LAKE_DATA_PATH)."""
 
-    catalog: str = field(repr=False)  # as configured: it may hold a password
+    catalog: str  # as configured: it may hold a password (repr and str leave it out)
     data_path: str
 
     @property
