@@ -33,10 +33,10 @@ ON_ANY_SOURCE_HOUR_CHANGE = (
 
 
 # A healing run brings hours a report computed earlier did not see: a new deployment's first
-# report is computed from its first minutes, long before its look-back arrives. Once no run
-# writes the inputs any more, the report is computed again; while healing runs follow each
-# other it waits (the condition holds until then), so the last one leaves a report of the
-# whole look-back.
+# report is computed from its first minutes, long before its look-back arrives. After each
+# healing run the report is computed again (once the report's own run in progress, if any, has
+# ended: the condition holds until then), so the last one leaves a report of the whole
+# look-back. It does not wait for the fresh runs, which may always be queued or running.
 AFTER_HEALING_RUNS = (
     AutomationCondition.any_deps_match(
         AutomationCondition.newly_updated()
@@ -44,7 +44,6 @@ AFTER_HEALING_RUNS = (
     )
     .since_last_handled()
     .with_label("a healing run updated its inputs")
-    & ~AutomationCondition.any_deps_in_progress()
     & ~AutomationCondition.in_progress()
 ).with_label("after healing runs")
 

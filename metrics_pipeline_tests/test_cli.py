@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -245,6 +246,56 @@ def test_a_restore_is_refused_while_a_writer_holds_the_warehouse(
         f"metrics-pipeline: error: restore: the warehouse {warehouse.database} is being written "
         "by another process (a collection in progress?); nothing was restored. Try again when "
         "it is done, or add --force to wait up to 120 s for it."
+    )
+
+
+def test_health_on_a_terminal_says_how_far_the_history_is_then_fits_100_columns(
+    warehouse: WarehouseResource, stored: list[Period], tmp_path: Path
+) -> None:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    with DagsterInstance.from_config(str(home)) as instance:
+        instance.add_run(
+            DagsterRun(job_name="healing_job", run_id=str(uuid.uuid4()), status=Status.STARTED)
+        )
+
+    health = cli(warehouse, "health", "--start", START, "--end", END, DAGSTER_HOME=str(home))
+
+    assert health.returncode == 0, health.stderr
+    lines = health.stdout.splitlines()
+    # The seeded inventory last saw both instances at the end of the seeded hours, two days ago.
+    assert re.fullmatch(
+        r"history: \d+ of \d+ hours for 2 instances; a healing run is in progress", lines[0]
+    ), lines[0]
+    assert max(len(line) for line in lines) <= 100, health.stdout
+    users = lines.index("users-db (123456789012, eu-west-1): 6 hours expected")
+    header, cpu, storage, missing = lines[users + 1 : users + 5]
+    assert header.split() == [
+        "metric", "unit", "minimum", "average", "maximum", "p95", "periods", "missing", "empty"
+    ]  # fmt: skip
+    cpu_values = [p.average for p in stored if p.instance_id == "users-db" and p.metric[0] == "C"]
+    assert cpu.split() == [
+        "CPUUtilization", "Percent", f"{min(cpu_values):.2f}",
+        f"{sum(cpu_values) / len(cpu_values):.2f}", f"{max(cpu_values):.2f}",
+        cpu.split()[5], str(len(cpu_values)), "2", "0",
+    ]  # fmt: skip
+    free = [p.average for p in stored if p.instance_id == "users-db" and p.metric[0] == "F"]
+    assert storage.split()[:5] == [
+        "FreeStorageSpace", "GiB", f"{min(free) / 1024**3:.2f}",
+        f"{sum(free) / len(free) / 1024**3:.2f}", f"{max(free) / 1024**3:.2f}",
+    ]  # fmt: skip
+    first, last = FIRST_HOUR + timedelta(hours=2), FIRST_HOUR + timedelta(hours=3)
+    assert missing in (
+        f"  missing hours: {first:%Y-%m-%d %H:%M}..{last:%H:%M}",
+        f"  missing hours: {first:%Y-%m-%d %H:%M}..{last:%Y-%m-%d %H:%M}",  # across midnight
+    )
+
+    as_json = cli(warehouse, "health", "--start", START, "--end", END, "-f", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert len(json.loads(as_json.stdout)) == 4  # stdout stays JSON; the line went to stderr
+    assert re.fullmatch(r"history: \d+ of \d+ hours for 2 instances; [a-z ]+\n", as_json.stderr), (
+        as_json.stderr
     )
 
 

@@ -22,6 +22,7 @@ from metrics_pipeline_tests.helpers import (
     DAGSTER,
     DAGSTER_WEBSERVER,
     PROJECT_ROOT,
+    definitions_for_tests,
     free_port,
     wait_for,
 )
@@ -350,4 +351,22 @@ def test_a_bad_setting_is_the_code_location_error_in_the_ui(tmp_path: Path) -> N
     assert error["message"].splitlines()[0] == (
         "metrics_pipeline.definitions.InvalidSettingsError: METRICS_SETTLE_MINUTES: "
         "99999999999999 is not allowed; expected a whole number from 0 to 1,440."
+    )
+
+
+def test_the_partitions_say_why_hours_before_the_look_back_stay_missing() -> None:
+    """A new deployment lists hours since its retention but heals only its look-back: the
+    asset's description (on the partitions page) says so with the deployment's numbers."""
+    defs = definitions_for_tests(
+        METRICS_PARTITIONS_START="2026-11-01",
+        METRICS_BACKFILL_DAYS="2",
+        METRICS_PERIOD_SECONDS="60",
+    )
+    node = defs.resolve_asset_graph().get(AssetKey("rds_metrics"))
+    assert node.description is not None
+    assert node.description.endswith(
+        "The partitions start at 2026-11-01 00:00 UTC (METRICS_PARTITIONS_START; by default "
+        "midnight METRICS_RETENTION_DAYS ago, what the warehouse keeps), but the gap sensor "
+        "collects only the last 2 days (METRICS_BACKFILL_DAYS): older hours stay missing (grey) "
+        "until you materialize them by hand, which CloudWatch allows for 15 days at this period."
     )

@@ -198,6 +198,18 @@ def test_sql_reads_but_never_writes(storage: StorageSettings, stored: list[Perio
     assert query.run_sql("SELECT count(*) AS n FROM rds_metrics", storage)["n"][0] == len(stored)
 
 
+def test_reading_pipeline_health_as_a_table_says_where_it_lives(
+    storage: StorageSettings, stored: list[Period]
+) -> None:
+    with pytest.raises(QueryError) as raised:
+        query.run_sql("SELECT * FROM pipeline_health", storage)
+    assert str(raised.value) == (
+        "sql: Catalog Error: Table with name pipeline_health does not exist! (pipeline_health "
+        "is a Dagster asset with no table: its figures are its materializations' metadata in "
+        "the Dagster UI, computed from the tables pipeline_runs and pipeline_run_parts)"
+    )
+
+
 def test_every_format_reads_back_the_same_rows(tmp_path: Path) -> None:
     frame = pd.DataFrame(
         {

@@ -210,6 +210,11 @@ def test_reports_computed_before_the_history_run_again_once_a_healing_run_brings
         assert healed.success and healed.dagster_run.tags["metrics_pipeline/collection"] == (
             "healing"
         )
+        # The next fresh run is already queued: the reports do not wait for it.
+        instance.create_run_for_job(
+            job_def=deployment.resolve_job_def("fresh_collection_job"),
+            tags=range_tags(fresh_hour, this_hour),
+        )
         reports, cursor = reports_requested(instance, cursor)
         assert reports == {"pipeline_health", "rightsizing_report"}
 

@@ -4,6 +4,7 @@ UI in a real browser, stop with Ctrl-C, nothing left running."""
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -241,6 +242,24 @@ def test_ui_shows_the_asset_and_its_partition_in_a_browser(stack: Stack) -> None
         [(hour,)] = conn.execute("SELECT max(hour) FROM rds_metric_fetches").fetchall()
     assert hour.strftime("%Y-%m-%d-%H:00") in page
     assert "Materialized (0)" not in page
+
+
+def test_the_terminal_says_how_far_the_look_back_has_come(stack: Stack) -> None:
+    """start.sh's terminal follows the history while it fills (that it ends with a line once
+    complete is tested with the daemon in test_daemon_end_to_end.py)."""
+    filling = re.compile(r"history: (\d+) of (\d+) hours for (\d+) instances; a healing run .*")
+
+    def progress() -> list[re.Match[str]]:
+        lines = stack.output.read_text().splitlines()
+        return [match for line in lines if (match := filling.fullmatch(line))]
+
+    wait_for(lambda: bool(progress()), 300, "a progress line while a healing run is in progress")
+    with duckdb.connect(str(stack.snapshot), read_only=True) as conn:
+        [(instances,)] = conn.execute("SELECT count(*) FROM rds_instances").fetchall()
+    first = progress()[0]
+    assert int(first.group(1)) < int(first.group(2))
+    assert int(first.group(3)) == instances
+    assert stack.output.read_text().count("history: waiting for the first collection") <= 1
 
 
 def test_ctrl_c_stops_everything(stack: Stack) -> None:

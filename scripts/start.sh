@@ -156,4 +156,8 @@ The first collection starts now and the gap sensor backfills the last days withi
 then the fresh schedule collects $every.
 Press Ctrl-C to stop.
 EOT
+# How much of the look-back window has arrived, on this terminal until it is complete
+# (metrics_pipeline/healing/progress.py); it ends with dagster dev.
+.venv/bin/python -u -m metrics_pipeline.healing.progress --while-pid "${children[-1]}" &
+disown
 wait -n "${children[@]}"

@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from metrics_pipeline.analysts import query
+from metrics_pipeline.analysts import health_text, query
 from metrics_pipeline.analysts.query import FORMATS, QueryError, WarehouseUnavailable
 from metrics_pipeline.hours import utc_now
 from metrics_pipeline.maintenance.backups import (
@@ -364,11 +364,12 @@ def run(args: argparse.Namespace) -> None:
         )  # fmt: skip
         _print(text)
     elif args.command == "health":
-        _emit(
+        _health(
             query.health_summary(
                 args.start, args.end, args.instances, storage, accounts=args.accounts
             ),
             args,
+            storage,
         )
     elif args.command == "query":
         fmt = query.format_for(args.output, args.format)
@@ -379,6 +380,17 @@ def run(args: argparse.Namespace) -> None:
         _backup(args, storage)
     if args.command in READING_COMMANDS:
         print(f"{PROG}: {what_was_read(storage, args)}", file=sys.stderr)
+
+
+def _health(summary: pd.DataFrame, args: argparse.Namespace, storage: StorageSettings) -> None:
+    """The look-back's progress first: above the terminal's table, or on stderr when stdout
+    carries CSV or JSON (which stay parseable)."""
+    line = health_text.history_line(storage)
+    if query.format_for(args.output, args.format) == "table" and args.output is None:
+        _print(f"{line}\n{health_text.health_text(summary)}")
+        return
+    print(line, file=sys.stderr if args.output is None else sys.stdout)
+    _emit(summary, args)
 
 
 def _migrate_to_lake(storage: StorageSettings) -> None:

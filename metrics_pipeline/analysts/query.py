@@ -48,6 +48,8 @@ from metrics_pipeline.warehouse.schema import (
     FETCHES_TABLE,
     INSTANCES_TABLE,
     METRICS_TABLE,
+    RUN_PARTS_TABLE,
+    RUNS_TABLE,
     WIDE_VIEW,
     table_exists,
 )
@@ -408,6 +410,13 @@ def health_summary(
     )
 
 
+# The one Dagster asset of the pipeline that has no table of its own.
+PIPELINE_HEALTH_LIVES = (
+    "pipeline_health is a Dagster asset with no table: its figures are its materializations' "
+    f"metadata in the Dagster UI, computed from the tables {RUNS_TABLE} and {RUN_PARTS_TABLE}"
+)
+
+
 def _sql_error(error: duckdb.Error) -> QueryError:
     """DuckDB's message on one line (it can run to several), with what the sandbox means."""
     lines = str(error).strip().splitlines()
@@ -416,6 +425,8 @@ def _sql_error(error: duckdb.Error) -> QueryError:
         message += " (queries see the warehouse snapshot only: no files, network or extensions)"
     elif "read-only mode" in message:
         message += " (the warehouse is changed by the pipeline alone)"
+    elif "Table with name pipeline_health does not exist" in message:
+        message += f" ({PIPELINE_HEALTH_LIVES})"
     return QueryError(f"sql: {message}")
 
 

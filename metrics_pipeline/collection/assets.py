@@ -408,6 +408,18 @@ def choose_targets(
     return [e.instance for e in named], before_creation
 
 
+def unhealed_hours_text(settings: Settings) -> str:
+    """Why a new deployment's partitions page shows hours as missing that nothing collects."""
+    return (
+        f"The partitions start at {settings.partitions_start:%Y-%m-%d %H:%M} UTC "
+        "(METRICS_PARTITIONS_START; by default midnight METRICS_RETENTION_DAYS ago, what the "
+        "warehouse keeps), but the gap sensor collects only the last "
+        f"{settings.backfill_days} days (METRICS_BACKFILL_DAYS): older hours stay missing "
+        "(grey) until you materialize them by hand, which CloudWatch allows for "
+        f"{cloudwatch_retention_days(settings.period_seconds)} days at this period."
+    )
+
+
 def build_collection_assets(
     settings: Settings, hourly_partitions: HourlyPartitionsDefinition, clock: Clock = utc_now
 ) -> list[AssetsDefinition]:
@@ -445,7 +457,8 @@ def build_collection_assets(
             f"table `{METRICS_TABLE}`, fetch log `rds_metric_fetches`). A run over a range of "
             "hours fetches the whole window with batched GetMetricData calls. Hours older than "
             "METRICS_RETENTION_DAYS are deleted daily: Dagster still shows them as "
-            "materialized, and each dropped hour carries a `dropped_by_retention` observation."
+            "materialized, and each dropped hour carries a `dropped_by_retention` observation. "
+            f"{unhealed_hours_text(settings)}"
         ),
     )(collect_rds_metrics)
     return [rds_instances, rds_metrics]

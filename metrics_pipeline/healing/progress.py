@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterError, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from metrics_pipeline.collection.store import read_inventory, settled_fetches
 from metrics_pipeline.healing.gaps import HistoryProgress, healing_hours, history_progress
@@ -46,11 +46,14 @@ def healing_runs_in_flight(instance: DagsterInstance) -> int:
 
 def deployment_healing_runs() -> int | None:
     """Healing runs queued or running in the Dagster instance of DAGSTER_HOME; None without
-    one (an analyst's machine)."""
+    one (an analyst's machine) or when it cannot be read: the progress is told without them."""
     if not os.environ.get("DAGSTER_HOME"):
         return None
-    with DagsterInstance.get() as instance:
-        return healing_runs_in_flight(instance)
+    try:
+        with DagsterInstance.get() as instance:
+            return healing_runs_in_flight(instance)
+    except (DagsterError, OSError):
+        return None
 
 
 def read_progress(

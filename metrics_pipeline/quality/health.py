@@ -39,7 +39,9 @@ FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
         f"Hourly summary of the last {LOOKBACK.days} days from `{RUNS_TABLE}` and the run "
         "history: CloudWatch calls and estimated cost per day, failure rate of collection "
         "runs, the slowest runs, each account and region's runs and failures "
-        f"(`{RUN_PARTS_TABLE}`), and minutes since the last successful fresh run."
+        f"(`{RUN_PARTS_TABLE}`), and minutes since the last successful fresh run. It writes "
+        f"no table: its figures are this metadata, computed from `{RUNS_TABLE}`, "
+        f"`{RUN_PARTS_TABLE}` and Dagster's run history."
     ),
 )
 def pipeline_health(
