@@ -5,7 +5,6 @@ and event logs are found in PostgreSQL, the rows in the lake with the simulator'
 
 import contextlib
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -86,11 +85,17 @@ def stack() -> Iterator[ScaleOutStack]:
             print(output.read_text()[-3000:])
             raise
         # What an analyst reading the lake needs, as the banner says: the file it names.
-        analyst_env = folder / "stack" / "analyst.env"
-        assert f"set -a; . {analyst_env}; set +a" in output.read_text()
+        reader_file = folder / "dagster_home" / "reader.env"
+        assert f". {reader_file} && " in output.read_text()
+        sourced = subprocess.run(
+            ["bash", "-c", '. "$0" && env -0', str(reader_file)],
+            env={"PATH": os.environ["PATH"]},
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
         reader_env = {
             **env,
-            **dict(line.split("=", 1) for line in shlex.split(analyst_env.read_text())),
+            **dict(entry.split("=", 1) for entry in sourced.split("\0") if "=" in entry),
         }
         yield ScaleOutStack(output, reader_env, postgres_port, folder / "stack")
     finally:

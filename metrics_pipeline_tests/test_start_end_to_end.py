@@ -2,6 +2,7 @@
 UI in a real browser, stop with Ctrl-C, nothing left running."""
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -9,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -45,6 +45,7 @@ class Stack:
     database: Path
     home: Path
     output: Path
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def snapshot(self) -> Path:
@@ -52,10 +53,61 @@ class Stack:
         return snapshot_path_for(self.database)
 
 
+def start(env: dict[str, str], output: Path) -> subprocess.Popen[str]:
+    """start.sh as a user runs it with its output piped through tee (in a terminal's
+    foreground group of its own: Ctrl-C signals start.sh and tee alike)."""
+    output.touch()
+    return subprocess.Popen(
+        ["bash", "-c", 'bash scripts/start.sh 2>&1 | tee "$0" >/dev/null', str(output)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def session_processes(session: int) -> list[str]:
+    listed = subprocess.run(
+        ["ps", "-s", str(session), "-o", "pid=,stat=,args="],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.splitlines()
+    return [line for line in listed if line.split()[1][0] != "Z"]
+
+
+def ctrl_c_under_load(process: subprocess.Popen[str]) -> list[str]:
+    """Ctrl-C while four processes keep both cores busy; what is left of the session after
+    the pipeline has exited (none of it may be)."""
+    burners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+        for _ in range(4)
+    ]
+    try:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=120)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    return session_processes(process.pid)
+
+
+def stop_whatever_is_left(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:  # a test failed before Ctrl-C: stop as a user would
+        os.killpg(process.pid, signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=120)
+    subprocess.run(["pkill", "-KILL", "-s", str(process.pid)], check=False)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("stack")
     ui_port = free_port()
+    # As an earlier start.sh left it: readable by everyone.
+    (folder / "dagster_home").mkdir(mode=0o755)
+    (folder / "dagster_home" / "dagster.log").touch(mode=0o644)
     env = {
         **os.environ,
         "DAGSTER_PORT": str(ui_port),
@@ -68,15 +120,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     for name in ("AWS_ENDPOINT_URL", "METRICS_AWS_REGIONS"):
         env.pop(name, None)
     output = folder / "start.log"
-    process = subprocess.Popen(
-        ["bash", "scripts/start.sh"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=output.open("w"),
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    process = start(env, output)
     stack = Stack(
         process,
         f"http://127.0.0.1:{ui_port}",
@@ -84,16 +128,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         folder / "dagster_home",
         output,
     )
+    stack.env = env
     try:
         wait_for(lambda: "Press Ctrl-C to stop." in output.read_text(), 300, "the start banner")
         yield stack
     finally:
-        if process.poll() is None:  # a test failed before Ctrl-C: stop as a user would
-            os.killpg(process.pid, signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=60)
         # The services run in process groups of their own, all in the script's session.
-        subprocess.run(["pkill", "-KILL", "-s", str(process.pid)], check=False)
+        stop_whatever_is_left(stack.process)
 
 
 def test_banner_says_where_everything_is(stack: Stack) -> None:
@@ -105,6 +146,46 @@ def test_banner_says_where_everything_is(stack: Stack) -> None:
     assert (
         "then the fresh schedule collects every minute." in banner
     )  # METRICS_FRESH_INTERVAL_...=1
+    assert "The first collection starts now" in banner  # a new warehouse
+
+
+def test_nothing_it_writes_is_readable_by_others(stack: Stack) -> None:
+    """Dagster's run databases and logs name the accounts: the user's own, also what an
+    earlier start left readable (the fixture's 0755 folder and 0644 log)."""
+    wait_for(lambda: (stack.home / "history" / "runs.db").exists(), 120, "the run database")
+    exposed = [
+        f"{path} {path.stat().st_mode & 0o777:o}"
+        for path in [stack.home, *stack.home.rglob("*")]
+        if not path.is_symlink() and path.exists() and path.stat().st_mode & 0o077
+    ]
+    assert exposed == []
+
+
+def test_the_banners_read_command_reads_this_stacks_warehouse_from_any_shell(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """As printed, from a shell with none of the stack's settings and another folder."""
+    banner = stack.output.read_text()
+    [command] = [
+        line.split("Read it:", 1)[1].strip() for line in banner.splitlines() if "Read it:" in line
+    ]
+    reader_env = stack.home / "reader.env"
+    assert command == f". {reader_env} && {PROJECT_ROOT}/.venv/bin/metrics-pipeline instances"
+    assert reader_env.stat().st_mode & 0o777 == 0o600
+    wait_for(stack.snapshot.exists, 150, "the first snapshot")
+    done = subprocess.run(
+        ["bash", "-c", command + " -f csv"],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        f"metrics-pipeline: read the DuckDB file {stack.database} (METRICS_DUCKDB_PATH)"
+    ]
+    assert "orders-db" in done.stdout
 
 
 def test_first_fresh_run_collects_the_simulated_fleet(stack: Stack) -> None:
@@ -115,7 +196,7 @@ def test_first_fresh_run_collects_the_simulated_fleet(stack: Stack) -> None:
                 RunsFilter(job_name="fresh_collection_job", statuses=[DagsterRunStatus.SUCCESS])
             )
         ),
-        150,
+        300,  # about 40 s on an idle machine; several minutes when other suites load it
         "the first fresh run",
     )
     with duckdb.connect(str(stack.snapshot), read_only=True) as conn:
@@ -263,13 +344,21 @@ def test_the_terminal_says_how_far_the_look_back_has_come(stack: Stack) -> None:
 
 
 def test_ctrl_c_stops_everything(stack: Stack) -> None:
-    os.killpg(stack.process.pid, signal.SIGINT)
-    stack.process.wait(timeout=60)
-    assert "Stopped." in stack.output.read_text()
-    time.sleep(1)
-    # Everything start.sh started (the local AWS, dagster dev and its webserver, daemon and
-    # code servers) ran in the script's session: none of it may be left.
-    leftovers = subprocess.run(
-        ["pgrep", "-s", str(stack.process.pid)], capture_output=True, text=True, check=False
-    ).stdout.split()
-    assert leftovers == []
+    """With the output piped through tee, which Ctrl-C stops too (start.sh's writes then
+    fail), and under load. Everything start.sh started (the local AWS, dagster dev and its
+    webserver, daemon, code servers and runs) ran in the script's session: none of it may be
+    left once the pipeline has exited."""
+    assert ctrl_c_under_load(stack.process) == []
+
+
+def test_a_restart_resumes_and_stops_again(stack: Stack) -> None:
+    """Started again on the same warehouse: the banner says collection resumes, not that the
+    first collection starts; Ctrl-C stops it all again."""
+    assert stack.process.poll() is not None
+    output = stack.output.with_name("restart.log")
+    stack.process = start(stack.env, output)  # the fixture stops this one if the test fails
+    wait_for(lambda: "Press Ctrl-C to stop." in output.read_text(), 300, "the restart banner")
+    banner = output.read_text()
+    assert "The first collection starts now" not in banner
+    assert "Collection resumes now: the gap sensor collects the hours missed" in banner
+    assert ctrl_c_under_load(stack.process) == []

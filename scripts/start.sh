@@ -10,9 +10,6 @@
 #
 # Ctrl-C stops everything. Settings come from the environment (see docs/operations.md).
 set -euo pipefail
-# Job control: each service runs in its own process group with normal signal handling
-# (a non-interactive shell would start them ignoring SIGINT, and Dagster maps SIGTERM to it).
-set -m
 cd "$(dirname "$0")/.."
 project=$PWD
 
@@ -28,6 +25,9 @@ case "${1:-}" in
 esac
 
 bash scripts/install.sh
+# What the stack writes (Dagster's run databases and logs, which name the accounts) is the
+# user's own: folders 0700, files 0600.
+umask 077
 
 ui_port=${DAGSTER_PORT:-3000}
 aws_port=${LOCAL_AWS_PORT:-5055}
@@ -39,16 +39,20 @@ else
   instance_config=$project/dagster.yaml
 fi
 mkdir -p "$DAGSTER_HOME"
+chmod -R go-rwx "$DAGSTER_HOME"  # also what an earlier start left readable
 ln -sf "$instance_config" "$DAGSTER_HOME/dagster.yaml"
 export METRICS_DUCKDB_PATH=${METRICS_DUCKDB_PATH:-$project/data/metrics.duckdb}
 
-children=()
-descendants() {  # every process below this script (or below $1), with the ones below them
-  local pid
-  for pid in $(pgrep -P "${1:-$$}"); do
-    echo "$pid"
-    descendants "$pid"
-  done
+children=()  # the services, each the leader of its own process group
+declare -A reader=()  # the settings another shell needs to read this stack's warehouse
+spawn() {  # runs "$@" in the background as a service: see stop()
+  # A process group of its own, which everything it starts stays in; SIGINT handled as in a
+  # terminal (a script's background commands would start ignoring it).
+  .venv/bin/python -c 'import os, signal, sys
+os.setpgid(0, 0)
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+os.execvp(sys.argv[1], sys.argv[1:])' "$@" </dev/null &
+  children+=($!)
 }
 wait_for_banner() {  # until the newest child's log ($1) has a line starting with $2
   for _ in $(seq 1 100); do
@@ -57,25 +61,47 @@ wait_for_banner() {  # until the newest child's log ($1) has a line starting wit
     sleep 0.2
   done
 }
+say() {  # a line for the user, if anyone still reads (a `| tee` stopped by Ctrl-C does not)
+  echo "$@" 2>/dev/null || true
+}
+groups_alive() {  # whether a process of the services' groups is left (not counting zombies)
+  [ "${#children[@]}" -gt 0 ] || return 1
+  ps -A -o pgid=,stat= | awk -v groups=" ${children[*]} " \
+    'index(groups, " " $1 " ") && $2 !~ /^Z/ { alive = 1 } END { exit !alive }'
+}
+signal_groups() {
+  local pid
+  for pid in "${children[@]}"; do
+    kill "-$1" -- "-$pid" 2>/dev/null || kill "-$1" "$pid" 2>/dev/null || true
+  done
+}
 stop() {
-  trap - INT TERM EXIT
-  echo
-  echo "Stopping..."
-  # Remembered before and while stopping: a run's process outlives the daemon that started it
-  # for a moment, and is then no longer below this script.
-  known=$(descendants)
-  for pid in "${children[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-  for _ in $(seq 1 60); do
-    known="$known $(descendants)"
-    alive=0
-    for pid in $known; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
+  # Nothing may stop the stop: a write to a closed pipe, a second Ctrl-C (it only hurries it).
+  trap '' PIPE
+  trap 'hurry=1' INT TERM HUP
+  trap - EXIT
+  hurry=0
+  # Each whole group, as Ctrl-C in a terminal would signal a `dagster dev` of its own: the
+  # webserver, the daemon, the code servers and the runs' processes stop as Dagster intends.
+  signal_groups INT
+  say
+  say "Stopping..."
+  for _ in $(seq 1 120); do
+    groups_alive || break
+    [ "$hurry" = 1 ] && break
     sleep 0.5
   done
-  for pid in $known; do kill -KILL "$pid" 2>/dev/null || true; done
-  echo "Stopped."
+  for _ in $(seq 1 50); do
+    groups_alive || break
+    signal_groups KILL
+    sleep 0.2
+  done
+  say "Stopped."
 }
-trap stop INT TERM EXIT
+trap 'stop; exit 130' INT
+trap 'stop; exit 143' TERM
+trap 'stop; exit 129' HUP
+trap stop EXIT
 
 if [ "$local_aws" = 1 ]; then
   export AWS_ENDPOINT_URL=http://127.0.0.1:$aws_port
@@ -86,9 +112,8 @@ if [ "$local_aws" = 1 ]; then
   # Two accounts: this one and 222222222222, reached through its role metrics-reader.
   export METRICS_AWS_ROLE_ARNS=${METRICS_AWS_ROLE_ARNS:-arn:aws:iam::222222222222:role/metrics-reader}
   log=$DAGSTER_HOME/local_aws.log
-  .venv/bin/python -u -m metrics_pipeline.local_aws --port "$aws_port" --accounts 2 \
-    --regions "$METRICS_AWS_REGIONS" ${LOCAL_AWS_ARGS:-} >"$log" 2>&1 &
-  children+=($!)
+  spawn .venv/bin/python -u -m metrics_pipeline.local_aws --port "$aws_port" --accounts 2 \
+    --regions "$METRICS_AWS_REGIONS" ${LOCAL_AWS_ARGS:-} >"$log" 2>&1
   wait_for_banner "$log" "local AWS on"
   grep "^local AWS on" "$log"
 fi
@@ -98,16 +123,15 @@ if [ "$scale_out" = 1 ]; then
   # earlier start would name files that are gone.
   stack=${SCALE_OUT_DIR:-$project/.scale-out}
   pg_port=${POSTGRES_PORT:-5433}
-  rm -rf "$stack" && mkdir -p "$stack"
-  .venv/bin/python -u -m metrics_pipeline.local_postgres --folder "$stack/postgres" \
-    --port "$pg_port" >"$DAGSTER_HOME/postgres.log" 2>&1 &
-  children+=($!)
+  # Others may pass through it (PostgreSQL runs as another user when started as root).
+  rm -rf "$stack" && mkdir -p -m 711 "$stack"
+  spawn .venv/bin/python -u -m metrics_pipeline.local_postgres --folder "$stack/postgres" \
+    --port "$pg_port" >"$DAGSTER_HOME/postgres.log" 2>&1
   wait_for_banner "$DAGSTER_HOME/postgres.log" "PostgreSQL on"
   # The lake's S3 checks credentials against IAM (the fleet's local AWS does not): the
   # pipeline's keys read and write the lake's prefix, the analysts' only read it.
-  .venv/bin/python -u -m metrics_pipeline.local_aws.lake_s3 --port "${LAKE_S3_PORT:-5056}" \
-    --bucket metrics-lake --prefix warehouse --env-dir "$stack" >"$DAGSTER_HOME/lake_s3.log" 2>&1 &
-  children+=($!)
+  spawn .venv/bin/python -u -m metrics_pipeline.local_aws.lake_s3 --port "${LAKE_S3_PORT:-5056}" \
+    --bucket metrics-lake --prefix warehouse --env-dir "$stack" >"$DAGSTER_HOME/lake_s3.log" 2>&1
   wait_for_banner "$DAGSTER_HOME/lake_s3.log" "lake S3 on"
   set -a
   . "$stack/pipeline-s3.env"  # AWS_ENDPOINT_URL_S3 and the pipeline's keys
@@ -119,24 +143,30 @@ if [ "$scale_out" = 1 ]; then
   export METRICS_WAREHOUSE="ducklake:postgres:$catalog user=metrics_writer"
   export METRICS_LAKE_DATA_PATH=s3://metrics-lake/warehouse/
   # What an analyst needs to read the lake, read-only: its role, its keys.
-  analyst_env=$stack/analyst.env
-  (
-    umask 077
-    cat "$stack/analyst-s3.env" - >"$analyst_env" <<EOT
-AWS_DEFAULT_REGION=$AWS_DEFAULT_REGION
-PGPASSFILE="$stack/postgres/metrics_reader.pgpass"
-METRICS_WAREHOUSE="ducklake:postgres:$catalog user=metrics_reader"
-METRICS_LAKE_DATA_PATH=$METRICS_LAKE_DATA_PATH
-EOT
-  )
+  while IFS='=' read -r name value; do reader[$name]=$value; done <"$stack/analyst-s3.env"
+  reader[AWS_DEFAULT_REGION]=$AWS_DEFAULT_REGION
+  reader[PGPASSFILE]=$stack/postgres/metrics_reader.pgpass
+  reader[METRICS_WAREHOUSE]="ducklake:postgres:$catalog user=metrics_reader"
+  reader[METRICS_LAKE_DATA_PATH]=$METRICS_LAKE_DATA_PATH
+  reader_note="; the lake's read-only database role and S3 keys"
   warehouse_line="Warehouse:   DuckLake $METRICS_WAREHOUSE, data in $METRICS_LAKE_DATA_PATH
   Dagster:     runs and event logs in $DAGSTER_PG_URL"
+  history=0  # a new lake each start
 else
   warehouse_line="DuckDB file: $METRICS_DUCKDB_PATH"
+  if [ -e "$METRICS_DUCKDB_PATH" ]; then history=1; else history=0; fi
+  reader[METRICS_DUCKDB_PATH]=$METRICS_DUCKDB_PATH
 fi
+# What a reader in another shell needs, to read this stack's warehouse and no other.
+reader_env=$DAGSTER_HOME/reader.env
+{
+  echo "# Read the warehouse of the stack bash scripts/start.sh runs: . $reader_env"
+  echo "unset METRICS_WAREHOUSE METRICS_LAKE_DATA_PATH AWS_PROFILE AWS_SESSION_TOKEN \\"
+  echo "  AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3 PGPASSFILE"
+  for name in "${!reader[@]}"; do printf 'export %s=%q\n' "$name" "${reader[$name]}"; done
+} >"$reader_env"
 
-.venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "$ui_port" >"$DAGSTER_HOME/dagster.log" 2>&1 &
-children+=($!)
+spawn .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "$ui_port" >"$DAGSTER_HOME/dagster.log" 2>&1
 for _ in $(seq 1 300); do
   curl -sf "http://127.0.0.1:$ui_port/server_info" >/dev/null 2>&1 && break
   kill -0 "${children[-1]}" 2>/dev/null || { tail -50 "$DAGSTER_HOME/dagster.log" >&2; exit 1; }
@@ -149,15 +179,20 @@ cat <<EOT
 metrics_pipeline is running.
   Dagster UI:  http://127.0.0.1:$ui_port
   $warehouse_line
-  Read it:     $project/.venv/bin/metrics-pipeline --help (never blocks collection)${analyst_env:+
-  Analysts:    set -a; . $analyst_env; set +a  (read-only database role and S3 keys)}
+  Read it:     . $(printf %q "$reader_env") && $(printf %q "$project")/.venv/bin/metrics-pipeline instances
+               (from any shell; never blocks collection${reader_note:-})
   Logs:        $DAGSTER_HOME/dagster.log
-The first collection starts now and the gap sensor backfills the last days within minutes;
-then the fresh schedule collects $every.
-Press Ctrl-C to stop.
 EOT
+if [ "$history" = 1 ]; then
+  echo "Collection resumes now: the gap sensor collects the hours missed while it was stopped"
+  echo "within minutes; then the fresh schedule collects $every."
+else
+  echo "The first collection starts now and the gap sensor backfills the last days within minutes;"
+  echo "then the fresh schedule collects $every."
+fi
+echo "Press Ctrl-C to stop."
+services=("${children[@]}")  # the stack stops when one of them does
 # How much of the look-back window has arrived, on this terminal until it is complete
-# (metrics_pipeline/healing/progress.py); it ends with dagster dev.
-.venv/bin/python -u -m metrics_pipeline.healing.progress --while-pid "${children[-1]}" &
-disown
-wait -n "${children[@]}"
+# (metrics_pipeline/healing/progress.py); stopped with the rest.
+spawn .venv/bin/python -u -m metrics_pipeline.healing.progress --while-pid "${children[-1]}"
+wait -n "${services[@]}"
