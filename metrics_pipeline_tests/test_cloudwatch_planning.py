@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from metrics_pipeline.collection.bounds import Deadline, DeadlineExceeded, max_pages
 from metrics_pipeline.collection.cloudwatch import (
     Instance,
     MetricQuery,
@@ -14,8 +15,10 @@ from metrics_pipeline.collection.cloudwatch import (
     page_to_table,
     plan_batches,
     queries_per_request,
+    request_floor,
 )
 from metrics_pipeline.hours import hour_starts, is_settled
+from metrics_pipeline.local_aws.cloudwatch import page_results
 
 A = Instance("111", "us-east-1", "a")
 B = Instance("111", "eu-west-1", "b")
@@ -178,3 +181,40 @@ def test_the_fast_list_parser_gives_what_botocore_gives() -> None:
     # And the CloudWatch clients the collection makes parse their responses with it.
     client = make_aws().client("cloudwatch", "us-east-1")
     assert isinstance(client._endpoint._response_parser_factory, RawListsParserFactory)
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [[12] * 10, [12] * 5 + [0] * 5, [0] * 10, [7, 0, 131, 3] * 40, [864] * 500],
+    ids=["full", "half-stopped", "all-stopped", "ragged", "three-days"],
+)
+def test_no_paging_goes_below_the_request_floor_nor_above_the_page_bound(
+    counts: list[int],
+) -> None:
+    """CloudWatch's paging (as the local AWS does it) of queries holding `counts` datapoints,
+    against pages of 60: the floor counts the datapoints there are, not the periods asked."""
+    results = [{"values": [1.0] * n, "timestamps": [0] * n} for n in counts]
+    pages, offset = 0, 0
+    while offset is not None:
+        _, offset = page_results(results, 60, offset)
+        pages += 1
+    assert request_floor(len(counts), sum(counts), max_datapoints=60) <= pages
+    assert pages <= max_pages(len(counts), max(counts), 60)
+    # The floor of a full window is the plan's: minimum_requests.
+    if min(counts) == max(counts):
+        floor = minimum_requests(len(counts), counts[0], max_datapoints=60)
+        assert floor == request_floor(len(counts), sum(counts), max_datapoints=60)
+
+
+def test_a_deadline_names_its_setting() -> None:
+    now = [1000.0]
+    deadline = Deadline.after(30, "METRICS_CHUNK_TIMEOUT_SECONDS", clock=lambda: now[0])
+    now[0] = 1029.5
+    deadline.check("a page received")
+    assert deadline.remaining() == 0.5
+    now[0] = 1030.0
+    with pytest.raises(DeadlineExceeded) as raised:
+        deadline.check("a page received")
+    assert str(raised.value) == (
+        "no complete answer within METRICS_CHUNK_TIMEOUT_SECONDS=30 s (a page received)"
+    )
