@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from dagster import Definitions
 
 from metrics_pipeline.collection.assets import build_collection_assets
@@ -24,6 +25,7 @@ from metrics_pipeline.quality.checks import build_checks
 from metrics_pipeline.quality.sensors import build_run_failure_alert
 from metrics_pipeline.rollups.assets import build_rollup_assets
 from metrics_pipeline.settings import Settings
+from metrics_pipeline.warehouse.resources import WarehouseResource
 
 REGIONS = ["us-east-1", "eu-west-1"]
 
@@ -147,3 +149,26 @@ def peak_rss_mib(
     )
     code, kilobytes = measured.stdout.split()
     return int(code), int(kilobytes) / 1024, measured.stderr
+
+
+def generate_metrics(
+    warehouse: WarehouseResource, rows: int, instances: int = 100, minutes: int = 5
+) -> None:
+    """`rows` rows of rds_metrics (CPUUtilization of `instances` instances every `minutes`,
+    random values) written into the DuckDB file in one statement, then published."""
+    with warehouse.connect():
+        pass  # the schema
+    with duckdb.connect(warehouse.database) as conn:
+        conn.execute(
+            """
+            INSERT INTO rds_metrics
+            SELECT TIMESTAMP '2026-09-01' + to_minutes((n // $instances) * $minutes),
+                   '123456789012', 'us-east-1', 'db-' || (n % $instances), 'CPUUtilization',
+                   'Percent', random() * 100, random(), random() * 100, random() * 500, 5,
+                   TIMESTAMP '2026-11-01'
+            FROM range($rows) r(n)
+            """,
+            {"instances": instances, "minutes": minutes, "rows": rows},
+        )
+    with warehouse.connect():
+        pass  # published

@@ -26,9 +26,8 @@ from metrics_pipeline.maintenance.backups import (
 )
 from metrics_pipeline.maintenance.jobs import backup_job
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.helpers import hold_write_lock, peak_rss_mib
+from metrics_pipeline_tests.helpers import generate_metrics, hold_write_lock, peak_rss_mib
 from metrics_pipeline_tests.known_data import periods, seed
-from metrics_pipeline_tests.moto_fleet import ACCOUNT_ID
 
 TABLES = ("rds_instances", "rds_metrics")
 NOW = datetime(2026, 11, 26, 0, 40)
@@ -289,26 +288,6 @@ def test_two_backups_in_the_same_second_get_two_names(warehouse: WarehouseResour
     assert (first.name, second.name) == ("20261126T004000Z", "20261126T004000Z-2")
     assert [b.name for b in list_backups(warehouse.backups_path)] == [first.name, second.name]
     assert str(second.path / "rds_metrics.parquet") in (second.path / "load.sql").read_text()
-
-
-def generate_metrics(warehouse: WarehouseResource, rows: int) -> None:
-    """`rows` rows of rds_metrics (100 instances, 5-minute periods, random values) written
-    into the warehouse in one statement, then published."""
-    with warehouse.connect():
-        pass  # the schema
-    with duckdb.connect(warehouse.database) as conn:
-        conn.execute(
-            """
-            INSERT INTO rds_metrics
-            SELECT TIMESTAMP '2026-11-01' + to_minutes((n // 100) * 5), $account, 'us-east-1',
-                   'db-' || (n % 100), 'CPUUtilization', 'Percent', random() * 100,
-                   random(), random() * 100, random() * 500, 5, TIMESTAMP '2026-11-01'
-            FROM range($rows) r(n)
-            """,
-            {"account": ACCOUNT_ID, "rows": rows},
-        )
-    with warehouse.connect():
-        pass  # published
 
 
 def test_a_million_rows_restore_within_the_memory_limit(

@@ -1,6 +1,11 @@
 """rds_metrics materialized through Dagster against moto, compared value by value."""
 
+import stat
+import subprocess
+import sys
+import tempfile
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -432,3 +437,55 @@ def test_an_empty_region_the_last_discovery_covered_is_not_described_again(
             [rds_metrics], partition_key=partition_key(HOUR), resources=resources, instance=instance
         ).success
     assert described == []
+
+
+# A process that makes a spool folder as a run does, says where, then works until killed.
+_SPOOLING = """
+import sys, time
+from metrics_pipeline.collection.runs import SPOOL_PREFIX
+from metrics_pipeline.scratch import private_folder
+with private_folder(SPOOL_PREFIX) as spool:
+    (spool / "page.parquet").write_bytes(b"datapoints")
+    print(spool, flush=True)
+    time.sleep(600)
+"""
+
+
+def spooling_process() -> tuple[subprocess.Popen[str], Path]:
+    process = subprocess.Popen([sys.executable, "-c", _SPOOLING], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    return process, Path(process.stdout.readline().strip())
+
+
+def test_a_run_removes_the_spool_a_killed_run_left_and_keeps_a_running_one(
+    aws: AwsResource,
+    small_collection: CollectionResource,
+    warehouse: WarehouseResource,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # this test's, not other runs' on the machine
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    running, kept = spooling_process()
+    killed, left = spooling_process()
+    killed.kill()
+    killed.wait()
+    other = tmp_path / "rds-metrics-spool-not-mine"  # someone else's name, a link: untouched
+    other.symlink_to(kept)
+    try:
+        assert stat.S_IMODE(left.stat().st_mode) == 0o700  # owner-only from the start
+        assert (left / "page.parquet").exists()
+        create_instance("us-east-1", "orders-db")
+        put_metrics("us-east-1", ["orders-db"], METRICS, HOUR, HOUR + timedelta(hours=1))
+        discover(aws, warehouse)
+
+        assert collect(aws, small_collection, warehouse, HOUR).success
+
+        assert not left.exists()
+        assert (kept / "page.parquet").exists() and other.is_symlink()
+        assert sorted(p.name for p in tmp_path.glob("rds-metrics-spool-*")) == sorted(
+            [kept.name, other.name]
+        )  # the run's own is gone too
+    finally:
+        running.kill()
+        running.wait()

@@ -421,6 +421,8 @@ def _migrate_to_lake(storage: StorageSettings) -> None:
         raise CommandFailed(failure.description or str(failure)) from None
     except (LakeError, LakeMigrationError) as error:
         raise CommandFailed(f"migrate-to-lake: {error}") from None
+    except duckdb.Error as error:  # DuckDB's hints follow on further lines
+        raise CommandFailed(f"migrate-to-lake: {str(error).strip().splitlines()[0]}") from None
     rows = sum(fingerprint.rows for fingerprint in moved.values())
     print(
         f"Moved {rows} row(s) of {len(moved)} table(s) from {storage.duckdb_path} into "

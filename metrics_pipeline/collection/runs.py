@@ -5,7 +5,6 @@ region (the run's metadata, pipeline_runs and pipeline_run_parts)."""
 from __future__ import annotations
 
 import resource
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -39,7 +38,11 @@ from metrics_pipeline.collection.resources import AwsResource, CollectionResourc
 from metrics_pipeline.collection.store import replace_metrics
 from metrics_pipeline.hours import hour_starts, is_settled, utc_now
 from metrics_pipeline.metadata import markdown_table
+from metrics_pipeline.scratch import private_folder
 from metrics_pipeline.warehouse.resources import WarehouseResource
+
+# The run's folder of fetched pages, in the system's temporary folder.
+SPOOL_PREFIX = "rds-metrics-spool-"
 
 
 def peak_memory_mib() -> float:
@@ -103,9 +106,10 @@ class CollectionRun:
         self.run_deadline = Deadline.after(
             self.collection.run_timeout_seconds, "METRICS_RUN_TIMEOUT_SECONDS", self.clock
         )
-        with tempfile.TemporaryDirectory(prefix="rds-metrics-spool-") as spool:
+        # Owner-only, and what killed runs left is removed first.
+        with private_folder(SPOOL_PREFIX) as spool:
             outcomes = collect_chunks(
-                chunks, self.fetch, self.write, Path(spool), self.collection.fetch_threads, log
+                chunks, self.fetch, self.write, spool, self.collection.fetch_threads, log
             )
         for key, outcome in outcomes.items():
             if key in self.stats:

@@ -68,12 +68,15 @@ class LakeCompaction:
     snapshots_expired: int
     files_merged: int
     files_deleted: int
+    orphans_deleted: int
 
 
 def compact_lake(conn: duckdb.DuckDBPyConnection, now: datetime) -> LakeCompaction:
     """A DuckLake's own maintenance, each step one commit under the writers' lock: expire the
-    snapshots older than LAKE_HISTORY_KEPT, merge the small files of many small writes, and
-    delete the files no kept snapshot needs (what retention dropped, what merges replaced)."""
+    snapshots older than LAKE_HISTORY_KEPT, merge the small files of many small writes,
+    delete the files no kept snapshot needs (what retention dropped, what merges replaced),
+    and the files older than LAKE_HISTORY_KEPT that no snapshot ever had: what a failed or
+    killed write left (its transaction never committed them)."""
     before = now - LAKE_HISTORY_KEPT
     lake = sql_literal(current_database(conn))
 
@@ -83,8 +86,10 @@ def compact_lake(conn: duckdb.DuckDBPyConnection, now: datetime) -> LakeCompacti
     expired = call(f"CALL ducklake_expire_snapshots({lake}, older_than => ?)", before)
     merged = call(f"CALL ducklake_merge_adjacent_files({lake})")
     deleted = call(f"CALL ducklake_cleanup_old_files({lake}, older_than => ?)", before)
+    orphans = call(f"CALL ducklake_delete_orphaned_files({lake}, older_than => ?)", before)
     return LakeCompaction(
         snapshots_expired=len(expired),
         files_merged=sum(int(row[2]) for row in merged),
         files_deleted=len(deleted),
+        orphans_deleted=len(orphans),
     )

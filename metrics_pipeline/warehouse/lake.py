@@ -57,6 +57,11 @@ WRITE_LOCK_TABLE = "metrics_pipeline_write_lock"
 # that waits can say which writer holds the lake.
 WRITER_APPLICATION = "metrics_pipeline writer"
 CATALOG_SECRET = "metrics_lake_catalog"
+# How files go up to S3: DuckDB's default buffers 80 MB per part in flight (800GB over
+# 10,000 parts), and a write of several partitions at once ran out of memory on one part's
+# 76 MiB; the smallest maximum file size it allows gives parts of 5 MB (a day's file of a
+# table stays far below 50 GB), and fewer parts at once.
+S3_UPLOADS = {"s3_uploader_max_filesize": "50GB", "s3_uploader_thread_limit": "8"}
 
 
 class LakeError(RuntimeError):
@@ -234,6 +239,8 @@ def open_lake(
             conn.execute(f"LOAD {name}")
         if lake.on_s3:
             conn.execute(s3_secret_sql())
+            for name, value in S3_UPLOADS.items():
+                conn.execute(f"SET {name} = {sql_literal(value)}")
         # A reader takes the data path the catalog records: given again, DuckDB's sandbox
         # would not allow reading there.
         options = ["READ_ONLY"] if read_only else [f"DATA_PATH {sql_literal(lake.data_path)}"]

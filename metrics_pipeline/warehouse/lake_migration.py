@@ -10,6 +10,7 @@ transaction, into a lake that holds no rows yet, then compared table by table.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from metrics_pipeline.warehouse.schema import expected_columns
 from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
 
 SOURCE_ALIAS = "file_snapshot"
+# Rows copied per statement (see _copy_table).
+COPY_CHUNK_ROWS = 250_000
 
 
 class LakeMigrationError(ValueError):
@@ -43,11 +46,40 @@ def fingerprints(conn: duckdb.DuckDBPyConnection, database: str) -> dict[str, Ta
     return found
 
 
+def delete_orphaned_files(conn: duckdb.DuckDBPyConnection, lake: str) -> int:
+    """Deletes the data path's files no snapshot of the lake knows: what a failed or killed
+    copy wrote. Under the writers' lock (in_transaction), so no writer has files of an
+    uncommitted transaction there meanwhile. Returns how many."""
+    deleted = in_transaction(
+        conn,
+        lambda: conn.execute(
+            f"CALL ducklake_delete_orphaned_files({sql_literal(lake)}, cleanup_all => true)"
+        ).fetchall(),
+    )
+    return len(deleted)
+
+
+def _copy_table(conn: duckdb.DuckDBPyConnection, table: str, rows: int) -> None:
+    """One table into the lake, COPY_CHUNK_ROWS rows per statement: each statement writes
+    its files and lets go of them, so memory does not grow with the table (one statement
+    kept a writer per day of the table's partitions open until the end)."""
+    [(last,)] = conn.execute(f"SELECT max(rowid) FROM {SOURCE_ALIAS}.main.{table}").fetchall()
+    if not rows or last is None:
+        return
+    for first in range(0, int(last) + 1, COPY_CHUNK_ROWS):
+        conn.execute(
+            f"INSERT INTO {table} BY NAME SELECT * FROM {SOURCE_ALIAS}.main.{table} "
+            "WHERE rowid >= $first AND rowid < $next",
+            {"first": first, "next": first + COPY_CHUNK_ROWS},
+        )
+
+
 def copy_snapshot_into_lake(
     conn: duckdb.DuckDBPyConnection, snapshot: Path, progress: Callable[[str], object] = print
 ) -> dict[str, TableFingerprint]:
     """Copies every table of the snapshot into the lake `conn` is using, in one transaction,
-    and returns the source's fingerprints once the lake's are found equal to them."""
+    and returns the source's fingerprints once the lake's are found equal to them. What a
+    failed or killed copy left in the data path is deleted (at once, or by the next one)."""
     if not snapshot.exists():
         raise LakeMigrationError(
             f"no snapshot of the DuckDB warehouse at {snapshot}: point METRICS_DUCKDB_PATH "
@@ -77,11 +109,21 @@ def copy_snapshot_into_lake(
                 )
             for table in expected_columns():  # the schema version is the lake's own
                 progress(f"copying {table} ({source[table].rows:,} row(s))")
-                conn.execute(
-                    f"INSERT INTO {table} BY NAME SELECT * FROM {SOURCE_ALIAS}.main.{table}"
-                )
+                _copy_table(conn, table, source[table].rows)
 
-        in_transaction(conn, copy)
+        left = delete_orphaned_files(conn, lake)
+        if left:
+            progress(f"deleted {left} file(s) an earlier, unfinished copy left")
+        try:
+            in_transaction(conn, copy)
+        except duckdb.Error as error:
+            with suppress(duckdb.Error):
+                delete_orphaned_files(conn, lake)
+            first_line = str(error).strip().splitlines()[0]
+            raise LakeMigrationError(
+                f"the copy failed ({first_line}); nothing was copied, and the files it had "
+                "written were deleted. METRICS_DUCKDB_MEMORY_LIMIT sets the memory it may use."
+            ) from None
         progress("comparing every table's row count and checksum")
         copied = fingerprints(conn, lake)
     finally:

@@ -15,6 +15,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field, PrivateAttr
 
 from metrics_pipeline.hours import utc_now
+from metrics_pipeline.scratch import private_folder
 from metrics_pipeline.settings import (
     DEFAULT_BACKUP_KEEP_DAYS,
     DEFAULT_CHUNK_DATAPOINTS,
@@ -40,6 +41,8 @@ WAREHOUSE_POOL = "duckdb_warehouse"
 # instances: 36 MB spooled grew the file by 133 MB), and room kept free besides.
 WRITE_GROWTH = 4
 SPACE_MARGIN_BYTES = 8 * 2**20
+# A lake writer's folder for what DuckDB spills past its memory limit (temporary folder).
+SPILL_PREFIX = "metrics-pipeline-spill-"
 
 
 class WarehouseResource(DuckDBResource):
@@ -212,23 +215,27 @@ class WarehouseResource(DuckDBResource):
         """The lake attached, its schema ready, each transaction under the writers' lock."""
         assert self.lake is not None
         lake = self.lake
-        try:
-            conn = open_lake(lake, read_only=False, config=self._memory_config())
-        except LakeError as error:
-            raise Failure(description=str(error), allow_retries=True) from None
-        try:
-            lock = WriteLock(lake, self.lock_timeout_seconds) if lake.postgres_dsn else None
-        except LakeError as error:
-            conn.close()
-            raise Failure(description=str(error), allow_retries=True) from None
-        try:
-            with writes_locked_by(conn, lock.held) if lock else nullcontext():
-                self._prepare_schema(conn)
-                yield conn
-        finally:
-            conn.close()
-            if lock:
-                lock.close()
+        # An in-memory DuckDB spills into `.tmp` under the working directory unless told
+        # otherwise: into a private folder instead, which the next writer removes if killed.
+        with private_folder(SPILL_PREFIX) as spill:
+            config = {**self._memory_config(), "temp_directory": str(spill)}
+            try:
+                conn = open_lake(lake, read_only=False, config=config)
+            except LakeError as error:
+                raise Failure(description=str(error), allow_retries=True) from None
+            try:
+                lock = WriteLock(lake, self.lock_timeout_seconds) if lake.postgres_dsn else None
+            except LakeError as error:
+                conn.close()
+                raise Failure(description=str(error), allow_retries=True) from None
+            try:
+                with writes_locked_by(conn, lock.held) if lock else nullcontext():
+                    self._prepare_schema(conn)
+                    yield conn
+            finally:
+                conn.close()
+                if lock:
+                    lock.close()
 
     def _connect_waiting_for_lock(self) -> duckdb.DuckDBPyConnection:
         self.require_writable()
