@@ -91,6 +91,7 @@ stop() {
     [ "$hurry" = 1 ] && break
     sleep 0.5
   done
+  exec 2>/dev/null  # no "Killed" notice for each service that had to be killed
   for _ in $(seq 1 50); do
     groups_alive || break
     signal_groups KILL

@@ -11,7 +11,7 @@ finds such runs by the process id Dagster recorded when the worker started.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,9 +74,7 @@ def worker_alive(pid: int, started_at: float) -> bool:
     return process_start is not None and process_start <= started_at + 2
 
 
-def dead_workers(
-    instance: DagsterInstance, alive: Callable[[int, float], bool] = worker_alive
-) -> Iterator[DeadWorker]:
+def dead_workers(instance: DagsterInstance) -> Iterator[DeadWorker]:
     """The STARTED runs whose worker's recorded process is gone."""
     for record in instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.STARTED])):
         run = record.dagster_run
@@ -92,7 +90,7 @@ def dead_workers(
         event = started[-1]  # a resumed run's latest worker
         metadata = event.dagster_event.engine_event_data.metadata
         pid = int(metadata["pid"].value)
-        if not alive(pid, event.timestamp):
+        if not worker_alive(pid, event.timestamp):
             yield DeadWorker(run.run_id, run.job_name, pid)
 
 
