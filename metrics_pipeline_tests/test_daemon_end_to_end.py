@@ -5,8 +5,10 @@ the rollups and the reports, and the warehouse ends up with exactly what CloudWa
 server) holds."""
 
 import os
+import re
 import signal
 import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from statistics import mean
@@ -16,6 +18,7 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.definitions.run_request import InstigatorType
 
 from metrics_pipeline.healing.gaps import healing_hours
+from metrics_pipeline.healing.progress import WAITING_LINE
 from metrics_pipeline.hours import floor_hour, utc_now
 from metrics_pipeline.warehouse.readers import open_reader
 from metrics_pipeline_tests.helpers import DAGSTER_DAEMON, pipeline_env, wait_for
@@ -86,6 +89,16 @@ def test_a_new_deployment_fills_its_look_back_window_and_everything_runs(
         stderr=(tmp_path / "daemon.log").open("wb"),
         start_new_session=True,
     )
+    # What start.sh runs beside dagster dev: the look-back's progress, until complete.
+    progress_log = tmp_path / "progress.log"
+    watch = ["-m", "metrics_pipeline.healing.progress", "--every", "2"]
+    watcher = subprocess.Popen(
+        [sys.executable, "-u", *watch, "--while-pid", str(daemon.pid)],
+        env=env,
+        cwd=tmp_path,
+        stdout=progress_log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     instance = DagsterInstance.from_config(env["DAGSTER_HOME"])
 
     def read(sql: str) -> list[tuple]:
@@ -128,13 +141,30 @@ def test_a_new_deployment_fills_its_look_back_window_and_everything_runs(
 
     try:
         wait_for(look_back_collected, 420, "every look-back hour collected settled")
+        watcher.wait(timeout=60)  # it looks every 2 s and ends once the look-back is complete
         wait_for(derived_assets_caught_up, 240, "the rollups and reports to catch up")
         wait_for(reports_follow_the_last_healing_run, 120, "the reports after the history")
         # Before stopping: a run that stopping the daemon interrupts is not the pipeline's fault.
         failed = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.FAILURE]))
     finally:
+        watcher.kill()
         stop_process_group(daemon)
     assert failed == [], (tmp_path / "daemon.log").read_text()[-3000:]
+
+    # The progress said how far the history was while it filled, then that it was complete.
+    progress = progress_log.read_text().splitlines()
+    assert watcher.returncode == 0, progress
+    filling = [
+        re.fullmatch(r"history: (\d+) of (\d+) hours for 1 instance; (.*)", line)
+        for line in progress[:-2]
+    ]
+    assert (progress[0] == WAITING_LINE or filling[0]) and all(filling[1:]), progress
+    assert any(m and int(m.group(1)) < int(m.group(2)) for m in filling), progress
+    [complete] = re.findall(r"history: (\d+) of \1 hours for 1 instance; complete", progress[-2])
+    assert progress[-1] == (
+        f"The look-back window is complete: {complete} settled hours for 1 instance. The "
+        "reports are computed again on it within minutes."
+    )
 
     # The first collection came from the gap sensor at start, not from the cron.
     runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))

@@ -469,4 +469,6 @@ def test_history_progress_counts_hours_every_existing_instance_has() -> None:
         == "history: 3 of 4 hours for 2 instances; 2 healing runs are queued or running"
     )
     assert HistoryProgress(4, 4, 1, 0).line() == "history: 4 of 4 hours for 1 instance; complete"
+    # The last healing run has written every hour but not yet ended.
+    assert HistoryProgress(4, 4, 1, 1).line() == "history: 4 of 4 hours for 1 instance; complete"
     assert HistoryProgress(0, 0, 0, 0).complete is False

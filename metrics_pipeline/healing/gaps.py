@@ -159,11 +159,13 @@ class HistoryProgress:
             f"history: {self.hours_complete} of {self.hours} hours for {self.instances} "
             f"instance{'s' if self.instances != 1 else ''}"
         )
+        if self.complete:  # even while a last run finishes: nothing is left to collect
+            return text + "; complete"
         if self.healing_runs == 1:
             return text + "; a healing run is in progress"
         if self.healing_runs:
             return text + f"; {self.healing_runs} healing runs are queued or running"
-        return text + ("; complete" if self.complete else "; waiting for the gap sensor")
+        return text + "; waiting for the gap sensor"
 
 
 def history_progress(
