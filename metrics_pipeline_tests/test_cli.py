@@ -1,11 +1,14 @@
 """`metrics-pipeline` driven as a user drives it: a process, its exit code, its files."""
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +18,9 @@ import pytest
 from dagster import DagsterInstance, DagsterRun
 from dagster import DagsterRunStatus as Status
 
+from metrics_pipeline.analysts import query
 from metrics_pipeline.maintenance.backups import list_backups
+from metrics_pipeline.settings import StorageSettings
 from metrics_pipeline.warehouse.lake import Lake
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import PROJECT_ROOT, hold_write_lock
@@ -353,3 +358,209 @@ def test_a_setting_that_cannot_work_is_refused_at_the_start_naming_it(
         assert done.stderr.startswith(f"metrics-pipeline: error: {message}")
         assert len(done.stderr.strip().splitlines()) == 1
         assert done.stdout == ""
+
+
+def test_output_never_replaces_the_warehouse_its_snapshot_its_backups_or_a_database(
+    warehouse: WarehouseResource, stored: list[Period], tmp_path: Path
+) -> None:
+    assert cli(warehouse, "backup", "create").returncode == 0
+    [backup] = list_backups(Path(warehouse.database).parent / "backups")
+    a_copy = tmp_path / "copy.duckdb"
+    shutil.copyfile(warehouse.database, a_copy)
+    kept = [Path(warehouse.database), warehouse.snapshot_path, backup.path / "x.csv", a_copy]
+    before = {path: path.read_bytes() for path in kept if path.exists()}
+    for target in kept:
+        for command in (["extract", "--start", START], ["query", "SELECT 1"]):
+            done = cli(warehouse, *command, "-f", "csv", "-o", str(target), "--force")
+            assert done.returncode == 2, done.stderr
+            assert done.stderr.strip().splitlines() == [
+                f"metrics-pipeline: error: output: '{target}' is "
+                + (
+                    "a DuckDB database"
+                    if target == a_copy
+                    else "the warehouse's (its DuckDB file, snapshot or backups)"
+                )
+                + "; refusing to write over it, even with --force."
+            ]
+    assert {path: path.read_bytes() for path in kept if path.exists()} == before
+    assert not (backup.path / "x.csv").exists()
+    counted = cli(warehouse, "query", "SELECT count(*) AS n FROM rds_metrics", "-f", "csv")
+    assert counted.stdout.splitlines() == ["n", str(len(stored))]
+
+
+def test_output_replaces_an_existing_file_only_with_force_and_never_through_a_link(
+    warehouse: WarehouseResource, stored: list[Period], tmp_path: Path
+) -> None:
+    existing = tmp_path / "existing.csv"
+    existing.write_text("keep me\n")
+    refused = cli(warehouse, "query", "SELECT 1 AS one", "-o", str(existing))
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        f"metrics-pipeline: error: output: '{existing}' exists; add --force to replace it.\n"
+    )
+    assert existing.read_text() == "keep me\n"
+    replaced = cli(warehouse, "query", "SELECT 1 AS one", "-o", str(existing), "--force")
+    assert replaced.returncode == 0, replaced.stderr
+    assert existing.read_text() == "one\n1\n"
+    assert existing.stat().st_mode & 0o777 == 0o600
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "target.csv").write_text("not yours\n")
+    links = {tmp_path / "to-a-file.csv": elsewhere / "target.csv"}
+    links[tmp_path / "to-nothing.csv"] = elsewhere / "absent.csv"
+    for link, target in links.items():
+        link.symlink_to(target)
+        for force in ([], ["--force"]):
+            done = cli(warehouse, "extract", "--start", START, "-o", str(link), *force)
+            assert done.returncode == 2
+            assert done.stderr == (
+                f"metrics-pipeline: error: output: '{link}' is a symbolic link; refusing to "
+                "write through it, name a file instead.\n"
+            )
+        assert link.is_symlink()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["target.csv"]
+    assert (elsewhere / "target.csv").read_text() == "not yours\n"
+
+
+def test_output_goes_into_an_existing_folder_owner_only(
+    warehouse: WarehouseResource, stored: list[Period], tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing" / "dir"
+    done = cli(warehouse, "extract", "--start", START, "-o", str(missing / "x.csv"))
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"metrics-pipeline: error: output: the folder '{missing}' does not exist; create it "
+        "first, or name a file in an existing folder.\n"
+    )
+    assert not missing.parent.exists()
+    usual = os.umask(0o022)  # the usual umask: files readable by all unless made otherwise
+    try:
+        for name, fmt in (
+            ("a.csv", []),
+            ("a.json", []),
+            ("a.parquet", []),
+            ("a.txt", ["-f", "table"]),
+        ):
+            for command in (["instances"], ["extract", "--start", START], ["query", "SELECT 1"]):
+                out = tmp_path / f"{command[0]}-{name}"
+                written = cli(warehouse, *command, "-o", str(out), *fmt)
+                assert written.returncode == 0, written.stderr
+                assert out.stat().st_mode & 0o777 == 0o600, out
+    finally:
+        os.umask(usual)
+
+
+def test_a_query_stopped_midway_leaves_no_file(
+    warehouse: WarehouseResource, stored: list[Period], tmp_path: Path
+) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    done = cli(
+        warehouse,
+        "query",
+        "SELECT * FROM range(10000000000000)",
+        "-o",
+        str(folder / "rows.csv"),
+        METRICS_QUERY_TIMEOUT_SECONDS="2",
+    )
+    assert done.returncode == 1
+    assert "METRICS_QUERY_TIMEOUT_SECONDS" in done.stderr
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT count(*) FROM range(10000000000000)",
+        "WITH RECURSIVE t(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM t) SELECT count(*) FROM t",
+        "SELECT * FROM range(10000000000000)",
+    ],
+    ids=["count", "recursive", "streamed"],
+)
+def test_a_query_past_its_time_limit_stops_with_one_line(
+    warehouse: WarehouseResource, stored: list[Period], sql: str
+) -> None:
+    done = cli(warehouse, "query", sql, "-f", "csv", METRICS_QUERY_TIMEOUT_SECONDS="1")
+    assert done.returncode == 1
+    assert done.stderr == (
+        "metrics-pipeline: error: sql: stopped after 1 s, the time limit of "
+        "METRICS_QUERY_TIMEOUT_SECONDS; narrow the query (a time range, a LIMIT) or raise "
+        "the limit.\n"
+    )
+
+
+def run_measured(warehouse: WarehouseResource, *args: str, **env: str) -> tuple[int, str, int]:
+    """The command's exit code, stderr and peak resident memory (bytes), of it alone."""
+    process = subprocess.Popen(
+        [CLI, *args],
+        env={**os.environ, "METRICS_DUCKDB_PATH": warehouse.database, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, stderr, usage.ru_maxrss * 1024
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # One string outside DuckDB's buffer manager: 5.9 GB under a 1 GB memory_limit.
+        "SELECT length(repeat('x', 3000000000))",
+        "SELECT list(i) FROM range(200000000) t(i)",
+    ],
+    ids=["one-string", "one-list"],
+)
+def test_a_query_is_held_to_its_memory_bound(
+    warehouse: WarehouseResource, stored: list[Period], sql: str
+) -> None:
+    limit = {"METRICS_QUERY_MEMORY_LIMIT": "300MB"}
+    bound = query.process_memory_bound(StorageSettings.from_env(limit))
+    code, stderr, peak = run_measured(warehouse, "query", sql, **limit)
+    assert code == 1
+    [line] = stderr.splitlines()
+    assert line.startswith("metrics-pipeline: error: sql: Out of Memory Error")
+    assert line.endswith(
+        f"(a query may use METRICS_QUERY_MEMORY_LIMIT=300MB, the command {bound // 2**20} MiB "
+        "in all; narrow the query or raise the limit)"
+    )
+    print(f"peak {peak / 2**20:.0f} MiB, bound {bound / 2**20:.0f} MiB")
+    assert peak < bound
+
+
+def holds_open(pid: int, path: Path) -> bool:
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # closed meanwhile
+            if os.readlink(fd) == str(path.resolve()):
+                return True
+    return False
+
+
+def test_ctrl_c_stops_a_long_query_with_one_line_and_exit_code_130(
+    warehouse: WarehouseResource, stored: list[Period]
+) -> None:
+    process = subprocess.Popen(
+        [CLI, "query", "SELECT count(*) FROM range(10000000000000)"],
+        env={**os.environ, "METRICS_DUCKDB_PATH": warehouse.database},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Once it holds the snapshot open, the query is about to run or running.
+        while not holds_open(process.pid, warehouse.snapshot_path):
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.05)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    assert stderr == "metrics-pipeline: error: interrupted\n"
+    assert stdout == ""

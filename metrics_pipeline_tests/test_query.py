@@ -1,15 +1,18 @@
 """The Python API analysts use, on a warehouse whose answers are known."""
 
 import json
+import signal
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
 from metrics_pipeline.analysts import query
-from metrics_pipeline.analysts.query import QueryError
+from metrics_pipeline.analysts.query import QueryError, QueryStopped
 from metrics_pipeline.settings import StorageSettings
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.known_data import (
@@ -260,3 +263,32 @@ def test_a_warehouse_never_written_is_a_clear_error(tmp_path: Path) -> None:
     storage = StorageSettings(duckdb_path=tmp_path / "none.duckdb")
     with pytest.raises(QueryError, match=r"No warehouse snapshot at .*none\.snapshot\.duckdb"):
         query.list_instances(storage)
+
+
+def test_connect_holds_duckdb_to_the_query_memory_limit(
+    storage: StorageSettings, stored: list[Period]
+) -> None:
+    """Inside someone's notebook process too: DuckDB's default is 80% of the RAM."""
+    for limit, shown in (("1GB", "953.6 MiB"), ("300MB", "286.1 MiB")):
+        with query.connect(replace(storage, query_memory_limit=limit)) as conn:
+            [(setting,)] = conn.execute("SELECT current_setting('memory_limit')").fetchall()
+            assert setting == shown
+            with pytest.raises(duckdb.Error, match="configuration has been locked"):
+                conn.execute("SET memory_limit = '100GB'")
+
+
+def test_run_sql_stops_at_the_time_limit_and_lets_go_of_ctrl_c(
+    storage: StorageSettings, stored: list[Period]
+) -> None:
+    limited = replace(storage, query_timeout_seconds=0.5)
+    for sql in (
+        "SELECT count(*) FROM range(10000000000000)",
+        "WITH RECURSIVE t(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM t) SELECT count(*) FROM t",
+    ):
+        with pytest.raises(QueryStopped) as stopped:
+            query.run_sql(sql, limited)
+        assert str(stopped.value).startswith(
+            "sql: stopped after 0.5 s, the time limit of METRICS_QUERY_TIMEOUT_SECONDS"
+        )
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert query.run_sql("SELECT count(*) AS n FROM rds_metrics", limited)["n"][0] == len(stored)

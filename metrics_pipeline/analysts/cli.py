@@ -2,13 +2,15 @@
 
 Every reading command opens the published snapshot, so it runs safely while the pipeline
 collects. Errors in what was typed print one line naming the argument and exit with 2; a
-warehouse that cannot be read (none at that path yet, damaged, locked too long), with 1.
+warehouse that cannot be read (none at that path yet, damaged, locked too long) or a query
+stopped at its memory or time limit, with 1; Ctrl-C, one line and 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -16,9 +18,16 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from metrics_pipeline.analysts import health_text, query
-from metrics_pipeline.analysts.query import FORMATS, QueryError, WarehouseUnavailable
+from metrics_pipeline.analysts.outputs import Output, OutputRefused, checked_target
+from metrics_pipeline.analysts.query import (
+    FORMATS,
+    QueryError,
+    QueryStopped,
+    WarehouseUnavailable,
+)
 from metrics_pipeline.hours import utc_now
 from metrics_pipeline.maintenance.backups import (
     BackupError,
@@ -43,6 +52,8 @@ PROG = "metrics-pipeline"
 USAGE_ERROR = 2  # what was typed cannot be done, as argparse's own errors
 FAILED = 1
 INTERRUPTED = 130
+# The commands that only read, whose process is held to the query memory bound.
+READING_COMMANDS = ("instances", "metrics", "extract", "health", "query")
 
 
 class CommandFailed(Exception):
@@ -88,7 +99,18 @@ def _output_options() -> argparse.ArgumentParser:
         help="table (default on a terminal), csv, json or parquet; "
         "default: from the --output suffix",
     )
-    parent.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+    parent.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="write to this new file (owner-only) instead of stdout; its folder must exist",
+    )
+    parent.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the --output file if it exists (never the warehouse, its snapshot, "
+        "a backup or a DuckDB file; never through a symbolic link)",
+    )
     return parent
 
 
@@ -224,9 +246,28 @@ def _storage(args: argparse.Namespace) -> StorageSettings:
     return replace(StorageSettings.from_env(environment), duckdb_path=path)
 
 
+def _output(args: argparse.Namespace) -> Output | None:
+    """--output, refused before any row is read when it cannot be written as asked."""
+    if args.output is None:
+        return None
+    storage = _storage(args)
+    kept = [
+        storage.duckdb_path,
+        storage.duckdb_path.with_name(storage.duckdb_path.name + ".wal"),
+        storage.snapshot_path,
+        storage.snapshot_path.with_name(storage.snapshot_path.name + ".wal"),
+        storage.backups_path,
+    ]
+    if storage.lake is not None and not storage.lake.on_s3:
+        kept.append(Path(storage.lake.data_path))
+    output = Output(args.output, args.force, tuple(kept))
+    checked_target(output)
+    return output
+
+
 def _emit(frame: pd.DataFrame, args: argparse.Namespace) -> None:
     fmt = query.format_for(args.output, args.format)
-    _print(query.write_frame(frame, fmt, args.output))
+    _print(query.write_frame(frame, fmt, _output(args)))
 
 
 def _print(text: str) -> None:
@@ -333,9 +374,6 @@ def _refuse_while_runs_write() -> None:
         )
 
 
-READING_COMMANDS = ("instances", "metrics", "extract", "health", "query")
-
-
 def what_was_read(storage: StorageSettings, args: argparse.Namespace) -> str:
     """The warehouse a command read and the setting that chose it: a shell without the lake's
     settings reads the DuckDB file, and says so."""
@@ -350,8 +388,29 @@ def what_was_read(storage: StorageSettings, args: argparse.Namespace) -> str:
     return f"read the DuckDB file {storage.duckdb_path} ({chosen_by})"
 
 
-def run(args: argparse.Namespace) -> None:
+def _bound_memory(storage: StorageSettings) -> None:
+    """Holds this process's private memory (RLIMIT_DATA) to query.process_memory_bound: what
+    DuckDB's own limit does not cover then fails as an out-of-memory error, not by taking
+    the machine's memory."""
+    # pyarrow's default allocator (mimalloc) reserves a GiB of address space at its first
+    # batch, which the bound counts though little of it is used: the C library's allocator
+    # takes what it uses.
+    pa.set_memory_pool(pa.system_memory_pool())
+    bound = query.process_memory_bound(storage)
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        bound = min(bound, hard)
+    if soft == resource.RLIM_INFINITY or soft > bound:
+        resource.setrlimit(resource.RLIMIT_DATA, (bound, hard))
+
+
+def run(args: argparse.Namespace, own_process: bool = False) -> None:
+    """Runs the command; in `own_process` (the installed command, not a caller's Python) a
+    reading command's process is held to its memory bound."""
     storage = _storage(args)
+    if own_process and args.command in READING_COMMANDS:
+        _bound_memory(storage)
+    output = _output(args) if "output" in args else None  # refused before any row is read
     if args.command == "instances":
         _emit(query.list_instances(storage), args)
     elif args.command == "metrics":
@@ -359,7 +418,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "extract":
         fmt = query.format_for(args.output, args.format)
         text = query.export_metrics(
-            args.start, args.end, args.instances, args.metrics, args.wide, fmt, args.output,
+            args.start, args.end, args.instances, args.metrics, args.wide, fmt, output,
             storage, accounts=args.accounts,
         )  # fmt: skip
         _print(text)
@@ -373,7 +432,7 @@ def run(args: argparse.Namespace) -> None:
         )
     elif args.command == "query":
         fmt = query.format_for(args.output, args.format)
-        _print(query.export_sql(args.sql, fmt, args.output, storage))
+        _print(query.export_sql(args.sql, fmt, output, storage))
     elif args.command == "migrate-to-lake":
         _migrate_to_lake(storage)
     else:
@@ -434,13 +493,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        run(args)
-    except WarehouseUnavailable as error:
+        # Without argv this is the command's own process; with it, a caller's (a test, a
+        # notebook), whose memory is the caller's to bound.
+        run(args, own_process=argv is None)
+    except (WarehouseUnavailable, QueryStopped) as error:
         return _fail(parser, error, FAILED)
-    except (QueryError, BackupError, ConfigError) as error:
+    except (QueryError, OutputRefused, BackupError, ConfigError) as error:
         return _fail(parser, error, USAGE_ERROR)
     except (CommandFailed, RestoreFailed, duckdb.Error, OSError) as error:
         return _fail(parser, error, FAILED)
+    except MemoryError:
+        bound = query.process_memory_bound(_storage(args)) // 2**20
+        return _fail(
+            parser,
+            f"out of memory: the command reached its bound of {bound} MiB "
+            "(METRICS_QUERY_MEMORY_LIMIT and what Python needs besides); narrow the query or "
+            "raise the limit",
+            FAILED,
+        )
     except KeyboardInterrupt:
         return _fail(parser, "interrupted", INTERRUPTED)
     return 0

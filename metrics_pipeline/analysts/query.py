@@ -12,11 +12,14 @@ names the argument and what is allowed.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -26,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from metrics_pipeline.analysts.outputs import Output, open_output, open_text_output
 from metrics_pipeline.catalog import HEALTH_METRICS
 from metrics_pipeline.collection.store import read_inventory
 from metrics_pipeline.hours import (
@@ -37,7 +41,7 @@ from metrics_pipeline.hours import (
     utc_now,
 )
 from metrics_pipeline.quality.queries import empty_settled_fetches
-from metrics_pipeline.settings import StorageSettings
+from metrics_pipeline.settings import StorageSettings, memory_bytes
 from metrics_pipeline.warehouse.lake import LakeError
 from metrics_pipeline.warehouse.readers import (
     SnapshotMissingError,
@@ -59,9 +63,12 @@ FORMATS = ("table", "csv", "json", "parquet")
 BATCH_ROWS = 50_000
 # The extract's own connection: a sort beyond this spills to a temporary folder.
 EXTRACT_MEMORY_LIMIT = "128MB"
-# Analysts' queries run without spilling (the sandbox writes nothing): beyond this they fail
-# with DuckDB's out-of-memory message rather than taking the machine's memory.
-QUERY_MEMORY_LIMIT = "1GB"
+# DuckDB's memory_limit covers its buffer manager, not every allocation (one 3 GB string
+# grew a query past 5 GB under a 1 GB limit): the reading commands' process is held to the
+# query's limit plus this for Python, the libraries, a batch of results and each of DuckDB's
+# threads (its stack and allocator arenas).
+PROCESS_MEMORY_HEADROOM = 256 * 2**20
+PROCESS_MEMORY_PER_THREAD = 16 * 2**20
 _RELATIVE = re.compile(r"^(?:now)?\s*-\s*(\d+)\s*([mhd])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 _WORD = re.compile(r"\w+|\S")
@@ -75,19 +82,77 @@ class WarehouseUnavailable(QueryError):
     """The warehouse cannot be read at all (nothing published there yet, a wrong path)."""
 
 
+class QueryStopped(QueryError):
+    """A query stopped at its memory or time limit: the query was right, the limit held."""
+
+
 @contextmanager
-def connect(
-    storage: StorageSettings | None = None, memory_limit: str | None = None
-) -> Iterator[duckdb.DuckDBPyConnection]:
+def connect(storage: StorageSettings | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection to the latest snapshot, for queries of your own. It sees the snapshot
     and nothing else: no files, network or extensions, its configuration locked (see
-    readers.open_reader). Share DataFrames with it through `conn.register(name, frame)`."""
+    readers.open_reader). Share DataFrames with it through `conn.register(name, frame)`.
+
+    What it guarantees inside your own process (a notebook): DuckDB's memory is held to
+    METRICS_QUERY_MEMORY_LIMIT (no SET can raise it), a query beyond it fails with DuckDB's
+    out-of-memory error. It does not bound your process's other memory, nor how long a
+    statement runs: `run_sql` stops at METRICS_QUERY_TIMEOUT_SECONDS, here interrupt the
+    kernel (or call `conn.interrupt()` from another thread)."""
     storage = storage or StorageSettings.from_env()
     try:
-        with open_reader(storage.read_source, memory_limit) as conn:
+        with open_reader(storage.read_source, storage.query_memory_limit) as conn:
             yield conn
     except (SnapshotMissingError, LakeError) as error:
         raise WarehouseUnavailable(str(error)) from None
+
+
+def process_memory_bound(storage: StorageSettings) -> int:
+    """Bytes of private memory a reading command's process may hold (see
+    PROCESS_MEMORY_HEADROOM)."""
+    threads = os.cpu_count() or 1
+    return (
+        memory_bytes(storage.query_memory_limit)
+        + PROCESS_MEMORY_HEADROOM
+        + PROCESS_MEMORY_PER_THREAD * threads
+    )
+
+
+@contextmanager
+def _within_limits(conn: duckdb.DuckDBPyConnection, storage: StorageSettings) -> Iterator[None]:
+    """Stops the connection's query at METRICS_QUERY_TIMEOUT_SECONDS (DuckDB has no statement
+    timeout: a timer interrupts it) or at Ctrl-C, which then raises KeyboardInterrupt rather
+    than whatever error the interrupted query, or its result's reader, turns it into."""
+    stopped: list[str] = []
+
+    def stop(reason: str) -> None:
+        stopped.append(reason)
+        conn.interrupt()
+
+    timeout = storage.query_timeout_seconds
+    timer = threading.Timer(timeout, stop, ("timeout",))
+    timer.daemon = True
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = (
+        signal.signal(signal.SIGINT, lambda *_: stop("interrupt")) if in_main_thread else None
+    )
+    timer.start()
+    try:
+        yield
+        if "interrupt" in stopped:
+            raise KeyboardInterrupt
+    except Exception:
+        if "interrupt" in stopped:
+            raise KeyboardInterrupt from None
+        if "timeout" in stopped:
+            raise QueryStopped(
+                f"sql: stopped after {timeout:g} s, the time limit of "
+                "METRICS_QUERY_TIMEOUT_SECONDS; narrow the query (a time range, a LIMIT) "
+                "or raise the limit."
+            ) from None
+        raise
+    finally:
+        timer.cancel()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager
@@ -278,7 +343,7 @@ def export_metrics(
     metrics: Sequence[str] | None,
     wide: bool,
     fmt: str,
-    output: Path | None,
+    output: Output | Path | None,
     storage: StorageSettings | None = None,
     now: datetime | None = None,
     accounts: Sequence[str] | None = None,
@@ -417,10 +482,16 @@ PIPELINE_HEALTH_LIVES = (
 )
 
 
-def _sql_error(error: duckdb.Error) -> QueryError:
+def _sql_error(error: duckdb.Error, storage: StorageSettings) -> QueryError:
     """DuckDB's message on one line (it can run to several), with what the sandbox means."""
     lines = str(error).strip().splitlines()
     message = lines[0] if lines else type(error).__name__
+    if isinstance(error, duckdb.OutOfMemoryException):
+        return QueryStopped(
+            f"sql: {message} (a query may use METRICS_QUERY_MEMORY_LIMIT="
+            f"{storage.query_memory_limit}, the command {process_memory_bound(storage) // 2**20} "
+            "MiB in all; narrow the query or raise the limit)"
+        )
     if isinstance(error, duckdb.PermissionException):
         message += " (queries see the warehouse snapshot only: no files, network or extensions)"
     elif "read-only mode" in message:
@@ -444,13 +515,13 @@ def _explained(text: str) -> str:
     return ""
 
 
-def _only_a_select(sql: str) -> None:
+def _only_a_select(sql: str, storage: StorageSettings) -> None:
     """Refuses anything but one SELECT, or EXPLAIN of one, with a message saying why; a
     second layer, for friendly messages: the sandbox refuses the rest whatever the text."""
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as error:
-        raise _sql_error(error) from None
+        raise _sql_error(error, storage) from None
     if len(statements) != 1:
         raise QueryError(f"sql: expected exactly one statement, got {len(statements)}.")
     [statement] = statements
@@ -459,7 +530,7 @@ def _only_a_select(sql: str) -> None:
         try:
             inner = duckdb.extract_statements(_explained(statement.query))
         except duckdb.Error as error:
-            raise _sql_error(error) from None
+            raise _sql_error(error, storage) from None
         if [s.type for s in inner] != [duckdb.StatementType.SELECT]:
             shown = inner[0].type.name if inner else "nothing"
             raise QueryError(
@@ -476,30 +547,29 @@ def _only_a_select(sql: str) -> None:
 
 def run_sql(sql: str, storage: StorageSettings | None = None) -> pd.DataFrame:
     """One SELECT (or EXPLAIN of one) of your own against the snapshot, in the sandbox that
-    every reader's connection is (see connect); errors are one line."""
-    _only_a_select(sql)
-    with connect(storage, QUERY_MEMORY_LIMIT) as conn:
+    every reader's connection is (see connect), stopped at METRICS_QUERY_TIMEOUT_SECONDS;
+    errors are one line."""
+    storage = storage or StorageSettings.from_env()
+    _only_a_select(sql, storage)
+    with connect(storage) as conn, _within_limits(conn, storage):
         try:
             return conn.execute(sql).df()
         except duckdb.Error as error:
-            raise _sql_error(error) from None
+            raise _sql_error(error, storage) from None
 
 
 def export_sql(
-    sql: str,
-    fmt: str,
-    output: Path | None,
-    storage: StorageSettings | None = None,
-    memory_limit: str = QUERY_MEMORY_LIMIT,
+    sql: str, fmt: str, output: Output | Path | None, storage: StorageSettings | None = None
 ) -> str:
     """run_sql written as it is read, in batches; the terminal table reads only the rows it
-    shows. Returns the text for the terminal."""
-    _only_a_select(sql)
-    with connect(storage, memory_limit) as conn:
+    shows. The time limit covers writing the result too. Returns the text for the terminal."""
+    storage = storage or StorageSettings.from_env()
+    _only_a_select(sql, storage)
+    with connect(storage) as conn, _within_limits(conn, storage):
         try:
             return write_batches(conn.execute(sql).to_arrow_reader(BATCH_ROWS), fmt, output)
         except duckdb.Error as error:
-            raise _sql_error(error) from None
+            raise _sql_error(error, storage) from None
 
 
 def format_for(output: Path | None, fmt: str | None) -> str:
@@ -528,20 +598,19 @@ def _readable(value: float) -> str:
     return f"{value:.3g}"
 
 
-def write_frame(frame: pd.DataFrame, fmt: str, output: Path | None, max_rows: int = 200) -> str:
+def _output(output: Output | Path | None) -> Output | None:
+    """A plain path writes a new file only (see outputs.py)."""
+    return Output(output) if isinstance(output, Path) else output
+
+
+def write_frame(
+    frame: pd.DataFrame, fmt: str, output: Output | Path | None, max_rows: int = 200
+) -> str:
     """Writes the frame to `output` in `fmt`; returns the text for the terminal."""
     if fmt == "parquet" and output is None:
         raise QueryError("format: parquet is binary; give a file with --output.")
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        text = frame.to_csv(output, index=False)
-    elif fmt == "json":
-        text = frame.to_json(output, orient="records", date_format="iso", date_unit="s", indent=1)
-    elif fmt == "parquet":
-        frame.to_parquet(output, index=False)
-        text = None
-    else:
+    output = _output(output)
+    if fmt == "table":
         shown = (
             frame.head(max_rows).to_string(index=False, float_format=_readable)
             if len(frame)
@@ -551,35 +620,48 @@ def write_frame(frame: pd.DataFrame, fmt: str, output: Path | None, max_rows: in
         text = shown + (
             f"\n... {more} more row(s): use --format csv or --output" if more > 0 else ""
         )
-        if output is not None:
-            output.write_text(text + "\n")
-    if output is not None:
-        return f"Wrote {len(frame)} row(s) to {output}"
-    return text or ""
+        if output is None:
+            return text
+        with open_text_output(output) as out:
+            out.write(text + "\n")
+    elif fmt == "parquet":
+        with open_output(output) as binary:  # type: ignore[arg-type]
+            frame.to_parquet(binary, index=False)
+    else:
+        with _text_destination(output) as out:
+            if fmt == "csv":
+                frame.to_csv(out, index=False)
+            else:
+                frame.to_json(out, orient="records", date_format="iso", date_unit="s", indent=1)
+                if output is None:
+                    out.write("\n")
+    return f"Wrote {len(frame)} row(s) to {output.path}" if output is not None else ""
+
+
+def _text_destination(output: Output | None) -> AbstractContextManager[IO[str]]:
+    return open_text_output(output) if output is not None else nullcontext(sys.stdout)
 
 
 def write_batches(
-    reader: pa.RecordBatchReader, fmt: str, output: Path | None, max_rows: int = 200
+    reader: pa.RecordBatchReader, fmt: str, output: Output | Path | None, max_rows: int = 200
 ) -> str:
     """Writes the batches to `output` (or stdout) in `fmt` as they come; the terminal table
     reads no more than the rows it shows. Returns the text for the terminal."""
     if fmt == "parquet" and output is None:
         raise QueryError("format: parquet is binary; give a file with --output.")
+    output = _output(output)
     if fmt == "table":
         return _first_rows_table(reader, max_rows, output)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
     rows = 0
     if fmt == "parquet":
-        with pq.ParquetWriter(output, reader.schema) as writer:
+        with open_output(output) as binary, pq.ParquetWriter(binary, reader.schema) as writer:  # type: ignore[arg-type]
             for batch in reader:
                 writer.write_batch(batch)
                 rows += batch.num_rows
     else:
-        opened = output.open("w", newline="") if output else nullcontext(sys.stdout)
-        with opened as out:
+        with _text_destination(output) as out:
             rows = _write_text(reader, fmt, out)
-    return f"Wrote {rows} row(s) to {output}" if output is not None else ""
+    return f"Wrote {rows} row(s) to {output.path}" if output is not None else ""
 
 
 def _write_text(reader: pa.RecordBatchReader, fmt: str, out: IO[str]) -> int:
@@ -602,7 +684,7 @@ def _write_text(reader: pa.RecordBatchReader, fmt: str, out: IO[str]) -> int:
     return rows
 
 
-def _first_rows_table(reader: pa.RecordBatchReader, max_rows: int, output: Path | None) -> str:
+def _first_rows_table(reader: pa.RecordBatchReader, max_rows: int, output: Output | None) -> str:
     taken: list[Any] = []
     count = 0
     for batch in reader:
@@ -618,6 +700,7 @@ def _first_rows_table(reader: pa.RecordBatchReader, max_rows: int, output: Path 
     )
     text = shown + ("\n... more rows: use --format csv or --output" if count > max_rows else "")
     if output is not None:
-        output.write_text(text + "\n")
-        return f"Wrote the first {min(count, max_rows)} row(s) to {output}"
+        with open_text_output(output) as out:
+            out.write(text + "\n")
+        return f"Wrote the first {min(count, max_rows)} row(s) to {output.path}"
     return text
