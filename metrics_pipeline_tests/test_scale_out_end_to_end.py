@@ -135,7 +135,8 @@ def test_the_daemon_on_postgresql_heals_and_collects_fresh_hours_into_the_lake(
             succeeded("dagster/sensor_name", "gap_healing_sensor") >= 2
             and succeeded("dagster/schedule_name", "fresh_collection_schedule") >= 1
         ),
-        240,
+        # Four services and the runs' processes on two cores: minutes when the machine is busy.
+        480,
         "the gap sensor's first collection and healing run, and a fresh run",
     )
     [(events,)] = stack.dagster_rows(
