@@ -15,11 +15,12 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
 from metrics_pipeline.collection.schedules import RANGE_END_TAG, RANGE_START_TAG
+from metrics_pipeline.hours import floor_hour, utc_now
 from metrics_pipeline.maintenance.liveness import WORKER_STARTED
 from metrics_pipeline.warehouse.readers import open_reader
 from metrics_pipeline.warehouse.resources import WAREHOUSE_POOL
 from metrics_pipeline_tests.helpers import DAGSTER_DAEMON, hold_write_lock, pipeline_env, wait_for
-from metrics_pipeline_tests.moto_fleet import THIS_HOUR, create_instance, put_metrics
+from metrics_pipeline_tests.moto_fleet import create_instance, put_metrics
 
 pytestmark = pytest.mark.e2e
 
@@ -65,9 +66,10 @@ def test_a_killed_run_is_failed_its_slot_freed_and_its_hours_collected_again(
     moto_server: str, tmp_path: Path, code_server_too: bool
 ) -> None:
     create_instance("us-east-1", "orders-db")
+    this_hour = floor_hour(utc_now())
     put_metrics(
         "us-east-1", ["orders-db"], ["CPUUtilization"],
-        THIS_HOUR - timedelta(hours=3), THIS_HOUR + timedelta(hours=1),
+        this_hour - timedelta(hours=3), this_hour + timedelta(hours=1),
     )  # fmt: skip
     env = pipeline_env(
         tmp_path,
