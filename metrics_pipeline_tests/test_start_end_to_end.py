@@ -328,13 +328,13 @@ def test_ui_shows_the_asset_and_its_partition_in_a_browser(stack: Stack) -> None
 def test_the_terminal_says_how_far_the_look_back_has_come(stack: Stack) -> None:
     """start.sh's terminal follows the history while it fills (that it ends with a line once
     complete is tested with the daemon in test_daemon_end_to_end.py)."""
-    filling = re.compile(r"history: (\d+) of (\d+) hours for (\d+) instances; a healing run .*")
+    filling = re.compile(r"history: (\d+) of (\d+) hours for (\d+) instances; .*")
 
     def progress() -> list[re.Match[str]]:
         lines = stack.output.read_text().splitlines()
         return [match for line in lines if (match := filling.fullmatch(line))]
 
-    wait_for(lambda: bool(progress()), 300, "a progress line while a healing run is in progress")
+    wait_for(lambda: bool(progress()), 300, "a progress line once the inventory is collected")
     with duckdb.connect(str(stack.snapshot), read_only=True) as conn:
         [(instances,)] = conn.execute("SELECT count(*) FROM rds_instances").fetchall()
     first = progress()[0]
