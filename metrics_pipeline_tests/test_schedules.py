@@ -1,10 +1,22 @@
 """The fresh schedule: hours from the tick's scheduled time, one run, an idempotent run key."""
 
+import uuid
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from dagster import DefaultScheduleStatus, RunRequest, build_schedule_context
+from dagster import (
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    DefaultScheduleStatus,
+    RunRequest,
+    SkipReason,
+    build_schedule_context,
+    instance_for_test,
+)
 
+from metrics_pipeline.collection.jobs import fresh_collection_job
 from metrics_pipeline.collection.schedules import build_fresh_collection_schedule, fresh_hours
 from metrics_pipeline.maintenance.schedules import retention_schedule
 from metrics_pipeline_tests.helpers import TEST_SETTINGS
@@ -15,9 +27,17 @@ START = "dagster/asset_partition_range_start"
 END = "dagster/asset_partition_range_end"
 
 
-def tick(hour: int, minute: int) -> RunRequest:
+def evaluate(
+    hour: int, minute: int, instance: DagsterInstance | None = None
+) -> RunRequest | SkipReason:
     scheduled = datetime(2026, 11, 20, hour, minute, tzinfo=UTC)
-    result = fresh_collection_schedule(build_schedule_context(scheduled_execution_time=scheduled))
+    with instance_for_test() if instance is None else nullcontext(instance) as used:
+        context = build_schedule_context(instance=used, scheduled_execution_time=scheduled)
+        return fresh_collection_schedule(context)
+
+
+def tick(hour: int, minute: int) -> RunRequest:
+    result = evaluate(hour, minute)
     assert isinstance(result, RunRequest)
     return result
 
@@ -45,6 +65,37 @@ def test_same_tick_same_run_key_and_midnight_crossing() -> None:
     assert tick(0, 0).run_key == tick(0, 0).run_key
     assert tick(0, 0).tags[START] == "2026-11-19-23:00"
     assert tick(0, 0).tags[END] == "2026-11-20-00:00"
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        DagsterRunStatus.NOT_STARTED,
+        DagsterRunStatus.STARTING,
+        DagsterRunStatus.STARTED,
+        DagsterRunStatus.SUCCESS,
+        DagsterRunStatus.FAILURE,
+    ],
+)
+def test_a_tick_waits_while_an_earlier_fresh_run_has_not_finished(
+    status: DagsterRunStatus,
+) -> None:
+    """Fresh runs go ahead of healing runs in the queue: ticks that each queued one more while
+    the last had not finished would keep a healing run waiting for ever on a slow machine."""
+    with instance_for_test() as instance:
+        earlier = DagsterRun(
+            job_name=fresh_collection_job.name, run_id=str(uuid.uuid4()), status=status
+        )
+        instance.add_run(earlier)
+        result = evaluate(10, 30, instance)
+        if status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE):
+            assert isinstance(result, RunRequest)
+        else:
+            assert isinstance(result, SkipReason)
+            assert result.skip_message == (
+                f"The fresh run {earlier.run_id[:8]} ({status.value.lower()}) has not finished: "
+                "it collects the newest hours; the next tick after it does goes on."
+            )
 
 
 def test_previous_hour_follows_the_settle_delay() -> None:

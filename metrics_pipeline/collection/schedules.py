@@ -4,10 +4,13 @@ minutes."""
 from datetime import datetime, timedelta
 
 from dagster import (
+    DagsterRunStatus,
     DefaultScheduleStatus,
     RunRequest,
+    RunsFilter,
     ScheduleDefinition,
     ScheduleEvaluationContext,
+    SkipReason,
     schedule,
 )
 
@@ -30,6 +33,15 @@ def fresh_hours(
     return (current if settled_by_earlier_tick else previous), current
 
 
+# A fresh run in one of these has not finished collecting the newest hours.
+UNFINISHED = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+
+
 def range_tags(first: datetime, last: datetime) -> dict[str, str]:
     """Tags that make one run cover [first, last] of a single-run backfill asset."""
     return {RANGE_START_TAG: partition_key(first), RANGE_END_TAG: partition_key(last)}
@@ -48,7 +60,21 @@ def build_fresh_collection_schedule(settings: Settings) -> ScheduleDefinition:
             "run, after refreshing the inventory so new instances are collected at once."
         ),
     )
-    def fresh_collection_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+    def fresh_collection_schedule(
+        context: ScheduleEvaluationContext,
+    ) -> RunRequest | SkipReason:
+        # While an earlier fresh run is queued or running, it collects the newest hours: a
+        # tick more would only queue ahead of the healing runs (fresh runs go first), which a
+        # machine too slow to finish a fresh run per tick would then never start.
+        unfinished = context.instance.get_run_records(
+            RunsFilter(job_name=fresh_collection_job.name, statuses=UNFINISHED), limit=1
+        )
+        if unfinished:
+            run = unfinished[0].dagster_run
+            return SkipReason(
+                f"The fresh run {run.run_id[:8]} ({run.status.value.lower()}) has not finished: "
+                "it collects the newest hours; the next tick after it does goes on."
+            )
         scheduled = naive_utc(context.scheduled_execution_time)
         first, last = fresh_hours(scheduled, settings.settle_delay, tick_interval)
         return RunRequest(
