@@ -173,7 +173,7 @@ class StorageSettings:
         f"`{DEFAULT_QUERY_MEMORY_LIMIT}`",
         "DuckDB's `memory_limit` for analysts' queries (`metrics-pipeline query`, "
         "`query.connect()`, `query.run_sql()`), `64MiB` to `1PiB`; the reading commands' "
-        "whole process is held to it plus 256 MiB and 16 MiB per CPU (docs/analysts.md)",
+        "whole process is held to twice it plus 256 MiB and 16 MiB per CPU (docs/analysts.md)",
         DEFAULT_QUERY_MEMORY_LIMIT,
     )
     query_timeout_seconds: float = setting(

@@ -64,9 +64,10 @@ BATCH_ROWS = 50_000
 # The extract's own connection: a sort beyond this spills to a temporary folder.
 EXTRACT_MEMORY_LIMIT = "128MB"
 # DuckDB's memory_limit covers its buffer manager, not every allocation (one 3 GB string
-# grew a query past 5 GB under a 1 GB limit): the reading commands' process is held to the
-# query's limit plus this for Python, the libraries, a batch of results and each of DuckDB's
-# threads (its stack and allocator arenas).
+# grew a query past 5 GB under a 1 GB limit): the reading commands' process is held to twice
+# the query's limit plus this for Python, the libraries and each of DuckDB's threads. Twice:
+# the bound counts address space reserved before it is used (allocator arenas, Arrow
+# buffers); a 14M-row export to Parquet needed over 1.3 GB of it for 370 MB resident.
 PROCESS_MEMORY_HEADROOM = 256 * 2**20
 PROCESS_MEMORY_PER_THREAD = 16 * 2**20
 _RELATIVE = re.compile(r"^(?:now)?\s*-\s*(\d+)\s*([mhd])$")
@@ -110,7 +111,7 @@ def process_memory_bound(storage: StorageSettings) -> int:
     PROCESS_MEMORY_HEADROOM)."""
     threads = os.cpu_count() or 1
     return (
-        memory_bytes(storage.query_memory_limit)
+        2 * memory_bytes(storage.query_memory_limit)
         + PROCESS_MEMORY_HEADROOM
         + PROCESS_MEMORY_PER_THREAD * threads
     )
