@@ -85,6 +85,7 @@ from metrics_pipeline_tests.test_rollups import (
     test_views_answer_latest_and_wide,
 )
 from metrics_pipeline_tests.test_sensors import (
+    gap_healing_sensor,
     hours,
     instance,
     now,
@@ -94,6 +95,7 @@ from metrics_pipeline_tests.test_sensors import (
 
 # The imported tests and fixtures above are collected here again, on the lake.
 __all__ = [
+    "gap_healing_sensor",
     "hours",
     "instance",
     "now",

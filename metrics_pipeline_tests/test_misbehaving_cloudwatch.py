@@ -206,8 +206,8 @@ def test_a_malformed_answer_is_an_error_and_the_hour_stays_a_gap(
 def test_a_page_beyond_max_datapoints_is_refused_while_it_is_read(
     cloudwatch: MisbehavingCloudWatch, warehouse: WarehouseResource
 ) -> None:
-    # 200,000 datapoints per query (some 19 MB) where 1,000 were asked.
-    cloudwatch.answer = oversized(EPOCH, points=200_000)
+    # 2,000,000 datapoints per query (some 190 MB) where 1,000 were asked.
+    cloudwatch.answer = oversized(EPOCH, points=2_000_000)
     result = collect(warehouse, aws={"max_datapoints_per_request": 1000})
 
     assert failure_line(result) == (
@@ -215,8 +215,9 @@ def test_a_page_beyond_max_datapoints_is_refused_while_it_is_read(
         "MaxDatapoints asked can fill; refused"
     )
     assert [r.params["MaxDatapoints"] for r in cloudwatch.requests] == [1000] * STEP_ATTEMPTS
-    # The client stopped reading past the bound: the server could not write the rest.
-    assert all(not r.finished and r.bytes_sent < 2_000_000 for r in cloudwatch.requests)
+    # The client stopped reading past the bound: the server could not write the rest (what
+    # it wrote at all is what the sockets' buffers took, a few MB on loopback).
+    assert all(not r.finished and r.bytes_sent < 20_000_000 for r in cloudwatch.requests)
     assert fetch_log(warehouse) == []
     assert_healing_asks_again(warehouse, {ORDERS})
 

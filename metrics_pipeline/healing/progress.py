@@ -17,31 +17,28 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TextIO
-
-from dagster import DagsterError, DagsterInstance, DagsterRunStatus, RunsFilter
+from typing import TYPE_CHECKING, TextIO
 
 from metrics_pipeline.collection.store import read_inventory, settled_fetches
 from metrics_pipeline.healing.gaps import HistoryProgress, healing_hours, history_progress
-from metrics_pipeline.healing.jobs import healing_job
 from metrics_pipeline.hours import HOUR, utc_now
 from metrics_pipeline.settings import ConfigError, StorageSettings, look_back_from_env
 from metrics_pipeline.warehouse.lake import LakeError
 from metrics_pipeline.warehouse.readers import SnapshotMissingError, open_reader
 
-HEALING_IN_FLIGHT = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-]
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+
 WAITING_LINE = "history: waiting for the first collection"
 
 
 def healing_runs_in_flight(instance: DagsterInstance) -> int:
-    return instance.get_runs_count(
-        RunsFilter(job_name=healing_job.name, statuses=HEALING_IN_FLIGHT)
-    )
+    from dagster import RunsFilter
+
+    from metrics_pipeline.collection.schedules import UNFINISHED
+    from metrics_pipeline.healing.jobs import healing_job
+
+    return instance.get_runs_count(RunsFilter(job_name=healing_job.name, statuses=UNFINISHED))
 
 
 def deployment_healing_runs() -> int | None:
@@ -49,6 +46,9 @@ def deployment_healing_runs() -> int | None:
     one (an analyst's machine) or when it cannot be read: the progress is told without them."""
     if not os.environ.get("DAGSTER_HOME"):
         return None
+    # Dagster is imported here only: the analysts' commands start without it.
+    from dagster import DagsterError, DagsterInstance
+
     try:
         with DagsterInstance.get() as instance:
             return healing_runs_in_flight(instance)

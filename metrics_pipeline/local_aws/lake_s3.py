@@ -48,7 +48,15 @@ def lake_policy(file: str, bucket: str, prefix: str) -> list[dict[str, Any]]:
     text = text.replace(f":::{EXAMPLE_BUCKET}", f":::{bucket}")
     text = text.replace(f"{EXAMPLE_PREFIX}/", f"{prefix.strip('/')}/")
     statements = json.loads(text)["Statement"]
-    return [s for s in statements if all(a.startswith("s3:") for a in _actions(s))]
+    statements = [s for s in statements if all(a.startswith("s3:") for a in _actions(s))]
+    if any("s3:DeleteObject" in _actions(s) for s in statements):
+        # moto checks a DeleteObjects request's s3:DeleteObject against the bucket, where S3
+        # checks it against each key: allowed on the bucket's ARN, which names no object in
+        # S3, a policy allowing the prefix's deletes passes moto's check too.
+        statements.append(
+            {"Effect": "Allow", "Action": "s3:DeleteObject", "Resource": f"arn:aws:s3:::{bucket}"}
+        )
+    return statements
 
 
 def _actions(statement: dict[str, Any]) -> list[str]:
