@@ -24,26 +24,11 @@ from metrics_pipeline.healing.progress import (
 from metrics_pipeline.settings import StorageSettings
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import definitions_for_tests
+from metrics_pipeline_tests.test_sensors import record
 
 SETTLE = timedelta(minutes=15)
 ACCOUNT = "123456789012"
 FLEET = [Instance(ACCOUNT, "us-east-1", "orders-db"), Instance(ACCOUNT, "eu-west-1", "users-db")]
-
-
-def record(instance: Instance, created: datetime) -> dict:
-    return {
-        "account_id": instance.account_id,
-        "region": instance.region,
-        "instance_id": instance.instance_id,
-        "engine": "postgres",
-        "engine_version": "16.4",
-        "instance_class": "db.t3.micro",
-        "allocated_storage_gb": 20,
-        "multi_az": False,
-        "status": "available",
-        "create_time": created,
-        "tags": {},
-    }
 
 
 def fetched(warehouse: WarehouseResource, now: datetime, hours: list[datetime]) -> None:
