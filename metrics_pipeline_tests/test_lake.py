@@ -9,6 +9,7 @@ several processes, conflict retry, readers during writes, its maintenance and sa
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -567,8 +568,13 @@ def kill_a_migration(
     for line in killed.stderr:
         if line.startswith("copying rds_metrics "):
             break
+    # In steps of 50 ms, stopped in between, until its first file is in S3: on an idle machine
+    # the whole copy, commit included, can take less than one look at the bucket.
+    killed.send_signal(signal.SIGSTOP)
     while not any(key.endswith(".parquet") for key in data_files(lake, s3_endpoint)):
+        killed.send_signal(signal.SIGCONT)
         time.sleep(0.05)
+        killed.send_signal(signal.SIGSTOP)
     killed.kill()
     killed.wait()
     orphans = data_files(lake, s3_endpoint)
