@@ -39,6 +39,7 @@ from metrics_pipeline.warehouse.readers import SnapshotMissingError
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import expected_columns
 from metrics_pipeline.warehouse.sql import ConflictError, in_transaction, retry_conflicts
+from metrics_pipeline_tests.conftest import S3Server
 from metrics_pipeline_tests.helpers import (
     DAGSTER,
     generate_metrics,
@@ -507,10 +508,17 @@ def migration_env(file: WarehouseResource, lake: Lake, **settings: str) -> dict[
     return env
 
 
-def data_files(lake: Lake, s3_endpoint: str) -> set[str]:
-    """The objects under the lake's data path in the S3 server."""
+def data_files(lake: Lake, s3_server: S3Server) -> set[str]:
+    """The objects under the lake's data path in the S3 server, as its administrator sees
+    them."""
     bucket, _, prefix = lake.data_path.removeprefix("s3://").partition("/")
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server.url,
+        region_name="us-east-1",
+        aws_access_key_id=s3_server.admin.key_id,
+        aws_secret_access_key=s3_server.admin.secret,
+    )
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return {item["Key"] for page in pages for item in page.get("Contents", [])}
 
@@ -556,7 +564,7 @@ def test_a_migration_stays_within_the_memory_limit_whatever_the_days(
 
 
 def kill_a_migration(
-    lake: Lake, s3_endpoint: str, tmp_path: Path
+    lake: Lake, s3_server: S3Server, tmp_path: Path
 ) -> tuple[dict[str, str], set[str]]:
     """SIGKILL of `metrics-pipeline migrate-to-lake` of 400,000 rows while it writes the
     lake's files: its environment, and the files it left in S3 (in no snapshot)."""
@@ -571,28 +579,28 @@ def kill_a_migration(
     # In steps of 50 ms, stopped in between, until its first file is in S3: on an idle machine
     # the whole copy, commit included, can take less than one look at the bucket.
     killed.send_signal(signal.SIGSTOP)
-    while not any(key.endswith(".parquet") for key in data_files(lake, s3_endpoint)):
+    while not any(key.endswith(".parquet") for key in data_files(lake, s3_server)):
         killed.send_signal(signal.SIGCONT)
         time.sleep(0.05)
         killed.send_signal(signal.SIGSTOP)
     killed.kill()
     killed.wait()
-    orphans = data_files(lake, s3_endpoint)
+    orphans = data_files(lake, s3_server)
     assert orphans and not known_files(lake)
     return env, orphans
 
 
 def test_a_killed_migration_leaves_no_files_after_the_next_one(
-    lake: Lake, s3_endpoint: str, tmp_path: Path
+    lake: Lake, s3_server: S3Server, tmp_path: Path
 ) -> None:
     """The next migration deletes what a killed one wrote, then moves every row."""
-    env, orphans = kill_a_migration(lake, s3_endpoint, tmp_path)
+    env, orphans = kill_a_migration(lake, s3_server, tmp_path)
 
     moved = subprocess.run([CLI, "migrate-to-lake"], env=env, capture_output=True, text=True)
 
     assert moved.returncode == 0, moved.stderr
     assert f"deleted {len(orphans)} file(s) an earlier, unfinished copy left" in moved.stderr
-    left = data_files(lake, s3_endpoint)
+    left = data_files(lake, s3_server)
     assert not orphans & left
     assert left == known_files(lake)
     with open_lake(lake, read_only=True) as conn:
@@ -600,9 +608,9 @@ def test_a_killed_migration_leaves_no_files_after_the_next_one(
 
 
 def test_retention_deletes_what_a_killed_write_left_once_a_day_old(
-    lake: Lake, s3_endpoint: str, tmp_path: Path
+    lake: Lake, s3_server: S3Server, tmp_path: Path
 ) -> None:
-    _, orphans = kill_a_migration(lake, s3_endpoint, tmp_path)
+    _, orphans = kill_a_migration(lake, s3_server, tmp_path)
     warehouse = WarehouseResource(
         database=str(tmp_path / "w.duckdb"),
         lake_catalog=lake.catalog,
@@ -610,7 +618,7 @@ def test_retention_deletes_what_a_killed_write_left_once_a_day_old(
     )
     with warehouse.connect() as conn:
         assert compact_lake(conn, utc_now()).orphans_deleted == 0  # could be a write at work
-        assert data_files(lake, s3_endpoint) == orphans
+        assert data_files(lake, s3_server) == orphans
         compaction = compact_lake(conn, utc_now() + timedelta(days=1, minutes=5))
     assert compaction.orphans_deleted == len(orphans)
-    assert data_files(lake, s3_endpoint) == set()
+    assert data_files(lake, s3_server) == set()
