@@ -68,7 +68,7 @@ def test_fleet_is_in_rds_with_its_details(local_aws: LocalAws) -> None:
     assert set(by_id) == {i.instance_id for i in default_fleet(NOW)}
     assert {d["Engine"] for d in by_id.values()} >= {"postgres", "mysql", "mariadb"}
     assert by_id["legacy-db"]["DBInstanceStatus"] == "stopped"
-    assert by_id["reports-db"]["InstanceCreateTime"] > datetime.now(UTC) - timedelta(hours=2)
+    assert by_id["reports-db"]["InstanceCreateTime"] > NOW - timedelta(hours=2)  # the fleet's clock
     assert {t["Key"]: t["Value"] for t in by_id["orders-db"]["TagList"]} == {
         "team": "shop",
         "env": "prod",
