@@ -31,10 +31,13 @@ def evaluate(
     hour: int, minute: int, instance: DagsterInstance | None = None
 ) -> RunRequest | SkipReason:
     scheduled = datetime(2026, 11, 20, hour, minute, tzinfo=UTC)
-    with instance_for_test() if instance is None else nullcontext(instance) as used:
-        # As a context manager: the instance it opens is closed with it, not left current.
-        with build_schedule_context(instance=used, scheduled_execution_time=scheduled) as context:
-            return fresh_collection_schedule(context)
+    # The context as a context manager: the instance it opens is closed with it, not left
+    # Dagster's current one.
+    with (
+        instance_for_test() if instance is None else nullcontext(instance) as used,
+        build_schedule_context(instance=used, scheduled_execution_time=scheduled) as context,
+    ):
+        return fresh_collection_schedule(context)
 
 
 def tick(hour: int, minute: int) -> RunRequest:
