@@ -120,7 +120,9 @@ def fresh_tick(settings: Settings, instance: DagsterInstance, phases: dict[str, 
     phases["inventory"] = steps["rds_instances"]
     phases["metrics"] = steps["rds_metrics"]
     metadata = result.asset_materializations_for_node("rds_metrics")[0].metadata
-    phases["snapshot_publish"] = metadata["snapshot_publish_seconds"].value
+    publish_seconds = metadata["snapshot_publish_seconds"].value
+    assert isinstance(publish_seconds, float), publish_seconds  # recorded as float metadata
+    phases["snapshot_publish"] = publish_seconds
     hourly, daily = build_rollup_assets(partitions)
     resources = build_resources(settings)
     began = time.perf_counter()

@@ -62,11 +62,14 @@ def on_cron_and_once_inputs_exist(
         & ~AutomationCondition.in_progress()
         & ~AutomationCondition.execution_failed()
     ).with_label("never materialized, inputs exist")
-    on_cron = (
-        AutomationCondition.on_cron(cron, cron_timezone="UTC")
-        if only_after_input_updates
-        else AutomationCondition.cron_tick_passed(cron, cron_timezone="UTC").since_last_handled()
-    )
+    on_cron: AutomationCondition
+    if only_after_input_updates:
+        on_cron = AutomationCondition.on_cron(cron, cron_timezone="UTC")
+    else:
+        # Two steps: inferred inside the chain, the tick's key type would be the asset's only,
+        # which since_last_handled() (typed for assets and checks) does not accept.
+        on_cron = AutomationCondition.cron_tick_passed(cron, cron_timezone="UTC")
+        on_cron = on_cron.since_last_handled()
     when = "after input updates" if only_after_input_updates else "whatever happened"
     return (on_cron | first_run | AFTER_HEALING_RUNS).with_label(
         f"on cron {cron} ({when}), once inputs exist, and after healing runs"

@@ -40,24 +40,26 @@ def _number(value: float | None) -> str:
 
 def _metric_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """One line per metric; bytes in GiB, so that the widest figures fit."""
-    table = []
-    for row in rows.itertuples(index=False):
-        scale, unit = (GIB, "GiB") if row.unit == "Bytes" else (1, row.unit or "-")
-        figures = [row.minimum, row.average, row.maximum, row.p95]
-        table.append(
-            {
-                "metric": row.metric,
-                "unit": unit,
-                "minimum": _number(None if pd.isna(figures[0]) else figures[0] / scale),
-                "average": _number(None if pd.isna(figures[1]) else figures[1] / scale),
-                "maximum": _number(None if pd.isna(figures[2]) else figures[2] / scale),
-                "p95": _number(None if pd.isna(figures[3]) else figures[3] / scale),
-                "periods": row.periods,
-                "missing": row.hours_missing,
-                "empty": row.hours_empty,
-            }
-        )
-    return pd.DataFrame.from_records(table)
+    rows = rows.reset_index(drop=True)
+    in_bytes = rows["unit"] == "Bytes"
+    scale = in_bytes.map({True: GIB, False: 1})
+    figures = {
+        name: [_number(value) for value in (rows[name].astype(float) / scale).tolist()]
+        for name in ("minimum", "average", "maximum", "p95")
+    }
+    return pd.DataFrame(
+        {
+            "metric": rows["metric"],
+            "unit": [
+                "GiB" if b else (unit or "-")
+                for b, unit in zip(in_bytes, rows["unit"], strict=True)
+            ],
+            **figures,
+            "periods": rows["periods"],
+            "missing": rows["hours_missing"],
+            "empty": rows["hours_empty"],
+        }
+    )
 
 
 def _wrapped(label: str, ranges: str) -> list[str]:
@@ -85,7 +87,11 @@ def health_text(summary: pd.DataFrame) -> str:
         lines = [f"{instance} ({account}, {region}): {rows.hours_expected.max()} hours expected"]
         table = _metric_rows(rows).to_string(index=False)
         lines += ["  " + line for line in table.splitlines()]
-        missing = {r.metric: r.missing_hours for r in rows.itertuples() if r.missing_hours}
+        missing = {
+            metric: hours
+            for metric, hours in zip(rows["metric"], rows["missing_hours"], strict=True)
+            if hours
+        }
         if missing and len(set(missing.values())) == 1 and len(missing) == len(rows):
             lines += _wrapped("missing hours", next(iter(missing.values())))
         else:

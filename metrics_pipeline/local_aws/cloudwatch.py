@@ -175,5 +175,6 @@ def install(simulator: Simulator | None = None) -> None:
     simulator does not offer."""
     global _simulator
     _simulator = simulator
+    # Patching moto's response classes is the point here: mypy forbids assigning to methods.
     CloudWatchResponse.get_metric_data = get_metric_data  # type: ignore[method-assign]
     TokenResponse.assume_role = assume_role  # type: ignore[method-assign]

@@ -23,7 +23,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 from moto.server import ThreadedMotoServer
@@ -64,7 +64,7 @@ def _actions(statement: dict[str, Any]) -> list[str]:
     return [listed] if isinstance(listed, str) else list(listed)
 
 
-def _client(service: str, url: str, key: AccessKey) -> Any:
+def _client(service: Literal["iam", "s3"], url: str, key: AccessKey) -> Any:
     return boto3.client(
         service,
         endpoint_url=url,

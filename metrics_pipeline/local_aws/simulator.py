@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import boto3
 from moto.rds.models import rds_backends
@@ -115,8 +115,11 @@ class Simulator:
         period = int(stat["Period"])
         aligned_start = datetime.fromtimestamp(start.timestamp() // period * period, UTC)
         published = self.clock() - timedelta(minutes=self.faults.late_minutes)
+        profile = self.profile(account_id, region, instance_id)
+        if profile is None:  # the caller asks only about queries this fleet knows
+            raise KeyError(f"{account_id}/{region}/{instance_id} is not a simulated instance")
         seconds, values = series(
-            self.profile(account_id, region, instance_id),
+            profile,
             metric["MetricName"],
             stat["Stat"],
             period,
@@ -189,9 +192,17 @@ class Simulator:
         return due
 
 
-def account_credentials(endpoint_url: str, account_id: str) -> dict[str, str]:
+class ClientKeys(TypedDict):
+    """The keyword arguments of `boto3.client` that say whose keys a client signs with."""
+
+    aws_access_key_id: str
+    aws_secret_access_key: str
+    aws_session_token: NotRequired[str]
+
+
+def account_credentials(endpoint_url: str, account_id: str) -> ClientKeys:
     """Keys that moto files under `account_id`: the own account's, or an assumed role's."""
-    local = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+    local: ClientKeys = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
     if account_id == ACCOUNT_ID:
         return local
     sts = boto3.client("sts", region_name="us-east-1", endpoint_url=endpoint_url, **local)

@@ -105,6 +105,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _row_count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
+    counted = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(counted[0]) if counted else 0
+
+
 def _table_columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[list[str]]:
     return [
         [name, data_type]
@@ -184,7 +189,7 @@ def create_backup(source: ReadSource, folder: Path, now: datetime) -> Backup:
         try:
             with open_reader_for_export(source, partial) as conn:
                 tables = base_tables(conn)
-                rows = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+                rows = {table: _row_count(conn, table) for table in tables}
                 columns = {table: _table_columns(conn, table) for table in tables}
                 conn.execute(f"EXPORT DATABASE {sql_literal(partial)} (FORMAT parquet)")
         except SnapshotMissingError as error:

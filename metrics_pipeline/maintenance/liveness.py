@@ -20,10 +20,12 @@ from dagster import (
     DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
+    EventLogEntry,
     RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SkipReason,
+    TextMetadataValue,
     sensor,
 )
 from dagster._core.events import JobFailureData, RunFailureReason
@@ -79,19 +81,22 @@ def dead_workers(instance: DagsterInstance) -> Iterator[DeadWorker]:
     for record in instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.STARTED])):
         run = record.dagster_run
         events = instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT)
-        started = [
-            event
-            for event in events
-            if event.dagster_event is not None
-            and (event.dagster_event.message or "").startswith(WORKER_STARTED)
-        ]
+        started = [(event, pid) for event in events if (pid := worker_pid(event)) is not None]
         if not started:
             continue  # the worker has not said it runs yet: run monitoring's start timeout
-        event = started[-1]  # a resumed run's latest worker
-        metadata = event.dagster_event.engine_event_data.metadata
-        pid = int(metadata["pid"].value)
+        event, pid = started[-1]  # a resumed run's latest worker
         if not worker_alive(pid, event.timestamp):
             yield DeadWorker(run.run_id, run.job_name, pid)
+
+
+def worker_pid(entry: EventLogEntry) -> int | None:
+    """The process id in the code server's "worker started" event (which Dagster records as
+    text metadata), or None for any other engine event."""
+    event = entry.dagster_event
+    if event is None or not (event.message or "").startswith(WORKER_STARTED):
+        return None
+    pid = event.engine_event_data.metadata.get("pid")
+    return int(pid.value) if isinstance(pid, TextMetadataValue) else None
 
 
 def workers_run_on_this_host(instance: DagsterInstance) -> bool:

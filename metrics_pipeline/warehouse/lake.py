@@ -25,7 +25,7 @@ import random
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache
@@ -44,6 +44,9 @@ from metrics_pipeline.warehouse.sql import sql_literal
 LAKE_ALIAS = "lake"
 LAKE_PREFIX = "ducklake:"
 POSTGRES_CATALOG_PREFIX = "ducklake:postgres:"
+# What duckdb.connect accepts as its `config`.
+DuckDBSetting = str | bool | int | float | list[str]
+DuckDBConfig = dict[str, DuckDBSetting]
 # Name to LOAD, and the PyPI package whose wheel carries it.
 EXTENSIONS = {
     "ducklake": "duckdb_extension_ducklake",
@@ -184,7 +187,7 @@ def install_extensions(directory: Path) -> None:
                 conn.execute(f"INSTALL {sql_literal(_wheel_extension(name))}")
 
 
-def _extension_config(directory: Path) -> dict[str, Any]:
+def _extension_config(directory: Path) -> DuckDBConfig:
     return {
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
@@ -228,7 +231,7 @@ def s3_secret_sql() -> str:
 
 
 def open_lake(
-    lake: Lake, *, read_only: bool, config: dict[str, Any] | None = None
+    lake: Lake, *, read_only: bool, config: Mapping[str, DuckDBSetting] | None = None
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the lake attached as `lake` and in use."""
     directory = extension_directory()
@@ -296,7 +299,8 @@ class WriteLock:
         self._connection.autocommit = True
         with self._connection.cursor() as cursor:
             cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [WRITE_LOCK_TABLE])
-            if not cursor.fetchone()[0]:
+            exists = cursor.fetchone()
+            if not (exists and exists[0]):
                 # Another writer may create it at the same moment.
                 with suppress(psycopg2.errors.UniqueViolation, psycopg2.errors.DuplicateTable):
                     cursor.execute(

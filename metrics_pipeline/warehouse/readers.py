@@ -27,7 +27,7 @@ from pathlib import Path
 
 import duckdb
 
-from metrics_pipeline.warehouse.lake import Lake, LakeError, open_lake
+from metrics_pipeline.warehouse.lake import DuckDBConfig, Lake, LakeError, open_lake
 from metrics_pipeline.warehouse.schema import VERSION_TABLE, table_exists
 from metrics_pipeline.warehouse.sql import sql_literal
 
@@ -35,7 +35,7 @@ SNAPSHOT_ALIAS = "warehouse"
 # What a reader reads: the snapshot file, or the lake.
 ReadSource = Path | Lake
 
-_READER_CONFIG = {
+_READER_CONFIG: DuckDBConfig = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "temp_directory": "",
