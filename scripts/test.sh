@@ -13,6 +13,8 @@ bash scripts/install.sh
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# The type checker over the package and the benchmarks ([tool.mypy] in pyproject.toml).
+.venv/bin/mypy
 # The definitions load as Dagster's own tooling loads them (any region will do for that).
 METRICS_AWS_REGIONS=${METRICS_AWS_REGIONS:-us-east-1} VIRTUAL_ENV=$PWD/.venv .venv/bin/dg check defs
 # pytest exits 5 when it collects no test, so an empty run cannot pass.
