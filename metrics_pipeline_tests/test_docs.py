@@ -7,9 +7,11 @@ import grp
 import importlib.util
 import os
 import re
+import runpy
 import shlex
 import shutil
 import subprocess
+import sys
 import textwrap
 import tomllib
 from dataclasses import dataclass
@@ -160,7 +162,12 @@ PROGRAMS = {
     "python": "sys.executable",
 }
 
+# A command → the test (file::function, or a fixture or helper) that runs it, or the script
+# that runs it (scripts/test.sh: what CI runs).
 COVERED = {
+    "ruff check": "scripts/test.sh",
+    "ruff format --check": "scripts/test.sh",
+    "dg check defs": "scripts/test.sh",
     "bash scripts/start.sh": "test_start_end_to_end.py::start",
     "bash scripts/start.sh --scale-out": "test_scale_out_end_to_end.py::stack",
     "python3 -m venv .venv": (
@@ -233,8 +240,6 @@ EXEMPT = {
     "local AWS, started by them",
     "python -m metrics_pipeline.local_aws.lake_s3": "started by start.sh --scale-out "
     "(test_scale_out_end_to_end.py) and the scale-out fixtures",
-    "python -m metrics_pipeline.local_postgres --help": "started by start.sh --scale-out "
-    "(test_scale_out_end_to_end.py) and the scale-out fixtures",
     "duckdb -readonly data/metrics.snapshot.duckdb": "interactive; "
     "test_client_compatibility.py opens the snapshot with that client",
     "pip install 'metrics_pipeline[slack]'": "installs from PyPI; the dev extra includes it",
@@ -251,7 +256,7 @@ EXEMPT_BLOCKS = {
 
 COMMAND = re.compile(
     r"^(bash scripts/|\.venv/bin/[\w-]+ |python3? -m |python3? [\w/]+\.py|metrics-pipeline \w"
-    r"|dagster[\w-]* \w|docker |pip |duckdb -|\. \S+\.env$|export |[A-Z_]+=)"
+    r"|dagster[\w-]* \w|docker |pip |duckdb -|\. \S+\.env$|export |[A-Z_]+=|ruff \w|dg \w)"
 )
 
 
@@ -287,6 +292,7 @@ def runs_here(text: str) -> bool:
     words = shlex.split(text)
     return (
         words[0].removeprefix(".venv/bin/") == "metrics-pipeline"
+        or (words[:2] == ["python", "-m"] and words[3:] == ["--help"])
         or (words[:2] == [".venv/bin/python", "-c"])
         or bool(re.fullmatch(r"(export )?METRICS_\w+=.*", text))
     )
@@ -335,9 +341,16 @@ def test_the_test_named_for_a_command_runs_it(command: str) -> None:
     """The test's (or its fixture's, or helper's) source holds each word of the command as a
     word of its strings; the program may be the name the tests call it by (PROGRAMS), an
     example value a placeholder."""
+    words = shlex.split(command)
+    if "::" not in COVERED[command]:
+        script = (PROJECT_ROOT / COVERED[command]).read_text()
+        lines = [line.replace(".venv/bin/", "").split() for line in script.splitlines()]
+        # A line's command follows the environment it sets (NAME=value NAME=value command).
+        commands = [[w for w in line if not re.fullmatch(r"[A-Z_]+=\S*", w)] for line in lines]
+        assert any(line[: len(words)] == words for line in commands), command
+        return
     file, function = COVERED[command].split("::")
     constants, names = string_constants_and_names(file, function)
-    words = shlex.split(command)
     program = words[0].removeprefix(".venv/bin/").replace("python3", "python")
     if program in PROGRAMS and PROGRAMS[program] in names:
         words = words[1:]
@@ -434,6 +447,13 @@ def test_the_documented_command_runs(
     if words[0] == ".venv/bin/python":
         exec(compile(words[2], command_id(command), "exec"), {})
         assert capsys.readouterr().out.strip()
+        return
+    if words[:2] == ["python", "-m"]:
+        monkeypatch.setattr(sys, "argv", [words[2], *words[3:]])
+        with pytest.raises(SystemExit) as stopped:
+            runpy.run_module(words[2], run_name="__main__", alter_sys=True)
+        assert stopped.value.code == 0
+        assert "usage:" in capsys.readouterr().out
         return
     if words[1:2] == ["backup"] and words[2] in ("create", "restore"):
         monkeypatch.setenv("METRICS_BACKUP_DIR", str(tmp_path / "backups"))
