@@ -23,10 +23,11 @@ import pytest
 from dagster._core.instance.config import dagster_instance_config
 
 from metrics_pipeline.analysts import query
+from metrics_pipeline.definitions import build_definitions
 from metrics_pipeline.settings import Settings, StorageSettings
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.sql import in_transaction
-from metrics_pipeline_tests.helpers import PROJECT_ROOT
+from metrics_pipeline_tests.helpers import PROJECT_ROOT, settings_for_tests
 from metrics_pipeline_tests.known_data import FIRST_HOUR, seed
 from metrics_pipeline_tests.moto_fleet import ACCOUNT_ID
 
@@ -678,3 +679,22 @@ def test_every_test_the_docs_name_exists() -> None:
             assert (tests / name).exists(), name
         else:
             assert name.removesuffix("_py") in defined or (tests / f"{name}.py").exists(), name
+
+
+README = (PROJECT_ROOT / "README.md").read_text()
+NUMBERS = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+
+
+def test_the_tour_lists_every_schedule_and_sensor_and_says_how_many() -> None:
+    """The README's step 2 names what the UI's Automation tab lists: every schedule and sensor
+    of the definitions, each running from the start, and their number."""
+    tour = re.search(r"^2\. \*\*Automation\*\* lists (\w+) entries(.*?)^3\. ", README, re.S | re.M)
+    assert tour, "the README's tour has its Automation step"
+    definitions = build_definitions(settings_for_tests())
+    schedules = {s.name: s.default_status for s in definitions.schedules or []}
+    sensors = {s.name: s.default_status for s in definitions.sensors or []}
+    entries = schedules | sensors
+    named = set(re.findall(r"`(\w+_(?:schedule|sensor|automation|alert|check))`", tour[2]))
+    assert named == set(entries)
+    assert NUMBERS.index(tour[1]) == len(entries)
+    assert {status.value for status in entries.values()} == {"RUNNING"}
