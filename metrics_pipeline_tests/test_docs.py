@@ -24,7 +24,7 @@ from dagster._core.instance.config import dagster_instance_config
 
 from metrics_pipeline.analysts import query
 from metrics_pipeline.definitions import build_definitions
-from metrics_pipeline.settings import Settings, StorageSettings
+from metrics_pipeline.settings import StorageSettings, load_settings
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.sql import in_transaction
 from metrics_pipeline_tests.helpers import PROJECT_ROOT, settings_for_tests
@@ -441,7 +441,7 @@ def test_the_documented_command_runs(
                 [assignment] = shlex.split(with_placeholders(other.text, documented_warehouse))[-1:]
                 name, _, value = assignment.partition("=")
                 environ[name] = value
-        Settings.from_env(environ)
+        load_settings(environ)
         name, _, value = shlex.split(text)[-1].partition("=")
         assert environ[name] == value
         return
