@@ -2,7 +2,7 @@
 beside its target or as a ratio to a baseline measured in the same run.
 
     .venv/bin/python -m benchmarks.suite --size small            # about 6 minutes
-    .venv/bin/python -m benchmarks.suite --size full --output docs/performance-results.md
+    .venv/bin/python -m benchmarks.suite --size full --output results.md
 
 The local AWS runs in a process of its own (its CPU is not ours) and every collection in a
 child process (`benchmarks/collect.py`), whose CPU time and peak memory come from wait4().

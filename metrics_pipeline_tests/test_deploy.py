@@ -142,7 +142,8 @@ def test_the_dockerfile_copies_what_exists_and_installs_as_the_readme_does() -> 
         assert (PROJECT_ROOT / source).exists(), source
     runs = " ".join(args for kind, args in instructions if kind == "RUN")
     # The install the README's start and test commands run (scripts/start.sh, scripts/test.sh
-    # both call it), without the test tools.
+    # both call it), without the test tools nor the local AWS and PostgreSQL
+    # (test_runtime_install.py).
     assert "bash scripts/install.sh --runtime" in runs
     for script in ("start.sh", "test.sh"):
         assert "bash scripts/install.sh" in (PROJECT_ROOT / "scripts" / script).read_text()

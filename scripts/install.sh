@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Creates .venv and installs the project with its test tools, unless already done for
-# this exact pyproject.toml.
+# Creates .venv and installs the project, unless already done for this exact pyproject.toml.
 #
-#   bash scripts/install.sh             # with the test tools (development, CI)
-#   bash scripts/install.sh --runtime   # without them (the code location's image)
+#   bash scripts/install.sh             # the dev extra: the test tools and the local AWS and
+#                                       # PostgreSQL (the local extra); what start.sh and
+#                                       # test.sh install
+#   bash scripts/install.sh --runtime   # only what runs in production: the code location's
+#                                       # image (deploy/Dockerfile)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in

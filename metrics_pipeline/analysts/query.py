@@ -2,7 +2,7 @@
 
 The `metrics-pipeline` command is a thin layer over these; in a notebook:
 
-    from metrics_pipeline import query
+    from metrics_pipeline.analysts import query
     cpu = query.extract_metrics("now-6h", "now", instances=["orders-db"])
 
 Every function reads the published snapshot (see snapshot.py), so it never waits for the

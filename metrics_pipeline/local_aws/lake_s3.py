@@ -26,6 +26,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import boto3
+
+from metrics_pipeline.local_aws import exit_without_local_extra
+
+if __name__ == "__main__":
+    exit_without_local_extra("moto", "python -m metrics_pipeline.local_aws.lake_s3")
+
 from moto.server import ThreadedMotoServer
 
 # The policies the project ships (a clone's deploy/ folder: the local stack runs from one).

@@ -97,7 +97,10 @@ def _binaries() -> Path:
     creates folders in the user's home)."""
     spec = find_spec("pgserver")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("The local PostgreSQL needs the pgserver package: reinstall.")
+        raise RuntimeError(
+            "The local PostgreSQL needs pgserver, from the project's local extra: "
+            "pip install -e '.[local]'"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 

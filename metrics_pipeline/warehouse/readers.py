@@ -10,7 +10,7 @@ warehouse and nothing else, whatever its text ("Securing DuckDB" in DuckDB's doc
 - enable_external_access=false: no files, network, ATTACH, INSTALL or LOAD, but for what is
   attached already (the snapshot, the lake's catalog) and a lake's data path, which DuckDB
   then allows for writing too: on a lake, readers' S3 credentials must be read-only
-  (deploy/iam/reader-policy.json) as their database role must. DuckDB then still
+  (deploy/iam/analyst-policy.json) as their database role must. DuckDB then still
   allows the attached database's own paths, the snapshot and its .wal siblings, for writing
   too: `COPY ... TO '<snapshot>' (USE_TMP_FILE false)` overwrote the snapshot. So DuckDB's
   local file system is disabled as well (for a lake on S3 too): the snapshot, opened by
