@@ -33,9 +33,9 @@ from pathlib import Path
 import duckdb
 
 from metrics_pipeline.catalog import DEFAULT_METRICS, DEFAULT_STATISTICS
-from metrics_pipeline.collection.inventory import Instance
 from metrics_pipeline.collection.store import record_run, replace_metrics
 from metrics_pipeline.local_postgres import server as local_postgres
+from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline.warehouse.lake import Lake
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.sql import sql_literal

@@ -27,15 +27,15 @@ from dagster import DagsterEventType, DagsterInstance, materialize
 
 from metrics_pipeline.collection.assets import build_collection_assets
 from metrics_pipeline.collection.cloudwatch import MAX_QUERIES_PER_REQUEST, build_queries
-from metrics_pipeline.collection.inventory import Instance
 from metrics_pipeline.collection.runs import peak_memory_mib
-from metrics_pipeline.collection.schedules import range_tags
+from metrics_pipeline.dagster_runs import range_tags
 from metrics_pipeline.definitions import build_definitions
 from metrics_pipeline.hours import floor_hour
 from metrics_pipeline.partitions import Partitions
 from metrics_pipeline.resources import build_resources
 from metrics_pipeline.rollups.assets import build_rollup_assets
 from metrics_pipeline.settings import Settings, load_settings
+from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline.warehouse.schema import RUNS_TABLE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -5,10 +5,11 @@ from typing import Any
 
 from dagster import AssetExecutionContext, TableColumn, TableColumnConstraints, TableSchema
 
-from metrics_pipeline.collection.keys import GROUP
 from metrics_pipeline.warehouse.resources import WAREHOUSE_POOL
 from metrics_pipeline.warehouse.schema import expected_columns
 
+# The one asset group of the pipeline's assets in the catalog.
+GROUP = "rds"
 # Who answers for the assets in the catalog (Dagster's `owners`: a team or an e-mail address).
 OWNERS = ["team:rds-metrics"]
 

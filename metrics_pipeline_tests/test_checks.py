@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from dagster import AssetCheckSeverity
 
-from metrics_pipeline.collection.inventory import Instance, InventoryEntry
 from metrics_pipeline.collection.resources import CollectionResource
 from metrics_pipeline.collection.store import replace_metrics, upsert_instances
 from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.quality.checks import completeness
+from metrics_pipeline.warehouse.instances import Instance, InventoryEntry
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
 from metrics_pipeline.warehouse.sql import in_transaction

@@ -25,9 +25,9 @@ from metrics_pipeline.collection.collector import (
     collect_chunks,
     interleaved,
 )
-from metrics_pipeline.collection.inventory import Instance
 from metrics_pipeline.hours import utc_now
 from metrics_pipeline.settings import duckdb_memory_limit_for
+from metrics_pipeline.warehouse.instances import Instance
 
 SERIES = 14 * 5  # the default metrics and statistics
 

@@ -1,10 +1,19 @@
 """The pure planning of GetMetricData requests: queries, batches, windows, pages."""
 
+import io
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
+from botocore.awsrequest import AWSResponse
+from urllib3 import HTTPResponse
 
-from metrics_pipeline.collection.bounds import Deadline, DeadlineExceeded, max_pages
+from metrics_pipeline.collection.bounds import (
+    Deadline,
+    DeadlineExceeded,
+    MalformedAnswer,
+    max_pages,
+)
 from metrics_pipeline.collection.cloudwatch import (
     Instance,
     MetricQuery,
@@ -151,8 +160,8 @@ def test_the_fast_list_parser_gives_what_botocore_gives() -> None:
     import botocore.session
     from botocore.parsers import ResponseParserFactory
 
+    from metrics_pipeline.collection.botocore_internals import RawListsParserFactory
     from metrics_pipeline.collection.cloudwatch import raw_timestamp
-    from metrics_pipeline.collection.resources import RawListsParserFactory
     from metrics_pipeline_tests.helpers import make_aws
 
     model = botocore.session.get_session().get_service_model("cloudwatch")
@@ -178,9 +187,22 @@ def test_the_fast_list_parser_gives_what_botocore_gives() -> None:
     assert parsed[0]["MetricDataResults"] == parsed[1]["MetricDataResults"]
     assert parsed[1]["MetricDataResults"][0]["Values"] == [12.5, "NaN", None]
     assert parsed[0]["NextToken"] == parsed[1]["NextToken"] == "page-2"
-    # And the CloudWatch clients the collection makes parse their responses with it.
+    # And the CloudWatch clients the collection make parse their answers with it: a body that
+    # is not JSON is refused, where botocore's own parser reads it as an empty answer.
     client = make_aws().client("cloudwatch", "us-east-1")
-    assert isinstance(client._endpoint._response_parser_factory, RawListsParserFactory)
+
+    def answer_html(request: Any, **_: Any) -> AWSResponse:
+        return AWSResponse(
+            request.url, 200, {}, HTTPResponse(body=io.BytesIO(b"<html>"), preload_content=False)
+        )
+
+    client.meta.events.register("before-send.cloudwatch.GetMetricData", answer_html)
+    with pytest.raises(MalformedAnswer, match="an answer that is not JSON"):
+        client.get_metric_data(
+            MetricDataQueries=[{"Id": "q0", "Expression": "SEARCH('x', 'Average', 300)"}],
+            StartTime=datetime(2026, 11, 20),
+            EndTime=datetime(2026, 11, 21),
+        )
 
 
 @pytest.mark.parametrize(

@@ -45,7 +45,7 @@ from moto.rds.responses import RDSResponse
 
 from metrics_pipeline.catalog import STATISTIC_COLUMNS
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
-from metrics_pipeline.collection.schedules import RANGE_END_TAG, RANGE_START_TAG, range_tags
+from metrics_pipeline.dagster_runs import RANGE_END_TAG, RANGE_START_TAG, range_tags
 from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.healing.sensors import build_gap_healing_sensor
 from metrics_pipeline.hours import partition_key

@@ -18,7 +18,7 @@ import pytest
 from dagster import materialize
 
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
-from metrics_pipeline.collection.schedules import range_tags
+from metrics_pipeline.dagster_runs import range_tags
 from metrics_pipeline.hours import floor_hour, partition_key
 from metrics_pipeline.local_aws.fleet import generated_fleet
 from metrics_pipeline.local_aws.server import start

@@ -2,7 +2,6 @@
 
 from datetime import datetime, timedelta
 
-from metrics_pipeline.collection.inventory import Instance, InventoryEntry
 from metrics_pipeline.healing.gaps import (
     Gap,
     HealingRun,
@@ -11,6 +10,7 @@ from metrics_pipeline.healing.gaps import (
     healing_hours,
     plan_healing_runs,
 )
+from metrics_pipeline.warehouse.instances import Instance, InventoryEntry
 
 NOW = datetime(2026, 11, 20, 12, 20)
 H = [datetime(2026, 11, 20, h) for h in range(12)]  # 00:00 .. 11:00, all settled at 12:20

@@ -24,7 +24,7 @@ from dagster import materialize
 
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.collection.runs import peak_memory_mib
-from metrics_pipeline.collection.schedules import range_tags
+from metrics_pipeline.dagster_runs import range_tags
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import (
     PROJECT_ROOT,

@@ -7,8 +7,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from metrics_pipeline.collection.cloudwatch import build_queries
-from metrics_pipeline.collection.inventory import Instance
 from metrics_pipeline.local_aws.cloudwatch import page_results
+from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline_tests.moto_fleet import put_metrics
 
 HOUR = datetime(2026, 11, 20, 10)

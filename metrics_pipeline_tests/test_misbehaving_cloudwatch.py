@@ -15,12 +15,11 @@ import duckdb
 import pytest
 from dagster import materialize
 
-from metrics_pipeline.collection.inventory import Instance
-from metrics_pipeline.collection.store import read_inventory, settled_fetches
 from metrics_pipeline.healing.gaps import HourStatus, find_gaps
 from metrics_pipeline.hours import HOUR, partition_key
 from metrics_pipeline.quality.alerts import root_cause
 from metrics_pipeline.resources import build_resources
+from metrics_pipeline.warehouse.instances import Instance, read_inventory, settled_fetches
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import (
     STEP_ATTEMPTS,

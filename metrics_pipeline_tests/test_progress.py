@@ -11,7 +11,6 @@ from pathlib import Path
 
 from dagster import instance_for_test
 
-from metrics_pipeline.collection.inventory import Instance
 from metrics_pipeline.collection.store import replace_metrics, upsert_instances
 from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.healing.progress import (
@@ -22,6 +21,7 @@ from metrics_pipeline.healing.progress import (
     watch,
 )
 from metrics_pipeline.settings import StorageSettings
+from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import definitions_for_tests
 from metrics_pipeline_tests.test_sensors import record

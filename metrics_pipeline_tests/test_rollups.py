@@ -15,7 +15,7 @@ from dagster import (
     materialize,
 )
 
-from metrics_pipeline.collection.schedules import range_tags
+from metrics_pipeline.dagster_runs import range_tags
 from metrics_pipeline.hours import floor_hour, utc_now
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.sql import in_transaction

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
-from metrics_pipeline.collection.schedules import RANGE_END_TAG, RANGE_START_TAG
+from metrics_pipeline.dagster_runs import RANGE_END_TAG, RANGE_START_TAG
 from metrics_pipeline.hours import floor_hour, utc_now
 from metrics_pipeline.maintenance.liveness import WORKER_STARTED
 from metrics_pipeline.warehouse.readers import open_reader

@@ -16,7 +16,6 @@ from dagster import (
     materialize,
 )
 
-from metrics_pipeline.collection.inventory import Instance, InventoryEntry
 from metrics_pipeline.collection.store import replace_metrics, upsert_instances
 from metrics_pipeline.healing.gaps import HistoryProgress, healing_hours, history_progress
 from metrics_pipeline.healing.sensors import (
@@ -27,6 +26,7 @@ from metrics_pipeline.healing.sensors import (
 )
 from metrics_pipeline.maintenance.backups import create_backup, restore_backup
 from metrics_pipeline.settings import Settings
+from metrics_pipeline.warehouse.instances import Instance, InventoryEntry
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import (
     TEST_PARTITIONS,

@@ -14,11 +14,11 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from metrics_pipeline.collection.cloudwatch import build_queries
-from metrics_pipeline.collection.inventory import Instance
 from metrics_pipeline.local_aws.fleet import SimulatedInstance, default_fleet
 from metrics_pipeline.local_aws.server import LocalAws, start
 from metrics_pipeline.local_aws.signals import series
 from metrics_pipeline.local_aws.simulator import Faults
+from metrics_pipeline.warehouse.instances import Instance
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 HOUR = NOW.replace(minute=0) - timedelta(hours=3)

@@ -15,6 +15,8 @@ bash scripts/install.sh
 .venv/bin/ruff format --check .
 # The type checker over the package and the benchmarks ([tool.mypy] in pyproject.toml).
 .venv/bin/mypy
+# The import contracts of [tool.importlinter] in pyproject.toml: no cycles, the boundaries.
+.venv/bin/lint-imports --no-cache
 # The definitions load as Dagster's own tooling loads them (any region will do for that).
 METRICS_AWS_REGIONS=${METRICS_AWS_REGIONS:-us-east-1} VIRTUAL_ENV=$PWD/.venv .venv/bin/dg check defs
 # pytest exits 5 when it collects no test, so an empty run cannot pass.

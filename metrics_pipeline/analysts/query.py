@@ -31,7 +31,6 @@ import pyarrow.parquet as pq
 
 from metrics_pipeline.analysts.outputs import Output, open_output, open_text_output
 from metrics_pipeline.catalog import HEALTH_METRICS
-from metrics_pipeline.collection.store import read_inventory
 from metrics_pipeline.hours import (
     HOUR,
     consecutive_runs,
@@ -40,8 +39,8 @@ from metrics_pipeline.hours import (
     oldest_kept_hour,
     utc_now,
 )
-from metrics_pipeline.quality.queries import empty_settled_fetches
 from metrics_pipeline.settings import StorageSettings, memory_bytes
+from metrics_pipeline.warehouse.instances import empty_settled_fetches, read_inventory
 from metrics_pipeline.warehouse.lake import LakeError
 from metrics_pipeline.warehouse.readers import (
     SnapshotMissingError,

@@ -32,14 +32,7 @@ from metrics_pipeline.collection.cloudwatch import (
     RequestStats,
     align_window,
 )
-from metrics_pipeline.collection.inventory import (
-    Instance,
-    InventoryEntry,
-    describe_instances,
-    hours_before_creation,
-    instances_existing,
-    named_by,
-)
+from metrics_pipeline.collection.inventory import describe_instances, hours_before_creation
 from metrics_pipeline.collection.keys import RDS_INSTANCES, RDS_METRICS
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource, aws_errors
 from metrics_pipeline.collection.runs import (
@@ -51,7 +44,6 @@ from metrics_pipeline.collection.runs import (
 )
 from metrics_pipeline.collection.store import (
     fully_written_by_run,
-    read_inventory,
     record_run,
     record_run_parts,
     upsert_instances,
@@ -63,6 +55,13 @@ from metrics_pipeline.metadata import (
     table_asset,
 )
 from metrics_pipeline.settings import Settings, cloudwatch_retention_days
+from metrics_pipeline.warehouse.instances import (
+    Instance,
+    InventoryEntry,
+    instances_existing,
+    named_by,
+    read_inventory,
+)
 from metrics_pipeline.warehouse.readers import SnapshotMissingError
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import INSTANCES_TABLE, METRICS_TABLE

@@ -19,7 +19,7 @@ from metrics_pipeline.collection.cloudwatch import (
     MAX_QUERIES_PER_REQUEST,
     queries_per_request,
 )
-from metrics_pipeline.collection.inventory import Instance
+from metrics_pipeline.warehouse.instances import Instance
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from metrics_pipeline.collection.bounds import (
     max_pages,
 )
 from metrics_pipeline.collection.budget import DatapointBudget
-from metrics_pipeline.collection.inventory import Instance
+from metrics_pipeline.warehouse.instances import Instance
 
 NAMESPACE = "AWS/RDS"
 INSTANCE_DIMENSION = "DBInstanceIdentifier"

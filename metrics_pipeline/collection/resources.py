@@ -3,7 +3,6 @@ cap, and botocore's errors turned into one Dagster failure line."""
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +13,11 @@ from typing import Any
 import boto3
 import botocore.session
 from botocore.config import Config as BotocoreConfig
+from botocore.credentials import (
+    CredentialProvider,
+    CredentialResolver,
+    DeferredRefreshableCredentials,
+)
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -21,12 +25,6 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from botocore.parsers import (
-    PROTOCOL_PARSERS,
-    BaseCBORParser,
-    BaseJSONParser,
-    ResponseParserFactory,
-)
 from botocore.retries.bucket import Clock, TokenBucket
 from dagster import ConfigurableResource, Failure
 from dagster_aws.utils import ResourceWithBoto3Configuration
@@ -40,12 +38,8 @@ from metrics_pipeline.collection.accounts import (
     list_organization_accounts,
     plan_accounts,
 )
-from metrics_pipeline.collection.bounds import (
-    AnswerRefused,
-    BoundedHttpSession,
-    MalformedAnswer,
-    limit_get_metric_data,
-)
+from metrics_pipeline.collection.botocore_internals import RawListsParserFactory, bound_answers
+from metrics_pipeline.collection.bounds import AnswerRefused, limit_get_metric_data
 from metrics_pipeline.collection.cloudwatch import (
     MAX_DATAPOINTS_PER_RESPONSE,
     THROTTLING_ERROR_CODES,
@@ -67,40 +61,18 @@ from metrics_pipeline.settings import (
 )
 
 
-class _ScalarListsAsDecoded:
-    """A JSON or CBOR response parser that returns a list of numbers or timestamps as the
-    decoder produced it, instead of visiting each element: for GetMetricData's Values and
-    Timestamps that walk was a third of the pipeline's CPU (profiled: 4.3 s per 2 million
-    datapoints). The values are the same; page_to_table converts them in bulk."""
+class AssumedRoleProvider(CredentialProvider):
+    """A session's whole credential chain: the account's assumed-role credentials, which
+    refresh themselves (botocore's `credential_provider` component)."""
 
-    def _handle_list(self, shape: Any, node: Any) -> Any:
-        if isinstance(node, list) and shape.member.type_name in ("double", "timestamp"):
-            return node
-        return super()._handle_list(shape, node)  # type: ignore[misc]
+    METHOD = "assume-role"
 
-    def _handle_json_body(self, raw_body: bytes, shape: Any) -> Any:
-        """botocore reads a body that is not JSON as an answer with nothing in it; for a
-        successful call that is an error, never "CloudWatch had no data"."""
-        try:
-            parsed = json.loads(raw_body) if raw_body else {}
-        except ValueError as error:
-            raise MalformedAnswer(
-                f"an answer that is not JSON ({error}; {len(raw_body):,} bytes beginning "
-                f"{raw_body[:40]!r}); not stored"
-            ) from None
-        if not isinstance(parsed, dict):
-            raise MalformedAnswer(f"an answer that is not a JSON object ({raw_body[:40]!r})")
-        return self._parse_shape(shape, parsed)  # type: ignore[attr-defined]
+    def __init__(self, credentials: DeferredRefreshableCredentials) -> None:
+        super().__init__()
+        self.credentials = credentials
 
-
-class RawListsParserFactory(ResponseParserFactory):
-    def create_parser(self, protocol_name: str) -> Any:
-        parser_class = PROTOCOL_PARSERS[protocol_name]
-        if issubclass(parser_class, BaseJSONParser | BaseCBORParser):
-            parser_class = type(
-                f"RawLists{parser_class.__name__}", (_ScalarListsAsDecoded, parser_class), {}
-            )
-        return parser_class(**self._defaults)
+    def load(self) -> DeferredRefreshableCredentials:
+        return self.credentials
 
 
 class CollectionResource(ConfigurableResource):
@@ -195,9 +167,8 @@ class AwsResource(ResourceWithBoto3Configuration):
             factory.set_parser_defaults(timestamp_parser=raw_timestamp)
             core.register_component("response_parser_factory", factory)
         if account is not None and account.role_arn is not None:
-            # botocore's own slot for a session's credentials (boto3 fills it the same way
-            # for a profile's assumed role).
-            core._credentials = self.role_credentials(account)
+            provider = AssumedRoleProvider(self.role_credentials(account))
+            core.register_component("credential_provider", CredentialResolver([provider]))
             return boto3.session.Session(botocore_session=core)
         return boto3.session.Session(
             profile_name=self.profile_name,
@@ -215,7 +186,7 @@ class AwsResource(ResourceWithBoto3Configuration):
             read_timeout=self.read_timeout_seconds,
         )
 
-    def role_credentials(self, account: Account) -> Any:
+    def role_credentials(self, account: Account) -> DeferredRefreshableCredentials:
         """The account's assumed-role credentials, one refreshing set per account and run;
         AccountUnavailable (naming the role and AWS's reason) when the role cannot be assumed."""
         assert account.role_arn is not None
@@ -225,7 +196,7 @@ class AwsResource(ResourceWithBoto3Configuration):
                 base = self._session()
                 credentials = assumed_role_credentials(
                     partial(
-                        base._session.create_client,
+                        base.client,
                         region_name=self.regions[0],
                         endpoint_url=self.endpoint_url,
                         config=self._botocore_config(),
@@ -289,9 +260,7 @@ class AwsResource(ResourceWithBoto3Configuration):
 
         client.meta.events.register_first("before-send", wait_for_token)
         if service == "cloudwatch":
-            # botocore offers no other way to bound a whole answer than its HTTP session.
-            endpoint = client._endpoint
-            endpoint.http_session = BoundedHttpSession(endpoint.http_session)
+            bound_answers(client)
             client.meta.events.register(
                 "before-parameter-build.cloudwatch.GetMetricData", limit_get_metric_data
             )

@@ -33,12 +33,12 @@ from metrics_pipeline.collection.collector import (
     UnitOutcome,
     collect_chunks,
 )
-from metrics_pipeline.collection.inventory import Instance
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource, aws_errors
 from metrics_pipeline.collection.store import replace_metrics
 from metrics_pipeline.hours import hour_starts, is_settled, utc_now
 from metrics_pipeline.metadata import markdown_table
 from metrics_pipeline.scratch import private_folder
+from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline.warehouse.resources import WarehouseResource
 
 # The run's folder of fetched pages, in the system's temporary folder.

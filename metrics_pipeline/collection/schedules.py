@@ -4,7 +4,6 @@ minutes."""
 from datetime import datetime, timedelta
 
 from dagster import (
-    DagsterRunStatus,
     DefaultScheduleStatus,
     RunRequest,
     RunsFilter,
@@ -15,11 +14,9 @@ from dagster import (
 )
 
 from metrics_pipeline.collection.jobs import fresh_collection_job
-from metrics_pipeline.hours import HOUR, floor_hour, naive_utc, partition_key
+from metrics_pipeline.dagster_runs import UNFINISHED, range_tags
+from metrics_pipeline.hours import HOUR, floor_hour, naive_utc
 from metrics_pipeline.settings import Settings
-
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def fresh_hours(
@@ -31,20 +28,6 @@ def fresh_hours(
     previous = current - HOUR
     settled_by_earlier_tick = scheduled - tick_interval >= previous + HOUR + settle_delay
     return (current if settled_by_earlier_tick else previous), current
-
-
-# A fresh run in one of these has not finished collecting the newest hours.
-UNFINISHED = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-]
-
-
-def range_tags(first: datetime, last: datetime) -> dict[str, str]:
-    """Tags that make one run cover [first, last] of a single-run backfill asset."""
-    return {RANGE_START_TAG: partition_key(first), RANGE_END_TAG: partition_key(last)}
 
 
 def build_fresh_collection_schedule(settings: Settings) -> ScheduleDefinition:

@@ -18,15 +18,14 @@ import duckdb
 import pyarrow as pa
 
 from metrics_pipeline.catalog import RDS_METRIC_UNITS, STATISTIC_COLUMNS
-from metrics_pipeline.collection.inventory import Instance, InventoryEntry
 from metrics_pipeline.hours import hour_starts, is_settled
+from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline.warehouse.schema import (
     FETCHES_TABLE,
     INSTANCES_TABLE,
     METRICS_TABLE,
     RUN_PARTS_TABLE,
     RUNS_TABLE,
-    table_exists,
 )
 from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
 
@@ -80,25 +79,6 @@ def upsert_instances(
         return in_transaction(conn, write)
     finally:
         conn.unregister("discovered")
-
-
-def read_inventory(
-    conn: duckdb.DuckDBPyConnection, regions: Sequence[str] | None = None
-) -> list[InventoryEntry]:
-    """The inventory of the collected regions (all when None), oldest key first; empty before
-    discovery."""
-    if not table_exists(conn, INSTANCES_TABLE):
-        return []
-    rows = conn.execute(
-        f"""
-        SELECT account_id, region, instance_id, create_time, first_seen, last_seen, status
-        FROM {INSTANCES_TABLE}
-        WHERE $regions::VARCHAR[] IS NULL OR list_contains($regions::VARCHAR[], region)
-        ORDER BY region, account_id, instance_id
-        """,
-        {"regions": None if regions is None else list(regions)},
-    ).fetchall()
-    return [InventoryEntry(Instance(*row[:3]), *row[3:]) for row in rows]
 
 
 def _received_sql(spool_files: Sequence[Path]) -> str:
@@ -268,22 +248,6 @@ def replace_metrics(
     finally:
         for name in ("targets", "fetched_hours", "metric_units"):
             conn.unregister(name)
-
-
-def settled_fetches(
-    conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime
-) -> set[tuple[Instance, datetime]]:
-    """(instance, hour) pairs of [start, end) whose data was fetched after the hour settled."""
-    if not table_exists(conn, FETCHES_TABLE):
-        return set()
-    rows = conn.execute(
-        f"""
-        SELECT account_id, region, instance_id, hour FROM {FETCHES_TABLE}
-        WHERE settled AND hour >= $start AND hour < $end
-        """,
-        {"start": start, "end": end},
-    ).fetchall()
-    return {(Instance(*row[:3]), row[3]) for row in rows}
 
 
 def record_run(conn: duckdb.DuckDBPyConnection, figures: dict[str, Any]) -> None:

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
-from metrics_pipeline.collection.inventory import (
+from metrics_pipeline.hours import HOUR, consecutive_runs, floor_hour, is_settled
+from metrics_pipeline.warehouse.instances import (
     Instance,
     InventoryEntry,
     instance_name,
     instances_existing,
 )
-from metrics_pipeline.hours import HOUR, consecutive_runs, floor_hour, is_settled
 
 
 class HourStatus(Enum):

@@ -6,15 +6,13 @@ from dagster import (
 )
 
 from metrics_pipeline.collection.keys import RDS_METRICS
+from metrics_pipeline.dagster_runs import HEALING_JOB_NAME, HEALING_RUN_TAGS
 
 HEALING_PRIORITY = "-10"
-# Marks the runs that bring history (the first look-back, hours an outage missed): the reports
-# computed before them are computed again once they land (see automation.py).
-HEALING_RUN_TAGS = {"metrics_pipeline/collection": "healing"}
 
 
 healing_job = define_asset_job(
-    "healing_job",
+    HEALING_JOB_NAME,
     selection=AssetSelection.assets(RDS_METRICS),
     description="Re-collects settled hours that lack data (launched by the gap sensor).",
     tags={"dagster/priority": HEALING_PRIORITY, **HEALING_RUN_TAGS},

@@ -19,10 +19,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from metrics_pipeline.collection.store import read_inventory, settled_fetches
 from metrics_pipeline.healing.gaps import HistoryProgress, healing_hours, history_progress
 from metrics_pipeline.hours import HOUR, utc_now
 from metrics_pipeline.settings import ConfigError, StorageSettings, look_back_from_env
+from metrics_pipeline.warehouse.instances import read_inventory, settled_fetches
 from metrics_pipeline.warehouse.lake import LakeError
 from metrics_pipeline.warehouse.readers import SnapshotMissingError, open_reader
 
@@ -35,10 +35,9 @@ WAITING_LINE = "history: waiting for the first collection"
 def healing_runs_in_flight(instance: DagsterInstance) -> int:
     from dagster import RunsFilter
 
-    from metrics_pipeline.collection.schedules import UNFINISHED
-    from metrics_pipeline.healing.jobs import healing_job
+    from metrics_pipeline.dagster_runs import HEALING_JOB_NAME, UNFINISHED
 
-    return instance.get_runs_count(RunsFilter(job_name=healing_job.name, statuses=UNFINISHED))
+    return instance.get_runs_count(RunsFilter(job_name=HEALING_JOB_NAME, statuses=UNFINISHED))
 
 
 def deployment_healing_runs() -> int | None:

@@ -18,15 +18,11 @@ from dagster import (
     sensor,
 )
 
-from metrics_pipeline.collection.inventory import InventoryEntry
 from metrics_pipeline.collection.jobs import fresh_collection_job
 from metrics_pipeline.collection.keys import RDS_METRICS
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
-from metrics_pipeline.collection.schedules import (
-    fresh_hours,
-    range_tags,
-)
-from metrics_pipeline.collection.store import read_inventory, settled_fetches
+from metrics_pipeline.collection.schedules import fresh_hours
+from metrics_pipeline.dagster_runs import range_tags
 from metrics_pipeline.healing.gaps import (
     HealingRun,
     HourStatus,
@@ -39,6 +35,7 @@ from metrics_pipeline.healing.jobs import healing_job
 from metrics_pipeline.healing.progress import healing_runs_in_flight
 from metrics_pipeline.hours import HOUR, Clock, partition_key, utc_now
 from metrics_pipeline.settings import BACKFILL_QUOTA_DATAPOINTS_PER_TICK, Settings
+from metrics_pipeline.warehouse.instances import InventoryEntry, read_inventory, settled_fetches
 from metrics_pipeline.warehouse.resources import WarehouseResource
 
 STATUS_OF: dict[AssetPartitionStatus | None, HourStatus] = {

@@ -7,18 +7,18 @@ from datetime import datetime, timedelta
 
 from dagster import AssetCheckResult, AssetChecksDefinition, AssetCheckSeverity, asset_check
 
-from metrics_pipeline.collection.inventory import Instance, InventoryEntry
 from metrics_pipeline.collection.keys import RDS_METRICS
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
-from metrics_pipeline.collection.store import read_inventory
 from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.hours import HOUR, Clock, partition_key, utc_now
-from metrics_pipeline.quality.queries import (
-    empty_settled_fetches,
-    rows_per_instance_hour,
-    sanity_counts,
-)
+from metrics_pipeline.quality.queries import rows_per_instance_hour, sanity_counts
 from metrics_pipeline.settings import Settings
+from metrics_pipeline.warehouse.instances import (
+    Instance,
+    InventoryEntry,
+    empty_settled_fetches,
+    read_inventory,
+)
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import METRICS_TABLE
 

@@ -6,9 +6,8 @@ from datetime import datetime
 
 import duckdb
 
-from metrics_pipeline.collection.inventory import Instance
+from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline.warehouse.schema import (
-    FETCHES_TABLE,
     METRICS_TABLE,
 )
 
@@ -24,19 +23,6 @@ def rows_per_instance_hour(
         {"start": start, "end": end},
     ).fetchall()
     return {(Instance(*row[:3]), row[3]): int(row[4]) for row in rows}
-
-
-def empty_settled_fetches(
-    conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime
-) -> set[tuple[Instance, datetime]]:
-    rows = conn.execute(
-        f"""
-        SELECT account_id, region, instance_id, hour FROM {FETCHES_TABLE}
-        WHERE settled AND datapoints = 0 AND hour >= $start AND hour < $end
-        """,
-        {"start": start, "end": end},
-    ).fetchall()
-    return {(Instance(*row[:3]), row[3]) for row in rows}
 
 
 def sanity_counts(

@@ -8,10 +8,7 @@ from dagster import (
     run_failure_sensor,
 )
 
-from metrics_pipeline.collection.schedules import (
-    RANGE_END_TAG,
-    RANGE_START_TAG,
-)
+from metrics_pipeline.dagster_runs import RANGE_END_TAG, RANGE_START_TAG
 from metrics_pipeline.quality.alerts import alert_line, cause_line, send_alert
 from metrics_pipeline.settings import Settings
 

@@ -1,0 +1,31 @@
+"""What the domains share about Dagster runs: the tags of a run that covers a range of hours or
+brings history, and the statuses of a run that has not finished."""
+
+from datetime import datetime
+
+from dagster import DagsterRunStatus
+
+from metrics_pipeline.hours import partition_key
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+# The job of the runs that bring history (the first look-back, hours an outage missed), which
+# the history's progress counts without loading the job; its tag marks them, so that the reports
+# computed before them are computed again once they land (see automation.py).
+HEALING_JOB_NAME = "healing_job"
+HEALING_RUN_TAGS = {"metrics_pipeline/collection": "healing"}
+
+# A run in one of these has not finished (the fresh schedule skips a tick while its previous
+# run is in one; the gap sensor counts the healing runs in one against its cap).
+UNFINISHED = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+
+
+def range_tags(first: datetime, last: datetime) -> dict[str, str]:
+    """Tags that make one run cover [first, last] of a single-run backfill asset."""
+    return {RANGE_START_TAG: partition_key(first), RANGE_END_TAG: partition_key(last)}

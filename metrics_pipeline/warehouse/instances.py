@@ -1,0 +1,115 @@
+"""The instances the warehouse keeps: their key, what the inventory knows of their lives, and
+which of their hours the fetch log holds as settled. Every domain reads them from here, the
+analysts' API as much as the collection that writes them."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import duckdb
+
+from metrics_pipeline.warehouse.schema import FETCHES_TABLE, INSTANCES_TABLE, table_exists
+
+
+@dataclass(frozen=True, order=True)
+class Instance:
+    """One RDS instance: the key shared by the inventory, metrics and fetch log."""
+
+    account_id: str
+    region: str
+    instance_id: str
+
+
+def instance_name(instance: Instance, qualified: bool) -> str:
+    """How a run's config names an instance: `account_id/instance_id` where the inventory holds
+    several accounts (the same identifier can be in two), else the identifier alone."""
+    return f"{instance.account_id}/{instance.instance_id}" if qualified else instance.instance_id
+
+
+def named_by(instance: Instance, names: Collection[str]) -> bool:
+    """Whether `names` (identifiers, or account_id/identifier) include the instance."""
+    return instance.instance_id in names or instance_name(instance, True) in names
+
+
+# An instance counts as existing in a window if discovery saw it no earlier than this before
+# the window began: deleted instances drop out, a missed discovery does not.
+DISCOVERY_GRACE = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class InventoryEntry:
+    """What the inventory knows of an instance's life: enough to say when it existed."""
+
+    instance: Instance
+    create_time: datetime | None
+    first_seen: datetime
+    last_seen: datetime
+    status: str | None = None
+
+    def existed_during(self, start: datetime, end: datetime) -> bool:
+        born = self.create_time or self.first_seen
+        return born < end and self.last_seen >= start - DISCOVERY_GRACE
+
+
+def instances_existing(
+    inventory: Sequence[InventoryEntry],
+    start: datetime,
+    end: datetime,
+    only: Collection[str] = (),
+) -> list[Instance]:
+    """The instances to collect for [start, end): those that existed, optionally a subset."""
+    return [
+        entry.instance
+        for entry in inventory
+        if entry.existed_during(start, end) and (not only or entry.instance.instance_id in only)
+    ]
+
+
+def read_inventory(
+    conn: duckdb.DuckDBPyConnection, regions: Sequence[str] | None = None
+) -> list[InventoryEntry]:
+    """The inventory of the collected regions (all when None), oldest key first; empty before
+    discovery."""
+    if not table_exists(conn, INSTANCES_TABLE):
+        return []
+    rows = conn.execute(
+        f"""
+        SELECT account_id, region, instance_id, create_time, first_seen, last_seen, status
+        FROM {INSTANCES_TABLE}
+        WHERE $regions::VARCHAR[] IS NULL OR list_contains($regions::VARCHAR[], region)
+        ORDER BY region, account_id, instance_id
+        """,
+        {"regions": None if regions is None else list(regions)},
+    ).fetchall()
+    return [InventoryEntry(Instance(*row[:3]), *row[3:]) for row in rows]
+
+
+def settled_fetches(
+    conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+) -> set[tuple[Instance, datetime]]:
+    """(instance, hour) pairs of [start, end) whose data was fetched after the hour settled."""
+    if not table_exists(conn, FETCHES_TABLE):
+        return set()
+    rows = conn.execute(
+        f"""
+        SELECT account_id, region, instance_id, hour FROM {FETCHES_TABLE}
+        WHERE settled AND hour >= $start AND hour < $end
+        """,
+        {"start": start, "end": end},
+    ).fetchall()
+    return {(Instance(*row[:3]), row[3]) for row in rows}
+
+
+def empty_settled_fetches(
+    conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+) -> set[tuple[Instance, datetime]]:
+    rows = conn.execute(
+        f"""
+        SELECT account_id, region, instance_id, hour FROM {FETCHES_TABLE}
+        WHERE settled AND datapoints = 0 AND hour >= $start AND hour < $end
+        """,
+        {"start": start, "end": end},
+    ).fetchall()
+    return {(Instance(*row[:3]), row[3]) for row in rows}
