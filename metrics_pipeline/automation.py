@@ -9,7 +9,7 @@ from dagster import (
     DefaultSensorStatus,
 )
 
-from metrics_pipeline.healing.jobs import HEALING_RUN_TAGS
+from metrics_pipeline.sources.jobs import HEALING_RUN_TAGS
 
 # Eager, but for every hour, not only the latest: the gap sensor heals old hours too.
 ON_SOURCE_HOURS_CHANGE = (

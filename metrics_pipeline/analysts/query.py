@@ -40,8 +40,8 @@ from metrics_pipeline.hours import (
     oldest_kept_hour,
     utc_now,
 )
-from metrics_pipeline.quality.queries import empty_settled_fetches
 from metrics_pipeline.settings import StorageSettings, memory_bytes
+from metrics_pipeline.sources.fetch_log import FetchLog
 from metrics_pipeline.warehouse.lake import LakeError
 from metrics_pipeline.warehouse.readers import (
     SnapshotMissingError,
@@ -55,7 +55,6 @@ from metrics_pipeline.warehouse.schema import (
     RUN_PARTS_TABLE,
     RUNS_TABLE,
     WIDE_VIEW,
-    table_exists,
 )
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -414,11 +413,7 @@ def health_summary(
             """,
             params,
         ).fetchall()
-        empty = (
-            empty_settled_fetches(conn, start_at, end_at)
-            if table_exists(conn, FETCHES_TABLE)
-            else set()
-        )
+        empty = FetchLog(FETCHES_TABLE).empty_settled(conn, start_at, end_at)
     by_key = {tuple(row[:4]): row[4:] for row in stats}
     hours_with_data = {tuple(row) for row in present}
     ended = [h for h in hour_starts(start_at, end_at) if h + HOUR <= min(end_at, now)]

@@ -2,54 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from metrics_pipeline.hours import HOUR, hour_starts, naive_utc
+from metrics_pipeline.sources.subjects import (
+    Instance,
+    InventoryEntry,
+    instance_name,
+    instances_existing,
+    named_by,
+)
 
-
-@dataclass(frozen=True, order=True)
-class Instance:
-    """One RDS instance: the key shared by the inventory, metrics and fetch log."""
-
-    account_id: str
-    region: str
-    instance_id: str
-
-
-def instance_name(instance: Instance, qualified: bool) -> str:
-    """How a run's config names an instance: `account_id/instance_id` where the inventory holds
-    several accounts (the same identifier can be in two), else the identifier alone."""
-    return f"{instance.account_id}/{instance.instance_id}" if qualified else instance.instance_id
-
-
-def named_by(instance: Instance, names: Collection[str]) -> bool:
-    """Whether `names` (identifiers, or account_id/identifier) include the instance."""
-    return instance.instance_id in names or instance_name(instance, True) in names
+__all__ = [
+    "Instance",
+    "InventoryEntry",
+    "instance_name",
+    "instances_existing",
+    "named_by",
+]
 
 
 DESCRIBE_PAGE_SIZE = 100  # DescribeDBInstances allows 20 to 100 records per page
-
-# An instance counts as existing in a window if discovery saw it no earlier than this before
-# the window began: deleted instances drop out, a missed discovery does not.
-DISCOVERY_GRACE = timedelta(hours=2)
-
-
-@dataclass(frozen=True)
-class InventoryEntry:
-    """What the inventory knows of an instance's life: enough to say when it existed."""
-
-    instance: Instance
-    create_time: datetime | None
-    first_seen: datetime
-    last_seen: datetime
-    status: str | None = None
-
-    def existed_during(self, start: datetime, end: datetime) -> bool:
-        born = self.create_time or self.first_seen
-        return born < end and self.last_seen >= start - DISCOVERY_GRACE
 
 
 def instance_record(db_instance: dict[str, Any], account_id: str, region: str) -> dict[str, Any]:
@@ -78,20 +53,6 @@ def describe_instances(
         instance_record(db_instance, account_id, region)
         for page in paginator.paginate(PaginationConfig={"PageSize": page_size})
         for db_instance in page.get("DBInstances", [])
-    ]
-
-
-def instances_existing(
-    inventory: Sequence[InventoryEntry],
-    start: datetime,
-    end: datetime,
-    only: Collection[str] = (),
-) -> list[Instance]:
-    """The instances to collect for [start, end): those that existed, optionally a subset."""
-    return [
-        entry.instance
-        for entry in inventory
-        if entry.existed_during(start, end) and (not only or entry.instance.instance_id in only)
     ]
 
 

@@ -32,13 +32,19 @@ if TYPE_CHECKING:
 WAITING_LINE = "history: waiting for the first collection"
 
 
-def healing_runs_in_flight(instance: DagsterInstance) -> int:
+def healing_runs_in_flight(
+    instance: DagsterInstance, job_names: Sequence[str] | None = None
+) -> int:
+    """Runs queued or running of these healing jobs; by default every source's."""
     from dagster import RunsFilter
 
     from metrics_pipeline.collection.schedules import UNFINISHED
-    from metrics_pipeline.healing.jobs import healing_job
+    from metrics_pipeline.source_registry import SOURCES
 
-    return instance.get_runs_count(RunsFilter(job_name=healing_job.name, statuses=UNFINISHED))
+    names = job_names or [source.healing_job.name for source in SOURCES]
+    return sum(
+        instance.get_runs_count(RunsFilter(job_name=name, statuses=UNFINISHED)) for name in names
+    )
 
 
 def deployment_healing_runs() -> int | None:
