@@ -10,10 +10,9 @@ from metrics_pipeline.hours import partition_key
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
-# The job of the runs that bring history (the first look-back, hours an outage missed), which
-# the history's progress counts without loading the job; its tag marks them, so that the reports
-# computed before them are computed again once they land (see automation.py).
-HEALING_JOB_NAME = "healing_job"
+# Marks the runs that bring history (the first look-back, hours an outage missed): every
+# source's healing job (sources/jobs.py). The history's progress counts them by it, and the
+# reports computed before them are computed again once they land (see automation.py).
 HEALING_RUN_TAGS = {"metrics_pipeline/collection": "healing"}
 
 # A run in one of these has not finished (the fresh schedule skips a tick while its previous

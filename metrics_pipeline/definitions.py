@@ -5,14 +5,11 @@ that moment; importing this module (or any other) reads no environment.
 """
 
 import sys
+from collections.abc import Sequence
 
 from dagster import DagsterError, Definitions, definitions
 
 from metrics_pipeline.automation import derived_assets_automation
-from metrics_pipeline.collection.assets import build_collection_assets
-from metrics_pipeline.collection.jobs import fresh_collection_job
-from metrics_pipeline.collection.schedules import build_fresh_collection_schedule
-from metrics_pipeline.healing.jobs import healing_job
 from metrics_pipeline.healing.sensors import build_gap_healing_sensor
 from metrics_pipeline.maintenance.jobs import backup_job, build_retention_job
 from metrics_pipeline.maintenance.liveness import build_run_liveness_check
@@ -25,6 +22,8 @@ from metrics_pipeline.resources import build_resources
 from metrics_pipeline.rightsizing.assets import rightsizing_report
 from metrics_pipeline.rollups.assets import build_rollup_assets
 from metrics_pipeline.settings import ConfigError, Settings, load_settings
+from metrics_pipeline.source_registry import SOURCES
+from metrics_pipeline.sources.source import Source
 
 
 class InvalidSettingsError(DagsterError):
@@ -33,30 +32,23 @@ class InvalidSettingsError(DagsterError):
     with the line buried in the cause's traceback."""
 
 
-def build_definitions(settings: Settings) -> Definitions:
+def build_definitions(settings: Settings, sources: Sequence[Source] = SOURCES) -> Definitions:
     partitions = Partitions.starting(settings.partitions_start)
-    return Definitions(
-        assets=[
-            *build_collection_assets(settings, partitions.hourly),
-            *build_rollup_assets(partitions),
-            pipeline_health,
-            rightsizing_report,
-        ],
-        asset_checks=build_checks(settings),
-        jobs=[
-            fresh_collection_job,
-            healing_job,
-            build_retention_job(partitions.hourly),
-            backup_job,
-        ],
-        schedules=[build_fresh_collection_schedule(settings), retention_schedule, backup_schedule],
+    pipeline = Definitions(
+        assets=[*build_rollup_assets(partitions), pipeline_health, rightsizing_report],
+        asset_checks=build_checks(settings, sources),
+        jobs=[build_retention_job(partitions.hourly), backup_job],
+        schedules=[retention_schedule, backup_schedule],
         sensors=[
-            build_gap_healing_sensor(settings, partitions.hourly),
+            build_gap_healing_sensor(settings, sources, partitions.hourly),
             build_run_failure_alert(settings),
             derived_assets_automation,
             build_run_liveness_check(),
         ],
         resources=build_resources(settings),
+    )
+    return Definitions.merge(
+        *(source.definitions(settings, partitions) for source in sources), pipeline
     )
 
 

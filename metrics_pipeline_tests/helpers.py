@@ -25,6 +25,7 @@ from metrics_pipeline.quality.checks import build_checks
 from metrics_pipeline.quality.sensors import build_run_failure_alert
 from metrics_pipeline.rollups.assets import build_rollup_assets
 from metrics_pipeline.settings import Settings
+from metrics_pipeline.source_registry import SOURCES
 from metrics_pipeline.warehouse.resources import WarehouseResource
 
 REGIONS = ["us-east-1", "eu-west-1"]
@@ -46,8 +47,10 @@ TEST_SETTINGS = settings_for_tests()
 TEST_PARTITIONS = Partitions.starting(TEST_SETTINGS.partitions_start)
 rds_instances, rds_metrics = build_collection_assets(TEST_SETTINGS, TEST_PARTITIONS.hourly)
 rds_metrics_hourly, rds_metrics_daily = build_rollup_assets(TEST_PARTITIONS)
-rds_metrics_completeness, rds_metrics_freshness, rds_metrics_sanity = build_checks(TEST_SETTINGS)
-gap_healing_sensor = build_gap_healing_sensor(TEST_SETTINGS, TEST_PARTITIONS.hourly)
+rds_metrics_completeness, rds_metrics_freshness, rds_metrics_sanity = build_checks(
+    TEST_SETTINGS, SOURCES
+)
+gap_healing_sensor = build_gap_healing_sensor(TEST_SETTINGS, SOURCES, TEST_PARTITIONS.hourly)
 retention_job = build_retention_job(TEST_PARTITIONS.hourly)
 run_failure_alert = build_run_failure_alert(TEST_SETTINGS)
 STEP_ATTEMPTS = TEST_SETTINGS.step_retries + 1

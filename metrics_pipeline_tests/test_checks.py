@@ -1,26 +1,21 @@
 """Data checks: the pure completeness figure, and each check run against a real warehouse."""
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from dagster import AssetCheckSeverity
+from dagster import AssetChecksDefinition, AssetCheckSeverity
 
-from metrics_pipeline.collection.resources import CollectionResource
 from metrics_pipeline.collection.store import replace_metrics, upsert_instances
 from metrics_pipeline.healing.gaps import healing_hours
-from metrics_pipeline.quality.checks import completeness
+from metrics_pipeline.quality.checks import build_checks, completeness
+from metrics_pipeline.source_registry import SOURCES
 from metrics_pipeline.warehouse.instances import Instance, InventoryEntry
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
 from metrics_pipeline.warehouse.sql import in_transaction
-from metrics_pipeline_tests.helpers import (
-    make_aws,
-    make_collection,
-    rds_metrics_completeness,
-    rds_metrics_freshness,
-    rds_metrics_sanity,
-)
+from metrics_pipeline_tests.helpers import TEST_SETTINGS
 
 H = [datetime(2026, 11, 20, h) for h in range(4)]
 LONG_AGO = datetime(2026, 10, 1)
@@ -76,8 +71,11 @@ def prepare(warehouse: WarehouseResource, cpu: list[tuple[datetime, float]], emp
 
 
 @pytest.fixture
-def cpu_only() -> CollectionResource:
-    return make_collection(metrics=["CPUUtilization"])
+def cpu_only() -> dict[str, AssetChecksDefinition]:
+    """The checks of a deployment that collects CPUUtilization alone."""
+    settings = dataclasses.replace(TEST_SETTINGS, metrics=("CPUUtilization",))
+    checks = build_checks(settings, SOURCES)
+    return {key.name: check for check in checks for key in check.check_keys}
 
 
 def recent_periods(count: int, value: float = 40.0) -> list[tuple[datetime, float]]:
@@ -87,20 +85,20 @@ def recent_periods(count: int, value: float = 40.0) -> list[tuple[datetime, floa
 
 
 def test_completeness_check_fails_on_an_empty_settled_hour(
-    warehouse: WarehouseResource, cpu_only
+    warehouse: WarehouseResource, cpu_only: dict[str, AssetChecksDefinition]
 ) -> None:
     prepare(warehouse, recent_periods(3), empty=True)
-    result = rds_metrics_completeness(aws=make_aws(), collection=cpu_only, warehouse=warehouse)
+    result = cpu_only["rds_metrics_completeness"](warehouse=warehouse)
     assert not result.passed
     assert result.severity == AssetCheckSeverity.ERROR
     assert result.metadata["empty_running_instance_hours"].value == 1
 
 
 def test_completeness_check_warns_when_data_is_thin(
-    warehouse: WarehouseResource, cpu_only: CollectionResource
+    warehouse: WarehouseResource, cpu_only: dict[str, AssetChecksDefinition]
 ) -> None:
     prepare(warehouse, recent_periods(3), empty=False)
-    result = rds_metrics_completeness(aws=make_aws(), collection=cpu_only, warehouse=warehouse)
+    result = cpu_only["rds_metrics_completeness"](warehouse=warehouse)
     assert not result.passed
     assert result.severity == AssetCheckSeverity.WARN
     hours = len(healing_hours(now(), 3, timedelta(minutes=15)))
@@ -108,27 +106,29 @@ def test_completeness_check_warns_when_data_is_thin(
     assert result.metadata["completeness"].value < 0.1
 
 
-def test_freshness(warehouse: WarehouseResource, cpu_only: CollectionResource) -> None:
+def test_freshness(
+    warehouse: WarehouseResource, cpu_only: dict[str, AssetChecksDefinition]
+) -> None:
     prepare(warehouse, recent_periods(2), empty=False)
-    assert rds_metrics_freshness(aws=make_aws(), collection=cpu_only, warehouse=warehouse).passed
+    assert cpu_only["rds_metrics_freshness"](warehouse=warehouse).passed
     stale = WarehouseResource(database=str(Path(warehouse.database).with_name("stale.duckdb")))
     prepare(stale, [(now() - timedelta(hours=2), 10.0)], empty=False)
-    result = rds_metrics_freshness(aws=make_aws(), collection=cpu_only, warehouse=stale)
+    result = cpu_only["rds_metrics_freshness"](warehouse=stale)
     assert not result.passed
     assert result.metadata["age_minutes"].value > 100
 
 
 def test_sanity_finds_impossible_values(
-    warehouse: WarehouseResource, cpu_only: CollectionResource
+    warehouse: WarehouseResource, cpu_only: dict[str, AssetChecksDefinition]
 ) -> None:
     prepare(warehouse, recent_periods(3), empty=False)
-    assert rds_metrics_sanity(aws=make_aws(), collection=cpu_only, warehouse=warehouse).passed
+    assert cpu_only["rds_metrics_sanity"](warehouse=warehouse).passed
     with warehouse.connect() as conn:
         conn.execute(
             "UPDATE rds_metrics SET average = 120, maximum = 120 "
             "WHERE ts = (SELECT max(ts) FROM rds_metrics)"
         )
-    result = rds_metrics_sanity(aws=make_aws(), collection=cpu_only, warehouse=warehouse)
+    result = cpu_only["rds_metrics_sanity"](warehouse=warehouse)
     assert not result.passed
     assert result.metadata["percent_out_of_range"].value == 1
     assert result.metadata["duplicate_keys"].value == 0

@@ -54,6 +54,7 @@ from metrics_pipeline.local_aws.fleet import SimulatedInstance
 from metrics_pipeline.local_aws.server import LocalAws, start
 from metrics_pipeline.local_aws.signals import series
 from metrics_pipeline.quality.alerts import cause_line, root_cause
+from metrics_pipeline.source_registry import SOURCES
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import (
     STEP_ATTEMPTS,
@@ -451,7 +452,9 @@ def sensor_collection() -> CollectionResource:
 
 
 def gap_healing_sensor_at(now: datetime) -> SensorDefinition:
-    return build_gap_healing_sensor(TEST_SETTINGS, TEST_PARTITIONS.hourly, clock=lambda: now)
+    return build_gap_healing_sensor(
+        TEST_SETTINGS, SOURCES, TEST_PARTITIONS.hourly, clock=lambda: now
+    )
 
 
 def heal(

@@ -19,7 +19,8 @@ from metrics_pipeline.healing.gaps import HourStatus, find_gaps
 from metrics_pipeline.hours import HOUR, partition_key
 from metrics_pipeline.quality.alerts import root_cause
 from metrics_pipeline.resources import build_resources
-from metrics_pipeline.warehouse.instances import Instance, read_inventory, settled_fetches
+from metrics_pipeline.warehouse.fetch_log import RDS_FETCH_LOG
+from metrics_pipeline.warehouse.instances import Instance, read_inventory
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import (
     STEP_ATTEMPTS,
@@ -101,7 +102,7 @@ def assert_healing_asks_again(warehouse: WarehouseResource, lacking: set[Instanc
     """The gap sensor's reading of the fetch log: the hour lacks `lacking`, even where Dagster
     counted the partition materialized."""
     with duckdb.connect(warehouse.database, read_only=True) as conn:
-        settled = settled_fetches(conn, HOUR_START, HOUR_START + HOUR)
+        settled = RDS_FETCH_LOG.settled(conn, HOUR_START, HOUR_START + HOUR)
         inventory = read_inventory(conn)
     gaps = find_gaps([HOUR_START], inventory, settled, {HOUR_START: HourStatus.MATERIALIZED})
     assert [(gap.hour, gap.lacking) for gap in gaps] == [(HOUR_START, frozenset(lacking))]

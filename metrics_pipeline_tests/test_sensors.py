@@ -16,16 +16,16 @@ from dagster import (
     materialize,
 )
 
+from metrics_pipeline.collection.source import CLOUDWATCH_RDS, FIRST_COLLECTION_RUN_KEY
 from metrics_pipeline.collection.store import replace_metrics, upsert_instances
 from metrics_pipeline.healing.gaps import HistoryProgress, healing_hours, history_progress
 from metrics_pipeline.healing.sensors import (
-    FIRST_COLLECTION_RUN_KEY,
     build_gap_healing_sensor,
-    datapoints_per_tick,
     next_look,
 )
 from metrics_pipeline.maintenance.backups import create_backup, restore_backup
 from metrics_pipeline.settings import Settings
+from metrics_pipeline.source_registry import SOURCES
 from metrics_pipeline.warehouse.instances import Instance, InventoryEntry
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import (
@@ -67,7 +67,7 @@ def now() -> datetime:
 
 
 def sensor_at(moment: datetime, settings: Settings = TEST_SETTINGS) -> SensorDefinition:
-    return build_gap_healing_sensor(settings, TEST_PARTITIONS.hourly, clock=lambda: moment)
+    return build_gap_healing_sensor(settings, SOURCES, TEST_PARTITIONS.hourly, clock=lambda: moment)
 
 
 @pytest.fixture
@@ -288,10 +288,10 @@ def test_by_default_a_tick_asks_for_what_the_quota_serves_per_account_and_region
         for i in (A, B, STOPPED, other)
     ]
     assert TEST_SETTINGS.backfill_max_datapoints_per_tick is None
-    assert datapoints_per_tick(TEST_SETTINGS, inventory) == 3 * 396_000 * 120
-    assert datapoints_per_tick(TEST_SETTINGS, inventory[:2]) == 396_000 * 120
+    assert CLOUDWATCH_RDS.datapoints_per_tick(TEST_SETTINGS, inventory) == 3 * 396_000 * 120
+    assert CLOUDWATCH_RDS.datapoints_per_tick(TEST_SETTINGS, inventory[:2]) == 396_000 * 120
     assert (
-        datapoints_per_tick(
+        CLOUDWATCH_RDS.datapoints_per_tick(
             dataclasses.replace(TEST_SETTINGS, backfill_max_datapoints_per_tick=5), inventory
         )
         == 5

@@ -40,7 +40,8 @@ from metrics_pipeline.hours import (
     utc_now,
 )
 from metrics_pipeline.settings import StorageSettings, memory_bytes
-from metrics_pipeline.warehouse.instances import empty_settled_fetches, read_inventory
+from metrics_pipeline.warehouse.fetch_log import RDS_FETCH_LOG
+from metrics_pipeline.warehouse.instances import read_inventory
 from metrics_pipeline.warehouse.lake import LakeError
 from metrics_pipeline.warehouse.readers import (
     SnapshotMissingError,
@@ -48,13 +49,11 @@ from metrics_pipeline.warehouse.readers import (
     open_reader_for_extract,
 )
 from metrics_pipeline.warehouse.schema import (
-    FETCHES_TABLE,
     INSTANCES_TABLE,
     METRICS_TABLE,
     RUN_PARTS_TABLE,
     RUNS_TABLE,
     WIDE_VIEW,
-    table_exists,
 )
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -413,11 +412,7 @@ def health_summary(
             """,
             params,
         ).fetchall()
-        empty = (
-            empty_settled_fetches(conn, start_at, end_at)
-            if table_exists(conn, FETCHES_TABLE)
-            else set()
-        )
+        empty = RDS_FETCH_LOG.empty_settled(conn, start_at, end_at)
     by_key = {tuple(row[:4]): row[4:] for row in stats}
     hours_with_data = {tuple(row) for row in present}
     ended = [h for h in hour_starts(start_at, end_at) if h + HOUR <= min(end_at, now)]

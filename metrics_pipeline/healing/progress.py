@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, TextIO
 from metrics_pipeline.healing.gaps import HistoryProgress, healing_hours, history_progress
 from metrics_pipeline.hours import HOUR, utc_now
 from metrics_pipeline.settings import ConfigError, StorageSettings, look_back_from_env
-from metrics_pipeline.warehouse.instances import read_inventory, settled_fetches
+from metrics_pipeline.warehouse.fetch_log import RDS_FETCH_LOG
+from metrics_pipeline.warehouse.instances import read_inventory
 from metrics_pipeline.warehouse.lake import LakeError
 from metrics_pipeline.warehouse.readers import SnapshotMissingError, open_reader
 
@@ -32,12 +33,16 @@ if TYPE_CHECKING:
 WAITING_LINE = "history: waiting for the first collection"
 
 
-def healing_runs_in_flight(instance: DagsterInstance) -> int:
+def healing_runs_in_flight(instance: DagsterInstance, job_name: str | None = None) -> int:
+    """Healing runs queued or running: of one source's healing job, or of every source's (each
+    carries the healing tags, sources/jobs.py)."""
     from dagster import RunsFilter
 
-    from metrics_pipeline.dagster_runs import HEALING_JOB_NAME, UNFINISHED
+    from metrics_pipeline.dagster_runs import HEALING_RUN_TAGS, UNFINISHED
 
-    return instance.get_runs_count(RunsFilter(job_name=HEALING_JOB_NAME, statuses=UNFINISHED))
+    return instance.get_runs_count(
+        RunsFilter(job_name=job_name, tags=HEALING_RUN_TAGS, statuses=UNFINISHED)
+    )
 
 
 def deployment_healing_runs() -> int | None:
@@ -67,7 +72,7 @@ def read_progress(
     try:
         with open_reader(storage.read_source) as conn:
             inventory = read_inventory(conn)
-            settled = settled_fetches(conn, hours[0], hours[-1] + HOUR) if hours else set()
+            settled = RDS_FETCH_LOG.settled(conn, hours[0], hours[-1] + HOUR) if hours else set()
     except (SnapshotMissingError, LakeError):
         return None
     if not inventory:

@@ -1,5 +1,5 @@
-"""Data checks on rds_metrics over the healing window, shown in the UI after each collection:
-completeness, freshness and sanity."""
+"""The checks every source gets, shown in the UI after each collection: completeness over the
+healing window and freshness of the newest period; a source adds its own (`Source.checks`)."""
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -7,20 +7,12 @@ from datetime import datetime, timedelta
 
 from dagster import AssetCheckResult, AssetChecksDefinition, AssetCheckSeverity, asset_check
 
-from metrics_pipeline.collection.keys import RDS_METRICS
-from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.hours import HOUR, Clock, partition_key, utc_now
-from metrics_pipeline.quality.queries import rows_per_instance_hour, sanity_counts
 from metrics_pipeline.settings import Settings
-from metrics_pipeline.warehouse.instances import (
-    Instance,
-    InventoryEntry,
-    empty_settled_fetches,
-    read_inventory,
-)
+from metrics_pipeline.sources.source import Source
+from metrics_pipeline.warehouse.instances import Instance, InventoryEntry
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.schema import METRICS_TABLE
 
 
 @dataclass(frozen=True)
@@ -50,34 +42,29 @@ def completeness(
     return Completeness(present / expected if expected else 1.0, expected, empty)
 
 
-def build_checks(settings: Settings, clock: Clock = utc_now) -> list[AssetChecksDefinition]:
-    """The checks of rds_metrics, with the bounds and window of `settings`."""
+def completeness_check(source: Source, settings: Settings, clock: Clock) -> AssetChecksDefinition:
+    table = source.asset.path[-1]
 
     @asset_check(
-        asset=RDS_METRICS,
+        asset=source.asset,
+        name=f"{table}_completeness",
         description=(
             f"Share of expected periods present over the last {settings.backfill_days} days of "
             f"settled hours, for running instances: warns below {settings.completeness_warn:.0%}; "
             "fails when a settled hour was fetched and came back empty for a running instance."
         ),
     )
-    def rds_metrics_completeness(
-        aws: AwsResource, collection: CollectionResource, warehouse: WarehouseResource
-    ) -> AssetCheckResult:
-        hours = healing_hours(clock(), settings.backfill_days, collection.settle_delay)
+    def check(warehouse: WarehouseResource) -> AssetCheckResult:
+        hours = healing_hours(clock(), settings.backfill_days, settings.settle_delay)
         if not hours:
             return AssetCheckResult(passed=True, metadata={"settled_hours": 0})
         window = (hours[0], hours[-1] + HOUR)
         with warehouse.reader() as conn:
-            inventory = read_inventory(conn, aws.regions)
-            rows = rows_per_instance_hour(conn, *window)
-            empty = empty_settled_fetches(conn, *window)
+            subjects = source.subjects(conn, settings.regions)
+            rows = source.rows_per_subject_hour(conn, *window)
+            empty = source.fetch_log.empty_settled(conn, *window)
         report = completeness(
-            hours,
-            inventory,
-            rows,
-            empty,
-            (3600 // collection.period_seconds) * len(collection.metrics),
+            hours, subjects, rows, empty, source.expected_rows_per_subject_hour(settings)
         )
         failed = bool(report.empty_hours)
         warned = report.share < settings.completeness_warn
@@ -96,45 +83,49 @@ def build_checks(settings: Settings, clock: Clock = utc_now) -> list[AssetChecks
             },
         )
 
+    return check
+
+
+def freshness_check(source: Source, settings: Settings, clock: Clock) -> AssetChecksDefinition:
+    table = source.asset.path[-1]
+
     @asset_check(
-        asset=RDS_METRICS,
+        asset=source.asset,
+        name=f"{table}_freshness",
         description=(
-            f"The newest period in rds_metrics ended no more than {settings.freshness_minutes} "
+            f"The newest period in {table} ended no more than {settings.freshness_minutes} "
             "minutes ago (METRICS_FRESHNESS_MINUTES)."
         ),
     )
-    def rds_metrics_freshness(
-        aws: AwsResource, collection: CollectionResource, warehouse: WarehouseResource
-    ) -> AssetCheckResult:
+    def check(warehouse: WarehouseResource) -> AssetCheckResult:
         with warehouse.reader() as conn:
-            [(newest,)] = conn.execute(f"SELECT max(ts) FROM {METRICS_TABLE}").fetchall()
+            newest = source.newest_period(conn, settings)
         if newest is None:
             return AssetCheckResult(passed=False, metadata={"newest_period": "none"})
-        age = clock() - (newest + timedelta(seconds=collection.period_seconds))
+        start, end = newest
+        age = clock() - end
         return AssetCheckResult(
             passed=age <= timedelta(minutes=settings.freshness_minutes),
             metadata={
-                "newest_period": newest.isoformat(),
+                "newest_period": start.isoformat(),
                 "age_minutes": round(age.total_seconds() / 60, 1),
                 "bound_minutes": settings.freshness_minutes,
             },
         )
 
-    @asset_check(
-        asset=RDS_METRICS,
-        description=(
-            "Over the healing window: no duplicate keys, percentages within 0-100, no negative "
-            "values, minimum <= average <= maximum, timestamps on period boundaries and not ahead."
-        ),
-    )
-    def rds_metrics_sanity(
-        aws: AwsResource, collection: CollectionResource, warehouse: WarehouseResource
-    ) -> AssetCheckResult:
-        now = clock()
-        with warehouse.reader() as conn:
-            counts = sanity_counts(
-                conn, now - timedelta(days=settings.backfill_days), collection.period_seconds, now
-            )
-        return AssetCheckResult(passed=not any(counts.values()), metadata=counts)
+    return check
 
-    return [rds_metrics_completeness, rds_metrics_freshness, rds_metrics_sanity]
+
+def build_checks(
+    settings: Settings, sources: Sequence[Source], clock: Clock = utc_now
+) -> list[AssetChecksDefinition]:
+    """Each source's completeness and freshness checks, then its own."""
+    return [
+        check
+        for source in sources
+        for check in (
+            completeness_check(source, settings, clock),
+            freshness_check(source, settings, clock),
+            *source.checks(settings, clock),
+        )
+    ]

@@ -17,8 +17,8 @@ from dagster import (
 from metrics_pipeline.automation import on_cron_and_once_inputs_exist
 from metrics_pipeline.collection.jobs import fresh_collection_job
 from metrics_pipeline.collection.keys import RDS_METRICS
-from metrics_pipeline.healing.jobs import healing_job
 from metrics_pipeline.metadata import GROUP, OWNERS, markdown_table
+from metrics_pipeline.source_registry import SOURCES
 from metrics_pipeline.warehouse.readers import SnapshotMissingError
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import RUN_PARTS_TABLE, RUNS_TABLE
@@ -81,7 +81,7 @@ def pipeline_health(
             """,
             {"since": since},
         ).fetchall()
-    jobs = [fresh_collection_job.name, healing_job.name]
+    jobs = [job.name for source in SOURCES for job in source.jobs]
     finished = [
         record
         for job in jobs

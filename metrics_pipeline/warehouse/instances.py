@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import duckdb
 
-from metrics_pipeline.warehouse.schema import FETCHES_TABLE, INSTANCES_TABLE, table_exists
+from metrics_pipeline.warehouse.schema import INSTANCES_TABLE, table_exists
 
 
 @dataclass(frozen=True, order=True)
@@ -84,32 +84,3 @@ def read_inventory(
         {"regions": None if regions is None else list(regions)},
     ).fetchall()
     return [InventoryEntry(Instance(*row[:3]), *row[3:]) for row in rows]
-
-
-def settled_fetches(
-    conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime
-) -> set[tuple[Instance, datetime]]:
-    """(instance, hour) pairs of [start, end) whose data was fetched after the hour settled."""
-    if not table_exists(conn, FETCHES_TABLE):
-        return set()
-    rows = conn.execute(
-        f"""
-        SELECT account_id, region, instance_id, hour FROM {FETCHES_TABLE}
-        WHERE settled AND hour >= $start AND hour < $end
-        """,
-        {"start": start, "end": end},
-    ).fetchall()
-    return {(Instance(*row[:3]), row[3]) for row in rows}
-
-
-def empty_settled_fetches(
-    conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime
-) -> set[tuple[Instance, datetime]]:
-    rows = conn.execute(
-        f"""
-        SELECT account_id, region, instance_id, hour FROM {FETCHES_TABLE}
-        WHERE settled AND datapoints = 0 AND hour >= $start AND hour < $end
-        """,
-        {"start": start, "end": end},
-    ).fetchall()
-    return {(Instance(*row[:3]), row[3]) for row in rows}

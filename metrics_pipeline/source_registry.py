@@ -1,0 +1,7 @@
+"""The metric sources this pipeline collects: registering one here is all the gap sensor, the
+progress line, the checks and the definitions need to know of it."""
+
+from metrics_pipeline.collection.source import CLOUDWATCH_RDS
+from metrics_pipeline.sources.source import Source
+
+SOURCES: tuple[Source, ...] = (CLOUDWATCH_RDS,)
