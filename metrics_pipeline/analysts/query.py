@@ -500,7 +500,10 @@ def _explained(text: str) -> str:
     """What an EXPLAIN [ANALYZE] [(options)] statement plans, or runs."""
     depth = 0
     for start, _ in duckdb.tokenize(text)[1:]:  # the first is EXPLAIN; comments are no tokens
-        word = _WORD.match(text, start)[0].upper()
+        match = _WORD.match(text, start)
+        if match is None:  # a token starts where a word or a sign does: never
+            continue
+        word = match[0].upper()
         if word == "(":
             depth += 1
         elif word == ")":

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.credentials import (
     AssumeRoleCredentialFetcher,
     DeferredRefreshableCredentials,
-    _local_now,
 )
 
 from metrics_pipeline.settings import DEFAULT_ROLE_SESSION_NAME, ROLE_ARN
@@ -92,7 +91,7 @@ def assumed_role_credentials(
     role_arn: str,
     session_name: str = DEFAULT_ROLE_SESSION_NAME,
     external_id: str | None = None,
-    clock: Callable[[], datetime] = _local_now,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> DeferredRefreshableCredentials:
     """Credentials of `role_arn` that call AssumeRole again shortly before they expire, so a run
     longer than the role's session (an hour by default) keeps going."""

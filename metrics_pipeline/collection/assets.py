@@ -198,7 +198,7 @@ def covered_by(metadata: dict[str, Any]) -> set[tuple[str, str]]:
     """The (account, region) pairs a discovery's materialization says it described."""
     if "covered" in metadata:
         text = metadata["covered"].value
-        return {tuple(pair.split("/", 1)) for pair in text.split(", ") if pair}  # type: ignore[misc]
+        return {tuple(pair.split("/", 1)) for pair in text.split(", ") if pair}
     if "regions" in metadata and "account_id" in metadata:  # before several accounts
         account = metadata["account_id"].value
         return {(account, region) for region in metadata["regions"].value.split(", ")}

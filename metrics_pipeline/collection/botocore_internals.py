@@ -100,7 +100,8 @@ class RawListsParserFactory(ResponseParserFactory):
         self.parser_defaults.update(kwargs)
 
     def create_parser(self, protocol_name: str) -> Any:
-        parser_class = PROTOCOL_PARSERS[protocol_name]
+        # botocore-stubs types the table's values as parsers; they are parser classes.
+        parser_class: type[Any] = PROTOCOL_PARSERS[protocol_name]  # type: ignore[assignment]
         if issubclass(parser_class, BaseJSONParser | BaseCBORParser):
             parser_class = type(
                 f"RawLists{parser_class.__name__}", (_ScalarListsAsDecoded, parser_class), {}

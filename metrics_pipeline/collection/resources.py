@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 import botocore.session
@@ -59,6 +59,9 @@ from metrics_pipeline.settings import (
     DEFAULT_RUN_TIMEOUT_SECONDS,
     DEFAULT_SETTLE_MINUTES,
 )
+
+# The AWS services the pipeline calls.
+AwsService = Literal["cloudwatch", "organizations", "rds", "sts"]
 
 
 class AssumedRoleProvider(CredentialProvider):
@@ -181,7 +184,8 @@ class AwsResource(ResourceWithBoto3Configuration):
     def _botocore_config(self) -> BotocoreConfig:
         """botocore's own retries and timeouts, for every client and the AssumeRole calls."""
         return BotocoreConfig(
-            retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},  # type: ignore[typeddict-item]
+            # dagster-aws types retry_mode as any string; botocore refuses an unknown mode.
+            retries={"mode": self.retry_mode, "total_max_attempts": self.max_attempts},  # type: ignore[arg-type]
             connect_timeout=self.connect_timeout_seconds,
             read_timeout=self.read_timeout_seconds,
         )
@@ -232,7 +236,7 @@ class AwsResource(ResourceWithBoto3Configuration):
 
     def client(
         self,
-        service: str,
+        service: AwsService,
         region: str,
         stats: RequestStats | None = None,
         account: Account | None = None,

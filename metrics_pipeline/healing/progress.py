@@ -77,7 +77,7 @@ def read_progress(
         return None
     if not inventory:
         return None
-    return history_progress(hours, inventory, settled, healing_runs)
+    return history_progress(hours, inventory, settled, healing_runs or 0)
 
 
 def watch(

@@ -29,7 +29,7 @@ def cause_line(error: SerializableErrorInfo | str | None) -> str:
     """The first line of the cause: a Failure's own words, any other exception's class name
     (without its module) and message."""
     cause = root_cause(error) if isinstance(error, SerializableErrorInfo) else None
-    message = cause.message if cause else error
+    message = cause.message if cause else error if isinstance(error, str) else None
     line = (message or "no error message").strip().splitlines()[0]
     exception, _, text = line.partition(": ")
     if not text or " " in exception:

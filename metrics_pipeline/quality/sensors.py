@@ -18,9 +18,9 @@ def failure_summary(context: RunFailureSensorContext) -> str:
     attempts the step had when its retry policy gave it more than one."""
     run_id = context.dagster_run.run_id
     failures = context.instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
-    if not failures or not failures[0].dagster_event.step_failure_data.error:
+    failure = failures[0].dagster_event if failures else None
+    if failure is None or not failure.step_failure_data.error:
         return cause_line(context.failure_event.message)
-    failure = failures[0].dagster_event
     line = cause_line(failure.step_failure_data.error)
     retries = [
         event
