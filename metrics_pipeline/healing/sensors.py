@@ -133,9 +133,9 @@ def look_for_gaps(
     if not warehouse.has_data():
         context.log.info("No warehouse yet: starting the first collection (once).")
         return SensorResult(
-            run_requests=[first_collection_request(now, collection.settle_delay, fresh_interval)]
+            run_requests=[first_collection_request(now, settings.settle_delay, fresh_interval)]
         )
-    hours = healing_hours(now, settings.backfill_days, collection.settle_delay)
+    hours = healing_hours(now, settings.backfill_days, settings.settle_delay)
     if not hours:
         return SkipReason("No settled hour in the look-back window yet.")
     try:
