@@ -1,25 +1,30 @@
-"""Every setting of the pipeline, read from the environment and validated in one place.
+"""Every setting of the pipeline, declared once, read from the environment and validated here.
 
-Each setting has one name (the environment variable), one default, one check and one line of
-documentation (the configuration reference in docs/operations.md is generated from the fields
-below); a bad value raises :class:`ConfigError` naming the variable and what is allowed, before
-any AWS or DuckDB call is made. Nothing here is read at import: the definitions read the
-environment when Dagster loads them, the command-line tool when it starts.
+Each setting is one field below: its Python name, its environment variable, its type, its
+default, how its text is parsed (with its bounds) and its line of documentation. From that
+declaration come the reading of the environment, the one-line ConfigError naming the variable
+and what is allowed (raised before any AWS or DuckDB call), the configuration reference in
+docs/operations.md (scripts/update_settings_reference.py), and the defaults, descriptions and
+values of the Dagster resources' fields that carry a setting (`resource_field`,
+`settings_for`). Nothing here is read at import: the definitions read the environment when
+Dagster loads them, the command-line tool when it starts.
 """
 
 from __future__ import annotations
 
+import grp
 import math
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import botocore.session
+import pydantic
 
 from metrics_pipeline.catalog import (
     DEFAULT_METRICS,
@@ -27,25 +32,18 @@ from metrics_pipeline.catalog import (
     RDS_METRIC_UNITS,
     STATISTIC_COLUMNS,
 )
-from metrics_pipeline.warehouse.lake import LAKE_PREFIX, Lake, LakeError, redacted, split_password
-from metrics_pipeline.warehouse.permissions import group_id, make_folder
+from metrics_pipeline.lake_catalog import LAKE_PREFIX, Lake, LakeError, redacted, split_password
 
 # Relative to the working directory of the process (the project folder for `dagster dev` and
 # scripts/start.sh), never to where the package is installed.
 DEFAULT_DUCKDB_PATH = Path("data") / "metrics.duckdb"
 
-DEFAULT_PERIOD_SECONDS = 300
-DEFAULT_SETTLE_MINUTES = 15
-DEFAULT_MAX_REQUESTS_PER_SECOND = 10.0
-DEFAULT_AWS_MAX_ATTEMPTS = 8
-# botocore's own bounds on each connection attempt and each read from the socket.
-DEFAULT_AWS_CONNECT_TIMEOUT_SECONDS = 10.0
-DEFAULT_AWS_READ_TIMEOUT_SECONDS = 60.0
-# Bounds on whole answers, which botocore does not have: a chunk's GetMetricData requests
-# (some 20 pages of 100,800 datapoints, a minute at CloudWatch's quota) and a run's fetching.
-DEFAULT_CHUNK_TIMEOUT_SECONDS = 600.0
-DEFAULT_RUN_TIMEOUT_SECONDS = 3600.0
+# Bounds on whole answers, which botocore does not have (a chunk's GetMetricData requests,
+# some 20 pages of 100,800 datapoints, a minute at CloudWatch's quota; a run's fetching), and
+# on a writer's wait for the warehouse.
 MAX_TIMEOUT_SECONDS = 86_400.0
+# botocore's own bounds on each connection attempt and each read from the socket.
+MAX_AWS_TIMEOUT_SECONDS = 3600.0
 # Datapoints fetched and written at once: DuckDB's write of one chunk (the pivot, the primary
 # key) is where a run's memory peaks, so the chunk, not the window, sets it.
 DEFAULT_CHUNK_DATAPOINTS = 2_000_000
@@ -63,30 +61,23 @@ ROLE_ARN = re.compile(r"^arn:(aws[a-z-]*):iam::(\d{12}):role/[\w+=,.@/-]{1,512}$
 ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
 SESSION_NAME = re.compile(r"^[\w+=,.@-]{2,64}$")
 EXTERNAL_ID = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
-DEFAULT_FRESH_INTERVAL_MINUTES = 15
-DEFAULT_BACKFILL_DAYS = 3
-DEFAULT_BACKFILL_INTERVAL_MINUTES = 60
-# About 50 full GetMetricData pages: some 13 s of CloudWatch's 396,000 datapoints/s quota for
-# data older than 3 hours, and a run whose write stays within about 1.5 GiB.
 # What CloudWatch serves one account and region in two of the gap sensor's one-minute ticks
 # (396,000 datapoints per second for data older than three hours): the sensor's default
 # amount of work per tick, so that a history comes in at the quota's pace.
 BACKFILL_QUOTA_DATAPOINTS_PER_TICK = 396_000 * 120
 DEFAULT_RETENTION_DAYS = 7
-DEFAULT_FRESHNESS_MINUTES = 30
-DEFAULT_LOCK_TIMEOUT_SECONDS = 120.0
-DEFAULT_COMPLETENESS_WARN = 0.9
-DEFAULT_BACKUP_KEEP_DAYS = 7
-# Analysts' queries on a laptop: DuckDB's memory for one, and how long one may run.
-DEFAULT_QUERY_MEMORY_LIMIT = "1GB"
-DEFAULT_QUERY_TIMEOUT_SECONDS = 300.0
-MAX_QUERY_TIMEOUT_SECONDS = 86_400
-DEFAULT_STEP_RETRIES = 3
-DEFAULT_STEP_RETRY_DELAY_SECONDS = 30.0
+MAX_QUERY_TIMEOUT_SECONDS = 86_400.0
 # Dagster's guidance is at most 100,000 partitions per asset: that many hours.
 MAX_PARTITIONS = 100_000
 MAX_RETENTION_DAYS = MAX_PARTITIONS // 24 - 1
 MAX_BACKUP_KEEP_DAYS = 3650
+# Below this DuckDB cannot stage even one GetMetricData page for the write.
+MIN_DUCKDB_MEMORY_BYTES = 128 * 2**20
+# Below this DuckDB cannot open the warehouse's tables for a query.
+MIN_QUERY_MEMORY_BYTES = 64 * 2**20
+# DuckDB refuses larger amounts with a parser error, and wraps some around to nothing
+# (2**64 bytes is 0); a PiB is beyond any machine the pipeline runs on.
+MAX_MEMORY_BYTES = 2**50
 
 
 def duckdb_memory_limit_for(chunk_datapoints: int) -> str:
@@ -104,12 +95,108 @@ class ConfigError(ValueError):
     """A setting has a value the pipeline cannot use; the message names the setting."""
 
 
+# How a set variable's text becomes the setting's value: (variable, text) -> value, or a
+# ConfigError naming the variable. The text is never blank: an unset or blank variable takes
+# the field's default, or what its `when_unset` derives from the environment and the settings
+# declared before it.
+Parse = Callable[[str, str], Any]
+WhenUnset = Callable[[Mapping[str, str], Mapping[str, Any]], Any]
+# Where a resource's field names the setting it carries (see resource_field).
+SETTING_KEY = "metrics_setting"
+
+
 def setting(
-    env: str, default_text: str, allowed: str, default: Any = MISSING, **kwargs: Any
+    env: str,
+    description: str,
+    parse: Parse,
+    default: Any = MISSING,
+    *,
+    default_text: str | None = None,
+    default_factory: Callable[[], Any] | None = None,
+    when_unset: WhenUnset | None = None,
 ) -> Any:
-    """A settings field with its environment variable and its line of the reference."""
-    metadata = {"env": env, "default_text": default_text, "allowed": allowed}
-    return field(default=default, metadata=metadata, **kwargs)
+    """A settings field: its environment variable, its line of the reference (`{bounds}` in
+    the description is replaced by the parser's), its parser and its default."""
+    bounds = getattr(parse, "bounds", None)
+    if bounds is not None:
+        description = description.replace("{bounds}", bounds)
+    if default_text is None:
+        default_text = f"`{default:g}`" if isinstance(default, float) else f"`{default}`"
+    metadata = {
+        "env": env,
+        "description": description,
+        "default_text": default_text,
+        "parse": parse,
+        "when_unset": when_unset,
+    }
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Whole:
+    """A whole number within bounds."""
+
+    minimum: int = 0
+    maximum: int = 10**9
+
+    def __call__(self, name: str, text: str) -> int:
+        return parse_int(name, text, self.minimum, self.maximum)
+
+    @property
+    def bounds(self) -> str:
+        return f"{self.minimum:,} to {self.maximum:,}"
+
+
+@dataclass(frozen=True)
+class Number:
+    """A finite number above `minimum` (exclusive when 0) and at most `maximum`."""
+
+    maximum: float
+    minimum: float = 0.0
+
+    def __call__(self, name: str, text: str) -> float:
+        return parse_positive_float(name, text, self.minimum, self.maximum)
+
+    @property
+    def bounds(self) -> str:
+        if self.minimum == 0:
+            return f"> 0 and at most {self.maximum:,g}"
+        return f"from {self.minimum:g} to {self.maximum:,g}"
+
+
+@dataclass(frozen=True)
+class AwsName:
+    """An AWS identifier of a given pattern."""
+
+    pattern: re.Pattern[str]
+    allowed: str
+
+    def __call__(self, name: str, text: str) -> str:
+        value = text.strip()
+        if not self.pattern.match(value):
+            raise ConfigError(f"{name}: '{text}' is not allowed; expected {self.allowed}.")
+        return value
+
+
+@dataclass(frozen=True)
+class MemoryLimit:
+    """An amount in DuckDB's own memory_limit syntax, within what DuckDB can hold."""
+
+    minimum_bytes: int
+    purpose: str
+
+    def __call__(self, name: str, text: str) -> str:
+        return parse_memory_limit(name, text, self.minimum_bytes, self.purpose)
+
+
+def _text(name: str, text: str) -> str:
+    return text.strip()
+
+
+def _optional_whole(name: str, text: str) -> int:
+    return parse_int(name, text, minimum=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,75 +206,96 @@ class StorageSettings:
 
     duckdb_path: Path = setting(
         "METRICS_DUCKDB_PATH",
-        "`data/metrics.duckdb` under the working directory (created)",
         "a writable file path",
+        lambda name, text: parse_path(name, text),
+        default_text="`data/metrics.duckdb` under the working directory (created)",
         default_factory=lambda: DEFAULT_DUCKDB_PATH.resolve(),
     )
     warehouse: str | None = setting(
         "METRICS_WAREHOUSE",
-        "none: the DuckDB file of METRICS_DUCKDB_PATH",
         "a DuckLake catalog that processes on many machines share, "
         "`ducklake:postgres:<libpq connection string>` such as "
         "`ducklake:postgres:host=db.internal dbname=lake user=metrics` (docs/scale-out.md); "
         "its password best in `~/.pgpass` or PGPASSFILE (one given here is never shown)",
+        lambda name, text: parse_warehouse(name, text),
         None,
+        default_text="none: the DuckDB file of METRICS_DUCKDB_PATH",
     )
     lake_data_path: str | None = setting(
         "METRICS_LAKE_DATA_PATH",
-        "none; required with METRICS_WAREHOUSE",
         "where the lake's Parquet files go: `s3://bucket/prefix/` (endpoint and credentials "
         "from the usual AWS environment) or a folder",
+        lambda name, text: parse_lake_data_path(name, text),
         None,
+        default_text="none; required with METRICS_WAREHOUSE",
     )
     retention_days: int = setting(
         "METRICS_RETENTION_DAYS",
-        f"`{DEFAULT_RETENTION_DAYS}`",
-        f"days of metrics kept, 1 to {MAX_RETENTION_DAYS:,} (Dagster's guidance of at most "
-        f"{MAX_PARTITIONS:,} partitions)",
+        f"days of metrics kept, {{bounds}} (Dagster's guidance of at most {MAX_PARTITIONS:,} "
+        "partitions)",
+        Whole(1, MAX_RETENTION_DAYS),
         DEFAULT_RETENTION_DAYS,
     )
     backup_dir: Path | None = setting(
-        "METRICS_BACKUP_DIR", "`backups` next to the DuckDB file", "a folder for backups", None
+        "METRICS_BACKUP_DIR",
+        "a folder for backups",
+        lambda name, text: parse_folder(name, text),
+        None,
+        default_text="`backups` next to the DuckDB file",
     )
     backup_keep_days: int = setting(
         "METRICS_BACKUP_KEEP_DAYS",
-        f"`{DEFAULT_BACKUP_KEEP_DAYS}`",
-        f"days of backups kept (the newest is always kept), 1 to {MAX_BACKUP_KEEP_DAYS:,}",
-        DEFAULT_BACKUP_KEEP_DAYS,
+        "days of backups kept (the newest is always kept), {bounds}",
+        Whole(1, MAX_BACKUP_KEEP_DAYS),
+        7,
     )
     shared_group: str | None = setting(
         "METRICS_SHARED_GROUP",
-        "none: the files are the owner's alone",
         "a group of this machine whose members may read the snapshot (analysts); the "
         "warehouse itself and the backups stay the owner's",
+        lambda name, text: parse_group(name, text),
         None,
+        default_text="none: the files are the owner's alone",
     )
     lock_timeout_seconds: float = setting(
         "METRICS_LOCK_TIMEOUT_SECONDS",
-        f"`{DEFAULT_LOCK_TIMEOUT_SECONDS:g}`",
-        "how long a writer waits for the DuckDB file, seconds > 0 and at most 86,400",
-        DEFAULT_LOCK_TIMEOUT_SECONDS,
+        "how long a writer waits for the DuckDB file, seconds {bounds}",
+        Number(maximum=MAX_TIMEOUT_SECONDS),
+        120.0,
     )
+    # Analysts' queries on a laptop: DuckDB's memory for one, and how long one may run.
     query_memory_limit: str = setting(
         "METRICS_QUERY_MEMORY_LIMIT",
-        f"`{DEFAULT_QUERY_MEMORY_LIMIT}`",
         "DuckDB's `memory_limit` for analysts' queries (`metrics-pipeline query`, "
         "`query.connect()`, `query.run_sql()`), `64MiB` to `1PiB`; the reading commands' "
         "whole process is held to twice it plus 256 MiB and 16 MiB per CPU (docs/analysts.md)",
-        DEFAULT_QUERY_MEMORY_LIMIT,
+        MemoryLimit(MIN_QUERY_MEMORY_BYTES, "a query"),
+        "1GB",
     )
     query_timeout_seconds: float = setting(
         "METRICS_QUERY_TIMEOUT_SECONDS",
-        f"`{DEFAULT_QUERY_TIMEOUT_SECONDS:g}`",
         "how long an analyst's query (`metrics-pipeline query`, `query.run_sql()`) may run, "
-        f"writing its result included, before it is stopped; seconds > 0 and at most "
-        f"{MAX_QUERY_TIMEOUT_SECONDS:,}",
-        DEFAULT_QUERY_TIMEOUT_SECONDS,
+        "writing its result included, before it is stopped; seconds {bounds}",
+        Number(maximum=MAX_QUERY_TIMEOUT_SECONDS),
+        300.0,
     )
+
+    def __post_init__(self) -> None:
+        lake_data_path = variable("lake_data_path")
+        if self.warehouse and not self.lake_data_path:
+            raise ConfigError(
+                f"{lake_data_path}: required with {variable('warehouse')}; expected where the "
+                "lake's Parquet files go, 's3://bucket/prefix/' or a folder."
+            )
+        if self.lake_data_path and not self.warehouse:
+            raise ConfigError(
+                f"{lake_data_path}: set without {variable('warehouse')}; set both for a DuckLake "
+                "warehouse, or neither for the DuckDB file."
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StorageSettings:
-        return cls(**_storage_fields(os.environ if environ is None else environ))
+        return cls(**read_settings(cls, os.environ if environ is None else environ))
 
     @property
     def snapshot_path(self) -> Path:
@@ -220,382 +328,240 @@ def default_backup_dir(database: Path) -> Path:
     return database.parent / "backups"
 
 
-def _storage_fields(env: Mapping[str, str]) -> dict[str, Any]:
-    warehouse = parse_warehouse(env.get("METRICS_WAREHOUSE"))
-    return {
-        "duckdb_path": parse_path(env.get("METRICS_DUCKDB_PATH")),
-        "warehouse": warehouse,
-        "lake_data_path": parse_lake_data_path(env.get("METRICS_LAKE_DATA_PATH"), warehouse),
-        "retention_days": parse_int(
-            "METRICS_RETENTION_DAYS",
-            env.get("METRICS_RETENTION_DAYS"),
-            DEFAULT_RETENTION_DAYS,
-            minimum=1,
-            maximum=MAX_RETENTION_DAYS,
-        ),
-        "backup_dir": parse_folder("METRICS_BACKUP_DIR", env.get("METRICS_BACKUP_DIR")),
-        "backup_keep_days": parse_int(
-            "METRICS_BACKUP_KEEP_DAYS",
-            env.get("METRICS_BACKUP_KEEP_DAYS"),
-            DEFAULT_BACKUP_KEEP_DAYS,
-            minimum=1,
-            maximum=MAX_BACKUP_KEEP_DAYS,
-        ),
-        "shared_group": parse_group(env.get("METRICS_SHARED_GROUP")),
-        "lock_timeout_seconds": parse_positive_float(
-            "METRICS_LOCK_TIMEOUT_SECONDS",
-            env.get("METRICS_LOCK_TIMEOUT_SECONDS"),
-            DEFAULT_LOCK_TIMEOUT_SECONDS,
-            maximum=86_400,
-        ),
-        "query_memory_limit": parse_memory_limit(
-            env.get("METRICS_QUERY_MEMORY_LIMIT"),
-            "METRICS_QUERY_MEMORY_LIMIT",
-            minimum_bytes=MIN_QUERY_MEMORY_BYTES,
-            purpose="a query",
+def _region_of_the_environment(env: Mapping[str, str], read: Mapping[str, Any]) -> tuple[str, ...]:
+    region = default_region(env)
+    if region is None:
+        raise ConfigError(
+            f"{variable('regions')} is not set and boto3 has no default region: set "
+            f"{variable('regions')} (e.g. 'us-east-1,eu-west-1') or AWS_REGION/AWS_DEFAULT_REGION."
         )
-        or DEFAULT_QUERY_MEMORY_LIMIT,
-        "query_timeout_seconds": parse_positive_float(
-            "METRICS_QUERY_TIMEOUT_SECONDS",
-            env.get("METRICS_QUERY_TIMEOUT_SECONDS"),
-            DEFAULT_QUERY_TIMEOUT_SECONDS,
-            maximum=MAX_QUERY_TIMEOUT_SECONDS,
-        ),
-    }
+    return (region,)
+
+
+def _start_of_the_retention(env: Mapping[str, str], read: Mapping[str, Any]) -> datetime:
+    return rolling_start(read["retention_days"])
 
 
 @dataclass(frozen=True, kw_only=True)
 class Settings(StorageSettings):
     regions: tuple[str, ...] = setting(
         "METRICS_AWS_REGIONS",
-        "boto3's default region",
         "comma-separated AWS region names",
+        lambda name, text: parse_regions(name, text),
+        default_text="boto3's default region",
+        when_unset=_region_of_the_environment,
     )
     period_seconds: int = setting(
         "METRICS_PERIOD_SECONDS",
-        f"`{DEFAULT_PERIOD_SECONDS}`",
         "a multiple of 60 that divides an hour (60 for 1-minute detail)",
-        DEFAULT_PERIOD_SECONDS,
+        lambda name, text: parse_period(name, text),
+        300,
     )
     metrics: tuple[str, ...] = setting(
         "METRICS_CLOUDWATCH_METRICS",
-        f"the {len(DEFAULT_METRICS)} below",
         "comma-separated AWS/RDS metric names (e.g. `ReplicaLag`, `BurstBalance`)",
+        lambda name, text: parse_metrics(name, text),
         DEFAULT_METRICS,
+        default_text=f"the {len(DEFAULT_METRICS)} below",
     )
     statistics: tuple[str, ...] = setting(
         "METRICS_STATISTICS",
-        f"`{','.join(DEFAULT_STATISTICS)}`",
         "any of those",
+        lambda name, text: parse_statistics(name, text),
         DEFAULT_STATISTICS,
+        default_text=f"`{','.join(DEFAULT_STATISTICS)}`",
     )
     settle_minutes: int = setting(
         "METRICS_SETTLE_MINUTES",
-        f"`{DEFAULT_SETTLE_MINUTES}`",
-        "whole minutes from 0 to 1,440 after an hour ends before its data counts as final",
-        DEFAULT_SETTLE_MINUTES,
+        "whole minutes from {bounds} after an hour ends before its data counts as final",
+        Whole(0, 1440),
+        15,
     )
     partitions_start: datetime = setting(
         "METRICS_PARTITIONS_START",
-        "midnight UTC `METRICS_RETENTION_DAYS` days ago (as of load)",
         "first partition, `YYYY-MM-DD` or `YYYY-MM-DDTHH:00` (UTC), in the past and at most "
         f"{MAX_PARTITIONS:,} hours ago",
+        lambda name, text: parse_start(name, text),
+        default_text="midnight UTC `METRICS_RETENTION_DAYS` days ago (as of load)",
         default_factory=lambda: rolling_start(DEFAULT_RETENTION_DAYS),
+        when_unset=_start_of_the_retention,
     )
     role_arns: tuple[str, ...] = setting(
         "METRICS_AWS_ROLE_ARNS",
-        "none: the pipeline's own account only",
         "comma-separated IAM role ARNs (`arn:aws:iam::<account>:role/<name>`), one per other "
         "account to collect; the pipeline's own account is always collected",
+        lambda name, text: parse_role_arns(name, text),
         (),
+        default_text="none: the pipeline's own account only",
     )
     organization_role: str | None = setting(
         "METRICS_AWS_ORGANIZATION_ROLE",
-        "none",
         "a role name assumed in every active account of the AWS Organization (listed with "
         "`organizations:ListAccounts`), e.g. `OrganizationAccountAccessRole`",
+        AwsName(ROLE_NAME, "a role name of 1 to 64 letters, digits and +=,.@-_"),
         None,
+        default_text="none",
     )
     external_id: str | None = setting(
         "METRICS_AWS_EXTERNAL_ID",
-        "none",
         "the ExternalId the roles' trust policies ask for, 2 to 1,224 characters of "
         "letters, digits and `+=,.@:/-_`",
+        AwsName(EXTERNAL_ID, "2 to 1,224 letters, digits and +=,.@:/-_"),
         None,
+        default_text="none",
     )
     role_session_name: str = setting(
         "METRICS_AWS_ROLE_SESSION_NAME",
-        f"`{DEFAULT_ROLE_SESSION_NAME}`",
         "the RoleSessionName of the assumed roles (CloudTrail shows it), 2 to 64 characters of "
         "letters, digits and `+=,.@-_`",
+        AwsName(SESSION_NAME, "2 to 64 letters, digits and +=,.@-_"),
         DEFAULT_ROLE_SESSION_NAME,
     )
     max_requests_per_second: float = setting(
         "METRICS_MAX_REQUESTS_PER_SECOND",
-        f"`{DEFAULT_MAX_REQUESTS_PER_SECOND:g}`",
-        "client-side cap per account and region, from 0.5 (botocore's slowest) to 1,000",
-        DEFAULT_MAX_REQUESTS_PER_SECOND,
+        "client-side cap per account and region, {bounds} (0.5 is botocore's slowest)",
+        # botocore's token bucket cannot go slower; CloudWatch allows 50 per second.
+        Number(minimum=0.5, maximum=1000),
+        10.0,
     )
     aws_max_attempts: int = setting(
         "METRICS_AWS_MAX_ATTEMPTS",
-        f"`{DEFAULT_AWS_MAX_ATTEMPTS}`",
-        "attempts per AWS call (botocore adaptive retries), 1 to 50",
-        DEFAULT_AWS_MAX_ATTEMPTS,
+        "attempts per AWS call (botocore adaptive retries), {bounds}",
+        Whole(1, 50),
+        8,
     )
     aws_connect_timeout_seconds: float = setting(
         "METRICS_AWS_CONNECT_TIMEOUT_SECONDS",
-        f"`{DEFAULT_AWS_CONNECT_TIMEOUT_SECONDS:g}`",
-        "seconds to open a connection to AWS (botocore `connect_timeout`, each attempt), "
-        "> 0 and at most 3,600",
-        DEFAULT_AWS_CONNECT_TIMEOUT_SECONDS,
+        "seconds to open a connection to AWS (botocore `connect_timeout`, each attempt), {bounds}",
+        Number(maximum=MAX_AWS_TIMEOUT_SECONDS),
+        10.0,
     )
     aws_read_timeout_seconds: float = setting(
         "METRICS_AWS_READ_TIMEOUT_SECONDS",
-        f"`{DEFAULT_AWS_READ_TIMEOUT_SECONDS:g}`",
         "seconds AWS may stay silent during an answer (botocore `read_timeout`, each read "
-        "from the socket, not a whole answer), > 0 and at most 3,600",
-        DEFAULT_AWS_READ_TIMEOUT_SECONDS,
-    )
-    chunk_timeout_seconds: float = setting(
-        "METRICS_CHUNK_TIMEOUT_SECONDS",
-        f"`{DEFAULT_CHUNK_TIMEOUT_SECONDS:g}`",
-        "seconds a chunk's GetMetricData answers may take in all (a trickled answer, endless "
-        "pages); past it the chunk fails, its hours stay gaps for the gap sensor; > 0 and at "
-        f"most {MAX_TIMEOUT_SECONDS:,.0f}",
-        DEFAULT_CHUNK_TIMEOUT_SECONDS,
-    )
-    run_timeout_seconds: float = setting(
-        "METRICS_RUN_TIMEOUT_SECONDS",
-        f"`{DEFAULT_RUN_TIMEOUT_SECONDS:g}`",
-        "seconds a collection run's fetching may take in all; past it the run fails, the "
-        "chunks written by then stay written; > 0 and at most "
-        f"{MAX_TIMEOUT_SECONDS:,.0f}",
-        DEFAULT_RUN_TIMEOUT_SECONDS,
+        "from the socket, not a whole answer), {bounds}",
+        Number(maximum=MAX_AWS_TIMEOUT_SECONDS),
+        60.0,
     )
     chunk_datapoints: int = setting(
         "METRICS_CHUNK_DATAPOINTS",
-        f"`{DEFAULT_CHUNK_DATAPOINTS}`",
-        f"datapoints fetched and written at once, {MIN_CHUNK_DATAPOINTS:,} to "
-        f"{MAX_CHUNK_DATAPOINTS:,}: a run's memory follows it, not the window or the fleet",
+        "datapoints fetched and written at once, {bounds}: a run's memory follows it, not the "
+        "window or the fleet",
+        Whole(MIN_CHUNK_DATAPOINTS, MAX_CHUNK_DATAPOINTS),
         DEFAULT_CHUNK_DATAPOINTS,
     )
     fetch_threads: int = setting(
         "METRICS_FETCH_THREADS",
-        f"`{DEFAULT_FETCH_THREADS}`",
-        f"chunks fetched at once across accounts and regions, 1 to {MAX_FETCH_THREADS}",
+        "chunks fetched at once across accounts and regions, {bounds}",
+        Whole(1, MAX_FETCH_THREADS),
         DEFAULT_FETCH_THREADS,
+    )
+    chunk_timeout_seconds: float = setting(
+        "METRICS_CHUNK_TIMEOUT_SECONDS",
+        "seconds a chunk's GetMetricData answers may take in all (a trickled answer, endless "
+        "pages); past it the chunk fails, its hours stay gaps for the gap sensor; {bounds}",
+        Number(maximum=MAX_TIMEOUT_SECONDS),
+        600.0,
+    )
+    run_timeout_seconds: float = setting(
+        "METRICS_RUN_TIMEOUT_SECONDS",
+        "seconds a collection run's fetching may take in all; past it the run fails, the "
+        "chunks written by then stay written; {bounds}",
+        Number(maximum=MAX_TIMEOUT_SECONDS),
+        3600.0,
     )
     fresh_interval_minutes: int = setting(
         "METRICS_FRESH_INTERVAL_MINUTES",
-        f"`{DEFAULT_FRESH_INTERVAL_MINUTES}`",
         "minutes between fresh ticks, a divisor of 60",
-        DEFAULT_FRESH_INTERVAL_MINUTES,
+        lambda name, text: parse_fresh_interval(name, text),
+        15,
     )
     backfill_days: int = setting(
         "METRICS_BACKFILL_DAYS",
-        f"`{DEFAULT_BACKFILL_DAYS}`",
         "days the gap sensor looks back, ≥ 1, < `METRICS_RETENTION_DAYS` and within "
         "CloudWatch's retention at the period (15 days at 60 s, 63 at 300 s)",
-        DEFAULT_BACKFILL_DAYS,
+        Whole(1, MAX_RETENTION_DAYS),
+        3,
     )
     backfill_interval_minutes: int = setting(
         "METRICS_BACKFILL_INTERVAL_MINUTES",
-        f"`{DEFAULT_BACKFILL_INTERVAL_MINUTES}`",
-        "minutes between the gap sensor's looks for gaps when nothing is left to heal, 1 to 1,440",
-        DEFAULT_BACKFILL_INTERVAL_MINUTES,
+        "minutes between the gap sensor's looks for gaps when nothing is left to heal, {bounds}",
+        Whole(1, 1440),
+        60,
     )
     backfill_max_datapoints_per_tick: int | None = setting(
         "METRICS_BACKFILL_MAX_DATAPOINTS_PER_TICK",
-        "CloudWatch's quota for older data over two sensor ticks, per account and region in "
-        f"the inventory ({BACKFILL_QUOTA_DATAPOINTS_PER_TICK:,} each)",
         "CloudWatch datapoints the gap sensor asks for per tick at most (instances × hours × "
         "metrics × statistics × periods per hour), ≥ 1",
+        Whole(1),
         None,
+        default_text="CloudWatch's quota for older data over two sensor ticks, per account and "
+        f"region in the inventory ({BACKFILL_QUOTA_DATAPOINTS_PER_TICK:,} each)",
     )
     freshness_minutes: int = setting(
         "METRICS_FRESHNESS_MINUTES",
-        f"`{DEFAULT_FRESHNESS_MINUTES}`",
-        "the freshness check's bound in minutes, 1 to 10,080",
-        DEFAULT_FRESHNESS_MINUTES,
+        "the freshness check's bound in minutes, {bounds}",
+        Whole(1, 10_080),
+        30,
     )
     completeness_warn: float = setting(
         "METRICS_COMPLETENESS_WARN",
-        f"`{DEFAULT_COMPLETENESS_WARN}`",
         "the completeness check warns below this fraction (0 to 1)",
-        DEFAULT_COMPLETENESS_WARN,
+        lambda name, text: parse_fraction(name, text),
+        0.9,
     )
     duckdb_memory_limit: str | None = setting(
         "METRICS_DUCKDB_MEMORY_LIMIT",
-        f"what one chunk's write needs: {DUCKDB_BYTES_PER_CHUNK_DATAPOINT} bytes per "
+        "the writer's DuckDB `memory_limit`, e.g. `2GB` or `512MiB`, at least "
+        f"`{MIN_DUCKDB_MEMORY_BYTES // 2**20}MiB`",
+        MemoryLimit(MIN_DUCKDB_MEMORY_BYTES, "the warehouse's writes"),
+        None,
+        default_text=f"what one chunk's write needs: {DUCKDB_BYTES_PER_CHUNK_DATAPOINT} bytes per "
         f"datapoint of `METRICS_CHUNK_DATAPOINTS`, at least {MIN_DUCKDB_MEMORY_LIMIT_MIB} MiB "
         f"({duckdb_memory_limit_for(DEFAULT_CHUNK_DATAPOINTS)} by default); DuckDB spills "
         "to disk past it",
-        "the writer's DuckDB `memory_limit`, e.g. `2GB` or `512MiB`, at least `128MiB`",
-        None,
     )
     step_retries: int = setting(
         "METRICS_STEP_RETRIES",
-        f"`{DEFAULT_STEP_RETRIES}`",
-        "step retries of `rds_instances`/`rds_metrics` after a transient AWS failure, 0 to 10",
-        DEFAULT_STEP_RETRIES,
+        "step retries of `rds_instances`/`rds_metrics` after a transient AWS failure, {bounds}",
+        Whole(0, 10),
+        3,
     )
     step_retry_delay_seconds: float = setting(
         "METRICS_STEP_RETRY_DELAY_SECONDS",
-        f"`{DEFAULT_STEP_RETRY_DELAY_SECONDS:g}`",
-        "base delay of those retries (exponential, ± one delay of jitter), seconds > 0 and at "
-        "most 3,600",
-        DEFAULT_STEP_RETRY_DELAY_SECONDS,
+        "base delay of those retries (exponential, ± one delay of jitter), seconds {bounds}",
+        Number(maximum=3600),
+        30.0,
     )
     slack_webhook_url: str | None = setting(
         "METRICS_SLACK_WEBHOOK_URL",
-        "none",
         "a Slack incoming webhook (`https://hooks.slack.com/…`) that also gets every alert "
         "line; needs the `slack` extra (`pip install 'metrics_pipeline[slack]'`, dagster-slack)",
+        lambda name, text: parse_webhook_url(name, text),
         None,
+        default_text="none",
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        backfill, retention = variable("backfill_days"), variable("retention_days")
         cloudwatch_days = cloudwatch_retention_days(self.period_seconds)
         if self.backfill_days > cloudwatch_days:
             raise ConfigError(
-                f"METRICS_BACKFILL_DAYS ({self.backfill_days}) is more than CloudWatch keeps "
+                f"{backfill} ({self.backfill_days}) is more than CloudWatch keeps "
                 f"{self.period_seconds} s data ({cloudwatch_days} days): those hours could "
                 "never be healed."
             )
         if self.backfill_days >= self.retention_days:
             raise ConfigError(
-                f"METRICS_BACKFILL_DAYS ({self.backfill_days}) must be less than "
-                f"METRICS_RETENTION_DAYS ({self.retention_days}), or retention would delete "
+                f"{backfill} ({self.backfill_days}) must be less than "
+                f"{retention} ({self.retention_days}), or retention would delete "
                 "hours the gap sensor keeps healing."
             )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        storage = _storage_fields(env)
-        return cls(
-            **storage,
-            regions=parse_regions(env.get("METRICS_AWS_REGIONS"), default_region(env)),
-            period_seconds=parse_period(env.get("METRICS_PERIOD_SECONDS")),
-            metrics=parse_metrics(env.get("METRICS_CLOUDWATCH_METRICS")),
-            statistics=parse_statistics(env.get("METRICS_STATISTICS")),
-            **_look_back_fields(env),
-            partitions_start=parse_start(
-                env.get("METRICS_PARTITIONS_START"), storage["retention_days"]
-            ),
-            role_arns=parse_role_arns(env.get("METRICS_AWS_ROLE_ARNS")),
-            organization_role=parse_aws_name(
-                "METRICS_AWS_ORGANIZATION_ROLE",
-                env.get("METRICS_AWS_ORGANIZATION_ROLE"),
-                ROLE_NAME,
-                "a role name of 1 to 64 letters, digits and +=,.@-_",
-            ),
-            external_id=parse_aws_name(
-                "METRICS_AWS_EXTERNAL_ID",
-                env.get("METRICS_AWS_EXTERNAL_ID"),
-                EXTERNAL_ID,
-                "2 to 1,224 letters, digits and +=,.@:/-_",
-            ),
-            role_session_name=parse_aws_name(
-                "METRICS_AWS_ROLE_SESSION_NAME",
-                env.get("METRICS_AWS_ROLE_SESSION_NAME"),
-                SESSION_NAME,
-                "2 to 64 letters, digits and +=,.@-_",
-            )
-            or DEFAULT_ROLE_SESSION_NAME,
-            chunk_datapoints=parse_int(
-                "METRICS_CHUNK_DATAPOINTS",
-                env.get("METRICS_CHUNK_DATAPOINTS"),
-                DEFAULT_CHUNK_DATAPOINTS,
-                minimum=MIN_CHUNK_DATAPOINTS,
-                maximum=MAX_CHUNK_DATAPOINTS,
-            ),
-            fetch_threads=parse_int(
-                "METRICS_FETCH_THREADS",
-                env.get("METRICS_FETCH_THREADS"),
-                DEFAULT_FETCH_THREADS,
-                minimum=1,
-                maximum=MAX_FETCH_THREADS,
-            ),
-            max_requests_per_second=parse_positive_float(
-                "METRICS_MAX_REQUESTS_PER_SECOND",
-                env.get("METRICS_MAX_REQUESTS_PER_SECOND"),
-                DEFAULT_MAX_REQUESTS_PER_SECOND,
-                # botocore's token bucket cannot go slower; CloudWatch allows 50 per second.
-                minimum=0.5,
-                maximum=1000,
-            ),
-            aws_max_attempts=parse_int(
-                "METRICS_AWS_MAX_ATTEMPTS",
-                env.get("METRICS_AWS_MAX_ATTEMPTS"),
-                DEFAULT_AWS_MAX_ATTEMPTS,
-                minimum=1,
-                maximum=50,
-            ),
-            aws_connect_timeout_seconds=parse_positive_float(
-                "METRICS_AWS_CONNECT_TIMEOUT_SECONDS",
-                env.get("METRICS_AWS_CONNECT_TIMEOUT_SECONDS"),
-                DEFAULT_AWS_CONNECT_TIMEOUT_SECONDS,
-                maximum=3600,
-            ),
-            aws_read_timeout_seconds=parse_positive_float(
-                "METRICS_AWS_READ_TIMEOUT_SECONDS",
-                env.get("METRICS_AWS_READ_TIMEOUT_SECONDS"),
-                DEFAULT_AWS_READ_TIMEOUT_SECONDS,
-                maximum=3600,
-            ),
-            chunk_timeout_seconds=parse_positive_float(
-                "METRICS_CHUNK_TIMEOUT_SECONDS",
-                env.get("METRICS_CHUNK_TIMEOUT_SECONDS"),
-                DEFAULT_CHUNK_TIMEOUT_SECONDS,
-                maximum=MAX_TIMEOUT_SECONDS,
-            ),
-            run_timeout_seconds=parse_positive_float(
-                "METRICS_RUN_TIMEOUT_SECONDS",
-                env.get("METRICS_RUN_TIMEOUT_SECONDS"),
-                DEFAULT_RUN_TIMEOUT_SECONDS,
-                maximum=MAX_TIMEOUT_SECONDS,
-            ),
-            fresh_interval_minutes=parse_fresh_interval(env.get("METRICS_FRESH_INTERVAL_MINUTES")),
-            backfill_interval_minutes=parse_int(
-                "METRICS_BACKFILL_INTERVAL_MINUTES",
-                env.get("METRICS_BACKFILL_INTERVAL_MINUTES"),
-                DEFAULT_BACKFILL_INTERVAL_MINUTES,
-                minimum=1,
-                maximum=1440,
-            ),
-            backfill_max_datapoints_per_tick=parse_optional_int(
-                "METRICS_BACKFILL_MAX_DATAPOINTS_PER_TICK",
-                env.get("METRICS_BACKFILL_MAX_DATAPOINTS_PER_TICK"),
-                minimum=1,
-            ),
-            freshness_minutes=parse_int(
-                "METRICS_FRESHNESS_MINUTES",
-                env.get("METRICS_FRESHNESS_MINUTES"),
-                DEFAULT_FRESHNESS_MINUTES,
-                minimum=1,
-                maximum=10_080,
-            ),
-            completeness_warn=parse_fraction(
-                "METRICS_COMPLETENESS_WARN",
-                env.get("METRICS_COMPLETENESS_WARN"),
-                DEFAULT_COMPLETENESS_WARN,
-            ),
-            duckdb_memory_limit=parse_memory_limit(env.get("METRICS_DUCKDB_MEMORY_LIMIT")),
-            step_retries=parse_int(
-                "METRICS_STEP_RETRIES",
-                env.get("METRICS_STEP_RETRIES"),
-                DEFAULT_STEP_RETRIES,
-                maximum=10,
-            ),
-            step_retry_delay_seconds=parse_positive_float(
-                "METRICS_STEP_RETRY_DELAY_SECONDS",
-                env.get("METRICS_STEP_RETRY_DELAY_SECONDS"),
-                DEFAULT_STEP_RETRY_DELAY_SECONDS,
-                maximum=3600,
-            ),
-            slack_webhook_url=parse_webhook_url(env.get("METRICS_SLACK_WEBHOOK_URL")),
-        )
+        return cls(**read_settings(cls, os.environ if environ is None else environ))
 
     @property
     def settle_delay(self) -> timedelta:
@@ -607,6 +573,91 @@ class Settings(StorageSettings):
         return "* * * * *" if minutes == 1 else f"*/{minutes} * * * *"
 
 
+def declared(name: str) -> Field[Any]:
+    """The declaration of the setting `name` (a field of Settings)."""
+    for declaration in fields(Settings):
+        if declaration.name == name:
+            return declaration
+    raise KeyError(f"no setting named {name!r}")
+
+
+def variable(name: str) -> str:
+    """The environment variable of the setting `name`."""
+    return str(declared(name).metadata["env"])
+
+
+def default_of(declaration: Field[Any]) -> Any:
+    if declaration.default is not MISSING:
+        return declaration.default
+    if callable(declaration.default_factory):
+        return declaration.default_factory()
+    return MISSING
+
+
+def read_setting(declaration: Field[Any], env: Mapping[str, str], read: Mapping[str, Any]) -> Any:
+    """One setting's value from the environment; `read` holds those declared before it."""
+    name = declaration.metadata["env"]
+    raw = env.get(name)
+    if raw is not None and raw.strip():
+        return declaration.metadata["parse"](name, raw)
+    when_unset = declaration.metadata["when_unset"]
+    return when_unset(env, read) if when_unset else default_of(declaration)
+
+
+def read_settings(
+    model: type[StorageSettings], env: Mapping[str, str], names: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """The values of `model`'s settings (or of those `names`), in their declared order."""
+    read: dict[str, Any] = {}
+    for declaration in fields(model):
+        if names is None or declaration.name in names:
+            read[declaration.name] = read_setting(declaration, env, read)
+    return read
+
+
+def read_value(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """One setting read alone from the environment (or `environ`), for a command that needs
+    it without the others."""
+    return read_settings(Settings, os.environ if environ is None else environ, (name,))[name]
+
+
+def resource_value(value: Any) -> Any:
+    """A setting's value as a Dagster resource's field holds it (config has no path, tuple or
+    None: "" means unset)."""
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def resource_field(name: str) -> Any:
+    """A Dagster resource's field that carries the setting `name`: its default and description
+    are the setting's, and settings_for fills it from the settings."""
+    declaration = declared(name)
+    description = f"{declaration.metadata['description']} ({declaration.metadata['env']})"
+    extra: dict[str, pydantic.JsonValue] = {SETTING_KEY: name}
+    default = default_of(declaration)
+    if default is MISSING:
+        return pydantic.Field(description=description, json_schema_extra=extra)
+    return pydantic.Field(
+        default=resource_value(default), description=description, json_schema_extra=extra
+    )
+
+
+def settings_for(resource: type[pydantic.BaseModel], settings: StorageSettings) -> dict[str, Any]:
+    """The values of `resource`'s fields that carry a setting (resource_field), from
+    `settings`."""
+    values = {}
+    for name, info in resource.model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and SETTING_KEY in extra:
+            values[name] = resource_value(getattr(settings, str(extra[SETTING_KEY])))
+    return values
+
+
 def cloudwatch_retention_days(period_seconds: int) -> int:
     """How far back CloudWatch answers at this period: it keeps 1-minute datapoints for
     15 days, 5-minute aggregates for 63 days and hourly ones for 455 days."""
@@ -615,10 +666,6 @@ def cloudwatch_retention_days(period_seconds: int) -> int:
     if period_seconds % 300 == 0:
         return 63
     return 15
-
-
-def _is_set(raw: str | None) -> bool:
-    return raw is not None and raw.strip() != ""
 
 
 def _split_list(raw: str) -> list[str]:
@@ -638,58 +685,48 @@ def known_regions() -> frozenset[str]:
 def default_region(env: Mapping[str, str]) -> str | None:
     """The region boto3 would use: the environment first, then the active profile's config."""
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
-        if _is_set(env.get(name)):
-            return env[name].strip()
+        value = env.get(name)
+        if value is not None and value.strip():
+            return value.strip()
     profile = env.get("AWS_PROFILE") or None
     try:
-        return botocore.session.Session(profile=profile).get_config_variable("region")
+        region = botocore.session.Session(profile=profile).get_config_variable("region")
     except Exception:  # a missing or broken profile means there is no default region
         return None
+    return str(region) if region else None
 
 
-def parse_regions(raw: str | None, fallback: str | None) -> tuple[str, ...]:
-    if _is_set(raw):
-        regions = _split_list(raw)  # type: ignore[arg-type]
-        if not regions:
-            raise ConfigError(
-                f"METRICS_AWS_REGIONS: '{raw}' names no region; expected AWS region names "
-                "such as 'us-east-1,eu-west-1'."
-            )
-    elif fallback:
-        regions = [fallback]
-    else:
+def parse_regions(name: str, raw: str) -> tuple[str, ...]:
+    regions = _split_list(raw)
+    if not regions:
         raise ConfigError(
-            "METRICS_AWS_REGIONS is not set and boto3 has no default region: set "
-            "METRICS_AWS_REGIONS (e.g. 'us-east-1,eu-west-1') or AWS_REGION/AWS_DEFAULT_REGION."
+            f"{name}: '{raw}' names no region; expected AWS region names "
+            "such as 'us-east-1,eu-west-1'."
         )
     unknown = [region for region in regions if region not in known_regions()]
     if unknown:
         raise ConfigError(
-            f"METRICS_AWS_REGIONS: unknown region(s) {', '.join(repr(r) for r in unknown)}; "
+            f"{name}: unknown region(s) {', '.join(repr(r) for r in unknown)}; "
             "expected AWS region names such as 'us-east-1' or 'eu-west-1', comma-separated."
         )
     return tuple(dict.fromkeys(regions))
 
 
-def parse_path(raw: str | None) -> Path:
-    if not _is_set(raw):
-        return DEFAULT_DUCKDB_PATH.resolve()
-    path = Path(raw.strip()).expanduser()  # type: ignore[union-attr]
+def parse_path(name: str, raw: str) -> Path:
+    path = Path(raw.strip()).expanduser()
     if path.is_dir():
         raise ConfigError(
-            f"METRICS_DUCKDB_PATH: '{path}' is a directory; expected the path of a DuckDB file, "
+            f"{name}: '{path}' is a directory; expected the path of a DuckDB file, "
             "e.g. 'data/metrics.duckdb'."
         )
-    _refuse_a_file_on_the_way("METRICS_DUCKDB_PATH", path.parent.resolve())
+    _refuse_a_file_on_the_way(name, path.parent.resolve())
     return path.resolve()
 
 
-def parse_folder(name: str, raw: str | None) -> Path | None:
+def parse_folder(name: str, raw: str) -> Path:
     """A folder the pipeline creates if needed: refused when it, or a folder on its way, is a
     file, as the first write into it would fail far from here."""
-    if not _is_set(raw):
-        return None
-    folder = Path(raw.strip()).expanduser().resolve()  # type: ignore[union-attr]
+    folder = Path(raw.strip()).expanduser().resolve()
     _refuse_a_file_on_the_way(name, folder)
     return folder
 
@@ -705,17 +742,15 @@ def _refuse_a_file_on_the_way(name: str, folder: Path) -> None:
             return
 
 
-def parse_warehouse(raw: str | None) -> str | None:
-    if not _is_set(raw):
-        return None
-    text = raw.strip()  # type: ignore[union-attr]
+def parse_warehouse(name: str, raw: str) -> str:
+    text = raw.strip()
     if not text.startswith(LAKE_PREFIX) or len(text) == len(LAKE_PREFIX):
         shown = redacted(text if len(text) <= 40 else text[:40] + "...")
         raise ConfigError(
-            f"METRICS_WAREHOUSE: '{shown}' is not a DuckLake catalog; expected "
+            f"{name}: '{shown}' is not a DuckLake catalog; expected "
             "'ducklake:postgres:<libpq connection string>' such as "
             "'ducklake:postgres:host=127.0.0.1 dbname=lake user=metrics', or unset for the "
-            "DuckDB file of METRICS_DUCKDB_PATH."
+            f"DuckDB file of {variable('duckdb_path')}."
         )
     try:
         split_password(text)
@@ -727,64 +762,24 @@ def parse_warehouse(raw: str | None) -> str | None:
 S3_URL = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
 
 
-def parse_lake_data_path(raw: str | None, warehouse: str | None) -> str | None:
+def parse_lake_data_path(name: str, raw: str) -> str:
     """The lake's data path, ending in '/' (DuckLake joins file names to it)."""
-    if not _is_set(raw):
-        if warehouse:
-            raise ConfigError(
-                "METRICS_LAKE_DATA_PATH: required with METRICS_WAREHOUSE; expected where the "
-                "lake's Parquet files go, 's3://bucket/prefix/' or a folder."
-            )
-        return None
-    if not warehouse:
-        raise ConfigError(
-            "METRICS_LAKE_DATA_PATH: set without METRICS_WAREHOUSE; set both for a DuckLake "
-            "warehouse, or neither for the DuckDB file."
-        )
-    text = raw.strip()  # type: ignore[union-attr]
+    text = raw.strip()
     if text.startswith("s3://"):
         if not S3_URL.match(text):
             raise ConfigError(
-                f"METRICS_LAKE_DATA_PATH: '{text}' is not an S3 location; expected "
+                f"{name}: '{text}' is not an S3 location; expected "
                 "'s3://bucket/prefix/' with a valid bucket name."
             )
         return text.rstrip("/") + "/"
     if "://" in text:
-        raise ConfigError(
-            f"METRICS_LAKE_DATA_PATH: '{text}' is neither 's3://bucket/prefix/' nor a folder."
-        )
-    folder = parse_folder("METRICS_LAKE_DATA_PATH", text)
-    return f"{folder}/"
+        raise ConfigError(f"{name}: '{text}' is neither 's3://bucket/prefix/' nor a folder.")
+    return f"{parse_folder(name, text)}/"
 
 
-def check_writable(path: Path, shared_with: str | None = None) -> None:
-    """Creates the warehouse folder (owner-only, or also the group's to traverse) and proves it
-    can be written, or names the setting."""
+def parse_int(name: str, raw: str, minimum: int = 0, maximum: int = 10**9) -> int:
     try:
-        make_folder(path.parent, shared_with)
-    except OSError as error:
-        raise ConfigError(
-            f"METRICS_DUCKDB_PATH: cannot create the folder '{path.parent}' ({error.strerror})."
-        ) from None
-    target = path if path.exists() else path.parent
-    if not os.access(target, os.W_OK):
-        raise ConfigError(
-            f"METRICS_DUCKDB_PATH: '{target}' is not writable; choose a path this user can write."
-        )
-
-
-def parse_optional_int(name: str, raw: str | None, minimum: int = 0) -> int | None:
-    """A whole number, or None when the variable is not set (the default is derived)."""
-    return parse_int(name, raw, minimum, minimum=minimum) if _is_set(raw) else None
-
-
-def parse_int(
-    name: str, raw: str | None, default: int, minimum: int = 0, maximum: int = 10**9
-) -> int:
-    if not _is_set(raw):
-        return default
-    try:
-        value = int(raw.strip())  # type: ignore[union-attr]
+        value = int(raw.strip())
     except ValueError:
         raise ConfigError(f"{name}: '{raw}' is not a whole number.") from None
     if not minimum <= value <= maximum:
@@ -795,22 +790,18 @@ def parse_int(
     return value
 
 
-def parse_positive_float(
-    name: str, raw: str | None, default: float, minimum: float = 0.0, maximum: float = 1e9
-) -> float:
+def parse_positive_float(name: str, raw: str, minimum: float = 0.0, maximum: float = 1e9) -> float:
     """A finite number above `minimum` (exclusive when 0) and at most `maximum`."""
-    if not _is_set(raw):
-        return default
+    text = raw.strip()
     try:
-        value = float(raw.strip())  # type: ignore[union-attr]
+        value = float(text)
     except ValueError:
         raise ConfigError(f"{name}: '{raw}' is not a number.") from None
     low_ok = value > 0 if minimum == 0 else value >= minimum
     if not (math.isfinite(value) and low_ok and value <= maximum):
         low = "> 0" if minimum == 0 else f">= {minimum:g}"
         raise ConfigError(
-            f"{name}: {raw.strip()} is not allowed; expected a number {low} "  # type: ignore[union-attr]
-            f"and at most {maximum:g}."
+            f"{name}: {text} is not allowed; expected a number {low} and at most {maximum:g}."
         )
     return value
 
@@ -820,52 +811,23 @@ _MEMORY_UNITS = {
     "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
 }  # fmt: skip
-# Below this DuckDB cannot stage even one GetMetricData page for the write.
-MIN_DUCKDB_MEMORY_BYTES = 128 * 2**20
-# Below this DuckDB cannot open the warehouse's tables for a query.
-MIN_QUERY_MEMORY_BYTES = 64 * 2**20
-# DuckDB refuses larger amounts with a parser error, and wraps some around to nothing
-# (2**64 bytes is 0); a PiB is beyond any machine the pipeline runs on.
-MAX_MEMORY_BYTES = 2**50
 
 
-def parse_role_arns(raw: str | None) -> tuple[str, ...]:
-    if not _is_set(raw):
-        return ()
-    arns = _split_list(raw)  # type: ignore[arg-type]
+def parse_role_arns(name: str, raw: str) -> tuple[str, ...]:
+    arns = _split_list(raw)
     for arn in arns:
         if not ROLE_ARN.match(arn):
             raise ConfigError(
-                f"METRICS_AWS_ROLE_ARNS: '{arn}' is not allowed; expected IAM role ARNs such as "
+                f"{name}: '{arn}' is not allowed; expected IAM role ARNs such as "
                 "'arn:aws:iam::123456789012:role/metrics-reader', comma-separated."
             )
     return tuple(dict.fromkeys(arns))
 
 
-def parse_aws_name(
-    name: str, raw: str | None, pattern: re.Pattern[str], allowed: str
-) -> str | None:
-    if not _is_set(raw):
-        return None
-    value = raw.strip()  # type: ignore[union-attr]
-    if not pattern.match(value):
-        raise ConfigError(f"{name}: '{raw}' is not allowed; expected {allowed}.")
-    return value
-
-
-def parse_memory_limit(
-    raw: str | None,
-    name: str = "METRICS_DUCKDB_MEMORY_LIMIT",
-    minimum_bytes: int = MIN_DUCKDB_MEMORY_BYTES,
-    purpose: str = "the warehouse's writes",
-) -> str | None:
-    """DuckDB's own memory_limit syntax, within what DuckDB can hold; None leaves the
-    default."""
-    if not _is_set(raw):
-        return None
-    value = raw.strip()  # type: ignore[union-attr]
-    amount = _MEMORY_LIMIT.match(value)
-    if not amount:
+def parse_memory_limit(name: str, raw: str, minimum_bytes: int, purpose: str) -> str:
+    """DuckDB's own memory_limit syntax, within what DuckDB can hold."""
+    value = raw.strip()
+    if not _MEMORY_LIMIT.match(value):
         raise ConfigError(
             f"{name}: '{raw}' is not allowed; expected an amount such as "
             "'2GB' or '512MiB' (KB, MB, GB, TB or KiB, MiB, GiB, TiB)."
@@ -885,41 +847,38 @@ def parse_memory_limit(
 
 def memory_bytes(amount: str) -> int:
     """The bytes of a memory amount that parse_memory_limit accepted."""
-    number, unit = _MEMORY_LIMIT.match(amount.strip()).groups()  # type: ignore[union-attr]
+    matched = _MEMORY_LIMIT.match(amount.strip())
+    if matched is None:
+        raise ValueError(f"{amount!r} is not a memory amount")
+    number, unit = matched.groups()
     return int(float(number) * _MEMORY_UNITS[unit.lower()])
 
 
-def parse_group(raw: str | None) -> str | None:
-    if not _is_set(raw):
-        return None
-    name = raw.strip()  # type: ignore[union-attr]
+def parse_group(name: str, raw: str) -> str:
+    group = raw.strip()
     try:
-        group_id(name)
+        grp.getgrnam(group)
     except KeyError:
         raise ConfigError(
-            f"METRICS_SHARED_GROUP: '{name}' is not a group of this machine; expected the name "
+            f"{name}: '{group}' is not a group of this machine; expected the name "
             "of an existing group (see getent group)."
         ) from None
-    return name
+    return group
 
 
-def parse_webhook_url(raw: str | None) -> str | None:
-    if not _is_set(raw):
-        return None
-    value = raw.strip()  # type: ignore[union-attr]
+def parse_webhook_url(name: str, raw: str) -> str:
+    value = raw.strip()
     if not value.startswith(("https://", "http://")):
         raise ConfigError(
-            f"METRICS_SLACK_WEBHOOK_URL: '{value}' is not allowed; expected the https:// URL of "
+            f"{name}: '{value}' is not allowed; expected the https:// URL of "
             "a Slack incoming webhook."
         )
     return value
 
 
-def parse_fraction(name: str, raw: str | None, default: float) -> float:
-    if not _is_set(raw):
-        return default
+def parse_fraction(name: str, raw: str) -> float:
     try:
-        value = float(raw.strip())  # type: ignore[union-attr]
+        value = float(raw.strip())
     except ValueError:
         value = -1.0
     if not 0.0 <= value <= 1.0:
@@ -927,54 +886,46 @@ def parse_fraction(name: str, raw: str | None, default: float) -> float:
     return value
 
 
-def parse_period(raw: str | None) -> int:
-    if not _is_set(raw):
-        return DEFAULT_PERIOD_SECONDS
+def parse_period(name: str, raw: str) -> int:
     try:
-        value = int(raw.strip())  # type: ignore[union-attr]
+        value = int(raw.strip())
     except ValueError:
         value = -1
     if value <= 0 or value % 60 or 3600 % value:
         raise ConfigError(
-            f"METRICS_PERIOD_SECONDS: '{raw}' is not allowed; expected a positive multiple of 60 "
+            f"{name}: '{raw}' is not allowed; expected a positive multiple of 60 "
             "that divides an hour (60, 120, 180, 240, 300, 360, 600, 720, 900, 1200, 1800, 3600)."
         )
     return value
 
 
-def parse_fresh_interval(raw: str | None) -> int:
-    minutes = parse_int(
-        "METRICS_FRESH_INTERVAL_MINUTES", raw, DEFAULT_FRESH_INTERVAL_MINUTES, minimum=1
-    )
+def parse_fresh_interval(name: str, raw: str) -> int:
+    minutes = parse_int(name, raw, minimum=1)
     if 60 % minutes:
         raise ConfigError(
-            f"METRICS_FRESH_INTERVAL_MINUTES: {minutes} is not allowed; expected a number of "
+            f"{name}: {minutes} is not allowed; expected a number of "
             "minutes that divides an hour (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)."
         )
     return minutes
 
 
-def parse_metrics(raw: str | None) -> tuple[str, ...]:
-    if not _is_set(raw):
-        return DEFAULT_METRICS
-    metrics = _split_list(raw)  # type: ignore[arg-type]
+def parse_metrics(name: str, raw: str) -> tuple[str, ...]:
+    metrics = _split_list(raw)
     unknown = [metric for metric in metrics if metric not in RDS_METRIC_UNITS]
     if unknown or not metrics:
         raise ConfigError(
-            f"METRICS_CLOUDWATCH_METRICS: unknown metric(s) {', '.join(repr(m) for m in unknown)}; "
+            f"{name}: unknown metric(s) {', '.join(repr(m) for m in unknown)}; "
             f"known AWS/RDS metrics are: {', '.join(RDS_METRIC_UNITS)}."
         )
     return tuple(dict.fromkeys(metrics))
 
 
-def parse_statistics(raw: str | None) -> tuple[str, ...]:
-    if not _is_set(raw):
-        return DEFAULT_STATISTICS
-    statistics = _split_list(raw)  # type: ignore[arg-type]
+def parse_statistics(name: str, raw: str) -> tuple[str, ...]:
+    statistics = _split_list(raw)
     unknown = [stat for stat in statistics if stat not in STATISTIC_COLUMNS]
     if unknown or not statistics:
         raise ConfigError(
-            f"METRICS_STATISTICS: unknown statistic(s) {', '.join(repr(s) for s in unknown)}; "
+            f"{name}: unknown statistic(s) {', '.join(repr(s) for s in unknown)}; "
             f"allowed: {', '.join(STATISTIC_COLUMNS)}."
         )
     return tuple(dict.fromkeys(statistics))
@@ -987,87 +938,43 @@ def rolling_start(retention_days: int) -> datetime:
     return today - timedelta(days=retention_days)
 
 
-def parse_start(raw: str | None, retention_days: int) -> datetime:
-    if not _is_set(raw):
-        return rolling_start(retention_days)
+def parse_start(name: str, raw: str) -> datetime:
     try:
-        start = datetime.fromisoformat(raw.strip())  # type: ignore[union-attr]
+        start = datetime.fromisoformat(raw.strip())
     except ValueError:
         raise ConfigError(
-            f"METRICS_PARTITIONS_START: '{raw}' is not a date; expected YYYY-MM-DD "
-            "or YYYY-MM-DDTHH:00 (UTC)."
+            f"{name}: '{raw}' is not a date; expected YYYY-MM-DD or YYYY-MM-DDTHH:00 (UTC)."
         ) from None
     if start.tzinfo is not None:
-        raise ConfigError(
-            f"METRICS_PARTITIONS_START: '{raw}' has a time zone; give the UTC hour without one."
-        )
+        raise ConfigError(f"{name}: '{raw}' has a time zone; give the UTC hour without one.")
     if start.minute or start.second or start.microsecond:
-        raise ConfigError(f"METRICS_PARTITIONS_START: '{raw}' must fall on a whole hour.")
+        raise ConfigError(f"{name}: '{raw}' must fall on a whole hour.")
     now = datetime.now(UTC).replace(tzinfo=None)
     if start > now:
-        raise ConfigError(
-            f"METRICS_PARTITIONS_START: '{raw}' is in the future; expected a past hour (UTC)."
-        )
+        raise ConfigError(f"{name}: '{raw}' is in the future; expected a past hour (UTC).")
     if (now - start) // timedelta(hours=1) >= MAX_PARTITIONS:
         raise ConfigError(
-            f"METRICS_PARTITIONS_START: '{raw}' would make more than {MAX_PARTITIONS:,} hourly "
+            f"{name}: '{raw}' would make more than {MAX_PARTITIONS:,} hourly "
             "partitions (Dagster's limit per asset); choose a later start."
         )
     return start
 
 
 def configuration_reference() -> str:
-    """The table of docs/operations.md: one row per setting, from the fields above."""
+    """The table of docs/operations.md: one row per setting, in the order declared above."""
     rows = ["| variable | default | allowed |", "|---|---|---|"]
     rows += [
-        f"| `{f.metadata['env']}` | {f.metadata['default_text']} | {f.metadata['allowed']} |"
-        for f in sorted(fields(Settings), key=_reference_order)
+        f"| `{f.metadata['env']}` | {f.metadata['default_text']} | {f.metadata['description']} |"
+        for f in fields(Settings)
     ]
     return "\n".join(rows) + "\n"
 
 
-def _reference_order(settings_field: Any) -> int:
-    """Where to collect from first, then how, then how long to keep it, then the rest."""
-    order = [
-        "regions", "duckdb_path", "warehouse", "lake_data_path", "period_seconds", "metrics",
-        "statistics", "settle_minutes", "partitions_start", "role_arns", "organization_role",
-        "external_id",
-        "role_session_name", "max_requests_per_second", "aws_max_attempts",
-        "aws_connect_timeout_seconds", "aws_read_timeout_seconds", "chunk_datapoints",
-        "fetch_threads", "chunk_timeout_seconds", "run_timeout_seconds",
-        "fresh_interval_minutes", "backfill_days", "backfill_interval_minutes",
-        "backfill_max_datapoints_per_tick", "retention_days", "freshness_minutes",
-        "completeness_warn", "lock_timeout_seconds", "duckdb_memory_limit",
-        "query_memory_limit", "query_timeout_seconds", "step_retries",
-        "step_retry_delay_seconds", "backup_dir", "backup_keep_days", "shared_group",
-        "slack_webhook_url",
-    ]  # fmt: skip
-    return order.index(settings_field.name)
-
-
-def _look_back_fields(env: Mapping[str, str]) -> dict[str, int]:
-    return {
-        "settle_minutes": parse_int(
-            "METRICS_SETTLE_MINUTES",
-            env.get("METRICS_SETTLE_MINUTES"),
-            DEFAULT_SETTLE_MINUTES,
-            maximum=1440,
-        ),
-        "backfill_days": parse_int(
-            "METRICS_BACKFILL_DAYS",
-            env.get("METRICS_BACKFILL_DAYS"),
-            DEFAULT_BACKFILL_DAYS,
-            minimum=1,
-            maximum=MAX_RETENTION_DAYS,
-        ),
-    }
-
-
 def look_back_from_env(environ: Mapping[str, str] | None = None) -> tuple[int, timedelta]:
-    """METRICS_BACKFILL_DAYS and the settle delay, for readers that need the gap sensor's
-    window without the AWS settings (the command-line tool)."""
-    fields = _look_back_fields(os.environ if environ is None else environ)
-    return fields["backfill_days"], timedelta(minutes=fields["settle_minutes"])
+    """The gap sensor's look-back (METRICS_BACKFILL_DAYS) and the settle delay, for readers
+    that need its window without the AWS settings (the command-line tool)."""
+    backfill_days = read_value("backfill_days", environ)
+    return backfill_days, timedelta(minutes=read_value("settle_minutes", environ))
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

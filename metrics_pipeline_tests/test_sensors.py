@@ -413,24 +413,29 @@ def test_hours_a_restore_took_back_are_healed(
     assert request.run_config == {}  # every instance lacks those hours
 
 
+@pytest.mark.parametrize("settle_minutes", [15, 40])
 def test_an_hour_is_asked_for_from_the_moment_its_settle_delay_has_passed(
-    instance: DagsterInstance, warehouse: WarehouseResource, now: datetime
+    instance: DagsterInstance, warehouse: WarehouseResource, now: datetime, settle_minutes: int
 ) -> None:
     """The sensor decides by its clock: a second before an hour settles it is not a gap, at
-    that moment it is, whatever the wall clock says when the test runs."""
-    settles = now.replace(minute=0, second=0) + SETTLE  # the previous hour settles at :15
-    previous_hour = settles - SETTLE - timedelta(hours=1)
-    hours = healing_hours(settles, 3, SETTLE)
+    that moment it is, whatever the wall clock says when the test runs. The settle delay is
+    METRICS_SETTLE_MINUTES of the settings, the one the fresh schedule reads (the collection
+    resource here keeps its default of 15)."""
+    settings = dataclasses.replace(TEST_SETTINGS, settle_minutes=settle_minutes)
+    settle = settings.settle_delay
+    settles = now.replace(minute=0, second=0) + settle  # when the previous hour settles
+    previous_hour = settles - settle - timedelta(hours=1)
+    hours = healing_hours(settles, 3, settle)
     assert hours[-1] == previous_hour
     prepare_warehouse(warehouse, now, hours[:-1], [A, B, STOPPED])
     mark_materialized(instance, hours[:-1])
 
-    before = evaluate(instance, warehouse, sensor_at(settles - timedelta(seconds=1)))
+    before = evaluate(instance, warehouse, sensor_at(settles - timedelta(seconds=1), settings))
     assert isinstance(before, SkipReason)
     assert (before.skip_message or "").startswith(
         f"history: {len(hours) - 1} of {len(hours) - 1} hours for 3 instances; complete. No gaps"
     )
-    [request] = evaluate(instance, warehouse, sensor_at(settles)).run_requests
+    [request] = evaluate(instance, warehouse, sensor_at(settles, settings)).run_requests
     assert (request.tags[RANGE_START], request.tags[RANGE_END]) == (
         key(previous_hour),
         key(previous_hour),

@@ -1,19 +1,26 @@
 """Every setting: its default, its parsing, and the one clear message a bad value gets."""
 
-from dataclasses import fields
+import ast
+import importlib.util
+from dataclasses import Field, fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dagster import materialize
+from pydantic import BaseModel
 
+from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.resources import build_resources
 from metrics_pipeline.settings import (
     DEFAULT_METRICS,
     ConfigError,
     Settings,
     StorageSettings,
-    check_writable,
+    configuration_reference,
+    settings_for,
 )
+from metrics_pipeline.warehouse.permissions import check_writable
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import make_aws, rds_instances
 
@@ -300,13 +307,95 @@ def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
     assert raised.value.__cause__ is None
 
 
-def test_every_setting_is_read_and_checked() -> None:
-    """Each field of the model is read from its variable (a bad value of it is refused, naming
-    it); the paths, which take any value, are checked in the tests below."""
-    bad_value_cases = test_bad_values_name_the_setting.pytestmark[0].args[1]
-    refused = {name for env, _ in bad_value_cases for name in env}
-    documented = {field.metadata["env"] for field in fields(Settings)}
-    assert documented - refused == {"METRICS_DUCKDB_PATH", "METRICS_BACKUP_DIR"}
+# The settings whose variable takes any text: a path, created where needed.
+ANY_TEXT = {"METRICS_DUCKDB_PATH", "METRICS_BACKUP_DIR", "METRICS_LAKE_DATA_PATH"}
+NOT_A_VALUE = "§ not a value"
+
+
+@pytest.mark.parametrize("declaration", fields(Settings), ids=lambda f: f.metadata["env"])
+def test_every_declared_setting_is_read_from_its_variable(declaration: Field[Any]) -> None:
+    """Each field of the model, a new one included, is read from its variable: a value no
+    setting takes is refused in one line naming that variable (and the path settings, which
+    take any text, hold what was put in)."""
+    variable = declaration.metadata["env"]
+    env = {**BASE, variable: NOT_A_VALUE}
+    if variable == "METRICS_LAKE_DATA_PATH":
+        env["METRICS_WAREHOUSE"] = "ducklake:postgres:dbname=lake"
+    if variable in ANY_TEXT:
+        settings = Settings.from_env(env)
+        read = str(getattr(settings, declaration.name))
+        assert read.removesuffix("/") == str(Path(NOT_A_VALUE).resolve())
+        return
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(env)
+    message = str(raised.value)
+    assert message.startswith(f"{variable}: ") and "\n" not in message
+    assert raised.value.__cause__ is None
+
+
+def test_the_reference_has_a_row_per_declared_variable() -> None:
+    rows = configuration_reference().splitlines()[2:]
+    assert [row.split("`")[1] for row in rows] == [f.metadata["env"] for f in fields(Settings)]
+    assert "| `METRICS_LOCK_TIMEOUT_SECONDS` | `120` | how long a writer waits" in (
+        configuration_reference()
+    )
+
+
+def test_resources_carry_the_settings_they_are_built_from(tmp_path: Path) -> None:
+    """Values put in the environment reach the resources' fields, whatever their names there."""
+    settings = Settings.from_env(
+        {
+            **BASE,
+            "METRICS_LOCK_TIMEOUT_SECONDS": "7.5",
+            "METRICS_RETENTION_DAYS": "9",
+            "METRICS_BACKUP_KEEP_DAYS": "11",
+            "METRICS_WAREHOUSE": "ducklake:postgres:dbname=lake",
+            "METRICS_LAKE_DATA_PATH": "s3://metrics-lake/prod",
+            "METRICS_AWS_MAX_ATTEMPTS": "3",
+            "METRICS_AWS_CONNECT_TIMEOUT_SECONDS": "4",
+            "METRICS_AWS_READ_TIMEOUT_SECONDS": "5",
+            "METRICS_AWS_EXTERNAL_ID": "shared-secret",
+            "METRICS_SETTLE_MINUTES": "40",
+            "METRICS_CLOUDWATCH_METRICS": "ReplicaLag",
+            "METRICS_FETCH_THREADS": "2",
+        }
+    )
+    resources = build_resources(settings)
+    warehouse, aws, collection = resources["warehouse"], resources["aws"], resources["collection"]
+    assert (warehouse.lock_timeout_seconds, warehouse.retention_days) == (7.5, 9)
+    assert warehouse.backup_keep_days == 11
+    assert (warehouse.lake_catalog, warehouse.lake_data_path) == (
+        "ducklake:postgres:dbname=lake",
+        "s3://metrics-lake/prod/",
+    )
+    assert (aws.max_attempts, aws.connect_timeout_seconds, aws.read_timeout_seconds) == (3, 4, 5)
+    assert (aws.external_id, aws.organization_role, aws.regions) == (
+        "shared-secret",
+        "",
+        ["eu-west-1"],
+    )
+    assert (collection.settle_minutes, collection.metrics, collection.fetch_threads) == (
+        40,
+        ["ReplicaLag"],
+        2,
+    )
+
+
+def test_a_resource_built_alone_has_the_settings_defaults() -> None:
+    """A resource made without the settings (a test, a script) gets the defaults a deployment
+    that sets nothing gets."""
+    defaults = Settings.from_env(BASE)
+    warehouse = WarehouseResource(database=":memory:")
+    built_alone: list[tuple[type[BaseModel], BaseModel]] = [
+        (WarehouseResource, warehouse),
+        (CollectionResource, CollectionResource()),
+        (AwsResource, AwsResource(regions=["eu-west-1"])),
+    ]
+    for resource, alone in built_alone:
+        carried = settings_for(resource, defaults)
+        assert carried, resource
+        assert {name: getattr(alone, name) for name in carried} == carried
+    assert warehouse.lock_timeout_seconds == 120.0
 
 
 def test_lake_settings_name_the_catalog_and_the_data_path(tmp_path: Path) -> None:
@@ -395,8 +484,41 @@ def test_unwritable_path_fails_the_run_at_start(tmp_path: Path) -> None:
     )
     assert not result.success
     [failure] = result.get_step_failure_events()
+    assert failure.step_failure_data.error is not None
     assert failure.step_failure_data.error.message.startswith(
         "dagster._core.definitions.events.Failure: METRICS_DUCKDB_PATH: cannot create the folder"
     )
     # No retry can fix it: it fails on the first attempt.
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+
+
+def imported_modules(module: str) -> set[str]:
+    """The package's modules that `module` imports, directly or through others (every import
+    statement, those inside functions too), read from the source."""
+    seen: set[str] = set()
+    pending = [module]
+    while pending:
+        name = pending.pop()
+        spec = importlib.util.find_spec(name)
+        if name in seen or spec is None or spec.origin is None:
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse(Path(spec.origin).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported = [node.module]
+            elif isinstance(node, ast.Import):
+                imported = [alias.name for alias in node.names]
+            else:
+                continue
+            pending += [name for name in imported if name.startswith("metrics_pipeline.")]
+    return seen
+
+
+def test_the_settings_import_no_domain() -> None:
+    """The domains (the warehouse's resource first) import the settings to derive their fields;
+    the settings importing a domain back would make a cycle."""
+    assert imported_modules("metrics_pipeline.settings") == {
+        "metrics_pipeline.settings",
+        "metrics_pipeline.catalog",
+        "metrics_pipeline.lake_catalog",
+    }

@@ -39,11 +39,12 @@ from metrics_pipeline.maintenance.backups import (
     restore_backup,
 )
 from metrics_pipeline.settings import (
-    DEFAULT_CHUNK_DATAPOINTS,
     ConfigError,
     StorageSettings,
     duckdb_memory_limit_for,
-    parse_memory_limit,
+    read_value,
+    settings_for,
+    variable,
 )
 from metrics_pipeline.warehouse.lake import LakeError
 from metrics_pipeline.warehouse.lake_migration import LakeMigrationError, copy_snapshot_into_lake
@@ -229,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lock-timeout",
         type=_positive_seconds,
         help="seconds to wait for a running collection to release the warehouse "
-        "(default: METRICS_LOCK_TIMEOUT_SECONDS)",
+        f"(default: {variable('lock_timeout_seconds')})",
     )
     return parser
 
@@ -321,14 +322,13 @@ def _backup(args: argparse.Namespace, storage: StorageSettings) -> None:
         if not args.force:
             _refuse_while_runs_write()
         wait = args.lock_timeout or storage.lock_timeout_seconds
+        carried = settings_for(WarehouseResource, storage)
+        # Without --force a held lock means a writer at work: refuse at once.
+        carried["lock_timeout_seconds"] = wait if args.force else 0.01
         warehouse = WarehouseResource(
+            **carried,
             database=str(storage.duckdb_path),
-            lake_catalog=storage.warehouse or "",
-            lake_data_path=storage.lake_data_path or "",
-            shared_group=storage.shared_group or "",
             connection_config={"memory_limit": _writer_memory_limit()},
-            # Without --force a held lock means a writer at work: refuse at once.
-            lock_timeout_seconds=wait if args.force else 0.01,
         )
         try:
             with warehouse.connect() as conn:
@@ -351,8 +351,8 @@ def _backup(args: argparse.Namespace, storage: StorageSettings) -> None:
 def _writer_memory_limit() -> str:
     """METRICS_DUCKDB_MEMORY_LIMIT, as the pipeline's writers use it (restore and
     migrate-to-lake write in chunks that fit it)."""
-    limit = parse_memory_limit(os.environ.get("METRICS_DUCKDB_MEMORY_LIMIT"))
-    return limit or duckdb_memory_limit_for(DEFAULT_CHUNK_DATAPOINTS)
+    limit = read_value("duckdb_memory_limit")
+    return limit or duckdb_memory_limit_for(read_value("chunk_datapoints"))
 
 
 def _refuse_while_runs_write() -> None:
@@ -453,7 +453,8 @@ def _health(summary: pd.DataFrame, args: argparse.Namespace, storage: StorageSet
 
 
 def _migrate_to_lake(storage: StorageSettings) -> None:
-    lake = StorageSettings.from_env().lake
+    configured = StorageSettings.from_env()
+    lake = configured.lake
     if lake is None:
         raise ConfigError(
             "migrate-to-lake: METRICS_WAREHOUSE and METRICS_LAKE_DATA_PATH name the lake to "
@@ -465,10 +466,8 @@ def _migrate_to_lake(storage: StorageSettings) -> None:
     from metrics_pipeline.warehouse.resources import WarehouseResource
 
     target = WarehouseResource(
+        **settings_for(WarehouseResource, configured),
         database=str(storage.duckdb_path),
-        lake_catalog=lake.catalog,
-        lake_data_path=lake.data_path,
-        lock_timeout_seconds=storage.lock_timeout_seconds,
         connection_config={"memory_limit": _writer_memory_limit()},
     )
     try:

@@ -30,7 +30,6 @@ from dagster import ConfigurableResource, Failure
 from dagster_aws.utils import ResourceWithBoto3Configuration
 from pydantic import Field, PrivateAttr
 
-from metrics_pipeline.catalog import DEFAULT_METRICS, DEFAULT_STATISTICS
 from metrics_pipeline.collection.accounts import (
     Account,
     AccountUnavailable,
@@ -46,19 +45,7 @@ from metrics_pipeline.collection.cloudwatch import (
     RequestStats,
     raw_timestamp,
 )
-from metrics_pipeline.settings import (
-    DEFAULT_AWS_CONNECT_TIMEOUT_SECONDS,
-    DEFAULT_AWS_MAX_ATTEMPTS,
-    DEFAULT_AWS_READ_TIMEOUT_SECONDS,
-    DEFAULT_CHUNK_DATAPOINTS,
-    DEFAULT_CHUNK_TIMEOUT_SECONDS,
-    DEFAULT_FETCH_THREADS,
-    DEFAULT_MAX_REQUESTS_PER_SECOND,
-    DEFAULT_PERIOD_SECONDS,
-    DEFAULT_ROLE_SESSION_NAME,
-    DEFAULT_RUN_TIMEOUT_SECONDS,
-    DEFAULT_SETTLE_MINUTES,
-)
+from metrics_pipeline.settings import resource_field
 
 # The AWS services the pipeline calls.
 AwsService = Literal["cloudwatch", "organizations", "rds", "sts"]
@@ -83,29 +70,14 @@ class CollectionResource(ConfigurableResource):
     data counts as final. Everything that reads the warehouse's periods (rollups, checks,
     reports) takes this, not the AWS clients' resource."""
 
-    period_seconds: int = Field(default=DEFAULT_PERIOD_SECONDS, description="CloudWatch period.")
-    metrics: list[str] = Field(default=list(DEFAULT_METRICS), description="AWS/RDS metric names.")
-    statistics: list[str] = Field(default=list(DEFAULT_STATISTICS), description="Statistics.")
-    settle_minutes: int = Field(
-        default=DEFAULT_SETTLE_MINUTES,
-        description="Minutes after an hour ends before CloudWatch's data for it is final.",
-    )
-    chunk_datapoints: int = Field(
-        default=DEFAULT_CHUNK_DATAPOINTS,
-        description="Datapoints fetched and written at once (a run's memory follows it).",
-    )
-    fetch_threads: int = Field(
-        default=DEFAULT_FETCH_THREADS,
-        description="Chunks fetched at once, across accounts and regions.",
-    )
-    chunk_timeout_seconds: float = Field(
-        default=DEFAULT_CHUNK_TIMEOUT_SECONDS,
-        description="Seconds a chunk's GetMetricData answers may take in all.",
-    )
-    run_timeout_seconds: float = Field(
-        default=DEFAULT_RUN_TIMEOUT_SECONDS,
-        description="Seconds a run's fetching may take in all; chunks written by then stay.",
-    )
+    period_seconds: int = resource_field("period_seconds")
+    metrics: list[str] = resource_field("metrics")
+    statistics: list[str] = resource_field("statistics")
+    settle_minutes: int = resource_field("settle_minutes")
+    chunk_datapoints: int = resource_field("chunk_datapoints")
+    fetch_threads: int = resource_field("fetch_threads")
+    chunk_timeout_seconds: float = resource_field("chunk_timeout_seconds")
+    run_timeout_seconds: float = resource_field("run_timeout_seconds")
 
     @property
     def settle_delay(self) -> timedelta:
@@ -126,36 +98,20 @@ class AwsResource(ResourceWithBoto3Configuration):
     and region caps the request rate, as CloudWatch's quotas are per account and region.
     """
 
-    regions: list[str] = Field(description="Regions to discover and collect.")
-    role_arns: list[str] = Field(
-        default_factory=list, description="Roles to assume, one per other account to collect."
-    )
-    organization_role: str = Field(
-        default="",
-        description="Role name assumed in every active account of the AWS Organization; empty: "
-        "no Organization lookup.",
-    )
-    external_id: str = Field(default="", description="ExternalId passed to AssumeRole.")
-    role_session_name: str = Field(
-        default=DEFAULT_ROLE_SESSION_NAME, description="RoleSessionName passed to AssumeRole."
-    )
-    max_requests_per_second: float = Field(
-        default=DEFAULT_MAX_REQUESTS_PER_SECOND,
-        description="Client-side cap per account and region.",
-    )
+    regions: list[str] = resource_field("regions")
+    role_arns: list[str] = resource_field("role_arns")
+    organization_role: str = resource_field("organization_role")
+    external_id: str = resource_field("external_id")
+    role_session_name: str = resource_field("role_session_name")
+    max_requests_per_second: float = resource_field("max_requests_per_second")
     max_datapoints_per_request: int = Field(
         default=MAX_DATAPOINTS_PER_RESPONSE,
         description="GetMetricData page size (MaxDatapoints); CloudWatch's maximum by default.",
     )
     retry_mode: str = Field(default="adaptive", description="botocore retry mode.")
-    max_attempts: int = Field(default=DEFAULT_AWS_MAX_ATTEMPTS, description="Attempts per call.")
-    connect_timeout_seconds: float = Field(
-        default=DEFAULT_AWS_CONNECT_TIMEOUT_SECONDS, description="botocore connect_timeout."
-    )
-    read_timeout_seconds: float = Field(
-        default=DEFAULT_AWS_READ_TIMEOUT_SECONDS,
-        description="botocore read_timeout: each read from the socket, not a whole answer.",
-    )
+    max_attempts: int = resource_field("aws_max_attempts")
+    connect_timeout_seconds: float = resource_field("aws_connect_timeout_seconds")
+    read_timeout_seconds: float = resource_field("aws_read_timeout_seconds")
 
     _buckets: dict[tuple[str | None, str], TokenBucket] = PrivateAttr(default_factory=dict)
     _role_credentials: dict[str, Any] = PrivateAttr(default_factory=dict)

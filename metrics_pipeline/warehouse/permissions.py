@@ -9,6 +9,8 @@ import os
 import stat
 from pathlib import Path
 
+from metrics_pipeline.settings import ConfigError, variable
+
 PRIVATE_FILE, PRIVATE_FOLDER = 0o600, 0o700
 SHARED_FILE, SHARED_FOLDER = 0o640, 0o750
 
@@ -40,3 +42,18 @@ def make_folder(path: Path, shared_with: str | None = None) -> None:
     path.mkdir(parents=True, exist_ok=True)
     for created in reversed(missing):
         protect(created, shared_with)
+
+
+def check_writable(path: Path, shared_with: str | None = None) -> None:
+    """Creates the warehouse folder (owner-only, or also the group's to traverse) and proves it
+    can be written, or names the setting."""
+    name = variable("duckdb_path")
+    try:
+        make_folder(path.parent, shared_with)
+    except OSError as error:
+        raise ConfigError(
+            f"{name}: cannot create the folder '{path.parent}' ({error.strerror})."
+        ) from None
+    target = path if path.exists() else path.parent
+    if not os.access(target, os.W_OK):
+        raise ConfigError(f"{name}: '{target}' is not writable; choose a path this user can write.")

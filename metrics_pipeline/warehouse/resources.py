@@ -12,24 +12,22 @@ from pathlib import Path
 import duckdb
 from dagster import Failure
 from dagster_duckdb import DuckDBResource
-from pydantic import Field, PrivateAttr
+from pydantic import PrivateAttr
 
 from metrics_pipeline.hours import utc_now
 from metrics_pipeline.scratch import private_folder
 from metrics_pipeline.settings import (
-    DEFAULT_BACKUP_KEEP_DAYS,
     DEFAULT_CHUNK_DATAPOINTS,
-    DEFAULT_LOCK_TIMEOUT_SECONDS,
-    DEFAULT_RETENTION_DAYS,
     ConfigError,
-    check_writable,
     default_backup_dir,
     duckdb_memory_limit_for,
+    resource_field,
     snapshot_path_for,
+    variable,
 )
 from metrics_pipeline.warehouse.lake import Lake, LakeError, WriteLock, lake_bytes, open_lake
 from metrics_pipeline.warehouse.migrations import SCHEMA_VERSION, SchemaError, prepare_schema
-from metrics_pipeline.warehouse.permissions import make_folder, protect
+from metrics_pipeline.warehouse.permissions import check_writable, make_folder, protect
 from metrics_pipeline.warehouse.readers import ReadSource, SnapshotMissingError, open_reader
 from metrics_pipeline.warehouse.schema import STORAGE_COMPATIBILITY_VERSION, drop_restore_copies
 from metrics_pipeline.warehouse.snapshot import copy_checkpointed, publish_snapshot
@@ -53,24 +51,13 @@ class WarehouseResource(DuckDBResource):
     (dagster-duckdb retries a fixed ten times and then re-raises DuckDB's IO error).
     """
 
-    lake_catalog: str = Field(
-        default="", description="A DuckLake catalog (METRICS_WAREHOUSE); empty: the file."
-    )
-    lake_data_path: str = Field(default="", description="Where the lake's Parquet files go.")
-    retention_days: int = Field(
-        default=DEFAULT_RETENTION_DAYS, description="Days of metrics the warehouse keeps."
-    )
-    lock_timeout_seconds: float = Field(
-        default=DEFAULT_LOCK_TIMEOUT_SECONDS,
-        description="How long a writer waits for another process to release the file.",
-    )
-    backup_dir: str = Field(default="", description="Backup folder; empty: next to the file.")
-    backup_keep_days: int = Field(
-        default=DEFAULT_BACKUP_KEEP_DAYS, description="Days of backups kept (the newest always)."
-    )
-    shared_group: str = Field(
-        default="", description="A group that may read the snapshot; empty: the owner alone."
-    )
+    lake_catalog: str = resource_field("warehouse")
+    lake_data_path: str = resource_field("lake_data_path")
+    retention_days: int = resource_field("retention_days")
+    lock_timeout_seconds: float = resource_field("lock_timeout_seconds")
+    backup_dir: str = resource_field("backup_dir")
+    backup_keep_days: int = resource_field("backup_keep_days")
+    shared_group: str = resource_field("shared_group")
     _unpublished: str | None = PrivateAttr(default=None)
     _publish_seconds: float = PrivateAttr(default=0.0)
 
@@ -262,7 +249,7 @@ class WarehouseResource(DuckDBResource):
                         description=(
                             f"The warehouse {self.database} is locked by another process and "
                             f"was not released within {self.lock_timeout_seconds:g} s "
-                            f"(METRICS_LOCK_TIMEOUT_SECONDS); nothing was written. "
+                            f"({variable('lock_timeout_seconds')}); nothing was written. "
                             f"DuckDB said: {error}"
                         ),
                         # The budget was the wait: retrying the step would only wait again.
