@@ -63,7 +63,8 @@ def test_the_history_is_followed_until_it_is_complete(tmp_path: Path) -> None:
             nonlocal run
             if run is None:
                 fetched(warehouse, now, hours[-41:])
-                run = instance.create_run_for_job(job_def=healing_job)
+                # With the job's tags, as the daemon gives a run the sensor requests.
+                run = instance.create_run_for_job(job_def=healing_job, tags=healing_job.tags)
             else:
                 fetched(warehouse, now, hours)
                 instance.report_run_failed(run)

@@ -34,15 +34,18 @@ WAITING_LINE = "history: waiting for the first collection"
 
 
 def healing_runs_in_flight(instance: DagsterInstance, job_name: str | None = None) -> int:
-    """Healing runs queued or running: of one source's healing job, or of every source's (each
-    carries the healing tags, sources/jobs.py)."""
+    """Healing runs queued or running: of one source's healing job, or of every source's, by
+    the tags each carries (sources/jobs.py; the daemon gives a run its job's tags)."""
     from dagster import RunsFilter
 
     from metrics_pipeline.dagster_runs import HEALING_RUN_TAGS, UNFINISHED
 
-    return instance.get_runs_count(
-        RunsFilter(job_name=job_name, tags=HEALING_RUN_TAGS, statuses=UNFINISHED)
+    runs = (
+        RunsFilter(job_name=job_name, statuses=UNFINISHED)
+        if job_name
+        else RunsFilter(tags=HEALING_RUN_TAGS, statuses=UNFINISHED)
     )
+    return instance.get_runs_count(runs)
 
 
 def deployment_healing_runs() -> int | None:
