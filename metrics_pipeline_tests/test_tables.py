@@ -11,10 +11,18 @@ import pytest
 
 from metrics_pipeline.collection.store import record_run, record_run_parts
 from metrics_pipeline.maintenance.retention import drop_rows_before
+from metrics_pipeline.rightsizing.assets import replace_report
 from metrics_pipeline.warehouse.lake import LAKE_ALIAS, Lake, open_lake
 from metrics_pipeline.warehouse.migrations import prepare_schema
 from metrics_pipeline.warehouse.schema import ensure_schema
-from metrics_pipeline.warehouse.tables import RUN_PARTS, TABLES, VERSIONS, Column, Table
+from metrics_pipeline.warehouse.tables import (
+    RIGHTSIZING,
+    RUN_PARTS,
+    TABLES,
+    VERSIONS,
+    Column,
+    Table,
+)
 from metrics_pipeline_tests.helpers import definitions_for_tests
 
 NOW = datetime(2026, 11, 20, 12, 0)
@@ -168,3 +176,20 @@ def test_a_figure_without_a_column_is_refused_by_name(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=r"^pipeline_run_parts has no column retries$"):
             record_run_parts(conn, "r1", [part])
         assert conn.execute("SELECT count(*) FROM pipeline_runs").fetchall() == [(0,)]
+
+
+def test_a_report_of_no_instance_replaces_the_last_one_and_a_stray_field_is_refused(
+    tmp_path: Path,
+) -> None:
+    with duckdb.connect(str(tmp_path / "metrics.duckdb")) as conn:
+        ensure_schema(conn)
+        row = {column.name: _value(column, NOW, "x") for column in RIGHTSIZING.columns}
+        replace_report(conn, [row])
+        assert conn.execute("SELECT instance_id FROM rds_rightsizing").fetchall() == [("x",)]
+        with pytest.raises(ValueError, match=r"^rds_rightsizing has no column cpu_p90$"):
+            replace_report(conn, [{**row, "cpu_p90": 1.0}])
+        assert conn.execute("SELECT count(*) FROM rds_rightsizing").fetchall() == [(1,)]
+
+        replace_report(conn, [])
+
+        assert conn.execute("SELECT count(*) FROM rds_rightsizing").fetchall() == [(0,)]
