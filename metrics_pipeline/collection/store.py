@@ -18,6 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from metrics_pipeline.catalog import RDS_METRIC_UNITS, STATISTIC_COLUMNS
+from metrics_pipeline.collection.cloudwatch import SPOOL_SCHEMA
 from metrics_pipeline.collection.inventory import Instance, InventoryEntry
 from metrics_pipeline.hours import hour_starts, is_settled
 from metrics_pipeline.warehouse.schema import (
@@ -29,7 +30,7 @@ from metrics_pipeline.warehouse.schema import (
     table_exists,
 )
 from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
-from metrics_pipeline.warehouse.tables import INSTANCE_KEY, INSTANCES, RUN_PARTS, RUNS
+from metrics_pipeline.warehouse.tables import ARROW_TYPES, INSTANCE_KEY, INSTANCES, RUN_PARTS, RUNS
 
 # What discovery reports of an instance: every column but those the warehouse keeps itself.
 SEEN_COLUMNS = ("first_seen", "last_seen")
@@ -92,11 +93,11 @@ def read_inventory(
 def _received_sql(spool_files: Sequence[Path]) -> str:
     """Every spooled datapoint of a target instance, as CloudWatch sent it."""
     if not spool_files:
-        return (
-            "SELECT NULL::VARCHAR AS account_id, NULL::VARCHAR AS region, "
-            "NULL::VARCHAR AS instance_id, NULL::VARCHAR AS metric, "
-            "NULL::VARCHAR AS statistic, NULL::TIMESTAMP AS ts, NULL::DOUBLE AS value WHERE false"
+        duckdb_types = {arrow: name for name, arrow in ARROW_TYPES.items()}
+        nulls = ", ".join(
+            f"NULL::{duckdb_types[field.type]} AS {field.name}" for field in SPOOL_SCHEMA
         )
+        return f"SELECT {nulls} WHERE false"
     files = ", ".join(sql_literal(path) for path in spool_files)
     return (
         f"SELECT s.* FROM read_parquet([{files}]) s "
