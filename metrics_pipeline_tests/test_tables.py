@@ -51,14 +51,14 @@ def test_a_new_warehouse_has_exactly_the_declared_tables(new_warehouse: Any) -> 
     ).fetchall()
     keys = kind != "ducklake"  # DuckLake has no primary keys
     columns: dict[str, list[tuple[str, str, bool]]] = {}
-    for table, name, data_type, nullable in conn.execute(
+    for table, name, data_type, is_nullable in conn.execute(
         "SELECT c.table_name, c.column_name, c.data_type, c.is_nullable = 'YES' "
         "FROM information_schema.columns c JOIN information_schema.tables t "
         "USING (table_catalog, table_schema, table_name) "
         "WHERE t.table_type = 'BASE TABLE' AND c.table_catalog = current_database() "
         "ORDER BY c.table_name, c.ordinal_position"
     ).fetchall():
-        columns.setdefault(table, []).append((name, data_type, nullable))
+        columns.setdefault(table, []).append((name, data_type, is_nullable))
     primary_keys = {
         table: tuple(names)
         for table, names in conn.execute(
@@ -68,11 +68,11 @@ def test_a_new_warehouse_has_exactly_the_declared_tables(new_warehouse: Any) -> 
     }
     declared = [*TABLES.values(), VERSIONS]
 
-    def nullable(table: Table, column: Column) -> bool:
+    def may_be_null(table: Table, column: Column) -> bool:
         return column.nullable and not (keys and column.name in table.primary_key)
 
     assert columns == {
-        table.name: [(c.name, c.type, nullable(table, c)) for c in table.columns]
+        table.name: [(c.name, c.type, may_be_null(table, c)) for c in table.columns]
         for table in declared
     }
     assert primary_keys == (
