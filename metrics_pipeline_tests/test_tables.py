@@ -1,6 +1,7 @@
 """The tables' declarations are what every storage kind creates, what the catalog shows and
 what retention trims."""
 
+import importlib.util
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +24,7 @@ from metrics_pipeline.warehouse.tables import (
     Column,
     Table,
 )
-from metrics_pipeline_tests.helpers import definitions_for_tests
+from metrics_pipeline_tests.helpers import PROJECT_ROOT, definitions_for_tests
 
 NOW = datetime(2026, 11, 20, 12, 0)
 
@@ -193,3 +194,20 @@ def test_a_report_of_no_instance_replaces_the_last_one_and_a_stray_field_is_refu
         replace_report(conn, [])
 
         assert conn.execute("SELECT count(*) FROM rds_rightsizing").fetchall() == [(0,)]
+
+
+def test_the_column_reference_of_the_docs_is_generated_from_the_declarations() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "update_tables_reference", PROJECT_ROOT / "scripts" / "update_tables_reference.py"
+    )
+    assert spec and spec.loader
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    page = script.PAGE.read_text()
+    assert script.with_reference(page) == page, (
+        "docs/analysts.md differs from the tables' declarations: run "
+        "python scripts/update_tables_reference.py"
+    )
+    for table in TABLES.values():
+        for column in table.columns:
+            assert f"\n| {column.name} | {column.type} |" in page

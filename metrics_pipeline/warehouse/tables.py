@@ -96,12 +96,22 @@ class Table:
             raise ValueError(f"{self.name} has no column {', '.join(unknown)}")
 
 
-ACCOUNT = Column("account_id", "VARCHAR", "AWS account id (12 digits)", nullable=False)
+ACCOUNT = Column(
+    "account_id",
+    "VARCHAR",
+    "AWS account id (12 digits): the account collected (its own, an assumed role's)",
+    nullable=False,
+)
 REGION = Column("region", "VARCHAR", "AWS region, e.g. us-east-1", nullable=False)
 INSTANCE = (
     ACCOUNT,
     REGION,
-    Column("instance_id", "VARCHAR", "RDS DB instance identifier", nullable=False),
+    Column(
+        "instance_id",
+        "VARCHAR",
+        "RDS DB instance identifier (the same one in two accounts is two instances)",
+        nullable=False,
+    ),
 )
 INSTANCE_KEY = tuple(column.name for column in INSTANCE)
 METRIC = Column("metric", "VARCHAR", "CloudWatch AWS/RDS metric name", nullable=False)
@@ -127,9 +137,16 @@ INSTANCES = Table(
         Column("multi_az", "BOOLEAN", "whether the instance is Multi-AZ"),
         Column("status", "VARCHAR", "RDS status at the last discovery, e.g. available"),
         Column("create_time", "TIMESTAMP", "when the instance was created, UTC"),
-        Column("tags", "MAP(VARCHAR, VARCHAR)", "the instance's tags, key to value"),
+        Column(
+            "tags", "MAP(VARCHAR, VARCHAR)", "the instance's tags, key to value: `tags['team']`"
+        ),
         Column("first_seen", "TIMESTAMP", "first discovery that listed it, UTC", nullable=False),
-        Column("last_seen", "TIMESTAMP", "last discovery that listed it, UTC", nullable=False),
+        Column(
+            "last_seen",
+            "TIMESTAMP",
+            "last discovery that listed it, UTC (a deleted instance keeps its last)",
+            nullable=False,
+        ),
     ),
     primary_key=INSTANCE_KEY,
 )
@@ -143,7 +160,9 @@ METRICS = Table(
         METRIC,
         UNIT,
         *(
-            Column(column, "DOUBLE", _STATISTICS[statistic])
+            Column(
+                column, "DOUBLE", f"{_STATISTICS[statistic]}; NULL when not requested or returned"
+            )
             for statistic, column in STATISTIC_COLUMNS.items()
         ),
         Column(
