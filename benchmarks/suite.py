@@ -31,7 +31,7 @@ from typing import Any
 import duckdb
 
 from metrics_pipeline.catalog import DEFAULT_METRICS
-from metrics_pipeline.warehouse.schema import METRICS_TABLE, SCHEMA_SQL
+from metrics_pipeline.warehouse.schema import METRICS_TABLE, schema_sql
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # CloudWatch's quota for data older than three hours, per account and region.
@@ -139,7 +139,7 @@ def bare_insert_rows_per_second(database: Path, folder: Path) -> float:
     with duckdb.connect(str(database), read_only=True) as conn:
         conn.execute(f"COPY (SELECT * FROM {METRICS_TABLE}) TO '{rows_file}'")
     with duckdb.connect(str(folder / "bare.duckdb")) as conn:
-        conn.execute(SCHEMA_SQL)
+        conn.execute(schema_sql(keys=True))
         began = time.perf_counter()
         [(rows,)] = conn.execute(
             f"INSERT INTO {METRICS_TABLE} SELECT * FROM read_parquet('{rows_file}')"

@@ -3,10 +3,16 @@
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from dagster import AssetExecutionContext, TableColumn, TableColumnConstraints, TableSchema
+from dagster import (
+    AssetExecutionContext,
+    TableColumn,
+    TableColumnConstraints,
+    TableConstraints,
+    TableSchema,
+)
 
 from metrics_pipeline.warehouse.resources import WAREHOUSE_POOL
-from metrics_pipeline.warehouse.schema import expected_columns
+from metrics_pipeline.warehouse.tables import TABLES, Table
 
 # The one asset group of the pipeline's assets in the catalog.
 GROUP = "rds"
@@ -21,19 +27,28 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def table_schema(table: str) -> TableSchema:
-    """The table's columns as the catalog shows them."""
+def column_schema(table: Table) -> TableSchema:
+    """The table's columns as the catalog shows them, from its declaration."""
     return TableSchema(
         columns=[
-            TableColumn(name, data_type, constraints=TableColumnConstraints(nullable=not required))
-            for name, data_type, required in expected_columns()[table]
-        ]
+            TableColumn(
+                c.name,
+                c.type,
+                description=c.description,
+                constraints=TableColumnConstraints(nullable=not table.required(c)),
+            )
+            for c in table.columns
+        ],
+        constraints=TableConstraints(
+            other=[f"primary key ({', '.join(table.primary_key)})"] if table.primary_key else []
+        ),
     )
 
 
 def table_metadata(table: str) -> dict[str, Any]:
-    """Definition metadata of an asset stored in `table`: its name and columns."""
-    return {"dagster/table_name": table, "dagster/column_schema": table_schema(table)}
+    """Definition metadata of an asset stored in `table`: its name and its columns with their
+    descriptions, from the table's declaration."""
+    return {"dagster/table_name": table, "dagster/column_schema": column_schema(TABLES[table])}
 
 
 def table_asset(table: str, *, reads_aws: bool = False) -> dict[str, Any]:

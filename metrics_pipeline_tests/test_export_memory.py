@@ -13,7 +13,7 @@ import pytest
 from metrics_pipeline.catalog import DEFAULT_METRICS, RDS_METRIC_UNITS
 from metrics_pipeline.hours import floor_hour, utc_now
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.schema import METRICS_TABLE, SCHEMA_SQL
+from metrics_pipeline.warehouse.schema import METRICS_TABLE, schema_sql
 
 pytestmark = pytest.mark.load
 
@@ -56,7 +56,7 @@ def big_warehouse(tmp_path_factory: pytest.TempPathFactory) -> WarehouseResource
             """,
             {"first": FIRST},
         )
-        conn.execute(SCHEMA_SQL)  # the other tables and the views
+        conn.execute(schema_sql(keys=True))  # the other tables and the views
     return warehouse
 
 

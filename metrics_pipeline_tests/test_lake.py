@@ -37,8 +37,8 @@ from metrics_pipeline.warehouse.lake import (
 from metrics_pipeline.warehouse.migrations import SCHEMA_VERSION
 from metrics_pipeline.warehouse.readers import SnapshotMissingError
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.schema import expected_columns
 from metrics_pipeline.warehouse.sql import ConflictError, in_transaction, retry_conflicts
+from metrics_pipeline.warehouse.tables import TABLES
 from metrics_pipeline_tests.conftest import S3Server
 from metrics_pipeline_tests.helpers import (
     DAGSTER,
@@ -322,7 +322,7 @@ def test_a_duckdb_warehouse_moves_into_a_lake_with_every_row(
     assert moved.returncode == 0, moved.stderr
     copied = 0
     with file.reader() as source, in_the_lake.reader() as target:
-        for table in expected_columns():
+        for table in TABLES:
             before = source.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
             after = target.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
             assert after == before, table

@@ -16,8 +16,8 @@ from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import (
     METRICS_TABLE,
     RUN_PARTS_TABLE,
-    SCHEMA_SQL,
     VERSION_TABLE,
+    schema_sql,
 )
 from metrics_pipeline_tests.helpers import make_aws, rds_metrics
 from metrics_pipeline_tests.moto_fleet import create_instance
@@ -43,7 +43,7 @@ def unversioned_warehouse(path: Path, without: set[str] = frozenset()) -> str:
     version table, and two rows of metrics."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with duckdb.connect(str(path)) as conn:
-        conn.execute(SCHEMA_SQL)
+        conn.execute(schema_sql(keys=True))
         for table in without:
             conn.execute(f"DROP TABLE {table}")
         conn.executemany(

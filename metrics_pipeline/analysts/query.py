@@ -55,6 +55,7 @@ from metrics_pipeline.warehouse.schema import (
     RUNS_TABLE,
     WIDE_VIEW,
 )
+from metrics_pipeline.warehouse.tables import METRICS
 
 FORMATS = ("table", "csv", "json", "parquet")
 # Exports stream in batches of this many rows: memory follows the batch, not the range.
@@ -298,10 +299,11 @@ def plan_extract(
             f"SELECT * FROM {WIDE_VIEW} WHERE {where} ORDER BY account_id, region, instance_id, ts",
             params,
         )
+    # Every column but the pipeline's own bookkeeping, ordered by the table's key.
+    columns = ", ".join(name for name in METRICS.column_names if name != "collected_at")
     return (
-        "SELECT ts, account_id, region, instance_id, metric, unit, average, minimum, maximum, "
-        f"sum, sample_count FROM {METRICS_TABLE} WHERE {where} "
-        "ORDER BY account_id, region, instance_id, metric, ts",
+        f"SELECT {columns} FROM {METRICS_TABLE} WHERE {where} "
+        f"ORDER BY {', '.join(METRICS.primary_key)}",
         params,
     )
 

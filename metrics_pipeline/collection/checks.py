@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 import duckdb
 from dagster import AssetCheckResult, AssetChecksDefinition, AssetKey, asset_check
 
+from metrics_pipeline.catalog import STATISTIC_COLUMNS
 from metrics_pipeline.hours import Clock
 from metrics_pipeline.settings import Settings
 from metrics_pipeline.warehouse.resources import WarehouseResource
@@ -16,12 +17,13 @@ def sanity_counts(
     conn: duckdb.DuckDBPyConnection, start: datetime, period_seconds: int, now: datetime
 ) -> dict[str, int]:
     """Rows since `start` that break an invariant; every count should be 0."""
+    statistics = ", ".join(STATISTIC_COLUMNS.values())
     [row] = conn.execute(
         f"""
         SELECT count(*) - count(DISTINCT (account_id, region, instance_id, metric, ts)),
                count(*) FILTER (unit = 'Percent' AND (minimum < 0 OR maximum > 100
                                                       OR average < 0 OR average > 100)),
-               count(*) FILTER (least(average, minimum, maximum, sum, sample_count) < 0),
+               count(*) FILTER (least({statistics}) < 0),
                count(*) FILTER (minimum > average + 1e-9 OR average > maximum + 1e-9),
                count(*) FILTER (epoch(ts)::BIGINT % $period <> 0 OR ts > $now)
         FROM {METRICS_TABLE} WHERE ts >= $start

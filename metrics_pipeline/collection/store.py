@@ -18,6 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from metrics_pipeline.catalog import RDS_METRIC_UNITS, STATISTIC_COLUMNS
+from metrics_pipeline.collection.cloudwatch import SPOOL_SCHEMA
 from metrics_pipeline.hours import hour_starts, is_settled
 from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline.warehouse.schema import (
@@ -28,27 +29,14 @@ from metrics_pipeline.warehouse.schema import (
     RUNS_TABLE,
 )
 from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
+from metrics_pipeline.warehouse.tables import ARROW_TYPES, INSTANCE_KEY, INSTANCES, RUN_PARTS, RUNS
 
-INVENTORY_SCHEMA = pa.schema(
-    [
-        ("account_id", pa.string()),
-        ("region", pa.string()),
-        ("instance_id", pa.string()),
-        ("engine", pa.string()),
-        ("engine_version", pa.string()),
-        ("instance_class", pa.string()),
-        ("allocated_storage_gb", pa.int32()),
-        ("multi_az", pa.bool_()),
-        ("status", pa.string()),
-        ("create_time", pa.timestamp("us")),
-        ("tags", pa.map_(pa.string(), pa.string())),
-    ]
+# What discovery reports of an instance: every column but those the warehouse keeps itself.
+SEEN_COLUMNS = ("first_seen", "last_seen")
+INVENTORY_SCHEMA = INSTANCES.arrow_schema(
+    name for name in INSTANCES.column_names if name not in SEEN_COLUMNS
 )
-
-
-INSTANCE_KEY_SCHEMA = pa.schema(
-    [("account_id", pa.string()), ("region", pa.string()), ("instance_id", pa.string())]
-)
+INSTANCE_KEY_SCHEMA = INSTANCES.arrow_schema(INSTANCE_KEY)
 
 
 def upsert_instances(
@@ -59,8 +47,9 @@ def upsert_instances(
         [{**r, "tags": list(r["tags"].items())} for r in records], schema=INVENTORY_SCHEMA
     )
     conn.register("discovered", discovered)
-    keys = " AND ".join(f"i.{c} = d.{c}" for c in INSTANCE_KEY_SCHEMA.names)
-    updates = ", ".join(f"{c} = d.{c}" for c in INVENTORY_SCHEMA.names[3:])
+    keys = " AND ".join(f"i.{c} = d.{c}" for c in INSTANCE_KEY)
+    updates = ", ".join(f"{c} = d.{c}" for c in INVENTORY_SCHEMA.names if c not in INSTANCE_KEY)
+    columns = ", ".join((*INVENTORY_SCHEMA.names, *SEEN_COLUMNS))
     values = ", ".join(f"d.{c}" for c in INVENTORY_SCHEMA.names)
 
     def write() -> int:
@@ -69,7 +58,7 @@ def upsert_instances(
             f"""
             MERGE INTO {INSTANCES_TABLE} i USING discovered d ON ({keys})
             WHEN MATCHED THEN UPDATE SET {updates}, last_seen = $seen
-            WHEN NOT MATCHED THEN INSERT VALUES ({values}, $seen, $seen)
+            WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values}, $seen, $seen)
             """,
             {"seen": seen_at},
         )
@@ -84,11 +73,11 @@ def upsert_instances(
 def _received_sql(spool_files: Sequence[Path]) -> str:
     """Every spooled datapoint of a target instance, as CloudWatch sent it."""
     if not spool_files:
-        return (
-            "SELECT NULL::VARCHAR AS account_id, NULL::VARCHAR AS region, "
-            "NULL::VARCHAR AS instance_id, NULL::VARCHAR AS metric, "
-            "NULL::VARCHAR AS statistic, NULL::TIMESTAMP AS ts, NULL::DOUBLE AS value WHERE false"
+        duckdb_types = {arrow: name for name, arrow in ARROW_TYPES.items()}
+        nulls = ", ".join(
+            f"NULL::{duckdb_types[field.type]} AS {field.name}" for field in SPOOL_SCHEMA
         )
+        return f"SELECT {nulls} WHERE false"
     files = ", ".join(sql_literal(path) for path in spool_files)
     return (
         f"SELECT s.* FROM read_parquet([{files}]) s "
@@ -251,7 +240,9 @@ def replace_metrics(
 
 
 def record_run(conn: duckdb.DuckDBPyConnection, figures: dict[str, Any]) -> None:
-    """One row of the run's own figures in pipeline_runs (a re-executed run replaces its row)."""
+    """One row of the run's own figures in pipeline_runs (a re-executed run replaces its row);
+    a figure the table has no column for is refused rather than lost."""
+    RUNS.check_row(figures)
     columns = ", ".join(figures)
     placeholders = ", ".join(f"${name}" for name in figures)
 
@@ -264,30 +255,15 @@ def record_run(conn: duckdb.DuckDBPyConnection, figures: dict[str, Any]) -> None
     in_transaction(conn, replace)
 
 
-RUN_PARTS_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("account_id", pa.string()),
-        ("region", pa.string()),
-        ("status", pa.string()),
-        ("instances", pa.int32()),
-        ("instances_written", pa.int32()),
-        ("rows_written", pa.int64()),
-        ("datapoints", pa.int64()),
-        ("cloudwatch_requests", pa.int32()),
-        ("throttled_calls", pa.int32()),
-        ("error", pa.string()),
-    ]
-)
-
-
 def record_run_parts(
     conn: duckdb.DuckDBPyConnection, run_id: str, parts: Sequence[dict[str, Any]]
 ) -> None:
     """The run's figures per account and region in pipeline_run_parts (replacing a re-executed
     run's)."""
+    for part in parts:
+        RUN_PARTS.check_row(part)
     rows = pa.Table.from_pylist(
-        [{"run_id": run_id, **part} for part in parts], schema=RUN_PARTS_SCHEMA
+        [{"run_id": run_id, **part} for part in parts], schema=RUN_PARTS.arrow_schema()
     )
     conn.register("run_parts", rows)
 

@@ -30,7 +30,6 @@ from metrics_pipeline.warehouse.readers import (
     open_reader_for_export,
 )
 from metrics_pipeline.warehouse.schema import (
-    DERIVED_TABLES,
     RESTORE_COPY_SUFFIX,
     VERSION_TABLE,
     base_tables,
@@ -38,6 +37,7 @@ from metrics_pipeline.warehouse.schema import (
     is_lake,
 )
 from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
+from metrics_pipeline.warehouse.tables import DERIVED_TABLES
 
 NAME_FORMAT = "%Y%m%dT%H%M%SZ"
 MANIFEST = "manifest.json"

@@ -9,23 +9,8 @@ from typing import Any
 import duckdb
 
 from metrics_pipeline.warehouse.lake import current_database
-from metrics_pipeline.warehouse.schema import (
-    DAILY_TABLE,
-    FETCHES_TABLE,
-    HOURLY_TABLE,
-    METRICS_TABLE,
-    RUNS_TABLE,
-)
 from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
-
-# Every table that holds time series, with its time column: what retention trims.
-TIME_SERIES_TABLES: dict[str, str] = {
-    METRICS_TABLE: "ts",
-    FETCHES_TABLE: "hour",
-    HOURLY_TABLE: "hour",
-    DAILY_TABLE: "day",
-    RUNS_TABLE: "finished_at",
-}
+from metrics_pipeline.warehouse.tables import TIME_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -36,9 +21,10 @@ class TableTrim:
 
 
 def drop_rows_before(conn: duckdb.DuckDBPyConnection, cutoff: datetime) -> list[TableTrim]:
-    """Deletes what is older than `cutoff` from every time-series table, a transaction each."""
+    """Deletes what is older than `cutoff` from every table with a time column, a transaction
+    each."""
     trims = []
-    for table, column in TIME_SERIES_TABLES.items():
+    for table, column in TIME_COLUMNS.items():
 
         def trim(table: str = table, column: str = column) -> TableTrim:
             hours = [

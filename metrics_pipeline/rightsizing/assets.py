@@ -35,6 +35,7 @@ from metrics_pipeline.warehouse.schema import (
     RIGHTSIZING_TABLE,
 )
 from metrics_pipeline.warehouse.sql import in_transaction
+from metrics_pipeline.warehouse.tables import RIGHTSIZING
 
 WINDOW = timedelta(days=3)
 MIB = 1024**2
@@ -240,18 +241,20 @@ def read_evidence(
 
 def replace_report(conn: duckdb.DuckDBPyConnection, rows: Sequence[dict[str, Any]]) -> None:
     """The table holds the latest report only; readers never see half of one."""
+    for row in rows:
+        RIGHTSIZING.check_row(row)
+    conn.register(
+        "report_rows", pa.Table.from_pylist(list(rows), schema=RIGHTSIZING.arrow_schema())
+    )
 
     def write() -> None:
         conn.execute(f"DELETE FROM {RIGHTSIZING_TABLE}")
-        if not rows:  # DuckDB cannot scan an Arrow table without columns
-            return
-        conn.register("report_rows", pa.Table.from_pylist(list(rows)))
-        try:
-            conn.execute(f"INSERT INTO {RIGHTSIZING_TABLE} BY NAME SELECT * FROM report_rows")
-        finally:
-            conn.unregister("report_rows")
+        conn.execute(f"INSERT INTO {RIGHTSIZING_TABLE} BY NAME SELECT * FROM report_rows")
 
-    in_transaction(conn, write)
+    try:
+        in_transaction(conn, write)
+    finally:
+        conn.unregister("report_rows")
 
 
 def _number(value: float | None, digits: int = 1) -> str:

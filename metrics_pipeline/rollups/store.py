@@ -6,14 +6,12 @@ from datetime import datetime
 
 import duckdb
 
-from metrics_pipeline.warehouse.schema import (
-    DAILY_TABLE,
-    HOURLY_TABLE,
-    METRICS_TABLE,
-)
+from metrics_pipeline.warehouse.schema import DAILY_TABLE, HOURLY_TABLE, METRICS_TABLE
 from metrics_pipeline.warehouse.sql import in_transaction
+from metrics_pipeline.warehouse.tables import TIME_COLUMNS
 
-ROLLUP_TIME_COLUMNS = {HOURLY_TABLE: ("hour", "hour"), DAILY_TABLE: ("day", "day")}
+# Each rollup's bucket, as date_trunc names it.
+ROLLUP_BUCKETS = {HOURLY_TABLE: "hour", DAILY_TABLE: "day"}
 
 
 def replace_rollup(
@@ -29,7 +27,7 @@ def replace_rollup(
     Percentiles are of the period averages; completeness is periods present over periods
     expected in the bucket (an hour or a day).
     """
-    column, unit = ROLLUP_TIME_COLUMNS[table]
+    column, unit = TIME_COLUMNS[table], ROLLUP_BUCKETS[table]
 
     def write() -> int:
         conn.execute(

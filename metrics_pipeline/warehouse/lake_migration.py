@@ -17,8 +17,8 @@ from pathlib import Path
 import duckdb
 
 from metrics_pipeline.warehouse.migrations import SCHEMA_VERSION, warehouse_version
-from metrics_pipeline.warehouse.schema import expected_columns
 from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
+from metrics_pipeline.warehouse.tables import TABLES
 
 SOURCE_ALIAS = "file_snapshot"
 # Rows copied per statement (see _copy_table).
@@ -38,7 +38,7 @@ class TableFingerprint:
 def fingerprints(conn: duckdb.DuckDBPyConnection, database: str) -> dict[str, TableFingerprint]:
     """Each of this build's tables in `database`: its row count and a checksum of its rows."""
     found = {}
-    for table in expected_columns():
+    for table in TABLES:
         [(rows, checksum)] = conn.execute(
             f"SELECT count(*), coalesce(sum(hash(t)), 0) FROM {database}.main.{table} t"
         ).fetchall()
@@ -107,7 +107,7 @@ def copy_snapshot_into_lake(
                     f"the lake already holds rows ({listed}); nothing was copied. Move a file "
                     "into a new, empty lake."
                 )
-            for table in expected_columns():  # the schema version is the lake's own
+            for table in TABLES:  # the schema version is the lake's own
                 progress(f"copying {table} ({source[table].rows:,} row(s))")
                 _copy_table(conn, table, source[table].rows)
 

@@ -15,15 +15,14 @@ from datetime import datetime
 import duckdb
 
 from metrics_pipeline.warehouse.schema import (
-    DERIVED_TABLES,
     VERSION_TABLE,
     base_tables,
     ensure_schema,
-    expected_columns,
     is_lake,
     partition_lake_tables,
 )
 from metrics_pipeline.warehouse.sql import in_transaction
+from metrics_pipeline.warehouse.tables import DERIVED_TABLES, TABLES, VERSIONS
 
 SCHEMA_VERSION = 2
 
@@ -66,7 +65,6 @@ def warehouse_version(conn: duckdb.DuckDBPyConnection) -> int | None:
 def structure_problems(conn: duckdb.DuckDBPyConnection) -> list[str]:
     """What differs between the warehouse's tables and this build's: missing tables, missing or
     extra columns, other types. Empty when they match."""
-    expected = expected_columns()
     actual: dict[str, dict[str, str]] = {}
     for table, column, data_type in conn.execute(
         "SELECT c.table_name, c.column_name, c.data_type FROM information_schema.columns c "
@@ -76,20 +74,25 @@ def structure_problems(conn: duckdb.DuckDBPyConnection) -> list[str]:
     ).fetchall():
         actual.setdefault(table, {})[column] = data_type
     problems = []
-    for table, columns in expected.items():
+    for table, declared in TABLES.items():
         if table not in actual:
-            others = sorted(set(actual) - set(expected) - {VERSION_TABLE})
+            others = sorted(set(actual) - set(TABLES) - {VERSION_TABLE})
             found = f" (the warehouse has {', '.join(others)})" if others else ""
             problems.append(f"table {table} is missing{found}")
             continue
         have = actual[table]
-        for name, data_type, _ in columns:
-            if name not in have:
-                problems.append(f"column {table}.{name} is missing")
-            elif have[name] != data_type:
-                problems.append(f"column {table}.{name} is {have[name]}, expected {data_type}")
-        known = {name for name, _, _ in columns}
-        problems += [f"column {table}.{name} is unknown" for name in have if name not in known]
+        for column in declared.columns:
+            if column.name not in have:
+                problems.append(f"column {table}.{column.name} is missing")
+            elif have[column.name] != column.type:
+                problems.append(
+                    f"column {table}.{column.name} is {have[column.name]}, expected {column.type}"
+                )
+        problems += [
+            f"column {table}.{name} is unknown"
+            for name in have
+            if name not in declared.column_names
+        ]
     return problems
 
 
@@ -154,9 +157,5 @@ def prepare_schema(
 
 
 def _record_version(conn: duckdb.DuckDBPyConnection, version: int, now: datetime) -> None:
-    key = "" if is_lake(conn) else " PRIMARY KEY"
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} "
-        f"(version INTEGER{key}, migrated_at TIMESTAMP NOT NULL)"
-    )
+    conn.execute(VERSIONS.create_sql(keys=not is_lake(conn)))
     conn.execute(f"INSERT INTO {VERSION_TABLE} VALUES (?, ?)", [version, now])

@@ -1,0 +1,379 @@
+"""Every warehouse table, declared once: its columns (name, DuckDB type, nullability, what it
+holds and in which unit), its primary key, its time column and whether it is derived.
+
+The DDL of each storage kind, the Arrow schemas of the writers, the column schemas of the
+Dagster catalog (metadata.py), the structure check and the retention's time columns are all
+made from these declarations, so a column added here is added everywhere. No Dagster here:
+the analysts' commands import the schema without loading it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from metrics_pipeline.catalog import STATISTIC_COLUMNS
+
+# The DuckDB types the tables use, as information_schema spells them, and their Arrow types.
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "VARCHAR": pa.string(),
+    "BOOLEAN": pa.bool_(),
+    "INTEGER": pa.int32(),
+    "BIGINT": pa.int64(),
+    "DOUBLE": pa.float64(),
+    "TIMESTAMP": pa.timestamp("us"),
+    "MAP(VARCHAR, VARCHAR)": pa.map_(pa.string(), pa.string()),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # a key of ARROW_TYPES
+    description: str  # what it holds, with its unit
+    nullable: bool = True
+
+    def __post_init__(self) -> None:
+        if self.type not in ARROW_TYPES:
+            raise ValueError(f"column {self.name}: type {self.type} is not one of ARROW_TYPES")
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...] = ()
+    # What retention trims the table by (rows older than METRICS_RETENTION_DAYS leave).
+    time_column: str | None = None
+    # Whether a DuckLake stores the table in files per day of its time column, so that
+    # rewriting an hour touches one day's files.
+    lake_files_per_day: bool = False
+    # Holds only what can be computed again from the other tables.
+    derived: bool = False
+
+    def __post_init__(self) -> None:
+        names = self.column_names
+        unknown = [
+            name
+            for name in (*self.primary_key, *([self.time_column] if self.time_column else []))
+            if name not in names
+        ]
+        if unknown or len(set(names)) != len(names):
+            raise ValueError(f"table {self.name}: unknown or repeated columns {unknown or names}")
+        if self.lake_files_per_day and not self.time_column:
+            raise ValueError(f"table {self.name}: files per day need a time column")
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.columns)
+
+    def required(self, column: Column) -> bool:
+        """NOT NULL in a DuckDB file, where every primary key column is."""
+        return not column.nullable or column.name in self.primary_key
+
+    def create_sql(self, *, keys: bool) -> str:
+        """CREATE TABLE IF NOT EXISTS, with the primary key when `keys` (DuckLake has none:
+        its writers' delete-then-insert keeps the rows unique)."""
+        lines = [f"    {c.name} {c.type}{'' if c.nullable else ' NOT NULL'}" for c in self.columns]
+        if keys and self.primary_key:
+            lines.append(f"    PRIMARY KEY ({', '.join(self.primary_key)})")
+        return f"CREATE TABLE IF NOT EXISTS {self.name} (\n" + ",\n".join(lines) + "\n);"
+
+    def arrow_schema(self, names: Iterable[str] | None = None) -> pa.Schema:
+        """The Arrow schema of the table's columns (those of `names`, in their order)."""
+        by_name = {column.name: column for column in self.columns}
+        chosen = self.columns if names is None else [by_name[name] for name in names]
+        return pa.schema(
+            [pa.field(c.name, ARROW_TYPES[c.type], nullable=not self.required(c)) for c in chosen]
+        )
+
+    def check_row(self, row: Iterable[str]) -> None:
+        """Raises ValueError naming the keys of a row to write that are not the table's columns."""
+        unknown = sorted(set(row) - set(self.column_names))
+        if unknown:
+            raise ValueError(f"{self.name} has no column {', '.join(unknown)}")
+
+
+ACCOUNT = Column(
+    "account_id",
+    "VARCHAR",
+    "AWS account id (12 digits): the account collected (its own, an assumed role's)",
+    nullable=False,
+)
+REGION = Column("region", "VARCHAR", "AWS region, e.g. us-east-1", nullable=False)
+INSTANCE = (
+    ACCOUNT,
+    REGION,
+    Column(
+        "instance_id",
+        "VARCHAR",
+        "RDS DB instance identifier (the same one in two accounts is two instances)",
+        nullable=False,
+    ),
+)
+INSTANCE_KEY = tuple(column.name for column in INSTANCE)
+METRIC = Column("metric", "VARCHAR", "CloudWatch AWS/RDS metric name", nullable=False)
+UNIT = Column("unit", "VARCHAR", "the metric's CloudWatch unit (Percent, Bytes, Count/Second…)")
+
+_STATISTICS = {
+    "Average": "mean of the period's samples, in the metric's unit",
+    "Minimum": "lowest sample of the period, in the metric's unit",
+    "Maximum": "highest sample of the period, in the metric's unit",
+    "Sum": "sum of the period's samples, in the metric's unit",
+    "SampleCount": "number of samples CloudWatch aggregated in the period (a count)",
+}
+
+# The RDS inventory: every instance seen in the collected accounts and regions.
+INSTANCES = Table(
+    "rds_instances",
+    (
+        *INSTANCE,
+        Column("engine", "VARCHAR", "database engine, e.g. postgres, mysql"),
+        Column("engine_version", "VARCHAR", "engine version as RDS reports it"),
+        Column("instance_class", "VARCHAR", "DB instance class, e.g. db.r6g.large"),
+        Column("allocated_storage_gb", "INTEGER", "allocated storage, in GiB"),
+        Column("multi_az", "BOOLEAN", "whether the instance is Multi-AZ"),
+        Column("status", "VARCHAR", "RDS status at the last discovery, e.g. available"),
+        Column("create_time", "TIMESTAMP", "when the instance was created, UTC"),
+        Column(
+            "tags", "MAP(VARCHAR, VARCHAR)", "the instance's tags, key to value: `tags['team']`"
+        ),
+        Column("first_seen", "TIMESTAMP", "first discovery that listed it, UTC", nullable=False),
+        Column(
+            "last_seen",
+            "TIMESTAMP",
+            "last discovery that listed it, UTC (a deleted instance keeps its last)",
+            nullable=False,
+        ),
+    ),
+    primary_key=INSTANCE_KEY,
+)
+
+# One row per instance, metric and CloudWatch period, a column per statistic.
+METRICS = Table(
+    "rds_metrics",
+    (
+        Column("ts", "TIMESTAMP", "start of the CloudWatch period, UTC", nullable=False),
+        *INSTANCE,
+        METRIC,
+        UNIT,
+        *(
+            Column(
+                column, "DOUBLE", f"{_STATISTICS[statistic]}; NULL when not requested or returned"
+            )
+            for statistic, column in STATISTIC_COLUMNS.items()
+        ),
+        Column(
+            "collected_at",
+            "TIMESTAMP",
+            "when the run that wrote it fetched it, UTC",
+            nullable=False,
+        ),
+    ),
+    primary_key=(*INSTANCE_KEY, "metric", "ts"),
+    time_column="ts",
+    lake_files_per_day=True,
+)
+
+# The fetch log: which hour of which instance was fetched, when, and whether settled.
+FETCHES = Table(
+    "rds_metric_fetches",
+    (
+        Column("hour", "TIMESTAMP", "the hour fetched (its start), UTC", nullable=False),
+        *INSTANCE,
+        Column("fetched_at", "TIMESTAMP", "when it was fetched, UTC", nullable=False),
+        Column(
+            "datapoints", "BIGINT", "statistic values stored for the hour (a count)", nullable=False
+        ),
+        Column(
+            "settled",
+            "BOOLEAN",
+            "fetched after the hour settled (no refetch needed)",
+            nullable=False,
+        ),
+        Column("run_id", "VARCHAR", "Dagster run that fetched it"),
+    ),
+    primary_key=(*INSTANCE_KEY, "hour"),
+    time_column="hour",
+    lake_files_per_day=True,
+)
+
+# Each collection run's own figures: its window, work, requests, cost and time.
+RUNS = Table(
+    "pipeline_runs",
+    (
+        # Not declared NOT NULL: the primary key makes it so in a DuckDB file, and the lakes
+        # made so far have it nullable.
+        Column("run_id", "VARCHAR", "Dagster run id"),
+        Column("asset", "VARCHAR", "the asset the run materialized", nullable=False),
+        Column("window_start", "TIMESTAMP", "start of the collected window, UTC", nullable=False),
+        Column(
+            "window_end", "TIMESTAMP", "end of the collected window (excluded), UTC", nullable=False
+        ),
+        Column(
+            "finished_at", "TIMESTAMP", "when the run recorded its figures, UTC", nullable=False
+        ),
+        Column("instances", "INTEGER", "instances targeted (a count)"),
+        Column("rows_written", "BIGINT", "rds_metrics rows written (a count)"),
+        Column("rows_replaced", "BIGINT", "rds_metrics rows the write replaced (a count)"),
+        Column("datapoints", "BIGINT", "statistic values stored (a count)"),
+        Column("settled_hours", "INTEGER", "hours of the window fetched settled (a count)"),
+        Column("cloudwatch_requests", "INTEGER", "GetMetricData calls made (a count)"),
+        Column("minimum_requests", "INTEGER", "fewest calls any plan could have made (a count)"),
+        Column("metrics_requested", "BIGINT", "metrics requested, what CloudWatch bills (a count)"),
+        Column("estimated_cost_usd", "DOUBLE", "GetMetricData cost of the run, in USD"),
+        Column("throttled_calls", "INTEGER", "calls CloudWatch throttled (a count)"),
+        Column("retried_calls", "INTEGER", "calls retried (a count)"),
+        Column("fetch_seconds", "DOUBLE", "time neither waiting for the lock nor writing, in s"),
+        Column("lock_wait_seconds", "DOUBLE", "time waiting for the writers' lock, in s"),
+        Column("write_seconds", "DOUBLE", "time writing to the warehouse, in s"),
+        Column("cpu_seconds", "DOUBLE", "CPU time of the run's process, in s"),
+        Column("peak_memory_mib", "DOUBLE", "peak resident memory of the run's process, in MiB"),
+        Column("skipped_datapoints", "BIGINT", "datapoints received but not stored (a count)"),
+    ),
+    primary_key=("run_id",),
+    time_column="finished_at",
+    derived=True,
+)
+
+# Each collection run's figures per account and region.
+RUN_PARTS = Table(
+    "pipeline_run_parts",
+    (
+        Column("run_id", "VARCHAR", "Dagster run id (pipeline_runs.run_id)", nullable=False),
+        ACCOUNT,
+        REGION,
+        Column("status", "VARCHAR", "collected, partial or failed", nullable=False),
+        Column("instances", "INTEGER", "instances targeted (a count)", nullable=False),
+        Column(
+            "instances_written",
+            "INTEGER",
+            "instances whose every hour was written (a count)",
+            nullable=False,
+        ),
+        Column("rows_written", "BIGINT", "rds_metrics rows written (a count)", nullable=False),
+        Column("datapoints", "BIGINT", "statistic values stored (a count)", nullable=False),
+        Column(
+            "cloudwatch_requests", "INTEGER", "GetMetricData calls made (a count)", nullable=False
+        ),
+        Column(
+            "throttled_calls", "INTEGER", "calls CloudWatch throttled (a count)", nullable=False
+        ),
+        Column("error", "VARCHAR", "why the account and region failed, if it did"),
+    ),
+    primary_key=("run_id", ACCOUNT.name, REGION.name),
+    derived=True,
+)
+
+
+def _rollup(name: str, bucket: str) -> Table:
+    per = f"over the {bucket}'s period averages, in the metric's unit"
+    return Table(
+        name,
+        (
+            Column(bucket, "TIMESTAMP", f"start of the {bucket}, UTC", nullable=False),
+            *INSTANCE,
+            METRIC,
+            UNIT,
+            Column("average", "DOUBLE", f"mean of the {bucket}'s period averages, metric's unit"),
+            Column("minimum", "DOUBLE", f"lowest period minimum of the {bucket}, metric's unit"),
+            Column("maximum", "DOUBLE", f"highest period maximum of the {bucket}, metric's unit"),
+            Column("p50", "DOUBLE", f"median {per}"),
+            Column("p95", "DOUBLE", f"95th percentile {per}"),
+            Column("p99", "DOUBLE", f"99th percentile {per}"),
+            Column("sample_count", "DOUBLE", f"CloudWatch samples in the {bucket} (a count)"),
+            Column(
+                "periods", "INTEGER", f"periods present in the {bucket} (a count)", nullable=False
+            ),
+            Column(
+                "completeness",
+                "DOUBLE",
+                "periods present over periods expected (0 to 1)",
+                nullable=False,
+            ),
+            Column("computed_at", "TIMESTAMP", "when the rollup was computed, UTC", nullable=False),
+        ),
+        primary_key=(*INSTANCE_KEY, "metric", bucket),
+        time_column=bucket,
+        lake_files_per_day=True,
+        derived=True,
+    )
+
+
+# Per hour, and per UTC day, instance and metric: computed from rds_metrics.
+HOURLY = _rollup("rds_metrics_hourly", "hour")
+DAILY = _rollup("rds_metrics_daily", "day")
+
+# The latest rightsizing report: one row per serving instance, its verdict and evidence.
+RIGHTSIZING = Table(
+    "rds_rightsizing",
+    (
+        Column("report_time", "TIMESTAMP", "when the report was made, UTC", nullable=False),
+        Column("window_start", "TIMESTAMP", "start of the window judged, UTC", nullable=False),
+        Column("window_end", "TIMESTAMP", "end of the window judged, UTC", nullable=False),
+        *INSTANCE,
+        Column("instance_class", "VARCHAR", "DB instance class, e.g. db.r6g.large"),
+        Column("engine", "VARCHAR", "database engine, e.g. postgres"),
+        Column(
+            "verdict",
+            "VARCHAR",
+            "over-provisioned, under-provisioned, ok or insufficient data",
+            nullable=False,
+        ),
+        Column(
+            "storage_at_risk",
+            "BOOLEAN",
+            "storage fills within the horizon at its trend",
+            nullable=False,
+        ),
+        Column(
+            "reasons", "VARCHAR", "the evidence behind the verdict, '; '-separated", nullable=False
+        ),
+        Column(
+            "periods", "INTEGER", "periods of the window with CPU data (a count)", nullable=False
+        ),
+        Column(
+            "coverage", "DOUBLE", "periods present over periods expected (0 to 1)", nullable=False
+        ),
+        Column(
+            "cpu_p95", "DOUBLE", "95th percentile of CPUUtilization's period averages, in percent"
+        ),
+        Column("connections_p95", "DOUBLE", "95th percentile of DatabaseConnections (a count)"),
+        Column("freeable_memory_min_mib", "DOUBLE", "lowest FreeableMemory, in MiB"),
+        Column("swap_max_mib", "DOUBLE", "highest SwapUsage, in MiB"),
+        Column("disk_queue_p95", "DOUBLE", "95th percentile of DiskQueueDepth (a count)"),
+        Column("free_storage_gib", "DOUBLE", "FreeStorageSpace of the newest period, in GiB"),
+        Column(
+            "storage_trend_gib_per_day",
+            "DOUBLE",
+            "least-squares trend of FreeStorageSpace, in GiB per day",
+        ),
+        Column("storage_days_left", "DOUBLE", "days until storage is full at the trend"),
+    ),
+    primary_key=INSTANCE_KEY,
+    derived=True,
+)
+
+# The schema version of the warehouse (warehouse/migrations.py): not data, never copied.
+VERSIONS = Table(
+    "schema_version",
+    (
+        # Nullable as declared: the primary key makes it NOT NULL in a DuckDB file.
+        Column("version", "INTEGER", "schema version reached"),
+        Column("migrated_at", "TIMESTAMP", "when it was reached, UTC", nullable=False),
+    ),
+    primary_key=("version",),
+)
+
+# The data tables, in the order they are created and copied.
+TABLES: dict[str, Table] = {
+    table.name: table
+    for table in (INSTANCES, METRICS, FETCHES, RUNS, RUN_PARTS, HOURLY, DAILY, RIGHTSIZING)
+}
+DERIVED_TABLES = frozenset(name for name, table in TABLES.items() if table.derived)
+# Every table that holds time series, with its time column: what retention trims.
+TIME_COLUMNS: dict[str, str] = {
+    name: table.time_column for name, table in TABLES.items() if table.time_column
+}
