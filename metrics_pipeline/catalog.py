@@ -11,6 +11,19 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class Namespace:
+    """Where a catalogue's metrics live in CloudWatch, and the dimension that names their subject
+    (an Aurora cluster source would be `AWS/RDS` by `DBClusterIdentifier`, with its own
+    catalogue)."""
+
+    name: str
+    dimension: str
+
+
+RDS_INSTANCE_NAMESPACE = Namespace("AWS/RDS", "DBInstanceIdentifier")
+
+
+@dataclass(frozen=True)
 class Metric:
     name: str
     unit: str
@@ -18,6 +31,7 @@ class Metric:
     health: bool = False  # one of the main metrics of the health summary
 
 
+# The metrics of RDS_INSTANCE_NAMESPACE.
 CATALOG: tuple[Metric, ...] = (
     Metric("CPUUtilization", "Percent", wide_column="cpu_utilization", health=True),
     Metric("DatabaseConnections", "Count", wide_column="database_connections", health=True),

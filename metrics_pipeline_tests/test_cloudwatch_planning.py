@@ -8,6 +8,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from urllib3 import HTTPResponse
 
+from metrics_pipeline.catalog import Namespace
 from metrics_pipeline.collection.bounds import (
     Deadline,
     DeadlineExceeded,
@@ -240,3 +241,23 @@ def test_a_deadline_names_its_setting() -> None:
     assert str(raised.value) == (
         "no complete answer within METRICS_CHUNK_TIMEOUT_SECONDS=30 s (a page received)"
     )
+
+
+def test_a_query_names_the_namespace_and_dimension_of_its_catalogue() -> None:
+    [instance_query] = build_queries([A], ["CPUUtilization"], ["Average"])
+    assert instance_query.to_api(300)["MetricStat"]["Metric"] == {
+        "Namespace": "AWS/RDS",
+        "MetricName": "CPUUtilization",
+        "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": A.instance_id}],
+    }
+    clusters = Namespace("AWS/RDS", "DBClusterIdentifier")
+    [cluster_query] = build_queries([A], ["VolumeBytesUsed"], ["Maximum"], clusters)
+    assert cluster_query.to_api(60)["MetricStat"] == {
+        "Metric": {
+            "Namespace": "AWS/RDS",
+            "MetricName": "VolumeBytesUsed",
+            "Dimensions": [{"Name": "DBClusterIdentifier", "Value": A.instance_id}],
+        },
+        "Period": 60,
+        "Stat": "Maximum",
+    }

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from metrics_pipeline.catalog import RDS_INSTANCE_NAMESPACE, Namespace
 from metrics_pipeline.collection.bounds import (
     EndlessAnswer,
     MalformedAnswer,
@@ -27,8 +28,6 @@ from metrics_pipeline.collection.bounds import (
 from metrics_pipeline.collection.budget import DatapointBudget
 from metrics_pipeline.warehouse.instances import Instance
 
-NAMESPACE = "AWS/RDS"
-INSTANCE_DIMENSION = "DBInstanceIdentifier"
 # GetMetricData's documented limits.
 MAX_QUERIES_PER_REQUEST = 500
 MAX_DATAPOINTS_PER_RESPONSE = 100_800
@@ -66,16 +65,17 @@ class MetricQuery:
     instance: Instance
     metric: str
     statistic: str
+    namespace: Namespace = RDS_INSTANCE_NAMESPACE
 
     def to_api(self, period_seconds: int) -> dict[str, Any]:
         return {
             "Id": self.query_id,
             "MetricStat": {
                 "Metric": {
-                    "Namespace": NAMESPACE,
+                    "Namespace": self.namespace.name,
                     "MetricName": self.metric,
                     "Dimensions": [
-                        {"Name": INSTANCE_DIMENSION, "Value": self.instance.instance_id}
+                        {"Name": self.namespace.dimension, "Value": self.instance.instance_id}
                     ],
                 },
                 "Period": period_seconds,
@@ -155,12 +155,15 @@ def align_window(start: datetime, end: datetime, period_seconds: int) -> tuple[d
 
 
 def build_queries(
-    instances: Sequence[Instance], metrics: Sequence[str], statistics: Sequence[str]
+    instances: Sequence[Instance],
+    metrics: Sequence[str],
+    statistics: Sequence[str],
+    namespace: Namespace = RDS_INSTANCE_NAMESPACE,
 ) -> list[MetricQuery]:
     """One query per instance, metric and statistic; ids are unique across the whole run."""
     combos = ((i, m, s) for i in instances for m in metrics for s in statistics)
     return [
-        MetricQuery(f"q{n}", instance, metric, statistic)
+        MetricQuery(f"q{n}", instance, metric, statistic, namespace)
         for n, (instance, metric, statistic) in enumerate(combos)
     ]
 
