@@ -19,6 +19,7 @@ from dagster import DagsterInstance, DagsterRun
 from dagster import DagsterRunStatus as Status
 
 from metrics_pipeline.analysts import query
+from metrics_pipeline.dagster_runs import HEALING_RUN_TAGS
 from metrics_pipeline.maintenance.backups import list_backups
 from metrics_pipeline.settings import StorageSettings
 from metrics_pipeline.warehouse.lake import Lake
@@ -263,8 +264,14 @@ def test_health_on_a_terminal_says_how_far_the_history_is_then_fits_100_columns(
     home.mkdir()
     shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
     with DagsterInstance.from_config(str(home)) as instance:
+        # With the tags the daemon gives a run of a healing job.
         instance.add_run(
-            DagsterRun(job_name="healing_job", run_id=str(uuid.uuid4()), status=Status.STARTED)
+            DagsterRun(
+                job_name="healing_job",
+                run_id=str(uuid.uuid4()),
+                status=Status.STARTED,
+                tags=HEALING_RUN_TAGS,
+            )
         )
 
     health = cli(warehouse, "health", "--start", START, "--end", END, DAGSTER_HOME=str(home))
