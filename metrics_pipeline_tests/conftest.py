@@ -420,4 +420,5 @@ sys.addaudithook(process_watch.audit)
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    selected_storage_kinds(config)  # a wrong --storage stops the run before collection
     config.pluginmanager.register(process_watch, "process_watch")
