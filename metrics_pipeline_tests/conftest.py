@@ -1,16 +1,21 @@
-"""Shared fixtures: moto for AWS (with GetMetricData's real limits), a real DuckDB file, and
-for the scale-out tests a real PostgreSQL and a moto S3 server, both on loopback."""
+"""Shared fixtures: moto for AWS (with GetMetricData's real limits), the warehouse on every
+storage kind (a real DuckDB file; a DuckLake on a real PostgreSQL and a moto S3 server, both on
+loopback), and the check that a test starting a process is marked `e2e`."""
 
+import contextlib
 import itertools
 import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
+import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -52,9 +57,90 @@ def moto_aws() -> Iterator[None]:
         yield
 
 
+# The warehouse's storage kinds: every test that uses the `warehouse` fixture (itself or through
+# another fixture) runs once on each, its id ending in the kind's name. A new kind is one entry
+# here and one branch in `warehouse` below.
+STORAGE_KINDS = ("duckdb", "lake")
+# The kinds that need the scale-out servers (PostgreSQL, S3): their runs are marked `scale_out`.
+SCALE_OUT_KINDS = frozenset({"lake"})
+
+
+def selected_storage_kinds(config: pytest.Config) -> list[str]:
+    option = str(config.getoption("--storage"))
+    if option == "all":
+        return list(STORAGE_KINDS)
+    kinds = [kind.strip() for kind in option.split(",")]
+    unknown = [kind for kind in kinds if kind not in STORAGE_KINDS]
+    if unknown or not kinds:
+        raise pytest.UsageError(
+            f"--storage: unknown storage kind {', '.join(unknown)!r}; "
+            f"choose among {', '.join(STORAGE_KINDS)}, or all"
+        )
+    return kinds
+
+
+def storage_kinds_of(definition: Any, nodeid: str) -> list[str]:
+    """The kinds a test may run on: all, unless its `storage_kinds` marker (which must say why
+    in `reason=`) names fewer."""
+    marker = definition.get_closest_marker("storage_kinds")
+    if marker is None:
+        return list(STORAGE_KINDS)
+    reason = marker.kwargs.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise pytest.UsageError(
+            f"{nodeid}: @pytest.mark.storage_kinds needs reason='why the test cannot run on "
+            f"the other kinds'"
+        )
+    unknown = [kind for kind in marker.args if kind not in STORAGE_KINDS]
+    if unknown or not marker.args:
+        raise pytest.UsageError(
+            f"{nodeid}: @pytest.mark.storage_kinds: unknown storage kind {unknown!r}; "
+            f"choose among {', '.join(STORAGE_KINDS)}"
+        )
+    return list(marker.args)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each test of the warehouse once per storage kind (those of --storage it may run on)."""
+    if "storage_kind" not in metafunc.fixturenames:
+        return
+    allowed = storage_kinds_of(metafunc.definition, metafunc.definition.nodeid)
+    selected = selected_storage_kinds(metafunc.config)
+    metafunc.parametrize(
+        "storage_kind",
+        [
+            pytest.param(
+                kind,
+                id=kind,
+                marks=[pytest.mark.scale_out] if kind in SCALE_OUT_KINDS else [],
+            )
+            for kind in allowed
+            if kind in selected
+        ],
+        indirect=True,
+    )
+
+
 @pytest.fixture
-def warehouse(tmp_path: Path) -> WarehouseResource:
-    return WarehouseResource(database=str(tmp_path / "warehouse" / "metrics.duckdb"))
+def storage_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def warehouse(
+    storage_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> WarehouseResource:
+    """The warehouse on `storage_kind`; its backups go where the DuckDB file would be. The
+    lake's servers start only for the first test that needs them."""
+    database = str(tmp_path / "warehouse" / "metrics.duckdb")
+    if storage_kind == "duckdb":
+        return WarehouseResource(database=database)
+    if storage_kind == "lake":
+        lake: Lake = request.getfixturevalue("lake")
+        return WarehouseResource(
+            database=database, lake_catalog=lake.catalog, lake_data_path=lake.data_path
+        )
+    raise AssertionError(f"no warehouse for the storage kind {storage_kind!r}")
 
 
 @pytest.fixture
@@ -214,11 +300,125 @@ def lake_reader_env(
     }
 
 
-@pytest.fixture
-def lake_warehouse(lake: Lake, tmp_path: Path) -> WarehouseResource:
-    """The warehouse on `lake`; its backups go next to where the DuckDB file would be."""
-    return WarehouseResource(
-        database=str(tmp_path / "warehouse" / "metrics.duckdb"),
-        lake_catalog=lake.catalog,
-        lake_data_path=lake.data_path,
+class ProcessWatch:
+    """Fails a test not marked `e2e` that starts a process: the marker tells which tests are
+    slow and need more than this Python (`-m "not e2e"` leaves them out), so it has to be true.
+
+    An audit hook (`sys.addaudithook`, which cannot be removed: it is installed once and looks
+    only while a test is watched) sees every process start in this interpreter, whichever
+    thread makes it: `subprocess.Popen`, `os.posix_spawn`, `os.exec*`, `os.spawn*`,
+    `os.system`, `os.fork`. It counts those the test's own code starts (the first caller
+    outside the standard library is in metrics_pipeline_tests/ or benchmarks/: the command
+    line, `dagster`, a child to kill, a lock holder), not those the code under test starts as
+    part of its work (the DuckDB file's snapshot copy, pgserver's `psql`). A test is watched
+    during its call and the set-up of its function-scoped fixtures. The set-up of session-,
+    module- and class-scoped fixtures is not watched: the PostgreSQL and the S3 server a
+    storage kind needs are shared infrastructure, started once for the whole session by
+    whichever test first needs them, not by that test.
+    """
+
+    EVENTS = frozenset(
+        {"subprocess.Popen", "os.posix_spawn", "os.exec", "os.spawn", "os.system", "os.fork"}
     )
+
+    def __init__(self) -> None:
+        self.watching = False
+        self.started: list[str] = []
+        self.lock = threading.Lock()
+
+    def audit(self, event: str, args: tuple[Any, ...]) -> None:
+        if self.watching and event in self.EVENTS and _started_by_tests(sys._getframe(1)):
+            with self.lock:
+                self.started.append(f"{event} {_command(event, args)}")
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        watching, self.watching = self.watching, False
+        try:
+            yield
+        finally:
+            self.watching = watching
+
+    def verdict(self, item: pytest.Item) -> str | None:
+        """Why the test fails, if it started a process unmarked; None otherwise."""
+        started, self.started = self.started, []
+        if not started or item.get_closest_marker("e2e") is not None:
+            return None
+        return (
+            f"{item.nodeid} started a process but is not marked e2e (mark it "
+            f"@pytest.mark.e2e): {started[0]}"
+            + (f" and {len(started) - 1} more" if len(started) > 1 else "")
+        )
+
+    # The hooks, in a plugin registered for the whole session: a conftest's own hooks are not
+    # called for the set-up of the session's fixtures, which belong to no folder.
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef[Any]) -> Iterator[Any]:
+        watching = self.watching
+        if fixturedef.scope != "function":
+            self.watching = False
+        try:
+            return (yield)
+        finally:
+            self.watching = watching
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Iterator[None]:
+        self.started = []
+        self.watching = True
+        try:
+            return (yield)
+        finally:
+            self.watching = False
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Iterator[None]:
+        self.watching = True
+        try:
+            result = yield
+        finally:
+            self.watching = False
+        verdict = self.verdict(item)
+        if verdict is not None:
+            pytest.fail(verdict, pytrace=False)
+        return result
+
+
+_STANDARD_LIBRARY = Path(sysconfig.get_paths()["stdlib"]).resolve()
+_TEST_CODE = (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "benchmarks")
+
+
+def _started_by_tests(frame: FrameType | None) -> bool:
+    """Whether the first caller outside the standard library is the tests' own code."""
+    while frame is not None:
+        file = Path(frame.f_code.co_filename)
+        if file.is_absolute() and not file.is_relative_to(_STANDARD_LIBRARY):
+            return any(file.is_relative_to(folder) for folder in _TEST_CODE)
+        frame = frame.f_back
+    return False
+
+
+def _command(event: str, args: tuple[Any, ...]) -> str:
+    """The command of a process-start audit event, shortened for a one-line message."""
+    if event == "subprocess.Popen":
+        command = args[1]
+    elif event in ("os.posix_spawn", "os.exec", "os.spawn"):
+        command = args[1] if event != "os.spawn" else args[2]
+    elif event == "os.system":
+        command = args[0]
+    else:
+        return "(fork)"
+    if isinstance(command, (bytes, str, os.PathLike)):
+        text = os.fsdecode(command)
+    else:
+        text = " ".join(os.fsdecode(part) for part in command)
+    return text[:200]
+
+
+process_watch = ProcessWatch()
+sys.addaudithook(process_watch.audit)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    selected_storage_kinds(config)  # a wrong --storage stops the run before collection
+    config.pluginmanager.register(process_watch, "process_watch")

@@ -29,6 +29,10 @@ from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import generate_metrics, hold_write_lock, peak_rss_mib
 from metrics_pipeline_tests.known_data import periods, seed
 
+pytestmark = pytest.mark.storage_kinds(
+    "duckdb", reason="the DuckDB file's backups, copies of its snapshot file"
+)
+
 TABLES = ("rds_instances", "rds_metrics")
 NOW = datetime(2026, 11, 26, 0, 40)
 CLI = str(Path(sys.executable).with_name("metrics-pipeline"))
@@ -39,6 +43,7 @@ def contents(database: str) -> dict[str, pd.DataFrame]:
         return {table: conn.execute(f"SELECT * FROM {table} ORDER BY ALL").df() for table in TABLES}
 
 
+@pytest.mark.e2e
 def test_backup_while_writing_then_restore_round_trip(warehouse: WarehouseResource) -> None:
     seed(warehouse)
     original = contents(warehouse.database)
@@ -290,6 +295,7 @@ def test_two_backups_in_the_same_second_get_two_names(warehouse: WarehouseResour
     assert str(second.path / "rds_metrics.parquet") in (second.path / "load.sql").read_text()
 
 
+@pytest.mark.e2e
 def test_a_million_rows_restore_within_the_memory_limit(
     warehouse: WarehouseResource,
 ) -> None:
@@ -365,6 +371,7 @@ def test_a_consistent_backup_without_a_nullable_column_is_refused(
     )
 
 
+@pytest.mark.e2e
 def test_a_restore_that_fails_on_the_way_says_so_in_one_line_and_exits_1(
     warehouse: WarehouseResource,
 ) -> None:
@@ -423,6 +430,7 @@ def modes(folder: Path) -> dict[str, int]:
     }
 
 
+@pytest.mark.e2e
 def test_a_killed_backup_create_leaves_nothing_after_the_next_one(
     warehouse: WarehouseResource,
 ) -> None:

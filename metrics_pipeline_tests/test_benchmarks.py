@@ -5,10 +5,12 @@ behaviour is checked (requests against their floor, the memory bound), never a t
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from benchmarks.suite import SIZES, TARGET_PEAK_RSS_MIB, markdown, run_suite, table
 
 
+@pytest.mark.e2e
 def test_the_ci_size_runs_and_meets_the_request_and_memory_bounds(tmp_path: Path) -> None:
     results = run_suite("ci", tmp_path, log=lambda _: None)
 

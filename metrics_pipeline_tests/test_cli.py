@@ -58,6 +58,7 @@ def cli(
     return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.e2e
 def test_every_command_has_help(warehouse: WarehouseResource) -> None:
     for command in ([], ["extract"], ["health"], ["query"], ["backup"], ["backup", "restore"]):
         shown = cli(warehouse, *command, "--help")
@@ -65,6 +66,7 @@ def test_every_command_has_help(warehouse: WarehouseResource) -> None:
         assert shown.stdout.startswith(f"usage: metrics-pipeline {' '.join(command)}".rstrip())
 
 
+@pytest.mark.e2e
 def test_extract_to_each_format_reads_back_what_was_stored(
     warehouse: WarehouseResource, stored: list[Period], tmp_path: Path
 ) -> None:
@@ -107,6 +109,7 @@ def test_extract_to_each_format_reads_back_what_was_stored(
     assert "orders-db" in table.stdout and "users-db" in table.stdout
 
 
+@pytest.mark.e2e
 def test_health_and_query_answer_on_the_terminal(
     warehouse: WarehouseResource, stored: list[Period]
 ) -> None:
@@ -133,6 +136,7 @@ def test_health_and_query_answer_on_the_terminal(
     ]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -158,6 +162,7 @@ def test_bad_input_is_one_clear_line_and_a_non_zero_exit(
     assert done.stderr.strip().splitlines()[-1].startswith("metrics-pipeline")
 
 
+@pytest.mark.e2e
 def test_backup_create_list_restore_from_the_command_line(
     warehouse: WarehouseResource, stored: list[Period]
 ) -> None:
@@ -181,6 +186,7 @@ def test_backup_create_list_restore_from_the_command_line(
     assert counted.stdout.splitlines() == ["n", str(len(stored))]
 
 
+@pytest.mark.e2e
 def test_a_damaged_snapshot_is_one_line_and_exit_code_one(tmp_path: Path) -> None:
     warehouse = WarehouseResource(database=str(tmp_path / "metrics.duckdb"))
     warehouse.snapshot_path.write_text("not a database")
@@ -203,11 +209,13 @@ def test_a_damaged_snapshot_is_one_line_and_exit_code_one(tmp_path: Path) -> Non
     ]
 
 
+@pytest.mark.e2e
 def test_help_names_the_warehouse_it_would_read(warehouse: WarehouseResource) -> None:
     shown = cli(warehouse, "instances", "--help")
     assert f"(default: METRICS_DUCKDB_PATH, here {warehouse.database})" in shown.stdout
 
 
+@pytest.mark.e2e
 def test_every_read_says_which_warehouse_it_read(
     warehouse: WarehouseResource, stored: list[Period], tmp_path: Path
 ) -> None:
@@ -238,6 +246,12 @@ def test_every_read_says_which_warehouse_it_read(
     ]
 
 
+@pytest.mark.e2e
+@pytest.mark.storage_kinds(
+    "duckdb",
+    reason="holds the DuckDB file's write lock; a lake's writers wait on its catalog "
+    "(test_lake.py)",
+)
 def test_a_restore_is_refused_while_a_writer_holds_the_warehouse(
     warehouse: WarehouseResource, stored: list[Period]
 ) -> None:
@@ -257,6 +271,7 @@ def test_a_restore_is_refused_while_a_writer_holds_the_warehouse(
     )
 
 
+@pytest.mark.e2e
 def test_health_on_a_terminal_says_how_far_the_history_is_then_fits_100_columns(
     warehouse: WarehouseResource, stored: list[Period], tmp_path: Path
 ) -> None:
@@ -313,6 +328,7 @@ def test_health_on_a_terminal_says_how_far_the_history_is_then_fits_100_columns(
     assert read.startswith("metrics-pipeline: read the ")
 
 
+@pytest.mark.e2e
 def test_a_restore_is_refused_while_dagster_shows_runs_in_progress(
     warehouse: WarehouseResource, stored: list[Period], tmp_path: Path
 ) -> None:
@@ -343,6 +359,7 @@ def test_a_restore_is_refused_while_dagster_shows_runs_in_progress(
         assert conn.execute("SELECT count(*) FROM rds_metrics").fetchone() == (len(stored),)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
@@ -369,6 +386,10 @@ def test_a_setting_that_cannot_work_is_refused_at_the_start_naming_it(
         assert done.stdout == ""
 
 
+@pytest.mark.e2e
+@pytest.mark.storage_kinds(
+    "duckdb", reason="the DuckDB file and its snapshot as output targets; a lake has neither"
+)
 def test_output_never_replaces_the_warehouse_its_snapshot_its_backups_or_a_database(
     warehouse: WarehouseResource, stored: list[Period], tmp_path: Path
 ) -> None:
@@ -397,6 +418,7 @@ def test_output_never_replaces_the_warehouse_its_snapshot_its_backups_or_a_datab
     assert counted.stdout.splitlines() == ["n", str(len(stored))]
 
 
+@pytest.mark.e2e
 def test_output_replaces_an_existing_file_only_with_force_and_never_through_a_link(
     warehouse: WarehouseResource, stored: list[Period], tmp_path: Path
 ) -> None:
@@ -432,6 +454,7 @@ def test_output_replaces_an_existing_file_only_with_force_and_never_through_a_li
     assert (elsewhere / "target.csv").read_text() == "not yours\n"
 
 
+@pytest.mark.e2e
 def test_output_goes_into_an_existing_folder_owner_only(
     warehouse: WarehouseResource, stored: list[Period], tmp_path: Path
 ) -> None:
@@ -460,6 +483,7 @@ def test_output_goes_into_an_existing_folder_owner_only(
         os.umask(usual)
 
 
+@pytest.mark.e2e
 def test_a_query_stopped_midway_leaves_no_file(
     warehouse: WarehouseResource, stored: list[Period], tmp_path: Path
 ) -> None:
@@ -478,6 +502,7 @@ def test_a_query_stopped_midway_leaves_no_file(
     assert list(folder.iterdir()) == []
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "sql",
     [
@@ -515,6 +540,12 @@ def run_measured(warehouse: WarehouseResource, *args: str, **env: str) -> tuple[
     return process.returncode, stderr, usage.ru_maxrss * 1024
 
 
+@pytest.mark.storage_kinds(
+    "duckdb",
+    reason="measures the command's process memory bound, which does not depend on the "
+    "storage kind; one kind is enough for a measurement this heavy",
+)
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "sql",
     [
@@ -549,6 +580,10 @@ def holds_open(pid: int, path: Path) -> bool:
     return False
 
 
+@pytest.mark.e2e
+@pytest.mark.storage_kinds(
+    "duckdb", reason="waits until the command holds the DuckDB file's snapshot open"
+)
 def test_ctrl_c_stops_a_long_query_with_one_line_and_exit_code_130(
     warehouse: WarehouseResource, stored: list[Period]
 ) -> None:

@@ -16,6 +16,10 @@ from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import STORAGE_COMPATIBILITY_VERSION
 from metrics_pipeline_tests.known_data import periods, seed
 
+pytestmark = pytest.mark.storage_kinds(
+    "duckdb", reason="the DuckDB file's storage format, as older clients read it"
+)
+
 OLDEST_DOCUMENTED_CLIENT = "v1.4.4"
 
 
@@ -31,6 +35,7 @@ def old_cli(tmp_path: Path) -> Path:
     return binary
 
 
+@pytest.mark.e2e
 def test_the_oldest_documented_client_reads_the_snapshot(
     old_cli: Path, warehouse: WarehouseResource
 ) -> None:

@@ -96,10 +96,29 @@ def test_schedules_sensor_and_jobs_are_loaded(defs: Definitions) -> None:
     # Everything that runs on its own is on from the start, without a click in the UI.
     automation = [*defs.schedules, *defs.sensors]
     assert all(a.default_status.value == "RUNNING" for a in automation)
+    # What each job runs: the collection jobs their assets (with their checks), the
+    # maintenance jobs their one op; and what the schedules and the gap sensor start.
+    runs = {}
     for job in ("fresh_collection_job", "healing_job", "retention_job", "backup_job"):
-        assert defs.resolve_job_def(job).name == job
+        definition = defs.resolve_job_def(job)
+        assets = sorted(key.to_user_string() for key in definition.asset_layer.selected_asset_keys)
+        runs[job] = assets or sorted(node.name for node in definition.graph.node_defs)
+    assert runs == {
+        "fresh_collection_job": ["rds_instances", "rds_metrics"],
+        "healing_job": ["rds_metrics"],
+        "retention_job": ["drop_expired_rows"],
+        "backup_job": ["back_up_warehouse"],
+    }
+    assert {s.name: s.job_name for s in defs.schedules} == {
+        "fresh_collection_schedule": "fresh_collection_job",
+        "retention_schedule": "retention_job",
+        "backup_schedule": "backup_job",
+    }
+    [healing] = [s for s in defs.sensors if s.name == "gap_healing_sensor"]
+    assert sorted(job.name for job in healing.jobs) == ["fresh_collection_job", "healing_job"]
 
 
+@pytest.mark.e2e
 def test_loading_the_definitions_warns_of_no_beta_feature_the_project_chose() -> None:
     """Each run and sensor tick loads the definitions: a warning there floods the logs."""
     load = (
@@ -216,6 +235,7 @@ def test_table_assets_show_the_columns_of_the_real_tables(
     assert shown == {table: real[table] for table in shown}
 
 
+@pytest.mark.e2e
 def test_the_command_line_does_not_load_dagster() -> None:
     """Analysts' commands start in a fraction of Dagster's import time."""
     probe = "import sys, metrics_pipeline.analysts.cli; print('dagster' in sys.modules)"
@@ -240,6 +260,7 @@ def environment_with(**settings: str) -> dict[str, str]:
     return {**kept, **settings}
 
 
+@pytest.mark.e2e
 def test_importing_any_module_reads_no_setting() -> None:
     """Every setting set to a value it refuses, and no AWS region anywhere: every module still
     imports; only loading the definitions reads (and refuses) them."""
@@ -280,6 +301,7 @@ def without_python_warnings(output: str) -> list[str]:
     return [line for n, line in enumerate(lines) if n not in warnings and line.strip()]
 
 
+@pytest.mark.e2e
 def test_a_bad_setting_is_the_first_line_the_dagster_command_prints(tmp_path: Path) -> None:
     shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     env = environment_with(

@@ -28,9 +28,10 @@ DEPLOY = PROJECT_ROOT / "deploy"
 pytestmark = pytest.mark.scale_out
 
 
+@pytest.mark.storage_kinds("lake", reason="the scale-out deployment's warehouse is a lake")
 def test_the_scale_out_instance_keeps_runs_and_events_in_postgresql(
     postgres: LocalPostgres,
-    lake_warehouse: WarehouseResource,
+    warehouse: WarehouseResource,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -39,14 +40,14 @@ def test_the_scale_out_instance_keeps_runs_and_events_in_postgresql(
         "DAGSTER_PG_URL", postgres.url(database).replace("postgresql:", "postgresql+psycopg2:")
     )
     shutil.copy(DEPLOY / "dagster.yaml", tmp_path / "dagster.yaml")
-    lake_warehouse.prepare()
+    warehouse.prepare()
 
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         assert isinstance(instance.run_storage, PostgresRunStorage)
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
         result = backup_job.execute_in_process(
-            instance=instance, resources={"warehouse": lake_warehouse}
+            instance=instance, resources={"warehouse": warehouse}
         )
         assert result.success
         assert instance.get_run_by_id(result.run_id).status == DagsterRunStatus.SUCCESS

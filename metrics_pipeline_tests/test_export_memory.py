@@ -75,6 +75,7 @@ def peak_mib(warehouse: WarehouseResource, *args: str) -> float:
     return int(kilobytes) / 1024
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "args",
     [

@@ -75,6 +75,12 @@ from metrics_pipeline_tests.moto_fleet import (
     put_metrics,
 )
 
+pytestmark = pytest.mark.storage_kinds(
+    "duckdb",
+    reason="reads the DuckDB file directly and kills or locks its writer; the lake's own "
+    "crash and lock tests are in test_lake.py",
+)
+
 HOUR = TWO_DAYS_AGO
 SETTLE = timedelta(minutes=15)  # the default METRICS_SETTLE_MINUTES, which the sensor uses
 
@@ -351,6 +357,7 @@ CONFIG_ERRORS = [
             get_metric_data_calls=0,  # the run checks the warehouse before it asks AWS
         ),
         id="lock-timeout",
+        marks=pytest.mark.e2e,  # a process holds the lock
     ),
 ]
 
@@ -721,6 +728,7 @@ def simulated_averages(
     return {(i, m, ts): v for (i, m, ts, column), v in every.items() if column == "average"}
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not Path("/proc/locks").exists(), reason="reads the kernel's lock table")
 def test_sigkill_in_the_middle_of_the_write_leaves_old_rows_or_new(tmp_path: Path) -> None:
     database = tmp_path / "warehouse" / "metrics.duckdb"

@@ -1,10 +1,7 @@
-"""The warehouse on a DuckLake: a PostgreSQL catalog and Parquet files on a moto S3 server,
-both on loopback.
-
-First the DuckDB file's own behaviour tests, imported from their modules and run again here
-with the `warehouse` fixture a lake: collection, discovery, rollups, retention, the gap
-sensor, health and the analysts' queries work on both. Then what only a lake has: writers on
-several processes, conflict retry, readers during writes, its maintenance and sandbox.
+"""What only the warehouse on a DuckLake (a PostgreSQL catalog and Parquet files on a moto S3
+server, both on loopback) has: writers on several processes, conflict retry, readers during
+writes, its maintenance and sandbox, the move from a DuckDB file. The behaviour both kinds share
+is tested in each domain's module, on every storage kind (conftest.py's STORAGE_KINDS).
 """
 
 import json
@@ -49,100 +46,13 @@ from metrics_pipeline_tests.helpers import (
 )
 from metrics_pipeline_tests.known_data import seed
 from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO, create_instance, put_metrics
-from metrics_pipeline_tests.test_cli import (
-    CLI,
-    test_backup_create_list_restore_from_the_command_line,
-    test_extract_to_each_format_reads_back_what_was_stored,
-)
-from metrics_pipeline_tests.test_health import test_summary_reports_cost_failures_and_freshness
-from metrics_pipeline_tests.test_query import (
-    storage,
-    stored,
-    test_extract_returns_exactly_what_was_stored,
-    test_health_summary_matches_a_hand_computation,
-    test_sql_reads_but_never_writes,
-)
-from metrics_pipeline_tests.test_rds_instances import (
-    test_discovers_both_regions_with_their_details,
-    test_first_seen_is_kept_and_deleted_instances_stay,
-)
-from metrics_pipeline_tests.test_rds_metrics import (
-    HOUR,
-    collect,
-    small_collection,
-    test_each_run_records_its_own_figures,
-    test_fetch_log_records_each_instance_hour,
-    test_instances_config_restricts_fetch_and_replace,
-    test_one_partition_matches_what_cloudwatch_was_given,
-    test_range_runs_once_and_rematerializing_is_idempotent,
-)
-from metrics_pipeline_tests.test_retention import (
-    test_drops_old_hours_keeps_recent_ones_and_reports,
-    test_second_run_drops_nothing,
-)
-from metrics_pipeline_tests.test_rollups import (
-    test_daily_rollup_covers_the_day,
-    test_hourly_rollup_has_hand_computed_figures,
-    test_rematerializing_replaces_rows,
-    test_views_answer_latest_and_wide,
-)
-from metrics_pipeline_tests.test_sensors import (
-    gap_healing_sensor,
-    hours,
-    instance,
-    now,
-    test_nothing_to_heal_says_why,
-    test_requests_exactly_the_holes,
-)
+from metrics_pipeline_tests.test_cli import CLI
+from metrics_pipeline_tests.test_rds_metrics import HOUR, collect
 
-# The imported tests and fixtures above are collected here again, on the lake.
-__all__ = [
-    "gap_healing_sensor",
-    "hours",
-    "instance",
-    "now",
-    "small_collection",
-    "storage",
-    "stored",
-    "test_backup_create_list_restore_from_the_command_line",
-    "test_daily_rollup_covers_the_day",
-    "test_discovers_both_regions_with_their_details",
-    "test_drops_old_hours_keeps_recent_ones_and_reports",
-    "test_each_run_records_its_own_figures",
-    "test_extract_returns_exactly_what_was_stored",
-    "test_extract_to_each_format_reads_back_what_was_stored",
-    "test_fetch_log_records_each_instance_hour",
-    "test_first_seen_is_kept_and_deleted_instances_stay",
-    "test_health_summary_matches_a_hand_computation",
-    "test_hourly_rollup_has_hand_computed_figures",
-    "test_instances_config_restricts_fetch_and_replace",
-    "test_nothing_to_heal_says_why",
-    "test_one_partition_matches_what_cloudwatch_was_given",
-    "test_range_runs_once_and_rematerializing_is_idempotent",
-    "test_rematerializing_replaces_rows",
-    "test_requests_exactly_the_holes",
-    "test_second_run_drops_nothing",
-    "test_sql_reads_but_never_writes",
-    "test_summary_reports_cost_failures_and_freshness",
-    "test_views_answer_latest_and_wide",
-]  # fmt: skip
-
-pytestmark = pytest.mark.scale_out
-
-
-@pytest.fixture
-def warehouse(lake_warehouse: WarehouseResource) -> WarehouseResource:
-    return lake_warehouse
-
-
-@pytest.fixture(autouse=True)
-def marks_of_the_original_module(request: pytest.FixtureRequest) -> None:
-    """An imported test gets the fixtures its own module's pytestmark gives it (moto)."""
-    marks = getattr(sys.modules[request.function.__module__], "pytestmark", [])
-    for mark in marks if isinstance(marks, list) else [marks]:
-        if mark.name == "usefixtures":
-            for name in mark.args:
-                request.getfixturevalue(name)
+pytestmark = [
+    pytest.mark.scale_out,
+    pytest.mark.storage_kinds("lake", reason="what only a lake has"),
+]
 
 
 def test_a_new_lake_has_partitioned_tables_and_nothing_to_read(
@@ -290,6 +200,7 @@ def test_the_reader_is_a_sandbox_on_a_lake_too(warehouse: WarehouseResource, tmp
     assert not (tmp_path / "out.csv").exists()
 
 
+@pytest.mark.e2e
 @pytest.mark.usefixtures("moto_aws")
 def test_a_duckdb_warehouse_moves_into_a_lake_with_every_row(
     aws: AwsResource, collection: CollectionResource, lake: Lake, tmp_path: Path
@@ -468,6 +379,7 @@ def test_a_writer_names_itself_to_postgresql(lake: Lake) -> None:
     assert names == [f"metrics_pipeline writer {socket.gethostname()} pid {os.getpid()}"]
 
 
+@pytest.mark.e2e
 def test_processes_installing_the_extensions_at_once_all_load_them(tmp_path: Path) -> None:
     """A fleet's first runs start together on a new machine: each installs DuckDB's extensions
     from the wheels into the same empty cache, one at a time, and each then loads them."""
@@ -531,6 +443,7 @@ def known_files(lake: Lake) -> set[str]:
     return {row[0].removeprefix(f"s3://{bucket}/") for row in rows}
 
 
+@pytest.mark.e2e
 @pytest.mark.load
 def test_a_migration_stays_within_the_memory_limit_whatever_the_days(
     lake: Lake, tmp_path: Path
@@ -590,6 +503,7 @@ def kill_a_migration(
     return env, orphans
 
 
+@pytest.mark.e2e
 def test_a_killed_migration_leaves_no_files_after_the_next_one(
     lake: Lake, s3_server: S3Server, tmp_path: Path
 ) -> None:
@@ -607,6 +521,7 @@ def test_a_killed_migration_leaves_no_files_after_the_next_one(
         assert conn.execute("SELECT count(*) FROM rds_metrics").fetchone() == (400_000,)
 
 
+@pytest.mark.e2e
 def test_retention_deletes_what_a_killed_write_left_once_a_day_old(
     lake: Lake, s3_server: S3Server, tmp_path: Path
 ) -> None:

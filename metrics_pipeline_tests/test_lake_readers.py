@@ -34,7 +34,10 @@ from metrics_pipeline_tests.known_data import seed
 from metrics_pipeline_tests.moto_fleet import create_instance
 from metrics_pipeline_tests.test_cli import CLI
 
-pytestmark = pytest.mark.scale_out
+pytestmark = [
+    pytest.mark.scale_out,
+    pytest.mark.storage_kinds("lake", reason="the lake's reader sandbox and credentials"),
+]
 
 # Runs each statement through query.connect(), the analysts' Python API; prints each one's
 # rows or error.
@@ -71,9 +74,9 @@ def remote(sql: str) -> str:
 
 
 @pytest.fixture
-def seeded(lake_warehouse: WarehouseResource) -> WarehouseResource:
-    seed(lake_warehouse)
-    return lake_warehouse
+def seeded(warehouse: WarehouseResource) -> WarehouseResource:
+    seed(warehouse)
+    return warehouse
 
 
 @pytest.fixture
@@ -88,6 +91,7 @@ def writer_session(lake: Lake) -> Iterator[int]:
     conn.close()
 
 
+@pytest.mark.e2e
 def test_a_reader_reads_the_lake_with_its_own_role_and_keys(
     seeded: WarehouseResource, lake_reader_env: dict[str, str]
 ) -> None:
@@ -111,6 +115,7 @@ def test_a_reader_reads_the_lake_with_its_own_role_and_keys(
     assert who == {"rows": [["metrics_reader", "False", "False", "False", "64"]]}
 
 
+@pytest.mark.e2e
 def test_a_reader_reaches_no_other_database_role_or_privileged_function(
     seeded: WarehouseResource,
     lake_reader_env: dict[str, str],
@@ -202,6 +207,7 @@ def test_with_its_credentials_past_duckdb_a_reader_still_only_reads(
     assert left == 0
 
 
+@pytest.mark.e2e
 def test_a_reader_cannot_overwrite_a_data_file_nor_leave_the_prefix(
     seeded: WarehouseResource, lake: Lake, lake_reader_env: dict[str, str], s3_server: S3Server
 ) -> None:
@@ -244,6 +250,7 @@ def test_a_reader_cannot_overwrite_a_data_file_nor_leave_the_prefix(
 WRONG = "Wr0ng-s3cret-pa55"
 
 
+@pytest.mark.e2e
 @pytest.mark.usefixtures("moto_aws")
 def test_a_password_in_the_catalog_setting_shows_nowhere(
     lake: Lake,

@@ -100,6 +100,7 @@ def fleet_endpoint(tmp_path: Path) -> Iterator[str]:
         server.wait(timeout=30)
 
 
+@pytest.mark.e2e
 def test_three_days_of_500_instances(tmp_path: Path, fleet_endpoint: str) -> None:
     database = tmp_path / "load.duckdb"
     figures_file = tmp_path / "figures.json"

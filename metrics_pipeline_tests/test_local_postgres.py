@@ -56,6 +56,7 @@ def test_logins_need_the_roles_password_and_the_superuser_has_none(
         assert cursor.fetchall() == [(False,)]
 
 
+@pytest.mark.e2e
 def test_the_folder_is_the_owners_alone(postgres: LocalPostgres) -> None:
     folder = postgres.folder
     # As root, the server's user must pass through the folder to its own two.
@@ -78,6 +79,7 @@ def stopped_server() -> Iterator[LocalPostgres]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root starts the server as another user")
 def test_a_restart_follows_no_symlink_planted_in_the_folder(
     stopped_server: LocalPostgres, tmp_path: Path
@@ -102,6 +104,7 @@ def test_a_restart_follows_no_symlink_planted_in_the_folder(
         restarted.stop()
 
 
+@pytest.mark.e2e
 def test_a_data_folder_that_is_a_symlink_is_refused(
     stopped_server: LocalPostgres, tmp_path: Path
 ) -> None:
@@ -130,6 +133,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_the_launcher_in_a_scripts_background_stops_its_postgres(
     folder: Path, stop_signal: signal.Signals

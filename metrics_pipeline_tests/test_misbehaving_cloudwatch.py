@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import duckdb
 import pytest
 from dagster import materialize
 
@@ -92,7 +91,7 @@ def failure_line(result: Any) -> str:
 
 
 def fetch_log(warehouse: WarehouseResource) -> list[tuple[str, int, bool]]:
-    with duckdb.connect(warehouse.database, read_only=True) as conn:
+    with warehouse.reader() as conn:
         return conn.execute(
             "SELECT instance_id, datapoints, settled FROM rds_metric_fetches ORDER BY 1"
         ).fetchall()
@@ -101,7 +100,7 @@ def fetch_log(warehouse: WarehouseResource) -> list[tuple[str, int, bool]]:
 def assert_healing_asks_again(warehouse: WarehouseResource, lacking: set[Instance]) -> None:
     """The gap sensor's reading of the fetch log: the hour lacks `lacking`, even where Dagster
     counted the partition materialized."""
-    with duckdb.connect(warehouse.database, read_only=True) as conn:
+    with warehouse.reader() as conn:
         settled = RDS_FETCH_LOG.settled(conn, HOUR_START, HOUR_START + HOUR)
         inventory = read_inventory(conn)
     gaps = find_gaps([HOUR_START], inventory, settled, {HOUR_START: HourStatus.MATERIALIZED})
@@ -248,7 +247,7 @@ def test_a_whole_answer_is_stored_and_settled(
     assert result.success
     assert len(cloudwatch.requests) == 1
     assert fetch_log(warehouse) == [("orders-db", 60, True)]
-    with duckdb.connect(warehouse.database, read_only=True) as conn:
+    with warehouse.reader() as conn:
         rows = conn.execute("SELECT ts, average FROM rds_metrics ORDER BY ts").fetchall()
     assert rows == [
         (datetime.fromtimestamp(EPOCH + 300 * n, UTC).replace(tzinfo=None), float(n))

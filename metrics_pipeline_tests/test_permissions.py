@@ -51,6 +51,7 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.e2e
 def test_files_are_the_owners_alone_by_default(deployment: Path) -> None:
     warehouse = WarehouseResource(database=str(deployment / "data" / "metrics.duckdb"))
     seed(warehouse)
@@ -64,6 +65,7 @@ def test_files_are_the_owners_alone_by_default(deployment: Path) -> None:
     assert not reads(warehouse.snapshot_path, STRANGER, [])
 
 
+@pytest.mark.e2e
 def test_a_shared_group_reads_the_snapshot_and_nobody_else_does(deployment: Path) -> None:
     analysts = group_id(ANALYST_GROUP)
     assert analysts is not None

@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from dagster import instance_for_test
 
 from metrics_pipeline.collection.store import replace_metrics, upsert_instances
@@ -87,6 +88,7 @@ def test_the_history_is_followed_until_it_is_complete(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.e2e
 def test_the_watcher_stops_with_the_process_it_follows(tmp_path: Path) -> None:
     """start.sh's watcher follows dagster dev: when that has exited, so does the watcher, even
     before anyone has reaped it."""

@@ -457,6 +457,7 @@ def spooling_process() -> tuple[subprocess.Popen[str], Path]:
     return process, Path(process.stdout.readline().strip())
 
 
+@pytest.mark.e2e
 def test_a_run_removes_the_spool_a_killed_run_left_and_keeps_a_running_one(
     aws: AwsResource,
     small_collection: CollectionResource,

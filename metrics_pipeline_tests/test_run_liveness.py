@@ -67,6 +67,7 @@ def instance(tmp_path: Path) -> DagsterInstance:
     return instance
 
 
+@pytest.mark.e2e
 def test_a_run_whose_worker_is_gone_is_failed_and_its_slot_freed(instance: DagsterInstance) -> None:
     dead = a_dead_pid()
     run = started_run(instance, dead)
@@ -97,6 +98,7 @@ def test_a_live_workers_run_is_left_alone(instance: DagsterInstance) -> None:
     assert result.skip_message == "Every started run's worker is alive."
 
 
+@pytest.mark.e2e
 def test_a_process_id_taken_by_a_later_process_is_not_the_worker() -> None:
     """The id of a worker that died may be given to a new process: its start time tells."""
     assert worker_alive(os.getpid(), time.time())
@@ -104,6 +106,7 @@ def test_a_process_id_taken_by_a_later_process_is_not_the_worker() -> None:
     assert not worker_alive(a_dead_pid(), time.time())
 
 
+@pytest.mark.e2e
 def test_another_launchers_runs_are_left_to_dagsters_run_monitoring(tmp_path: Path) -> None:
     config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
     config["run_launcher"] = {"module": "dagster.some_remote", "class": "RemoteRunLauncher"}

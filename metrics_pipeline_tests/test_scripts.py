@@ -17,6 +17,7 @@ def tool(folder: Path, name: str, body: str) -> None:
     path.chmod(0o755)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "installed", [("chromium",), ("chromedriver",), ()], ids=["no_driver", "no_browser", "none"]
 )

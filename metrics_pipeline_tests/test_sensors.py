@@ -337,6 +337,7 @@ def test_a_new_deployment_starts_its_first_collection_at_once(
     assert context.cursor is None  # the next wake, a minute later, looks for gaps
 
 
+@pytest.mark.e2e
 def test_a_writer_does_not_block_the_sensor(
     instance: DagsterInstance,
     warehouse: WarehouseResource,
@@ -390,6 +391,9 @@ def test_a_complete_window_is_looked_at_again_an_interval_later(
     assert request.tags[RANGE_START] == key(hours[-2])
 
 
+@pytest.mark.storage_kinds(
+    "duckdb", reason="restores a backup of the DuckDB file's snapshot, which a lake has not"
+)
 def test_hours_a_restore_took_back_are_healed(
     instance: DagsterInstance,
     warehouse: WarehouseResource,

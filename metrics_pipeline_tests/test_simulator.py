@@ -247,6 +247,7 @@ def test_an_instance_created_while_running_appears(monkeypatch: pytest.MonkeyPat
         local.stop()
 
 
+@pytest.mark.e2e
 def test_command_line_rejects_bad_arguments() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "metrics_pipeline.local_aws", "--regions", "us-east-1"],

@@ -18,6 +18,8 @@ from metrics_pipeline.warehouse.snapshot import publish_snapshot
 from metrics_pipeline_tests.helpers import make_aws, make_collection, rds_instances, rds_metrics
 from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO, create_instance, put_metrics
 
+pytestmark = pytest.mark.storage_kinds("duckdb", reason="the DuckDB file's snapshot for readers")
+
 INSTANCES = 5
 METRICS = 14
 PERIODS = 12
@@ -54,6 +56,7 @@ for generation in range(1, {GENERATIONS} + 1):
 """
 
 
+@pytest.mark.e2e
 def test_readers_see_whole_writes_only_and_a_held_reader_blocks_nothing(tmp_path: Path) -> None:
     warehouse = WarehouseResource(database=str(tmp_path / "metrics.duckdb"))
     with (
@@ -102,6 +105,7 @@ print(count(), flush=True)
 """
 
 
+@pytest.mark.e2e
 @pytest.mark.usefixtures("moto_aws")
 def test_collection_runs_while_a_reader_holds_the_snapshot(tmp_path: Path) -> None:
     aws = make_aws(regions=["us-east-1"])
@@ -144,6 +148,7 @@ except duckdb.IOException as error:
 """
 
 
+@pytest.mark.e2e
 def test_the_writer_keeps_its_lock_through_a_publish(tmp_path: Path) -> None:
     database = tmp_path / "metrics.duckdb"
     conn = duckdb.connect(str(database))

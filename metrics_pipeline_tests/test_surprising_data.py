@@ -5,7 +5,6 @@ with no data at all."""
 import math
 from datetime import UTC, timedelta
 
-import duckdb
 import pytest
 from dagster import instance_for_test, materialize
 from moto.cloudwatch.responses import CloudWatchResponse
@@ -60,7 +59,7 @@ def test_surprises_are_skipped_with_a_reason(
         )
         logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert result.success
-    with duckdb.connect(warehouse.database, read_only=True) as conn:
+    with warehouse.reader() as conn:
         rows = conn.execute("SELECT metric, ts, average FROM rds_metrics ORDER BY ts").fetchall()
         [(datapoints,)] = conn.execute("SELECT datapoints FROM rds_metric_fetches").fetchall()
         [(skipped,)] = conn.execute("SELECT skipped_datapoints FROM pipeline_runs").fetchall()

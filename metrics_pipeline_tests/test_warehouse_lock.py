@@ -19,6 +19,7 @@ from metrics_pipeline_tests.helpers import (
 from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO, create_instance, put_metrics
 
 
+@pytest.mark.e2e
 @pytest.mark.usefixtures("moto_aws")
 def test_lock_held_past_the_budget(tmp_path: Path) -> None:
     create_instance("us-east-1", "orders-db")
