@@ -183,8 +183,12 @@ def test_requests_exactly_the_holes(
         (key(hours[10]), key(hours[10]), {"rds_metrics": {"config": {"instances": ["users-db"]}}}),
     ]
     run_keys = [r.run_key for r in result.run_requests]
-    assert run_keys[1].startswith(f"heal {key(never[0])}..{key(never[-1])} [all instances] @")
-    assert run_keys[2].startswith(f"heal {key(hours[10])}..{key(hours[10])} [users-db] @")
+    assert run_keys[1].startswith(
+        f"heal cloudwatch_rds {key(never[0])}..{key(never[-1])} [all instances] @"
+    )
+    assert run_keys[2].startswith(
+        f"heal cloudwatch_rds {key(hours[10])}..{key(hours[10])} [users-db] @"
+    )
     assert all(r.job_name == "healing_job" for r in result.run_requests)
     # Dagster itself accepts them (a sensor of two jobs must name the job of each request).
     resolved = gap_healing_sensor.evaluate_tick(

@@ -225,6 +225,7 @@ def test_the_gap_sensor_heals_a_second_source_and_then_finds_it_whole(
         partition_key(hours[-1]),
     )
     assert request.run_config == {}  # never materialized: every instance
+    assert request.run_key and request.run_key.startswith("heal probe ")
 
     healed = materialize(
         [PROBE.series(TEST_SETTINGS, TEST_PARTITIONS)],
@@ -270,3 +271,24 @@ def test_the_completeness_and_freshness_checks_read_the_second_source(
     freshness = checks["probe_series_freshness"](warehouse=warehouse)
     assert freshness.metadata["newest_period"].value == half[-1].isoformat()
     assert freshness.passed == (now - (half[-1] + HOUR) <= timedelta(minutes=30))
+
+
+def test_two_sources_lacking_the_same_hours_each_get_their_run(
+    instance: DagsterInstance, warehouse: WarehouseResource, now: datetime
+) -> None:
+    hours = healing_hours(now, TEST_SETTINGS.backfill_days, TEST_SETTINGS.settle_delay)
+    collected_by_cloudwatch(warehouse, instance, hours, now)
+    with warehouse.connect() as conn:  # CloudWatch's fetches forgotten: both sources lack all
+        conn.execute("DELETE FROM rds_metric_fetches")
+    sensor = build_gap_healing_sensor(
+        TEST_SETTINGS, SOURCES, TEST_PARTITIONS.hourly, clock=lambda: now
+    )
+    result = sensor(build_sensor_context(instance=instance, resources={"warehouse": warehouse}))
+    by_job = {request.job_name: request for request in result.run_requests}
+    assert sorted(by_job) == ["healing_job", "probe_healing_job"]
+    assert by_job["healing_job"].run_key != by_job["probe_healing_job"].run_key
+    for request in by_job.values():  # both quotas take the whole window in one run
+        assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == (
+            partition_key(hours[0]),
+            partition_key(hours[-1]),
+        )

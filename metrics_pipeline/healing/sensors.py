@@ -46,8 +46,10 @@ def healing_request(source: Source, run: HealingRun, now: datetime) -> RunReques
     scope = ",".join(run.instance_ids) if run.instance_ids else "all instances"
     return RunRequest(
         job_name=source.healing_job.name,
+        # The source's name keeps two sources' runs over the same hours apart (a run key is
+        # launched once per sensor).
         run_key=(
-            f"heal {partition_key(run.first_hour)}..{partition_key(run.last_hour)} "
+            f"heal {source.name} {partition_key(run.first_hour)}..{partition_key(run.last_hour)} "
             f"[{scope}] @{now:%Y-%m-%dT%H:%M}"
         ),
         run_config=source.restricted_run_config(run.instance_ids),
