@@ -249,8 +249,8 @@ def test_a_duckdb_warehouse_moves_into_a_lake_with_every_row(
     assert again.returncode == 1
     assert again.stderr == (
         "metrics-pipeline: error: migrate-to-lake: the lake already holds rows "
-        "(pipeline_run_parts 1, pipeline_runs 1, rds_instances 1, rds_metric_fetches 2, "
-        "rds_metrics 24, rds_metrics_hourly 1); nothing was copied. Move a file into a new, "
+        "(rds_instances 1, rds_metrics 24, rds_metric_fetches 2, pipeline_runs 1, "
+        "pipeline_run_parts 1, rds_metrics_hourly 1); nothing was copied. Move a file into a new, "
         "empty lake.\n"
     )
 
