@@ -24,7 +24,7 @@ from metrics_pipeline.maintenance.backups import list_backups
 from metrics_pipeline.settings import StorageSettings
 from metrics_pipeline.warehouse.lake import Lake
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline_tests.helpers import PROJECT_ROOT, hold_write_lock
+from metrics_pipeline_tests.helpers import PROJECT_ROOT, hold_write_lock, peak_rss_mib
 from metrics_pipeline_tests.known_data import FIRST_HOUR, Period, seed
 
 CLI = str(Path(sys.executable).with_name("metrics-pipeline"))
@@ -525,19 +525,13 @@ def test_a_query_past_its_time_limit_stops_with_one_line(
 
 
 def run_measured(warehouse: WarehouseResource, *args: str, **env: str) -> tuple[int, str, int]:
-    """The command's exit code, stderr and peak resident memory (bytes), of it alone."""
-    process = subprocess.Popen(
-        [CLI, *args],
-        env={**os.environ, "METRICS_DUCKDB_PATH": warehouse.database, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    """The command's exit code, stderr and peak resident memory (bytes), of it alone: measured
+    from a small launcher (peak_rss_mib), since wait4's maxrss of a child of this process would
+    start from pytest's own peak."""
+    code, peak_mib, stderr = peak_rss_mib(
+        [CLI, *args], {**os.environ, "METRICS_DUCKDB_PATH": warehouse.database, **env}
     )
-    assert process.stderr is not None
-    stderr = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, stderr, usage.ru_maxrss * 1024
+    return code, stderr, int(peak_mib * 2**20)
 
 
 @pytest.mark.storage_kinds(
