@@ -238,9 +238,9 @@ def test_a_long_history_comes_in_bounded_ticks_that_follow_each_other(
     now: datetime,
     hours: list[datetime],
 ) -> None:
-    # The default collection resource asks 14 metrics x 5 statistics x 12 periods = 840 datapoints
-    # per instance-hour: a budget of 20 instance-hours, for a history of 3 x 72 hours.
-    per_instance_hour = make_collection().datapoints_per_instance_hour
+    # The default settings ask 14 metrics x 5 statistics x 12 periods = 840 datapoints per
+    # instance-hour: a budget of 20 instance-hours, for a history of 3 x 72 hours.
+    per_instance_hour = CLOUDWATCH_RDS.datapoints_per_subject_hour(TEST_SETTINGS)
     assert per_instance_hour == 840
     budget = dataclasses.replace(
         TEST_SETTINGS, backfill_max_datapoints_per_tick=20 * per_instance_hour

@@ -83,11 +83,6 @@ class CollectionResource(ConfigurableResource):
     def settle_delay(self) -> timedelta:
         return timedelta(minutes=self.settle_minutes)
 
-    @property
-    def datapoints_per_instance_hour(self) -> int:
-        """What collecting one hour of one instance asks of CloudWatch, in datapoints."""
-        return len(self.metrics) * len(self.statistics) * (3600 // self.period_seconds)
-
 
 class AwsResource(ResourceWithBoto3Configuration):
     """Boto3 clients for each collected account and region.
