@@ -81,6 +81,9 @@ def test_a_new_deployment_fills_its_look_back_window_and_everything_runs(
         METRICS_BACKFILL_MAX_DATAPOINTS_PER_TICK=str(BUDGET_HOURS * DATAPOINTS_PER_HOUR),
     )
     snapshot = Path(env["METRICS_DUCKDB_PATH"]).with_name("metrics.snapshot.duckdb")
+    # The instance's storage is created once, before the processes that share it start (as
+    # `dagster dev` does): SQLite storage created by two processes at once can collide.
+    instance = DagsterInstance.from_config(env["DAGSTER_HOME"])
     daemon = subprocess.Popen(
         [DAGSTER_DAEMON, "run", "-m", "metrics_pipeline.definitions"],
         env=env,
@@ -99,7 +102,6 @@ def test_a_new_deployment_fills_its_look_back_window_and_everything_runs(
         stdout=progress_log.open("w"),
         stderr=subprocess.STDOUT,
     )
-    instance = DagsterInstance.from_config(env["DAGSTER_HOME"])
 
     def read(sql: str) -> list[tuple]:
         if not snapshot.exists():

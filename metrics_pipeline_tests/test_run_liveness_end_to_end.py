@@ -82,6 +82,9 @@ def test_a_killed_run_is_failed_its_slot_freed_and_its_hours_collected_again(
     )
     database = Path(env["METRICS_DUCKDB_PATH"])
     database.parent.mkdir(parents=True)
+    # The instance's storage is created once, before the processes that share it start (as
+    # `dagster dev` does): SQLite storage created by two processes at once can collide.
+    instance = DagsterInstance.from_config(env["DAGSTER_HOME"])
     # Another writer holds the warehouse: the first collection's step claims the pool slot and
     # then waits for the file, so it is surely mid-step when killed.
     holder = hold_write_lock(str(database), 600)
@@ -93,7 +96,6 @@ def test_a_killed_run_is_failed_its_slot_freed_and_its_hours_collected_again(
         stderr=(tmp_path / "daemon.log").open("wb"),
         start_new_session=True,
     )
-    instance = DagsterInstance.from_config(env["DAGSTER_HOME"])
     victim: list[DagsterRun] = []
 
     def a_step_holds_the_slot() -> bool:
