@@ -422,3 +422,13 @@ sys.addaudithook(process_watch.audit)
 def pytest_configure(config: pytest.Config) -> None:
     selected_storage_kinds(config)  # a wrong --storage stops the run before collection
     config.pluginmanager.register(process_watch, "process_watch")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that start processes or load a large fleet first, in their order: they are the
+    longest and mostly wait on their processes, so with the suite spread over the cores
+    (pytest-xdist, scripts/test.sh) the in-process tests fill the cores meanwhile instead of
+    the longest ending the run alone."""
+    items.sort(
+        key=lambda item: not any(item.iter_markers("e2e")) and not any(item.iter_markers("load"))
+    )

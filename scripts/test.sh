@@ -19,5 +19,6 @@ bash scripts/install.sh
 .venv/bin/lint-imports --no-cache
 # The definitions load as Dagster's own tooling loads them (any region will do for that).
 METRICS_AWS_REGIONS=${METRICS_AWS_REGIONS:-us-east-1} VIRTUAL_ENV=$PWD/.venv .venv/bin/dg check defs
-# pytest exits 5 when it collects no test, so an empty run cannot pass.
-.venv/bin/pytest "$@"
+# pytest exits 5 when it collects no test, so an empty run cannot pass. Two workers (pytest-xdist),
+# the tests that start processes first (conftest.py); `-n 0` after the script runs them in one.
+.venv/bin/pytest --numprocesses 2 --dist worksteal "$@"
