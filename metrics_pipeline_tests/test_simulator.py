@@ -1,6 +1,7 @@
 """The local AWS: real limits, paging, determinism, realistic shapes, throttling, late data,
 outages and a fleet that changes while it runs."""
 
+import re
 import subprocess
 import sys
 import time
@@ -73,6 +74,19 @@ def test_fleet_is_in_rds_with_its_details(local_aws: LocalAws) -> None:
         "team": "shop",
         "env": "prod",
     }
+
+
+def test_every_database_has_its_own_dbi_resource_id(local_aws: LocalAws) -> None:
+    described = [
+        (d["DBInstanceIdentifier"], d["DbiResourceId"])
+        for region in ("us-east-1", "eu-west-1")
+        for d in client(local_aws, "rds", region).describe_db_instances()["DBInstances"]
+    ]
+    assert sorted(described) == sorted(
+        (i.instance_id, i.dbi_resource_id) for i in default_fleet(NOW)
+    )
+    assert len({dbi for _, dbi in described}) == len(described)
+    assert all(re.fullmatch(r"db-[A-Z2-7]{26}", dbi) for _, dbi in described)
 
 
 def test_values_are_generated_deterministically(local_aws: LocalAws) -> None:

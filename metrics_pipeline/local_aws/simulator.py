@@ -196,6 +196,7 @@ class Simulator:
             backend = rds_backends[instance.account_id][instance.region]
             model = backend.databases[instance.instance_id]
             model.instance_create_time = instance.created_at
+            model.dbi_resource_id = instance.dbi_resource_id
             if instance.stopped:
                 client.stop_db_instance(DBInstanceIdentifier=instance.instance_id)
             self._created.add((instance.account_id, instance.region, instance.instance_id))
