@@ -71,10 +71,10 @@ def test_a_version_1_warehouse_gets_the_run_parts_table(tmp_path: Path) -> None:
     assert metric_rows(database) == ROWS
     with duckdb.connect(database, read_only=True) as conn:
         versions = conn.execute(f"SELECT version FROM {VERSION_TABLE} ORDER BY 1").fetchall()
-        assert versions == [(1,), (2,)]
+        assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
         assert conn.execute(f"SELECT count(*) FROM {RUN_PARTS_TABLE}").fetchall() == [(0,)]
         assert structure_problems(conn) == []
-    [backup] = warehouse.backups_path.glob("before-schema-v2-from-v1-*.duckdb")
+    [backup] = warehouse.backups_path.glob(f"before-schema-v{SCHEMA_VERSION}-from-v1-*.duckdb")
     assert metric_rows(str(backup)) == ROWS
 
 
@@ -98,12 +98,10 @@ def test_a_warehouse_from_before_versioning_is_backed_up_then_migrated(tmp_path:
 
     assert metric_rows(database) == ROWS
     with duckdb.connect(database, read_only=True) as conn:
-        assert conn.execute(f"SELECT version FROM {VERSION_TABLE} ORDER BY 1").fetchall() == [
-            (1,),
-            (2,),
-        ]
+        versions = conn.execute(f"SELECT version FROM {VERSION_TABLE} ORDER BY 1").fetchall()
+        assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
         assert structure_problems(conn) == []  # the derived tables older builds lacked exist
-    [backup] = warehouse.backups_path.glob("before-schema-v2-from-v0-*.duckdb")
+    [backup] = warehouse.backups_path.glob(f"before-schema-v{SCHEMA_VERSION}-from-v0-*.duckdb")
     assert metric_rows(str(backup)) == ROWS
     with duckdb.connect(str(backup), read_only=True) as conn:
         tables = {row[0] for row in conn.execute("SHOW TABLES").fetchall()}

@@ -53,6 +53,10 @@ def test_discovers_both_regions_with_their_details(
     assert orders["create_time"] == datetime(2026, 10, 3, 12, 30)
     assert orders["tags"] == {"team": "shop", "env": "prod"}
     assert orders["engine_version"]
+    [described] = boto3.client("rds", region_name="us-east-1").describe_db_instances()[
+        "DBInstances"
+    ]
+    assert orders["dbi_resource_id"] == described["DbiResourceId"]
     assert rows["users-db"]["region"] == "eu-west-1"
     assert rows["users-db"]["engine"] == "mysql"
     assert rows["users-db"]["tags"] == {}

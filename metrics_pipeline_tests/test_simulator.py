@@ -1,6 +1,7 @@
 """The local AWS: real limits, paging, determinism, realistic shapes, throttling, late data,
 outages and a fleet that changes while it runs."""
 
+import re
 import subprocess
 import sys
 import time
@@ -73,6 +74,19 @@ def test_fleet_is_in_rds_with_its_details(local_aws: LocalAws) -> None:
         "team": "shop",
         "env": "prod",
     }
+
+
+def test_every_database_has_its_own_dbi_resource_id(local_aws: LocalAws) -> None:
+    described = [
+        (d["DBInstanceIdentifier"], d["DbiResourceId"])
+        for region in ("us-east-1", "eu-west-1")
+        for d in client(local_aws, "rds", region).describe_db_instances()["DBInstances"]
+    ]
+    assert sorted(described) == sorted(
+        (i.instance_id, i.dbi_resource_id) for i in default_fleet(NOW)
+    )
+    assert len({dbi for _, dbi in described}) == len(described)
+    assert all(re.fullmatch(r"db-[A-Z2-7]{26}", dbi) for _, dbi in described)
 
 
 def test_values_are_generated_deterministically(local_aws: LocalAws) -> None:
@@ -256,3 +270,95 @@ def test_command_line_rejects_bad_arguments() -> None:
     assert result.returncode == 2
     assert "--regions: give at least two comma-separated regions" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# An instance older than CloudWatch's memory, asked about at a fixed time by the fleet's clock.
+ASKED_AT = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+VETERAN = SimulatedInstance(
+    "veteran-db", "us-east-1", "postgres", "db.m6g.large", 500, ASKED_AT - timedelta(days=600)
+)
+
+
+@pytest.fixture
+def local_aws_at_a_fixed_time() -> Iterator[LocalAws]:
+    local = start([VETERAN], clock=lambda: ASKED_AT)
+    yield local
+    local.stop()
+
+
+def served(local: LocalAws, start: datetime, end: datetime, period: int, stat: str = "Average"):
+    [page] = fetch(client(local), [cpu_query("veteran-db", stat, period)], start, end)
+    [result] = page["MetricDataResults"]
+    return [t.timestamp() for t in result["Timestamps"]], result["Values"]
+
+
+def generated(start: datetime, end: datetime, period: int, stat: str = "Average"):
+    profile = VETERAN.profile(7)
+    seconds, values = series(profile, "CPUUtilization", stat, period, start, end, ASKED_AT)
+    return seconds.tolist(), values.tolist()
+
+
+@pytest.mark.parametrize(
+    ("days_ago", "finest", "refused"),
+    [(2, 60, 30), (20, 300, 60), (100, 3600, 300), (400, 3600, 1800)],
+)
+def test_a_period_finer_than_cloudwatch_keeps_at_that_age_gets_no_datapoints(
+    local_aws_at_a_fixed_time: LocalAws, days_ago: int, finest: int, refused: int
+) -> None:
+    start = ASKED_AT - timedelta(days=days_ago)
+    end = start + timedelta(hours=2)
+    assert served(local_aws_at_a_fixed_time, start, end, refused) == ([], [])
+    timestamps, values = served(local_aws_at_a_fixed_time, start, end, finest)
+    assert len(values) == 7200 // finest
+    assert (timestamps, values) == generated(start, end, finest)
+    # A coarser multiple of the resolution is answered too.
+    assert len(served(local_aws_at_a_fixed_time, start, end, 2 * finest)[1]) == 3600 // finest
+
+
+def test_start_time_is_rounded_down_to_the_resolution_kept_at_its_age(
+    local_aws_at_a_fixed_time: LocalAws,
+) -> None:
+    hour = ASKED_AT - timedelta(days=100)
+    timestamps, _ = served(
+        local_aws_at_a_fixed_time, hour + timedelta(minutes=17), hour + timedelta(hours=3), 3600
+    )
+    assert timestamps == [(hour + timedelta(hours=h)).timestamp() for h in range(3)]
+    five = ASKED_AT - timedelta(days=20)
+    timestamps, _ = served(
+        local_aws_at_a_fixed_time, five + timedelta(minutes=7), five + timedelta(minutes=30), 300
+    )
+    assert timestamps[0] == (five + timedelta(minutes=5)).timestamp()
+
+
+def test_nothing_older_than_455_days_is_returned(local_aws_at_a_fixed_time: LocalAws) -> None:
+    oldest = ASKED_AT - timedelta(days=455)
+    timestamps, values = served(
+        local_aws_at_a_fixed_time, oldest - timedelta(days=2), oldest + timedelta(hours=5), 3600
+    )
+    assert timestamps == [(oldest + timedelta(hours=h)).timestamp() for h in range(5)]
+    assert values == generated(oldest, oldest + timedelta(hours=5), 3600)[1]
+
+
+def test_percentiles_are_of_the_periods_one_minute_samples(
+    local_aws_at_a_fixed_time: LocalAws,
+) -> None:
+    start = ASKED_AT - timedelta(days=200)
+    end = start + timedelta(hours=6)
+    _, minutes = generated(start, end, 60)
+    samples = np.array(minutes).reshape(6, 60)
+    _, p0 = served(local_aws_at_a_fixed_time, start, end, 3600, "p0")
+    _, p100 = served(local_aws_at_a_fixed_time, start, end, 3600, "p100")
+    assert p0 == samples.min(axis=1).tolist()
+    assert p100 == samples.max(axis=1).tolist()
+    for percentile in (50, 90, 95, 99, 99.9):
+        _, values = served(local_aws_at_a_fixed_time, start, end, 3600, f"p{percentile}")
+        below = (samples <= np.array(values)[:, None]).mean(axis=1)
+        # At least that share of the hour's samples is at or below it, and not much more.
+        assert np.all(below >= percentile / 100 - 1 / 60), percentile
+        assert np.all(below <= percentile / 100 + 1 / 60), percentile
+
+
+@pytest.mark.parametrize("stat", ["p101", "P99", "Median", "p-1"])
+def test_an_unknown_statistic_is_refused_naming_it(local_aws: LocalAws, stat: str) -> None:
+    with pytest.raises(ClientError, match=f"The value {stat} for parameter .*Stat is not valid"):
+        fetch(client(local_aws), [cpu_query(stat=stat)], HOUR, HOUR + timedelta(hours=1))

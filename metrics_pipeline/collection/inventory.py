@@ -27,6 +27,7 @@ def instance_record(db_instance: dict[str, Any], account_id: str, region: str) -
         "status": db_instance.get("DBInstanceStatus"),
         "create_time": naive_utc(created) if created else None,
         "tags": {tag["Key"]: tag.get("Value", "") for tag in db_instance.get("TagList", [])},
+        "dbi_resource_id": db_instance.get("DbiResourceId"),
     }
 
 

@@ -29,7 +29,16 @@ from metrics_pipeline.warehouse.schema import (
     RUNS_TABLE,
 )
 from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
-from metrics_pipeline.warehouse.tables import ARROW_TYPES, INSTANCE_KEY, INSTANCES, RUN_PARTS, RUNS
+from metrics_pipeline.warehouse.tables import (
+    ARROW_TYPES,
+    DBI_RESOURCE_ID,
+    HISTORY_TRACKED,
+    INSTANCE_HISTORY,
+    INSTANCE_KEY,
+    INSTANCES,
+    RUN_PARTS,
+    RUNS,
+)
 
 # What discovery reports of an instance: every column but those the warehouse keeps itself.
 SEEN_COLUMNS = ("first_seen", "last_seen")
@@ -62,12 +71,55 @@ def upsert_instances(
             """,
             {"seen": seen_at},
         )
+        record_history(conn, seen_at)
         return len(records)
 
     try:
         return in_transaction(conn, write)
     finally:
         conn.unregister("discovered")
+
+
+def record_history(conn: duckdb.DuckDBPyConnection, seen_at: datetime) -> None:
+    """Extends the latest version of each instance in `discovered` that RDS still describes
+    the same way to `seen_at`, and starts a new version for the others (new instances, a class
+    or engine change, a name used again by another database). A version from before
+    identifiers were kept takes the identifier it is seen with."""
+    history = INSTANCE_HISTORY.name
+    keys = " AND ".join(f"h.{c} = d.{c}" for c in INSTANCE_KEY)
+    latest = (
+        f"h.valid_from = (SELECT max(x.valid_from) FROM {history} x WHERE "
+        + " AND ".join(f"x.{c} = h.{c}" for c in INSTANCE_KEY)
+        + ")"
+    )
+    same = " AND ".join(
+        f"(h.{c} IS NULL OR h.{c} = d.{c})"
+        if c == DBI_RESOURCE_ID.name
+        else f"h.{c} IS NOT DISTINCT FROM d.{c}"
+        for c in HISTORY_TRACKED
+    )
+    conn.execute(
+        f"""
+        UPDATE {history} h
+        SET last_seen = $seen, {DBI_RESOURCE_ID.name} = d.{DBI_RESOURCE_ID.name}
+        FROM discovered d
+        WHERE {keys} AND {latest} AND {same}
+        """,
+        {"seen": seen_at},
+    )
+    columns = ", ".join(INSTANCE_HISTORY.column_names)
+    values = ", ".join(
+        "$seen" if c in ("valid_from", "last_seen") else f"d.{c}"
+        for c in INSTANCE_HISTORY.column_names
+    )
+    conn.execute(
+        f"""
+        INSERT INTO {history} ({columns})
+        SELECT {values} FROM discovered d
+        WHERE NOT EXISTS (SELECT 1 FROM {history} h WHERE {keys} AND h.last_seen = $seen)
+        """,
+        {"seen": seen_at},
+    )
 
 
 def _received_sql(spool_files: Sequence[Path]) -> str:

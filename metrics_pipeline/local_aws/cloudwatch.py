@@ -3,7 +3,8 @@
 moto answers any number of queries in one unpaged response, from a store that gets slow
 on wide windows; CloudWatch refuses more than 500 queries, pages at MaxDatapoints (at most
 100,800) with NextToken, and throttles. This handler adds the limits and paging, and answers
-queries about the simulator's fleet from generated values (others from moto's store).
+queries about the simulator's fleet from generated values (others from moto's store), by
+CloudWatch's rules of what it keeps at which age (`resolution.py`) and with percentiles.
 """
 
 import base64
@@ -20,6 +21,7 @@ from metrics_pipeline.collection.cloudwatch import (
     MAX_DATAPOINTS_PER_RESPONSE,
     MAX_QUERIES_PER_REQUEST,
 )
+from metrics_pipeline.local_aws.signals import STATISTICS, percentile_of
 from metrics_pipeline.local_aws.simulator import Simulator, Throttled, Unavailable
 
 
@@ -115,6 +117,13 @@ def get_metric_data(self: CloudWatchResponse) -> ActionResult:
         )
     if not queries:
         raise ValidationError("The parameter MetricDataQueries is required.")
+    for number, query in enumerate(queries, 1):
+        stat = query.get("MetricStat", {}).get("Stat")
+        if stat is not None and stat not in STATISTICS and percentile_of(stat) is None:
+            raise ValidationError(
+                f"The value {stat} for parameter MetricDataQueries.member.{number}.MetricStat.Stat"
+                " is not valid."
+            )
     max_datapoints = int(params.get("MaxDatapoints") or MAX_DATAPOINTS_PER_RESPONSE)
     if not 1 <= max_datapoints <= MAX_DATAPOINTS_PER_RESPONSE:
         raise ValidationError(

@@ -1,5 +1,6 @@
 """The simulated RDS fleet: who exists where, since when, and how each one behaves."""
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -60,6 +61,14 @@ class SimulatedInstance:
         if self.account_id == ACCOUNT_ID:
             return self.instance_id
         return f"{self.account_id}/{self.instance_id}"
+
+    @property
+    def dbi_resource_id(self) -> str:
+        """RDS's own identifier of this database (moto gives every instance the same one): a
+        name used again, in another account or after a deletion, is another database."""
+        key = stable_key(self.account_id, self.region, self.instance_id, self.created_at)
+        digits = base64.b32encode(key.to_bytes(8) + stable_key(key).to_bytes(8)).decode()
+        return f"db-{digits[:26]}"
 
     def profile(self, seed: int, stopped_at: datetime | None = None) -> Profile:
         knobs = uniform(stable_key(seed, self.signal_key, "profile"), np.arange(4))

@@ -10,7 +10,7 @@ import logging
 import signal
 import threading
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -48,9 +48,11 @@ def start(
     port: int = 0,
     seed: int = 7,
     faults: Faults | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> LocalAws:
-    """A running local AWS with `fleet` in RDS; instances due later appear when their time comes."""
-    simulator = Simulator(fleet, seed=seed, faults=faults)
+    """A running local AWS with `fleet` in RDS; instances due later appear when their time comes
+    (by `clock`, the wall clock unless given: what CloudWatch keeps is judged by it too)."""
+    simulator = Simulator(fleet, seed=seed, faults=faults, clock=clock)
     cloudwatch.install(simulator)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

@@ -6,6 +6,8 @@ are those of real databases: a daily and a weekly cycle, noise, occasional spike
 storage leak, connections and I/O that follow CPU.
 """
 
+import re
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -122,6 +124,14 @@ def minute_values(profile: Profile, metric: str, minutes: np.ndarray) -> np.ndar
 
 
 STATISTICS = ("Average", "Minimum", "Maximum", "Sum", "SampleCount")
+# CloudWatch's percentile statistics (extended statistics): p0.0 to p100.
+_PERCENTILE = re.compile(r"p(\d{1,2}(?:\.\d+)?|100(?:\.0+)?)")
+
+
+def percentile_of(statistic: str) -> float | None:
+    """The percentile a `pNN` statistic asks for; None for any other statistic."""
+    match = _PERCENTILE.fullmatch(statistic)
+    return float(match.group(1)) if match else None
 
 
 def series(
@@ -165,6 +175,12 @@ def series(
             out = np.nansum(masked, axis=1)
         elif statistic == "SampleCount":
             out = counts.astype(np.float64)
+        elif (percentile := percentile_of(statistic)) is not None:
+            # Of the period's one-minute samples, as CloudWatch computes percentiles from the
+            # samples it received; periods without any are dropped below.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                out = np.nanpercentile(masked, percentile, axis=1)
         else:
             raise ValueError(f"unsupported statistic {statistic!r}")
     period_starts = seconds.reshape(-1, per_period)[:, 0]

@@ -4,7 +4,7 @@ demand, and the faults a real account shows (throttling, late publishing, outage
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired, TypedDict
@@ -18,6 +18,7 @@ from metrics_pipeline.local_aws.fleet import (
     SimulatedInstance,
     reader_role_arn,
 )
+from metrics_pipeline.local_aws.resolution import answerable_start, oldest_kept
 from metrics_pipeline.local_aws.signals import Profile, series
 
 STOPPED_DAYS_AGO = 2
@@ -62,7 +63,7 @@ class Simulator:
         fleet: Sequence[SimulatedInstance],
         seed: int = 7,
         faults: Faults | None = None,
-        clock: Any = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.seed = seed
         self.faults = faults or Faults()
@@ -113,11 +114,23 @@ class Simulator:
         metric = stat["Metric"]
         instance_id = metric["Dimensions"][0]["Value"]
         period = int(stat["Period"])
-        aligned_start = datetime.fromtimestamp(start.timestamp() // period * period, UTC)
-        published = self.clock() - timedelta(minutes=self.faults.late_minutes)
+        now = self.clock()
         profile = self.profile(account_id, region, instance_id)
         if profile is None:  # the caller asks only about queries this fleet knows
             raise KeyError(f"{account_id}/{region}/{instance_id} is not a simulated instance")
+        answer: dict[str, Any] = {
+            "id": query["Id"],
+            "label": query.get("Label") or f"{metric['MetricName']} {stat['Stat']}",
+            "values": [],
+            "timestamps": [],
+            "status_code": "Complete",
+        }
+        # moto parses StartTime and EndTime into naive datetimes in UTC.
+        start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
+        kept_start = answerable_start(start, period, now)
+        if kept_start is None:  # a period finer than CloudWatch keeps at that age
+            return answer
+        aligned_start = datetime.fromtimestamp(kept_start.timestamp() // period * period, UTC)
         seconds, values = series(
             profile,
             metric["MetricName"],
@@ -125,15 +138,12 @@ class Simulator:
             period,
             aligned_start,
             end,
-            published,
+            now - timedelta(minutes=self.faults.late_minutes),
         )
-        return {
-            "id": query["Id"],
-            "label": query.get("Label") or f"{metric['MetricName']} {stat['Stat']}",
-            "values": values.tolist(),
-            "timestamps": [datetime.fromtimestamp(int(s), UTC) for s in seconds],
-            "status_code": "Complete",
-        }
+        kept = seconds >= oldest_kept(now).timestamp()
+        answer["values"] = values[kept].tolist()
+        answer["timestamps"] = [datetime.fromtimestamp(int(s), UTC) for s in seconds[kept]]
+        return answer
 
     def check_outage(self) -> None:
         now = self.clock()
@@ -186,6 +196,7 @@ class Simulator:
             backend = rds_backends[instance.account_id][instance.region]
             model = backend.databases[instance.instance_id]
             model.instance_create_time = instance.created_at
+            model.dbi_resource_id = instance.dbi_resource_id
             if instance.stopped:
                 client.stop_db_instance(DBInstanceIdentifier=instance.instance_id)
             self._created.add((instance.account_id, instance.region, instance.instance_id))

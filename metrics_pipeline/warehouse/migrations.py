@@ -22,9 +22,16 @@ from metrics_pipeline.warehouse.schema import (
     partition_lake_tables,
 )
 from metrics_pipeline.warehouse.sql import in_transaction
-from metrics_pipeline.warehouse.tables import DERIVED_TABLES, TABLES, VERSIONS
+from metrics_pipeline.warehouse.tables import (
+    DBI_RESOURCE_ID,
+    DERIVED_TABLES,
+    INSTANCE_HISTORY,
+    INSTANCES,
+    TABLES,
+    VERSIONS,
+)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class SchemaError(Exception):
@@ -45,11 +52,30 @@ def _create_missing_derived_tables(conn: duckdb.DuckDBPyConnection) -> None:
     ensure_schema(conn)
 
 
+def _add_instance_history(conn: duckdb.DuckDBPyConnection) -> None:
+    """The inventory gains each instance's DbiResourceId, and its history begins with the
+    version the inventory knows (its identifier learnt at the next discovery)."""
+    conn.execute(
+        f"ALTER TABLE {INSTANCES.name} ADD COLUMN IF NOT EXISTS "
+        f"{DBI_RESOURCE_ID.name} {DBI_RESOURCE_ID.type}"
+    )
+    ensure_schema(conn)
+    columns = ", ".join(INSTANCE_HISTORY.column_names)
+    known = ", ".join(
+        "first_seen" if name == "valid_from" else name for name in INSTANCE_HISTORY.column_names
+    )
+    conn.execute(
+        f"INSERT INTO {INSTANCE_HISTORY.name} ({columns}) SELECT {known} FROM {INSTANCES.name}"
+    )
+
+
 MIGRATIONS = [
     Migration(1, "records the schema version; creates derived tables older builds lacked",
               _create_missing_derived_tables),
     Migration(2, "adds pipeline_run_parts, each run's figures per account and region",
               _create_missing_derived_tables),
+    Migration(3, "adds rds_instances.dbi_resource_id and rds_instance_history",
+              _add_instance_history),
 ]  # fmt: skip
 
 
@@ -125,7 +151,9 @@ def prepare_schema(
     missing_core = [
         problem
         for problem in structure_problems(conn)
-        if problem.startswith("table ") and problem.split()[1] not in DERIVED_TABLES
+        if problem.startswith("table ")
+        and (table := TABLES[problem.split()[1]]).name not in DERIVED_TABLES
+        and table.added_in <= version
     ]
     if missing_core:
         raise SchemaError(f"{missing_core[0]}; restore it (or a backup) before collecting.")

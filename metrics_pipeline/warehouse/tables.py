@@ -52,6 +52,9 @@ class Table:
     lake_files_per_day: bool = False
     # Holds only what can be computed again from the other tables.
     derived: bool = False
+    # The schema version that added it (warehouse/migrations.py): an older warehouse lacks it
+    # until migrated.
+    added_in: int = 0
 
     def __post_init__(self) -> None:
         names = self.column_names
@@ -125,31 +128,76 @@ _STATISTICS = {
     "SampleCount": "number of samples CloudWatch aggregated in the period (a count)",
 }
 
-# The RDS inventory: every instance seen in the collected accounts and regions.
+# What RDS says an instance is: the inventory holds its present, its history every version.
+DBI_RESOURCE_ID = Column(
+    "dbi_resource_id",
+    "VARCHAR",
+    "RDS's own identifier of the instance (DbiResourceId): a database deleted and created "
+    "again under the same name has a new one",
+)
+DESCRIPTION = (
+    Column("engine", "VARCHAR", "database engine, e.g. postgres, mysql"),
+    Column("engine_version", "VARCHAR", "engine version as RDS reports it"),
+    Column("instance_class", "VARCHAR", "DB instance class, e.g. db.r6g.large"),
+    Column("allocated_storage_gb", "INTEGER", "allocated storage, in GiB"),
+    Column("multi_az", "BOOLEAN", "whether the instance is Multi-AZ"),
+)
+CREATE_TIME = Column("create_time", "TIMESTAMP", "when the instance was created, UTC")
+LAST_SEEN = Column(
+    "last_seen",
+    "TIMESTAMP",
+    "last discovery that listed it, UTC (a deleted instance keeps its last)",
+    nullable=False,
+)
+
+# The RDS inventory: every instance seen in the collected accounts and regions, as last seen.
 INSTANCES = Table(
     "rds_instances",
     (
         *INSTANCE,
-        Column("engine", "VARCHAR", "database engine, e.g. postgres, mysql"),
-        Column("engine_version", "VARCHAR", "engine version as RDS reports it"),
-        Column("instance_class", "VARCHAR", "DB instance class, e.g. db.r6g.large"),
-        Column("allocated_storage_gb", "INTEGER", "allocated storage, in GiB"),
-        Column("multi_az", "BOOLEAN", "whether the instance is Multi-AZ"),
+        *DESCRIPTION,
         Column("status", "VARCHAR", "RDS status at the last discovery, e.g. available"),
-        Column("create_time", "TIMESTAMP", "when the instance was created, UTC"),
+        CREATE_TIME,
         Column(
             "tags", "MAP(VARCHAR, VARCHAR)", "the instance's tags, key to value: `tags['team']`"
         ),
         Column("first_seen", "TIMESTAMP", "first discovery that listed it, UTC", nullable=False),
-        Column(
-            "last_seen",
-            "TIMESTAMP",
-            "last discovery that listed it, UTC (a deleted instance keeps its last)",
-            nullable=False,
-        ),
+        LAST_SEEN,
+        # Last: a warehouse from before it gains it at the end (schema version 3).
+        DBI_RESOURCE_ID,
     ),
     primary_key=INSTANCE_KEY,
 )
+
+# Every version of every instance ever seen: a row per identifier and what RDS said it was,
+# from the discovery that first saw that version to the last that saw it. Never trimmed, so an
+# instance deleted long ago is still known, and a name used again is told apart.
+INSTANCE_HISTORY = Table(
+    "rds_instance_history",
+    (
+        *INSTANCE,
+        DBI_RESOURCE_ID,
+        CREATE_TIME,
+        *DESCRIPTION,
+        Column(
+            "valid_from",
+            "TIMESTAMP",
+            "first discovery that saw this version, UTC",
+            nullable=False,
+        ),
+        Column(
+            "last_seen",
+            "TIMESTAMP",
+            "last discovery that saw this version, UTC (until the next version's valid_from, "
+            "or the instance's deletion)",
+            nullable=False,
+        ),
+    ),
+    primary_key=(*INSTANCE_KEY, "valid_from"),
+    added_in=3,
+)
+# What a new version of an instance is a change of (status and tags change too often to say).
+HISTORY_TRACKED = tuple(column.name for column in (DBI_RESOURCE_ID, CREATE_TIME, *DESCRIPTION))
 
 # One row per instance, metric and CloudWatch period, a column per statistic.
 METRICS = Table(
@@ -370,7 +418,17 @@ VERSIONS = Table(
 # The data tables, in the order they are created and copied.
 TABLES: dict[str, Table] = {
     table.name: table
-    for table in (INSTANCES, METRICS, FETCHES, RUNS, RUN_PARTS, HOURLY, DAILY, RIGHTSIZING)
+    for table in (
+        INSTANCES,
+        INSTANCE_HISTORY,
+        METRICS,
+        FETCHES,
+        RUNS,
+        RUN_PARTS,
+        HOURLY,
+        DAILY,
+        RIGHTSIZING,
+    )
 }
 DERIVED_TABLES = frozenset(name for name, table in TABLES.items() if table.derived)
 # Every table that holds time series, with its time column: what retention trims.
