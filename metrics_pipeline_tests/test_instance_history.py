@@ -4,7 +4,11 @@ new version for a class change and for a name used again by another database."""
 from datetime import datetime, timedelta
 from typing import Any
 
-from metrics_pipeline.collection.store import upsert_instances
+import duckdb
+import pytest
+
+from metrics_pipeline.collection import store
+from metrics_pipeline.collection.store import record_history, upsert_instances
 from metrics_pipeline.warehouse.migrations import SCHEMA_VERSION
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import VERSION_TABLE
@@ -109,3 +113,31 @@ def test_a_version_2_warehouse_starts_the_history_with_what_its_inventory_knows(
     assert history(warehouse) == [
         ("orders-db", "db-A", old, "db.r6g.large", "16.4", first, last + timedelta(hours=1))
     ]
+
+
+def test_a_discovery_that_fails_while_recording_history_leaves_both_tables_as_they_were(
+    warehouse: WarehouseResource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = T0
+    with warehouse.connect() as conn:
+        upsert_instances(conn, [described("orders-db", "db-A")], first)
+
+    def history_then_crash(conn: duckdb.DuckDBPyConnection, seen_at: datetime) -> None:
+        record_history(conn, seen_at)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(store, "record_history", history_then_crash)
+    with warehouse.connect() as conn, pytest.raises(OSError, match="No space left"):
+        upsert_instances(
+            conn,
+            [described("orders-db", "db-A", "db.r6g.xlarge"), described("users-db", "db-U")],
+            first + timedelta(hours=1),
+        )
+
+    old = T0 - timedelta(days=400)
+    assert history(warehouse) == [("orders-db", "db-A", old, "db.r6g.large", "16.4", first, first)]
+    with warehouse.connect() as conn:
+        inventory = conn.execute(
+            f"SELECT instance_id, instance_class, last_seen FROM {INSTANCES.name}"
+        ).fetchall()
+    assert inventory == [("orders-db", "db.r6g.large", first)]

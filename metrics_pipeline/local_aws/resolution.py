@@ -25,12 +25,12 @@ RECENT = timedelta(hours=3)
 
 
 def resolution_at(age: timedelta) -> int:
-    """The resolution, in seconds, kept for data of this age (the hour's beyond 455 days: a
+    """The resolution, in seconds, kept for data of this age; beyond 455 days the coarsest (a
     request may start there, and gets what is younger)."""
     for younger_than, seconds in RESOLUTIONS:
         if age < younger_than:
             return seconds
-    return HOUR
+    return RESOLUTIONS[-1][1]
 
 
 def answerable_start(start: datetime, period: int, now: datetime) -> datetime | None:
