@@ -11,25 +11,12 @@ from dagster import (
 
 from metrics_pipeline.dagster_runs import HEALING_RUN_TAGS
 
-# Eager, but for every hour, not only the latest: the gap sensor heals old hours too.
-ON_SOURCE_HOURS_CHANGE = (
+# Eager, but for every partition, not only the latest: the gap sensor heals old days too.
+ON_SOURCE_PARTITIONS_CHANGE = (
     AutomationCondition.eager()
     .without(AutomationCondition.in_latest_time_window())
-    .with_label("eager, every hour")
+    .with_label("eager, every partition")
 )
-
-# A day is computed once any of its hours exists and again whenever one of them changes: a day
-# at the edge of the look-back window may never have all 24 of its hours collected.
-ON_ANY_SOURCE_HOUR_CHANGE = (
-    (AutomationCondition.newly_missing() | AutomationCondition.any_deps_updated())
-    .since_last_handled()
-    .with_label("newly missing or any hour updated")
-    & AutomationCondition.any_deps_match(~AutomationCondition.missing()).with_label(
-        "some hour collected"
-    )
-    & ~AutomationCondition.any_deps_in_progress()
-    & ~AutomationCondition.in_progress()
-).with_label("when any of its hours changes")
 
 
 # A healing run brings hours a report computed earlier did not see: a new deployment's first
@@ -81,7 +68,7 @@ derived_assets_automation = AutomationConditionSensorDefinition(
     target=AssetSelection.all(),
     default_status=DefaultSensorStatus.RUNNING,
     description=(
-        "Recomputes the hourly and daily rollups whenever their hours of rds_metrics change, "
+        "Recomputes the daily tier whenever its days of the hourly tier change, "
         "and runs pipeline_health and rightsizing_report on their crons, once as soon as "
         "their inputs exist, and again after healing runs brought history. Several partitions "
         "of one asset become one backfill run."

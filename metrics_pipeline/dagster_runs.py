@@ -1,6 +1,7 @@
 """What the domains share about Dagster runs: the tags of a run that covers a range of hours or
 brings history, and the statuses of a run that has not finished."""
 
+from collections.abc import Callable
 from datetime import datetime
 
 from dagster import DagsterRunStatus
@@ -25,6 +26,9 @@ UNFINISHED = [
 ]
 
 
-def range_tags(first: datetime, last: datetime) -> dict[str, str]:
-    """Tags that make one run cover [first, last] of a single-run backfill asset."""
-    return {RANGE_START_TAG: partition_key(first), RANGE_END_TAG: partition_key(last)}
+def range_tags(
+    first: datetime, last: datetime, key: Callable[[datetime], str] = partition_key
+) -> dict[str, str]:
+    """Tags that make one run cover [first, last] of a single-run backfill asset whose
+    partitions are named by `key` (hourly ones by default)."""
+    return {RANGE_START_TAG: key(first), RANGE_END_TAG: key(last)}

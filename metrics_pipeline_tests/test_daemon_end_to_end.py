@@ -17,9 +17,8 @@ import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.definitions.run_request import InstigatorType
 
-from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.healing.progress import WAITING_LINE
-from metrics_pipeline.hours import floor_hour, utc_now
+from metrics_pipeline.hours import floor_hour, healing_hours, utc_now
 from metrics_pipeline.warehouse.readers import open_reader
 from metrics_pipeline_tests.helpers import DAGSTER_DAEMON, pipeline_env, wait_for
 from metrics_pipeline_tests.moto_fleet import create_instance, put_metrics

@@ -19,8 +19,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from metrics_pipeline.healing.gaps import HistoryProgress, healing_hours, history_progress
-from metrics_pipeline.hours import HOUR, utc_now
+from metrics_pipeline.healing.gaps import HistoryProgress, history_progress
+from metrics_pipeline.hours import HOUR, healing_hours, utc_now
 from metrics_pipeline.settings import ConfigError, StorageSettings, look_back_from_env
 from metrics_pipeline.warehouse.fetch_log import RDS_FETCH_LOG
 from metrics_pipeline.warehouse.instances import read_inventory

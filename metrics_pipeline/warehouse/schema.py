@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import duckdb
 
 from metrics_pipeline.catalog import STATISTIC_COLUMNS, WIDE_VIEW_COLUMNS
@@ -10,6 +12,7 @@ from metrics_pipeline.warehouse.tables import (
     DAILY,
     FETCHES,
     HOURLY,
+    HOURLY_FETCHES,
     INSTANCE_KEY,
     INSTANCES,
     METRIC,
@@ -32,6 +35,7 @@ FETCHES_TABLE = FETCHES.name
 RUNS_TABLE = RUNS.name
 RUN_PARTS_TABLE = RUN_PARTS.name
 HOURLY_TABLE = HOURLY.name
+HOURLY_FETCHES_TABLE = HOURLY_FETCHES.name
 DAILY_TABLE = DAILY.name
 RIGHTSIZING_TABLE = RIGHTSIZING.name
 VERSION_TABLE = VERSIONS.name
@@ -83,11 +87,13 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(schema_sql(keys=not is_lake(conn)))
 
 
-def partition_lake_tables(conn: duckdb.DuckDBPyConnection) -> None:
-    """A DuckLake stores these tables in files per day of their time column, so rewriting an
-    hour touches one day's files."""
+def partition_lake_tables(
+    conn: duckdb.DuckDBPyConnection, names: Iterable[str] | None = None
+) -> None:
+    """A DuckLake stores these tables (of `names`, all when None) in files per day of their
+    time column, so rewriting an hour touches one day's files."""
     for table in TABLES.values():
-        if table.lake_files_per_day:
+        if table.lake_files_per_day and (names is None or table.name in names):
             column = table.time_column
             conn.execute(
                 f"ALTER TABLE {table.name} SET PARTITIONED BY (year({column}), "

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from metrics_pipeline.catalog import STATISTIC_COLUMNS
+from metrics_pipeline.catalog import HOURLY_PERCENTILES, STATISTIC_COLUMNS
 
 # The DuckDB types the tables use, as information_schema spells them, and their Arrow types.
 ARROW_TYPES: dict[str, pa.DataType] = {
@@ -26,6 +26,12 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "TIMESTAMP": pa.timestamp("us"),
     "MAP(VARCHAR, VARCHAR)": pa.map_(pa.string(), pa.string()),
 }
+
+
+# The tiers of history: CloudWatch's periods as collected, CloudWatch's own hourly statistics,
+# and days computed from those hours. Each has its own retention setting.
+RAW_TIER, HOURLY_TIER, DAILY_TIER = "raw", "hourly", "daily"
+TIERS = (RAW_TIER, HOURLY_TIER, DAILY_TIER)
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,9 @@ class Table:
     # The schema version that added it (warehouse/migrations.py): an older warehouse lacks it
     # until migrated.
     added_in: int = 0
+    # The tier whose retention setting trims it (maintenance/retention.py); a table without a
+    # time column is never trimmed.
+    tier: str = "raw"
 
     def __post_init__(self) -> None:
         names = self.column_names
@@ -67,6 +76,8 @@ class Table:
             raise ValueError(f"table {self.name}: unknown or repeated columns {unknown or names}")
         if self.lake_files_per_day and not self.time_column:
             raise ValueError(f"table {self.name}: files per day need a time column")
+        if self.tier not in TIERS:
+            raise ValueError(f"table {self.name}: tier {self.tier} is not one of {TIERS}")
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -225,28 +236,38 @@ METRICS = Table(
     lake_files_per_day=True,
 )
 
-# The fetch log: which hour of which instance was fetched, when, and whether settled.
-FETCHES = Table(
-    "rds_metric_fetches",
-    (
-        Column("hour", "TIMESTAMP", "the hour fetched (its start), UTC", nullable=False),
-        *INSTANCE,
-        Column("fetched_at", "TIMESTAMP", "when it was fetched, UTC", nullable=False),
-        Column(
-            "datapoints", "BIGINT", "statistic values stored for the hour (a count)", nullable=False
+
+def _fetch_log(name: str, tier: str, what: str, added_in: int = 0) -> Table:
+    """A fetch log: which hour of which instance was fetched, when, and whether settled."""
+    return Table(
+        name,
+        (
+            Column("hour", "TIMESTAMP", "the hour fetched (its start), UTC", nullable=False),
+            *INSTANCE,
+            Column("fetched_at", "TIMESTAMP", "when it was fetched, UTC", nullable=False),
+            Column(
+                "datapoints",
+                "BIGINT",
+                f"statistic values stored for the hour in {what} (a count)",
+                nullable=False,
+            ),
+            Column(
+                "settled",
+                "BOOLEAN",
+                "fetched after the hour settled (no refetch needed)",
+                nullable=False,
+            ),
+            Column("run_id", "VARCHAR", "Dagster run that fetched it"),
         ),
-        Column(
-            "settled",
-            "BOOLEAN",
-            "fetched after the hour settled (no refetch needed)",
-            nullable=False,
-        ),
-        Column("run_id", "VARCHAR", "Dagster run that fetched it"),
-    ),
-    primary_key=(*INSTANCE_KEY, "hour"),
-    time_column="hour",
-    lake_files_per_day=True,
-)
+        primary_key=(*INSTANCE_KEY, "hour"),
+        time_column="hour",
+        lake_files_per_day=True,
+        added_in=added_in,
+        tier=tier,
+    )
+
+
+FETCHES = _fetch_log("rds_metric_fetches", RAW_TIER, "rds_metrics")
 
 # Each collection run's own figures: its window, work, requests, cost and time.
 RUNS = Table(
@@ -316,43 +337,61 @@ RUN_PARTS = Table(
 )
 
 
-def _rollup(name: str, bucket: str) -> Table:
-    per = f"over the {bucket}'s period averages, in the metric's unit"
-    return Table(
-        name,
-        (
-            Column(bucket, "TIMESTAMP", f"start of the {bucket}, UTC", nullable=False),
-            *INSTANCE,
-            METRIC,
-            UNIT,
-            Column("average", "DOUBLE", f"mean of the {bucket}'s period averages, metric's unit"),
-            Column("minimum", "DOUBLE", f"lowest period minimum of the {bucket}, metric's unit"),
-            Column("maximum", "DOUBLE", f"highest period maximum of the {bucket}, metric's unit"),
-            Column("p50", "DOUBLE", f"median {per}"),
-            Column("p95", "DOUBLE", f"95th percentile {per}"),
-            Column("p99", "DOUBLE", f"99th percentile {per}"),
-            Column("sample_count", "DOUBLE", f"CloudWatch samples in the {bucket} (a count)"),
-            Column(
-                "periods", "INTEGER", f"periods present in the {bucket} (a count)", nullable=False
-            ),
-            Column(
-                "completeness",
-                "DOUBLE",
-                "periods present over periods expected (0 to 1)",
-                nullable=False,
-            ),
-            Column("computed_at", "TIMESTAMP", "when the rollup was computed, UTC", nullable=False),
+_PERCENTILE_TEXT = "percentile of the hour's samples as CloudWatch computes it"
+
+# The hourly tier: CloudWatch's own hourly statistics of every instance and metric, for every
+# hour CloudWatch still keeps (455 days) and then as long as METRICS_HOURLY_RETENTION_DAYS says.
+HOURLY = Table(
+    "rds_metrics_hourly",
+    (
+        Column("hour", "TIMESTAMP", "start of the hour, UTC", nullable=False),
+        *INSTANCE,
+        METRIC,
+        UNIT,
+        Column("average", "DOUBLE", "mean of the hour's samples, in the metric's unit"),
+        Column("minimum", "DOUBLE", "lowest sample of the hour, in the metric's unit"),
+        Column("maximum", "DOUBLE", "highest sample of the hour, in the metric's unit"),
+        Column("sum", "DOUBLE", "sum of the hour's samples, in the metric's unit"),
+        Column("sample_count", "DOUBLE", "samples CloudWatch aggregated in the hour (a count)"),
+        *(
+            Column(p, "DOUBLE", f"{p[1:]}th {_PERCENTILE_TEXT} (extended statistic {p})")
+            for p in HOURLY_PERCENTILES
         ),
-        primary_key=(*INSTANCE_KEY, "metric", bucket),
-        time_column=bucket,
-        lake_files_per_day=True,
-        derived=True,
-    )
+        Column("collected_at", "TIMESTAMP", "when the run fetched it, UTC", nullable=False),
+    ),
+    primary_key=(*INSTANCE_KEY, "metric", "hour"),
+    time_column="hour",
+    lake_files_per_day=True,
+    added_in=4,
+    tier=HOURLY_TIER,
+)
+HOURLY_FETCHES = _fetch_log("rds_metric_hourly_fetches", HOURLY_TIER, HOURLY.name, added_in=4)
 
-
-# Per hour, and per UTC day, instance and metric: computed from rds_metrics.
-HOURLY = _rollup("rds_metrics_hourly", "hour")
-DAILY = _rollup("rds_metrics_daily", "day")
+# The daily tier: each UTC day of the hourly tier, kept forever.
+DAILY = Table(
+    "rds_metrics_daily",
+    (
+        Column("day", "TIMESTAMP", "start of the UTC day", nullable=False),
+        *INSTANCE,
+        METRIC,
+        UNIT,
+        Column("average", "DOUBLE", "mean of the day's samples (hourly sums over sample counts)"),
+        Column("minimum", "DOUBLE", "lowest sample of the day, in the metric's unit"),
+        Column("maximum", "DOUBLE", "highest sample of the day, in the metric's unit"),
+        Column("sum", "DOUBLE", "sum of the day's samples, in the metric's unit"),
+        Column("sample_count", "DOUBLE", "samples CloudWatch aggregated in the day (a count)"),
+        Column("peak_hour_average", "DOUBLE", "highest hourly average of the day"),
+        Column("max_hourly_p95", "DOUBLE", "highest hourly p95 of the day"),
+        Column("max_hourly_p99", "DOUBLE", "highest hourly p99 of the day"),
+        Column("hours", "INTEGER", "hours of the day with data (a count)", nullable=False),
+        Column("computed_at", "TIMESTAMP", "when the day was computed, UTC", nullable=False),
+    ),
+    primary_key=(*INSTANCE_KEY, "metric", "day"),
+    time_column="day",
+    derived=True,
+    added_in=4,
+    tier=DAILY_TIER,
+)
 
 # The latest rightsizing report: one row per serving instance, its verdict and evidence.
 RIGHTSIZING = Table(
@@ -426,6 +465,7 @@ TABLES: dict[str, Table] = {
         RUNS,
         RUN_PARTS,
         HOURLY,
+        HOURLY_FETCHES,
         DAILY,
         RIGHTSIZING,
     )
@@ -435,3 +475,8 @@ DERIVED_TABLES = frozenset(name for name, table in TABLES.items() if table.deriv
 TIME_COLUMNS: dict[str, str] = {
     name: table.time_column for name, table in TABLES.items() if table.time_column
 }
+
+
+def tier_tables(tier: str) -> dict[str, str]:
+    """The tables of a tier that hold time series, with their time columns."""
+    return {name: column for name, column in TIME_COLUMNS.items() if TABLES[name].tier == tier}
