@@ -30,7 +30,9 @@ def replace_days(
             f"""
             INSERT INTO {DAILY_TABLE}
             SELECT date_trunc('day', hour) AS day, account_id, region, instance_id, metric,
-                   any_value(unit), sum(average * sample_count) / sum(sample_count),
+                   any_value(unit),
+                   sum(average * sample_count)
+                       / nullif(sum(sample_count) FILTER (WHERE average IS NOT NULL), 0),
                    min(minimum), max(maximum), sum(sum), sum(sample_count), max(average),
                    max(p95), max(p99), count(*), $computed_at
             FROM {HOURLY_TABLE}

@@ -388,6 +388,7 @@ DAILY = Table(
     ),
     primary_key=(*INSTANCE_KEY, "metric", "day"),
     time_column="day",
+    lake_files_per_day=True,
     derived=True,
     added_in=4,
     tier=DAILY_TIER,
