@@ -218,3 +218,37 @@ def test_the_column_reference_of_the_docs_is_generated_from_the_declarations() -
     for table in TABLES.values():
         for column in table.columns:
             assert f"\n| {column.name} | {column.type} |" in page
+
+
+def test_the_hourly_history_view_takes_the_hourly_tier_and_fills_its_missing_hours_from_raw(
+    tmp_path: Path,
+) -> None:
+    """10:00 exists only as raw periods (summed into the hour, no percentiles); 11:00 is in
+    both tiers and is taken from the hourly tier alone."""
+    raw = (
+        "INSERT INTO rds_metrics VALUES "
+        "(?, '1', 'r', 'db', 'CPUUtilization', 'Percent', ?, ?, ?, ?, ?, ?)"
+    )
+    with duckdb.connect(str(tmp_path / "metrics.duckdb")) as conn:
+        ensure_schema(conn)
+        conn.executemany(
+            raw,
+            [
+                (datetime(2026, 11, 1, 10, 5), 10.0, 5.0, 20.0, 30.0, 3.0, NOW),
+                (datetime(2026, 11, 1, 10, 10), 20.0, 4.0, 40.0, 100.0, 5.0, NOW),
+                (datetime(2026, 11, 1, 11, 10), 99.0, 99.0, 99.0, 99.0, 1.0, NOW),
+            ],
+        )
+        conn.execute(
+            "INSERT INTO rds_metrics_hourly VALUES ('2026-11-01 11:00', '1', 'r', 'db', "
+            "'CPUUtilization', 'Percent', 30, 1, 60, 360, 12, 28, 50, 55, 59, ?)",
+            [NOW],
+        )
+        rows = conn.execute(
+            "SELECT hour, average, minimum, maximum, sum, sample_count, p95, tier "
+            "FROM rds_hourly_history ORDER BY hour"
+        ).fetchall()
+    assert rows == [
+        (datetime(2026, 11, 1, 10), 130.0 / 8, 4.0, 40.0, 130.0, 8.0, None, "raw"),
+        (datetime(2026, 11, 1, 11), 30.0, 1.0, 60.0, 360.0, 12.0, 55.0, "hourly"),
+    ]

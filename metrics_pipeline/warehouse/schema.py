@@ -41,6 +41,7 @@ RIGHTSIZING_TABLE = RIGHTSIZING.name
 VERSION_TABLE = VERSIONS.name
 LATEST_VIEW = "rds_latest"
 WIDE_VIEW = "rds_metrics_wide"
+HOURLY_HISTORY_VIEW = "rds_hourly_history"
 
 
 def _views_sql() -> str:
@@ -57,6 +58,13 @@ def _views_sql() -> str:
         for metric, column in WIDE_VIEW_COLUMNS.items()
     )
     period = ", ".join((f"{ts}", *INSTANCE_KEY))
+    hour_series = ", ".join((*INSTANCE_KEY, METRIC.name, "hour"))
+    tier_columns = ", ".join(HOURLY.column_names[: HOURLY.column_names.index("collected_at")])
+    percentiles = ", ".join(
+        f"NULL::DOUBLE AS {column}"
+        for column in HOURLY.column_names
+        if column.startswith("p") and column[1:].isdigit()
+    )
     return f"""
 CREATE OR REPLACE VIEW {LATEST_VIEW} AS
 SELECT {series}, any_value({UNIT.name}) AS {UNIT.name}, max({ts}) AS {ts}, {latest}
@@ -65,6 +73,21 @@ CREATE OR REPLACE VIEW {WIDE_VIEW} AS
 SELECT {period},
 {wide}
 FROM {METRICS_TABLE} GROUP BY {period};
+CREATE OR REPLACE VIEW {HOURLY_HISTORY_VIEW} AS
+SELECT {tier_columns}, 'hourly' AS tier FROM {HOURLY_TABLE}
+UNION ALL BY NAME
+SELECT date_trunc('hour', {ts}) AS hour, {", ".join(INSTANCE_KEY)}, {METRIC.name},
+       any_value({UNIT.name}) AS {UNIT.name},
+       coalesce(sum(sum) / nullif(sum(sample_count), 0), avg(average)) AS average,
+       min(minimum) AS minimum, max(maximum) AS maximum, sum(sum) AS sum,
+       sum(sample_count) AS sample_count, {percentiles}, 'raw' AS tier
+FROM {METRICS_TABLE} r
+WHERE NOT EXISTS (
+    SELECT 1 FROM {HOURLY_TABLE} h
+    WHERE ({", ".join(f"h.{c}" for c in hour_series.split(", "))})
+        = ({", ".join(f"r.{c}" for c in INSTANCE_KEY)}, r.{METRIC.name}, date_trunc('hour', r.{ts}))
+)
+GROUP BY ALL;
 """
 
 
