@@ -142,7 +142,11 @@ def test_health_and_query_answer_on_the_terminal(
     [
         (["extract", "-i", "nope-db"], "instance: unknown 'nope-db'"),
         (["extract", "--start", END, "--end", START], "must be after start"),
-        (["extract", "--start", "2020-01-01", "--end", "2020-01-02"], "outside retention"),
+        (
+            ["extract", "--tier", "raw", "--start", "2020-01-01", "--end", "2020-01-02"],
+            "outside retention",
+        ),
+        (["extract", "--tier", "weekly"], "argument --tier: invalid choice: 'weekly'"),
         (["extract", "--start", "yesterday"], "start: 'yesterday' is not a time"),
         (["extract", "--start", "now-999999999d"], "start: 'now-999999999d' is too far back"),
         (["extract", "-o", "out.xlsx"], "output: cannot tell the format of 'out.xlsx'"),
