@@ -52,7 +52,7 @@ class Migration:
 def _create_missing_derived_tables(conn: duckdb.DuckDBPyConnection) -> None:
     """Builds before versioning created the rollup, run and report tables lazily: a warehouse
     from one of them may lack some. They hold only what can be computed again."""
-    ensure_schema(conn)
+    ensure_schema(conn, views=False)
 
 
 def _add_instance_history(conn: duckdb.DuckDBPyConnection) -> None:
@@ -62,7 +62,7 @@ def _add_instance_history(conn: duckdb.DuckDBPyConnection) -> None:
         f"ALTER TABLE {INSTANCES.name} ADD COLUMN IF NOT EXISTS "
         f"{DBI_RESOURCE_ID.name} {DBI_RESOURCE_ID.type}"
     )
-    ensure_schema(conn)
+    ensure_schema(conn, views=False)
     columns = ", ".join(INSTANCE_HISTORY.column_names)
     known = ", ".join(
         "first_seen" if name == "valid_from" else name for name in INSTANCE_HISTORY.column_names

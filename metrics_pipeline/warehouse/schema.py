@@ -91,10 +91,12 @@ GROUP BY ALL;
 """
 
 
-def schema_sql(*, keys: bool) -> str:
+def schema_sql(*, keys: bool, views: bool = True) -> str:
     """The DDL of every table (with primary keys when `keys`: a DuckDB file has them, a
-    DuckLake has none, its writers' delete-then-insert keeps the rows unique) and the views."""
-    return "\n".join(table.create_sql(keys=keys) for table in TABLES.values()) + _views_sql()
+    DuckLake has none, its writers' delete-then-insert keeps the rows unique) and, with
+    `views`, the views."""
+    tables = "\n".join(table.create_sql(keys=keys) for table in TABLES.values())
+    return tables + (_views_sql() if views else "")
 
 
 def is_lake(conn: duckdb.DuckDBPyConnection) -> bool:
@@ -105,9 +107,11 @@ def is_lake(conn: duckdb.DuckDBPyConnection) -> bool:
     return bool(row and row[0] == "ducklake")
 
 
-def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    """Creates what is missing of this build's tables, and its views."""
-    conn.execute(schema_sql(keys=not is_lake(conn)))
+def ensure_schema(conn: duckdb.DuckDBPyConnection, views: bool = True) -> None:
+    """Creates what is missing of this build's tables, and (with `views`) its views: a
+    migration step before the last leaves the views to the last, as they read tables in this
+    build's shape."""
+    conn.execute(schema_sql(keys=not is_lake(conn), views=views))
 
 
 def partition_lake_tables(
