@@ -24,12 +24,18 @@ ON_SOURCE_PARTITIONS_CHANGE = (
 # healing run the report is computed again (once the report's own run in progress, if any, has
 # ended: the condition holds until then), so the last one leaves a report of the whole
 # look-back. It does not wait for the fresh runs, which may always be queued or running.
+# Only a request of the report settles it, not an update: a report run that started before
+# the healing run wrote, and ends in the same tick as that write, did not see it.
 AFTER_HEALING_RUNS = (
     AutomationCondition.any_deps_match(
         AutomationCondition.newly_updated()
         & AutomationCondition.executed_with_tags(tag_values=HEALING_RUN_TAGS)
     )
-    .since_last_handled()
+    .since(
+        (
+            AutomationCondition.newly_requested() | AutomationCondition.initial_evaluation()
+        ).with_label("requested")
+    )
     .with_label("a healing run updated its inputs")
     & ~AutomationCondition.in_progress()
 ).with_label("after healing runs")

@@ -20,7 +20,7 @@ from dagster import (
 )
 
 from metrics_pipeline.dagster_runs import range_tags
-from metrics_pipeline.hours import floor_hour, utc_now
+from metrics_pipeline.hours import HOUR, floor_hour, utc_now
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.sql import in_transaction
 from metrics_pipeline_tests.helpers import definitions_for_tests, rds_metrics_daily
@@ -394,3 +394,14 @@ def test_reports_computed_before_the_history_run_again_once_a_healing_run_brings
             instance.report_runless_asset_event(AssetMaterialization(report))
         reports, cursor = reports_requested(instance, cursor)
         assert reports == set()  # once per healing run, not at every tick after it
+
+        # A report run that started before the next healing run wrote, and ended in the same
+        # tick as that write, did not see it: the report is computed again.
+        healed_again = deployment.resolve_job_def("healing_job").execute_in_process(
+            instance=instance, tags=range_tags(old_hour + HOUR, old_hour + HOUR)
+        )
+        assert healed_again.success
+        for report in ("pipeline_health", "rightsizing_report"):
+            instance.report_runless_asset_event(AssetMaterialization(report))
+        reports, cursor = reports_requested(instance, cursor)
+        assert reports == {"pipeline_health", "rightsizing_report"}
