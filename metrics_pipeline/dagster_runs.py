@@ -15,6 +15,8 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 # source's healing job (sources/jobs.py). The history's progress counts them by it, and the
 # reports computed before them are computed again once they land (see automation.py).
 HEALING_RUN_TAGS = {"metrics_pipeline/collection": "healing"}
+# The raw tier's healing job: the look-back whose progress start.sh's terminal follows.
+RAW_HEALING_JOB = "healing_job"
 
 # A run in one of these has not finished (the fresh schedule skips a tick while its previous
 # run is in one; the gap sensor counts the healing runs in one against its cap).

@@ -24,6 +24,8 @@ from dagster import (
     materialize,
 )
 
+from metrics_pipeline.collection.assets import build_collection_assets
+from metrics_pipeline.collection.source import CLOUDWATCH_RDS
 from metrics_pipeline.dagster_runs import RANGE_END_TAG, RANGE_START_TAG
 from metrics_pipeline.healing.sensors import build_gap_healing_sensor
 from metrics_pipeline.history.assets import build_history_assets
@@ -549,4 +551,39 @@ def test_the_oldest_day_is_fetched_from_its_oldest_hour_and_then_complete(
     # Its 13 hours are all the day has to fetch: the next tick starts the day after.
     assert described(tick(hourly_sensor(settings), instance, warehouse)) == [
         ("hourly_history_job", key(OLDEST_DAY + DAY), key(YESTERDAY), {})
+    ]
+
+
+# The raw tier's collection, reading the same fixed clock.
+_, rds_metrics_as_of_now = build_collection_assets(TEST_SETTINGS, PARTITIONS.hourly, lambda: NOW)
+
+
+def test_the_tier_waits_while_the_raw_look_back_is_being_healed(
+    warehouse: WarehouseResource, discovered: dict[str, Any], instance: DagsterInstance
+) -> None:
+    """Both sources registered, as deployed: the first tick heals the raw look-back only; the
+    tier's days are asked for once the raw tier launches nothing and has nothing running."""
+    settings = sensor_settings(METRICS_BACKFILL_MAX_DATAPOINTS_PER_TICK=EVERYTHING)
+    both = build_gap_healing_sensor(
+        settings, (CLOUDWATCH_RDS, CLOUDWATCH_RDS_HOURLY), PARTITIONS, clock=lambda: NOW
+    )
+
+    first = both(build_sensor_context(instance=instance, resources={"warehouse": warehouse}))
+
+    assert isinstance(first, SensorResult)
+    assert [r.job_name for r in first.run_requests or []] == ["healing_job"]
+    [raw_run] = first.run_requests or []
+    assert materialize(
+        [rds_metrics_as_of_now],
+        instance=instance,
+        resources=discovered,
+        tags=raw_run.tags,
+        run_config=raw_run.run_config,
+    ).success
+
+    second = both(build_sensor_context(instance=instance, resources={"warehouse": warehouse}))
+
+    assert isinstance(second, SensorResult)
+    assert described(second.run_requests or []) == [
+        ("hourly_history_job", key(OLDEST_DAY), key(YESTERDAY), {})
     ]

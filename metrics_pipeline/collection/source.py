@@ -18,6 +18,7 @@ from metrics_pipeline.collection.schedules import (
     fresh_hours,
     range_tags,
 )
+from metrics_pipeline.dagster_runs import RAW_HEALING_JOB
 from metrics_pipeline.hours import Clock
 from metrics_pipeline.partitions import Partitions
 from metrics_pipeline.settings import BACKFILL_QUOTA_DATAPOINTS_PER_TICK, Settings
@@ -40,7 +41,7 @@ class CloudWatchRds(Source):
     name = "cloudwatch_rds"
     asset = RDS_METRICS
     fetch_log = RDS_FETCH_LOG
-    healing_job = healing_job_for(RDS_METRICS, "healing_job")
+    healing_job = healing_job_for(RDS_METRICS, RAW_HEALING_JOB)
     jobs: tuple[UnresolvedAssetJobDefinition, ...] = (fresh_collection_job, healing_job)
 
     def definitions(self, settings: Settings, partitions: Partitions) -> Definitions:

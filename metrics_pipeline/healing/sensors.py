@@ -75,6 +75,12 @@ class SourceLook:
     requests: list[RunRequest]
     message: str  # for the tick's log, or its skip reason when nothing is launched
     due_again_now: bool  # work is left, or the look could not happen: look again next wake
+    in_flight: bool = False  # its healing runs are queued or running
+
+    @property
+    def busy(self) -> bool:
+        """It launches runs, or has runs that have not finished."""
+        return bool(self.requests) or self.in_flight
 
 
 def look_at_source(
@@ -103,7 +109,7 @@ def look_at_source(
     progress = history_progress(hours, subjects, settled, in_flight, source.step).line()
     if in_flight:
         return SourceLook(
-            [], f"{progress}. Looking for gaps again when the healing runs finish.", True
+            [], f"{progress}. Looking for gaps again when the healing runs finish.", True, True
         )
     keys = [source.partition_key(hour) for hour in hours]
     statuses = (
@@ -161,9 +167,15 @@ def look_for_gaps(
         return SensorResult(run_requests=[run for run in first_runs if run is not None])
     if not healing_hours(now, settings.backfill_days, settings.settle_delay):
         return SkipReason("No settled hour in the look-back window yet.")
-    looks = [
-        look_at_source(context, warehouse, settings, source, partitions, now) for source in sources
-    ]
+    looks: list[SourceLook] = []
+    for source in sources:
+        busy = [s.name for s, look in zip(sources[: len(looks)], looks, strict=True) if look.busy]
+        if source.after_earlier_sources and busy:
+            looks.append(
+                SourceLook([], f"{source.name}: waiting for {', '.join(busy)} to heal first.", True)
+            )
+        else:
+            looks.append(look_at_source(context, warehouse, settings, source, partitions, now))
     look_interval = timedelta(minutes=settings.backfill_interval_minutes)
     due_again_now = any(look.due_again_now for look in looks)
     context.update_cursor((now if due_again_now else now + look_interval).isoformat())

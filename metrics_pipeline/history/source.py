@@ -51,6 +51,7 @@ class CloudWatchRdsHourly(CloudWatchRds):
     name = "cloudwatch_rds_hourly"
     asset = RDS_METRICS_HOURLY
     step = DAY
+    after_earlier_sources = True
     fetch_log = FetchLog(HOURLY_FETCHES_TABLE)
     healing_job = healing_job_for(
         RDS_METRICS_HOURLY, "hourly_history_job", priority=HOURLY_HISTORY_PRIORITY

@@ -47,6 +47,9 @@ class Source(ABC):
     asset: AssetKey
     #: How long one partition is: an hour, or a day for a source fetched a day at a time.
     step: timedelta = HOUR
+    #: Healed only while the sources registered before it launch nothing and have no healing
+    #: run unfinished: a long history waits for the recent one.
+    after_earlier_sources: bool = False
     #: What each materialization records per subject and hour.
     fetch_log: FetchLog
     #: The job the gap sensor launches to fill this source's gaps (sources/jobs.py).
