@@ -239,7 +239,11 @@ def test_every_read_says_which_warehouse_it_read(
     extracted = cli(
         warehouse, "extract", "--start", START, "--end", END, "-o", str(tmp_path / "x.csv")
     )
-    assert extracted.stderr.splitlines() == [read]
+    assert extracted.stderr.splitlines() == [
+        "metrics-pipeline: extract read the raw tier (rds_metrics): the range is within its "
+        "7 days",
+        read,
+    ]
 
     elsewhere = tmp_path / "elsewhere.duckdb"
     elsewhere_warehouse = WarehouseResource(database=str(elsewhere))
