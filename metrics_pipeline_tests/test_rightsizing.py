@@ -10,8 +10,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from dagster import AssetKey, materialize
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    DagsterInstance,
+    evaluate_automation_conditions,
+    instance_for_test,
+    materialize,
+)
 
+from metrics_pipeline.hours import floor_hour
 from metrics_pipeline.rightsizing.assets import (
     Evidence,
     Finding,
@@ -21,7 +29,6 @@ from metrics_pipeline.rightsizing.assets import (
     days_until_full,
     rightsizing_report,
 )
-from metrics_pipeline.hours import floor_hour
 from metrics_pipeline.rightsizing.windows import WINDOW_DAYS, read_windows
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
@@ -648,3 +655,25 @@ def test_the_report_writes_the_windows_and_shows_them(warehouse: WarehouseResour
         conn.execute("UPDATE rds_instances SET status = 'stopped'")
     assert materialize([rightsizing_report], resources=resources).success
     assert window_rows(warehouse) == []
+
+
+def test_the_report_does_not_wait_for_the_hourly_tier() -> None:
+    """The hourly tier lands a day at a time: the first report runs on the inventory and the
+    raw tier alone (a deployment's hourly tier comes after its raw look-back)."""
+
+    def materialized(instance: DagsterInstance, *assets: str) -> None:
+        for asset in assets:
+            hour = floor_hour(now()) - timedelta(hours=2)
+            partition = f"{hour:%Y-%m-%d-%H:%M}" if asset == "rds_metrics" else None
+            instance.report_runless_asset_event(AssetMaterialization(asset, partition=partition))
+
+    def requested(result: Any) -> bool:
+        return any(
+            r.key == AssetKey("rightsizing_report") and r.true_subset.size for r in result.results
+        )
+
+    with instance_for_test() as instance:
+        start = evaluate_automation_conditions(defs=defs, instance=instance)
+        materialized(instance, "rds_instances", "rds_metrics")
+        first = evaluate_automation_conditions(defs=defs, instance=instance, cursor=start.cursor)
+        assert requested(first)  # no day of the hourly tier yet

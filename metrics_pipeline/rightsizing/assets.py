@@ -30,7 +30,6 @@ from metrics_pipeline.collection.resources import CollectionResource
 from metrics_pipeline.history.keys import RDS_METRICS_HOURLY
 from metrics_pipeline.hours import utc_now
 from metrics_pipeline.metadata import markdown_table, table_asset
-from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.rightsizing.serving import NOT_SERVING, SERVING_CTE
 from metrics_pipeline.rightsizing.windows import (
     WINDOW_DAYS,
@@ -38,6 +37,7 @@ from metrics_pipeline.rightsizing.windows import (
     replace_windows,
     windows_markdown,
 )
+from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import (
     METRICS_TABLE,
     RIGHTSIZING_TABLE,
