@@ -42,22 +42,27 @@ AFTER_HEALING_RUNS = (
 
 
 def on_cron_and_once_inputs_exist(
-    cron: str, only_after_input_updates: bool = True
+    cron: str, only_after_input_updates: bool = True, slow_inputs: AssetSelection | None = None
 ) -> AutomationCondition:
     """On its cron (after its inputs have updated since the previous tick, unless
     `only_after_input_updates` is off), and also as soon as its inputs first exist, so a new
     deployment shows a first report within minutes instead of at the next cron tick, and again
     after healing runs brought history. A first run that failed is not retried before the
-    cron."""
+    cron. `slow_inputs` (a tier written a day at a time) neither hold back the first run nor
+    the cron, though a healing run that updated them still counts."""
+    inputs_exist = AutomationCondition.all_deps_match(~AutomationCondition.missing())
+    if slow_inputs is not None:
+        inputs_exist = inputs_exist.ignore(slow_inputs)
     first_run = (
         AutomationCondition.missing()
-        & AutomationCondition.all_deps_match(~AutomationCondition.missing())
+        & inputs_exist
         & ~AutomationCondition.in_progress()
         & ~AutomationCondition.execution_failed()
     ).with_label("never materialized, inputs exist")
     on_cron: AutomationCondition
     if only_after_input_updates:
-        on_cron = AutomationCondition.on_cron(cron, cron_timezone="UTC")
+        after_updates = AutomationCondition.on_cron(cron, cron_timezone="UTC")
+        on_cron = after_updates if slow_inputs is None else after_updates.ignore(slow_inputs)
     else:
         # Two steps: inferred inside the chain, the tick's key type would be the asset's only,
         # which since_last_handled() (typed for assets and checks) does not accept.

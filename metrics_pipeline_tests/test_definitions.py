@@ -178,7 +178,7 @@ def test_the_definitions_are_what_the_docs_describe(defs: Definitions) -> None:
         "rightsizing_report": (
             None,
             pool,
-            ("rds_instances", "rds_metrics"),
+            ("rds_instances", "rds_metrics", "rds_metrics_hourly"),
             "on cron 10 * * * * (after input updates), once inputs exist, and after healing runs",
         ),
     }

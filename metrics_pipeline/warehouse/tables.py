@@ -444,6 +444,89 @@ RIGHTSIZING = Table(
     derived=True,
 )
 
+# The latest rightsizing report's longer evidence: one row per serving instance and window
+# (14, 30, 90 days) in which the hourly tier holds CPU data, with how much of the window it holds.
+RIGHTSIZING_WINDOWS = Table(
+    "rds_rightsizing_windows",
+    (
+        Column("report_time", "TIMESTAMP", "when the report was made, UTC", nullable=False),
+        *INSTANCE,
+        Column(
+            "window_days",
+            "INTEGER",
+            "length of the trailing window, in days (14, 30 or 90)",
+            nullable=False,
+        ),
+        Column(
+            "window_start",
+            "TIMESTAMP",
+            "start of the window, UTC: report_time less window_days; the window holds the "
+            "hours of rds_metrics_hourly that start in [window_start, report_time)",
+            nullable=False,
+        ),
+        Column(
+            "history_days",
+            "DOUBLE",
+            "hours of the window with CPUUtilization data in rds_metrics_hourly, over 24, in "
+            "days (below window_days when the instance or the history is younger)",
+            nullable=False,
+        ),
+        Column(
+            "cpu_p95",
+            "DOUBLE",
+            "95th percentile (linear interpolation) of CPUUtilization's hourly p95 values over "
+            "the window's hours, in percent",
+        ),
+        Column(
+            "cpu_p99_max",
+            "DOUBLE",
+            "highest hourly p99 of CPUUtilization in the window, in percent",
+        ),
+        Column(
+            "peak_hour",
+            "TIMESTAMP",
+            "start of the hour with the highest hourly average CPUUtilization (the earliest on "
+            "a tie), UTC",
+            nullable=False,
+        ),
+        Column(
+            "peak_hour_cpu",
+            "DOUBLE",
+            "CPUUtilization's average in peak_hour, in percent",
+            nullable=False,
+        ),
+        Column(
+            "busiest_weekday",
+            "INTEGER",
+            "ISO weekday (1 Monday to 7 Sunday, UTC) with the highest mean of CPUUtilization's "
+            "hourly averages (the lower on a tie)",
+            nullable=False,
+        ),
+        Column(
+            "quietest_weekday",
+            "INTEGER",
+            "ISO weekday (1 Monday to 7 Sunday, UTC) with the lowest mean of CPUUtilization's "
+            "hourly averages (the lower on a tie)",
+            nullable=False,
+        ),
+        Column(
+            "connections_p95",
+            "DOUBLE",
+            "95th percentile (linear interpolation) of DatabaseConnections' hourly p95 values "
+            "over the window's hours (a count)",
+        ),
+        Column(
+            "freeable_memory_min_mib",
+            "DOUBLE",
+            "lowest FreeableMemory sample of the window (hourly minimum, or average where no "
+            "minimum), in MiB",
+        ),
+    ),
+    primary_key=(*INSTANCE_KEY, "window_days"),
+    derived=True,
+    added_in=4,
+)
+
 # The schema version of the warehouse (warehouse/migrations.py): not data, never copied.
 VERSIONS = Table(
     "schema_version",
@@ -469,6 +552,7 @@ TABLES: dict[str, Table] = {
         HOURLY_FETCHES,
         DAILY,
         RIGHTSIZING,
+        RIGHTSIZING_WINDOWS,
     )
 }
 DERIVED_TABLES = frozenset(name for name, table in TABLES.items() if table.derived)
