@@ -240,8 +240,7 @@ def test_every_read_says_which_warehouse_it_read(
         warehouse, "extract", "--start", START, "--end", END, "-o", str(tmp_path / "x.csv")
     )
     assert extracted.stderr.splitlines() == [
-        "metrics-pipeline: extract read the raw tier (rds_metrics): the range is within its "
-        "7 days",
+        "metrics-pipeline: extract read the raw tier (rds_metrics): the range is within its 7 days",
         read,
     ]
 
