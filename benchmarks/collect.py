@@ -6,7 +6,7 @@ memory, VmHWM, from the figures it prints).
 
 MODE is `window` (one single-run backfill, as the gap sensor launches), `partitions` (one
 run per hourly partition: plain Dagster), `fresh` (what a fresh tick does: the
-fresh_collection_job over the two latest hours, then their rollups) or `old-system` (the Go
+fresh_collection_job over the two latest hours) or `old-system` (the Go
 system's way: one GetMetricData round per hour, 100 ms between calls; it only fetches).
 Prints one JSON line of figures.
 """
@@ -33,7 +33,6 @@ from metrics_pipeline.definitions import build_definitions
 from metrics_pipeline.hours import floor_hour
 from metrics_pipeline.partitions import Partitions
 from metrics_pipeline.resources import build_resources
-from metrics_pipeline.rollups.assets import build_rollup_assets
 from metrics_pipeline.settings import Settings, load_settings
 from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline.warehouse.schema import RUNS_TABLE
@@ -106,8 +105,7 @@ def step_seconds(instance: DagsterInstance, run_id: str) -> dict[str, float]:
 
 def fresh_tick(settings: Settings, instance: DagsterInstance, phases: dict[str, float]) -> None:
     """What a fresh tick runs: the fresh_collection_job (inventory, the two latest hours, the
-    checks) over its partition range, then the rollups of those hours and their days."""
-    partitions = Partitions.starting(settings.partitions_start)
+    checks) over its partition range. The long tiers are fetched once a day, not per tick."""
     defs = build_definitions(settings)
     first, last = window_hours(2, newest_settled=True)
     began = time.perf_counter()
@@ -123,17 +121,6 @@ def fresh_tick(settings: Settings, instance: DagsterInstance, phases: dict[str, 
     publish_seconds = metadata["snapshot_publish_seconds"].value
     assert isinstance(publish_seconds, float), publish_seconds  # recorded as float metadata
     phases["snapshot_publish"] = publish_seconds
-    hourly, daily = build_rollup_assets(partitions)
-    resources = build_resources(settings)
-    began = time.perf_counter()
-    assert materialize(
-        [hourly], tags=range_tags(first, last), resources=resources, instance=instance
-    ).success
-    for day in sorted({first.date(), last.date()}):
-        assert materialize(
-            [daily], partition_key=day.isoformat(), resources=resources, instance=instance
-        ).success
-    phases["rollups"] = time.perf_counter() - began
 
 
 def collect_with_dagster(args: argparse.Namespace) -> dict[str, Any]:

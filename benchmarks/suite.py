@@ -230,7 +230,7 @@ def table(results: Results) -> list[tuple[str, str, str, str]]:
         f"fresh tick, {size.instances} instances (wall, process start to exit)",
         f"{fresh.wall_seconds:.1f} s: start-up {phases['start_up']:.1f} s, fresh job "
         f"{phases['collection']:.1f} s (inventory {phases['inventory']:.1f} s, metrics "
-        f"{phases['metrics']:.1f} s: {fetch_write}; checks), rollups {phases['rollups']:.1f} s",
+        f"{phases['metrics']:.1f} s: {fetch_write}; checks)",
         f"<= {TARGET_FRESH_SECONDS} s", "met" if fresh.wall_seconds <= TARGET_FRESH_SECONDS
         else "missed",
     ))  # fmt: skip

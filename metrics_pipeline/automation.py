@@ -11,25 +11,12 @@ from dagster import (
 
 from metrics_pipeline.dagster_runs import HEALING_RUN_TAGS
 
-# Eager, but for every hour, not only the latest: the gap sensor heals old hours too.
-ON_SOURCE_HOURS_CHANGE = (
+# Eager, but for every partition, not only the latest: the gap sensor heals old days too.
+ON_SOURCE_PARTITIONS_CHANGE = (
     AutomationCondition.eager()
     .without(AutomationCondition.in_latest_time_window())
-    .with_label("eager, every hour")
+    .with_label("eager, every partition")
 )
-
-# A day is computed once any of its hours exists and again whenever one of them changes: a day
-# at the edge of the look-back window may never have all 24 of its hours collected.
-ON_ANY_SOURCE_HOUR_CHANGE = (
-    (AutomationCondition.newly_missing() | AutomationCondition.any_deps_updated())
-    .since_last_handled()
-    .with_label("newly missing or any hour updated")
-    & AutomationCondition.any_deps_match(~AutomationCondition.missing()).with_label(
-        "some hour collected"
-    )
-    & ~AutomationCondition.any_deps_in_progress()
-    & ~AutomationCondition.in_progress()
-).with_label("when any of its hours changes")
 
 
 # A healing run brings hours a report computed earlier did not see: a new deployment's first
@@ -37,34 +24,45 @@ ON_ANY_SOURCE_HOUR_CHANGE = (
 # healing run the report is computed again (once the report's own run in progress, if any, has
 # ended: the condition holds until then), so the last one leaves a report of the whole
 # look-back. It does not wait for the fresh runs, which may always be queued or running.
+# Only a request of the report settles it, not an update: a report run that started before
+# the healing run wrote, and ends in the same tick as that write, did not see it.
 AFTER_HEALING_RUNS = (
     AutomationCondition.any_deps_match(
         AutomationCondition.newly_updated()
         & AutomationCondition.executed_with_tags(tag_values=HEALING_RUN_TAGS)
     )
-    .since_last_handled()
+    .since(
+        (
+            AutomationCondition.newly_requested() | AutomationCondition.initial_evaluation()
+        ).with_label("requested")
+    )
     .with_label("a healing run updated its inputs")
     & ~AutomationCondition.in_progress()
 ).with_label("after healing runs")
 
 
 def on_cron_and_once_inputs_exist(
-    cron: str, only_after_input_updates: bool = True
+    cron: str, only_after_input_updates: bool = True, slow_inputs: AssetSelection | None = None
 ) -> AutomationCondition:
     """On its cron (after its inputs have updated since the previous tick, unless
     `only_after_input_updates` is off), and also as soon as its inputs first exist, so a new
     deployment shows a first report within minutes instead of at the next cron tick, and again
     after healing runs brought history. A first run that failed is not retried before the
-    cron."""
+    cron. `slow_inputs` (a tier written a day at a time) neither hold back the first run nor
+    the cron, though a healing run that updated them still counts."""
+    inputs_exist = AutomationCondition.all_deps_match(~AutomationCondition.missing())
+    if slow_inputs is not None:
+        inputs_exist = inputs_exist.ignore(slow_inputs)
     first_run = (
         AutomationCondition.missing()
-        & AutomationCondition.all_deps_match(~AutomationCondition.missing())
+        & inputs_exist
         & ~AutomationCondition.in_progress()
         & ~AutomationCondition.execution_failed()
     ).with_label("never materialized, inputs exist")
     on_cron: AutomationCondition
     if only_after_input_updates:
-        on_cron = AutomationCondition.on_cron(cron, cron_timezone="UTC")
+        after_updates = AutomationCondition.on_cron(cron, cron_timezone="UTC")
+        on_cron = after_updates if slow_inputs is None else after_updates.ignore(slow_inputs)
     else:
         # Two steps: inferred inside the chain, the tick's key type would be the asset's only,
         # which since_last_handled() (typed for assets and checks) does not accept.
@@ -81,7 +79,7 @@ derived_assets_automation = AutomationConditionSensorDefinition(
     target=AssetSelection.all(),
     default_status=DefaultSensorStatus.RUNNING,
     description=(
-        "Recomputes the hourly and daily rollups whenever their hours of rds_metrics change, "
+        "Recomputes the daily tier whenever its days of the hourly tier change, "
         "and runs pipeline_health and rightsizing_report on their crons, once as soon as "
         "their inputs exist, and again after healing runs brought history. Several partitions "
         "of one asset become one backfill run."

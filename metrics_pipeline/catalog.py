@@ -84,3 +84,11 @@ STATISTIC_COLUMNS: dict[str, str] = {
     "SampleCount": "sample_count",
 }
 DEFAULT_STATISTICS: tuple[str, ...] = tuple(STATISTIC_COLUMNS)
+
+# The hourly tier (rds_metrics_hourly) keeps every statistic and these percentiles, as
+# CloudWatch computes them from its samples (extended statistics), not from period averages.
+HOURLY_PERCENTILES: tuple[str, ...] = ("p50", "p90", "p95", "p99")
+HOURLY_STATISTIC_COLUMNS: dict[str, str] = {
+    **STATISTIC_COLUMNS,
+    **{percentile: percentile for percentile in HOURLY_PERCENTILES},
+}

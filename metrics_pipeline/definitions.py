@@ -37,10 +37,13 @@ def build_definitions(settings: Settings, sources: Sequence[Source] = SOURCES) -
     pipeline = Definitions(
         assets=[*build_rollup_assets(partitions), pipeline_health, rightsizing_report],
         asset_checks=build_checks(settings, sources),
-        jobs=[build_retention_job(partitions.hourly), backup_job],
+        jobs=[
+            build_retention_job(partitions.hourly, settings.hourly_retention_days),
+            backup_job,
+        ],
         schedules=[retention_schedule, backup_schedule],
         sensors=[
-            build_gap_healing_sensor(settings, sources, partitions.hourly),
+            build_gap_healing_sensor(settings, sources, partitions),
             build_run_failure_alert(settings),
             derived_assets_automation,
             build_run_liveness_check(),

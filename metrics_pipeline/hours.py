@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 
 
 def utc_now() -> datetime:
@@ -42,8 +43,16 @@ def floor_hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
+def floor_day(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def partition_key(hour: datetime) -> str:
     return hour.strftime("%Y-%m-%d-%H:%M")
+
+
+def day_partition_key(day: datetime) -> str:
+    return day.strftime("%Y-%m-%d")
 
 
 def is_settled(hour_start: datetime, fetched_at: datetime, settle_delay: timedelta) -> bool:
@@ -56,12 +65,23 @@ def oldest_kept_hour(now: datetime, days: int) -> datetime:
     return floor_hour(now - timedelta(days=days))
 
 
-def consecutive_runs(hours: Iterable[datetime]) -> list[list[datetime]]:
-    """The hours, sorted, split where one does not follow the previous by exactly an hour."""
+def consecutive_runs(hours: Iterable[datetime], step: timedelta = HOUR) -> list[list[datetime]]:
+    """The hours (or days), sorted, split where one does not follow the previous by `step`."""
     runs: list[list[datetime]] = []
     for hour in sorted(hours):
-        if runs and runs[-1][-1] + HOUR == hour:
+        if runs and runs[-1][-1] + step == hour:
             runs[-1].append(hour)
         else:
             runs.append([hour])
     return runs
+
+
+def healing_hours(now: datetime, backfill_days: int, settle_delay: timedelta) -> list[datetime]:
+    """The settled hours of the look-back window, oldest first."""
+    first = floor_hour(now) - timedelta(days=backfill_days)
+    hours = []
+    hour = first
+    while is_settled(hour, now, settle_delay):
+        hours.append(hour)
+        hour += HOUR
+    return hours

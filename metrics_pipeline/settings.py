@@ -66,11 +66,15 @@ EXTERNAL_ID = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
 # amount of work per tick, so that a history comes in at the quota's pace.
 BACKFILL_QUOTA_DATAPOINTS_PER_TICK = 396_000 * 120
 DEFAULT_RETENTION_DAYS = 7
+# How long CloudWatch keeps hourly datapoints: what the hourly tier backfills.
+CLOUDWATCH_HOURLY_DAYS = 455
 MAX_QUERY_TIMEOUT_SECONDS = 86_400.0
 # Dagster's guidance is at most 100,000 partitions per asset: that many hours.
 MAX_PARTITIONS = 100_000
 MAX_RETENTION_DAYS = MAX_PARTITIONS // 24 - 1
 MAX_BACKUP_KEEP_DAYS = 3650
+# A century: the hourly tier's partitions are days, far below Dagster's guidance.
+MAX_HOURLY_RETENTION_DAYS = 36_500
 # Below this DuckDB cannot stage even one GetMetricData page for the write.
 MIN_DUCKDB_MEMORY_BYTES = 128 * 2**20
 # Below this DuckDB cannot open the warehouse's tables for a query.
@@ -235,6 +239,14 @@ class StorageSettings:
         "partitions)",
         Whole(1, MAX_RETENTION_DAYS),
         DEFAULT_RETENTION_DAYS,
+    )
+    hourly_retention_days: int | None = setting(
+        "METRICS_HOURLY_RETENTION_DAYS",
+        "days of the hourly tier (`rds_metrics_hourly`) kept, {bounds}; the daily tier is kept "
+        "forever",
+        Whole(1, MAX_HOURLY_RETENTION_DAYS),
+        None,
+        default_text="forever",
     )
     backup_dir: Path | None = setting(
         "METRICS_BACKUP_DIR",
@@ -662,7 +674,7 @@ def cloudwatch_retention_days(period_seconds: int) -> int:
     """How far back CloudWatch answers at this period: it keeps 1-minute datapoints for
     15 days, 5-minute aggregates for 63 days and hourly ones for 455 days."""
     if period_seconds % 3600 == 0:
-        return 455
+        return CLOUDWATCH_HOURLY_DAYS
     if period_seconds % 300 == 0:
         return 63
     return 15

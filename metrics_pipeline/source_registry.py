@@ -2,6 +2,7 @@
 progress line, the checks and the definitions need to know of it."""
 
 from metrics_pipeline.collection.source import CLOUDWATCH_RDS
+from metrics_pipeline.history.source import CLOUDWATCH_RDS_HOURLY
 from metrics_pipeline.sources.source import Source
 
-SOURCES: tuple[Source, ...] = (CLOUDWATCH_RDS,)
+SOURCES: tuple[Source, ...] = (CLOUDWATCH_RDS, CLOUDWATCH_RDS_HOURLY)

@@ -17,8 +17,10 @@ from dagster import Definitions
 
 from metrics_pipeline.collection.assets import build_collection_assets
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
+from metrics_pipeline.collection.source import CLOUDWATCH_RDS
 from metrics_pipeline.definitions import build_definitions
 from metrics_pipeline.healing.sensors import build_gap_healing_sensor
+from metrics_pipeline.history.assets import build_history_assets
 from metrics_pipeline.maintenance.jobs import build_retention_job
 from metrics_pipeline.partitions import Partitions
 from metrics_pipeline.quality.checks import build_checks
@@ -46,11 +48,18 @@ def settings_for_tests(**env: str) -> Settings:
 TEST_SETTINGS = settings_for_tests()
 TEST_PARTITIONS = Partitions.starting(TEST_SETTINGS.partitions_start)
 rds_instances, rds_metrics = build_collection_assets(TEST_SETTINGS, TEST_PARTITIONS.hourly)
-rds_metrics_hourly, rds_metrics_daily = build_rollup_assets(TEST_PARTITIONS)
-rds_metrics_completeness, rds_metrics_freshness, rds_metrics_sanity = build_checks(
-    TEST_SETTINGS, SOURCES
-)
-gap_healing_sensor = build_gap_healing_sensor(TEST_SETTINGS, SOURCES, TEST_PARTITIONS.hourly)
+[rds_metrics_hourly] = build_history_assets(TEST_SETTINGS, TEST_PARTITIONS.days)
+[rds_metrics_daily] = build_rollup_assets(TEST_PARTITIONS)
+(
+    rds_metrics_completeness,
+    rds_metrics_freshness,
+    rds_metrics_sanity,
+    rds_metrics_hourly_completeness,
+    rds_metrics_hourly_freshness,
+    rds_metrics_hourly_sanity,
+) = build_checks(TEST_SETTINGS, SOURCES)
+# The raw tier's healing (the hourly tier's has its own tests).
+gap_healing_sensor = build_gap_healing_sensor(TEST_SETTINGS, (CLOUDWATCH_RDS,), TEST_PARTITIONS)
 retention_job = build_retention_job(TEST_PARTITIONS.hourly)
 run_failure_alert = build_run_failure_alert(TEST_SETTINGS)
 STEP_ATTEMPTS = TEST_SETTINGS.step_retries + 1

@@ -7,6 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from benchmarks import tiers
 from benchmarks.suite import SIZES, TARGET_PEAK_RSS_MIB, markdown, run_suite, table
 
 
@@ -40,3 +41,25 @@ def test_the_ci_size_runs_and_meets_the_request_and_memory_bounds(tmp_path: Path
     assert len(rows_of_table) == 3 + len(size.windows) + 1 + 2
     assert all(any(ch.isdigit() for ch in measured) for _, measured, _, _ in rows_of_table)
     assert markdown(results).count("\n| ") == len(rows_of_table) + 1
+
+
+def test_the_tiers_benchmark_stores_every_datapoint_of_each_tier(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`benchmarks.tiers` at a small size: each tier's row counts the statistic values its
+    writer stored (3 instances x 14 metrics), and a size for each."""
+    tiers.main(["--instances", "3", "--days", "2", "--raw-days", "1"])
+
+    rows = [
+        line.split(" | ")
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith(("| raw", "| hourly", "| daily"))
+    ]
+    stored = {row[0].strip("| ").split(" ")[0]: int(row[1].replace(",", "")) for row in rows}
+    series = 3 * 14
+    assert stored == {
+        "raw": series * 288 * 5,  # a day at 300 s, five statistics
+        "hourly": series * 48 * 9,  # two days of hours, nine statistics
+        "daily": series * 2 * 8,  # two days, eight values a row
+    }
+    assert all(int(row[2].replace(",", "")) > 0 for row in rows)

@@ -8,7 +8,7 @@ import pytest
 from dagster import AssetChecksDefinition, AssetCheckSeverity
 
 from metrics_pipeline.collection.store import replace_metrics, upsert_instances
-from metrics_pipeline.healing.gaps import healing_hours
+from metrics_pipeline.hours import healing_hours
 from metrics_pipeline.quality.checks import build_checks, completeness
 from metrics_pipeline.source_registry import SOURCES
 from metrics_pipeline.warehouse.instances import Instance, InventoryEntry

@@ -142,7 +142,11 @@ def test_health_and_query_answer_on_the_terminal(
     [
         (["extract", "-i", "nope-db"], "instance: unknown 'nope-db'"),
         (["extract", "--start", END, "--end", START], "must be after start"),
-        (["extract", "--start", "2020-01-01", "--end", "2020-01-02"], "outside retention"),
+        (
+            ["extract", "--tier", "raw", "--start", "2020-01-01", "--end", "2020-01-02"],
+            "outside retention",
+        ),
+        (["extract", "--tier", "weekly"], "argument --tier: invalid choice: 'weekly'"),
         (["extract", "--start", "yesterday"], "start: 'yesterday' is not a time"),
         (["extract", "--start", "now-999999999d"], "start: 'now-999999999d' is too far back"),
         (["extract", "-o", "out.xlsx"], "output: cannot tell the format of 'out.xlsx'"),
@@ -235,7 +239,10 @@ def test_every_read_says_which_warehouse_it_read(
     extracted = cli(
         warehouse, "extract", "--start", START, "--end", END, "-o", str(tmp_path / "x.csv")
     )
-    assert extracted.stderr.splitlines() == [read]
+    assert extracted.stderr.splitlines() == [
+        "metrics-pipeline: extract read the raw tier (rds_metrics): the range is within its 7 days",
+        read,
+    ]
 
     elsewhere = tmp_path / "elsewhere.duckdb"
     elsewhere_warehouse = WarehouseResource(database=str(elsewhere))

@@ -1,8 +1,8 @@
 """The real dagster daemon with the project's dagster.yaml and nothing switched on by hand: the
 gap sensor starts the first collection at once and heals the look-back window in bounded
-ticks that follow each other, the fresh schedule fires, the automation sensor materializes
-the rollups and the reports, and the warehouse ends up with exactly what CloudWatch (a moto
-server) holds."""
+ticks that follow each other, then the hourly tier's days; the fresh schedule fires, the
+automation sensor materializes the daily tier and the reports, and the warehouse ends up with
+exactly what CloudWatch (a moto server) holds."""
 
 import os
 import re
@@ -13,16 +13,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from statistics import mean
 
+import numpy as np
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.definitions.run_request import InstigatorType
 
-from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.healing.progress import WAITING_LINE
-from metrics_pipeline.hours import floor_hour, utc_now
+from metrics_pipeline.history.window import settled_days
+from metrics_pipeline.hours import floor_hour, healing_hours, utc_now
 from metrics_pipeline.warehouse.readers import open_reader
 from metrics_pipeline_tests.helpers import DAGSTER_DAEMON, pipeline_env, wait_for
-from metrics_pipeline_tests.moto_fleet import create_instance, put_metrics
+from metrics_pipeline_tests.moto_fleet import create_instance, put_metrics, raw_values
 
 pytestmark = pytest.mark.e2e
 
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.e2e
 # two healing runs, the second launched once the first has finished.
 DATAPOINTS_PER_HOUR = 60
 BUDGET_HOURS = 12
+HOURLY_TIER_DAYS = 2
 
 
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:
@@ -81,7 +83,17 @@ def test_a_new_deployment_fills_its_look_back_window_and_everything_runs(
         METRICS_BACKFILL_DAYS="1",
         METRICS_BACKFILL_INTERVAL_MINUTES="1",
         METRICS_BACKFILL_MAX_DATAPOINTS_PER_TICK=str(BUDGET_HOURS * DATAPOINTS_PER_HOUR),
+        # The hourly tier's backfill of two days, not 455: the same code, a test's length.
+        METRICS_HOURLY_RETENTION_DAYS=str(HOURLY_TIER_DAYS),
     )
+    # The last settled day of the hourly tier, and CloudWatch's samples of each of its hours.
+    tier_day = settled_days(utc_now(), timedelta(minutes=15), HOURLY_TIER_DAYS)[-1]
+    samples: dict[datetime, list[float]] = {}
+    for _, _, ts, column in expected:
+        if column == "average" and ts.date() == tier_day.date():
+            samples.setdefault(ts.replace(minute=0), []).extend(
+                raw_values("orders-db", "CPUUtilization", ts)
+            )
     snapshot = Path(env["METRICS_DUCKDB_PATH"]).with_name("metrics.snapshot.duckdb")
     # The instance's storage is created once, before the processes that share it start (as
     # `dagster dev` does): SQLite storage created by two processes at once can collide.
@@ -120,17 +132,13 @@ def test_a_new_deployment_fills_its_look_back_window_and_everything_runs(
         names = ("rds_metrics_hourly", "rds_metrics_daily", "pipeline_health", "rightsizing_report")
         if not all(instance.get_latest_materialization_event(AssetKey(n)) for n in names):
             return False
-        yesterday = (this_hour - timedelta(days=1)).date()
-        rollups = read(
+        tiers = read(
             f"""
-            SELECT (SELECT count(DISTINCT hour) FROM rds_metrics_hourly WHERE hour < '{this_hour}'),
-                   (SELECT count(DISTINCT date_trunc('hour', ts)) FROM rds_metrics
-                    WHERE ts < '{this_hour}'),
-                   (SELECT max(periods) FROM rds_metrics_daily WHERE day = '{yesterday}'),
-                   (SELECT count(*) FROM rds_metrics WHERE ts::DATE = '{yesterday}')
+            SELECT (SELECT count(*) FROM rds_metrics_hourly WHERE hour::DATE = '{tier_day.date()}'),
+                   (SELECT max(hours) FROM rds_metrics_daily WHERE day = '{tier_day}')
             """
         )
-        return bool(rollups) and rollups[0][0] == rollups[0][1] and rollups[0][2] == rollups[0][3]
+        return bool(tiers) and tiers[0] == (len(samples), len(samples))
 
     def reports_follow_the_last_healing_run() -> bool:
         healing = instance.get_run_records(RunsFilter(job_name="healing_job"))
@@ -146,7 +154,7 @@ def test_a_new_deployment_fills_its_look_back_window_and_everything_runs(
     try:
         wait_for(look_back_collected, 420, "every look-back hour collected settled")
         watcher.wait(timeout=60)  # it looks every 2 s and ends once the look-back is complete
-        wait_for(derived_assets_caught_up, 240, "the rollups and reports to catch up")
+        wait_for(derived_assets_caught_up, 240, "the long tiers and reports to catch up")
         # The automation sensor evaluates again after the last healing run; the whole suite
         # keeps the machine busy meanwhile.
         wait_for(reports_follow_the_last_healing_run, 300, "the reports after the history")
@@ -200,19 +208,37 @@ def test_a_new_deployment_fills_its_look_back_window_and_everything_runs(
     want = {k: v for k, v in expected.items() if k[2].replace(minute=0) in fetched}
     assert got == pytest.approx(want)
 
-    # The rollups hold what the periods say, for the hours before the one in progress.
-    hourly = dict(read(f"SELECT hour, average FROM rds_metrics_hourly WHERE hour < '{this_hour}'"))
-    averages: dict[datetime, list[float]] = {}
-    for (_, _, ts, column), value in want.items():
-        if column == "average" and ts < this_hour:
-            averages.setdefault(ts.replace(minute=0), []).append(value)
-    assert hourly == pytest.approx({hour: mean(values) for hour, values in averages.items()})
-    yesterday = this_hour - timedelta(days=1)
-    [(periods, completeness)] = read(
-        f"SELECT periods, completeness FROM rds_metrics_daily WHERE day = '{yesterday.date()}'"
+    # The hourly tier holds CloudWatch's statistics of each hour's samples, percentiles
+    # included; the daily tier is made of them.
+    hourly = {
+        row[0]: row[1:]
+        for row in read(
+            "SELECT hour, average, minimum, maximum, sample_count, p50, p95, p99 "
+            f"FROM rds_metrics_hourly WHERE hour::DATE = '{tier_day.date()}'"
+        )
+    }
+    assert hourly == {
+        hour: pytest.approx(
+            (
+                mean(values), min(values), max(values), len(values),
+                *(np.percentile(values, p) for p in (50, 95, 99)),
+            )
+        )
+        for hour, values in samples.items()
+    }  # fmt: skip
+    every_sample = [value for values in samples.values() for value in values]
+    [daily] = read(
+        "SELECT average, minimum, maximum, sample_count, max_hourly_p99, hours "
+        f"FROM rds_metrics_daily WHERE day = '{tier_day}'"
     )
-    in_yesterday = [ts for ts in {k[2] for k in want} if ts.date() == yesterday.date()]
-    assert (periods, completeness) == (len(in_yesterday), pytest.approx(len(in_yesterday) / 288))
+    assert daily == pytest.approx(
+        (
+            mean(every_sample), min(every_sample), max(every_sample), len(every_sample),
+            max(np.percentile(values, 99) for values in samples.values()), len(samples),
+        )
+    )  # fmt: skip
+    tier_runs = instance.get_runs(RunsFilter(job_name="hourly_history_job"))
+    assert tier_runs and all(run.tags["dagster/priority"] == "-20" for run in tier_runs)
     assert read("SELECT instance_id FROM rds_rightsizing") == [("orders-db",)]
     health = instance.get_latest_materialization_event(AssetKey("pipeline_health"))
     assert health.asset_materialization.metadata["collection_runs"].value >= 1

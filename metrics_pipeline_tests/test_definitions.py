@@ -99,13 +99,15 @@ def test_schedules_sensor_and_jobs_are_loaded(defs: Definitions) -> None:
     # What each job runs: the collection jobs their assets (with their checks), the
     # maintenance jobs their one op; and what the schedules and the gap sensor start.
     runs = {}
-    for job in ("fresh_collection_job", "healing_job", "retention_job", "backup_job"):
+    jobs = ("fresh_collection_job", "healing_job", "hourly_history_job", "retention_job")
+    for job in (*jobs, "backup_job"):
         definition = defs.resolve_job_def(job)
         assets = sorted(key.to_user_string() for key in definition.asset_layer.selected_asset_keys)
         runs[job] = assets or sorted(node.name for node in definition.graph.node_defs)
     assert runs == {
         "fresh_collection_job": ["rds_instances", "rds_metrics"],
         "healing_job": ["rds_metrics"],
+        "hourly_history_job": ["rds_metrics_hourly"],
         "retention_job": ["drop_expired_rows"],
         "backup_job": ["back_up_warehouse"],
     }
@@ -115,7 +117,11 @@ def test_schedules_sensor_and_jobs_are_loaded(defs: Definitions) -> None:
         "backup_schedule": "backup_job",
     }
     [healing] = [s for s in defs.sensors if s.name == "gap_healing_sensor"]
-    assert sorted(job.name for job in healing.jobs) == ["fresh_collection_job", "healing_job"]
+    assert sorted(job.name for job in healing.jobs) == [
+        "fresh_collection_job",
+        "healing_job",
+        "hourly_history_job",
+    ]
 
 
 @pytest.mark.e2e
@@ -156,17 +162,12 @@ def test_the_definitions_are_what_the_docs_describe(defs: Definitions) -> None:
     assert assets == {
         "rds_instances": (None, pool, (), None),
         "rds_metrics": ("HourlyPartitionsDefinition", pool, ("rds_instances",), None),
-        "rds_metrics_hourly": (
-            "HourlyPartitionsDefinition",
-            pool,
-            ("rds_metrics",),
-            "eager, every hour",
-        ),
+        "rds_metrics_hourly": ("DailyPartitionsDefinition", pool, ("rds_instances",), None),
         "rds_metrics_daily": (
             "DailyPartitionsDefinition",
             pool,
             ("rds_metrics_hourly",),
-            "when any of its hours changes",
+            "eager, every partition",
         ),
         "pipeline_health": (
             None,
@@ -177,13 +178,14 @@ def test_the_definitions_are_what_the_docs_describe(defs: Definitions) -> None:
         "rightsizing_report": (
             None,
             pool,
-            ("rds_instances", "rds_metrics"),
+            ("rds_instances", "rds_metrics", "rds_metrics_hourly"),
             "on cron 10 * * * * (after input updates), once inputs exist, and after healing runs",
         ),
     }
     assert {job.name for job in defs.jobs} == {
         "fresh_collection_job",
         "healing_job",
+        "hourly_history_job",
         "retention_job",
         "backup_job",
     }

@@ -234,6 +234,8 @@ EXEMPT = {
     "test_benchmarks.py runs the suite's ci size",
     ".venv/bin/python -m benchmarks.suite --size small": "about 6 minutes; test_benchmarks.py "
     "runs the suite's ci size",
+    ".venv/bin/python -m benchmarks.tiers": "two minutes; test_benchmarks.py runs it at a "
+    "small size",
     ".venv/bin/python -m benchmarks.maintenance": "30 million rows; the bounds are tested in "
     "test_backups.py and test_lake.py",
     ".venv/bin/python -m benchmarks.maintenance --rows 3000000": "several minutes; the bounds "

@@ -45,16 +45,15 @@ from moto.rds.responses import RDSResponse
 
 from metrics_pipeline.catalog import STATISTIC_COLUMNS
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
+from metrics_pipeline.collection.source import CLOUDWATCH_RDS
 from metrics_pipeline.dagster_runs import RANGE_END_TAG, RANGE_START_TAG, range_tags
-from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.healing.sensors import build_gap_healing_sensor
-from metrics_pipeline.hours import partition_key
+from metrics_pipeline.hours import healing_hours, partition_key
 from metrics_pipeline.local_aws import cloudwatch as local_cloudwatch
 from metrics_pipeline.local_aws.fleet import SimulatedInstance
 from metrics_pipeline.local_aws.server import LocalAws, start
 from metrics_pipeline.local_aws.signals import series
 from metrics_pipeline.quality.alerts import cause_line, root_cause
-from metrics_pipeline.source_registry import SOURCES
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import (
     STEP_ATTEMPTS,
@@ -460,7 +459,7 @@ def sensor_collection() -> CollectionResource:
 
 def gap_healing_sensor_at(now: datetime) -> SensorDefinition:
     return build_gap_healing_sensor(
-        TEST_SETTINGS, SOURCES, TEST_PARTITIONS.hourly, clock=lambda: now
+        TEST_SETTINGS, (CLOUDWATCH_RDS,), TEST_PARTITIONS, clock=lambda: now
     )
 
 

@@ -7,9 +7,9 @@ from metrics_pipeline.healing.gaps import (
     HealingRun,
     HourStatus,
     find_gaps,
-    healing_hours,
     plan_healing_runs,
 )
+from metrics_pipeline.hours import healing_hours
 from metrics_pipeline.warehouse.instances import Instance, InventoryEntry
 
 NOW = datetime(2026, 11, 20, 12, 20)

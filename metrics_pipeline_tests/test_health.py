@@ -20,6 +20,17 @@ def test_summary_reports_cost_failures_and_freshness(warehouse: WarehouseResourc
     now = datetime.now(UTC).replace(tzinfo=None)
     with warehouse.connect() as conn:
         ensure_schema(conn)
+        # The hourly tier's day of yesterday, fetched at once: its cost is shown on its own row.
+        record_run(
+            conn,
+            {
+                "run_id": "hourly-0000000000", "asset": "rds_metrics_hourly",
+                "window_start": now - timedelta(days=2), "window_end": now - timedelta(days=1),
+                "finished_at": now - timedelta(minutes=3), "cloudwatch_requests": 4,
+                "estimated_cost_usd": 0.126, "fetch_seconds": 1.0, "write_seconds": 0.5,
+                "rows_written": 24,
+            },
+        )  # fmt: skip
         for n, (requests, seconds) in enumerate([(30, 2.0), (10, 9.5)]):
             record_run(
                 conn,
@@ -68,7 +79,8 @@ def test_summary_reports_cost_failures_and_freshness(warehouse: WarehouseResourc
     assert metadata["failure_rate"].value == 0.25
     assert 0 <= metadata["minutes_since_last_fresh_success"].value < 5
     per_day = metadata["calls_and_cost_per_day"].value
-    assert f"| {now.date()} | 40 | {round(40 * 0.0007, 4)} |" in per_day
+    assert f"| {now.date()} | rds_metrics | 40 | {round(40 * 0.0007, 4)} |" in per_day
+    assert f"| {now.date()} | rds_metrics_hourly | 4 | 0.126 |" in per_day
     slowest = metadata["slowest_runs"].value.splitlines()
     assert slowest[2].startswith("| run-1-00 |") and "| 10.0 | 200 |" in slowest[2]
     by_account = metadata["by_account_and_region"].value.splitlines()

@@ -73,7 +73,8 @@ def test_a_new_lake_has_partitioned_tables_and_nothing_to_read(
             "WHERE t.end_snapshot IS NULL GROUP BY ALL ORDER BY 1"
         ).fetchall()
     assert [name for name, _ in partitioned] == [
-        "rds_metric_fetches", "rds_metrics", "rds_metrics_daily", "rds_metrics_hourly",
+        "rds_metric_fetches", "rds_metric_hourly_fetches", "rds_metrics", "rds_metrics_daily",
+        "rds_metrics_hourly",
     ]  # fmt: skip
 
 
@@ -205,19 +206,20 @@ def test_the_reader_is_a_sandbox_on_a_lake_too(warehouse: WarehouseResource, tmp
 def test_a_duckdb_warehouse_moves_into_a_lake_with_every_row(
     aws: AwsResource, collection: CollectionResource, lake: Lake, tmp_path: Path
 ) -> None:
-    """`metrics-pipeline migrate-to-lake`: a file warehouse with collected metrics, rollups
-    and run figures moves into an empty lake; every table then reads the same there."""
+    """`metrics-pipeline migrate-to-lake`: a file warehouse with collected metrics, the hourly
+    tier and run figures moves into an empty lake; every table then reads the same there."""
     create_instance("us-east-1", "orders-db", tags={"team": "shop"})
     put_metrics("us-east-1", ["orders-db"], ["CPUUtilization"], HOUR, HOUR + timedelta(hours=2))
     file = WarehouseResource(database=str(tmp_path / "file" / "metrics.duckdb"))
     collect(aws, collection, file, HOUR, HOUR + timedelta(hours=1))
-    hourly = [HOUR.strftime("%Y-%m-%d-%H:%M")]
-    rolled_up = materialize(
+    tier = materialize(
         [rds_metrics_hourly],
-        partition_key=hourly[0],
-        resources={"collection": collection, "warehouse": file},
+        partition_key=HOUR.strftime("%Y-%m-%d"),
+        resources={"aws": aws, "collection": collection, "warehouse": file},
     )
-    assert rolled_up.success
+    assert tier.success
+    # The hours put that fall in HOUR's day (the second may be the next day's first).
+    tier_hours = sum((HOUR + timedelta(hours=n)).date() == HOUR.date() for n in range(2))
     in_the_lake = WarehouseResource(
         database=file.database, lake_catalog=lake.catalog, lake_data_path=lake.data_path
     )
@@ -240,7 +242,7 @@ def test_a_duckdb_warehouse_moves_into_a_lake_with_every_row(
             copied += len(before)
         [(metric_rows,)] = source.execute("SELECT count(*) FROM rds_metrics").fetchall()
         [(hourly_rows,)] = source.execute("SELECT count(*) FROM rds_metrics_hourly").fetchall()
-    assert (metric_rows, hourly_rows) == (2 * 12, 1)
+    assert (metric_rows, hourly_rows) == (2 * 12, tier_hours)
     assert moved.stdout.startswith(
         f"Moved {copied} row(s) of {len(TABLES)} table(s) from {file.database}"
     )
@@ -252,8 +254,9 @@ def test_a_duckdb_warehouse_moves_into_a_lake_with_every_row(
     assert again.stderr == (
         "metrics-pipeline: error: migrate-to-lake: the lake already holds rows "
         "(rds_instances 1, rds_instance_history 1, rds_metrics 24, rds_metric_fetches 2, "
-        "pipeline_runs 1, pipeline_run_parts 1, rds_metrics_hourly 1); nothing was copied. Move "
-        "a file into a new, empty lake.\n"
+        f"pipeline_runs 2, pipeline_run_parts 2, rds_metrics_hourly {tier_hours}, "
+        "rds_metric_hourly_fetches 24); nothing was copied. Move a file into a new, empty "
+        "lake.\n"
     )
 
 

@@ -1,15 +1,17 @@
-"""The local AWS's GetMetricData: CloudWatch's limits and NextToken paging on top of moto."""
+"""The local AWS's GetMetricData: CloudWatch's limits, NextToken paging and percentiles on top of
+moto."""
 
 from datetime import UTC, datetime, timedelta
 
 import boto3
+import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
 from metrics_pipeline.collection.cloudwatch import build_queries
 from metrics_pipeline.local_aws.cloudwatch import page_results
 from metrics_pipeline.warehouse.instances import Instance
-from metrics_pipeline_tests.moto_fleet import put_metrics
+from metrics_pipeline_tests.moto_fleet import put_metrics, raw_values
 
 HOUR = datetime(2026, 11, 20, 10)
 
@@ -64,3 +66,42 @@ def test_paginator_reassembles_every_datapoint() -> None:
     assert [len(p["MetricDataResults"][0]["Values"]) for p in pages] == [5, 5, 2]
     timestamps = [t for p in pages for t in p["MetricDataResults"][0]["Timestamps"]]
     assert timestamps == [HOUR.replace(tzinfo=UTC) + timedelta(minutes=5 * n) for n in range(12)]
+
+
+@pytest.mark.usefixtures("moto_aws")
+def test_percentiles_of_stored_data_are_of_each_periods_samples() -> None:
+    """moto answers no extended statistic; the local AWS computes it from the samples put."""
+    end = HOUR + timedelta(hours=2)
+    put_metrics("us-east-1", ["db-1"], ["CPUUtilization"], HOUR, end)
+    client = boto3.client("cloudwatch", region_name="us-east-1")
+    statistics = ["p50", "p95", "p99", "Average"]
+    queries = build_queries([Instance("1", "us-east-1", "db-1")], ["CPUUtilization"], statistics)
+    answer = client.get_metric_data(
+        MetricDataQueries=[q.to_api(3600) for q in queries],
+        StartTime=HOUR.replace(tzinfo=UTC),
+        EndTime=end.replace(tzinfo=UTC),
+        ScanBy="TimestampAscending",
+    )
+    hours = [HOUR, HOUR + timedelta(hours=1)]
+    samples = {
+        hour: [
+            value
+            for n in range(12)
+            for value in raw_values("db-1", "CPUUtilization", hour + timedelta(minutes=5 * n))
+        ]
+        for hour in hours
+    }
+    got = {
+        (stat, ts.replace(tzinfo=None)): value
+        for stat, result in zip(statistics, answer["MetricDataResults"], strict=True)
+        for ts, value in zip(result["Timestamps"], result["Values"], strict=True)
+    }
+    assert got == pytest.approx(
+        {
+            (stat, hour): float(
+                np.mean(values) if stat == "Average" else np.percentile(values, float(stat[1:]))
+            )
+            for stat in statistics
+            for hour, values in samples.items()
+        }
+    )

@@ -187,3 +187,64 @@ def test_a_renamed_table_fails_the_run_before_aws_is_asked_and_strands_nothing(
         kept = conn.execute("SELECT count(*) FROM rds_metrics_v0").fetchone()
     assert METRICS_TABLE not in tables  # no new, empty table in its place
     assert kept == (len(ROWS),)
+
+
+# The rollup tables of schema version 3, made from the raw periods.
+VERSION_3_ROLLUPS = """
+CREATE TABLE rds_metrics_hourly (hour TIMESTAMP NOT NULL, account_id VARCHAR NOT NULL,
+    region VARCHAR NOT NULL, instance_id VARCHAR NOT NULL, metric VARCHAR NOT NULL,
+    unit VARCHAR, average DOUBLE, minimum DOUBLE, maximum DOUBLE, p50 DOUBLE, p95 DOUBLE,
+    p99 DOUBLE, sample_count DOUBLE, periods INTEGER NOT NULL, completeness DOUBLE NOT NULL,
+    computed_at TIMESTAMP NOT NULL);
+CREATE TABLE rds_metrics_daily (day TIMESTAMP NOT NULL, account_id VARCHAR NOT NULL,
+    region VARCHAR NOT NULL, instance_id VARCHAR NOT NULL, metric VARCHAR NOT NULL,
+    unit VARCHAR, average DOUBLE, minimum DOUBLE, maximum DOUBLE, p50 DOUBLE, p95 DOUBLE,
+    p99 DOUBLE, sample_count DOUBLE, periods INTEGER NOT NULL, completeness DOUBLE NOT NULL,
+    computed_at TIMESTAMP NOT NULL);
+"""
+
+
+def test_a_version_3_warehouse_trades_its_rollups_for_the_hourly_tier(
+    warehouse: WarehouseResource,
+) -> None:
+    """Version 3's rds_metrics_hourly and rds_metrics_daily were rollups of the raw periods:
+    version 4 replaces them with the hourly tier (empty until the gap sensor fetches it),
+    its fetch log and the daily tier; the raw rows stay."""
+    warehouse.prepare()
+    with warehouse.connect() as conn:
+        for table in ("rds_metrics_daily", "rds_metric_hourly_fetches", "rds_metrics_hourly"):
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute(VERSION_3_ROLLUPS)
+        conn.executemany(
+            f"INSERT INTO {METRICS_TABLE} (account_id, region, instance_id, metric, unit, ts, "
+            "average, minimum, maximum, sum, sample_count, collected_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, TIMESTAMP '2026-11-20 11:00')",
+            ROWS,
+        )
+        conn.execute(
+            "INSERT INTO rds_metrics_hourly VALUES ('2026-11-20 10:00', '123456789012', "
+            "'us-east-1', 'orders-db', 'CPUUtilization', 'Percent', 26.9, 10, 43, 26.9, 40, "
+            "41, 4, 2, 0.17, '2026-11-20 11:00')"
+        )
+        conn.execute(f"DELETE FROM {VERSION_TABLE}")
+        conn.execute(
+            f"INSERT INTO {VERSION_TABLE} VALUES (1, TIMESTAMP '2026-11-01'), "
+            "(2, TIMESTAMP '2026-11-02'), (3, TIMESTAMP '2026-11-03')"
+        )
+        assert structure_problems(conn)  # the old shape is not this build's
+
+    warehouse.prepare()
+
+    with warehouse.connect() as conn:
+        assert structure_problems(conn) == []
+        [(version,)] = conn.execute(f"SELECT max(version) FROM {VERSION_TABLE}").fetchall()
+        assert version == SCHEMA_VERSION == 4
+        counts = conn.execute(
+            f"SELECT (SELECT count(*) FROM {METRICS_TABLE}), "
+            "(SELECT count(*) FROM rds_metrics_hourly), (SELECT count(*) FROM rds_metrics_daily)"
+        ).fetchall()
+        assert counts == [(len(ROWS), 0, 0)]
+    if not warehouse.lake_catalog:  # a file is copied first (a lake is its catalog's backups)
+        [backup] = warehouse.backups_path.glob("before-schema-v4-from-v3-*.duckdb")
+        with duckdb.connect(str(backup), read_only=True) as conn:
+            assert conn.execute("SELECT periods FROM rds_metrics_hourly").fetchall() == [(2,)]

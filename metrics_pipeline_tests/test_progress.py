@@ -13,7 +13,6 @@ import pytest
 from dagster import instance_for_test
 
 from metrics_pipeline.collection.store import replace_metrics, upsert_instances
-from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.healing.progress import (
     WAITING_LINE,
     healing_runs_in_flight,
@@ -21,6 +20,7 @@ from metrics_pipeline.healing.progress import (
     read_progress,
     watch,
 )
+from metrics_pipeline.hours import healing_hours
 from metrics_pipeline.settings import StorageSettings
 from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline.warehouse.resources import WarehouseResource

@@ -292,3 +292,59 @@ def test_run_sql_stops_at_the_time_limit_and_lets_go_of_ctrl_c(
         )
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert query.run_sql("SELECT count(*) AS n FROM rds_metrics", limited)["n"][0] == len(stored)
+
+
+def test_the_tier_follows_the_range_unless_one_is_asked_for() -> None:
+    storage = StorageSettings(duckdb_path=Path("unused.duckdb"), retention_days=7)
+    recent = query.choose_tier(NOW - timedelta(days=2), NOW, None, storage, NOW)
+    assert (recent.tier, recent.start, recent.end) == ("raw", NOW - timedelta(days=2), NOW)
+    assert recent.line() == "read the raw tier (rds_metrics): the range is within its 7 days"
+    old = query.choose_tier(NOW - timedelta(days=30), NOW, None, storage, NOW)
+    assert (old.tier, old.start, old.table.name) == (
+        "hourly",
+        NOW - timedelta(days=30),
+        "rds_metrics_hourly",
+    )
+    assert "starts before the raw tier's 7 days (METRICS_RETENTION_DAYS)" in old.why
+    # Asked for, the raw tier gives what it keeps of the range; the daily tier all of it.
+    raw = query.choose_tier(NOW - timedelta(days=30), NOW, "raw", storage, NOW)
+    assert (raw.tier, raw.start) == ("raw", LAST_HOUR - timedelta(days=7))
+    daily = query.choose_tier(datetime(2020, 1, 1), NOW, "daily", storage, NOW)
+    assert (daily.tier, daily.start, daily.table.name) == (
+        "daily",
+        datetime(2020, 1, 1),
+        "rds_metrics_daily",
+    )
+    with pytest.raises(QueryError, match=r"outside retention.*METRICS_RETENTION_DAYS=7\)\.$"):
+        query.choose_tier(datetime(2020, 1, 1), datetime(2020, 1, 2), "raw", storage, NOW)
+    kept_a_year = replace(storage, hourly_retention_days=365)
+    with pytest.raises(QueryError, match=r"METRICS_HOURLY_RETENTION_DAYS=365\)\.$"):
+        query.choose_tier(datetime(2020, 1, 1), datetime(2020, 1, 2), None, kept_a_year, NOW)
+    with pytest.raises(QueryError, match=r"^tier: 'weekly' is not a tier; choose raw, hourly"):
+        query.choose_tier(NOW - timedelta(days=1), NOW, "weekly", storage, NOW)
+
+
+def test_an_extract_before_the_raw_tier_reads_the_hourly_one(
+    warehouse: WarehouseResource, storage: StorageSettings
+) -> None:
+    """Hourly rows of a month ago, as the hourly tier holds them: the extract returns them,
+    and says so; the wide view (of the raw tier) is refused for them by name."""
+    month_ago = LAST_HOUR - timedelta(days=30)
+    rows = [
+        (month_ago + timedelta(hours=n), ACCOUNT_ID, "us-east-1", "orders-db", "CPUUtilization",
+         "Percent", 10.0 + n, 1.0, 90.0, 120.0 + n, 12.0, 9.0, 50.0, 60.0 + n, 80.0, NOW)
+        for n in range(3)
+    ]  # fmt: skip
+    with warehouse.connect() as conn:
+        conn.executemany(
+            f"INSERT INTO rds_metrics_hourly VALUES ({', '.join('?' * len(rows[0]))})", rows
+        )
+    frame = query.extract_metrics(
+        month_ago - timedelta(hours=1), month_ago + timedelta(hours=2), storage=storage, now=NOW
+    )
+    assert frame.attrs["tier"] == "hourly"
+    assert list(frame["hour"].dt.to_pydatetime()) == [month_ago, month_ago + timedelta(hours=1)]
+    assert frame["p95"].tolist() == [60.0, 61.0]
+    assert "collected_at" not in frame.columns
+    with pytest.raises(QueryError, match=r"^wide: the wide view is of the raw tier"):
+        query.extract_metrics(month_ago, NOW, wide=True, storage=storage, now=NOW)

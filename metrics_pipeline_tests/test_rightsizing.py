@@ -1,7 +1,8 @@
-"""The rightsizing report on data with known answers: percentiles, extremes and the storage
-trend are computed here by hand (numpy, linear interpolation), never read back from the code
-under test."""
+"""The rightsizing report on data with known answers: percentiles, extremes, the storage
+trend and the longer windows' figures are computed here by hand (numpy, linear interpolation),
+never read back from the code under test."""
 
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from dagster import AssetKey, materialize
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    DagsterInstance,
+    evaluate_automation_conditions,
+    instance_for_test,
+    materialize,
+)
 
+from metrics_pipeline.hours import floor_hour
 from metrics_pipeline.rightsizing.assets import (
     Evidence,
     Finding,
@@ -20,8 +29,10 @@ from metrics_pipeline.rightsizing.assets import (
     days_until_full,
     rightsizing_report,
 )
+from metrics_pipeline.rightsizing.windows import WINDOW_DAYS, read_windows
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
+from metrics_pipeline.warehouse.tables import HOURLY, RIGHTSIZING_WINDOWS
 from metrics_pipeline_tests.helpers import definitions_for_tests, make_collection
 
 defs = definitions_for_tests()
@@ -132,6 +143,7 @@ def test_report_waits_for_collection_and_writes_in_the_warehouse_pool() -> None:
     assert graph.get(AssetKey("rightsizing_report")).parent_keys == {
         AssetKey("rds_instances"),
         AssetKey("rds_metrics"),
+        AssetKey("rds_metrics_hourly"),
     }
     assert defs.resolve_assets_def("rightsizing_report").op.pool == "duckdb_warehouse"
 
@@ -372,3 +384,296 @@ def test_the_window_never_reaches_past_retention(tmp_path: Path) -> None:
         datetime.fromisoformat(metadata[key].value) for key in ("window_start", "window_end")
     )
     assert end - start == timedelta(days=2)
+
+
+# The longer windows, from the hourly tier. long-db has 40 days of hours (960) ending with the
+# hour before the report's; young-db 5 days (120), with percentiles not collected and one hour
+# without an average; stopped-db long-db's hours but stopped; silent-db nothing. CPU follows
+# the ISO weekday (Wednesday busiest, Sunday quietest), with Fridays of the last 14 days 40
+# points busier and one spike 500 hours back.
+HOURS = 40 * 24
+LONG_K = np.arange(HOURS)
+YOUNG_HOURS = np.arange(5 * 24)
+WEEKDAY_CPU = {1: 30.0, 2: 45.0, 3: 60.0, 4: 40.0, 5: 35.0, 6: 10.0, 7: 5.0}
+SPIKE_K = 500
+
+
+@dataclass(frozen=True)
+class Series:
+    """What was seeded for one instance: each hour with its hourly statistics."""
+
+    hours: list[datetime]
+    cpu_average: np.ndarray
+    cpu_p95: np.ndarray | None
+    cpu_p99: np.ndarray | None
+    connections_p95: np.ndarray | None
+    memory_minimum: list[float | None] | None  # bytes
+    memory_average: np.ndarray | None
+
+
+def long_series(newest: datetime) -> Series:
+    hours = [newest - int(k) * HOUR for k in LONG_K]
+    recent_friday = np.array(
+        [h.isoweekday() == 5 and newest - h < timedelta(days=14) for h in hours]
+    )
+    average = (
+        np.array([WEEKDAY_CPU[h.isoweekday()] for h in hours])
+        + 5 * ((LONG_K * 7) % 13) / 13
+        + 40 * recent_friday
+    )
+    average[SPIKE_K] = 99.0
+    p95 = average + 10 + LONG_K % 5
+    minimum: list[float | None] = [float((1024 + (k * 11) % 97) * MIB) for k in LONG_K]
+    minimum[3] = None  # Minimum not returned that hour: its average counts
+    memory_average = np.array([(2048 + k % 50) * MIB for k in LONG_K], dtype=float)
+    memory_average[3] = 900.0 * MIB
+    minimum[900] = 512.0 * MIB  # 37.5 days back: in the 90-day window only
+    return Series(
+        hours, average, p95, p95 + 3 + LONG_K % 3, 20.0 + LONG_K % 30, minimum, memory_average
+    )
+
+
+def young_series(newest: datetime) -> Series:
+    hours = [newest - int(k) * HOUR for k in YOUNG_HOURS]
+    average = np.array([10.0 * h.isoweekday() + (h.hour % 4) for h in hours])
+    return Series(hours, average, None, None, None, None, None)
+
+
+HOUR = timedelta(hours=1)
+
+
+def seed_hourly(warehouse: WarehouseResource, newest: datetime) -> dict[str, Series]:
+    """The hourly tier and the inventory of the windows' fleet; what was seeded, by instance."""
+    fleet = {
+        "long-db": long_series(newest),
+        "young-db": young_series(newest),
+        "stopped-db": long_series(newest),
+    }
+    rows: list[dict[str, Any]] = []
+
+    def add(instance: str, metric: str, hour: datetime, **statistics: Any) -> None:
+        rows.append(
+            {
+                **dict.fromkeys(HOURLY.column_names),
+                "hour": hour, "account_id": "1", "region": "us-east-1", "instance_id": instance,
+                "metric": metric, "collected_at": newest, **statistics,
+            }
+        )  # fmt: skip
+
+    def number(values: Any, k: int) -> float | None:
+        return None if values is None or values[k] is None else float(values[k])
+
+    for instance, s in fleet.items():
+        for k, hour in enumerate(s.hours):
+            add(
+                instance, "CPUUtilization", hour, average=float(s.cpu_average[k]),
+                p95=number(s.cpu_p95, k), p99=number(s.cpu_p99, k),
+            )  # fmt: skip
+            if s.connections_p95 is not None:
+                add(
+                    instance,
+                    "DatabaseConnections",
+                    hour,
+                    average=1.0,
+                    p95=number(s.connections_p95, k),
+                )
+            if s.memory_average is not None:
+                add(
+                    instance, "FreeableMemory", hour, average=number(s.memory_average, k),
+                    minimum=number(s.memory_minimum, k),
+                )  # fmt: skip
+    # An hour of young-db with no CPU average: no data, no history.
+    add("young-db", "CPUUtilization", newest - YOUNG_HOURS.size * HOUR, average=None)
+    with warehouse.connect() as conn:
+        ensure_schema(conn)
+        conn.register("seeded", pa.Table.from_pylist(rows, schema=HOURLY.arrow_schema()))
+        conn.execute("INSERT INTO rds_metrics_hourly BY NAME SELECT * FROM seeded")
+        conn.unregister("seeded")
+        for instance, status in [
+            ("long-db", "available"),
+            ("young-db", "available"),
+            ("stopped-db", "stopped"),
+            ("silent-db", "available"),
+        ]:
+            conn.execute(
+                "INSERT INTO rds_instances (account_id, region, instance_id, status, "
+                "first_seen, last_seen) VALUES ('1', 'us-east-1', ?, ?, ?, ?)",
+                [instance, status, newest - timedelta(days=60), newest],
+            )
+    return fleet
+
+
+def expected_window(
+    instance: str, s: Series, report_time: datetime, days: int
+) -> tuple[Any, ...] | None:
+    """The row the window should have, computed by hand from what was seeded."""
+    start = report_time - timedelta(days=days)
+    inside = np.array([start <= h < report_time for h in s.hours])
+    if not inside.any():
+        return None
+    hours = [h for h, keep in zip(s.hours, inside, strict=True) if keep]
+    average = s.cpu_average[inside]
+    peak = max(range(len(hours)), key=lambda i: (average[i], -hours[i].timestamp()))
+    weekday = np.array([h.isoweekday() for h in hours])
+    means = {d: average[weekday == d].mean() for d in sorted(set(weekday))}
+    busiest = max(means, key=lambda d: (means[d], -d))
+    quietest = min(means, key=lambda d: (means[d], d))
+    memory = None
+    if s.memory_average is not None and s.memory_minimum is not None:
+        lows = [
+            low if low is not None else s.memory_average[k]
+            for k, (low, keep) in enumerate(zip(s.memory_minimum, inside, strict=True))
+            if keep
+        ]
+        memory = min(lows) / MIB
+    return (
+        report_time, "1", "us-east-1", instance, days, start, len(hours) / 24,
+        None if s.cpu_p95 is None else float(np.percentile(s.cpu_p95[inside], 95)),
+        None if s.cpu_p99 is None else float(s.cpu_p99[inside].max()),
+        hours[peak], float(average[peak]), busiest, quietest,
+        None if s.connections_p95 is None else float(np.percentile(s.connections_p95[inside], 95)),
+        memory,
+    )  # fmt: skip
+
+
+def expected_windows(fleet: dict[str, Series], report_time: datetime) -> list[tuple[Any, ...]]:
+    return [
+        row
+        for instance in ("long-db", "young-db")  # stopped-db is not serving
+        for days in WINDOW_DAYS
+        for row in [expected_window(instance, fleet[instance], report_time, days)]
+        if row is not None
+    ]
+
+
+def assert_rows_equal(rows: list[tuple[Any, ...]], expected: list[tuple[Any, ...]]) -> None:
+    assert len(rows) == len(expected)
+    for row, wanted in zip(rows, expected, strict=True):
+        floats = [i for i, value in enumerate(wanted) if isinstance(value, float)]
+        others = [i for i in range(len(wanted)) if i not in floats]
+        assert [row[i] for i in others] == [wanted[i] for i in others], row[3:5]
+        assert [row[i] for i in floats] == pytest.approx([wanted[i] for i in floats]), row[3:5]
+
+
+def window_rows(warehouse: WarehouseResource) -> list[tuple[Any, ...]]:
+    with warehouse.reader() as conn:
+        return conn.execute(
+            f"SELECT {', '.join(RIGHTSIZING_WINDOWS.column_names)} FROM rds_rightsizing_windows "
+            "ORDER BY instance_id, window_days"
+        ).fetchall()
+
+
+def test_windows_show_each_window_with_the_history_it_holds(
+    warehouse: WarehouseResource,
+) -> None:
+    newest = floor_hour(now()) - HOUR
+    report_time = newest + HOUR  # the newest hour just ended: the windows hold whole days
+    fleet = seed_hourly(warehouse, newest)
+    with warehouse.connect() as conn:
+        # Outside every window: an hour starting at the report time, one 95 days back.
+        for hour in (report_time, newest - timedelta(days=95)):
+            conn.execute(
+                "INSERT INTO rds_metrics_hourly (hour, account_id, region, instance_id, metric, "
+                "average, p95, p99, collected_at) "
+                "VALUES (?, '1', 'us-east-1', 'long-db', 'CPUUtilization', 100, 100, 100, ?)",
+                [hour, newest],
+            )
+    with warehouse.reader() as conn:
+        windows = read_windows(conn, report_time)
+
+    rows = [tuple(asdict(w).values()) for w in windows]
+    expected = expected_windows(fleet, report_time)
+    assert_rows_equal(rows, expected)
+    assert [(w.instance_id, w.window_days, w.history_days) for w in windows] == [
+        ("long-db", 14, 14.0),
+        ("long-db", 30, 30.0),
+        ("long-db", 90, 40.0),  # 40 days of 90 held
+        ("young-db", 14, 5.0),
+        ("young-db", 30, 5.0),
+        ("young-db", 90, 5.0),
+    ]
+    long_14, long_30, long_90, young_14, *_ = windows
+    # Recent Fridays outweigh the usual Wednesdays in 14 days, not in 30 or 90.
+    assert [(w.busiest_weekday, w.quietest_weekday) for w in (long_14, long_30, long_90)] == [
+        (5, 7),
+        (3, 7),
+        (3, 7),
+    ]
+    spike = newest - SPIKE_K * HOUR
+    assert (long_30.peak_hour, long_30.peak_hour_cpu) == (spike, 99.0)
+    assert (long_90.peak_hour, long_90.peak_hour_cpu) == (spike, 99.0)
+    assert long_14.peak_hour_cpu == pytest.approx(75 + 5 * 12 / 13)  # a recent Friday
+    assert long_14.freeable_memory_min_mib == 900.0  # the hour without a minimum
+    assert long_90.freeable_memory_min_mib == 512.0
+    assert (young_14.cpu_p95, young_14.cpu_p99_max, young_14.connections_p95) == (None,) * 3
+    young_weekdays = {h.isoweekday() for h in fleet["young-db"].hours}
+    assert (young_14.busiest_weekday, young_14.quietest_weekday) == (
+        max(young_weekdays),
+        min(young_weekdays),
+    )
+
+    # Only a window with an hour of CPU data makes a row: six days ago young-db had none.
+    with warehouse.reader() as conn:
+        before_young = read_windows(conn, newest - timedelta(days=6), windows=(1,))
+        assert [(w.instance_id, w.history_days) for w in before_young] == [("long-db", 1.0)]
+
+
+def test_the_report_writes_the_windows_and_shows_them(warehouse: WarehouseResource) -> None:
+    newest = floor_hour(now()) - HOUR
+    fleet = seed_hourly(warehouse, newest)
+    resources = {"collection": make_collection(), "warehouse": warehouse}
+    result = materialize([rightsizing_report], resources=resources)
+    assert result.success
+
+    rows = window_rows(warehouse)
+    report_time = rows[0][0]
+    assert {row[0] for row in rows} == {report_time}
+    assert_rows_equal(rows, expected_windows(fleet, report_time))
+    assert [(row[3], row[4]) for row in rows] == [
+        (instance, days) for instance in ("long-db", "young-db") for days in WINDOW_DAYS
+    ]
+    assert rows[2][6] == 40.0  # long-db's 90 days
+
+    metadata = result.asset_materializations_for_node("rightsizing_report")[0].metadata
+    assert metadata["window_rows"].value == 6
+    table = metadata["windows"].value.splitlines()
+    assert table[0] == (
+        "| instance | region | window days | history days | CPU p95 % | CPU p99 max % | "
+        "peak hour (UTC) | peak hour CPU % | busiest weekday (UTC) |"
+    )
+    weekday = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    assert table[2:] == [
+        f"| {row[3]} | us-east-1 | {row[4]} | {row[6]:.1f} | "
+        f"{'-' if row[7] is None else f'{row[7]:.1f}'} | "
+        f"{'-' if row[8] is None else f'{row[8]:.1f}'} | {row[9]:%Y-%m-%d %H:%M} | "
+        f"{row[10]:.1f} | {weekday[row[11] - 1]} |"
+        for row in expected_windows(fleet, report_time)
+    ]
+
+    # The next report replaces the windows: none once nothing serves.
+    with warehouse.connect() as conn:
+        conn.execute("UPDATE rds_instances SET status = 'stopped'")
+    assert materialize([rightsizing_report], resources=resources).success
+    assert window_rows(warehouse) == []
+
+
+def test_the_report_does_not_wait_for_the_hourly_tier() -> None:
+    """The hourly tier lands a day at a time: the first report runs on the inventory and the
+    raw tier alone (a deployment's hourly tier comes after its raw look-back)."""
+
+    def materialized(instance: DagsterInstance, *assets: str) -> None:
+        for asset in assets:
+            hour = floor_hour(now()) - timedelta(hours=2)
+            partition = f"{hour:%Y-%m-%d-%H:%M}" if asset == "rds_metrics" else None
+            instance.report_runless_asset_event(AssetMaterialization(asset, partition=partition))
+
+    def requested(result: Any) -> bool:
+        return any(
+            r.key == AssetKey("rightsizing_report") and r.true_subset.size for r in result.results
+        )
+
+    with instance_for_test() as instance:
+        start = evaluate_automation_conditions(defs=defs, instance=instance)
+        materialized(instance, "rds_instances", "rds_metrics")
+        first = evaluate_automation_conditions(defs=defs, instance=instance, cursor=start.cursor)
+        assert requested(first)  # no day of the hourly tier yet

@@ -23,7 +23,8 @@ from metrics_pipeline.local_aws.signals import series
 from metrics_pipeline.warehouse.lake import Lake
 from metrics_pipeline_tests.helpers import PROJECT_ROOT, free_port, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.scale_out]
+# One stack a module, its tests in order: on one worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.scale_out, pytest.mark.xdist_group("scale_out_stack")]
 CLI = str(Path(sys.executable).with_name("metrics-pipeline"))
 
 

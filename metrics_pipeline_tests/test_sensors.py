@@ -18,14 +18,14 @@ from dagster import (
 
 from metrics_pipeline.collection.source import CLOUDWATCH_RDS, FIRST_COLLECTION_RUN_KEY
 from metrics_pipeline.collection.store import replace_metrics, upsert_instances
-from metrics_pipeline.healing.gaps import HistoryProgress, healing_hours, history_progress
+from metrics_pipeline.healing.gaps import HistoryProgress, history_progress
 from metrics_pipeline.healing.sensors import (
     build_gap_healing_sensor,
     next_look,
 )
+from metrics_pipeline.hours import healing_hours
 from metrics_pipeline.maintenance.backups import create_backup, restore_backup
 from metrics_pipeline.settings import Settings
-from metrics_pipeline.source_registry import SOURCES
 from metrics_pipeline.warehouse.instances import Instance, InventoryEntry
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import (
@@ -67,7 +67,9 @@ def now() -> datetime:
 
 
 def sensor_at(moment: datetime, settings: Settings = TEST_SETTINGS) -> SensorDefinition:
-    return build_gap_healing_sensor(settings, SOURCES, TEST_PARTITIONS.hourly, clock=lambda: moment)
+    return build_gap_healing_sensor(
+        settings, (CLOUDWATCH_RDS,), TEST_PARTITIONS, clock=lambda: moment
+    )
 
 
 @pytest.fixture

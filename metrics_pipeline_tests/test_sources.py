@@ -31,9 +31,8 @@ from metrics_pipeline.collection.source import CLOUDWATCH_RDS
 from metrics_pipeline.collection.store import replace_metrics, upsert_instances
 from metrics_pipeline.dagster_runs import HEALING_RUN_TAGS, RANGE_END_TAG, RANGE_START_TAG
 from metrics_pipeline.definitions import build_definitions
-from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.healing.sensors import build_gap_healing_sensor
-from metrics_pipeline.hours import HOUR, partition_key
+from metrics_pipeline.hours import HOUR, healing_hours, partition_key
 from metrics_pipeline.partitions import Partitions
 from metrics_pipeline.quality.checks import build_checks
 from metrics_pipeline.settings import Settings
@@ -213,9 +212,7 @@ def test_the_gap_sensor_heals_a_second_source_and_then_finds_it_whole(
 ) -> None:
     hours = healing_hours(now, TEST_SETTINGS.backfill_days, TEST_SETTINGS.settle_delay)
     collected_by_cloudwatch(warehouse, instance, hours, now)
-    sensor = build_gap_healing_sensor(
-        TEST_SETTINGS, SOURCES, TEST_PARTITIONS.hourly, clock=lambda: now
-    )
+    sensor = build_gap_healing_sensor(TEST_SETTINGS, SOURCES, TEST_PARTITIONS, clock=lambda: now)
 
     first = sensor(build_sensor_context(instance=instance, resources={"warehouse": warehouse}))
     [request] = first.run_requests
@@ -280,9 +277,7 @@ def test_two_sources_lacking_the_same_hours_each_get_their_run(
     collected_by_cloudwatch(warehouse, instance, hours, now)
     with warehouse.connect() as conn:  # CloudWatch's fetches forgotten: both sources lack all
         conn.execute("DELETE FROM rds_metric_fetches")
-    sensor = build_gap_healing_sensor(
-        TEST_SETTINGS, SOURCES, TEST_PARTITIONS.hourly, clock=lambda: now
-    )
+    sensor = build_gap_healing_sensor(TEST_SETTINGS, SOURCES, TEST_PARTITIONS, clock=lambda: now)
     result = sensor(build_sensor_context(instance=instance, resources={"warehouse": warehouse}))
     by_job = {request.job_name: request for request in result.run_requests}
     assert sorted(by_job) == ["healing_job", "probe_healing_job"]

@@ -24,7 +24,8 @@ from metrics_pipeline.local_aws.signals import series
 from metrics_pipeline.settings import snapshot_path_for
 from metrics_pipeline_tests.helpers import PROJECT_ROOT, free_port, wait_for
 
-pytestmark = pytest.mark.e2e
+# One stack a module, its tests in order (a restart follows a Ctrl-C): on one worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("start_stack")]
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 AUTOMATION = (

@@ -17,6 +17,8 @@ from metrics_pipeline.warehouse.lake import LAKE_ALIAS, Lake, open_lake
 from metrics_pipeline.warehouse.migrations import prepare_schema
 from metrics_pipeline.warehouse.schema import ensure_schema
 from metrics_pipeline.warehouse.tables import (
+    HOURLY_TIER,
+    RAW_TIER,
     RIGHTSIZING,
     RUN_PARTS,
     TABLES,
@@ -131,9 +133,12 @@ def _value(column: Column, moment: datetime, label: str) -> Any:
     }[column.type]
 
 
-def test_retention_trims_every_table_with_a_time_column_and_only_those(tmp_path: Path) -> None:
+def test_retention_trims_the_time_series_of_the_tiers_it_is_given_and_only_those(
+    tmp_path: Path,
+) -> None:
     """Each table gets an old row and a recent one (every timestamp old, or recent): retention
-    drops the old row of each table with a time column, and of no other table."""
+    of the raw and hourly tiers drops the old row of each of their tables with a time column,
+    and of no other table (the daily tier's is not given: it is kept)."""
     old, recent, cutoff = datetime(2020, 1, 1), datetime(2026, 11, 20), datetime(2026, 1, 1)
     with duckdb.connect(str(tmp_path / "metrics.duckdb")) as conn:
         ensure_schema(conn)
@@ -144,7 +149,7 @@ def test_retention_trims_every_table_with_a_time_column_and_only_those(tmp_path:
                     [_value(column, moment, label) for column in table.columns],
                 )
 
-        trims = drop_rows_before(conn, cutoff)
+        trims = drop_rows_before(conn, {RAW_TIER: cutoff, HOURLY_TIER: cutoff})
 
         kept = {
             table.name: conn.execute(f"SELECT count(*) FROM {table.name}").fetchall()[0][0]
@@ -155,9 +160,11 @@ def test_retention_trims_every_table_with_a_time_column_and_only_those(tmp_path:
         "rds_metrics",
         "rds_metric_fetches",
         "rds_metrics_hourly",
+        "rds_metric_hourly_fetches",
         "rds_metrics_daily",
         "pipeline_runs",
     }
+    with_time -= {"rds_metrics_daily"}  # the daily tier's retention is forever
     assert {(trim.table, trim.rows) for trim in trims} == {(name, 1) for name in with_time}
     assert kept == {name: 1 if name in with_time else 2 for name in TABLES}
 
@@ -211,3 +218,37 @@ def test_the_column_reference_of_the_docs_is_generated_from_the_declarations() -
     for table in TABLES.values():
         for column in table.columns:
             assert f"\n| {column.name} | {column.type} |" in page
+
+
+def test_the_hourly_history_view_takes_the_hourly_tier_and_fills_its_missing_hours_from_raw(
+    tmp_path: Path,
+) -> None:
+    """10:00 exists only as raw periods (summed into the hour, no percentiles); 11:00 is in
+    both tiers and is taken from the hourly tier alone."""
+    raw = (
+        "INSERT INTO rds_metrics VALUES "
+        "(?, '1', 'r', 'db', 'CPUUtilization', 'Percent', ?, ?, ?, ?, ?, ?)"
+    )
+    with duckdb.connect(str(tmp_path / "metrics.duckdb")) as conn:
+        ensure_schema(conn)
+        conn.executemany(
+            raw,
+            [
+                (datetime(2026, 11, 1, 10, 5), 10.0, 5.0, 20.0, 30.0, 3.0, NOW),
+                (datetime(2026, 11, 1, 10, 10), 20.0, 4.0, 40.0, 100.0, 5.0, NOW),
+                (datetime(2026, 11, 1, 11, 10), 99.0, 99.0, 99.0, 99.0, 1.0, NOW),
+            ],
+        )
+        conn.execute(
+            "INSERT INTO rds_metrics_hourly VALUES ('2026-11-01 11:00', '1', 'r', 'db', "
+            "'CPUUtilization', 'Percent', 30, 1, 60, 360, 12, 28, 50, 55, 59, ?)",
+            [NOW],
+        )
+        rows = conn.execute(
+            "SELECT hour, average, minimum, maximum, sum, sample_count, p95, tier "
+            "FROM rds_hourly_history ORDER BY hour"
+        ).fetchall()
+    assert rows == [
+        (datetime(2026, 11, 1, 10), 130.0 / 8, 4.0, 40.0, 130.0, 8.0, None, "raw"),
+        (datetime(2026, 11, 1, 11), 30.0, 1.0, 60.0, 360.0, 12.0, 55.0, "hourly"),
+    ]

@@ -20,5 +20,6 @@ bash scripts/install.sh
 # The definitions load as Dagster's own tooling loads them (any region will do for that).
 METRICS_AWS_REGIONS=${METRICS_AWS_REGIONS:-us-east-1} VIRTUAL_ENV=$PWD/.venv .venv/bin/dg check defs
 # pytest exits 5 when it collects no test, so an empty run cannot pass. Two workers (pytest-xdist),
-# dealt the tests that start processes first, in turn (conftest.py); `-n 0` runs them in one.
-.venv/bin/pytest --numprocesses 2 --dist load "$@"
+# dealt the tests that start processes first, in turn (conftest.py), a module whose tests share
+# one stack to one worker (xdist_group); `-n 0` runs them in one.
+.venv/bin/pytest --numprocesses 2 --dist loadgroup "$@"

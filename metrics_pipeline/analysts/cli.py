@@ -48,6 +48,7 @@ from metrics_pipeline.settings import (
 )
 from metrics_pipeline.warehouse.lake import LakeError
 from metrics_pipeline.warehouse.lake_migration import LakeMigrationError, copy_snapshot_into_lake
+from metrics_pipeline.warehouse.tables import TIERS
 
 PROG = "metrics-pipeline"
 USAGE_ERROR = 2  # what was typed cannot be done, as argparse's own errors
@@ -173,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     extract.add_argument(
         "--wide", action="store_true", help="one row per instance and period, a column per metric"
+    )
+    extract.add_argument(
+        "--tier",
+        choices=TIERS,
+        help="the tier to read: raw periods, CloudWatch's hourly statistics, or days (default: "
+        "raw when the range starts within METRICS_RETENTION_DAYS, else hourly)",
     )
 
     commands.add_parser(
@@ -417,11 +424,12 @@ def run(args: argparse.Namespace, own_process: bool = False) -> None:
         _emit(query.list_metrics(storage), args)
     elif args.command == "extract":
         fmt = query.format_for(args.output, args.format)
-        text = query.export_metrics(
+        text, choice = query.export_metrics(
             args.start, args.end, args.instances, args.metrics, args.wide, fmt, output,
-            storage, accounts=args.accounts,
+            storage, accounts=args.accounts, tier=args.tier,
         )  # fmt: skip
         _print(text)
+        print(f"{PROG}: extract {choice.line()}", file=sys.stderr)
     elif args.command == "health":
         _health(
             query.health_summary(

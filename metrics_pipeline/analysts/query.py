@@ -20,6 +20,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -55,7 +56,16 @@ from metrics_pipeline.warehouse.schema import (
     RUNS_TABLE,
     WIDE_VIEW,
 )
-from metrics_pipeline.warehouse.tables import METRICS
+from metrics_pipeline.warehouse.tables import (
+    DAILY,
+    DAILY_TIER,
+    HOURLY,
+    HOURLY_TIER,
+    METRICS,
+    RAW_TIER,
+    TIERS,
+    Table,
+)
 
 FORMATS = ("table", "csv", "json", "parquet")
 # Exports stream in batches of this many rows: memory follows the batch, not the range.
@@ -193,24 +203,82 @@ def parse_time(name: str, value: str | datetime, now: datetime | None = None) ->
 
 
 def check_range(
-    start: datetime, end: datetime, retention_days: int, now: datetime
+    start: datetime,
+    end: datetime,
+    retention_days: int | None,
+    now: datetime,
+    setting: str = "METRICS_RETENTION_DAYS",
 ) -> tuple[datetime, datetime]:
     """The range to read: refused when it is empty, in the future or wholly deleted by
-    retention; its start moved up to the oldest hour kept when it began earlier."""
+    retention (`retention_days` by `setting`; None keeps everything); its start moved up to
+    the oldest hour kept when it began earlier."""
     if end <= start:
         raise QueryError(
             f"end ({end:%Y-%m-%d %H:%M}) must be after start ({start:%Y-%m-%d %H:%M})."
         )
-    oldest = oldest_kept_hour(now, retention_days)
-    if end <= oldest:
-        raise QueryError(
-            f"the range {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC is outside retention: "
-            f"the warehouse keeps hours from {oldest:%Y-%m-%d %H:%M} UTC "
-            f"(METRICS_RETENTION_DAYS={retention_days})."
-        )
+    if retention_days is None:
+        oldest = start
+    else:
+        oldest = oldest_kept_hour(now, retention_days)
+        if end <= oldest:
+            raise QueryError(
+                f"the range {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC is outside "
+                f"retention: the warehouse keeps hours from {oldest:%Y-%m-%d %H:%M} UTC "
+                f"({setting}={retention_days})."
+            )
     if start >= now:
         raise QueryError(f"start ({start:%Y-%m-%d %H:%M} UTC) is in the future.")
     return max(start, oldest), end
+
+
+# What an extract reads of each tier.
+TIER_TABLES: dict[str, Table] = {RAW_TIER: METRICS, HOURLY_TIER: HOURLY, DAILY_TIER: DAILY}
+
+
+@dataclass(frozen=True)
+class TierChoice:
+    """The tier an extract reads, the range it reads there, and why that tier."""
+
+    tier: str
+    start: datetime
+    end: datetime
+    why: str
+
+    @property
+    def table(self) -> Table:
+        return TIER_TABLES[self.tier]
+
+    def line(self) -> str:
+        return f"read the {self.tier} tier ({self.table.name}): {self.why}"
+
+
+def choose_tier(
+    start: datetime, end: datetime, asked: str | None, storage: StorageSettings, now: datetime
+) -> TierChoice:
+    """The raw tier when the range starts within METRICS_RETENTION_DAYS, else the hourly one
+    (or the tier `asked`); refused like `check_range` when the tier holds none of it."""
+    if asked is not None and asked not in TIERS:
+        raise QueryError(f"tier: '{asked}' is not a tier; choose {', '.join(TIERS)}.")
+    raw_oldest = oldest_kept_hour(now, storage.retention_days)
+    if asked is not None:
+        tier, why = asked, "as asked (--tier)"
+    elif start >= raw_oldest:
+        tier, why = RAW_TIER, f"the range is within its {storage.retention_days} days"
+    else:
+        tier = HOURLY_TIER
+        why = (
+            f"the range starts before the raw tier's {storage.retention_days} days "
+            "(METRICS_RETENTION_DAYS); --tier raw reads the raw tier's part"
+        )
+    if tier == RAW_TIER:
+        start, end = check_range(start, end, storage.retention_days, now)
+    elif tier == HOURLY_TIER:
+        start, end = check_range(
+            start, end, storage.hourly_retention_days, now, "METRICS_HOURLY_RETENTION_DAYS"
+        )
+    else:
+        start, end = check_range(start, end, None, now)
+    return TierChoice(tier, start, end, why)
 
 
 def _names(conn: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
@@ -259,14 +327,15 @@ def list_metrics(storage: StorageSettings | None = None) -> pd.DataFrame:
 
 def plan_extract(
     conn: duckdb.DuckDBPyConnection,
-    start_at: datetime,
-    end_at: datetime,
+    choice: TierChoice,
     instances: Sequence[str] | None,
     metrics: Sequence[str] | None,
     wide: bool,
     accounts: Sequence[str] | None = None,
 ) -> tuple[str, dict[str, object]]:
-    """The statement and parameters of an extract, after checking the names asked for."""
+    """The statement and parameters of an extract of the chosen tier, after checking the
+    names asked for."""
+    table = choice.table
     _check_known(
         "instance",
         instances or [],
@@ -277,13 +346,17 @@ def plan_extract(
         accounts or [],
         _names(conn, f"SELECT DISTINCT account_id FROM {INSTANCES_TABLE} ORDER BY 1"),
     )
-    _check_known(
-        "metric", metrics or [], _names(conn, f"SELECT DISTINCT metric FROM {METRICS_TABLE}")
-    )
+    _check_known("metric", metrics or [], _names(conn, f"SELECT DISTINCT metric FROM {table.name}"))
     if wide and metrics:
         raise QueryError("metric: --wide already has one column per metric; drop --metric.")
-    filters = ["ts >= $start", "ts < $end"]
-    params: dict[str, object] = {"start": start_at, "end": end_at}
+    if wide and choice.tier != RAW_TIER:
+        raise QueryError(
+            f"wide: the wide view is of the raw tier, and this extract reads the {choice.tier} "
+            "tier; drop --wide, or ask for --tier raw."
+        )
+    ts = table.time_column
+    filters = [f"{ts} >= $start", f"{ts} < $end"]
+    params: dict[str, object] = {"start": choice.start, "end": choice.end}
     if instances:
         filters.append("list_contains($instances, instance_id)")
         params["instances"] = list(instances)
@@ -300,21 +373,25 @@ def plan_extract(
             params,
         )
     # Every column but the pipeline's own bookkeeping, ordered by the table's key.
-    columns = ", ".join(name for name in METRICS.column_names if name != "collected_at")
+    columns = ", ".join(
+        name for name in table.column_names if name not in ("collected_at", "computed_at")
+    )
     return (
-        f"SELECT {columns} FROM {METRICS_TABLE} WHERE {where} "
-        f"ORDER BY {', '.join(METRICS.primary_key)}",
+        f"SELECT {columns} FROM {table.name} WHERE {where} ORDER BY {', '.join(table.primary_key)}",
         params,
     )
 
 
 def _extract_range(
-    start: str | datetime, end: str | datetime, storage: StorageSettings, now: datetime | None
-) -> tuple[datetime, datetime]:
+    start: str | datetime,
+    end: str | datetime,
+    tier: str | None,
+    storage: StorageSettings,
+    now: datetime | None,
+) -> TierChoice:
     now = naive_utc(now) if now else utc_now()
-    return check_range(
-        parse_time("start", start, now), parse_time("end", end, now), storage.retention_days, now
-    )
+    start_at, end_at = parse_time("start", start, now), parse_time("end", end, now)
+    return choose_tier(start_at, end_at, tier, storage, now)
 
 
 def extract_metrics(
@@ -326,15 +403,20 @@ def extract_metrics(
     storage: StorageSettings | None = None,
     now: datetime | None = None,
     accounts: Sequence[str] | None = None,
+    tier: str | None = None,
 ) -> pd.DataFrame:
     """Every period of [start, end) for the instances and accounts (all when None): one row
     per instance, metric and period, or with `wide` one row per instance and period, a column
-    per metric."""
+    per metric. From the raw tier when the range starts within METRICS_RETENTION_DAYS, else
+    the hourly tier, or the `tier` asked ("raw", "hourly" or "daily"); the frame's
+    `attrs["tier"]` says which."""
     storage = storage or StorageSettings.from_env()
-    start_at, end_at = _extract_range(start, end, storage, now)
+    choice = _extract_range(start, end, tier, storage, now)
     with connect(storage) as conn:
-        sql, params = plan_extract(conn, start_at, end_at, instances, metrics, wide, accounts)
-        return conn.execute(sql, params).df()
+        sql, params = plan_extract(conn, choice, instances, metrics, wide, accounts)
+        frame = conn.execute(sql, params).df()
+    frame.attrs["tier"] = choice.tier
+    return frame
 
 
 def export_metrics(
@@ -348,15 +430,16 @@ def export_metrics(
     storage: StorageSettings | None = None,
     now: datetime | None = None,
     accounts: Sequence[str] | None = None,
-) -> str:
+    tier: str | None = None,
+) -> tuple[str, TierChoice]:
     """extract_metrics written as it is read: memory stays bounded whatever the range (the
-    sort spills to a temporary folder). Returns the text for the terminal."""
+    sort spills to a temporary folder). Returns the text for the terminal, and the tier read."""
     storage = storage or StorageSettings.from_env()
-    start_at, end_at = _extract_range(start, end, storage, now)
+    choice = _extract_range(start, end, tier, storage, now)
     with _extract_connection(storage) as conn:
-        sql, params = plan_extract(conn, start_at, end_at, instances, metrics, wide, accounts)
+        sql, params = plan_extract(conn, choice, instances, metrics, wide, accounts)
         result = conn.execute(sql, params)
-        return write_batches(result.to_arrow_reader(BATCH_ROWS), fmt, output)
+        return write_batches(result.to_arrow_reader(BATCH_ROWS), fmt, output), choice
 
 
 def hour_ranges(hours: Sequence[datetime]) -> str:

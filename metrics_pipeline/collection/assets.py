@@ -43,6 +43,8 @@ from metrics_pipeline.collection.runs import (
     where,
 )
 from metrics_pipeline.collection.store import (
+    RAW_DESTINATION,
+    Destination,
     fully_written_by_run,
     record_run,
     record_run_parts,
@@ -308,32 +310,60 @@ def materialize_rds_metrics(
         naive_utc(window.start), naive_utc(window.end), collection.period_seconds
     )
     check_collectable(start, clock(), warehouse.retention_days, collection.period_seconds)
+    return collect_window(context, config, aws, collection, warehouse, start, end, clock)
+
+
+def collect_window(
+    context: AssetExecutionContext,
+    config: CollectionConfig,
+    aws: AwsResource,
+    collection: CollectionResource,
+    warehouse: WarehouseResource,
+    start: datetime,
+    end: datetime,
+    clock: Clock,
+    destination: Destination = RAW_DESTINATION,
+    period_seconds: int | None = None,
+) -> MaterializeResult:
+    """Collects [start, end) of the instances that existed then (or those `config` names) into
+    `destination` at `period_seconds` (the collection period when None), and reports what it
+    did; fails as `raise_unless_collected` says."""
     stats = RequestStats()
     accounts = aws.accounts(stats)
     inventory = read_or_discover_inventory(context, aws, warehouse, accounts, stats)
     targets, before_creation = choose_targets(context, config, inventory, start, end)
     context.log.info(
         f"Collecting {start} to {end} UTC for {len(targets)} instance(s) in "
-        f"{len({t.account_id for t in targets})} account(s)"
+        f"{len({t.account_id for t in targets})} account(s) into {destination.table.name}"
     )
     started = time.monotonic()
     cpu_started = time.process_time()
     with warehouse.connect() as conn:
         lock_wait_seconds = time.monotonic() - started
-        done_before = fully_written_by_run(conn, context.run.run_id, start, end)
+        done_before = fully_written_by_run(conn, context.run.run_id, start, end, destination)
         if done_before:
             context.log.info(
                 f"{len(done_before)} instance(s) already written by an earlier attempt of "
                 "this run: not fetched again"
             )
         run = CollectionRun(
-            aws, collection, accounts, start, end, clock(), context.run.run_id, conn, warehouse
+            aws,
+            collection,
+            accounts,
+            start,
+            end,
+            clock(),
+            context.run.run_id,
+            conn,
+            warehouse,
+            destination=destination,
+            period_seconds=period_seconds,
         )
         outcomes = run.collect([t for t in targets if t not in done_before], context.log.info)
         figures = run.figures(outcomes, targets, lock_wait_seconds, cpu_started, started)
         record_run(conn, figures)
         record_run_parts(conn, context.run.run_id, run.parts(outcomes))
-        [(table_rows,)] = conn.execute(f"SELECT count(*) FROM {METRICS_TABLE}").fetchall()
+        [(table_rows,)] = conn.execute(f"SELECT count(*) FROM {destination.table.name}").fetchall()
     written = figures["rows_written"]
     context.log.info(
         f"Wrote {written} row(s) (replaced {figures['rows_replaced']}) from "

@@ -34,7 +34,7 @@ from metrics_pipeline.collection.collector import (
     collect_chunks,
 )
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource, aws_errors
-from metrics_pipeline.collection.store import replace_metrics
+from metrics_pipeline.collection.store import RAW_DESTINATION, Destination, replace_metrics
 from metrics_pipeline.hours import hour_starts, is_settled, utc_now
 from metrics_pipeline.metadata import markdown_table
 from metrics_pipeline.scratch import private_folder
@@ -80,15 +80,26 @@ class CollectionRun:
         conn: Any,
         warehouse: WarehouseResource,
         clock: Callable[[], float] = time.monotonic,
+        destination: Destination = RAW_DESTINATION,
+        period_seconds: int | None = None,
     ) -> None:
+        """Writes to `destination` the statistics it has columns for, at `period_seconds` (the
+        collection period when None)."""
         self.aws, self.collection = aws, collection
+        self.destination = destination
+        self.period_seconds = period_seconds or collection.period_seconds
+        self.statistics = (
+            list(collection.statistics)
+            if destination is RAW_DESTINATION
+            else list(destination.statistic_columns)
+        )
         self.clock = clock
         self.run_deadline: Deadline | None = None
         self.accounts = {account.account_id: account for account in accounts}
         self.start, self.end, self.fetched_at, self.run_id = start, end, fetched_at, run_id
         self.conn, self.warehouse = conn, warehouse
-        self.points_per_query = datapoints_per_query(start, end, collection.period_seconds)
-        self.series_per_instance = len(collection.metrics) * len(collection.statistics)
+        self.points_per_query = datapoints_per_query(start, end, self.period_seconds)
+        self.series_per_instance = len(collection.metrics) * len(self.statistics)
         self.stats: dict[tuple[str, str], RequestStats] = {}
         self.budgets: dict[tuple[str, str], DatapointBudget] = {}
         self.clients: dict[tuple[str, str], Any] = {}
@@ -143,9 +154,7 @@ class CollectionRun:
         ):
             deadline.check(f"chunk {chunk.number}/{chunk.of} not started")
             client, budget = self._unit(chunk)
-            queries = build_queries(
-                chunk.instances, self.collection.metrics, self.collection.statistics
-            )
+            queries = build_queries(chunk.instances, self.collection.metrics, self.statistics)
             pages = [
                 page
                 for batch in plan_batches(
@@ -158,7 +167,7 @@ class CollectionRun:
                     batch,
                     self.start,
                     self.end,
-                    self.collection.period_seconds,
+                    self.period_seconds,
                     folder,
                     self.aws.max_datapoints_per_request,
                     budget,
@@ -180,6 +189,7 @@ class CollectionRun:
             fetched_at=self.fetched_at,
             settle_delay=self.collection.settle_delay,
             run_id=self.run_id,
+            destination=self.destination,
         )
         self.write_seconds += time.monotonic() - began
         return ChunkWrite(
@@ -203,7 +213,7 @@ class CollectionRun:
         hours = hour_starts(self.start, self.end)
         return {
             "run_id": self.run_id,
-            "asset": "rds_metrics",
+            "asset": self.destination.table.name,
             "window_start": self.start,
             "window_end": self.end,
             "finished_at": utc_now(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import duckdb
 from dagster import AssetChecksDefinition, Definitions, RunRequest
@@ -17,6 +18,7 @@ from metrics_pipeline.collection.schedules import (
     fresh_hours,
     range_tags,
 )
+from metrics_pipeline.dagster_runs import RAW_HEALING_JOB
 from metrics_pipeline.hours import Clock
 from metrics_pipeline.partitions import Partitions
 from metrics_pipeline.settings import BACKFILL_QUOTA_DATAPOINTS_PER_TICK, Settings
@@ -26,6 +28,11 @@ from metrics_pipeline.warehouse.fetch_log import RDS_FETCH_LOG
 from metrics_pipeline.warehouse.instances import Instance, InventoryEntry, read_inventory
 from metrics_pipeline.warehouse.schema import METRICS_TABLE
 
+if TYPE_CHECKING:  # the type define_asset_job returns, which Dagster exports nowhere public
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
+
 # The run key of the fresh collection a new deployment starts with: it happens once.
 FIRST_COLLECTION_RUN_KEY = "first collection"
 
@@ -34,8 +41,8 @@ class CloudWatchRds(Source):
     name = "cloudwatch_rds"
     asset = RDS_METRICS
     fetch_log = RDS_FETCH_LOG
-    healing_job = healing_job_for(RDS_METRICS, "healing_job")
-    jobs = (fresh_collection_job, healing_job)
+    healing_job = healing_job_for(RDS_METRICS, RAW_HEALING_JOB)
+    jobs: tuple[UnresolvedAssetJobDefinition, ...] = (fresh_collection_job, healing_job)
 
     def definitions(self, settings: Settings, partitions: Partitions) -> Definitions:
         return Definitions(

@@ -8,7 +8,7 @@ ones, never a mix.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,14 +17,16 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from metrics_pipeline.catalog import RDS_METRIC_UNITS, STATISTIC_COLUMNS
+from metrics_pipeline.catalog import (
+    HOURLY_STATISTIC_COLUMNS,
+    RDS_METRIC_UNITS,
+    STATISTIC_COLUMNS,
+)
 from metrics_pipeline.collection.cloudwatch import SPOOL_SCHEMA
 from metrics_pipeline.hours import hour_starts, is_settled
 from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline.warehouse.schema import (
-    FETCHES_TABLE,
     INSTANCES_TABLE,
-    METRICS_TABLE,
     RUN_PARTS_TABLE,
     RUNS_TABLE,
 )
@@ -32,13 +34,37 @@ from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
 from metrics_pipeline.warehouse.tables import (
     ARROW_TYPES,
     DBI_RESOURCE_ID,
+    FETCHES,
     HISTORY_TRACKED,
+    HOURLY,
+    HOURLY_FETCHES,
     INSTANCE_HISTORY,
     INSTANCE_KEY,
     INSTANCES,
+    METRICS,
     RUN_PARTS,
     RUNS,
+    Table,
 )
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a collection writes: a table with a row per instance, metric and period and a
+    column per statistic, and its fetch log."""
+
+    table: Table
+    fetches: Table
+    statistic_columns: Mapping[str, str]  # CloudWatch statistic -> column
+
+    @property
+    def time_column(self) -> str:
+        return self.table.time_column or ""
+
+
+# The raw tier (the collection period) and the hourly tier (CloudWatch's hourly statistics).
+RAW_DESTINATION = Destination(METRICS, FETCHES, STATISTIC_COLUMNS)
+HOURLY_DESTINATION = Destination(HOURLY, HOURLY_FETCHES, HOURLY_STATISTIC_COLUMNS)
 
 # What discovery reports of an instance: every column but those the warehouse keeps itself.
 SEEN_COLUMNS = ("first_seen", "last_seen")
@@ -145,7 +171,7 @@ def _window_filter(start: datetime, end: datetime) -> str:
     )
 
 
-def _pivot_sql(start: datetime, end: datetime) -> str:
+def _pivot_sql(start: datetime, end: datetime, statistic_columns: Mapping[str, str]) -> str:
     """The received datapoints worth storing, one row per key (instance, metric, period) and a
     column per statistic, in one pass: in the window, a number, one value per cell.
 
@@ -153,11 +179,11 @@ def _pivot_sql(start: datetime, end: datetime) -> str:
     than guessed; exact repeats collapse to one; a key with no cell left is no row.
     """
     cells = []
-    for stat, column in STATISTIC_COLUMNS.items():
+    for stat, column in statistic_columns.items():
         low = f"min(value) FILTER (WHERE statistic = '{stat}')"
         high = f"max(value) FILTER (WHERE statistic = '{stat}')"
         cells.append(f"CASE WHEN {low} = {high} THEN {low} END AS {column}")
-    any_cell = " OR ".join(f"{column} IS NOT NULL" for column in STATISTIC_COLUMNS.values())
+    any_cell = " OR ".join(f"{column} IS NOT NULL" for column in statistic_columns.values())
     return f"""
         SELECT ts, account_id, region, instance_id, metric, {", ".join(cells)}
         FROM received
@@ -187,6 +213,7 @@ def replace_metrics(
     fetched_at: datetime,
     settle_delay: timedelta,
     run_id: str,
+    destination: Destination = RAW_DESTINATION,
 ) -> MetricsWrite:
     """Replaces the targets' metric rows and fetch log entries of [start, end) in one go.
 
@@ -211,32 +238,37 @@ def replace_metrics(
         "metric_units",
         pa.table({"metric": list(RDS_METRIC_UNITS), "unit": list(RDS_METRIC_UNITS.values())}),
     )
-    columns = ", ".join(STATISTIC_COLUMNS.values())
-    cells = " + ".join(f"({column} IS NOT NULL)::INT" for column in STATISTIC_COLUMNS.values())
+    statistic_columns = destination.statistic_columns
+    columns = ", ".join(statistic_columns.values())
+    cells = " + ".join(f"({column} IS NOT NULL)::INT" for column in statistic_columns.values())
+    table, fetches, ts = destination.table.name, destination.fetches.name, destination.time_column
 
     def write() -> MetricsWrite:
         conn.execute(f"CREATE OR REPLACE TEMP VIEW received AS {_received_sql(spool_files)}")
-        conn.execute(f"CREATE OR REPLACE TEMP TABLE chunk_rows AS {_pivot_sql(start, end)}")
+        conn.execute(
+            "CREATE OR REPLACE TEMP TABLE chunk_rows AS "
+            + _pivot_sql(start, end, statistic_columns)
+        )
         replaced = conn.execute(
             f"""
-            DELETE FROM {METRICS_TABLE} m USING targets t
+            DELETE FROM {table} m USING targets t
             WHERE m.account_id = t.account_id AND m.region = t.region
-              AND m.instance_id = t.instance_id AND m.ts >= $start AND m.ts < $end
+              AND m.instance_id = t.instance_id AND m.{ts} >= $start AND m.{ts} < $end
             """,
             {"start": start, "end": end},
         ).fetchone()
         written = conn.execute(
             f"""
-            INSERT INTO {METRICS_TABLE}
-            SELECT ts, account_id, region, instance_id, metric, u.unit, {columns},
-                   $collected_at AS collected_at
+            INSERT INTO {table}
+                ({ts}, account_id, region, instance_id, metric, unit, {columns}, collected_at)
+            SELECT ts, account_id, region, instance_id, metric, u.unit, {columns}, $collected_at
             FROM chunk_rows LEFT JOIN metric_units u USING (metric)
             """,
             {"collected_at": fetched_at},
         ).fetchone()
         conn.execute(
             f"""
-            DELETE FROM {FETCHES_TABLE} f USING targets t
+            DELETE FROM {fetches} f USING targets t
             WHERE f.account_id = t.account_id AND f.region = t.region
               AND f.instance_id = t.instance_id AND f.hour >= $start AND f.hour < $end
             """,
@@ -245,7 +277,7 @@ def replace_metrics(
         # Each stored datapoint is one statistic cell of one row just written.
         conn.execute(
             f"""
-            INSERT INTO {FETCHES_TABLE}
+            INSERT INTO {fetches}
             SELECT h.hour, t.account_id, t.region, t.instance_id, $fetched_at,
                    coalesce(c.datapoints, 0), h.settled, $run_id
             FROM targets t CROSS JOIN fetched_hours h
@@ -330,14 +362,18 @@ def record_run_parts(
 
 
 def fully_written_by_run(
-    conn: duckdb.DuckDBPyConnection, run_id: str, start: datetime, end: datetime
+    conn: duckdb.DuckDBPyConnection,
+    run_id: str,
+    start: datetime,
+    end: datetime,
+    destination: Destination = RAW_DESTINATION,
 ) -> set[Instance]:
     """The instances whose every hour of [start, end) this run has already written: a step
     retried after a partial failure does not fetch them again."""
     hours = len(hour_starts(start, end))
     rows = conn.execute(
         f"""
-        SELECT account_id, region, instance_id FROM {FETCHES_TABLE}
+        SELECT account_id, region, instance_id FROM {destination.fetches.name}
         WHERE run_id = $run_id AND hour >= $start AND hour < $end
         GROUP BY ALL HAVING count(*) = $hours
         """,

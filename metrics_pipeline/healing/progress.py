@@ -19,8 +19,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from metrics_pipeline.healing.gaps import HistoryProgress, healing_hours, history_progress
-from metrics_pipeline.hours import HOUR, utc_now
+from metrics_pipeline.healing.gaps import HistoryProgress, history_progress
+from metrics_pipeline.hours import HOUR, healing_hours, utc_now
 from metrics_pipeline.settings import ConfigError, StorageSettings, look_back_from_env
 from metrics_pipeline.warehouse.fetch_log import RDS_FETCH_LOG
 from metrics_pipeline.warehouse.instances import read_inventory
@@ -49,16 +49,20 @@ def healing_runs_in_flight(instance: DagsterInstance, job_name: str | None = Non
 
 
 def deployment_healing_runs() -> int | None:
-    """Healing runs queued or running in the Dagster instance of DAGSTER_HOME; None without
-    one (an analyst's machine) or when it cannot be read: the progress is told without them."""
+    """The raw look-back's healing runs queued or running in the Dagster instance of
+    DAGSTER_HOME (not the hourly tier's, whose days this progress does not count); None
+    without one (an analyst's machine) or when it cannot be read: the progress is told
+    without them."""
     if not os.environ.get("DAGSTER_HOME"):
         return None
     # Dagster is imported here only: the analysts' commands start without it.
     from dagster import DagsterError, DagsterInstance
 
+    from metrics_pipeline.dagster_runs import RAW_HEALING_JOB
+
     try:
         with DagsterInstance.get() as instance:
-            return healing_runs_in_flight(instance)
+            return healing_runs_in_flight(instance, RAW_HEALING_JOB)
     except (DagsterError, OSError):
         return None
 

@@ -10,7 +10,6 @@ import duckdb
 from dagster import (
     AssetPartitionStatus,
     DefaultSensorStatus,
-    HourlyPartitionsDefinition,
     RunRequest,
     SensorDefinition,
     SensorEvaluationContext,
@@ -24,12 +23,12 @@ from metrics_pipeline.healing.gaps import (
     HealingRun,
     HourStatus,
     find_gaps,
-    healing_hours,
     history_progress,
     plan_healing_runs,
 )
 from metrics_pipeline.healing.progress import healing_runs_in_flight
-from metrics_pipeline.hours import HOUR, Clock, partition_key, utc_now
+from metrics_pipeline.hours import HOUR, Clock, healing_hours, utc_now
+from metrics_pipeline.partitions import Partitions
 from metrics_pipeline.settings import Settings
 from metrics_pipeline.sources.source import Source
 from metrics_pipeline.warehouse.resources import WarehouseResource
@@ -44,16 +43,14 @@ STATUS_OF: dict[AssetPartitionStatus | None, HourStatus] = {
 
 def healing_request(source: Source, run: HealingRun, now: datetime) -> RunRequest:
     scope = ",".join(run.instance_ids) if run.instance_ids else "all instances"
+    first, last = source.partition_key(run.first_hour), source.partition_key(run.last_hour)
     return RunRequest(
         job_name=source.healing_job.name,
         # The source's name keeps two sources' runs over the same hours apart (a run key is
         # launched once per sensor).
-        run_key=(
-            f"heal {source.name} {partition_key(run.first_hour)}..{partition_key(run.last_hour)} "
-            f"[{scope}] @{now:%Y-%m-%dT%H:%M}"
-        ),
+        run_key=f"heal {source.name} {first}..{last} [{scope}] @{now:%Y-%m-%dT%H:%M}",
         run_config=source.restricted_run_config(run.instance_ids),
-        tags=range_tags(run.first_hour, run.last_hour),
+        tags=range_tags(run.first_hour, run.last_hour, source.partition_key),
     )
 
 
@@ -78,6 +75,12 @@ class SourceLook:
     requests: list[RunRequest]
     message: str  # for the tick's log, or its skip reason when nothing is launched
     due_again_now: bool  # work is left, or the look could not happen: look again next wake
+    in_flight: bool = False  # its healing runs are queued or running
+
+    @property
+    def busy(self) -> bool:
+        """It launches runs, or has runs that have not finished."""
+        return bool(self.requests) or self.in_flight
 
 
 def look_at_source(
@@ -85,14 +88,17 @@ def look_at_source(
     warehouse: WarehouseResource,
     settings: Settings,
     source: Source,
-    hourly_partitions: HourlyPartitionsDefinition,
-    hours: Sequence[datetime],
+    partitions: Partitions,
     now: datetime,
 ) -> SourceLook:
+    hours = source.healing_window(settings, now)
+    unit = "hour" if source.step == HOUR else "day"
+    if not hours:
+        return SourceLook([], f"{source.name}: no settled {unit} in its window yet.", False)
     try:
         with warehouse.reader() as conn:
             subjects = source.subjects(conn, settings.regions)
-            settled = source.fetch_log.settled(conn, hours[0], hours[-1] + HOUR)
+            settled = source.settled_partitions(conn, hours, now, settings)
     except (duckdb.Error, OSError) as error:
         return SourceLook(
             [], f"The warehouse could not be read ({error}); trying again next tick.", True
@@ -100,35 +106,40 @@ def look_at_source(
     if not subjects:
         return SourceLook([], f"{source.name}: nothing discovered to collect yet.", True)
     in_flight = healing_runs_in_flight(context.instance, source.healing_job.name)
-    progress = history_progress(hours, subjects, settled, in_flight).line()
+    progress = history_progress(hours, subjects, settled, in_flight, source.step).line()
     if in_flight:
         return SourceLook(
-            [], f"{progress}. Looking for gaps again when the healing runs finish.", True
+            [], f"{progress}. Looking for gaps again when the healing runs finish.", True, True
         )
-    keys = [partition_key(hour) for hour in hours]
-    statuses = context.instance.get_status_by_partition(source.asset, keys, hourly_partitions) or {}
+    keys = [source.partition_key(hour) for hour in hours]
+    statuses = (
+        context.instance.get_status_by_partition(
+            source.asset, keys, source.partitions_def(partitions)
+        )
+        or {}
+    )
     status_by_hour = {
         hour: STATUS_OF[statuses.get(key)] for hour, key in zip(hours, keys, strict=True)
     }
-    gaps = find_gaps(hours, subjects, settled, status_by_hour)
+    gaps = find_gaps(hours, subjects, settled, status_by_hour, source.step)
     if not gaps:
         return SourceLook(
             [],
-            f"{progress}. No gaps in the {len(hours)} settled hours since "
-            f"{partition_key(hours[0])}.",
+            f"{progress}. No gaps in the {len(hours)} settled {unit}s since {keys[0]}.",
             False,
         )
     plan = plan_healing_runs(
         gaps,
         subjects,
         source.datapoints_per_tick(settings, subjects),
-        source.datapoints_per_subject_hour(settings),
+        source.datapoints_per_subject_hour(settings) * int(source.step / HOUR),
+        source.step,
     )
     message = (
-        f"{progress}. {len(gaps)} gap hour(s) found; launching {len(plan.runs)} run(s) for "
-        f"{plan.hours} hour(s)"
+        f"{progress}. {len(gaps)} gap {unit}(s) found; launching {len(plan.runs)} run(s) for "
+        f"{plan.hours} {unit}(s)"
         + (
-            f"; the other {plan.hours_left} hour(s) when they finish"
+            f"; the other {plan.hours_left} {unit}(s) when they finish"
             " (METRICS_BACKFILL_MAX_DATAPOINTS_PER_TICK)"
             if plan.hours_left
             else ""
@@ -143,7 +154,7 @@ def look_for_gaps(
     warehouse: WarehouseResource,
     settings: Settings,
     sources: Sequence[Source],
-    hourly_partitions: HourlyPartitionsDefinition,
+    partitions: Partitions,
     now: datetime,
 ) -> SensorResult | SkipReason:
     """One tick of the gap sensor, at `now` (naive UTC), over every source."""
@@ -154,13 +165,17 @@ def look_for_gaps(
         context.log.info("No warehouse yet: starting the first collection (once).")
         first_runs = [source.first_run(settings, now) for source in sources]
         return SensorResult(run_requests=[run for run in first_runs if run is not None])
-    hours = healing_hours(now, settings.backfill_days, settings.settle_delay)
-    if not hours:
+    if not healing_hours(now, settings.backfill_days, settings.settle_delay):
         return SkipReason("No settled hour in the look-back window yet.")
-    looks = [
-        look_at_source(context, warehouse, settings, source, hourly_partitions, hours, now)
-        for source in sources
-    ]
+    looks: list[SourceLook] = []
+    for source in sources:
+        busy = [s.name for s, look in zip(sources[: len(looks)], looks, strict=True) if look.busy]
+        if source.after_earlier_sources and busy:
+            looks.append(
+                SourceLook([], f"{source.name}: waiting for {', '.join(busy)} to heal first.", True)
+            )
+        else:
+            looks.append(look_at_source(context, warehouse, settings, source, partitions, now))
     look_interval = timedelta(minutes=settings.backfill_interval_minutes)
     due_again_now = any(look.due_again_now for look in looks)
     context.update_cursor((now if due_again_now else now + look_interval).isoformat())
@@ -175,7 +190,7 @@ def look_for_gaps(
 def build_gap_healing_sensor(
     settings: Settings,
     sources: Sequence[Source],
-    hourly_partitions: HourlyPartitionsDefinition,
+    partitions: Partitions,
     clock: Clock = utc_now,
 ) -> SensorDefinition:
     budgets = "; ".join(source.tick_budget_text(settings) for source in sources)
@@ -195,6 +210,6 @@ def build_gap_healing_sensor(
     def gap_healing_sensor(
         context: SensorEvaluationContext, warehouse: WarehouseResource
     ) -> SensorResult | SkipReason:
-        return look_for_gaps(context, warehouse, settings, sources, hourly_partitions, clock())
+        return look_for_gaps(context, warehouse, settings, sources, partitions, clock())
 
     return gap_healing_sensor

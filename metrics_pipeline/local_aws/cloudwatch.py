@@ -8,10 +8,12 @@ CloudWatch's rules of what it keeps at which age (`resolution.py`) and with perc
 """
 
 import base64
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 from moto.cloudwatch.exceptions import CloudWatchException, ValidationError
+from moto.cloudwatch.models import CloudWatchBackend, MetricDatum
 from moto.cloudwatch.responses import CloudWatchResponse
 from moto.core.responses import ActionResult
 from moto.sts.exceptions import STSClientError
@@ -95,16 +97,53 @@ def _results(
         if _simulator is not None and _simulator.knows(account_id, response.region, q)
     }
     stored_queries = [q for q in queries if q["Id"] not in simulated]
-    stored = {}
+    backend = response.cloudwatch_backend
+    stored = {
+        q["Id"]: _stored_percentile(backend, q, start, end)
+        for q in stored_queries
+        if percentile_of(q.get("MetricStat", {}).get("Stat", "")) is not None
+    }
+    stored_queries = [q for q in stored_queries if q["Id"] not in stored]
     if stored_queries:
-        stored = {
+        stored |= {
             r["id"]: r
-            for r in response.cloudwatch_backend.get_metric_data(
+            for r in backend.get_metric_data(
                 start_time=start, end_time=end, queries=stored_queries, scan_by="TimestampAscending"
             )
         }
     answers = {**stored, **simulated}
     return [answers[q["Id"]] for q in queries if q["Id"] in answers]
+
+
+def _stored_percentile(
+    backend: CloudWatchBackend, query: dict[str, Any], start: datetime, end: datetime
+) -> dict[str, Any]:
+    """A percentile (`pNN`) of the single values stored in moto, per period: moto answers
+    none. Like CloudWatch, of the period's samples (linear interpolation)."""
+    stat = query["MetricStat"]
+    metric = stat["Metric"]
+    percentile = percentile_of(stat["Stat"]) or 0.0
+    dimensions = sorted((d["Name"], d["Value"]) for d in metric.get("Dimensions", []))
+    period = timedelta(seconds=int(stat["Period"]))
+    samples: dict[datetime, list[float]] = {}
+    for datum in backend.get_all_metrics():
+        if (
+            isinstance(datum, MetricDatum)
+            and datum.namespace == metric["Namespace"]
+            and datum.name == metric["MetricName"]
+            and sorted((d.name, d.value) for d in datum.dimensions) == dimensions
+            and start <= datum.timestamp < end
+        ):
+            slot = start + (datum.timestamp - start) // period * period
+            samples.setdefault(slot, []).append(float(datum.value))
+    slots = sorted(samples)
+    return {
+        "id": query["Id"],
+        "label": query.get("Label") or f"{metric['MetricName']} {stat['Stat']}",
+        "values": [float(np.percentile(np.asarray(samples[slot]), percentile)) for slot in slots],
+        "timestamps": slots,
+        "status_code": "Complete",
+    }
 
 
 def get_metric_data(self: CloudWatchResponse) -> ActionResult:

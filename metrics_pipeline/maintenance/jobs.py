@@ -23,25 +23,32 @@ from metrics_pipeline.maintenance.backups import (
 from metrics_pipeline.maintenance.retention import compact_lake, drop_rows_before
 from metrics_pipeline.warehouse.resources import WAREHOUSE_POOL, WarehouseResource
 from metrics_pipeline.warehouse.schema import METRICS_TABLE
+from metrics_pipeline.warehouse.tables import HOURLY_TIER, RAW_TIER
 
 
 def drop_expired_rows(
     context: OpExecutionContext,
     warehouse: WarehouseResource,
     hourly_partitions: HourlyPartitionsDefinition,
+    hourly_retention_days: int | None = None,
 ) -> Output[int]:
-    """Deletes metrics older than the retention, then checkpoints so the space is reused (on
-    a lake: expires old snapshots, merges small files, deletes unneeded ones).
+    """Deletes each tier's rows older than its retention (the raw tier's METRICS_RETENTION_DAYS,
+    the hourly tier's `hourly_retention_days`, kept forever when None), then checkpoints so the
+    space is reused (on a lake: expires old snapshots, merges small files, deletes unneeded
+    ones).
 
     Dagster OSS keeps partition status forever, so each dropped hour also gets an
     observation on rds_metrics saying its rows are gone: the UI's history stays honest.
     """
     now = utc_now()
     cutoff = oldest_kept_hour(now, warehouse.retention_days)
+    cutoffs = {RAW_TIER: cutoff}
+    if hourly_retention_days is not None:
+        cutoffs[HOURLY_TIER] = oldest_kept_hour(now, hourly_retention_days)
     compaction = None
     with warehouse.connect() as conn:
         bytes_before = warehouse.stored_bytes(conn)
-        trims = drop_rows_before(conn, cutoff)
+        trims = drop_rows_before(conn, cutoffs)
         if warehouse.lake:
             compaction = compact_lake(conn, now)
         else:
@@ -72,6 +79,9 @@ def drop_expired_rows(
         metadata={
             "cutoff": cutoff.isoformat(),
             "retention_days": warehouse.retention_days,
+            "hourly_retention_days": (
+                "forever" if hourly_retention_days is None else hourly_retention_days
+            ),
             "hours_dropped": len(dropped_hours),
             "rows_dropped": rows,
             **{f"rows_dropped_{trim.table}": trim.rows for trim in trims},
@@ -85,16 +95,23 @@ def drop_expired_rows(
     )
 
 
-def build_retention_job(hourly_partitions: HourlyPartitionsDefinition) -> JobDefinition:
+def build_retention_job(
+    hourly_partitions: HourlyPartitionsDefinition, hourly_retention_days: int | None = None
+) -> JobDefinition:
     """The retention job; observations go to the hours that `hourly_partitions` still lists."""
 
     @op(name="drop_expired_rows", pool=WAREHOUSE_POOL)
     def drop_expired_rows_op(
         context: OpExecutionContext, warehouse: WarehouseResource
     ) -> Output[int]:
-        return drop_expired_rows(context, warehouse, hourly_partitions)
+        return drop_expired_rows(context, warehouse, hourly_partitions, hourly_retention_days)
 
-    @job(description="Drops metrics older than METRICS_RETENTION_DAYS from every table.")
+    @job(
+        description=(
+            "Drops the raw tier's rows older than METRICS_RETENTION_DAYS and the hourly tier's "
+            "older than METRICS_HOURLY_RETENTION_DAYS (when set); the daily tier is kept."
+        )
+    )
     def retention_job() -> None:
         drop_expired_rows_op()
 

@@ -1,7 +1,9 @@
-"""Retention: what is older than METRICS_RETENTION_DAYS leaves every time-series table."""
+"""Retention, tier by tier: the raw tier's rows older than METRICS_RETENTION_DAYS leave, the
+hourly tier's older than METRICS_HOURLY_RETENTION_DAYS (when set); the daily tier stays."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,7 +12,7 @@ import duckdb
 
 from metrics_pipeline.warehouse.lake import current_database
 from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
-from metrics_pipeline.warehouse.tables import TIME_COLUMNS
+from metrics_pipeline.warehouse.tables import tier_tables
 
 
 @dataclass(frozen=True)
@@ -20,13 +22,19 @@ class TableTrim:
     hours: list[datetime]
 
 
-def drop_rows_before(conn: duckdb.DuckDBPyConnection, cutoff: datetime) -> list[TableTrim]:
-    """Deletes what is older than `cutoff` from every table with a time column, a transaction
-    each."""
+def drop_rows_before(
+    conn: duckdb.DuckDBPyConnection, cutoffs: Mapping[str, datetime]
+) -> list[TableTrim]:
+    """Deletes what is older than its tier's cutoff (`cutoffs`, by tier; a tier not named is
+    kept) from every table of the tier with a time column, a transaction each."""
     trims = []
-    for table, column in TIME_COLUMNS.items():
+    for table, column, cutoff in (
+        (table, column, cutoff)
+        for tier, cutoff in cutoffs.items()
+        for table, column in tier_tables(tier).items()
+    ):
 
-        def trim(table: str = table, column: str = column) -> TableTrim:
+        def trim(table: str = table, column: str = column, cutoff: datetime = cutoff) -> TableTrim:
             hours = [
                 row[0]
                 for row in conn.execute(

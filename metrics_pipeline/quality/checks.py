@@ -3,11 +3,10 @@ healing window and freshness of the newest period; a source adds its own (`Sourc
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from dagster import AssetCheckResult, AssetChecksDefinition, AssetCheckSeverity, asset_check
 
-from metrics_pipeline.healing.gaps import healing_hours
 from metrics_pipeline.hours import HOUR, Clock, partition_key, utc_now
 from metrics_pipeline.settings import Settings
 from metrics_pipeline.sources.source import Source
@@ -55,7 +54,7 @@ def completeness_check(source: Source, settings: Settings, clock: Clock) -> Asse
         ),
     )
     def check(warehouse: WarehouseResource) -> AssetCheckResult:
-        hours = healing_hours(clock(), settings.backfill_days, settings.settle_delay)
+        hours = source.checked_hours(settings, clock())
         if not hours:
             return AssetCheckResult(passed=True, metadata={"settled_hours": 0})
         window = (hours[0], hours[-1] + HOUR)
@@ -93,8 +92,9 @@ def freshness_check(source: Source, settings: Settings, clock: Clock) -> AssetCh
         asset=source.asset,
         name=f"{table}_freshness",
         description=(
-            f"The newest period in {table} ended no more than {settings.freshness_minutes} "
-            "minutes ago (METRICS_FRESHNESS_MINUTES)."
+            f"The newest period in {table} ended no more than "
+            f"{source.freshness_bound(settings).total_seconds() / 60:.0f} minutes ago "
+            "(METRICS_FRESHNESS_MINUTES" + ("" if source.step == HOUR else ", plus a day") + ")."
         ),
     )
     def check(warehouse: WarehouseResource) -> AssetCheckResult:
@@ -104,12 +104,13 @@ def freshness_check(source: Source, settings: Settings, clock: Clock) -> AssetCh
             return AssetCheckResult(passed=False, metadata={"newest_period": "none"})
         start, end = newest
         age = clock() - end
+        bound = source.freshness_bound(settings)
         return AssetCheckResult(
-            passed=age <= timedelta(minutes=settings.freshness_minutes),
+            passed=age <= bound,
             metadata={
                 "newest_period": start.isoformat(),
                 "age_minutes": round(age.total_seconds() / 60, 1),
-                "bound_minutes": settings.freshness_minutes,
+                "bound_minutes": round(bound.total_seconds() / 60),
             },
         )
 

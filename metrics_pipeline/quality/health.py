@@ -37,7 +37,8 @@ FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
     automation_condition=on_cron_and_once_inputs_exist("5 * * * *", only_after_input_updates=False),
     description=(
         f"Hourly summary of the last {LOOKBACK.days} days from `{RUNS_TABLE}` and the run "
-        "history: CloudWatch calls and estimated cost per day, failure rate of collection "
+        "history: CloudWatch calls and estimated cost per day and tier (raw `rds_metrics`, "
+        "hourly `rds_metrics_hourly`), failure rate of collection "
         "runs, the slowest runs, each account and region's runs and failures "
         f"(`{RUN_PARTS_TABLE}`), and minutes since the last successful fresh run. It writes "
         f"no table: its figures are this metadata, computed from `{RUNS_TABLE}`, "
@@ -54,11 +55,12 @@ def pipeline_health(
     per_account: list[Any] = []
     # Before the first write there is nothing to read: the empty tables below say so.
     with suppress(SnapshotMissingError), warehouse.reader() as conn:
+        # Per tier: the hourly tier's backfill is a first-day cost, its daily fetch an ongoing one.
         per_day = conn.execute(
             f"""
-            SELECT finished_at::DATE, sum(cloudwatch_requests),
+            SELECT finished_at::DATE, asset, sum(cloudwatch_requests),
                    round(sum(estimated_cost_usd), 4)
-            FROM {RUNS_TABLE} WHERE finished_at >= $since GROUP BY 1 ORDER BY 1 DESC
+            FROM {RUNS_TABLE} WHERE finished_at >= $since GROUP BY 1, 2 ORDER BY 1 DESC, 2
             """,
             {"since": since},
         ).fetchall()
@@ -105,7 +107,7 @@ def pipeline_health(
             if minutes_since_fresh is not None
             else "never",
             "calls_and_cost_per_day": MetadataValue.md(
-                markdown_table(("day", "GetMetricData calls", "estimated USD"), per_day)
+                markdown_table(("day", "table", "GetMetricData calls", "estimated USD"), per_day)
             ),
             "slowest_runs": MetadataValue.md(
                 markdown_table(("run", "window start", "seconds", "rows"), slowest)

@@ -16,6 +16,7 @@ import duckdb
 import pyarrow as pa
 from dagster import (
     AssetExecutionContext,
+    AssetSelection,
     Config,
     MaterializeResult,
     MetadataValue,
@@ -26,13 +27,21 @@ from pydantic import Field
 from metrics_pipeline.automation import on_cron_and_once_inputs_exist
 from metrics_pipeline.collection.keys import RDS_INSTANCES, RDS_METRICS
 from metrics_pipeline.collection.resources import CollectionResource
+from metrics_pipeline.history.keys import RDS_METRICS_HOURLY
 from metrics_pipeline.hours import utc_now
 from metrics_pipeline.metadata import markdown_table, table_asset
+from metrics_pipeline.rightsizing.serving import NOT_SERVING, SERVING_CTE
+from metrics_pipeline.rightsizing.windows import (
+    WINDOW_DAYS,
+    read_windows,
+    replace_windows,
+    windows_markdown,
+)
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import (
-    INSTANCES_TABLE,
     METRICS_TABLE,
     RIGHTSIZING_TABLE,
+    RIGHTSIZING_WINDOWS_TABLE,
 )
 from metrics_pipeline.warehouse.sql import in_transaction
 from metrics_pipeline.warehouse.tables import RIGHTSIZING
@@ -40,8 +49,6 @@ from metrics_pipeline.warehouse.tables import RIGHTSIZING
 WINDOW = timedelta(days=3)
 MIB = 1024**2
 GIB = 1024**3
-# Statuses of an instance that serves nothing: there is no load to size it by.
-NOT_SERVING = ("stopped", "stopping", "deleting")
 
 
 class Verdict(StrEnum):
@@ -197,12 +204,7 @@ def read_evidence(
     """
     cursor = conn.execute(
         f"""
-        WITH serving AS (
-            SELECT account_id, region, instance_id, instance_class, engine
-            FROM {INSTANCES_TABLE}
-            WHERE last_seen = (SELECT max(last_seen) FROM {INSTANCES_TABLE})
-              AND coalesce(status, '') NOT IN (SELECT unnest($not_serving))
-        ), windowed AS (
+        WITH {SERVING_CTE}, windowed AS (
             SELECT * FROM {METRICS_TABLE} WHERE ts >= $start AND ts < $end
         )
         SELECT s.account_id, s.region, s.instance_id, s.instance_class, s.engine,
@@ -293,13 +295,20 @@ def flagged_markdown(assessed: Sequence[tuple[Evidence, Finding]]) -> str:
 
 @asset(
     **table_asset(RIGHTSIZING_TABLE),
-    deps=[RDS_INSTANCES, RDS_METRICS],
-    automation_condition=on_cron_and_once_inputs_exist("10 * * * *"),
+    deps=[RDS_INSTANCES, RDS_METRICS, RDS_METRICS_HOURLY],
+    # The hourly tier lands a settled day at a time: neither the first report nor the hourly
+    # one waits for it (the windows use what it holds); a history run recomputes the report.
+    automation_condition=on_cron_and_once_inputs_exist(
+        "10 * * * *", slow_inputs=AssetSelection.assets(RDS_METRICS_HOURLY)
+    ),
     description=(
         f"Rightsizing from the trailing {WINDOW.days} days (DuckDB table `{RIGHTSIZING_TABLE}`, "
         "one row per serving instance): over-provisioned (low CPU p95 and connections), "
         "under-provisioned (high CPU p95, low freeable memory, swap, high disk queue), "
         "storage that fills within the horizon at its trend, each with its evidence. "
+        f"Beside it, table `{RIGHTSIZING_WINDOWS_TABLE}`: each serving instance's evidence over "
+        f"the trailing {', '.join(map(str, WINDOW_DAYS))} days of the hourly tier (CPU p95 and "
+        "p99, peak hour, busiest and quietest weekday), with the days of history each holds. "
         "Hourly, after the next collection; thresholds are run config."
     ),
 )
@@ -314,6 +323,7 @@ def rightsizing_report(
     start = report_time - min(WINDOW, timedelta(days=warehouse.retention_days))
     with warehouse.reader() as conn:
         evidence = read_evidence(conn, start, report_time, collection.period_seconds)
+        windows = read_windows(conn, report_time)
     assessed = [(e, assess(e, config)) for e in evidence]
     rows = [
         {
@@ -330,6 +340,7 @@ def rightsizing_report(
     ]
     with warehouse.connect() as conn:
         replace_report(conn, rows)
+        replace_windows(conn, windows)
     counts = {
         "instances_assessed": len(assessed),
         "over_provisioned": sum(f.verdict is Verdict.OVER for _, f in assessed),
@@ -345,5 +356,7 @@ def rightsizing_report(
             "window_start": start.isoformat(),
             "window_end": report_time.isoformat(),
             "flagged": MetadataValue.md(flagged_markdown(assessed)),
+            "window_rows": len(windows),
+            "windows": MetadataValue.md(windows_markdown(windows)),
         }
     )

@@ -1,4 +1,5 @@
-"""The rollups' write: a window of rds_metrics aggregated per hour or day, in one transaction."""
+"""The daily tier's write: a window of the hourly tier aggregated per UTC day, in one
+transaction."""
 
 from __future__ import annotations
 
@@ -6,52 +7,39 @@ from datetime import datetime
 
 import duckdb
 
-from metrics_pipeline.warehouse.schema import DAILY_TABLE, HOURLY_TABLE, METRICS_TABLE
+from metrics_pipeline.warehouse.schema import DAILY_TABLE, HOURLY_TABLE
 from metrics_pipeline.warehouse.sql import in_transaction
-from metrics_pipeline.warehouse.tables import TIME_COLUMNS
-
-# Each rollup's bucket, as date_trunc names it.
-ROLLUP_BUCKETS = {HOURLY_TABLE: "hour", DAILY_TABLE: "day"}
 
 
-def replace_rollup(
-    conn: duckdb.DuckDBPyConnection,
-    table: str,
-    start: datetime,
-    end: datetime,
-    periods_per_bucket: int,
-    computed_at: datetime,
+def replace_days(
+    conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime, computed_at: datetime
 ) -> int:
-    """Recomputes `table` for [start, end) from rds_metrics in one transaction.
+    """Recomputes rds_metrics_daily for the days of [start, end) from rds_metrics_hourly.
 
-    Percentiles are of the period averages; completeness is periods present over periods
-    expected in the bucket (an hour or a day).
+    The day's average weighs each hour's average by its sample count (CloudWatch's average of
+    the day's samples); a day's percentiles cannot be made from its hours', so the day keeps
+    the highest hourly p95 and p99 instead.
     """
-    column, unit = TIME_COLUMNS[table], ROLLUP_BUCKETS[table]
 
     def write() -> int:
         conn.execute(
-            f"DELETE FROM {table} WHERE {column} >= $start AND {column} < $end",
+            f"DELETE FROM {DAILY_TABLE} WHERE day >= $start AND day < $end",
             {"start": start, "end": end},
         )
         inserted = conn.execute(
             f"""
-            INSERT INTO {table}
-            SELECT date_trunc('{unit}', ts) AS {column}, account_id, region, instance_id,
-                   metric, any_value(unit), avg(average), min(minimum), max(maximum),
-                   quantile_cont(average, 0.5), quantile_cont(average, 0.95),
-                   quantile_cont(average, 0.99), sum(sample_count), count(*),
-                   count(*) / $expected, $computed_at
-            FROM {METRICS_TABLE}
-            WHERE ts >= $start AND ts < $end
+            INSERT INTO {DAILY_TABLE}
+            SELECT date_trunc('day', hour) AS day, account_id, region, instance_id, metric,
+                   any_value(unit),
+                   sum(average * sample_count)
+                       / nullif(sum(sample_count) FILTER (WHERE average IS NOT NULL), 0),
+                   min(minimum), max(maximum), sum(sum), sum(sample_count), max(average),
+                   max(p95), max(p99), count(*), $computed_at
+            FROM {HOURLY_TABLE}
+            WHERE hour >= $start AND hour < $end
             GROUP BY ALL
             """,
-            {
-                "start": start,
-                "end": end,
-                "expected": float(periods_per_bucket),
-                "computed_at": computed_at,
-            },
+            {"start": start, "end": end, "computed_at": computed_at},
         ).fetchone()
         return int(inserted[0]) if inserted else 0
 

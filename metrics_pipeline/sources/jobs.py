@@ -16,7 +16,9 @@ from metrics_pipeline.dagster_runs import HEALING_RUN_TAGS
 HEALING_PRIORITY = "-10"
 
 
-def healing_job_for(asset: AssetKey, name: str) -> UnresolvedAssetJobDefinition:
+def healing_job_for(
+    asset: AssetKey, name: str, priority: str = HEALING_PRIORITY
+) -> UnresolvedAssetJobDefinition:
     return define_asset_job(
         name,
         selection=AssetSelection.assets(asset),
@@ -24,5 +26,5 @@ def healing_job_for(asset: AssetKey, name: str) -> UnresolvedAssetJobDefinition:
             f"Re-collects settled hours of {asset.to_user_string()} that lack data "
             "(launched by the gap sensor)."
         ),
-        tags={"dagster/priority": HEALING_PRIORITY, **HEALING_RUN_TAGS},
+        tags={"dagster/priority": priority, **HEALING_RUN_TAGS},
     )

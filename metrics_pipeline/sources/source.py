@@ -12,13 +12,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import duckdb
-from dagster import AssetChecksDefinition, AssetKey, Definitions, RunRequest
+from dagster import (
+    AssetChecksDefinition,
+    AssetKey,
+    Definitions,
+    RunRequest,
+    TimeWindowPartitionsDefinition,
+)
 
-from metrics_pipeline.hours import Clock
+from metrics_pipeline.hours import HOUR, Clock, healing_hours, partition_key
 from metrics_pipeline.partitions import Partitions
 from metrics_pipeline.settings import Settings
 from metrics_pipeline.warehouse.fetch_log import FetchLog
@@ -37,8 +43,13 @@ class Source(ABC):
 
     #: A short identifier: it names the source in logs and descriptions.
     name: str
-    #: The hourly-partitioned asset the source writes, one partition per UTC hour.
+    #: The asset the source writes, one partition per UTC hour (or per `step`).
     asset: AssetKey
+    #: How long one partition is: an hour, or a day for a source fetched a day at a time.
+    step: timedelta = HOUR
+    #: Healed only while the sources registered before it launch nothing and have no healing
+    #: run unfinished: a long history waits for the recent one.
+    after_earlier_sources: bool = False
     #: What each materialization records per subject and hour.
     fetch_log: FetchLog
     #: The job the gap sensor launches to fill this source's gaps (sources/jobs.py).
@@ -84,6 +95,37 @@ class Source(ABC):
         self, conn: duckdb.DuckDBPyConnection, settings: Settings
     ) -> tuple[datetime, datetime] | None:
         """When the newest stored period starts and ends; None when nothing is stored."""
+
+    def partitions_def(self, partitions: Partitions) -> TimeWindowPartitionsDefinition:
+        """The partitions of `asset`."""
+        return partitions.hourly
+
+    def partition_key(self, start: datetime) -> str:
+        """The key of the partition that starts at `start`."""
+        return partition_key(start)
+
+    def healing_window(self, settings: Settings, now: datetime) -> list[datetime]:
+        """The starts of the settled partitions the gap sensor looks at, oldest first."""
+        return healing_hours(now, settings.backfill_days, settings.settle_delay)
+
+    def settled_partitions(
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        window: Sequence[datetime],
+        now: datetime,
+        settings: Settings,
+    ) -> set[tuple[Instance, datetime]]:
+        """(subject, partition start) pairs of `window` whose every settled hour has a settled
+        fetch: final, even when nothing came back."""
+        return self.fetch_log.settled(conn, window[0], window[-1] + self.step)
+
+    def checked_hours(self, settings: Settings, now: datetime) -> list[datetime]:
+        """The hours the completeness check counts."""
+        return healing_hours(now, settings.backfill_days, settings.settle_delay)
+
+    def freshness_bound(self, settings: Settings) -> timedelta:
+        """How old the newest stored period may be before the freshness check fails."""
+        return timedelta(minutes=settings.freshness_minutes)
 
     def restricted_run_config(self, subject_names: Sequence[str]) -> dict[str, object]:
         """The run config that limits a run of the asset to these subjects (named as

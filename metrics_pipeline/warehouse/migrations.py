@@ -23,15 +23,18 @@ from metrics_pipeline.warehouse.schema import (
 )
 from metrics_pipeline.warehouse.sql import in_transaction
 from metrics_pipeline.warehouse.tables import (
+    DAILY,
     DBI_RESOURCE_ID,
     DERIVED_TABLES,
+    HOURLY,
+    HOURLY_FETCHES,
     INSTANCE_HISTORY,
     INSTANCES,
     TABLES,
     VERSIONS,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class SchemaError(Exception):
@@ -49,7 +52,7 @@ class Migration:
 def _create_missing_derived_tables(conn: duckdb.DuckDBPyConnection) -> None:
     """Builds before versioning created the rollup, run and report tables lazily: a warehouse
     from one of them may lack some. They hold only what can be computed again."""
-    ensure_schema(conn)
+    ensure_schema(conn, views=False)
 
 
 def _add_instance_history(conn: duckdb.DuckDBPyConnection) -> None:
@@ -59,7 +62,7 @@ def _add_instance_history(conn: duckdb.DuckDBPyConnection) -> None:
         f"ALTER TABLE {INSTANCES.name} ADD COLUMN IF NOT EXISTS "
         f"{DBI_RESOURCE_ID.name} {DBI_RESOURCE_ID.type}"
     )
-    ensure_schema(conn)
+    ensure_schema(conn, views=False)
     columns = ", ".join(INSTANCE_HISTORY.column_names)
     known = ", ".join(
         "first_seen" if name == "valid_from" else name for name in INSTANCE_HISTORY.column_names
@@ -69,6 +72,18 @@ def _add_instance_history(conn: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _add_hourly_tier(conn: duckdb.DuckDBPyConnection) -> None:
+    """rds_metrics_hourly and rds_metrics_daily were rollups of the raw periods (percentiles of
+    period averages, kept as long as the raw rows). They become the hourly tier, CloudWatch's
+    own hourly statistics fetched for the 455 days it keeps, and the days made from it: the
+    old rows are dropped (the raw rows they came from stay) and the tier backfills."""
+    for table in (DAILY.name, HOURLY.name):
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+    ensure_schema(conn)
+    if is_lake(conn):
+        partition_lake_tables(conn, [HOURLY.name, HOURLY_FETCHES.name, DAILY.name])
+
+
 MIGRATIONS = [
     Migration(1, "records the schema version; creates derived tables older builds lacked",
               _create_missing_derived_tables),
@@ -76,6 +91,8 @@ MIGRATIONS = [
               _create_missing_derived_tables),
     Migration(3, "adds rds_instances.dbi_resource_id and rds_instance_history",
               _add_instance_history),
+    Migration(4, "rds_metrics_hourly becomes CloudWatch's hourly tier, rds_metrics_daily its days",
+              _add_hourly_tier),
 ]  # fmt: skip
 
 

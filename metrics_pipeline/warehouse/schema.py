@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import duckdb
 
 from metrics_pipeline.catalog import STATISTIC_COLUMNS, WIDE_VIEW_COLUMNS
@@ -10,11 +12,13 @@ from metrics_pipeline.warehouse.tables import (
     DAILY,
     FETCHES,
     HOURLY,
+    HOURLY_FETCHES,
     INSTANCE_KEY,
     INSTANCES,
     METRIC,
     METRICS,
     RIGHTSIZING,
+    RIGHTSIZING_WINDOWS,
     RUN_PARTS,
     RUNS,
     TABLES,
@@ -32,11 +36,14 @@ FETCHES_TABLE = FETCHES.name
 RUNS_TABLE = RUNS.name
 RUN_PARTS_TABLE = RUN_PARTS.name
 HOURLY_TABLE = HOURLY.name
+HOURLY_FETCHES_TABLE = HOURLY_FETCHES.name
 DAILY_TABLE = DAILY.name
 RIGHTSIZING_TABLE = RIGHTSIZING.name
+RIGHTSIZING_WINDOWS_TABLE = RIGHTSIZING_WINDOWS.name
 VERSION_TABLE = VERSIONS.name
 LATEST_VIEW = "rds_latest"
 WIDE_VIEW = "rds_metrics_wide"
+HOURLY_HISTORY_VIEW = "rds_hourly_history"
 
 
 def _views_sql() -> str:
@@ -53,6 +60,13 @@ def _views_sql() -> str:
         for metric, column in WIDE_VIEW_COLUMNS.items()
     )
     period = ", ".join((f"{ts}", *INSTANCE_KEY))
+    hour_series = ", ".join((*INSTANCE_KEY, METRIC.name, "hour"))
+    tier_columns = ", ".join(HOURLY.column_names[: HOURLY.column_names.index("collected_at")])
+    percentiles = ", ".join(
+        f"NULL::DOUBLE AS {column}"
+        for column in HOURLY.column_names
+        if column.startswith("p") and column[1:].isdigit()
+    )
     return f"""
 CREATE OR REPLACE VIEW {LATEST_VIEW} AS
 SELECT {series}, any_value({UNIT.name}) AS {UNIT.name}, max({ts}) AS {ts}, {latest}
@@ -61,13 +75,30 @@ CREATE OR REPLACE VIEW {WIDE_VIEW} AS
 SELECT {period},
 {wide}
 FROM {METRICS_TABLE} GROUP BY {period};
+CREATE OR REPLACE VIEW {HOURLY_HISTORY_VIEW} AS
+SELECT {tier_columns}, 'hourly' AS tier FROM {HOURLY_TABLE}
+UNION ALL BY NAME
+SELECT date_trunc('hour', {ts}) AS hour, {", ".join(INSTANCE_KEY)}, {METRIC.name},
+       any_value({UNIT.name}) AS {UNIT.name},
+       coalesce(sum(sum) / nullif(sum(sample_count), 0), avg(average)) AS average,
+       min(minimum) AS minimum, max(maximum) AS maximum, sum(sum) AS sum,
+       sum(sample_count) AS sample_count, {percentiles}, 'raw' AS tier
+FROM {METRICS_TABLE} r
+WHERE NOT EXISTS (
+    SELECT 1 FROM {HOURLY_TABLE} h
+    WHERE ({", ".join(f"h.{c}" for c in hour_series.split(", "))})
+        = ({", ".join(f"r.{c}" for c in INSTANCE_KEY)}, r.{METRIC.name}, date_trunc('hour', r.{ts}))
+)
+GROUP BY ALL;
 """
 
 
-def schema_sql(*, keys: bool) -> str:
+def schema_sql(*, keys: bool, views: bool = True) -> str:
     """The DDL of every table (with primary keys when `keys`: a DuckDB file has them, a
-    DuckLake has none, its writers' delete-then-insert keeps the rows unique) and the views."""
-    return "\n".join(table.create_sql(keys=keys) for table in TABLES.values()) + _views_sql()
+    DuckLake has none, its writers' delete-then-insert keeps the rows unique) and, with
+    `views`, the views."""
+    tables = "\n".join(table.create_sql(keys=keys) for table in TABLES.values())
+    return tables + (_views_sql() if views else "")
 
 
 def is_lake(conn: duckdb.DuckDBPyConnection) -> bool:
@@ -78,16 +109,20 @@ def is_lake(conn: duckdb.DuckDBPyConnection) -> bool:
     return bool(row and row[0] == "ducklake")
 
 
-def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    """Creates what is missing of this build's tables, and its views."""
-    conn.execute(schema_sql(keys=not is_lake(conn)))
+def ensure_schema(conn: duckdb.DuckDBPyConnection, views: bool = True) -> None:
+    """Creates what is missing of this build's tables, and (with `views`) its views: a
+    migration step before the last leaves the views to the last, as they read tables in this
+    build's shape."""
+    conn.execute(schema_sql(keys=not is_lake(conn), views=views))
 
 
-def partition_lake_tables(conn: duckdb.DuckDBPyConnection) -> None:
-    """A DuckLake stores these tables in files per day of their time column, so rewriting an
-    hour touches one day's files."""
+def partition_lake_tables(
+    conn: duckdb.DuckDBPyConnection, names: Iterable[str] | None = None
+) -> None:
+    """A DuckLake stores these tables (of `names`, all when None) in files per day of their
+    time column, so rewriting an hour touches one day's files."""
     for table in TABLES.values():
-        if table.lake_files_per_day:
+        if table.lake_files_per_day and (names is None or table.name in names):
             column = table.time_column
             conn.execute(
                 f"ALTER TABLE {table.name} SET PARTITIONED BY (year({column}), "

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from metrics_pipeline.catalog import STATISTIC_COLUMNS
+from metrics_pipeline.catalog import HOURLY_PERCENTILES, STATISTIC_COLUMNS
 
 # The DuckDB types the tables use, as information_schema spells them, and their Arrow types.
 ARROW_TYPES: dict[str, pa.DataType] = {
@@ -26,6 +26,12 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "TIMESTAMP": pa.timestamp("us"),
     "MAP(VARCHAR, VARCHAR)": pa.map_(pa.string(), pa.string()),
 }
+
+
+# The tiers of history: CloudWatch's periods as collected, CloudWatch's own hourly statistics,
+# and days computed from those hours. Each has its own retention setting.
+RAW_TIER, HOURLY_TIER, DAILY_TIER = "raw", "hourly", "daily"
+TIERS = (RAW_TIER, HOURLY_TIER, DAILY_TIER)
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,9 @@ class Table:
     # The schema version that added it (warehouse/migrations.py): an older warehouse lacks it
     # until migrated.
     added_in: int = 0
+    # The tier whose retention setting trims it (maintenance/retention.py); a table without a
+    # time column is never trimmed.
+    tier: str = "raw"
 
     def __post_init__(self) -> None:
         names = self.column_names
@@ -67,6 +76,8 @@ class Table:
             raise ValueError(f"table {self.name}: unknown or repeated columns {unknown or names}")
         if self.lake_files_per_day and not self.time_column:
             raise ValueError(f"table {self.name}: files per day need a time column")
+        if self.tier not in TIERS:
+            raise ValueError(f"table {self.name}: tier {self.tier} is not one of {TIERS}")
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -225,28 +236,38 @@ METRICS = Table(
     lake_files_per_day=True,
 )
 
-# The fetch log: which hour of which instance was fetched, when, and whether settled.
-FETCHES = Table(
-    "rds_metric_fetches",
-    (
-        Column("hour", "TIMESTAMP", "the hour fetched (its start), UTC", nullable=False),
-        *INSTANCE,
-        Column("fetched_at", "TIMESTAMP", "when it was fetched, UTC", nullable=False),
-        Column(
-            "datapoints", "BIGINT", "statistic values stored for the hour (a count)", nullable=False
+
+def _fetch_log(name: str, tier: str, what: str, added_in: int = 0) -> Table:
+    """A fetch log: which hour of which instance was fetched, when, and whether settled."""
+    return Table(
+        name,
+        (
+            Column("hour", "TIMESTAMP", "the hour fetched (its start), UTC", nullable=False),
+            *INSTANCE,
+            Column("fetched_at", "TIMESTAMP", "when it was fetched, UTC", nullable=False),
+            Column(
+                "datapoints",
+                "BIGINT",
+                f"statistic values stored for the hour in {what} (a count)",
+                nullable=False,
+            ),
+            Column(
+                "settled",
+                "BOOLEAN",
+                "fetched after the hour settled (no refetch needed)",
+                nullable=False,
+            ),
+            Column("run_id", "VARCHAR", "Dagster run that fetched it"),
         ),
-        Column(
-            "settled",
-            "BOOLEAN",
-            "fetched after the hour settled (no refetch needed)",
-            nullable=False,
-        ),
-        Column("run_id", "VARCHAR", "Dagster run that fetched it"),
-    ),
-    primary_key=(*INSTANCE_KEY, "hour"),
-    time_column="hour",
-    lake_files_per_day=True,
-)
+        primary_key=(*INSTANCE_KEY, "hour"),
+        time_column="hour",
+        lake_files_per_day=True,
+        added_in=added_in,
+        tier=tier,
+    )
+
+
+FETCHES = _fetch_log("rds_metric_fetches", RAW_TIER, "rds_metrics")
 
 # Each collection run's own figures: its window, work, requests, cost and time.
 RUNS = Table(
@@ -316,43 +337,62 @@ RUN_PARTS = Table(
 )
 
 
-def _rollup(name: str, bucket: str) -> Table:
-    per = f"over the {bucket}'s period averages, in the metric's unit"
-    return Table(
-        name,
-        (
-            Column(bucket, "TIMESTAMP", f"start of the {bucket}, UTC", nullable=False),
-            *INSTANCE,
-            METRIC,
-            UNIT,
-            Column("average", "DOUBLE", f"mean of the {bucket}'s period averages, metric's unit"),
-            Column("minimum", "DOUBLE", f"lowest period minimum of the {bucket}, metric's unit"),
-            Column("maximum", "DOUBLE", f"highest period maximum of the {bucket}, metric's unit"),
-            Column("p50", "DOUBLE", f"median {per}"),
-            Column("p95", "DOUBLE", f"95th percentile {per}"),
-            Column("p99", "DOUBLE", f"99th percentile {per}"),
-            Column("sample_count", "DOUBLE", f"CloudWatch samples in the {bucket} (a count)"),
-            Column(
-                "periods", "INTEGER", f"periods present in the {bucket} (a count)", nullable=False
-            ),
-            Column(
-                "completeness",
-                "DOUBLE",
-                "periods present over periods expected (0 to 1)",
-                nullable=False,
-            ),
-            Column("computed_at", "TIMESTAMP", "when the rollup was computed, UTC", nullable=False),
+_PERCENTILE_TEXT = "percentile of the hour's samples as CloudWatch computes it"
+
+# The hourly tier: CloudWatch's own hourly statistics of every instance and metric, for every
+# hour CloudWatch still keeps (455 days) and then as long as METRICS_HOURLY_RETENTION_DAYS says.
+HOURLY = Table(
+    "rds_metrics_hourly",
+    (
+        Column("hour", "TIMESTAMP", "start of the hour, UTC", nullable=False),
+        *INSTANCE,
+        METRIC,
+        UNIT,
+        Column("average", "DOUBLE", "mean of the hour's samples, in the metric's unit"),
+        Column("minimum", "DOUBLE", "lowest sample of the hour, in the metric's unit"),
+        Column("maximum", "DOUBLE", "highest sample of the hour, in the metric's unit"),
+        Column("sum", "DOUBLE", "sum of the hour's samples, in the metric's unit"),
+        Column("sample_count", "DOUBLE", "samples CloudWatch aggregated in the hour (a count)"),
+        *(
+            Column(p, "DOUBLE", f"{p[1:]}th {_PERCENTILE_TEXT} (extended statistic {p})")
+            for p in HOURLY_PERCENTILES
         ),
-        primary_key=(*INSTANCE_KEY, "metric", bucket),
-        time_column=bucket,
-        lake_files_per_day=True,
-        derived=True,
-    )
+        Column("collected_at", "TIMESTAMP", "when the run fetched it, UTC", nullable=False),
+    ),
+    primary_key=(*INSTANCE_KEY, "metric", "hour"),
+    time_column="hour",
+    lake_files_per_day=True,
+    added_in=4,
+    tier=HOURLY_TIER,
+)
+HOURLY_FETCHES = _fetch_log("rds_metric_hourly_fetches", HOURLY_TIER, HOURLY.name, added_in=4)
 
-
-# Per hour, and per UTC day, instance and metric: computed from rds_metrics.
-HOURLY = _rollup("rds_metrics_hourly", "hour")
-DAILY = _rollup("rds_metrics_daily", "day")
+# The daily tier: each UTC day of the hourly tier, kept forever.
+DAILY = Table(
+    "rds_metrics_daily",
+    (
+        Column("day", "TIMESTAMP", "start of the UTC day", nullable=False),
+        *INSTANCE,
+        METRIC,
+        UNIT,
+        Column("average", "DOUBLE", "mean of the day's samples (hourly sums over sample counts)"),
+        Column("minimum", "DOUBLE", "lowest sample of the day, in the metric's unit"),
+        Column("maximum", "DOUBLE", "highest sample of the day, in the metric's unit"),
+        Column("sum", "DOUBLE", "sum of the day's samples, in the metric's unit"),
+        Column("sample_count", "DOUBLE", "samples CloudWatch aggregated in the day (a count)"),
+        Column("peak_hour_average", "DOUBLE", "highest hourly average of the day"),
+        Column("max_hourly_p95", "DOUBLE", "highest hourly p95 of the day"),
+        Column("max_hourly_p99", "DOUBLE", "highest hourly p99 of the day"),
+        Column("hours", "INTEGER", "hours of the day with data (a count)", nullable=False),
+        Column("computed_at", "TIMESTAMP", "when the day was computed, UTC", nullable=False),
+    ),
+    primary_key=(*INSTANCE_KEY, "metric", "day"),
+    time_column="day",
+    lake_files_per_day=True,
+    derived=True,
+    added_in=4,
+    tier=DAILY_TIER,
+)
 
 # The latest rightsizing report: one row per serving instance, its verdict and evidence.
 RIGHTSIZING = Table(
@@ -404,6 +444,89 @@ RIGHTSIZING = Table(
     derived=True,
 )
 
+# The latest rightsizing report's longer evidence: one row per serving instance and window
+# (14, 30, 90 days) in which the hourly tier holds CPU data, with how much of the window it holds.
+RIGHTSIZING_WINDOWS = Table(
+    "rds_rightsizing_windows",
+    (
+        Column("report_time", "TIMESTAMP", "when the report was made, UTC", nullable=False),
+        *INSTANCE,
+        Column(
+            "window_days",
+            "INTEGER",
+            "length of the trailing window, in days (14, 30 or 90)",
+            nullable=False,
+        ),
+        Column(
+            "window_start",
+            "TIMESTAMP",
+            "start of the window, UTC: report_time less window_days; the window holds the "
+            "hours of rds_metrics_hourly that start in [window_start, report_time)",
+            nullable=False,
+        ),
+        Column(
+            "history_days",
+            "DOUBLE",
+            "hours of the window with CPUUtilization data in rds_metrics_hourly, over 24, in "
+            "days (below window_days when the instance or the history is younger)",
+            nullable=False,
+        ),
+        Column(
+            "cpu_p95",
+            "DOUBLE",
+            "95th percentile (linear interpolation) of CPUUtilization's hourly p95 values over "
+            "the window's hours, in percent",
+        ),
+        Column(
+            "cpu_p99_max",
+            "DOUBLE",
+            "highest hourly p99 of CPUUtilization in the window, in percent",
+        ),
+        Column(
+            "peak_hour",
+            "TIMESTAMP",
+            "start of the hour with the highest hourly average CPUUtilization (the earliest on "
+            "a tie), UTC",
+            nullable=False,
+        ),
+        Column(
+            "peak_hour_cpu",
+            "DOUBLE",
+            "CPUUtilization's average in peak_hour, in percent",
+            nullable=False,
+        ),
+        Column(
+            "busiest_weekday",
+            "INTEGER",
+            "ISO weekday (1 Monday to 7 Sunday, UTC) with the highest mean of CPUUtilization's "
+            "hourly averages (the lower on a tie)",
+            nullable=False,
+        ),
+        Column(
+            "quietest_weekday",
+            "INTEGER",
+            "ISO weekday (1 Monday to 7 Sunday, UTC) with the lowest mean of CPUUtilization's "
+            "hourly averages (the lower on a tie)",
+            nullable=False,
+        ),
+        Column(
+            "connections_p95",
+            "DOUBLE",
+            "95th percentile (linear interpolation) of DatabaseConnections' hourly p95 values "
+            "over the window's hours (a count)",
+        ),
+        Column(
+            "freeable_memory_min_mib",
+            "DOUBLE",
+            "lowest FreeableMemory sample of the window (hourly minimum, or average where no "
+            "minimum), in MiB",
+        ),
+    ),
+    primary_key=(*INSTANCE_KEY, "window_days"),
+    derived=True,
+    added_in=4,
+)
+
 # The schema version of the warehouse (warehouse/migrations.py): not data, never copied.
 VERSIONS = Table(
     "schema_version",
@@ -426,8 +549,10 @@ TABLES: dict[str, Table] = {
         RUNS,
         RUN_PARTS,
         HOURLY,
+        HOURLY_FETCHES,
         DAILY,
         RIGHTSIZING,
+        RIGHTSIZING_WINDOWS,
     )
 }
 DERIVED_TABLES = frozenset(name for name, table in TABLES.items() if table.derived)
@@ -435,3 +560,8 @@ DERIVED_TABLES = frozenset(name for name, table in TABLES.items() if table.deriv
 TIME_COLUMNS: dict[str, str] = {
     name: table.time_column for name, table in TABLES.items() if table.time_column
 }
+
+
+def tier_tables(tier: str) -> dict[str, str]:
+    """The tables of a tier that hold time series, with their time columns."""
+    return {name: column for name, column in TIME_COLUMNS.items() if TABLES[name].tier == tier}

@@ -1,0 +1,1 @@
+"""Long history: CloudWatch's own hourly statistics, kept after CloudWatch forgets them."""
