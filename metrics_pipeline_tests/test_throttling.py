@@ -91,6 +91,8 @@ def test_request_rate_is_capped_per_region() -> None:
     started = time.monotonic()
     for _ in range(6):
         client.describe_db_instances()
-    # The bucket starts empty and refills at 4 per second: six calls take at least 1.5 s.
-    assert time.monotonic() - started >= 1.5
+    # The bucket starts empty and refills at 4 per second: six calls take 1.5 s, less the few
+    # milliseconds by which botocore's own clock and sleep can release a token early (1.497 s
+    # was seen); uncapped, six calls to moto take a few milliseconds.
+    assert time.monotonic() - started >= 1.45
     assert stats.http_requests == 6
