@@ -118,7 +118,8 @@ def test_statistics_agree_with_each_other(local_aws: LocalAws) -> None:
 
 def test_shapes_look_like_databases() -> None:
     profile = default_fleet(NOW)[0].profile(7)
-    week_start = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday
+    two_weeks_ago = (NOW - timedelta(days=14)).replace(hour=0, minute=0)
+    week_start = two_weeks_ago - timedelta(days=two_weeks_ago.weekday())  # a Monday, in its life
     week_end = week_start + timedelta(days=7)
     t, cpu = series(profile, "CPUUtilization", "Average", 3600, week_start, week_end, week_end)
     hours = (t // 3600) % 24
