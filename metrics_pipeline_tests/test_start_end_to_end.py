@@ -356,6 +356,8 @@ def test_a_restart_resumes_and_stops_again(stack: Stack) -> None:
     """Started again on the same warehouse: the banner says collection resumes, not that the
     first collection starts; Ctrl-C stops it all again."""
     assert stack.process.poll() is not None
+    kept = sorted(path.name for path in stack.database.parent.iterdir())
+    assert stack.database.exists(), f"the first start left no warehouse file, only {kept}"
     output = stack.output.with_name("restart.log")
     stack.process = start(stack.env, output)  # the fixture stops this one if the test fails
     wait_for(lambda: "Press Ctrl-C to stop." in output.read_text(), 300, "the restart banner")
