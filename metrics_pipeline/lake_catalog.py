@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg2
 from psycopg2.extensions import make_dsn, parse_dsn
 
 LAKE_PREFIX = "ducklake:"
 POSTGRES_CATALOG_PREFIX = "ducklake:postgres:"
+# DuckLake's other catalog databases, named by a prefix; without one the catalog is a DuckDB
+# file. SQLite is refused (see settings.parse_warehouse), MySQL untested.
+OTHER_CATALOG_PREFIX = re.compile(r"^ducklake:(sqlite|mysql|md|motherduck|duckdb):")
 
 
 class LakeError(RuntimeError):
@@ -70,6 +74,13 @@ class Lake:
     @property
     def password(self) -> str | None:
         return split_password(self.catalog)[1]
+
+    @property
+    def catalog_file(self) -> Path | None:
+        """The catalog's DuckDB file, when it is one (a lake on one machine)."""
+        if self.catalog.startswith(POSTGRES_CATALOG_PREFIX):
+            return None
+        return Path(self.catalog.removeprefix(LAKE_PREFIX))
 
     @property
     def postgres_dsn(self) -> str | None:

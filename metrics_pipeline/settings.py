@@ -32,7 +32,15 @@ from metrics_pipeline.catalog import (
     RDS_METRIC_UNITS,
     STATISTIC_COLUMNS,
 )
-from metrics_pipeline.lake_catalog import LAKE_PREFIX, Lake, LakeError, redacted, split_password
+from metrics_pipeline.lake_catalog import (
+    LAKE_PREFIX,
+    OTHER_CATALOG_PREFIX,
+    POSTGRES_CATALOG_PREFIX,
+    Lake,
+    LakeError,
+    redacted,
+    split_password,
+)
 
 # Relative to the working directory of the process (the project folder for `dagster dev` and
 # scripts/start.sh), never to where the package is installed.
@@ -217,10 +225,11 @@ class StorageSettings:
     )
     warehouse: str | None = setting(
         "METRICS_WAREHOUSE",
-        "a DuckLake catalog that processes on many machines share, "
+        "a DuckLake catalog: one that processes on many machines share, "
         "`ducklake:postgres:<libpq connection string>` such as "
-        "`ducklake:postgres:host=db.internal dbname=lake user=metrics` (docs/scale-out.md); "
-        "its password best in `~/.pgpass` or PGPASSFILE (one given here is never shown)",
+        "`ducklake:postgres:host=db.internal dbname=lake user=metrics` (docs/scale-out.md), "
+        "its password best in `~/.pgpass` or PGPASSFILE (one given here is never shown); or "
+        "a DuckDB file on this machine, `ducklake:<path>` such as `ducklake:data/metrics.ducklake`",
         lambda name, text: parse_warehouse(name, text),
         None,
         default_text="none: the DuckDB file of METRICS_DUCKDB_PATH",
@@ -755,20 +764,32 @@ def _refuse_a_file_on_the_way(name: str, folder: Path) -> None:
 
 
 def parse_warehouse(name: str, raw: str) -> str:
+    """A DuckLake catalog: in PostgreSQL (many machines), or a DuckDB file (one machine),
+    whose path comes back absolute."""
     text = raw.strip()
+    expected = (
+        "expected 'ducklake:postgres:<libpq connection string>' such as "
+        "'ducklake:postgres:host=127.0.0.1 dbname=lake user=metrics', "
+        "'ducklake:<path of a DuckDB catalog file>' such as 'ducklake:data/metrics.ducklake', "
+        f"or unset for the DuckDB file of {variable('duckdb_path')}."
+    )
     if not text.startswith(LAKE_PREFIX) or len(text) == len(LAKE_PREFIX):
         shown = redacted(text if len(text) <= 40 else text[:40] + "...")
+        raise ConfigError(f"{name}: '{shown}' is not a DuckLake catalog; {expected}")
+    other = OTHER_CATALOG_PREFIX.match(text)
+    if other:
         raise ConfigError(
-            f"{name}: '{shown}' is not a DuckLake catalog; expected "
-            "'ducklake:postgres:<libpq connection string>' such as "
-            "'ducklake:postgres:host=127.0.0.1 dbname=lake user=metrics', or unset for the "
-            f"DuckDB file of {variable('duckdb_path')}."
+            f"{name}: a DuckLake catalog in {other.group(1)} is not supported (SQLite's lets "
+            f"two writers fail each other's commits, and its extension lets a reader's SQL "
+            f"read any file); {expected}"
         )
-    try:
-        split_password(text)
-    except LakeError as error:
-        raise ConfigError(str(error)) from None
-    return text
+    if text.startswith(POSTGRES_CATALOG_PREFIX):
+        try:
+            split_password(text)
+        except LakeError as error:
+            raise ConfigError(str(error)) from None
+        return text
+    return LAKE_PREFIX + str(parse_path(name, text.removeprefix(LAKE_PREFIX)))
 
 
 S3_URL = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")

@@ -60,7 +60,7 @@ def moto_aws() -> Iterator[None]:
 # The warehouse's storage kinds: every test that uses the `warehouse` fixture (itself or through
 # another fixture) runs once on each, its id ending in the kind's name. A new kind is one entry
 # here and one branch in `warehouse` below.
-STORAGE_KINDS = ("duckdb", "lake")
+STORAGE_KINDS = ("duckdb", "lake", "local_lake")
 # The kinds that need the scale-out servers (PostgreSQL, S3): their runs are marked `scale_out`.
 SCALE_OUT_KINDS = frozenset({"lake"})
 
@@ -139,6 +139,13 @@ def warehouse(
         lake: Lake = request.getfixturevalue("lake")
         return WarehouseResource(
             database=database, lake_catalog=lake.catalog, lake_data_path=lake.data_path
+        )
+    if storage_kind == "local_lake":  # a DuckDB catalog file and a data folder
+        folder = tmp_path / "warehouse"
+        return WarehouseResource(
+            database=database,
+            lake_catalog=f"ducklake:{folder / 'metrics.ducklake'}",
+            lake_data_path=f"{folder / 'data'}/",
         )
     raise AssertionError(f"no warehouse for the storage kind {storage_kind!r}")
 

@@ -1,4 +1,6 @@
-"""Analysts' SQL reads the snapshot and nothing else of the machine, whatever its text.
+"""Analysts' SQL reads the snapshot and nothing else of the machine, whatever its text: on
+the DuckDB file, and on a lake on this machine (a catalog file, whose published copy readers
+open, and a data folder, which DuckDB's sandbox alone would let them overwrite).
 
 Every hostile query is tried twice: through `metrics-pipeline query` (one line on stderr, a
 non-zero exit), and straight on query.connect(), past the statement filter, where the
@@ -17,19 +19,23 @@ import pytest
 
 from metrics_pipeline.analysts import query
 from metrics_pipeline.analysts.cli import USAGE_ERROR, main
-from metrics_pipeline.settings import StorageSettings
+from metrics_pipeline.settings import StorageSettings, snapshot_path_for
+from metrics_pipeline.warehouse.read_only_folder import PREFIX
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.known_data import Period, seed
 from metrics_pipeline_tests.test_cli import cli
 
 SECRET = "hunter2-sandbox-secret"
 
-# {warehouse}, {snapshot}: the files to protect; {secret}: a folder holding secret.csv,
-# secret.parquet and secret.json; {out}: a folder that must never be created.
+# {warehouse}, {snapshot}: the files to protect (a lake's catalog file and its copy);
+# {data_file}, {data}: a lake's live data file and folder (the snapshot and its folder on the
+# DuckDB file); {secret}: a folder holding secret.csv, secret.parquet and secret.json; {out}:
+# a folder that must never be created.
 pytestmark = pytest.mark.storage_kinds(
     "duckdb",
-    reason="the DuckDB file's sandbox, checked byte for byte on its files; the lake's reader "
-    "sandbox is test_lake_readers.py",
+    "local_lake",
+    reason="sandboxes on this machine's files, checked byte for byte; a lake's on PostgreSQL "
+    "and S3 is test_lake_readers.py",
 )
 
 ESCAPES = [
@@ -50,6 +56,28 @@ ESCAPES = [
         id="copy_over_snapshot",
     ),
     pytest.param("COPY (SELECT 'garbage' AS x) TO '{snapshot}.wal'", id="copy_to_snapshot_wal"),
+    pytest.param(
+        "COPY (SELECT 'garbage' AS x) TO '{data_file}' (FORMAT parquet)", id="copy_over_data_file"
+    ),
+    pytest.param(
+        "COPY (SELECT 'garbage' AS x) TO '{data_file}' (FORMAT parquet, USE_TMP_FILE false)",
+        id="copy_over_data_file_in_place",
+    ),
+    pytest.param(
+        "COPY (SELECT 'garbage' AS x) TO '{read_only_data}/x.parquet' (FORMAT parquet)",
+        id="copy_into_data_folder",
+    ),
+    pytest.param(
+        "COPY (SELECT 'garbage' AS x) TO '{read_only_data_file}' (FORMAT parquet, "
+        "USE_TMP_FILE false)",
+        id="copy_over_data_file_as_readers_name_it",
+    ),
+    pytest.param("SELECT * FROM read_blob('{read_only_data}/../*')", id="data_folder_parent"),
+    pytest.param(
+        "SELECT * FROM read_text('{read_only_data}/../../secret/secret.csv')",
+        id="out_of_the_data_folder",
+    ),
+    pytest.param("SELECT * FROM sqlite_scan('{warehouse}', 'x')", id="sqlite_scan"),
     pytest.param(
         "EXPLAIN ANALYZE COPY (SELECT 'garbage' AS x) TO '{warehouse}' (FORMAT csv)",
         id="explain_analyze_copy_to_warehouse",
@@ -105,29 +133,59 @@ def stored(warehouse: WarehouseResource) -> list[Period]:
 
 @pytest.fixture
 def storage(warehouse: WarehouseResource) -> StorageSettings:
-    return StorageSettings(duckdb_path=Path(warehouse.database))
+    lake = warehouse.lake
+    return StorageSettings(
+        duckdb_path=Path(warehouse.database),
+        warehouse=lake.catalog if lake else None,
+        lake_data_path=lake.data_path if lake else None,
+    )
 
 
 @pytest.fixture
-def places(warehouse: WarehouseResource, tmp_path: Path) -> dict[str, str]:
+def places(warehouse: WarehouseResource, stored: list[Period], tmp_path: Path) -> dict[str, str]:
     secret = tmp_path / "secret"
     secret.mkdir()
     rows = pd.DataFrame({"user": ["root"], "password": [SECRET]})
     rows.to_csv(secret / "secret.csv", index=False)
     rows.to_parquet(secret / "secret.parquet", index=False)
     rows.to_json(secret / "secret.json", orient="records")
+    lake = warehouse.lake
+    if lake and lake.catalog_file:
+        data_file = str(min(Path(lake.data_path).rglob("*.parquet")))
+        catalog, copy = str(lake.catalog_file), str(snapshot_path_for(lake.catalog_file))
+        data = lake.data_path.rstrip("/")
+    else:
+        catalog, copy = warehouse.database, str(warehouse.snapshot_path)
+        data_file, data = copy, str(warehouse.snapshot_path.parent)
     return {
-        "warehouse": warehouse.database,
-        "snapshot": str(warehouse.snapshot_path),
+        "warehouse": catalog,
+        "snapshot": copy,
+        "data_file": data_file,
+        "data": data,
+        "read_only_data": PREFIX + data,
+        "read_only_data_file": PREFIX + data_file,
         "secret": str(secret),
         "out": str(tmp_path / "out"),
     }
 
 
 def _state(warehouse: WarehouseResource) -> dict[str, str]:
-    """Every file next to the warehouse (the snapshot among them), with its sha256."""
+    """Every file in the warehouse's folder (the snapshot and a lake's data among them), with
+    its sha256."""
     folder = Path(warehouse.database).parent
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+def _protected(places: dict[str, str], warehouse: WarehouseResource) -> set[str]:
+    folder = Path(warehouse.database).parent
+    return {
+        str(Path(places[name]).relative_to(folder))
+        for name in ("warehouse", "snapshot", "data_file")
+    }
 
 
 @pytest.fixture
@@ -135,12 +193,23 @@ def untouched(
     warehouse: WarehouseResource, stored: list[Period], places: dict[str, str]
 ) -> Iterator[None]:
     before = _state(warehouse)
-    assert {Path(warehouse.database).name, warehouse.snapshot_path.name} <= set(before)
+    assert _protected(places, warehouse) <= set(before)
     yield
     assert _state(warehouse) == before
     assert not Path(places["out"]).exists()
     with warehouse.reader() as conn:  # and the snapshot still reads as it did
         assert conn.execute("SELECT count(*) FROM rds_metrics").fetchone() == (len(stored),)
+
+
+@pytest.fixture
+def chosen(warehouse: WarehouseResource, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The CLI's arguments that name the warehouse: --warehouse for the DuckDB file; a lake
+    is named by its settings, set here."""
+    if warehouse.lake:
+        monkeypatch.setenv("METRICS_WAREHOUSE", warehouse.lake_catalog)
+        monkeypatch.setenv("METRICS_LAKE_DATA_PATH", warehouse.lake_data_path)
+        return []
+    return ["--warehouse", warehouse.database]
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -152,13 +221,13 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
 @pytest.mark.usefixtures("untouched")
 @pytest.mark.parametrize("template", ESCAPES + FILTERED)
 def test_the_cli_refuses_in_one_line(
-    warehouse: WarehouseResource,
+    chosen: list[str],
     places: dict[str, str],
     capsys: pytest.CaptureFixture[str],
     template: str,
 ) -> None:
     sql = template.format(**places)
-    code, out, err = run_cli(capsys, "--warehouse", warehouse.database, "query", sql)
+    code, out, err = run_cli(capsys, *chosen, "query", sql)
     assert code == USAGE_ERROR
     assert err.startswith("metrics-pipeline: error: sql: ")
     assert err.count("\n") == 1 and err.endswith("\n")
@@ -221,7 +290,7 @@ def test_what_the_sandbox_lets_run_is_harmless(
     """What the sandbox does not refuse may run or fail, but changes no file, writes no output
     and leaves the snapshot reading as it did."""
     before = _state(warehouse)
-    assert {Path(warehouse.database).name, warehouse.snapshot_path.name} <= set(before)
+    assert _protected(places, warehouse) <= set(before)
 
     with query.connect(storage) as conn, contextlib.suppress(duckdb.Error):
         conn.execute(template.format(**places)).fetchall()
@@ -262,19 +331,26 @@ def test_query_connect_reads_the_snapshot_and_nothing_else(
 
 @pytest.mark.usefixtures("untouched")
 def test_explain_and_a_cte_still_answer(
-    warehouse: WarehouseResource, stored: list[Period], capsys: pytest.CaptureFixture[str]
+    warehouse: WarehouseResource,
+    chosen: list[str],
+    stored: list[Period],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     code, out, err = run_cli(
         capsys,
-        "--warehouse",
-        warehouse.database,
+        *chosen,
         "query",
         "WITH per AS (SELECT instance_id, count(*) AS n FROM rds_metrics GROUP BY ALL) "
         "SELECT * FROM per ORDER BY instance_id",
         "-f",
         "csv",
     )
-    read = f"metrics-pipeline: read the DuckDB file {warehouse.database} (--warehouse)\n"
+    lake = warehouse.lake
+    read = "metrics-pipeline: " + (
+        f"read the lake {lake.label} (METRICS_WAREHOUSE)\n"
+        if lake
+        else f"read the DuckDB file {warehouse.database} (--warehouse)\n"
+    )
     assert (code, err) == (0, read)
     counts = {i: sum(p.instance_id == i for p in stored) for i in ("orders-db", "users-db")}
     assert out.splitlines() == ["instance_id,n", *(f"{i},{n}" for i, n in counts.items())]
@@ -282,8 +358,7 @@ def test_explain_and_a_cte_still_answer(
     for explain in ("EXPLAIN", "EXPLAIN ANALYZE", "/* plan */ EXPLAIN (FORMAT json)"):
         code, out, err = run_cli(
             capsys,
-            "--warehouse",
-            warehouse.database,
+            *chosen,
             "query",
             f"{explain} SELECT max(average) FROM rds_metrics WHERE instance_id = 'users-db'",
             "-f",

@@ -35,12 +35,18 @@ from urllib.parse import urlsplit
 import boto3
 import duckdb
 import psycopg2
+from fsspec import AbstractFileSystem
 
-from metrics_pipeline.lake_catalog import Lake, LakeError
+from metrics_pipeline.lake_catalog import LAKE_PREFIX, Lake, LakeError
 from metrics_pipeline.settings import variable
+from metrics_pipeline.warehouse.read_only_folder import read_only_url
 from metrics_pipeline.warehouse.sql import sql_literal
 
 LAKE_ALIAS = "lake"
+# The catalog database DuckLake attaches for LAKE_ALIAS.
+METADATA_ALIAS = f"__ducklake_metadata_{LAKE_ALIAS}"
+# What writes a catalog file's log into the file, so that a copy of it holds every commit.
+CATALOG_CHECKPOINT = f"CHECKPOINT {METADATA_ALIAS}"
 # What duckdb.connect accepts as its `config`.
 DuckDBSetting = str | bool | int | float | list[str]
 DuckDBConfig = dict[str, DuckDBSetting]
@@ -152,15 +158,33 @@ def s3_secret_sql() -> str:
     return f"CREATE OR REPLACE SECRET metrics_lake_s3 ({body})"
 
 
+def needed_extensions(lake: Lake) -> list[str]:
+    """What the lake needs loaded, and nothing more: a reader's SQL gets what is loaded."""
+    return [
+        name
+        for name in EXTENSIONS
+        if name == "ducklake"
+        or (name == "postgres" and lake.postgres_dsn)
+        or (name == "httpfs" and lake.on_s3)
+    ]
+
+
 def open_lake(
-    lake: Lake, *, read_only: bool, config: Mapping[str, DuckDBSetting] | None = None
+    lake: Lake,
+    *,
+    read_only: bool,
+    config: Mapping[str, DuckDBSetting] | None = None,
+    catalog_copy: Path | None = None,
+    data_folder: AbstractFileSystem | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the lake attached as `lake` and in use."""
+    """An in-memory DuckDB with the lake attached as `lake` and in use: its catalog, or
+    `catalog_copy` of a catalog file; its data read through `data_folder` when given (see
+    read_only_folder.py)."""
     directory = extension_directory()
     install_extensions(directory)
     conn = duckdb.connect(":memory:", config={**_extension_config(directory), **(config or {})})
     try:
-        for name in EXTENSIONS:
+        for name in needed_extensions(lake):
             conn.execute(f"LOAD {name}")
         if lake.on_s3:
             conn.execute(s3_secret_sql())
@@ -169,15 +193,18 @@ def open_lake(
         # A reader takes the data path the catalog records: given again, DuckDB's sandbox
         # would not allow reading there.
         options = ["READ_ONLY"] if read_only else [f"DATA_PATH {sql_literal(lake.data_path)}"]
+        if data_folder is not None:
+            conn.register_filesystem(data_folder)
+            options += [f"DATA_PATH {sql_literal(read_only_url(lake.data_path))}"]
+            options += ["OVERRIDE_DATA_PATH true"]
         if lake.password is not None:
             conn.execute(
                 f"CREATE SECRET {CATALOG_SECRET} "
                 f"(TYPE postgres, PASSWORD {sql_literal(lake.password)})"
             )
             options.append(f"METADATA_PARAMETERS MAP {{'SECRET': {sql_literal(CATALOG_SECRET)}}}")
-        conn.execute(
-            f"ATTACH {sql_literal(lake.attach_path)} AS {LAKE_ALIAS} ({', '.join(options)})"
-        )
+        catalog = f"{LAKE_PREFIX}{catalog_copy}" if catalog_copy else lake.attach_path
+        conn.execute(f"ATTACH {sql_literal(catalog)} AS {LAKE_ALIAS} ({', '.join(options)})")
         conn.execute(f"USE {LAKE_ALIAS}")
     except duckdb.Error as error:
         conn.close()

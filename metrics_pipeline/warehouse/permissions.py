@@ -44,10 +44,12 @@ def make_folder(path: Path, shared_with: str | None = None) -> None:
         protect(created, shared_with)
 
 
-def check_writable(path: Path, shared_with: str | None = None) -> None:
+def check_writable(
+    path: Path, shared_with: str | None = None, setting: str = "duckdb_path"
+) -> None:
     """Creates the warehouse folder (owner-only, or also the group's to traverse) and proves it
-    can be written, or names the setting."""
-    name = variable("duckdb_path")
+    can be written, or names the setting (a field of the settings) that put it there."""
+    name = variable(setting)
     try:
         make_folder(path.parent, shared_with)
     except OSError as error:

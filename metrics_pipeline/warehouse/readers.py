@@ -1,5 +1,6 @@
 """Every reader's connection: to the DuckDB file's published snapshot (see snapshot.py), or
-to a DuckLake's latest commit, attached read-only.
+to a DuckLake's latest commit (through the published copy of its catalog when that is a
+file), attached read-only.
 
 Each is a sandbox, so analysts' SQL (`metrics-pipeline query`, query.connect()) can read the
 warehouse and nothing else, whatever its text ("Securing DuckDB" in DuckDB's docs):
@@ -15,7 +16,8 @@ warehouse and nothing else, whatever its text ("Securing DuckDB" in DuckDB's doc
   too: `COPY ... TO '<snapshot>' (USE_TMP_FILE false)` overwrote the snapshot. So DuckDB's
   local file system is disabled as well (for a lake on S3 too): the snapshot, opened by
   ATTACH already, is read through its open handle. (Disabled after enable_external_access,
-  which needs it.)
+  which needs it.) A lake's local data folder is then read through ReadOnlyFolder
+  (read_only_folder.py), which opens files there for reading only.
 - lock_configuration: no SET, RESET or PRAGMA can undo any of this.
 """
 
@@ -27,7 +29,9 @@ from pathlib import Path
 
 import duckdb
 
+from metrics_pipeline.settings import snapshot_path_for
 from metrics_pipeline.warehouse.lake import DuckDBConfig, Lake, LakeError, open_lake
+from metrics_pipeline.warehouse.read_only_folder import ReadOnlyFolder, read_only_url
 from metrics_pipeline.warehouse.schema import VERSION_TABLE, table_exists
 from metrics_pipeline.warehouse.sql import sql_literal
 
@@ -46,28 +50,15 @@ class SnapshotMissingError(FileNotFoundError):
     """Nothing has been published yet (the pipeline has not written anything)."""
 
 
-def _attach(source: ReadSource) -> duckdb.DuckDBPyConnection:
-    """A fresh in-memory database with the warehouse attached read-only and in use.
+def _attach(source: ReadSource, sandboxed: bool = True) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory database with the warehouse attached read-only and in use; a lake's
+    local data folder read through ReadOnlyFolder when `sandboxed`.
 
     Not duckdb.connect(path): that reuses any connection this process already holds to the
     path, which would still be reading the snapshot it was opened on.
     """
     if isinstance(source, Lake):
-        missing = SnapshotMissingError(
-            f"The lake {source.label} has no warehouse tables yet: the pipeline creates "
-            "them at its first write (check METRICS_WAREHOUSE, or materialize "
-            "rds_instances first)."
-        )
-        try:
-            conn = open_lake(source, read_only=True, config=_READER_CONFIG)
-        except LakeError as error:
-            if "creating a new DuckLake is explicitly disabled" in str(error):
-                raise missing from None  # a catalog database nothing has written yet
-            raise
-        if not table_exists(conn, VERSION_TABLE):
-            conn.close()
-            raise missing
-        return conn
+        return _attach_lake(source, sandboxed)
     if not source.exists():
         raise SnapshotMissingError(
             f"No warehouse snapshot at {source} yet: the pipeline publishes it after its "
@@ -83,22 +74,52 @@ def _attach(source: ReadSource) -> duckdb.DuckDBPyConnection:
     return conn
 
 
+def _attach_lake(lake: Lake, sandboxed: bool) -> duckdb.DuckDBPyConnection:
+    """The lake's latest commit: its catalog, or the copy its writers publish of a catalog
+    file (which only one process at a time may open)."""
+    missing = SnapshotMissingError(
+        f"The lake {lake.label} has no warehouse tables yet: the pipeline creates "
+        "them at its first write (check METRICS_WAREHOUSE, or materialize "
+        "rds_instances first)."
+    )
+    copy = snapshot_path_for(lake.catalog_file) if lake.catalog_file else None
+    if copy and not copy.exists():
+        raise missing
+    folder = ReadOnlyFolder(lake.data_path) if sandboxed and not lake.on_s3 else None
+    try:
+        conn = open_lake(
+            lake, read_only=True, config=_READER_CONFIG, catalog_copy=copy, data_folder=folder
+        )
+    except LakeError as error:
+        if "creating a new DuckLake is explicitly disabled" in str(error):
+            raise missing from None  # a catalog database nothing has written yet
+        raise
+    if not table_exists(conn, VERSION_TABLE):
+        conn.close()
+        raise missing
+    return conn
+
+
 def _lock_down(
     conn: duckdb.DuckDBPyConnection,
     source: ReadSource,
     writable: tuple[Path, ...] = (),
-    local_files: bool = True,
+    sandboxed: bool = True,
 ) -> None:
     """No file or network access but to `writable` and a lake's data path (its files are read
-    by path: only its inlined rows live in the catalog), then the configuration locked."""
+    by path: only its inlined rows live in the catalog), then the configuration locked. When
+    `sandboxed`, DuckDB's local file system is off: a lake's local data folder is read
+    through ReadOnlyFolder instead."""
     allowed = [str(path) for path in writable]
+    local_data = isinstance(source, Lake) and not source.on_s3
     if isinstance(source, Lake):
-        allowed.append(source.data_path)
+        in_sandbox = sandboxed and local_data
+        allowed.append(read_only_url(source.data_path) if in_sandbox else source.data_path)
     if allowed:
         listed = ", ".join(sql_literal(directory) for directory in allowed)
         conn.execute(f"SET allowed_directories = [{listed}]")
     conn.execute("SET enable_external_access = false")
-    if not local_files:
+    if sandboxed:
         conn.execute("SET disabled_filesystems = 'LocalFileSystem'")
     conn.execute("SET lock_configuration = true")
 
@@ -118,8 +139,7 @@ def open_reader(
     try:
         if memory_limit:
             conn.execute(f"SET memory_limit = {sql_literal(memory_limit)}")
-        in_a_folder = isinstance(source, Lake) and not source.on_s3  # its files are local
-        _lock_down(conn, source, local_files=in_a_folder)
+        _lock_down(conn, source)
         yield conn
     finally:
         conn.close()
@@ -130,9 +150,9 @@ def open_reader_for_export(source: ReadSource, target: Path) -> Iterator[duckdb.
     """The warehouse with writes allowed into `target` only, for the package's own
     EXPORT DATABASE (backups.py). Never hand it SQL from a user: it is not the sandbox,
     as DuckDB's file system stays on (the export needs it)."""
-    conn = _attach(source)
+    conn = _attach(source, sandboxed=False)
     try:
-        _lock_down(conn, source, writable=(target,))
+        _lock_down(conn, source, writable=(target,), sandboxed=False)
         yield conn
     finally:
         conn.close()
@@ -145,14 +165,14 @@ def open_reader_for_extract(
     """The warehouse for statements the package builds itself (the CLI's extracts), never a
     user's: within `memory_limit`, a sort over days of a fleet spills to `spill` (a private
     temporary folder, the only path it may write) instead of growing in memory."""
-    conn = _attach(source)
+    conn = _attach(source, sandboxed=False)
     try:
         conn.execute(f"SET memory_limit = {sql_literal(memory_limit)}")
         # One thread: each thread holds its own share of the sort and the pivot, which pushed
         # a week's wide extract past the limit now and then; one stays within it.
         conn.execute("SET threads = 1")
         conn.execute(f"SET temp_directory = {sql_literal(spill)}")
-        _lock_down(conn, source, writable=(spill,))
+        _lock_down(conn, source, writable=(spill,), sandboxed=False)
         yield conn
     finally:
         conn.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
@@ -25,7 +25,15 @@ from metrics_pipeline.settings import (
     snapshot_path_for,
     variable,
 )
-from metrics_pipeline.warehouse.lake import Lake, LakeError, WriteLock, lake_bytes, open_lake
+from metrics_pipeline.warehouse.lake import (
+    CATALOG_CHECKPOINT,
+    DuckDBSetting,
+    Lake,
+    LakeError,
+    WriteLock,
+    lake_bytes,
+    open_lake,
+)
 from metrics_pipeline.warehouse.migrations import SCHEMA_VERSION, SchemaError, prepare_schema
 from metrics_pipeline.warehouse.permissions import check_writable, make_folder, protect
 from metrics_pipeline.warehouse.readers import ReadSource, SnapshotMissingError, open_reader
@@ -101,7 +109,8 @@ class WarehouseResource(DuckDBResource):
         """The writer's connection. When the block ends, the readers' snapshot is republished
         from it (see snapshot.py), after an error too: what was committed is whole, and
         readers such as the gap sensor must see it. On a lake, each commit is what readers
-        see: nothing to publish."""
+        see; on a lake whose catalog is a file, readers see a copy of the catalog, which is
+        republished the same way."""
         if self.lake:
             with self._connect_lake() as conn:
                 yield conn
@@ -111,23 +120,37 @@ class WarehouseResource(DuckDBResource):
             self._prepare_schema(conn)  # once per connection, so no write has to
             yield conn
         except BaseException:
-            if self.database != ":memory:":
-                with suppress(Exception):  # the original error is the one to report
-                    self._publish(conn)
+            self._publish_after_error(conn)
             raise
         else:
-            self._unpublished = None
-            if self.database != ":memory:":
-                began = time.monotonic()
-                try:
-                    self._publish(conn)
-                except (OSError, duckdb.Error) as error:
-                    # Committed is committed: the run reports its rows as written, and this
-                    # as a warning; the next writer publishes a snapshot that holds them.
-                    self._unpublished = f"{type(error).__name__}: {error}".splitlines()[0]
-                self._publish_seconds = time.monotonic() - began
+            self._publish_after_success(conn)
         finally:
             conn.close()
+
+    def _publish_after_error(self, conn: duckdb.DuckDBPyConnection) -> None:
+        if self._publishes:
+            with suppress(Exception):  # the original error is the one to report
+                self._publish(conn)
+
+    def _publish_after_success(self, conn: duckdb.DuckDBPyConnection) -> None:
+        self._unpublished = None
+        if not self._publishes:
+            return
+        began = time.monotonic()
+        try:
+            self._publish(conn)
+        except (OSError, duckdb.Error) as error:
+            # Committed is committed: the run reports its rows as written, and this as a
+            # warning; the next writer publishes a snapshot that holds them.
+            self._unpublished = f"{type(error).__name__}: {error}".splitlines()[0]
+        self._publish_seconds = time.monotonic() - began
+
+    @property
+    def _publishes(self) -> bool:
+        """Whether readers read a copy that each writer republishes."""
+        if self.lake:
+            return self.lake.catalog_file is not None
+        return self.database != ":memory:"
 
     def require_space(self, incoming_bytes: int) -> None:
         """Fails before a write the disk cannot hold, naming what it needs: the new rows in the
@@ -153,7 +176,14 @@ class WarehouseResource(DuckDBResource):
             )
 
     def _publish(self, conn: duckdb.DuckDBPyConnection) -> None:
-        publish_snapshot(conn, Path(self.database), self.snapshot_path, self.shared_group or None)
+        shared_with = self.shared_group or None
+        catalog = self.lake.catalog_file if self.lake else None
+        if catalog:
+            publish_snapshot(
+                conn, catalog, snapshot_path_for(catalog), shared_with, CATALOG_CHECKPOINT
+            )
+        else:
+            publish_snapshot(conn, Path(self.database), self.snapshot_path, shared_with)
 
     def prepare(self) -> None:
         """A run's first step, before AWS is asked anything: the file can be written and its
@@ -199,7 +229,9 @@ class WarehouseResource(DuckDBResource):
 
     @contextmanager
     def _connect_lake(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """The lake attached, its schema ready, each transaction under the writers' lock."""
+        """The lake attached, its schema ready, each transaction under the writers' lock (a
+        catalog file is locked by DuckDB for as long as it is attached: one writer at a time,
+        as with the DuckDB file)."""
         assert self.lake is not None
         lake = self.lake
         # An in-memory DuckDB spills into `.tmp` under the working directory unless told
@@ -207,7 +239,12 @@ class WarehouseResource(DuckDBResource):
         with private_folder(SPILL_PREFIX) as spill:
             config = {**self._memory_config(), "temp_directory": str(spill)}
             try:
-                conn = open_lake(lake, read_only=False, config=config)
+                if lake.catalog_file:
+                    conn = self._waiting_for_lock(
+                        lambda: self._open_catalog_file(lake, config), str(lake.catalog_file)
+                    )
+                else:
+                    conn = open_lake(lake, read_only=False, config=config)
             except LakeError as error:
                 raise Failure(description=str(error), allow_retries=True) from None
             try:
@@ -219,35 +256,64 @@ class WarehouseResource(DuckDBResource):
                 with writes_locked_by(conn, lock.held) if lock else nullcontext():
                     self._prepare_schema(conn)
                     yield conn
+            except BaseException:
+                self._publish_after_error(conn)
+                raise
+            else:
+                self._publish_after_success(conn)
             finally:
                 conn.close()
                 if lock:
                     lock.close()
 
+    def _open_catalog_file(
+        self, lake: Lake, config: Mapping[str, DuckDBSetting]
+    ) -> duckdb.DuckDBPyConnection:
+        assert lake.catalog_file is not None
+        try:
+            check_writable(lake.catalog_file, self.shared_group or None, "warehouse")
+            check_writable(Path(lake.data_path) / "-", None, "lake_data_path")
+        except ConfigError as error:
+            raise Failure(description=str(error), allow_retries=False) from None
+        conn = open_lake(lake, read_only=False, config=config)
+        protect(lake.catalog_file)  # DuckDB created it with the umask's mode
+        return conn
+
     def _connect_waiting_for_lock(self) -> duckdb.DuckDBPyConnection:
         self.require_writable()
+
+        def connect() -> duckdb.DuckDBPyConnection:
+            conn = duckdb.connect(
+                self.database,
+                config={
+                    "custom_user_agent": "dagster",
+                    "storage_compatibility_version": STORAGE_COMPATIBILITY_VERSION,
+                    **self._memory_config(),
+                },
+            )
+            if self.database != ":memory:":
+                protect(Path(self.database))  # DuckDB created it with the umask's mode
+            return conn
+
+        return self._waiting_for_lock(connect, self.database)
+
+    def _waiting_for_lock(
+        self, connect: Callable[[], duckdb.DuckDBPyConnection], what: str
+    ) -> duckdb.DuckDBPyConnection:
+        """`connect()`, tried again while another process holds the file `what`, for at most
+        the lock's budget."""
         deadline = time.monotonic() + self.lock_timeout_seconds
         delay = 0.1
         while True:
             try:
-                conn = duckdb.connect(
-                    self.database,
-                    config={
-                        "custom_user_agent": "dagster",
-                        "storage_compatibility_version": STORAGE_COMPATIBILITY_VERSION,
-                        **self._memory_config(),
-                    },
-                )
-                if self.database != ":memory:":
-                    protect(Path(self.database))  # DuckDB created it with the umask's mode
-                return conn
-            except duckdb.IOException as error:
+                return connect()
+            except (duckdb.IOException, LakeError) as error:
                 if "lock" not in str(error).lower():
                     raise
                 if time.monotonic() + delay > deadline:
                     raise Failure(
                         description=(
-                            f"The warehouse {self.database} is locked by another process and "
+                            f"The warehouse {what} is locked by another process and "
                             f"was not released within {self.lock_timeout_seconds:g} s "
                             f"({variable('lock_timeout_seconds')}); nothing was written. "
                             f"DuckDB said: {error}"

@@ -36,13 +36,14 @@ def publish_snapshot(
     database: Path,
     snapshot: Path,
     shared_with: str | None = None,
+    checkpoint: str = "CHECKPOINT",
 ) -> None:
     """Checkpoints the writer's connection and atomically replaces the snapshot with a copy.
 
     Called with no transaction open on `conn`, while it holds the warehouse's write lock, so
     no other writer can publish at the same time.
     """
-    copy_checkpointed(conn, database, snapshot, shared_with)
+    copy_checkpointed(conn, database, snapshot, shared_with, checkpoint)
 
 
 def copy_checkpointed(
@@ -50,11 +51,13 @@ def copy_checkpointed(
     database: Path,
     target: Path,
     shared_with: str | None = None,
+    checkpoint: str = "CHECKPOINT",
 ) -> None:
-    """Checkpoints the writer's connection, then atomically replaces `target` with a durable
-    copy of the file (the snapshot, or a backup before a migration), owner-only or readable
-    by the group `shared_with`."""
-    conn.execute("CHECKPOINT")
+    """Checkpoints the writer's connection (`checkpoint`, the statement that writes the file's
+    log into `database`), then atomically replaces `target` with a durable copy of the file
+    (the snapshot, or a backup before a migration), owner-only or readable by the group
+    `shared_with`."""
+    conn.execute(checkpoint)
     for stale in target.parent.glob(f".{target.name}.*.partial"):  # a copy killed midway
         stale.unlink(missing_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
