@@ -45,6 +45,10 @@ from metrics_pipeline.lake_catalog import (
 # Relative to the working directory of the process (the project folder for `dagster dev` and
 # scripts/start.sh), never to where the package is installed.
 DEFAULT_DUCKDB_PATH = Path("data") / "metrics.duckdb"
+# The default warehouse: a lake on this machine (docs/architecture.md, "Storage").
+DEFAULT_LAKE_CATALOG = Path("data") / "metrics.ducklake"
+# DuckLake's own default for a catalog file's data: a folder named after it.
+LAKE_DATA_SUFFIX = ".files"
 
 # Bounds on whole answers, which botocore does not have (a chunk's GetMetricData requests,
 # some 20 pages of 100,800 datapoints, a minute at CloudWatch's quota; a run's fetching), and
@@ -232,7 +236,9 @@ class StorageSettings:
         "a DuckDB file on this machine, `ducklake:<path>` such as `ducklake:data/metrics.ducklake`",
         lambda name, text: parse_warehouse(name, text),
         None,
-        default_text="none: the DuckDB file of METRICS_DUCKDB_PATH",
+        default_text="`ducklake:data/metrics.ducklake` under the working directory (created), "
+        "a lake on this machine; when METRICS_DUCKDB_PATH is set, none: the DuckDB file",
+        when_unset=lambda env, read: _lake_unless_a_file_is_named(env),
     )
     lake_data_path: str | None = setting(
         "METRICS_LAKE_DATA_PATH",
@@ -240,7 +246,10 @@ class StorageSettings:
         "from the usual AWS environment) or a folder",
         lambda name, text: parse_lake_data_path(name, text),
         None,
-        default_text="none; required with METRICS_WAREHOUSE",
+        default_text="for a catalog file, the folder next to it named after it with "
+        "`.files` (`data/metrics.ducklake.files/` by default); required with a PostgreSQL "
+        "catalog",
+        when_unset=lambda env, read: _data_next_to_a_catalog_file(read.get("warehouse")),
     )
     retention_days: int = setting(
         "METRICS_RETENTION_DAYS",
@@ -338,6 +347,20 @@ class StorageSettings:
     def backups_path(self) -> Path:
         """METRICS_BACKUP_DIR, or a `backups` folder next to the warehouse."""
         return self.backup_dir or default_backup_dir(self.duckdb_path)
+
+
+def _lake_unless_a_file_is_named(env: Mapping[str, str]) -> str | None:
+    """The default warehouse, a lake on this machine; the DuckDB file when METRICS_DUCKDB_PATH
+    names one (as every warehouse was before the lake became the default)."""
+    if (env.get(variable("duckdb_path")) or "").strip():
+        return None
+    return LAKE_PREFIX + str(DEFAULT_LAKE_CATALOG.resolve())
+
+
+def _data_next_to_a_catalog_file(warehouse: str | None) -> str | None:
+    if not warehouse or warehouse.startswith(POSTGRES_CATALOG_PREFIX):
+        return None
+    return f"{warehouse.removeprefix(LAKE_PREFIX)}{LAKE_DATA_SUFFIX}/"
 
 
 def snapshot_path_for(database: Path) -> Path:

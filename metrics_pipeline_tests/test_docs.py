@@ -183,6 +183,9 @@ COVERED = {
     "metrics-pipeline migrate-to-lake": (
         "test_lake.py::test_a_duckdb_warehouse_moves_into_a_lake_with_every_row"
     ),
+    "metrics-pipeline migrate-to-lake --warehouse data/metrics.duckdb": (
+        "test_local_lake.py::test_an_earlier_duckdb_file_moves_into_the_default_lake"
+    ),
     ".venv/bin/dagster asset materialize -m metrics_pipeline.definitions --select rds_instances": (
         "test_cli_end_to_end.py::test_materialize_from_the_command_line"
     ),
@@ -367,9 +370,15 @@ def test_the_test_named_for_a_command_runs_it(command: str) -> None:
 
 @pytest.fixture(scope="module")
 def documented_warehouse(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The docs' fleet in small: the known rows, another account's orders-db, one backup."""
+    """The docs' fleet in small, in the default warehouse (a lake on this machine under
+    `data/`): the known rows, another account's orders-db, one backup."""
     folder = tmp_path_factory.mktemp("documented")
-    warehouse = WarehouseResource(database=str(folder / "data" / "metrics.duckdb"))
+    catalog = folder / "data" / "metrics.ducklake"
+    warehouse = WarehouseResource(
+        database=str(folder / "data" / "metrics.duckdb"),
+        lake_catalog=f"ducklake:{catalog}",
+        lake_data_path=f"{catalog}.files/",
+    )
     seed(warehouse)
     with warehouse.connect() as conn:
 
@@ -386,6 +395,9 @@ def documented_warehouse(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     day = FIRST_HOUR.replace(hour=0)
     return {
         "database": warehouse.database,
+        "lake": str(warehouse.lake),
+        "catalog": warehouse.lake_catalog,
+        "data": warehouse.lake_data_path,
         "…": "SELECT count(*) AS n FROM rds_metrics",
         "2026-11-25": f"{day:%Y-%m-%d}",
         "2026-11-26": f"{day + timedelta(days=1):%Y-%m-%d}",
@@ -398,7 +410,11 @@ def documented_warehouse(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
 def backup_on(warehouse: WarehouseResource, folder: Path) -> str:
     from metrics_pipeline.analysts import cli
 
-    environ = {"METRICS_DUCKDB_PATH": warehouse.database, "METRICS_BACKUP_DIR": str(folder)}
+    environ = {
+        "METRICS_WAREHOUSE": warehouse.lake_catalog,
+        "METRICS_LAKE_DATA_PATH": warehouse.lake_data_path,
+        "METRICS_BACKUP_DIR": str(folder),
+    }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in environ.items():
             patch.setenv(name, value)
@@ -425,14 +441,14 @@ def test_the_documented_command_runs(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """In this process, on the seeded warehouse, from a folder of its own (where the
-    snapshot's relative path `data/…` leads to it): every reading command exits 0 and names
+    """In this process, on the seeded warehouse, from a folder of its own (where the default
+    warehouse's relative path `data/…` leads to it): every reading command exits 0 and names
     the warehouse it read; a setting is one the settings model accepts."""
     from metrics_pipeline.analysts import cli
 
-    for name in ("METRICS_WAREHOUSE", "METRICS_LAKE_DATA_PATH", "DAGSTER_HOME"):
+    for name in ("METRICS_WAREHOUSE", "METRICS_LAKE_DATA_PATH", "METRICS_DUCKDB_PATH"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("METRICS_DUCKDB_PATH", documented_warehouse["database"])
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
     (tmp_path / "data").symlink_to(Path(documented_warehouse["database"]).parent)
     monkeypatch.chdir(tmp_path)
     text = with_placeholders(command.text, documented_warehouse)
@@ -471,8 +487,8 @@ def test_the_documented_command_runs(
     assert code == 0, err
     if words[1] in ("instances", "metrics", "extract", "health", "query"):
         assert err.strip().splitlines()[-1] == (
-            f"metrics-pipeline: read the DuckDB file {documented_warehouse['database']} "
-            "(METRICS_DUCKDB_PATH)"
+            f"metrics-pipeline: read the lake {documented_warehouse['lake']} (the default; "
+            "METRICS_WAREHOUSE and METRICS_DUCKDB_PATH are not set)"
         )
         output = re.search(r"-o (\S+)", text)
         assert (tmp_path / output.group(1)).stat().st_size > 0 if output else out.strip()
@@ -527,7 +543,11 @@ def test_every_block_is_a_command_an_example_or_an_output() -> None:
 )
 def test_the_documented_sql_runs(sql: str, documented_warehouse: dict[str, str]) -> None:
     """On the seeded warehouse: the columns the query names exist and it answers."""
-    storage = StorageSettings(duckdb_path=Path(documented_warehouse["database"]))
+    storage = StorageSettings(
+        duckdb_path=Path(documented_warehouse["database"]),
+        warehouse=documented_warehouse["catalog"],
+        lake_data_path=documented_warehouse["data"],
+    )
     query.run_sql(sql, storage)
 
 
@@ -543,9 +563,9 @@ def test_the_documented_python_runs(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """In this process, as in a notebook whose environment names the seeded warehouse."""
-    monkeypatch.setenv("METRICS_DUCKDB_PATH", documented_warehouse["database"])
-    for name in ("METRICS_WAREHOUSE", "METRICS_LAKE_DATA_PATH"):
-        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("METRICS_WAREHOUSE", documented_warehouse["catalog"])
+    monkeypatch.setenv("METRICS_LAKE_DATA_PATH", documented_warehouse["data"])
+    monkeypatch.delenv("METRICS_DUCKDB_PATH", raising=False)
     names: dict[str, object] = {}
     exec(compile(example, "docs example", "exec"), names)
     assert capsys.readouterr().out.strip()
@@ -563,9 +583,10 @@ NOT_IN_THE_PROJECT = {
     "reader.env": "written by start.sh into DAGSTER_HOME",
     ".dagster-scale-out/reader.env": "written by start.sh --scale-out",
     ".scale-out/": "start.sh --scale-out's PostgreSQL and keys",
-    "data/metrics.duckdb": "the warehouse, made by the first write",
-    "data/metrics.snapshot.duckdb": "the readers' snapshot, published after each write",
-    "metrics.duckdb": "the warehouse",
+    "data/metrics.duckdb": "the DuckDB file warehouse, of earlier versions",
+    "data/metrics.ducklake": "the lake's catalog, made by the first write",
+    "data/metrics.ducklake.files/": "the lake's data folder, made by the first write",
+    "data/metrics.snapshot.ducklake": "the readers' copy of the default lake's catalog",
     "metrics.snapshot.duckdb": "the readers' snapshot",
     "backups/": "made by the first backup",
     "schema.sql": "in each backup (DuckDB's EXPORT DATABASE)",

@@ -3,6 +3,7 @@ processes take turns on the catalog, each waiting for the file as the DuckDB fil
 do; readers open the copy of the catalog each writer publishes, so they never wait for a
 writer nor block one, and see whole writes only."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,11 @@ from pathlib import Path
 import pytest
 from dagster import Failure
 
-from metrics_pipeline.settings import ConfigError, StorageSettings, snapshot_path_for
+from metrics_pipeline.settings import ConfigError, StorageSettings, settings_for, snapshot_path_for
 from metrics_pipeline.warehouse.readers import SnapshotMissingError, open_reader
 from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline_tests.known_data import seed
+from metrics_pipeline_tests.test_cli import CLI
 
 pytestmark = pytest.mark.storage_kinds("local_lake", reason="what only a lake on this machine has")
 
@@ -24,6 +27,8 @@ GENERATIONS = 8
 _WRITER = f"""
 import sys
 from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline_tests.known_data import seed
+from metrics_pipeline_tests.test_cli import CLI
 
 warehouse = WarehouseResource(
     database=sys.argv[1], lake_catalog=sys.argv[2], lake_data_path=sys.argv[3],
@@ -53,6 +58,8 @@ for generation in range(1, {GENERATIONS} + 1):
 _HOLDER = """
 import sys, time
 from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline_tests.known_data import seed
+from metrics_pipeline_tests.test_cli import CLI
 
 warehouse = WarehouseResource(
     database=sys.argv[1], lake_catalog=sys.argv[2], lake_data_path=sys.argv[3]
@@ -210,3 +217,48 @@ def test_a_relative_catalog_file_is_made_absolute(
         open_reader(storage.read_source),
     ):
         pass
+
+
+@pytest.mark.e2e
+def test_an_earlier_duckdb_file_moves_into_the_default_lake(tmp_path: Path) -> None:
+    """An earlier version's warehouse, data/metrics.duckdb, under a deployment that sets
+    nothing: a run refuses to start a new lake beside it; the documented command moves every
+    row (counts and checksums compared), after which runs write the lake."""
+    earlier = WarehouseResource(database=str(tmp_path / "data" / "metrics.duckdb"))
+    stored = seed(earlier)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METRICS_")}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        for name in ("METRICS_WAREHOUSE", "METRICS_LAKE_DATA_PATH", "METRICS_DUCKDB_PATH"):
+            patch.delenv(name, raising=False)
+        settings = StorageSettings.from_env()
+        default = WarehouseResource(
+            database=str(settings.duckdb_path), **settings_for(WarehouseResource, settings)
+        )
+    assert default.lake and default.lake.catalog_file == tmp_path / "data" / "metrics.ducklake"
+    with pytest.raises(Failure) as refused:
+        default.prepare()
+    assert refused.value.description == (
+        f"The DuckDB warehouse {earlier.database} holds the history of an earlier version, and "
+        f"the lake {default.lake.label} is new: move the history first with `metrics-pipeline "
+        f"migrate-to-lake --warehouse {earlier.database}` (scripts/start.sh does it itself), "
+        "or set METRICS_DUCKDB_PATH to keep writing the file. Nothing was written."
+    )
+    assert not default.lake.catalog_file.exists()
+
+    moved = subprocess.run(
+        [CLI, "migrate-to-lake", "--warehouse", "data/metrics.duckdb"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert moved.stdout.startswith("Moved ") and "row count and checksum match" in moved.stdout
+    default.prepare()  # the lake exists now: runs go on
+    with default.reader() as conn:
+        got = conn.execute(
+            "SELECT instance_id, metric, ts, average FROM rds_metrics ORDER BY ALL"
+        ).fetchall()
+    assert got == sorted((p.instance_id, p.metric, p.ts, p.average) for p in stored)

@@ -11,6 +11,7 @@ from dagster import materialize
 from pydantic import BaseModel
 
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
+from metrics_pipeline.lake_catalog import Lake
 from metrics_pipeline.resources import build_resources
 from metrics_pipeline.settings import (
     DEFAULT_METRICS,
@@ -145,7 +146,7 @@ def test_aws_region_wins_over_default_region() -> None:
             "METRICS_LAKE_DATA_PATH: required with METRICS_WAREHOUSE",
         ),
         (
-            {"METRICS_LAKE_DATA_PATH": "s3://lake/metrics/"},
+            {"METRICS_DUCKDB_PATH": "metrics.duckdb", "METRICS_LAKE_DATA_PATH": "s3://lake/m/"},
             "METRICS_LAKE_DATA_PATH: set without METRICS_WAREHOUSE",
         ),
         (
@@ -383,8 +384,10 @@ def test_resources_carry_the_settings_they_are_built_from(tmp_path: Path) -> Non
 
 def test_a_resource_built_alone_has_the_settings_defaults() -> None:
     """A resource made without the settings (a test, a script) gets the defaults a deployment
-    that sets nothing gets."""
+    that sets nothing gets, but for where the warehouse is: it is told (`database=`, the
+    DuckDB file, unless it is given a lake)."""
     defaults = Settings.from_env(BASE)
+    where = {"lake_catalog", "lake_data_path"}
     warehouse = WarehouseResource(database=":memory:")
     built_alone: list[tuple[type[BaseModel], BaseModel]] = [
         (WarehouseResource, warehouse),
@@ -392,7 +395,7 @@ def test_a_resource_built_alone_has_the_settings_defaults() -> None:
         (AwsResource, AwsResource(regions=["eu-west-1"])),
     ]
     for resource, alone in built_alone:
-        carried = settings_for(resource, defaults)
+        carried = {k: v for k, v in settings_for(resource, defaults).items() if k not in where}
         assert carried, resource
         assert {name: getattr(alone, name) for name in carried} == carried
     assert warehouse.lock_timeout_seconds == 120.0
@@ -414,7 +417,25 @@ def test_lake_settings_name_the_catalog_and_the_data_path(tmp_path: Path) -> Non
         {**BASE, "METRICS_WAREHOUSE": "ducklake:x", "METRICS_LAKE_DATA_PATH": str(tmp_path)}
     )
     assert in_a_folder.lake is not None and in_a_folder.lake.data_path == f"{tmp_path}/"
-    assert Settings.from_env(BASE).read_source == Settings.from_env(BASE).snapshot_path
+    file = Settings.from_env({**BASE, "METRICS_DUCKDB_PATH": str(tmp_path / "m.duckdb")})
+    assert file.lake is None and file.read_source == file.snapshot_path
+
+
+def test_the_default_warehouse_is_a_lake_on_this_machine_unless_a_file_is_named(
+    tmp_path: Path,
+) -> None:
+    """Under the working directory: the catalog file, and its data in a folder named after it
+    (DuckLake's own default); a catalog file set alone gets its folder the same way."""
+    default = Settings.from_env(BASE)
+    assert default.lake == Lake(
+        f"ducklake:{Path.cwd() / 'data' / 'metrics.ducklake'}",
+        f"{Path.cwd() / 'data' / 'metrics.ducklake.files'}/",
+    )
+    assert default.read_source == default.lake
+    alone = Settings.from_env({**BASE, "METRICS_WAREHOUSE": f"ducklake:{tmp_path}/w.ducklake"})
+    assert alone.lake == Lake(f"ducklake:{tmp_path}/w.ducklake", f"{tmp_path}/w.ducklake.files/")
+    named = Settings.from_env({**BASE, "METRICS_DUCKDB_PATH": str(tmp_path / "m.duckdb")})
+    assert (named.warehouse, named.lake_data_path) == (None, None)
 
 
 def test_directory_as_duckdb_path(tmp_path: Path) -> None:

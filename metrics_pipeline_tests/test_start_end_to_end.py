@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
+from metrics_pipeline.lake_catalog import Lake
 from metrics_pipeline.local_aws.fleet import default_fleet, simulated_accounts
 from metrics_pipeline.local_aws.signals import series
 from metrics_pipeline.settings import snapshot_path_for
+from metrics_pipeline.warehouse.readers import open_reader
 from metrics_pipeline_tests.helpers import PROJECT_ROOT, free_port, wait_for
 
 # One stack a module, its tests in order (a restart follows a Ctrl-C): on one worker.
@@ -43,15 +44,20 @@ AUTOMATION = (
 class Stack:
     process: subprocess.Popen[str]
     ui: str
-    database: Path
+    catalog: Path  # the lake's catalog file: the default warehouse is a lake on this machine
     home: Path
     output: Path
     env: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def snapshot(self) -> Path:
-        """What readers open while the pipeline runs (see snapshot.py)."""
-        return snapshot_path_for(self.database)
+        """The copy of the catalog readers open while the pipeline runs (see snapshot.py)."""
+        return snapshot_path_for(self.catalog)
+
+    @property
+    def lake(self) -> Lake:
+        """The lake with its data folder as the settings derive it: next to the catalog."""
+        return Lake(f"ducklake:{self.catalog}", f"{self.catalog}.files/")
 
 
 def start(env: dict[str, str], output: Path) -> subprocess.Popen[str]:
@@ -114,18 +120,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "DAGSTER_PORT": str(ui_port),
         "LOCAL_AWS_PORT": str(free_port()),
         "DAGSTER_HOME": str(folder / "dagster_home"),
-        "METRICS_DUCKDB_PATH": str(folder / "metrics.duckdb"),
+        "METRICS_WAREHOUSE": f"ducklake:{folder / 'metrics.ducklake'}",
         "METRICS_FRESH_INTERVAL_MINUTES": "1",
         "LOCAL_AWS_ARGS": "--late-minutes 0",
     }
-    for name in ("AWS_ENDPOINT_URL", "METRICS_AWS_REGIONS"):
+    for name in ("AWS_ENDPOINT_URL", "METRICS_AWS_REGIONS", "METRICS_DUCKDB_PATH"):
         env.pop(name, None)
     output = folder / "start.log"
     process = start(env, output)
     stack = Stack(
         process,
         f"http://127.0.0.1:{ui_port}",
-        folder / "metrics.duckdb",
+        folder / "metrics.ducklake",
         folder / "dagster_home",
         output,
     )
@@ -141,7 +147,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def test_banner_says_where_everything_is(stack: Stack) -> None:
     banner = stack.output.read_text()
     assert f"Dagster UI:  {stack.ui}" in banner
-    assert f"DuckDB file: {stack.database}" in banner
+    assert (
+        f"Warehouse:   DuckLake catalog {stack.catalog}, data in {stack.catalog}.files/" in banner
+    )
     assert "Press Ctrl-C to stop." in banner
     assert "local AWS on http://127.0.0.1:" in banner
     assert (
@@ -184,7 +192,7 @@ def test_the_banners_read_command_reads_this_stacks_warehouse_from_any_shell(
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == [
-        f"metrics-pipeline: read the DuckDB file {stack.database} (METRICS_DUCKDB_PATH)"
+        f"metrics-pipeline: read the lake {stack.lake.label} (METRICS_WAREHOUSE)"
     ]
     assert "orders-db" in done.stdout
 
@@ -200,7 +208,7 @@ def test_first_fresh_run_collects_the_simulated_fleet(stack: Stack) -> None:
         300,  # about 40 s on an idle machine; several minutes when other suites load it
         "the first fresh run",
     )
-    with duckdb.connect(str(stack.snapshot), read_only=True) as conn:
+    with open_reader(stack.lake) as conn:
         instances = {
             (account, instance_id): status
             for account, instance_id, status in conn.execute(
@@ -241,7 +249,7 @@ def test_first_fresh_run_collects_the_simulated_fleet(stack: Stack) -> None:
 
     listed = subprocess.run(
         [str(Path(sys.executable).with_name("metrics-pipeline")), "instances", "-f", "json"],
-        env={**os.environ, "METRICS_DUCKDB_PATH": str(stack.database)},
+        env={**os.environ, "METRICS_WAREHOUSE": f"ducklake:{stack.catalog}"},
         capture_output=True,
         text=True,
         check=True,
@@ -320,7 +328,7 @@ def test_ui_shows_the_asset_and_its_partition_in_a_browser(stack: Stack) -> None
         assert name in automation
     assert ticked == len(AUTOMATION)
     assert "rds_metrics" in page
-    with duckdb.connect(str(stack.snapshot), read_only=True) as conn:
+    with open_reader(stack.lake) as conn:
         [(hour,)] = conn.execute("SELECT max(hour) FROM rds_metric_fetches").fetchall()
     assert hour.strftime("%Y-%m-%d-%H:00") in page
     assert "Materialized (0)" not in page
@@ -336,7 +344,7 @@ def test_the_terminal_says_how_far_the_look_back_has_come(stack: Stack) -> None:
         return [match for line in lines if (match := filling.fullmatch(line))]
 
     wait_for(lambda: bool(progress()), 300, "a progress line once the inventory is collected")
-    with duckdb.connect(str(stack.snapshot), read_only=True) as conn:
+    with open_reader(stack.lake) as conn:
         [(instances,)] = conn.execute("SELECT count(*) FROM rds_instances").fetchall()
     first = progress()[0]
     assert int(first.group(1)) < int(first.group(2))
@@ -356,8 +364,8 @@ def test_a_restart_resumes_and_stops_again(stack: Stack) -> None:
     """Started again on the same warehouse: the banner says collection resumes, not that the
     first collection starts; Ctrl-C stops it all again."""
     assert stack.process.poll() is not None
-    kept = sorted(path.name for path in stack.database.parent.iterdir())
-    assert stack.database.exists(), f"the first start left no warehouse file, only {kept}"
+    kept = sorted(path.name for path in stack.catalog.parent.iterdir())
+    assert stack.catalog.exists(), f"the first start left no lake catalog, only {kept}"
     output = stack.output.with_name("restart.log")
     stack.process = start(stack.env, output)  # the fixture stops this one if the test fails
     wait_for(lambda: "Press Ctrl-C to stop." in output.read_text(), 300, "the restart banner")

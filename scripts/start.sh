@@ -41,7 +41,6 @@ fi
 mkdir -p "$DAGSTER_HOME"
 chmod -R go-rwx "$DAGSTER_HOME"  # also what an earlier start left readable
 ln -sf "$instance_config" "$DAGSTER_HOME/dagster.yaml"
-export METRICS_DUCKDB_PATH=${METRICS_DUCKDB_PATH:-$project/data/metrics.duckdb}
 
 children=()  # the services, each the leader of its own process group
 declare -A reader=()  # the settings another shell needs to read this stack's warehouse
@@ -154,9 +153,31 @@ if [ "$scale_out" = 1 ]; then
   Dagster:     runs and event logs in $DAGSTER_PG_URL"
   history=0  # a new lake each start
 else
-  warehouse_line="DuckDB file: $METRICS_DUCKDB_PATH"
-  if [ -e "$METRICS_DUCKDB_PATH" ]; then history=1; else history=0; fi
-  reader[METRICS_DUCKDB_PATH]=$METRICS_DUCKDB_PATH
+  # The warehouse the settings name (docs/operations.md): by default a lake on this machine,
+  # data/metrics.ducklake and its data folder; the DuckDB file when METRICS_DUCKDB_PATH is set.
+  # Read as the pipeline reads them: kind, then the catalog or file, then the data folder.
+  chosen=${METRICS_WAREHOUSE:-}${METRICS_DUCKDB_PATH:-}  # empty: the default
+  mapfile -t where < <(.venv/bin/python -c 'from metrics_pipeline.settings import StorageSettings
+s = StorageSettings.from_env()
+print("\n".join([s.lake.attach_path, s.lake.data_path] if s.lake else ["", str(s.duckdb_path)]))')
+  if [ -n "${where[0]}" ]; then
+    export METRICS_WAREHOUSE=${where[0]} METRICS_LAKE_DATA_PATH=${where[1]}
+    catalog=${METRICS_WAREHOUSE#ducklake:}
+    warehouse_line="Warehouse:   DuckLake catalog $catalog, data in $METRICS_LAKE_DATA_PATH"
+    if [ -e "$catalog" ]; then history=1; else history=0; fi
+    earlier=$project/data/metrics.duckdb  # where every warehouse was before the lake
+    if [ "$history" = 0 ] && [ -z "$chosen" ] && [ -e "$earlier" ]; then
+      echo "Moving the DuckDB warehouse $earlier into the lake (once; the file stays):"
+      .venv/bin/metrics-pipeline migrate-to-lake --warehouse "$earlier"
+      history=1
+    fi
+    reader[METRICS_WAREHOUSE]=$METRICS_WAREHOUSE
+    reader[METRICS_LAKE_DATA_PATH]=$METRICS_LAKE_DATA_PATH
+  else
+    warehouse_line="DuckDB file: $METRICS_DUCKDB_PATH"
+    if [ -e "$METRICS_DUCKDB_PATH" ]; then history=1; else history=0; fi
+    reader[METRICS_DUCKDB_PATH]=$METRICS_DUCKDB_PATH
+  fi
 fi
 # What a reader in another shell needs, to read this stack's warehouse and no other.
 reader_env=$DAGSTER_HOME/reader.env

@@ -64,10 +64,11 @@ class CommandFailed(Exception):
 
 def _warehouse_help() -> str:
     try:
-        default = StorageSettings.from_env().duckdb_path
+        storage = StorageSettings.from_env()
     except ConfigError:
-        return "the warehouse DuckDB file (default: METRICS_DUCKDB_PATH)"
-    return f"the warehouse DuckDB file (default: METRICS_DUCKDB_PATH, here {default})"
+        return "a warehouse DuckDB file to read instead of the configured warehouse"
+    configured = storage.lake.label if storage.lake else str(storage.duckdb_path)
+    return f"a warehouse DuckDB file to read instead of the configured one (here {configured})"
 
 
 def _warehouse_option() -> argparse.ArgumentParser:
@@ -251,7 +252,9 @@ def _storage(args: argparse.Namespace) -> StorageSettings:
     # --warehouse names a DuckDB file: the lake settings do not apply to it.
     overridden = ("METRICS_DUCKDB_PATH", "METRICS_WAREHOUSE", "METRICS_LAKE_DATA_PATH")
     environment = {k: v for k, v in os.environ.items() if k not in overridden}
-    return replace(StorageSettings.from_env(environment), duckdb_path=path)
+    return replace(
+        StorageSettings.from_env(environment), duckdb_path=path, warehouse=None, lake_data_path=None
+    )
 
 
 def _output(args: argparse.Namespace) -> Output | None:
@@ -385,7 +388,12 @@ def what_was_read(storage: StorageSettings, args: argparse.Namespace) -> str:
     """The warehouse a command read and the setting that chose it: a shell without the lake's
     settings reads the DuckDB file, and says so."""
     if storage.lake is not None:
-        return f"read the lake {storage.lake.label} (METRICS_WAREHOUSE)"
+        if os.environ.get("METRICS_WAREHOUSE"):
+            return f"read the lake {storage.lake.label} (METRICS_WAREHOUSE)"
+        return (
+            f"read the lake {storage.lake.label} (the default; METRICS_WAREHOUSE and "
+            "METRICS_DUCKDB_PATH are not set)"
+        )
     if args.warehouse is not None:
         chosen_by = "--warehouse"
     elif os.environ.get("METRICS_DUCKDB_PATH"):

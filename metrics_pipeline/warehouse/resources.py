@@ -190,6 +190,7 @@ class WarehouseResource(DuckDBResource):
         tables are this build's (an older warehouse is backed up and migrated). Failures are
         final: no retry can fix them."""
         if self.lake:
+            self._refuse_to_hide_an_earlier_file()
             with self._connect_lake():
                 return
         if self.database == ":memory:":
@@ -199,6 +200,24 @@ class WarehouseResource(DuckDBResource):
             self._prepare_schema(conn)
         finally:
             conn.close()
+
+    def _refuse_to_hide_an_earlier_file(self) -> None:
+        """A new lake on this machine next to the DuckDB file of METRICS_DUCKDB_PATH (the
+        default warehouse before the lake): its history must be moved first, or it would
+        stay in the file, unread."""
+        assert self.lake is not None
+        catalog, earlier = self.lake.catalog_file, Path(self.database)
+        if catalog and not catalog.exists() and self.database != ":memory:" and earlier.exists():
+            raise Failure(
+                description=(
+                    f"The DuckDB warehouse {earlier} holds the history of an earlier version, "
+                    f"and the lake {self.lake.label} is new: move the history first with "
+                    f"`metrics-pipeline migrate-to-lake --warehouse {earlier}` (scripts/start.sh "
+                    f"does it itself), or set {variable('duckdb_path')} to keep writing the "
+                    "file. Nothing was written."
+                ),
+                allow_retries=False,
+            )
 
     def _prepare_schema(self, conn: duckdb.DuckDBPyConnection) -> None:
         def back_up(version: int) -> None:
