@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import botocore.session
 import pydantic
@@ -421,6 +422,14 @@ class Settings(StorageSettings):
         Whole(0, 1440),
         15,
     )
+    time_zone: str = setting(
+        "METRICS_TIME_ZONE",
+        "the IANA time zone of the comparisons people read by the clock and the calendar (the "
+        "rightsizing report's peak hour and busiest and quietest weekday), such as "
+        "`Europe/Berlin`; the warehouse's times stay UTC",
+        lambda name, text: parse_time_zone(name, text),
+        "UTC",
+    )
     partitions_start: datetime = setting(
         "METRICS_PARTITIONS_START",
         "first partition, `YYYY-MM-DD` or `YYYY-MM-DDTHH:00` (UTC), in the past and at most "
@@ -738,6 +747,18 @@ def default_region(env: Mapping[str, str]) -> str | None:
     except Exception:  # a missing or broken profile means there is no default region
         return None
     return str(region) if region else None
+
+
+def parse_time_zone(name: str, raw: str) -> str:
+    text = raw.strip()
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{name}: '{text}' is not a time zone; expected an IANA name such as "
+            "'Europe/Berlin', 'America/New_York' or 'UTC'."
+        ) from None
+    return text
 
 
 def parse_regions(name: str, raw: str) -> tuple[str, ...]:

@@ -29,7 +29,7 @@ from metrics_pipeline.rightsizing.assets import (
     days_until_full,
     rightsizing_report,
 )
-from metrics_pipeline.rightsizing.windows import WINDOW_DAYS, read_windows
+from metrics_pipeline.rightsizing.windows import WINDOW_DAYS, read_windows, windows_markdown
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
 from metrics_pipeline.warehouse.tables import HOURLY, RIGHTSIZING_WINDOWS
@@ -677,3 +677,44 @@ def test_the_report_does_not_wait_for_the_hourly_tier() -> None:
         materialized(instance, "rds_instances", "rds_metrics")
         first = evaluate_automation_conditions(defs=defs, instance=instance, cursor=start.cursor)
         assert requested(first)  # no day of the hourly tier yet
+
+
+def test_weekdays_and_the_peak_hour_are_read_in_the_time_zone_set(
+    warehouse: WarehouseResource,
+) -> None:
+    """A busy late Sunday evening in UTC is early Monday in Tokyo (METRICS_TIME_ZONE): the
+    busiest weekday follows the zone, the stored peak hour stays UTC, the report shows it by
+    Tokyo's clock."""
+    monday = floor_hour(now()).replace(hour=0) - timedelta(days=14)
+    monday -= timedelta(days=monday.weekday())
+    busy = [monday + timedelta(days=6, hours=h) for h in (20, 21, 22, 23)]  # Sunday, UTC
+    rows = [
+        {
+            **dict.fromkeys(HOURLY.column_names),
+            "hour": hour, "account_id": "1", "region": "us-east-1", "instance_id": "tz-db",
+            "metric": "CPUUtilization", "average": 90.0 if hour in busy else 10.0,
+            "collected_at": monday + timedelta(days=8),
+        }
+        for hour in (monday + k * HOUR for k in range(7 * 24))
+    ]  # fmt: skip
+    with warehouse.connect() as conn:
+        ensure_schema(conn)
+        conn.register("seeded", pa.Table.from_pylist(rows, schema=HOURLY.arrow_schema()))
+        conn.execute("INSERT INTO rds_metrics_hourly BY NAME SELECT * FROM seeded")
+        conn.unregister("seeded")
+        conn.execute(
+            "INSERT INTO rds_instances (account_id, region, instance_id, status, first_seen, "
+            "last_seen) VALUES ('1', 'us-east-1', 'tz-db', 'available', ?, ?)",
+            [monday, monday + timedelta(days=7)],
+        )
+    report_time = monday + timedelta(days=7)
+    with warehouse.reader() as conn:
+        [utc] = read_windows(conn, report_time, windows=(7,))
+        [tokyo] = read_windows(conn, report_time, windows=(7,), time_zone="Asia/Tokyo")
+    assert (utc.busiest_weekday, utc.quietest_weekday) == (7, 1)
+    assert (tokyo.busiest_weekday, tokyo.quietest_weekday) == (1, 2)
+    assert utc.peak_hour == tokyo.peak_hour == busy[0]
+    [row] = windows_markdown([tokyo], "Asia/Tokyo").splitlines()[2:]
+    local = busy[0] + timedelta(hours=9)  # Tokyo keeps no daylight saving time
+    assert f"| {local:%Y-%m-%d %H:%M} | 90.0 | Mon |" in row
+    assert "peak hour (Asia/Tokyo)" in windows_markdown([tokyo], "Asia/Tokyo").splitlines()[0]

@@ -158,6 +158,11 @@ def test_aws_region_wins_over_default_region() -> None:
             "METRICS_LAKE_DATA_PATH: 'gs://b/x' is neither 's3://bucket/prefix/' nor a folder",
         ),
         ({"METRICS_BACKUP_KEEP_DAYS": "0"}, "METRICS_BACKUP_KEEP_DAYS: 0 is not allowed"),
+        (
+            {"METRICS_TIME_ZONE": "Mars/Olympus_Mons"},
+            "METRICS_TIME_ZONE: 'Mars/Olympus_Mons' is not a time zone; expected an IANA name",
+        ),
+        ({"METRICS_TIME_ZONE": "../../etc/passwd"}, "METRICS_TIME_ZONE: '../../etc/passwd' is not"),
         ({"METRICS_STEP_RETRIES": "-1"}, "METRICS_STEP_RETRIES: -1 is not allowed"),
         (
             {"METRICS_DUCKDB_MEMORY_LIMIT": "lots"},

@@ -78,6 +78,7 @@ class CollectionResource(ConfigurableResource):
     fetch_threads: int = resource_field("fetch_threads")
     chunk_timeout_seconds: float = resource_field("chunk_timeout_seconds")
     run_timeout_seconds: float = resource_field("run_timeout_seconds")
+    time_zone: str = resource_field("time_zone")
 
     @property
     def settle_delay(self) -> timedelta:

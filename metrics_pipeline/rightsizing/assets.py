@@ -323,7 +323,7 @@ def rightsizing_report(
     start = report_time - min(WINDOW, timedelta(days=warehouse.retention_days))
     with warehouse.reader() as conn:
         evidence = read_evidence(conn, start, report_time, collection.period_seconds)
-        windows = read_windows(conn, report_time)
+        windows = read_windows(conn, report_time, time_zone=collection.time_zone)
     assessed = [(e, assess(e, config)) for e in evidence]
     rows = [
         {
@@ -357,6 +357,6 @@ def rightsizing_report(
             "window_end": report_time.isoformat(),
             "flagged": MetadataValue.md(flagged_markdown(assessed)),
             "window_rows": len(windows),
-            "windows": MetadataValue.md(windows_markdown(windows)),
+            "windows": MetadataValue.md(windows_markdown(windows, collection.time_zone)),
         }
     )

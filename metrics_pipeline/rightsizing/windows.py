@@ -9,7 +9,8 @@ No Dagster here: `rightsizing_report` calls these after its own report.
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
@@ -41,7 +42,7 @@ class WindowEvidence:
     cpu_p99_max: float | None  # % (highest hourly p99)
     peak_hour: datetime  # the hour of the highest hourly CPU average
     peak_hour_cpu: float  # % (that average)
-    busiest_weekday: int  # ISO, UTC, by the mean of the hourly CPU averages
+    busiest_weekday: int  # ISO, in the report's time zone, by the mean of the hourly CPU averages
     quietest_weekday: int
     connections_p95: float | None  # p95 of the hourly p95 values
     freeable_memory_min_mib: float | None
@@ -51,6 +52,7 @@ def read_windows(
     conn: duckdb.DuckDBPyConnection,
     report_time: datetime,
     windows: Sequence[int] = WINDOW_DAYS,
+    time_zone: str = "UTC",
 ) -> list[WindowEvidence]:
     """The evidence of every serving instance (as the 3-day report counts them) over each
     window of `windows` days ending at `report_time`: the hours of the hourly tier that start
@@ -59,6 +61,8 @@ def read_windows(
     Only windows with at least one hour of CPUUtilization data (an average) make a row; a
     window longer than the history present still does, its `history_days` saying how much it
     held. Ties go to the earliest hour and the lowest weekday, so a report is reproducible.
+    Weekdays are those of `time_zone` (METRICS_TIME_ZONE): a Monday in Tokyo starts on
+    Sunday in UTC.
     """
     cursor = conn.execute(
         f"""
@@ -86,7 +90,8 @@ def read_windows(
             FROM cpu GROUP BY account_id, region, instance_id, window_days
         ), weekdays AS (
             SELECT account_id, region, instance_id, window_days,
-                   isodow(hour) AS weekday, avg(average) AS mean
+                   isodow((hour AT TIME ZONE 'UTC') AT TIME ZONE $time_zone) AS weekday,
+                   avg(average) AS mean
             FROM cpu GROUP BY ALL
         ), shape AS (
             SELECT account_id, region, instance_id, window_days,
@@ -115,6 +120,7 @@ def read_windows(
             "windows": list(windows),
             "not_serving": list(NOT_SERVING),
             "mib": float(MIB),
+            "time_zone": time_zone,
         },
     )
     names = [column[0] for column in cursor.description]
@@ -144,11 +150,13 @@ def _number(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def windows_markdown(rows: Sequence[WindowEvidence]) -> str:
-    """One row per instance and window, its evidence and how much history it rests on."""
+def windows_markdown(rows: Sequence[WindowEvidence], time_zone: str = "UTC") -> str:
+    """One row per instance and window, its evidence and how much history it rests on; the
+    peak hour and the weekday as read by the clock of `time_zone`."""
+    zone = ZoneInfo(time_zone)
     header = (
         "instance", "region", "window days", "history days", "CPU p95 %", "CPU p99 max %",
-        "peak hour (UTC)", "peak hour CPU %", "busiest weekday (UTC)",
+        f"peak hour ({time_zone})", "peak hour CPU %", f"busiest weekday ({time_zone})",
     )  # fmt: skip
     return markdown_table(
         header,
@@ -160,7 +168,7 @@ def windows_markdown(rows: Sequence[WindowEvidence]) -> str:
                 _number(w.history_days),
                 _number(w.cpu_p95),
                 _number(w.cpu_p99_max),
-                f"{w.peak_hour:%Y-%m-%d %H:%M}",
+                f"{w.peak_hour.replace(tzinfo=UTC).astimezone(zone):%Y-%m-%d %H:%M}",
                 _number(w.peak_hour_cpu),
                 ISO_WEEKDAYS[w.busiest_weekday - 1],
             )

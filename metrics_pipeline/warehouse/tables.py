@@ -498,15 +498,15 @@ RIGHTSIZING_WINDOWS = Table(
         Column(
             "busiest_weekday",
             "INTEGER",
-            "ISO weekday (1 Monday to 7 Sunday, UTC) with the highest mean of CPUUtilization's "
-            "hourly averages (the lower on a tie)",
+            "ISO weekday (1 Monday to 7 Sunday) in METRICS_TIME_ZONE (UTC by default) with the "
+            "highest mean of CPUUtilization's hourly averages (the lower on a tie)",
             nullable=False,
         ),
         Column(
             "quietest_weekday",
             "INTEGER",
-            "ISO weekday (1 Monday to 7 Sunday, UTC) with the lowest mean of CPUUtilization's "
-            "hourly averages (the lower on a tie)",
+            "ISO weekday (1 Monday to 7 Sunday) in METRICS_TIME_ZONE (UTC by default) with the "
+            "lowest mean of CPUUtilization's hourly averages (the lower on a tie)",
             nullable=False,
         ),
         Column(
