@@ -216,7 +216,8 @@ def test_a_damaged_snapshot_is_one_line_and_exit_code_one(tmp_path: Path) -> Non
 @pytest.mark.e2e
 def test_help_names_the_warehouse_it_would_read(warehouse: WarehouseResource) -> None:
     shown = cli(warehouse, "instances", "--help")
-    assert f"(default: METRICS_DUCKDB_PATH, here {warehouse.database})" in shown.stdout
+    configured = warehouse.lake.label if warehouse.lake else warehouse.database
+    assert f"instead of the configured one (here {configured})" in " ".join(shown.stdout.split())
 
 
 @pytest.mark.e2e
