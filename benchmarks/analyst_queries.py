@@ -9,7 +9,7 @@ instance and default metric; the lake then compacted as its daily maintenance do
 query then runs as an analyst runs it, through `query.run_sql` (a new sandboxed reader each
 time: the snapshot attached, or the lake's catalog copy with its data folder read through the
 read-only file system), five times; the median is printed with the lake's time as a ratio of
-the file's. Nothing is asserted.
+the file's, and whether both answered the same rows.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pandas as pd
 
 from benchmarks.tick_growth import fill, storage_env, warehouse_of
 from metrics_pipeline.analysts import query
@@ -38,7 +40,7 @@ QUERIES = {
         GROUP BY ALL""",
     "one instance's week of raw CPU": """
         SELECT ts, average, maximum FROM rds_metrics
-        WHERE instance_id = 'db-7' AND metric = 'CPUUtilization'
+        WHERE instance_id = 'db-1' AND metric = 'CPUUtilization'
           AND ts >= (SELECT max(ts) FROM rds_metrics) - INTERVAL 7 DAY
         ORDER BY ts""",
     "fleet's daily worst hourly p95, whole hourly tier": """
@@ -84,6 +86,10 @@ def median_seconds(sql: str, storage: StorageSettings, repeats: int) -> float:
     return statistics.median(times)
 
 
+def sorted_rows(frame: pd.DataFrame) -> list[tuple[object, ...]]:
+    return sorted(frame.itertuples(index=False, name=None), key=repr)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=200)
@@ -102,8 +108,11 @@ def main(argv: list[str] | None = None) -> None:
             settings[storage] = storage_settings(storage, place)
         for name, sql in QUERIES.items():
             seconds = {s: median_seconds(sql, settings[s], args.repeats) for s in settings}
+            answers = [sorted_rows(query.run_sql(sql, settings[s])) for s in settings]
             figures = {
                 "query": name,
+                "rows": len(answers[0]),
+                "same_rows": answers[0] == answers[1],
                 "file_ms": round(seconds["file"] * 1000),
                 "lake_ms": round(seconds["local_lake"] * 1000),
                 "lake_to_file": round(seconds["local_lake"] / seconds["file"], 2),

@@ -121,12 +121,13 @@ def spool_day(
             f"""
             COPY (
                 SELECT account_id, region, instance_id, metric, statistic,
-                       ? + INTERVAL (p * {period}) SECOND AS ts, random() * 100 AS value
+                       ? + INTERVAL (p * {period}) SECOND AS ts,
+                       hash(instance_id, metric, statistic, p, ?) % 100000 / 1000 AS value
                 FROM fleet, unnest(?) b(metric), unnest(?) c(statistic),
                      range({86400 // period}) d(p)
             ) TO '{path}' (FORMAT parquet)
             """,
-            [day, list(DEFAULT_METRICS), list(statistics)],
+            [day, day, list(DEFAULT_METRICS), list(statistics)],
         )
     return path
 

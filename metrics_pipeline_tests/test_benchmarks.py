@@ -2,12 +2,13 @@
 AWS and every collection in processes of their own) and its table has every row. Only
 behaviour is checked (requests against their floor, the memory bound), never a time."""
 
+import json
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from benchmarks import tiers
+from benchmarks import analyst_queries, tiers
 from benchmarks.suite import SIZES, TARGET_PEAK_RSS_MIB, markdown, run_suite, table
 
 
@@ -63,3 +64,17 @@ def test_the_tiers_benchmark_stores_every_datapoint_of_each_tier(
         "daily": series * 2 * 8,  # two days, eight values a row
     }
     assert all(int(row[2].replace(",", "")) > 0 for row in rows)
+
+
+def test_the_analyst_queries_benchmark_times_each_query_on_both_storages(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`benchmarks.analyst_queries` at a small size: one line per query, each answered alike
+    by the DuckDB file and the lake filled with the same rows, and rows to answer with."""
+    analyst_queries.main(
+        ["--instances", "3", "--raw-days", "1", "--hourly-days", "2", "--repeats", "1"]
+    )
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["query"] for line in lines] == list(analyst_queries.QUERIES)
+    assert [line["same_rows"] for line in lines] == [True] * len(lines)
+    assert [line["rows"] > 0 for line in lines] == [True] * len(lines)

@@ -244,6 +244,11 @@ EXEMPT = {
     ".venv/bin/python -m benchmarks.maintenance --rows 3000000": "several minutes; the bounds "
     "are tested in test_backups.py and test_lake.py",
     ".venv/bin/python -m benchmarks.backends": "a measurement of minutes, on a PostgreSQL and S3",
+    ".venv/bin/python -m benchmarks.tick_growth": "an hour at its size (filling the file takes "
+    "most of it); its tick is the dagster CLI's, tested in test_cli_end_to_end.py",
+    ".venv/bin/python -m benchmarks.tick_growth --storage local_lake": "half an hour; see above",
+    ".venv/bin/python -m benchmarks.analyst_queries": "minutes at its size; test_benchmarks.py "
+    "runs it at a small one",
     "python -m benchmarks.backends": "a measurement of minutes, on a PostgreSQL and S3",
     "python -m metrics_pipeline.local_aws --fleet-size N": "the benchmarks' and the load test's "
     "local AWS, started by them",
