@@ -21,6 +21,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -90,6 +91,34 @@ def sorted_rows(frame: pd.DataFrame) -> list[tuple[object, ...]]:
     return sorted(frame.itertuples(index=False, name=None), key=repr)
 
 
+def measure_queries(
+    root: Path, instances: int, raw_days: int, hourly_days: int, repeats: int
+) -> list[dict[str, Any]]:
+    """Each query's median time on the file and on the lake, filled alike."""
+    settings = {}
+    for storage in ("file", "local_lake"):
+        place = root / storage
+        warehouse = warehouse_of(storage, place)
+        seed_inventory(warehouse, instances)
+        fill(warehouse, root, raw_days, hourly_days)
+        settings[storage] = storage_settings(storage, place)
+    measured = []
+    for name, sql in QUERIES.items():
+        seconds = {s: median_seconds(sql, settings[s], repeats) for s in settings}
+        answers = [sorted_rows(query.run_sql(sql, settings[s])) for s in settings]
+        measured.append(
+            {
+                "query": name,
+                "rows": len(answers[0]),
+                "same_rows": answers[0] == answers[1],
+                "file_ms": round(seconds["file"] * 1000),
+                "lake_ms": round(seconds["local_lake"] * 1000),
+                "lake_to_file": round(seconds["local_lake"] / seconds["file"], 2),
+            }
+        )
+    return measured
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=200)
@@ -98,26 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="analyst-queries-") as folder:
-        root = Path(folder)
-        settings = {}
-        for storage in ("file", "local_lake"):
-            place = root / storage
-            warehouse = warehouse_of(storage, place)
-            seed_inventory(warehouse, args.instances)
-            fill(warehouse, root, args.raw_days, args.hourly_days)
-            settings[storage] = storage_settings(storage, place)
-        for name, sql in QUERIES.items():
-            seconds = {s: median_seconds(sql, settings[s], args.repeats) for s in settings}
-            answers = [sorted_rows(query.run_sql(sql, settings[s])) for s in settings]
-            figures = {
-                "query": name,
-                "rows": len(answers[0]),
-                "same_rows": answers[0] == answers[1],
-                "file_ms": round(seconds["file"] * 1000),
-                "lake_ms": round(seconds["local_lake"] * 1000),
-                "lake_to_file": round(seconds["local_lake"] / seconds["file"], 2),
-            }
-            print(json.dumps(figures), flush=True)
+        measured = measure_queries(
+            Path(folder), args.instances, args.raw_days, args.hourly_days, args.repeats
+        )
+    for figures in measured:
+        print(json.dumps(figures), flush=True)
 
 
 if __name__ == "__main__":

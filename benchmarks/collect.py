@@ -6,9 +6,11 @@ memory, VmHWM, from the figures it prints).
 
 MODE is `window` (one single-run backfill, as the gap sensor launches), `partitions` (one
 run per hourly partition: plain Dagster), `fresh` (what a fresh tick does: the
-fresh_collection_job over the two latest hours) or `old-system` (the Go
-system's way: one GetMetricData round per hour, 100 ms between calls; it only fetches).
-Prints one JSON line of figures.
+fresh_collection_job over the two latest hours), `history` (the hourly tier's backfill of
+the N days before today, N = hours / 24, as the gap sensor launches it on a new deployment:
+one run of hourly_history_job, into a lake on this machine, the default storage) or
+`old-system` (the Go system's way: one GetMetricData round per hour, 100 ms between calls; it
+only fetches). Prints one JSON line of figures.
 """
 
 from __future__ import annotations
@@ -22,15 +24,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 from dagster import DagsterEventType, DagsterInstance, materialize
 
 from metrics_pipeline.collection.assets import build_collection_assets
 from metrics_pipeline.collection.cloudwatch import MAX_QUERIES_PER_REQUEST, build_queries
+from metrics_pipeline.collection.keys import RDS_INSTANCES
 from metrics_pipeline.collection.runs import peak_memory_mib
 from metrics_pipeline.dagster_runs import range_tags
 from metrics_pipeline.definitions import build_definitions
-from metrics_pipeline.hours import floor_hour
+from metrics_pipeline.hours import day_partition_key, floor_day, floor_hour
 from metrics_pipeline.partitions import Partitions
 from metrics_pipeline.resources import build_resources
 from metrics_pipeline.settings import Settings, load_settings
@@ -46,12 +48,17 @@ OLD_SYSTEM_SLEEP_SECONDS = 0.1
 def settings_env(args: argparse.Namespace) -> dict[str, str]:
     """The suite's settings; a METRICS_* variable set by the caller wins, except the fleet's
     shape (regions, metrics) and where the warehouse goes."""
+    storage = (
+        {"METRICS_WAREHOUSE": f"ducklake:{args.folder / 'metrics.ducklake'}"}
+        if args.mode == "history"
+        else {"METRICS_DUCKDB_PATH": str(args.folder / "metrics.duckdb"), "METRICS_WAREHOUSE": ""}
+    )
     return {
         # As in production, within CloudWatch's 50 requests per second.
         "METRICS_MAX_REQUESTS_PER_SECOND": "50",
         **os.environ,
         "METRICS_AWS_REGIONS": REGIONS,
-        "METRICS_DUCKDB_PATH": str(args.folder / "metrics.duckdb"),
+        **storage,
         "METRICS_CLOUDWATCH_METRICS": args.metrics,
     }
 
@@ -75,8 +82,8 @@ def window_hours(hours: int, newest_settled: bool) -> tuple[datetime, datetime]:
     return last - timedelta(hours=hours - 1), last
 
 
-def run_figures(database: Path) -> list[dict[str, Any]]:
-    with duckdb.connect(str(database), read_only=True) as conn:
+def run_figures(settings: Settings) -> list[dict[str, Any]]:
+    with build_resources(settings)["warehouse"].reader() as conn:
         cursor = conn.execute(f"SELECT * FROM {RUNS_TABLE} ORDER BY finished_at")
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
@@ -84,7 +91,8 @@ def run_figures(database: Path) -> list[dict[str, Any]]:
 
 def totals(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("datapoints", "rows_written", "cloudwatch_requests", "minimum_requests",
-            "fetch_seconds", "write_seconds", "lock_wait_seconds", "cpu_seconds")  # fmt: skip
+            "fetch_seconds", "write_seconds", "lock_wait_seconds", "cpu_seconds",
+            "estimated_cost_usd")  # fmt: skip
     return {key: sum(run[key] or 0 for run in runs) for key in keys}
 
 
@@ -123,6 +131,26 @@ def fresh_tick(settings: Settings, instance: DagsterInstance, phases: dict[str, 
     phases["snapshot_publish"] = publish_seconds
 
 
+def hourly_backfill(
+    settings: Settings, instance: DagsterInstance, days: int, phases: dict[str, float]
+) -> None:
+    """The hourly tier's first backfill: the inventory, then the `days` settled days before
+    today in one run of the job the gap sensor launches for it (newest first within it)."""
+    defs = build_definitions(settings)
+    began = time.perf_counter()
+    # Its resources are bound by the definitions.
+    assert materialize([defs.resolve_assets_def(RDS_INSTANCES)], instance=instance).success
+    phases["inventory"] = time.perf_counter() - began
+    today = floor_day(datetime.now(UTC).replace(tzinfo=None))
+    began = time.perf_counter()
+    result = defs.resolve_job_def("hourly_history_job").execute_in_process(
+        instance=instance,
+        tags=range_tags(today - timedelta(days=days), today - timedelta(days=1), day_partition_key),
+    )
+    assert result.success
+    phases["collection"] = time.perf_counter() - began
+
+
 def collect_with_dagster(args: argparse.Namespace) -> dict[str, Any]:
     settings = load_settings(settings_env(args))
     instance = dagster_instance(args.folder)
@@ -131,6 +159,8 @@ def collect_with_dagster(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.mode == "fresh":
         fresh_tick(settings, instance, phases)
+    elif args.mode == "history":
+        hourly_backfill(settings, instance, args.hours // 24, phases)
     else:
         partitions = Partitions.starting(settings.partitions_start)
         rds_instances, rds_metrics = build_collection_assets(settings, partitions.hourly)
@@ -151,7 +181,7 @@ def collect_with_dagster(args: argparse.Namespace) -> dict[str, Any]:
                 instance=instance,
             ).success  # fmt: skip
         phases["collection"] = time.perf_counter() - began
-    runs = run_figures(args.folder / "metrics.duckdb")
+    runs = run_figures(settings)
     return {
         **totals(runs),
         "runs": len(runs),
@@ -205,7 +235,7 @@ def collect_like_the_old_system(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["window", "partitions", "fresh", "old-system"])
+    parser.add_argument("mode", choices=["window", "partitions", "fresh", "history", "old-system"])
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--folder", type=Path, required=True)
     parser.add_argument("--hours", type=int, required=True)

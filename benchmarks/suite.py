@@ -16,13 +16,10 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -30,14 +27,36 @@ from typing import Any
 
 import duckdb
 
+from benchmarks.analyst_queries import measure_queries
+from benchmarks.collect import REGIONS
+from benchmarks.local_fleet import PROJECT_ROOT, local_aws
+from benchmarks.tick_growth import measure_storage
 from metrics_pipeline.catalog import DEFAULT_METRICS
-from metrics_pipeline.warehouse.schema import METRICS_TABLE, schema_sql
+from metrics_pipeline.collection.budget import OLDER_DATAPOINTS_PER_SECOND
+from metrics_pipeline.warehouse.schema import HOURLY_TABLE, METRICS_TABLE, schema_sql
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # CloudWatch's quota for data older than three hours, per account and region.
 TARGET_DATAPOINTS_PER_CPU_SECOND = 396_000
 TARGET_PEAK_RSS_MIB = 1024
 TARGET_FRESH_SECONDS = 60
+# A tick on a warehouse holding the long history, against one on an empty warehouse.
+TARGET_TICK_GROWTH = 1.5
+
+
+@dataclass(frozen=True)
+class HistorySize:
+    """The long history's figures: the hourly tier's first backfill, a tick as the warehouse
+    grows, and analysts' queries on the lake against the DuckDB file."""
+
+    backfill_instances: int
+    backfill_days: int
+    tick_instances: int
+    raw_days: int  # of the warehouse a tick is measured on
+    hourly_days: int
+    query_instances: int
+    query_raw_days: int
+    query_hourly_days: int
+    repeats: int
 
 
 @dataclass(frozen=True)
@@ -46,14 +65,28 @@ class Size:
     metrics: tuple[str, ...]
     windows: tuple[int, ...]  # hours
     baseline_hours: int
+    history: HistorySize
     extra_fleet: tuple[int, int] | None = None  # (instances, hours): memory at another shape
 
 
 SIZES = {
-    "ci": Size(6, ("CPUUtilization", "FreeStorageSpace"), (1, 6), 2),
-    "small": Size(100, DEFAULT_METRICS, (1, 24, 72), 6),
-    "full": Size(500, DEFAULT_METRICS, (1, 24, 72), 6, extra_fleet=(2000, 24)),
+    "ci": Size(
+        6, ("CPUUtilization", "FreeStorageSpace"), (1, 6), 2, HistorySize(4, 3, 4, 1, 3, 3, 1, 2, 1)
+    ),
+    "small": Size(
+        100, DEFAULT_METRICS, (1, 24, 72), 6, HistorySize(100, 60, 50, 3, 60, 50, 3, 30, 3)
+    ),
+    "full": Size(
+        500,
+        DEFAULT_METRICS,
+        (1, 24, 72),
+        6,
+        HistorySize(500, 455, 200, 30, 455, 200, 7, 90, 3),
+        extra_fleet=(2000, 24),
+    ),
 }
+# How much older than the backfill the generated fleet is: every day asked has data.
+FLEET_OLDER_BY_DAYS = 30
 
 
 @dataclass
@@ -71,35 +104,8 @@ class Results:
     size: str
     runs: dict[str, Measured] = field(default_factory=dict)
     bare_insert_rows_per_second: float = 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextmanager
-def local_aws(instances: int, folder: Path) -> Iterator[str]:
-    """The project's local AWS with a generated fleet, in a process of its own."""
-    port = free_port()
-    log = folder / f"local_aws_{instances}.log"
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "metrics_pipeline.local_aws", "--port", str(port),
-             "--fleet-size", str(instances), "--new-instance-after", "0", "--late-minutes", "0"],
-            cwd=PROJECT_ROOT, stdout=output, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while "local AWS on" not in log.read_text():
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the local AWS did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    tick_growth: dict[str, Any] = field(default_factory=dict)  # tick_growth.measure_storage
+    queries: list[dict[str, Any]] = field(default_factory=list)  # analyst_queries
 
 
 def measure(
@@ -168,6 +174,7 @@ def run_suite(size_name: str, folder: Path, log: Any = print) -> Results:
             results.runs[f"baseline {mode}"] = measure(
                 mode, endpoint, size.baseline_hours, size.metrics, folder / f"baseline-{mode}"
             )
+    run_history(size, folder, results, log)
     if size.extra_fleet:
         instances, hours = size.extra_fleet
         with local_aws(instances, folder) as endpoint:
@@ -176,6 +183,88 @@ def run_suite(size_name: str, folder: Path, log: Any = print) -> Results:
                 "window", endpoint, hours, size.metrics, folder / f"fleet-{instances}"
             )
     return results
+
+
+def run_history(size: Size, folder: Path, results: Results, log: Any) -> None:
+    history = size.history
+    age = history.backfill_days + FLEET_OLDER_BY_DAYS
+    with local_aws(history.backfill_instances, folder, age_days=age) as endpoint:
+        log(f"the hourly tier's first backfill: {history.backfill_days} days")
+        results.runs["history backfill"] = measure(
+            "history", endpoint, history.backfill_days * 24, size.metrics, folder / "history"
+        )
+    with local_aws(history.tick_instances, folder) as endpoint:
+        log(f"a tick, empty and with {history.raw_days} + {history.hourly_days} days of history")
+        tick_folder = folder / "tick-growth"
+        tick_folder.mkdir()
+        results.tick_growth = measure_storage(
+            "local_lake", tick_folder, endpoint, history.raw_days, history.hourly_days,
+            history.repeats,
+        )  # fmt: skip
+    log("analysts' queries, the lake against the DuckDB file")
+    queries_folder = folder / "queries"
+    queries_folder.mkdir()
+    results.queries = measure_queries(
+        queries_folder, history.query_instances, history.query_raw_days,
+        history.query_hourly_days, history.repeats,
+    )  # fmt: skip
+
+
+def backfill_floor_seconds(run: Measured, units: int) -> float:
+    """The quota's floor: the datapoints of each account and region at 396,000 per second,
+    the units side by side (the generated fleet spreads evenly over them)."""
+    return run.figures["datapoints"] / units / OLDER_DATAPOINTS_PER_SECOND
+
+
+def history_rows(results: Results) -> list[tuple[str, str, str, str]]:
+    history = SIZES[results.size].history
+    backfill = results.runs["history backfill"]
+    figures = backfill.figures
+    floor_seconds = backfill_floor_seconds(backfill, len(REGIONS.split(",")))
+    seconds = figures["phases"]["collection"]
+    requests = figures["cloudwatch_requests"]
+    rows = [
+        (
+            f"hourly tier's first backfill, {history.backfill_days} days of "
+            f"{history.backfill_instances} instances ({figures['datapoints']:,} datapoints)",
+            f"{seconds:,.0f} s, {requests:,} requests (floor {figures['minimum_requests']:,}), "
+            f"${figures['estimated_cost_usd']:,.2f} of GetMetricData",
+            f"the quota's floor: {floor_seconds:,.0f} s",
+            f"{seconds / max(floor_seconds, 1e-9):.1f}x the floor's time, "
+            f"{requests / max(1, figures['minimum_requests']):.2f}x its requests",
+        )
+    ]
+    tick = results.tick_growth
+    grown = (
+        f"{tick['rows'].get(METRICS_TABLE, 0):,} raw rows ({history.raw_days} d), "
+        f"{tick['rows'].get(HOURLY_TABLE, 0):,} hourly ({history.hourly_days} d): "
+        f"{tick['warehouse_mib']:,.0f} MiB"
+    )
+    for figure, empty, full, ratio, unit in (
+        ("wall time", "tick_seconds_empty", "tick_seconds_full", "tick_seconds_ratio", "s"),
+        ("bytes written", "tick_written_mib_empty", "tick_written_mib_full",
+         "tick_written_ratio", "MiB"),
+    ):  # fmt: skip
+        rows.append((
+            f"fresh tick's {figure}, {history.tick_instances} instances, as history grows "
+            f"(lake on this machine, through the dagster CLI)",
+            f"empty {tick[empty]:,.1f} {unit}; with {grown}: {tick[full]:,.1f} {unit}: "
+            f"{tick[ratio]:.2f}x",
+            f"<= {TARGET_TICK_GROWTH}x", "met" if tick[ratio] <= TARGET_TICK_GROWTH else "missed",
+        ))  # fmt: skip
+    for table_name, per_datapoint in tick["bytes_per_datapoint"].items():
+        rows.append((
+            f"bytes per stored datapoint, {table_name} (lake data files)",
+            f"{per_datapoint:.1f}", "a double is 8 bytes (random values: an upper bound)", "-",
+        ))  # fmt: skip
+    for query in results.queries:
+        rows.append((
+            f"analyst query on the lake: {query['query']}",
+            f"{query['lake_ms']:,} ms ({query['rows']:,} rows"
+            + ("" if query["same_rows"] else ", NOT the file's rows") + ")",
+            f"the DuckDB file: {query['file_ms']:,} ms", f"{query['lake_to_file']:.2f}x the file",
+        ))  # fmt: skip
+    return rows
 
 
 def table(results: Results) -> list[tuple[str, str, str, str]]:
@@ -252,7 +341,7 @@ def table(results: Results) -> list[tuple[str, str, str, str]]:
             f"{other.figures['cloudwatch_requests'] / ours.figures['cloudwatch_requests']:.1f}x "
             "our requests",
         ))  # fmt: skip
-    return rows
+    return rows + history_rows(results)
 
 
 def machine() -> str:

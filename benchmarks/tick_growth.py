@@ -14,8 +14,9 @@ instances in two regions:
    taken;
 2. the warehouse is filled, through the pipeline's own writer (`replace_metrics`, a day a
    transaction, as the healing runs write), with `--raw-days` days of the raw tier at 300 s
-   and `--hourly-days` days of the hourly tier for every instance and default metric, then
-   the lake is compacted as its daily maintenance does;
+   and `--hourly-days` days of the hourly tier for every instance and default metric, and the
+   daily tier from it, then the lake is compacted as its daily maintenance does (and says
+   how many bytes of data files each tier takes per statistic value stored);
 3. the same tick is measured again, three times (the median).
 The figures are ratios within one run of one machine (wall times on a shared machine are
 noisy: read them against each other). Nothing is asserted.
@@ -36,12 +37,13 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from benchmarks.collect import window_hours
-from benchmarks.suite import PROJECT_ROOT, local_aws
+from benchmarks.local_fleet import PROJECT_ROOT, local_aws
 from metrics_pipeline.catalog import DEFAULT_METRICS, DEFAULT_STATISTICS, HOURLY_STATISTIC_COLUMNS
 from metrics_pipeline.collection.store import (
     HOURLY_DESTINATION,
@@ -52,8 +54,11 @@ from metrics_pipeline.collection.store import (
 from metrics_pipeline.dagster_runs import range_tags
 from metrics_pipeline.hours import floor_day
 from metrics_pipeline.maintenance.retention import compact_lake
+from metrics_pipeline.rollups.store import replace_days
 from metrics_pipeline.warehouse.instances import Instance
+from metrics_pipeline.warehouse.lake import LAKE_ALIAS
 from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.schema import DAILY_TABLE
 
 REGIONS = "us-east-1,eu-west-1"
 DAY = timedelta(days=1)
@@ -166,9 +171,40 @@ def fill(
                 )
                 stored[destination.table.name] += written.rows_written
                 spooled.unlink()
+        if hourly_days:
+            stored[DAILY_TABLE] = replace_days(
+                conn, today - hourly_days * DAY, today, datetime.now(UTC).replace(tzinfo=None)
+            )
         if warehouse.lake:
             compact_lake(conn, datetime.now(UTC).replace(tzinfo=None) + DAY)
     return stored
+
+
+# Statistic values a row holds, by table: the raw tier's five statistics, the hourly tier's
+# nine; a daily row keeps the five statistics and three peaks.
+DATAPOINTS_PER_ROW = {
+    RAW_DESTINATION.table.name: len(DEFAULT_STATISTICS),
+    HOURLY_DESTINATION.table.name: len(HOURLY_STATISTIC_COLUMNS),
+    DAILY_TABLE: 8,
+}
+
+
+def lake_bytes_per_datapoint(
+    warehouse: WarehouseResource, stored: dict[str, int]
+) -> dict[str, float]:
+    """Each tier's data files (the lake's own account of them) per statistic value stored."""
+    with warehouse.connect() as conn:
+        sizes = dict(
+            conn.execute(
+                f"SELECT table_name, file_size_bytes + delete_file_size_bytes "
+                f"FROM ducklake_table_info('{LAKE_ALIAS}')"
+            ).fetchall()
+        )
+    return {
+        table: round(sizes[table] / max(1, rows * DATAPOINTS_PER_ROW[table]), 2)
+        for table, rows in stored.items()
+        if rows
+    }
 
 
 def folder_bytes(folder: Path) -> int:
@@ -176,8 +212,8 @@ def folder_bytes(folder: Path) -> int:
 
 
 def measure_storage(
-    storage: str, root: Path, endpoint: str, args: argparse.Namespace
-) -> dict[str, object]:
+    storage: str, root: Path, endpoint: str, raw_days: int, hourly_days: int, repeats: int
+) -> dict[str, Any]:
     folder = root / storage
     folder.mkdir()
     home = folder / "dagster_home"
@@ -195,13 +231,12 @@ def measure_storage(
         **storage_env(storage, folder / "warehouse"),
     }
     fresh_tick(env)  # the inventory and a first write: what "empty" holds
-    empty = [fresh_tick(env) for _ in range(args.repeats)]
+    empty = [fresh_tick(env) for _ in range(repeats)]
     began = time.perf_counter()
-    stored = fill(
-        warehouse_of(storage, folder / "warehouse"), folder, args.raw_days, args.hourly_days
-    )
+    warehouse = warehouse_of(storage, folder / "warehouse")
+    stored = fill(warehouse, folder, raw_days, hourly_days)
     fill_seconds = time.perf_counter() - began
-    full = [fresh_tick(env) for _ in range(args.repeats)]
+    full = [fresh_tick(env) for _ in range(repeats)]
     wall_empty = statistics.median(w for w, _ in empty)
     wall_full = statistics.median(w for w, _ in full)
     bytes_empty = statistics.median(b for _, b in empty)
@@ -217,6 +252,9 @@ def measure_storage(
         "tick_written_mib_empty": round(bytes_empty / 2**20, 1),
         "tick_written_mib_full": round(bytes_full / 2**20, 1),
         "tick_written_ratio": round(bytes_full / max(bytes_empty, 1), 2),
+        "bytes_per_datapoint": (
+            lake_bytes_per_datapoint(warehouse, stored) if warehouse.lake else {}
+        ),
     }
 
 
@@ -232,7 +270,10 @@ def main(argv: list[str] | None = None) -> None:
         root = Path(folder)
         with local_aws(args.instances, root) as endpoint:
             for storage in args.storage.split(","):
-                print(json.dumps(measure_storage(storage, root, endpoint, args)), flush=True)
+                figures = measure_storage(
+                    storage, root, endpoint, args.raw_days, args.hourly_days, args.repeats
+                )
+                print(json.dumps(figures), flush=True)
 
 
 if __name__ == "__main__":

@@ -38,8 +38,30 @@ def test_the_ci_size_runs_and_meets_the_request_and_memory_bounds(tmp_path: Path
     )
     assert results.runs["fresh"].figures["hours"] == 2
 
+    # The long history: the hourly tier's backfill got every hour of every series, within
+    # its request floor; the tick was measured twice, each tier's size per datapoint, and
+    # each analyst query answered alike on both storages.
+    history = size.history
+    backfill = results.runs["history backfill"].figures
+    assert backfill["datapoints"] == (
+        history.backfill_instances * len(size.metrics) * 9 * 24 * history.backfill_days
+    )
+    assert backfill["minimum_requests"] <= backfill["cloudwatch_requests"]
+    assert backfill["cloudwatch_requests"] <= 1.1 * backfill["minimum_requests"]
+    tick = results.tick_growth
+    assert tick["rows"]["rds_metrics"] == history.tick_instances * 14 * 288 * history.raw_days
+    assert tick["rows"]["rds_metrics_hourly"] == (
+        history.tick_instances * 14 * 24 * history.hourly_days
+    )
+    assert tick["rows"]["rds_metrics_daily"] == history.tick_instances * 14 * history.hourly_days
+    assert set(tick["bytes_per_datapoint"]) == set(tick["rows"])
+    assert [query["same_rows"] for query in results.queries] == [True] * len(
+        analyst_queries.QUERIES
+    )
+
     rows_of_table = table(results)
-    assert len(rows_of_table) == 3 + len(size.windows) + 1 + 2
+    history_rows = 1 + 2 + 3 + len(analyst_queries.QUERIES)
+    assert len(rows_of_table) == 3 + len(size.windows) + 1 + 2 + history_rows
     assert all(any(ch.isdigit() for ch in measured) for _, measured, _, _ in rows_of_table)
     assert markdown(results).count("\n| ") == len(rows_of_table) + 1
 

@@ -14,14 +14,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
+from metrics_pipeline.history.window import oldest_fetchable_hour, settled_days
+from metrics_pipeline.hours import DAY, HOUR, floor_hour, healing_hours, naive_utc
 from metrics_pipeline.lake_catalog import Lake
-from metrics_pipeline.local_aws.fleet import default_fleet, simulated_accounts
+from metrics_pipeline.local_aws.fleet import SimulatedInstance, default_fleet, simulated_accounts
 from metrics_pipeline.local_aws.signals import series
-from metrics_pipeline.settings import snapshot_path_for
+from metrics_pipeline.local_aws.simulator import STOPPED_DAYS_AGO
+from metrics_pipeline.settings import load_settings, snapshot_path_for
 from metrics_pipeline.warehouse.readers import open_reader
 from metrics_pipeline_tests.helpers import PROJECT_ROOT, free_port, wait_for
 
@@ -48,6 +53,7 @@ class Stack:
     home: Path
     output: Path
     env: dict[str, str] = dataclasses.field(default_factory=dict)
+    started_at: datetime = dataclasses.field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def snapshot(self) -> Path:
@@ -350,6 +356,164 @@ def test_the_terminal_says_how_far_the_look_back_has_come(stack: Stack) -> None:
     assert int(first.group(1)) < int(first.group(2))
     assert int(first.group(3)) == instances
     assert stack.output.read_text().count("history: waiting for the first collection") <= 1
+
+
+# Each hourly statistic CloudWatch is asked for, and its column in rds_metrics_hourly.
+HOURLY_STATISTICS = {
+    "Average": "average", "Minimum": "minimum", "Maximum": "maximum", "Sum": "sum",
+    "SampleCount": "sample_count", "p50": "p50", "p90": "p90", "p95": "p95", "p99": "p99",
+}  # fmt: skip
+CHECKED_METRICS = ("CPUUtilization", "FreeStorageSpace")
+
+
+def served(
+    simulated: SimulatedInstance, metric: str, statistic: str, period: int, start: datetime,
+    end: datetime,
+) -> dict[datetime, float]:  # fmt: skip
+    """What the local AWS serves for [start, end) (naive UTC): its generator, seed 7."""
+    seconds, values = series(
+        simulated.profile(7), metric, statistic, period, start.replace(tzinfo=UTC),
+        end.replace(tzinfo=UTC), datetime.now(UTC),
+    )  # fmt: skip
+    return {
+        naive_utc(datetime.fromtimestamp(second, UTC)): value
+        for second, value in zip(seconds.tolist(), values.tolist(), strict=True)
+    }
+
+
+def test_a_new_machine_gets_cloudwatchs_hourly_history_and_three_days_raw(stack: Stack) -> None:
+    """With default settings, the first start fills, for every instance, the hourly tier from
+    its creation or from the oldest hour CloudWatch keeps (455 days), whichever is later, and
+    the raw tier's look-back (METRICS_BACKFILL_DAYS): every hour settled in the fetch logs and
+    the values those of the local AWS. analytics-db is older than CloudWatch's history."""
+    settings = load_settings(stack.env)
+
+    def inventory(conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], tuple[Any, ...]]:
+        """The default fleet as discovered: (region, create_time, status) by (account,
+        instance); newcomer-db, created 20 minutes in, has no settled day yet."""
+        rows = conn.execute(
+            "SELECT account_id, instance_id, region, create_time, status FROM rds_instances "
+            "WHERE instance_id <> 'newcomer-db'"
+        ).fetchall()
+        return {(row[0], row[1]): row[2:] for row in rows}
+
+    def hours_lacking(
+        conn: duckdb.DuckDBPyConnection,
+        table: str,
+        first_of: dict[tuple[str, str], datetime],
+        end: datetime,
+    ) -> int:
+        """Hours from each instance's first to `end` without a settled fetch in `table`."""
+        [(lacking,)] = conn.execute(
+            f"""
+            WITH wanted AS (
+                SELECT account_id, instance_id, unnest(range(first, $end, INTERVAL 1 HOUR)) AS hour
+                FROM (SELECT unnest($accounts) AS account_id, unnest($ids) AS instance_id,
+                             unnest($firsts) AS first)
+            )
+            SELECT count(*) FROM wanted ANTI JOIN (SELECT * FROM {table} WHERE settled)
+            USING (account_id, instance_id, hour)
+            """,
+            {
+                "accounts": [account for account, _ in first_of],
+                "ids": [instance_id for _, instance_id in first_of],
+                "firsts": list(first_of.values()),
+                "end": end,
+            },
+        ).fetchall()
+        return int(lacking)
+
+    def history_complete() -> bool:
+        now = naive_utc(datetime.now(UTC))
+        end = settled_days(now, settings.settle_delay, None)[-1] + DAY
+        edge = oldest_fetchable_hour(now, None)
+        raw = healing_hours(now, settings.backfill_days, settings.settle_delay)
+        with open_reader(stack.lake) as conn:
+            created = {key: row[1] for key, row in inventory(conn).items()}
+            hourly_firsts = {
+                key: max(floor_hour(when), edge)
+                for key, when in created.items()
+                if max(floor_hour(when), edge) < end
+            }
+            raw_firsts = {key: max(floor_hour(when), raw[0]) for key, when in created.items()}
+            return (
+                bool(hourly_firsts)
+                and hours_lacking(conn, "rds_metric_hourly_fetches", hourly_firsts, end) == 0
+                and hours_lacking(conn, "rds_metric_fetches", raw_firsts, raw[-1] + HOUR) == 0
+            )
+
+    wait_for(history_complete, 900, "15 months of hourly data and the raw look-back")
+    now = naive_utc(datetime.now(UTC))
+    hourly_end = settled_days(now, settings.settle_delay, None)[-1] + DAY
+    raw_hours = healing_hours(now, settings.backfill_days, settings.settle_delay)
+    fleet = {
+        (i.account_id, i.instance_id): i
+        for i in default_fleet(stack.started_at, ("us-east-1", "eu-west-1"), simulated_accounts(2))
+    }
+    listed = inventory()
+    assert set(listed) == set(fleet)
+    oldest_when_started = oldest_fetchable_hour(naive_utc(stack.started_at), None)
+    with open_reader(stack.lake) as conn:
+        stored = {
+            (account, instance_id, metric): rows
+            for account, instance_id, metric, rows in conn.execute(
+                """
+                SELECT account_id, instance_id, metric,
+                       list((hour, average, minimum, maximum, sum, sample_count,
+                             p50, p90, p95, p99) ORDER BY hour)
+                FROM rds_metrics_hourly WHERE hour < $end GROUP BY ALL
+                """,
+                {"end": hourly_end},
+            ).fetchall()
+        }
+        raw_rows = {
+            (account, instance_id): dict(rows)
+            for account, instance_id, rows in conn.execute(
+                """
+                SELECT account_id, instance_id, list((ts, average) ORDER BY ts)
+                FROM rds_metrics WHERE metric = 'CPUUtilization' AND ts >= $first AND ts < $end
+                GROUP BY ALL
+                """,
+                {"first": raw_hours[0], "end": raw_hours[-1] + HOUR},
+            ).fetchall()
+        }
+    for key, (_, created, status) in listed.items():
+        metrics_stored = {metric for (a, i, metric) in stored if (a, i) == key}
+        oldest = max(floor_hour(created), oldest_when_started)
+        if status == "stopped":
+            stopped = naive_utc(stack.started_at) - timedelta(days=STOPPED_DAYS_AGO)
+            hours = [row[0] for row in stored[(*key, "CPUUtilization")]]
+            assert hours[0] == floor_hour(created)
+            assert stopped - HOUR <= hours[-1] <= stopped + HOUR
+            assert max(raw_rows[key]) <= stopped
+            continue
+        # The local AWS's own instance, with the creation time it served.
+        simulated = dataclasses.replace(fleet[key], created_at=created.replace(tzinfo=UTC))
+        raw_expected = served(
+            simulated, "CPUUtilization", "Average", settings.period_seconds, raw_hours[0],
+            raw_hours[-1] + HOUR,
+        )  # fmt: skip
+        assert raw_rows[key] == pytest.approx(raw_expected), key
+        if oldest >= hourly_end:  # created today: no settled day yet
+            assert metrics_stored == set()
+            continue
+        assert metrics_stored == set(settings.metrics)
+        for metric in CHECKED_METRICS:
+            rows = stored[(*key, metric)]
+            first = rows[0][0]
+            if created < oldest_when_started:  # older than CloudWatch's history
+                assert oldest_when_started <= first <= oldest_fetchable_hour(now, None)
+            else:
+                assert first == floor_hour(created)
+            expected = {
+                statistic: served(simulated, metric, statistic, 3600, first, hourly_end)
+                for statistic in HOURLY_STATISTICS
+            }
+            assert [row[0] for row in rows] == sorted(expected["Average"])
+            for hour, *values in rows:
+                assert values == pytest.approx(
+                    [expected[statistic][hour] for statistic in HOURLY_STATISTICS]
+                ), (key, metric, hour)
 
 
 def test_ctrl_c_stops_everything(stack: Stack) -> None:

@@ -8,6 +8,9 @@ CloudWatch's rules of what it keeps at which age (`resolution.py`) and with perc
 """
 
 import base64
+import json
+import threading
+from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,6 +45,41 @@ class InternalServiceFault(CloudWatchException):
 
 
 _simulator: Simulator | None = None
+
+# The simulated answers of the last requests, whole: a request's further pages (NextToken)
+# are cut from the answer generated for its first page instead of each generating every query
+# again, which made a year of history cost its pages squared. A first page always generates
+# (the data may have grown since).
+_ANSWERS_KEPT = 8
+_answers: OrderedDict[tuple[Any, ...], dict[str, dict[str, Any]]] = OrderedDict()
+_answers_lock = threading.Lock()
+
+
+def _simulated_answers(
+    account_id: str,
+    region: str,
+    queries: list[dict[str, Any]],
+    start: datetime,
+    end: datetime,
+    next_page: bool,
+) -> dict[str, dict[str, Any]]:
+    """Each simulated query's full answer by Id, generated once for a request's pages."""
+    assert _simulator is not None
+    key = (account_id, region, json.dumps(queries, sort_keys=True, default=str), start, end)
+    with _answers_lock:
+        if next_page and key in _answers:
+            _answers.move_to_end(key)
+            return _answers[key]
+    answers = {
+        q["Id"]: _simulator.answer(account_id, region, q, start, end)
+        for q in queries
+        if _simulator.knows(account_id, region, q)
+    }
+    with _answers_lock:
+        _answers[key] = answers
+        while len(_answers) > _ANSWERS_KEPT:
+            _answers.popitem(last=False)
+    return answers
 
 
 def encode_token(offset: int) -> str:
@@ -86,16 +124,20 @@ def page_results(
 
 
 def _results(
-    response: CloudWatchResponse, queries: list[dict[str, Any]], start: datetime, end: datetime
+    response: CloudWatchResponse,
+    queries: list[dict[str, Any]],
+    start: datetime,
+    end: datetime,
+    next_page: bool,
 ) -> list[dict[str, Any]]:
     """Each query's full answer, in query order: generated for the simulated fleet,
     from moto's store for anything else."""
     account_id = response.current_account
-    simulated = {
-        q["Id"]: _simulator.answer(account_id, response.region, q, start, end)
-        for q in queries
-        if _simulator is not None and _simulator.knows(account_id, response.region, q)
-    }
+    simulated = (
+        _simulated_answers(account_id, response.region, queries, start, end, next_page)
+        if _simulator is not None
+        else {}
+    )
     stored_queries = [q for q in queries if q["Id"] not in simulated]
     backend = response.cloudwatch_backend
     stored = {
@@ -177,7 +219,7 @@ def get_metric_data(self: CloudWatchResponse) -> ActionResult:
             _simulator.check_outage()
             _simulator.admit_request(self.current_account, self.region)
         page, next_offset = page_results(
-            _results(self, queries, start, end), max_datapoints, offset
+            _results(self, queries, start, end, next_page=offset > 0), max_datapoints, offset
         )
         if _simulator is not None:
             _simulator.admit_datapoints(
@@ -223,6 +265,8 @@ def install(simulator: Simulator | None = None) -> None:
     simulator does not offer."""
     global _simulator
     _simulator = simulator
+    with _answers_lock:
+        _answers.clear()
     # Patching moto's response classes is the point here: mypy forbids assigning to methods.
     CloudWatchResponse.get_metric_data = get_metric_data  # type: ignore[method-assign]
     TokenResponse.assume_role = assume_role  # type: ignore[method-assign]

@@ -93,9 +93,11 @@ def default_fleet(
     accounts: Sequence[str] = (ACCOUNT_ID,),
 ) -> list[SimulatedInstance]:
     """A handful of databases in two regions: different engines and classes, one stopped,
-    one created 90 minutes before `start`. Each further account holds two more, one of them
-    named like an instance of the first account (a different instance all the same)."""
+    one created 90 minutes before `start`, one older than the 455 days CloudWatch keeps (its
+    hourly history is as long as CloudWatch's). Each further account holds two more, one of
+    them named like an instance of the first account (a different instance all the same)."""
     long_ago = start - timedelta(days=30)
+    before_cloudwatchs_history = start - timedelta(days=500)
     first, second = regions
     others = [
         instance
@@ -148,8 +150,8 @@ def default_fleet(
             first,
             "postgres",
             "db.r6g.2xlarge",
-            1000,
-            long_ago,
+            2000,
+            before_cloudwatchs_history,
             {"team": "data", "env": "prod"},
         ),
         SimulatedInstance(
@@ -186,9 +188,14 @@ def default_fleet(
 
 
 def generated_fleet(
-    start: datetime, size: int, regions: tuple[str, ...], accounts: Sequence[str] = (ACCOUNT_ID,)
+    start: datetime,
+    size: int,
+    regions: tuple[str, ...],
+    accounts: Sequence[str] = (ACCOUNT_ID,),
+    age: timedelta = timedelta(days=30),
 ) -> list[SimulatedInstance]:
-    """`size` instances spread over the regions and accounts, for load and speed tests."""
+    """`size` instances spread over the regions and accounts, for load and speed tests, each
+    created `age` before `start`."""
     classes = list(MEMORY_GIB)
     engines = list(MAX_CONNECTIONS)
     return [
@@ -198,7 +205,7 @@ def generated_fleet(
             engines[n % len(engines)],
             classes[n % len(classes)],
             100 + 50 * (n % 8),
-            start - timedelta(days=30),
+            start - age,
             {"fleet": "generated"},
             account_id=accounts[(n // len(regions)) % len(accounts)],
         )

@@ -85,6 +85,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="simulate this many generated instances instead of the default handful",
     )
     parser.add_argument(
+        "--fleet-age-days",
+        type=int,
+        default=30,
+        help="the generated instances were created this many days ago (default 30)",
+    )
+    parser.add_argument(
         "--regions", default="us-east-1,eu-west-1", help="two or more comma-separated regions"
     )
     parser.add_argument(
@@ -117,8 +123,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     regions = [r.strip() for r in args.regions.split(",") if r.strip()]
     if len(regions) < 2:
         parser.error("--regions: give at least two comma-separated regions")
-    if args.fleet_size < 0 or args.late_minutes < 0 or args.new_instance_after < 0:
-        parser.error("--fleet-size, --late-minutes and --new-instance-after must not be negative")
+    if min(args.fleet_size, args.fleet_age_days, args.late_minutes, args.new_instance_after) < 0:
+        parser.error(
+            "--fleet-size, --fleet-age-days, --late-minutes and --new-instance-after must not "
+            "be negative"
+        )
     if not 0 < args.port < 65536:
         parser.error("--port: expected 1 to 65535")
     if not 1 <= args.accounts <= MAX_ACCOUNTS:
@@ -130,7 +139,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def build_fleet(args: argparse.Namespace, now: datetime) -> list[SimulatedInstance]:
     accounts = simulated_accounts(args.accounts)
     fleet = (
-        generated_fleet(now, args.fleet_size, args.regions, accounts)
+        generated_fleet(
+            now, args.fleet_size, args.regions, accounts, timedelta(days=args.fleet_age_days)
+        )
         if args.fleet_size
         else default_fleet(now, args.regions[:2], accounts)
     )
