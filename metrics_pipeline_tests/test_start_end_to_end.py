@@ -450,7 +450,8 @@ def test_a_new_machine_gets_cloudwatchs_hourly_history_and_three_days_raw(stack:
         (i.account_id, i.instance_id): i
         for i in default_fleet(stack.started_at, ("us-east-1", "eu-west-1"), simulated_accounts(2))
     }
-    listed = inventory()
+    with open_reader(stack.lake) as conn:
+        listed = inventory(conn)
     assert set(listed) == set(fleet)
     oldest_when_started = oldest_fetchable_hour(naive_utc(stack.started_at), None)
     with open_reader(stack.lake) as conn:
