@@ -88,7 +88,13 @@ def median_seconds(sql: str, storage: StorageSettings, repeats: int) -> float:
 
 
 def sorted_rows(frame: pd.DataFrame) -> list[tuple[object, ...]]:
-    return sorted(frame.itertuples(index=False, name=None), key=repr)
+    """The rows in one order, floats to 12 significant digits: an average over many rows
+    differs in its last bits with the order DuckDB's threads add them in."""
+    rows = (
+        tuple(float(f"{value:.12g}") if isinstance(value, float) else value for value in row)
+        for row in frame.itertuples(index=False, name=None)
+    )
+    return sorted(rows, key=repr)
 
 
 def measure_queries(
