@@ -282,8 +282,9 @@ class StorageSettings:
     )
     shared_group: str | None = setting(
         "METRICS_SHARED_GROUP",
-        "a group of this machine whose members may read the snapshot (analysts); the "
-        "warehouse itself and the backups stay the owner's",
+        "a group of this machine whose members may read the snapshot, or a local lake's "
+        "catalog copy and data files (analysts); the warehouse or catalog itself and the "
+        "backups stay the owner's",
         lambda name, text: parse_group(name, text),
         None,
         default_text="none: the files are the owner's alone",

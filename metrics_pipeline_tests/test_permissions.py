@@ -82,3 +82,32 @@ def test_a_shared_group_reads_the_snapshot_and_nobody_else_does(deployment: Path
     # The warehouse and the backups stay the owner's, even for the group.
     assert not reads(Path(warehouse.database), ANALYST, [analysts])
     assert not reads(backup.path / "rds_metrics.parquet", ANALYST, [analysts])
+
+
+@pytest.mark.e2e
+def test_a_shared_group_reads_a_local_lakes_catalog_copy_and_data_files(deployment: Path) -> None:
+    """Analysts' readers read the lake's catalog copy and its data files: with a shared group
+    both are the group's to read, the catalog itself stays the owner's; nobody else reads
+    anything, with or without the group."""
+    analysts = group_id(ANALYST_GROUP)
+    assert analysts is not None
+    catalog = deployment / "data" / "metrics.ducklake"
+    data = deployment / "data" / "metrics.ducklake.files"
+    warehouse = WarehouseResource(
+        database=str(deployment / "data" / "metrics.duckdb"),
+        lake_catalog=f"ducklake:{catalog}",
+        lake_data_path=f"{data}/",
+        shared_group=ANALYST_GROUP,
+    )
+    seed(warehouse)
+    parquet = sorted(data.rglob("*.parquet"))
+    folders = [data, *sorted(p for p in data.rglob("*") if p.is_dir())]
+
+    assert parquet  # the metrics' rows (a few inventory rows stay inlined in the catalog)
+    assert {mode(p) for p in parquet} == {0o640}
+    assert {mode(p) for p in folders} == {0o750}
+    assert {p.stat().st_gid for p in [*parquet, *folders]} == {analysts}
+    copy = catalog.with_name("metrics.snapshot.ducklake")
+    assert reads(copy, ANALYST, [analysts]) and reads(parquet[0], ANALYST, [analysts])
+    assert not reads(catalog, ANALYST, [analysts])
+    assert not reads(copy, STRANGER, []) and not reads(parquet[0], STRANGER, [])

@@ -1,6 +1,8 @@
 """Who may read what the pipeline writes: the warehouse holds account ids, the inventory and
 its tags, so its files are the owner's alone; with METRICS_SHARED_GROUP, that group may also
-read the snapshot (the file analysts query) and traverse the folder holding it."""
+read the snapshot (the file analysts query) and traverse the folder holding it, and on a lake
+on this machine read the data files (analysts' readers read them beside the catalog's
+copy)."""
 
 from __future__ import annotations
 
@@ -33,6 +35,22 @@ def protect(path: Path, shared_with: str | None = None) -> None:
         return
     os.chown(path, -1, gid)
     os.chmod(path, SHARED_FOLDER if folder else SHARED_FILE)
+
+
+def share_tree(root: Path, shared_with: str) -> None:
+    """Everything under `root` readable by the group `shared_with` too: the files a lake's
+    writers added since the last call (DuckDB creates them with the umask's mode). Links
+    are left alone, never followed."""
+    gid = group_id(shared_with)
+    for folder, _, files in os.walk(root):
+        for name in (".", *files):  # "." is the folder itself: each is walked
+            path = Path(folder, name)
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid():
+                continue
+            wanted = SHARED_FOLDER if stat.S_ISDIR(info.st_mode) else SHARED_FILE
+            if info.st_gid != gid or stat.S_IMODE(info.st_mode) != wanted:
+                protect(path, shared_with)
 
 
 def make_folder(path: Path, shared_with: str | None = None) -> None:

@@ -35,7 +35,12 @@ from metrics_pipeline.warehouse.lake import (
     open_lake,
 )
 from metrics_pipeline.warehouse.migrations import SCHEMA_VERSION, SchemaError, prepare_schema
-from metrics_pipeline.warehouse.permissions import check_writable, make_folder, protect
+from metrics_pipeline.warehouse.permissions import (
+    check_writable,
+    make_folder,
+    protect,
+    share_tree,
+)
 from metrics_pipeline.warehouse.readers import ReadSource, SnapshotMissingError, open_reader
 from metrics_pipeline.warehouse.schema import STORAGE_COMPATIBILITY_VERSION, drop_restore_copies
 from metrics_pipeline.warehouse.snapshot import copy_checkpointed, publish_snapshot
@@ -182,6 +187,8 @@ class WarehouseResource(DuckDBResource):
             publish_snapshot(
                 conn, catalog, snapshot_path_for(catalog), shared_with, CATALOG_CHECKPOINT
             )
+            if shared_with and self.lake and not self.lake.on_s3:
+                share_tree(Path(self.lake.data_path), shared_with)
         else:
             publish_snapshot(conn, Path(self.database), self.snapshot_path, shared_with)
 
@@ -291,7 +298,7 @@ class WarehouseResource(DuckDBResource):
         assert lake.catalog_file is not None
         try:
             check_writable(lake.catalog_file, self.shared_group or None, "warehouse")
-            check_writable(Path(lake.data_path) / "-", None, "lake_data_path")
+            check_writable(Path(lake.data_path) / "-", self.shared_group or None, "lake_data_path")
         except ConfigError as error:
             raise Failure(description=str(error), allow_retries=False) from None
         conn = open_lake(lake, read_only=False, config=config)
