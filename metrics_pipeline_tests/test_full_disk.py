@@ -1,6 +1,7 @@
-"""A full disk, for real: the warehouse on a 20 MB tmpfs mounted in a private mount namespace
-(root only; CI runs as root). A write the disk cannot hold fails before it writes, naming the
-space it needs, and the warehouse and its snapshot keep their rows."""
+"""A full disk, for real: the warehouse on a 20 MB tmpfs (a lake on this machine: 40 MB)
+mounted in a private mount namespace (root only; CI runs as root). A write the disk cannot
+hold fails before it writes, naming the space it needs, and the warehouse and what its readers
+see keep their rows."""
 
 import json
 import logging
@@ -20,9 +21,11 @@ from dagster import materialize
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.dagster_runs import range_tags
 from metrics_pipeline.hours import floor_hour, partition_key
+from metrics_pipeline.lake_catalog import Lake
 from metrics_pipeline.local_aws.fleet import generated_fleet
 from metrics_pipeline.local_aws.server import start
 from metrics_pipeline.quality.alerts import root_cause
+from metrics_pipeline.warehouse.readers import open_reader
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import PROJECT_ROOT, rds_instances, rds_metrics
 
@@ -34,24 +37,43 @@ pytestmark = [
     ),
 ]
 
-SIZE = "20m"
+# A lake's catalog file and its published copy take some 12 MB from its first writes.
+SIZE = {"file": "20m", "local_lake": "40m"}
 INSTANCES = 40
 DAYS = 6
 
 
-def rows(database: Path) -> int:
-    with duckdb.connect(str(database), read_only=True) as conn:
+def rows(source: Path | Lake) -> int:
+    """The rows a reader sees: in the DuckDB file or its snapshot, or in the lake."""
+    if isinstance(source, Lake):
+        with open_reader(source) as conn:
+            return conn.execute("SELECT count(*) FROM rds_metrics").fetchone()[0]
+    with duckdb.connect(str(source), read_only=True) as conn:
         return conn.execute("SELECT count(*) FROM rds_metrics").fetchone()[0]
 
 
-def collect_on_a_small_disk(folder: Path) -> dict[str, Any]:
+def warehouse_on(folder: Path, storage: str) -> tuple[WarehouseResource, Path | Lake, Path | Lake]:
+    """The warehouse, and what its writer and its readers see."""
+    if storage == "file":
+        warehouse = WarehouseResource(database=str(folder / "metrics.duckdb"))
+        return warehouse, Path(warehouse.database), warehouse.snapshot_path
+    lake = Lake(f"ducklake:{folder / 'metrics.ducklake'}", f"{folder / 'data'}/")
+    warehouse = WarehouseResource(
+        database=str(folder / "metrics.duckdb"),
+        lake_catalog=lake.catalog,
+        lake_data_path=lake.data_path,
+    )
+    return warehouse, lake, lake
+
+
+def collect_on_a_small_disk(folder: Path, storage: str) -> dict[str, Any]:
     """The child's work, inside the namespace: a small collection that fits, then six days
     of the fleet, which do not."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     now = datetime.now(UTC)
     local = start(generated_fleet(now, INSTANCES, ("us-east-1",)))
     os.environ["AWS_ENDPOINT_URL"] = local.url
-    warehouse = WarehouseResource(database=str(folder / "metrics.duckdb"))
+    warehouse, written, read = warehouse_on(folder, storage)
     resources = {
         "aws": AwsResource(regions=["us-east-1"], max_requests_per_second=1000),
         "collection": CollectionResource(),
@@ -60,7 +82,7 @@ def collect_on_a_small_disk(folder: Path) -> dict[str, Any]:
     hour = floor_hour(now.replace(tzinfo=None)) - timedelta(hours=3)
     assert materialize([rds_instances], resources=resources).success
     small = materialize([rds_metrics], resources=resources, partition_key=partition_key(hour))
-    before = (rows(Path(warehouse.database)), rows(warehouse.snapshot_path))
+    before = (rows(written), rows(read))
     big = materialize(
         [rds_metrics],
         resources=resources,
@@ -74,19 +96,20 @@ def collect_on_a_small_disk(folder: Path) -> dict[str, Any]:
         "big_succeeded": big.success,
         "error": root_cause(failure.step_failure_data.error).message if failure else None,
         "rows_before": before,
-        "rows_after": (rows(Path(warehouse.database)), rows(warehouse.snapshot_path)),
+        "rows_after": (rows(written), rows(read)),
     }
 
 
+@pytest.mark.parametrize("storage", ["file", "local_lake"])
 def test_a_write_the_disk_cannot_hold_fails_first_and_keeps_the_old_rows(
-    tmp_path: Path,
+    tmp_path: Path, storage: str
 ) -> None:
     small = tmp_path / "small"
     small.mkdir()
     result_file = tmp_path / "result.json"
-    child = [sys.executable, "-m", "metrics_pipeline_tests.test_full_disk", str(small)]
+    child = [sys.executable, "-m", "metrics_pipeline_tests.test_full_disk", str(small), storage]
     script = (
-        f"mount -t tmpfs -o size={SIZE} tmpfs {shlex.quote(str(small))} && "
+        f"mount -t tmpfs -o size={SIZE[storage]} tmpfs {shlex.quote(str(small))} && "
         f"exec {shlex.join(child)} > {shlex.quote(str(result_file))}"
     )
     done = subprocess.run(
@@ -109,4 +132,4 @@ def test_a_write_the_disk_cannot_hold_fails_first_and_keeps_the_old_rows(
 
 
 if __name__ == "__main__":
-    print(json.dumps(collect_on_a_small_disk(Path(sys.argv[1]))))
+    print(json.dumps(collect_on_a_small_disk(Path(sys.argv[1]), sys.argv[2])))

@@ -52,6 +52,8 @@ WAREHOUSE_POOL = "duckdb_warehouse"
 # instances: 36 MB spooled grew the file by 133 MB), and room kept free besides.
 WRITE_GROWTH = 4
 SPACE_MARGIN_BYTES = 8 * 2**20
+# A lake writes the rows as Parquet, about their spooled size; twice it, for the margin.
+LAKE_WRITE_GROWTH = 2
 # A lake writer's folder for what DuckDB spills past its memory limit (temporary folder).
 SPILL_PREFIX = "metrics-pipeline-spill-"
 
@@ -161,7 +163,11 @@ class WarehouseResource(DuckDBResource):
         """Fails before a write the disk cannot hold, naming what it needs: the new rows in the
         write-ahead log and then in the file (each about WRITE_GROWTH times their spooled
         Parquet size), and a new snapshot, a copy of the whole file."""
-        if self.database == ":memory:" or self.lake:
+        if self.lake:
+            if not self.lake.on_s3:
+                self._require_lake_space(incoming_bytes)
+            return
+        if self.database == ":memory:":
             return
         database = Path(self.database)
         current = self._file_bytes()
@@ -179,6 +185,37 @@ class WarehouseResource(DuckDBResource):
                 ),
                 allow_retries=False,
             )
+
+    def _require_lake_space(self, incoming_bytes: int) -> None:
+        """A lake on this machine: the new rows' data files in its data folder, and a new copy
+        of its catalog file beside it (the whole catalog, as a snapshot of the file is)."""
+        assert self.lake is not None
+        data = Path(self.lake.data_path)
+        needs = [(data, LAKE_WRITE_GROWTH * incoming_bytes)]
+        catalog = self.lake.catalog_file
+        catalog_bytes = catalog.stat().st_size if catalog and catalog.exists() else 0
+        if catalog:
+            needs.append((catalog.parent, 2 * catalog_bytes))
+        by_device: dict[int, tuple[Path, int]] = {}
+        for path, needed in needs:
+            existing = next(p for p in (path, *path.parents) if p.exists())
+            device = existing.stat().st_dev
+            place, before = by_device.get(device, (existing, 0))
+            by_device[device] = (place, before + needed)
+        for place, needed in by_device.values():
+            free = shutil.disk_usage(place).free
+            if free < needed + SPACE_MARGIN_BYTES:
+                raise Failure(
+                    description=(
+                        f"Not enough free space for this write next to {place}: it needs about "
+                        f"{(needed + SPACE_MARGIN_BYTES) / 2**20:,.0f} MiB (the new rows' data "
+                        f"files, then a new copy of the {catalog_bytes / 2**20:,.0f} MiB lake "
+                        f"catalog), {free / 2**20:,.0f} MiB are free; nothing was written. Free "
+                        "some space or move METRICS_WAREHOUSE or METRICS_LAKE_DATA_PATH, then the "
+                        "gap sensor collects these hours."
+                    ),
+                    allow_retries=False,
+                )
 
     def _publish(self, conn: duckdb.DuckDBPyConnection) -> None:
         shared_with = self.shared_group or None
