@@ -42,7 +42,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from benchmarks.collect import window_hours
+from benchmarks.collect import REGIONS, window_hours
 from benchmarks.local_fleet import PROJECT_ROOT, local_aws
 from metrics_pipeline.catalog import DEFAULT_METRICS, DEFAULT_STATISTICS, HOURLY_STATISTIC_COLUMNS
 from metrics_pipeline.collection.store import (
@@ -60,7 +60,6 @@ from metrics_pipeline.warehouse.lake import LAKE_ALIAS
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import DAILY_TABLE
 
-REGIONS = "us-east-1,eu-west-1"
 DAY = timedelta(days=1)
 STORAGES = ("file", "local_lake")
 

@@ -20,6 +20,7 @@ import duckdb
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
+from metrics_pipeline.catalog import HOURLY_STATISTIC_COLUMNS
 from metrics_pipeline.history.window import oldest_fetchable_hour, settled_days
 from metrics_pipeline.hours import DAY, HOUR, floor_hour, healing_hours, naive_utc
 from metrics_pipeline.lake_catalog import Lake
@@ -358,11 +359,6 @@ def test_the_terminal_says_how_far_the_look_back_has_come(stack: Stack) -> None:
     assert stack.output.read_text().count("history: waiting for the first collection") <= 1
 
 
-# Each hourly statistic CloudWatch is asked for, and its column in rds_metrics_hourly.
-HOURLY_STATISTICS = {
-    "Average": "average", "Minimum": "minimum", "Maximum": "maximum", "Sum": "sum",
-    "SampleCount": "sample_count", "p50": "p50", "p90": "p90", "p95": "p95", "p99": "p99",
-}  # fmt: skip
 CHECKED_METRICS = ("CPUUtilization", "FreeStorageSpace")
 
 
@@ -458,10 +454,9 @@ def test_a_new_machine_gets_cloudwatchs_hourly_history_and_three_days_raw(stack:
         stored = {
             (account, instance_id, metric): rows
             for account, instance_id, metric, rows in conn.execute(
-                """
+                f"""
                 SELECT account_id, instance_id, metric,
-                       list((hour, average, minimum, maximum, sum, sample_count,
-                             p50, p90, p95, p99) ORDER BY hour)
+                       list((hour, {", ".join(HOURLY_STATISTIC_COLUMNS.values())}) ORDER BY hour)
                 FROM rds_metrics_hourly WHERE hour < $end GROUP BY ALL
                 """,
                 {"end": hourly_end},
@@ -508,12 +503,12 @@ def test_a_new_machine_gets_cloudwatchs_hourly_history_and_three_days_raw(stack:
                 assert first == floor_hour(created)
             expected = {
                 statistic: served(simulated, metric, statistic, 3600, first, hourly_end)
-                for statistic in HOURLY_STATISTICS
+                for statistic in HOURLY_STATISTIC_COLUMNS
             }
             assert [row[0] for row in rows] == sorted(expected["Average"])
             for hour, *values in rows:
                 assert values == pytest.approx(
-                    [expected[statistic][hour] for statistic in HOURLY_STATISTICS]
+                    [expected[statistic][hour] for statistic in HOURLY_STATISTIC_COLUMNS]
                 ), (key, metric, hour)
 
 
