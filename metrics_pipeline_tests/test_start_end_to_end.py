@@ -189,14 +189,24 @@ def test_the_banners_read_command_reads_this_stacks_warehouse_from_any_shell(
     assert command == f". {reader_env} && {PROJECT_ROOT}/.venv/bin/metrics-pipeline instances"
     assert reader_env.stat().st_mode & 0o777 == 0o600
     wait_for(stack.snapshot.exists, 150, "the first snapshot")
-    done = subprocess.run(
-        ["bash", "-c", command + " -f csv"],
-        cwd=tmp_path,
-        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    reads: list[subprocess.CompletedProcess[str]] = []
+
+    def read_lists_the_fleet() -> bool:
+        """The first copy of the catalog is published before the inventory is collected."""
+        reads.append(
+            subprocess.run(
+                ["bash", "-c", command + " -f csv"],
+                cwd=tmp_path,
+                env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        )
+        return reads[-1].returncode != 0 or "orders-db" in reads[-1].stdout
+
+    wait_for(read_lists_the_fleet, 300, "the read command to list the inventory")
+    done = reads[-1]
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == [
         f"metrics-pipeline: read the lake {stack.lake.label} (METRICS_WAREHOUSE)"
