@@ -7,7 +7,9 @@ import pytest
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--storage",
-        default="all",
-        help="the storage kinds the warehouse tests run on, comma-separated, or all (the "
-        "default); the kinds are STORAGE_KINDS in metrics_pipeline_tests/conftest.py",
+        default="default",
+        help="the storage kinds the warehouse tests run on, comma-separated; default: every "
+        "kind, but tests marked storage_neutral only on one kind per code path; all: every "
+        "test on every kind (STORAGE_KINDS and CODE_PATH_KINDS in "
+        "metrics_pipeline_tests/conftest.py)",
     )

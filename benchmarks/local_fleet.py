@@ -3,12 +3,14 @@ benchmarks: its CPU is not theirs."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -20,10 +22,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class LocalAws:
+    endpoint: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """The CPU time the server has used so far (user and system, from /proc): on a shared
+        machine, the part of a benchmark's wall time that was the simulator's."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def local_aws(instances: int, folder: Path, age_days: int = 30) -> Iterator[str]:
-    """The local AWS serving `instances` generated instances created `age_days` ago; its
-    address."""
+def local_aws(instances: int, folder: Path, age_days: int = 30) -> Iterator[LocalAws]:
+    """The local AWS serving `instances` generated instances created `age_days` ago."""
     port = free_port()
     log = folder / f"local_aws_{instances}.log"
     with log.open("wb") as output:
@@ -39,7 +52,7 @@ def local_aws(instances: int, folder: Path, age_days: int = 30) -> Iterator[str]
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the local AWS did not start: {log.read_text()[-2000:]}")
             time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
+        yield LocalAws(f"http://127.0.0.1:{port}", server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)

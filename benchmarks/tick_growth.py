@@ -267,10 +267,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tick-growth-") as folder:
         root = Path(folder)
-        with local_aws(args.instances, root) as endpoint:
+        with local_aws(args.instances, root) as aws:
             for storage in args.storage.split(","):
                 figures = measure_storage(
-                    storage, root, endpoint, args.raw_days, args.hourly_days, args.repeats
+                    storage, root, aws.endpoint, args.raw_days, args.hourly_days, args.repeats
                 )
                 print(json.dumps(figures), flush=True)
 

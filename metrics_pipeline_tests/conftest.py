@@ -63,10 +63,18 @@ def moto_aws() -> Iterator[None]:
 STORAGE_KINDS = ("duckdb", "lake", "local_lake")
 # The kinds that need the scale-out servers (PostgreSQL, S3): their runs are marked `scale_out`.
 SCALE_OUT_KINDS = frozenset({"lake"})
+# One kind per code path of the warehouse: the DuckDB file (its keys, its snapshot copy) and a
+# DuckLake (its catalog copy, its data files). The lake on PostgreSQL and S3 takes the DuckLake
+# path too; what only it has is tested in modules of its own (test_lake.py,
+# test_lake_readers.py, test_deploy.py, the scale-out end-to-end test). By default a test
+# marked `storage_neutral` runs on these only.
+CODE_PATH_KINDS = ("duckdb", "local_lake")
 
 
-def selected_storage_kinds(config: pytest.Config) -> list[str]:
-    option = str(config.getoption("--storage"))
+def selected_storage_kinds(option: str) -> list[str] | None:
+    """The kinds `--storage` names; None for `default`."""
+    if option == "default":
+        return None
     if option == "all":
         return list(STORAGE_KINDS)
     kinds = [kind.strip() for kind in option.split(",")]
@@ -74,7 +82,7 @@ def selected_storage_kinds(config: pytest.Config) -> list[str]:
     if unknown or not kinds:
         raise pytest.UsageError(
             f"--storage: unknown storage kind {', '.join(unknown)!r}; "
-            f"choose among {', '.join(STORAGE_KINDS)}, or all"
+            f"choose among {', '.join(STORAGE_KINDS)}, or default, or all"
         )
     return kinds
 
@@ -100,12 +108,23 @@ def storage_kinds_of(definition: Any, nodeid: str) -> list[str]:
     return list(marker.args)
 
 
+def storage_kinds_to_run(definition: Any, nodeid: str, option: str) -> list[str]:
+    """The kinds a test runs on: those it may run on that `--storage` selects; by default
+    every kind, but only CODE_PATH_KINDS for a test marked `storage_neutral`."""
+    selected = selected_storage_kinds(option)
+    if selected is None:
+        neutral = definition.get_closest_marker("storage_neutral") is not None
+        selected = list(CODE_PATH_KINDS if neutral else STORAGE_KINDS)
+    return [kind for kind in storage_kinds_of(definition, nodeid) if kind in selected]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Each test of the warehouse once per storage kind (those of --storage it may run on)."""
+    """Each test of the warehouse once per storage kind it runs on."""
     if "storage_kind" not in metafunc.fixturenames:
         return
-    allowed = storage_kinds_of(metafunc.definition, metafunc.definition.nodeid)
-    selected = selected_storage_kinds(metafunc.config)
+    kinds = storage_kinds_to_run(
+        metafunc.definition, metafunc.definition.nodeid, str(metafunc.config.getoption("--storage"))
+    )
     metafunc.parametrize(
         "storage_kind",
         [
@@ -114,8 +133,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 id=kind,
                 marks=[pytest.mark.scale_out] if kind in SCALE_OUT_KINDS else [],
             )
-            for kind in allowed
-            if kind in selected
+            for kind in kinds
         ],
         indirect=True,
     )
@@ -427,7 +445,8 @@ sys.addaudithook(process_watch.audit)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    selected_storage_kinds(config)  # a wrong --storage stops the run before collection
+    # A wrong --storage stops the run before collection.
+    selected_storage_kinds(str(config.getoption("--storage")))
     config.pluginmanager.register(process_watch, "process_watch")
 
 

@@ -17,6 +17,8 @@ from metrics_pipeline.warehouse.schema import ensure_schema
 from metrics_pipeline.warehouse.sql import in_transaction
 from metrics_pipeline_tests.helpers import TEST_SETTINGS
 
+pytestmark = pytest.mark.storage_neutral
+
 H = [datetime(2026, 11, 20, h) for h in range(4)]
 LONG_AGO = datetime(2026, 10, 1)
 NOW = datetime(2026, 11, 20, 5)

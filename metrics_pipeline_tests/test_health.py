@@ -4,6 +4,7 @@ fresh success from the run history."""
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from dagster import DagsterEvent, DagsterEventType, DagsterRunStatus, instance_for_test, materialize
 
 from metrics_pipeline.collection.store import record_run, record_run_parts
@@ -11,6 +12,8 @@ from metrics_pipeline.quality.health import pipeline_health
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
 from metrics_pipeline_tests.helpers import definitions_for_tests
+
+pytestmark = pytest.mark.storage_neutral
 
 defs = definitions_for_tests()
 

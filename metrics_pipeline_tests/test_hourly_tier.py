@@ -52,6 +52,8 @@ from metrics_pipeline_tests.helpers import (
     settings_for_tests,
 )
 
+pytestmark = pytest.mark.storage_neutral
+
 # A Wednesday morning, naive UTC as the pipeline keeps time; the local AWS's clock is the same.
 NOW = datetime(2026, 6, 17, 10, 37)
 NOW_UTC = NOW.replace(tzinfo=UTC)

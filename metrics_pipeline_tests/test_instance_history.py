@@ -14,6 +14,8 @@ from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import VERSION_TABLE
 from metrics_pipeline.warehouse.tables import DBI_RESOURCE_ID, INSTANCE_HISTORY, INSTANCES
 
+pytestmark = pytest.mark.storage_neutral
+
 T0 = datetime(2026, 11, 20, 10, 0)
 HISTORY_COLUMNS = (
     "instance_id, dbi_resource_id, create_time, instance_class, engine_version, valid_from, "

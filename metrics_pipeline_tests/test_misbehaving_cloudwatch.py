@@ -44,6 +44,8 @@ from metrics_pipeline_tests.misbehaving_cloudwatch import (
 )
 from metrics_pipeline_tests.moto_fleet import ACCOUNT_ID, TWO_DAYS_AGO, create_instance
 
+pytestmark = pytest.mark.storage_neutral
+
 HOUR_START = TWO_DAYS_AGO
 EPOCH = HOUR_START.replace(tzinfo=UTC).timestamp()
 ORDERS = Instance(ACCOUNT_ID, "us-east-1", "orders-db")

@@ -25,6 +25,8 @@ from metrics_pipeline_tests.known_data import (
 )
 from metrics_pipeline_tests.moto_fleet import ACCOUNT_ID
 
+pytestmark = pytest.mark.storage_neutral
+
 # The moment the queries are asked at (passed to them): just after the seeded hours.
 NOW = LAST_HOUR + timedelta(minutes=7)
 END = FIRST_HOUR + timedelta(hours=6)

@@ -14,7 +14,7 @@ from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import rds_instances
 from metrics_pipeline_tests.moto_fleet import ACCOUNT_ID, create_instance
 
-pytestmark = pytest.mark.usefixtures("moto_aws")
+pytestmark = [pytest.mark.usefixtures("moto_aws"), pytest.mark.storage_neutral]
 
 
 def inventory(warehouse: WarehouseResource) -> dict[str, dict[str, Any]]:

@@ -35,7 +35,7 @@ from metrics_pipeline_tests.moto_fleet import (
 HOUR = TWO_DAYS_AGO
 METRICS = ["CPUUtilization", "FreeableMemory"]
 
-pytestmark = pytest.mark.usefixtures("moto_aws")
+pytestmark = [pytest.mark.usefixtures("moto_aws"), pytest.mark.storage_neutral]
 
 
 def partition_key(hour: datetime) -> str:

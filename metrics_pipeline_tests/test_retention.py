@@ -19,6 +19,8 @@ from metrics_pipeline_tests.helpers import (
     retention_job,
 )
 
+pytestmark = pytest.mark.storage_neutral
+
 
 def floor_hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)

@@ -35,6 +35,8 @@ from metrics_pipeline.warehouse.schema import ensure_schema
 from metrics_pipeline.warehouse.tables import HOURLY, RIGHTSIZING_WINDOWS
 from metrics_pipeline_tests.helpers import definitions_for_tests, make_collection
 
+pytestmark = pytest.mark.storage_neutral
+
 defs = definitions_for_tests()
 
 MIB, GIB = 1024**2, 1024**3

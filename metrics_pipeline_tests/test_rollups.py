@@ -26,6 +26,8 @@ from metrics_pipeline.warehouse.sql import in_transaction
 from metrics_pipeline_tests.helpers import definitions_for_tests, rds_metrics_daily
 from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO, create_instance, put_metrics
 
+pytestmark = pytest.mark.storage_neutral
+
 defs = definitions_for_tests()
 
 DAY = TWO_DAYS_AGO.replace(hour=0)

@@ -38,6 +38,8 @@ from metrics_pipeline_tests.helpers import (
     rds_metrics,
 )
 
+pytestmark = pytest.mark.storage_neutral
+
 defs = definitions_for_tests()
 LOOK_INTERVAL = timedelta(minutes=TEST_SETTINGS.backfill_interval_minutes)
 

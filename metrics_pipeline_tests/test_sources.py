@@ -44,6 +44,8 @@ from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import table_exists
 from metrics_pipeline_tests.helpers import TEST_PARTITIONS, TEST_SETTINGS
 
+pytestmark = pytest.mark.storage_neutral
+
 ACCOUNT = "123456789012"
 A = Instance(ACCOUNT, "us-east-1", "orders-db")
 B = Instance(ACCOUNT, "us-east-1", "users-db")

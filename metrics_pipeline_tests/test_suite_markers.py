@@ -1,5 +1,6 @@
-"""The suite's own rules (conftest.py): a test that starts a process is marked `e2e`, and a
-warehouse test that leaves out a storage kind says why."""
+"""The suite's own rules (conftest.py): a test that starts a process is marked `e2e`, a
+warehouse test that leaves out a storage kind says why, and a storage-neutral one runs on one
+kind per code path unless every kind is asked for."""
 
 import subprocess
 import sys
@@ -10,7 +11,9 @@ from metrics_pipeline_tests.conftest import (
     STORAGE_KINDS,
     ProcessWatch,
     process_watch,
+    selected_storage_kinds,
     storage_kinds_of,
+    storage_kinds_to_run,
 )
 
 
@@ -60,3 +63,24 @@ def test_a_storage_kinds_marker_with_a_reason_limits_the_kinds(
 ) -> None:
     request.node.add_marker(pytest.mark.storage_kinds("duckdb", reason="reads the file"))
     assert storage_kinds_of(request.node, "t") == ["duckdb"]
+
+
+def test_a_storage_neutral_test_runs_on_one_kind_per_code_path_unless_all_are_asked(
+    request: pytest.FixtureRequest,
+) -> None:
+    assert storage_kinds_to_run(request.node, "t", "default") == list(STORAGE_KINDS)
+    request.node.add_marker(pytest.mark.storage_neutral)
+    assert storage_kinds_to_run(request.node, "t", "default") == ["duckdb", "local_lake"]
+    assert storage_kinds_to_run(request.node, "t", "all") == list(STORAGE_KINDS)
+    assert storage_kinds_to_run(request.node, "t", "lake") == ["lake"]
+    request.node.add_marker(pytest.mark.storage_kinds("duckdb", reason="reads the file"))
+    assert storage_kinds_to_run(request.node, "t", "default") == ["duckdb"]
+
+
+def test_an_unknown_storage_option_is_refused_naming_the_choices() -> None:
+    with pytest.raises(pytest.UsageError) as refused:
+        selected_storage_kinds("tape")
+    assert str(refused.value) == (
+        "--storage: unknown storage kind 'tape'; choose among duckdb, lake, local_lake, "
+        "or default, or all"
+    )

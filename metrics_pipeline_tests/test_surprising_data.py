@@ -14,6 +14,8 @@ from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import make_aws, make_collection, rds_instances, rds_metrics
 from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO, create_instance
 
+pytestmark = pytest.mark.storage_neutral
+
 HOUR = TWO_DAYS_AGO.replace(tzinfo=UTC)
 
 

@@ -17,7 +17,7 @@ from metrics_pipeline_tests.moto_fleet import TWO_DAYS_AGO, create_instance, put
 
 HOUR = TWO_DAYS_AGO
 
-pytestmark = pytest.mark.usefixtures("moto_aws")
+pytestmark = [pytest.mark.usefixtures("moto_aws"), pytest.mark.storage_neutral]
 
 
 @pytest.fixture

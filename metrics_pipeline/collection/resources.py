@@ -25,6 +25,7 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.loaders import Loader
 from botocore.retries.bucket import Clock, TokenBucket
 from dagster import ConfigurableResource, Failure
 from dagster_aws.utils import ResourceWithBoto3Configuration
@@ -49,6 +50,20 @@ from metrics_pipeline.settings import resource_field
 
 # The AWS services the pipeline calls.
 AwsService = Literal["cloudwatch", "organizations", "rds", "sts"]
+
+
+_loaders: dict[Any, Loader] = {}
+_loaders_lock = threading.Lock()
+
+
+def share_data_loader(core: botocore.session.Session) -> None:
+    """Every botocore session reads the service models and endpoints again (megabytes of
+    JSON, about 50 ms a client); sessions with the same data path share one loader, whose
+    cache keeps them read once a process."""
+    data_path = core.get_config_variable("data_path")
+    with _loaders_lock:
+        loader = _loaders.setdefault(data_path, core.get_component("data_loader"))
+    core.register_component("data_loader", loader)
 
 
 class AssumedRoleProvider(CredentialProvider):
@@ -117,6 +132,7 @@ class AwsResource(ResourceWithBoto3Configuration):
         self, raw_timestamps: bool = False, account: Account | None = None
     ) -> boto3.session.Session:
         core = botocore.session.get_session()
+        share_data_loader(core)
         if raw_timestamps:
             factory = RawListsParserFactory()
             factory.set_parser_defaults(timestamp_parser=raw_timestamp)

@@ -142,7 +142,8 @@ class Simulator:
         )
         kept = seconds >= oldest_kept(now).timestamp()
         answer["values"] = values[kept].tolist()
-        answer["timestamps"] = [datetime.fromtimestamp(int(s), UTC) for s in seconds[kept]]
+        # Naive UTC, as moto's own datapoints: its serializer converts aware ones to UTC again.
+        answer["timestamps"] = seconds[kept].astype("datetime64[s]").tolist()
         return answer
 
     def check_outage(self) -> None:

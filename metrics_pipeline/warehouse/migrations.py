@@ -165,9 +165,10 @@ def prepare_schema(
         )
     # A core table that is gone would otherwise be created again, empty, with its history
     # stranded under another name: refuse before migrating anything.
+    problems = structure_problems(conn)
     missing_core = [
         problem
-        for problem in structure_problems(conn)
+        for problem in problems
         if problem.startswith("table ")
         and (table := TABLES[problem.split()[1]]).name not in DERIVED_TABLES
         and table.added_in <= version
@@ -187,7 +188,7 @@ def prepare_schema(
 
         in_transaction(conn, migrate)
         migrated_from = version
-    problems = structure_problems(conn)
+        problems = structure_problems(conn)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise SchemaError(
