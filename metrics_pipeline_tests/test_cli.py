@@ -13,6 +13,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 from dagster import DagsterInstance, DagsterRun
@@ -71,7 +72,16 @@ def test_extract_to_each_format_reads_back_what_was_stored(
     warehouse: WarehouseResource, stored: list[Period], tmp_path: Path
 ) -> None:
     expected = {(p.instance_id, p.metric, p.ts): p.average for p in stored}
-    for suffix, read in (("csv", pd.read_csv), ("parquet", pd.read_parquet)):
+
+    def read_duckdb(path: Path) -> pd.DataFrame:
+        with duckdb.connect(str(path), read_only=True) as conn:
+            return conn.sql("SELECT * FROM rds_metrics").df()
+
+    for suffix, read in (
+        ("csv", pd.read_csv),
+        ("parquet", pd.read_parquet),
+        ("duckdb", read_duckdb),
+    ):
         out = tmp_path / f"all.{suffix}"
         done = cli(warehouse, "extract", "--start", START, "--end", END, "-o", str(out))
         assert done.returncode == 0, done.stderr

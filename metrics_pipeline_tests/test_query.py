@@ -247,6 +247,9 @@ def test_every_format_reads_back_the_same_rows(tmp_path: Path) -> None:
         query.format_for(None, "xml")
     with pytest.raises(QueryError, match=r"^format: parquet is binary"):
         query.write_frame(frame, "parquet", None)
+    with pytest.raises(QueryError, match=r"^format: duckdb is binary; give a file with"):
+        query.write_frame(frame, "duckdb", None)
+    assert query.format_for(tmp_path / "range.duckdb", None) == "duckdb"
 
 
 def test_terminal_numbers_are_readable_at_every_scale() -> None:

@@ -99,8 +99,8 @@ def _output_options() -> argparse.ArgumentParser:
         "-f",
         "--format",
         choices=FORMATS,
-        help="table (default on a terminal), csv, json or parquet; "
-        "default: from the --output suffix",
+        help="table (default on a terminal), csv, json, parquet or duckdb (a DuckDB file "
+        "that DuckDB 1.2 and newer open); default: from the --output suffix",
     )
     parent.add_argument(
         "-o",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -54,6 +55,7 @@ from metrics_pipeline.warehouse.schema import (
     METRICS_TABLE,
     RUN_PARTS_TABLE,
     RUNS_TABLE,
+    STORAGE_COMPATIBILITY_VERSION,
     WIDE_VIEW,
 )
 from metrics_pipeline.warehouse.tables import (
@@ -67,7 +69,11 @@ from metrics_pipeline.warehouse.tables import (
     Table,
 )
 
-FORMATS = ("table", "csv", "json", "parquet")
+FORMATS = ("table", "csv", "json", "parquet", "duckdb")
+# Formats written to a file only (--output).
+BINARY_FORMATS = ("parquet", "duckdb")
+# The table of a DuckDB export (`-f duckdb`) when the rows are not one tier's.
+EXPORT_TABLE = "result"
 # Exports stream in batches of this many rows: memory follows the batch, not the range.
 BATCH_ROWS = 50_000
 # The extract's own connection: a sort beyond this spills to a temporary folder.
@@ -439,7 +445,8 @@ def export_metrics(
     with _extract_connection(storage) as conn:
         sql, params = plan_extract(conn, choice, instances, metrics, wide, accounts)
         result = conn.execute(sql, params)
-        return write_batches(result.to_arrow_reader(BATCH_ROWS), fmt, output), choice
+        reader = result.to_arrow_reader(BATCH_ROWS)
+        return write_batches(reader, fmt, output, table=choice.table.name), choice
 
 
 def hour_ranges(hours: Sequence[datetime]) -> str:
@@ -666,8 +673,8 @@ def format_for(output: Path | None, fmt: str | None) -> str:
     suffix = output.suffix.lstrip(".").lower()
     if suffix not in FORMATS[1:]:
         raise QueryError(
-            f"output: cannot tell the format of '{output.name}'; name it .csv, .json or "
-            ".parquet, or pass --format."
+            f"output: cannot tell the format of '{output.name}'; name it .csv, .json, "
+            ".parquet or .duckdb, or pass --format."
         )
     return suffix
 
@@ -690,9 +697,13 @@ def write_frame(
     frame: pd.DataFrame, fmt: str, output: Output | Path | None, max_rows: int = 200
 ) -> str:
     """Writes the frame to `output` in `fmt`; returns the text for the terminal."""
-    if fmt == "parquet" and output is None:
-        raise QueryError("format: parquet is binary; give a file with --output.")
+    if fmt in BINARY_FORMATS and output is None:
+        raise QueryError(f"format: {fmt} is binary; give a file with --output.")
     output = _output(output)
+    if fmt == "duckdb":
+        return write_batches(
+            pa.Table.from_pandas(frame, preserve_index=False).to_reader(), fmt, output
+        )
     if fmt == "table":
         shown = (
             frame.head(max_rows).to_string(index=False, float_format=_readable)
@@ -726,17 +737,25 @@ def _text_destination(output: Output | None) -> AbstractContextManager[IO[str]]:
 
 
 def write_batches(
-    reader: pa.RecordBatchReader, fmt: str, output: Output | Path | None, max_rows: int = 200
+    reader: pa.RecordBatchReader,
+    fmt: str,
+    output: Output | Path | None,
+    max_rows: int = 200,
+    table: str = EXPORT_TABLE,
 ) -> str:
     """Writes the batches to `output` (or stdout) in `fmt` as they come; the terminal table
-    reads no more than the rows it shows. Returns the text for the terminal."""
-    if fmt == "parquet" and output is None:
-        raise QueryError("format: parquet is binary; give a file with --output.")
+    reads no more than the rows it shows; a DuckDB export holds them as `table`. Returns the
+    text for the terminal."""
+    if fmt in BINARY_FORMATS and output is None:
+        raise QueryError(f"format: {fmt} is binary; give a file with --output.")
     output = _output(output)
     if fmt == "table":
         return _first_rows_table(reader, max_rows, output)
     rows = 0
-    if fmt == "parquet":
+    if fmt == "duckdb":
+        with open_output(output) as binary:  # type: ignore[arg-type]
+            rows = _write_duckdb(reader, table, binary)
+    elif fmt == "parquet":
         with open_output(output) as binary, pq.ParquetWriter(binary, reader.schema) as writer:  # type: ignore[arg-type]
             for batch in reader:
                 writer.write_batch(batch)
@@ -745,6 +764,29 @@ def write_batches(
         with _text_destination(output) as out:
             rows = _write_text(reader, fmt, out)
     return f"Wrote {rows} row(s) to {output.path}" if output is not None else ""
+
+
+def _write_duckdb(reader: pa.RecordBatchReader, table: str, out: IO[bytes]) -> int:
+    """The rows as `table` of a DuckDB database file in the storage format DuckDB 1.2 and
+    newer open (clients too old for the lake read a range this way). DuckDB writes a database
+    only at a path of its own: it is built in a private temporary folder, then copied into
+    `out` (the output's rules: a new owner-only file, whole or not at all)."""
+    with tempfile.TemporaryDirectory(prefix="metrics-export-") as folder:
+        database = Path(folder) / "export.duckdb"
+        with duckdb.connect(
+            str(database), config={"storage_compatibility_version": STORAGE_COMPATIBILITY_VERSION}
+        ) as conn:
+            conn.register("batch", reader.schema.empty_table())
+            conn.execute(f"CREATE TABLE {table} AS SELECT * FROM batch")
+            rows = 0
+            for batch in reader:
+                conn.register("batch", pa.Table.from_batches([batch]))
+                conn.execute(f"INSERT INTO {table} SELECT * FROM batch")
+                rows += batch.num_rows
+            conn.execute("CHECKPOINT")
+        with database.open("rb") as written:
+            shutil.copyfileobj(written, out)
+    return rows
 
 
 def _write_text(reader: pa.RecordBatchReader, fmt: str, out: IO[str]) -> int:
