@@ -502,22 +502,27 @@ def test_output_goes_into_an_existing_folder_owner_only(
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("name", ["rows.csv", "rows.duckdb"])
 def test_a_query_stopped_midway_leaves_no_file(
-    warehouse: WarehouseResource, stored: list[Period], tmp_path: Path
+    warehouse: WarehouseResource, stored: list[Period], tmp_path: Path, name: str
 ) -> None:
-    folder = tmp_path / "out"
+    """Neither the output nor, for a DuckDB export, the database it was being built in."""
+    folder, temporary = tmp_path / "out", tmp_path / "tmp"
     folder.mkdir()
+    temporary.mkdir()
     done = cli(
         warehouse,
         "query",
         "SELECT * FROM range(10000000000000)",
         "-o",
-        str(folder / "rows.csv"),
+        str(folder / name),
         METRICS_QUERY_TIMEOUT_SECONDS="2",
+        TMPDIR=str(temporary),
     )
     assert done.returncode == 1
     assert "METRICS_QUERY_TIMEOUT_SECONDS" in done.stderr
     assert list(folder.iterdir()) == []
+    assert list(temporary.iterdir()) == []
 
 
 @pytest.mark.e2e
