@@ -108,27 +108,6 @@ def pipeline_env(tmp_path: Path, endpoint: str, **settings: str) -> dict[str, st
     }
 
 
-def banner_read_command(banner: str) -> str:
-    """The command a start banner prints after `Read it:`."""
-    [command] = [
-        line.split("Read it:", 1)[1].strip() for line in banner.splitlines() if "Read it:" in line
-    ]
-    return command
-
-
-def run_in_a_bare_shell(command: str, folder: Path) -> subprocess.CompletedProcess[str]:
-    """`command` in bash from `folder` with only PATH and HOME set, as pasted into another
-    terminal: none of the stack's settings."""
-    return subprocess.run(
-        ["bash", "-c", command],
-        cwd=folder,
-        env={"PATH": os.environ["PATH"], "HOME": str(folder)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     """Polls `condition` every 2 s; fails naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

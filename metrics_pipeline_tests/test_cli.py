@@ -502,27 +502,22 @@ def test_output_goes_into_an_existing_folder_owner_only(
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("name", ["rows.csv", "rows.duckdb"])
 def test_a_query_stopped_midway_leaves_no_file(
-    warehouse: WarehouseResource, stored: list[Period], tmp_path: Path, name: str
+    warehouse: WarehouseResource, stored: list[Period], tmp_path: Path
 ) -> None:
-    """Neither the output nor, for a DuckDB export, the database it was being built in."""
-    folder, temporary = tmp_path / "out", tmp_path / "tmp"
+    folder = tmp_path / "out"
     folder.mkdir()
-    temporary.mkdir()
     done = cli(
         warehouse,
         "query",
         "SELECT * FROM range(10000000000000)",
         "-o",
-        str(folder / name),
+        str(folder / "rows.csv"),
         METRICS_QUERY_TIMEOUT_SECONDS="2",
-        TMPDIR=str(temporary),
     )
     assert done.returncode == 1
     assert "METRICS_QUERY_TIMEOUT_SECONDS" in done.stderr
     assert list(folder.iterdir()) == []
-    assert list(temporary.iterdir()) == []
 
 
 @pytest.mark.e2e

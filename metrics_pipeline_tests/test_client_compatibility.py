@@ -16,7 +16,7 @@ import pytest
 
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import STORAGE_COMPATIBILITY_VERSION
-from metrics_pipeline_tests.known_data import FIRST_HOUR, Period, periods, seed
+from metrics_pipeline_tests.known_data import FIRST_HOUR, periods, seed
 
 pytestmark = pytest.mark.storage_kinds(
     "duckdb", reason="the DuckDB file's storage format, as older clients read it"
@@ -37,25 +37,6 @@ def old_cli(tmp_path: Path) -> Path:
     return binary
 
 
-def assert_the_client_reads(client: Path, database: Path, written: list[Period]) -> None:
-    """The client opens `database` read-only and sees exactly the `written` raw periods."""
-    sql = (
-        "SELECT instance_id, metric, ts, average FROM rds_metrics ORDER BY instance_id, metric, ts"
-    )
-    answer = subprocess.run(
-        [str(client), "-readonly", "-csv", str(database), sql],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert answer.returncode == 0, answer.stderr
-    rows = list(csv.DictReader(io.StringIO(answer.stdout)))
-    expected = sorted(written, key=lambda p: (p.instance_id, p.metric, p.ts))
-    assert [(r["instance_id"], r["metric"], r["ts"], float(r["average"])) for r in rows] == [
-        (p.instance_id, p.metric, p.ts.isoformat(sep=" "), p.average) for p in expected
-    ]
-
-
 @pytest.mark.e2e
 def test_the_oldest_documented_client_reads_the_snapshot(
     old_cli: Path, warehouse: WarehouseResource
@@ -67,7 +48,21 @@ def test_the_oldest_documented_client_reads_the_snapshot(
     ).stdout
     assert version.startswith(OLDEST_DOCUMENTED_CLIENT)
 
-    assert_the_client_reads(old_cli, warehouse.snapshot_path, written)
+    sql = (
+        "SELECT instance_id, metric, ts, average FROM rds_metrics ORDER BY instance_id, metric, ts"
+    )
+    answer = subprocess.run(
+        [str(old_cli), "-readonly", "-csv", str(warehouse.snapshot_path), sql],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert answer.returncode == 0, answer.stderr
+    rows = list(csv.DictReader(io.StringIO(answer.stdout)))
+    expected = sorted(written, key=lambda p: (p.instance_id, p.metric, p.ts))
+    assert [(r["instance_id"], r["metric"], r["ts"], float(r["average"])) for r in rows] == [
+        (p.instance_id, p.metric, p.ts.isoformat(sep=" "), p.average) for p in expected
+    ]
 
 
 def test_the_warehouse_is_written_in_the_compatible_storage_format(
@@ -103,4 +98,18 @@ def test_the_oldest_documented_client_reads_a_range_exported_from_the_lake(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"Wrote {len(written)} row(s) to {export}"
     assert export.stat().st_mode & 0o777 == 0o600
-    assert_the_client_reads(old_cli, export, written)
+    sql = (
+        "SELECT instance_id, metric, ts, average FROM rds_metrics ORDER BY instance_id, metric, ts"
+    )
+    answer = subprocess.run(
+        [str(old_cli), "-readonly", "-csv", str(export), sql],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert answer.returncode == 0, answer.stderr
+    rows = list(csv.DictReader(io.StringIO(answer.stdout)))
+    expected = sorted(written, key=lambda p: (p.instance_id, p.metric, p.ts))
+    assert [(r["instance_id"], r["metric"], r["ts"], float(r["average"])) for r in rows] == [
+        (p.instance_id, p.metric, p.ts.isoformat(sep=" "), p.average) for p in expected
+    ]

@@ -21,13 +21,7 @@ import pytest
 from metrics_pipeline.local_aws.fleet import default_fleet, simulated_accounts
 from metrics_pipeline.local_aws.signals import series
 from metrics_pipeline.warehouse.lake import Lake
-from metrics_pipeline_tests.helpers import (
-    PROJECT_ROOT,
-    banner_read_command,
-    free_port,
-    run_in_a_bare_shell,
-    wait_for,
-)
+from metrics_pipeline_tests.helpers import PROJECT_ROOT, free_port, wait_for
 
 # One stack a module, its tests in order: on one worker.
 pytestmark = [pytest.mark.e2e, pytest.mark.scale_out, pytest.mark.xdist_group("scale_out_stack")]
@@ -199,14 +193,25 @@ def test_the_banners_read_command_reads_the_lake_from_any_shell(
 ) -> None:
     """As printed, from a shell with none of the stack's settings: the lake, not a DuckDB file
     that happens to be the default."""
-    command = banner_read_command(stack.output.read_text())
+    [command] = [
+        line.split("Read it:", 1)[1].strip()
+        for line in stack.output.read_text().splitlines()
+        if "Read it:" in line
+    ]
     assert command.startswith(f". {stack.home / 'reader.env'} && ")
-    wait_for(
-        lambda: "orders-db" in run_in_a_bare_shell(command + " -f csv", tmp_path).stdout,
-        600,
-        "the first collection in the lake",
-    )
-    done = run_in_a_bare_shell(command + " -f csv", tmp_path)
+
+    def read() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", command + " -f csv"],
+            cwd=tmp_path,
+            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    wait_for(lambda: "orders-db" in read().stdout, 600, "the first collection in the lake")
+    done = read()
     assert done.returncode == 0, done.stderr
     lake = Lake(stack.env["METRICS_WAREHOUSE"], stack.env["METRICS_LAKE_DATA_PATH"])
     assert done.stderr.splitlines() == [

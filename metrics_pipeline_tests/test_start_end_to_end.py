@@ -31,13 +31,7 @@ from metrics_pipeline.local_aws.signals import series
 from metrics_pipeline.local_aws.simulator import STOPPED_DAYS_AGO
 from metrics_pipeline.settings import load_settings, snapshot_path_for
 from metrics_pipeline.warehouse.readers import open_reader
-from metrics_pipeline_tests.helpers import (
-    PROJECT_ROOT,
-    banner_read_command,
-    free_port,
-    run_in_a_bare_shell,
-    wait_for,
-)
+from metrics_pipeline_tests.helpers import PROJECT_ROOT, free_port, wait_for
 
 # One stack a module, its tests in order (a restart follows a Ctrl-C): on one worker.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("start_stack")]
@@ -189,17 +183,32 @@ def test_the_banners_read_command_reads_this_stacks_warehouse_from_any_shell(
     stack: Stack, tmp_path: Path
 ) -> None:
     """As printed, from a shell with none of the stack's settings and another folder."""
-    command = banner_read_command(stack.output.read_text())
+    banner = stack.output.read_text()
+    [command] = [
+        line.split("Read it:", 1)[1].strip() for line in banner.splitlines() if "Read it:" in line
+    ]
     reader_env = stack.home / "reader.env"
     assert command == f". {reader_env} && {PROJECT_ROOT}/.venv/bin/metrics-pipeline instances"
     assert reader_env.stat().st_mode & 0o777 == 0o600
-    # The first copy of the catalog is published before the inventory is collected.
-    wait_for(
-        lambda: "orders-db" in run_in_a_bare_shell(command + " -f csv", tmp_path).stdout,
-        300,
-        "the read command to list the inventory",
-    )
-    done = run_in_a_bare_shell(command + " -f csv", tmp_path)
+    wait_for(stack.snapshot.exists, 150, "the first snapshot")
+    reads: list[subprocess.CompletedProcess[str]] = []
+
+    def read_lists_the_fleet() -> bool:
+        """The first copy of the catalog is published before the inventory is collected."""
+        reads.append(
+            subprocess.run(
+                ["bash", "-c", command + " -f csv"],
+                cwd=tmp_path,
+                env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        )
+        return reads[-1].returncode != 0 or "orders-db" in reads[-1].stdout
+
+    wait_for(read_lists_the_fleet, 300, "the read command to list the inventory")
+    done = reads[-1]
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == [
         f"metrics-pipeline: read the lake {stack.lake.label} (METRICS_WAREHOUSE)"

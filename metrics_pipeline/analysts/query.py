@@ -74,8 +74,6 @@ FORMATS = ("table", "csv", "json", "parquet", "duckdb")
 BINARY_FORMATS = ("parquet", "duckdb")
 # The table of a DuckDB export (`-f duckdb`) when the rows are not one tier's.
 EXPORT_TABLE = "result"
-# The database a DuckDB export builds, beside the extract's reader: it spills past this.
-EXPORT_DATABASE_MEMORY_LIMIT = "64MB"
 # Exports stream in batches of this many rows: memory follows the batch, not the range.
 BATCH_ROWS = 50_000
 # The extract's own connection: a sort beyond this spills to a temporary folder.
@@ -775,12 +773,9 @@ def _write_duckdb(reader: pa.RecordBatchReader, table: str, out: IO[bytes]) -> i
     `out` (the output's rules: a new owner-only file, whole or not at all)."""
     with tempfile.TemporaryDirectory(prefix="metrics-export-") as folder:
         database = Path(folder) / "export.duckdb"
-        config = {
-            "storage_compatibility_version": STORAGE_COMPATIBILITY_VERSION,
-            "memory_limit": EXPORT_DATABASE_MEMORY_LIMIT,
-            "temp_directory": str(Path(folder) / "spill"),
-        }
-        with duckdb.connect(str(database), config=config) as conn:  # type: ignore[arg-type]
+        with duckdb.connect(
+            str(database), config={"storage_compatibility_version": STORAGE_COMPATIBILITY_VERSION}
+        ) as conn:
             conn.register("batch", reader.schema.empty_table())
             conn.execute(f"CREATE TABLE {table} AS SELECT * FROM batch")
             rows = 0
