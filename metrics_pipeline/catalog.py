@@ -1,12 +1,14 @@
 """The AWS/RDS metrics the pipeline knows, and the statistics it stores: one entry each.
 
 GetMetricData returns no units, so the catalogue is the source of the `unit` column and of
-what counts as a metric. The metrics collected by default are those with a column in the
-wide view.
+what counts as a metric, and of which instances publish it: an instance is asked only for the
+metrics of its kind (Aurora or not, its engine, its role, Serverless v2, Performance Insights
+on), so that what it cannot publish is neither paid for nor counted missing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -23,12 +25,75 @@ class Namespace:
 RDS_INSTANCE_NAMESPACE = Namespace("AWS/RDS", "DBInstanceIdentifier")
 
 
+# Which instances publish a metric (AWS's RDS and Aurora metrics pages): every instance, those
+# outside Aurora, or Aurora's.
+EVERY, OUTSIDE_AURORA, AURORA = "every instance", "outside Aurora", "Aurora"
+AURORA_MYSQL, AURORA_POSTGRESQL = "aurora-mysql", "aurora-postgresql"
+WRITER, READER = "writer", "reader"  # an Aurora instance's role in its cluster
+SERVERLESS_CLASS = "db.serverless"
+
+
+@dataclass(frozen=True)
+class InstanceKind:
+    """What decides which metrics an instance publishes."""
+
+    engine: str | None = None
+    instance_class: str | None = None
+    cluster_role: str | None = None  # writer or reader in an Aurora cluster
+    performance_insights: bool = False
+
+    @property
+    def aurora(self) -> bool:
+        return (self.engine or "").startswith("aurora")
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str
     unit: str
     wide_column: str | None = None  # collected by default, with a column in rds_metrics_wide
     health: bool = False  # one of the main metrics of the health summary
+    published_by: str = EVERY
+    engine: str | None = None  # only this Aurora engine's instances publish it
+    role: str | None = None  # only the Aurora cluster's writer, or its readers
+    serverless: bool = False  # only Aurora Serverless v2 instances (db.serverless)
+    # Published by Performance Insights, and only in periods with load: an absent period is
+    # an idle database, not a gap.
+    while_loaded: bool = False
+    default: bool = False  # collected by default without a wide column (Aurora's, DB load)
+
+    def published(self, kind: InstanceKind) -> bool:
+        """Whether an instance of this kind publishes the metric."""
+        if self.published_by == OUTSIDE_AURORA and kind.aurora:
+            return False
+        if self.published_by == AURORA and not kind.aurora:
+            return False
+        return (
+            (self.engine is None or kind.engine == self.engine)
+            and (self.role is None or kind.cluster_role == self.role)
+            and (not self.serverless or kind.instance_class == SERVERLESS_CLASS)
+            and (not self.while_loaded or kind.performance_insights)
+        )
+
+
+def _aurora(
+    name: str,
+    unit: str,
+    *,
+    engine: str | None = None,
+    role: str | None = None,
+    serverless: bool = False,
+    default: bool = False,
+) -> Metric:
+    return Metric(
+        name,
+        unit,
+        published_by=AURORA,
+        engine=engine,
+        role=role,
+        serverless=serverless,
+        default=default,
+    )
 
 
 # The metrics of RDS_INSTANCE_NAMESPACE.
@@ -36,7 +101,14 @@ CATALOG: tuple[Metric, ...] = (
     Metric("CPUUtilization", "Percent", wide_column="cpu_utilization", health=True),
     Metric("DatabaseConnections", "Count", wide_column="database_connections", health=True),
     Metric("FreeableMemory", "Bytes", wide_column="freeable_memory", health=True),
-    Metric("FreeStorageSpace", "Bytes", wide_column="free_storage_space", health=True),
+    # Aurora's storage is the cluster's volume (VolumeBytesUsed): its instances have none.
+    Metric(
+        "FreeStorageSpace",
+        "Bytes",
+        wide_column="free_storage_space",
+        health=True,
+        published_by=OUTSIDE_AURORA,
+    ),
     Metric("ReadIOPS", "Count/Second", wide_column="read_iops"),
     Metric("WriteIOPS", "Count/Second", wide_column="write_iops"),
     Metric("ReadLatency", "Seconds", wide_column="read_latency", health=True),
@@ -47,33 +119,66 @@ CATALOG: tuple[Metric, ...] = (
     Metric("NetworkTransmitThroughput", "Bytes/Second", wide_column="network_transmit_throughput"),
     Metric("DiskQueueDepth", "Count", wide_column="disk_queue_depth", health=True),
     Metric("SwapUsage", "Bytes", wide_column="swap_usage"),
-    Metric("BinLogDiskUsage", "Bytes"),
-    Metric("BurstBalance", "Percent"),
+    Metric("BinLogDiskUsage", "Bytes", published_by=OUTSIDE_AURORA),
+    Metric("BurstBalance", "Percent", published_by=OUTSIDE_AURORA),
     Metric("CPUCreditBalance", "Count"),
     Metric("CPUCreditUsage", "Count"),
     Metric("CPUSurplusCreditBalance", "Count"),
     Metric("CPUSurplusCreditsCharged", "Count"),
-    Metric("CheckpointLag", "Seconds"),
+    Metric("CheckpointLag", "Seconds", published_by=OUTSIDE_AURORA),
     Metric("ConnectionAttempts", "Count"),
-    Metric("DBLoad", "Count"),
-    Metric("DBLoadCPU", "Count"),
-    Metric("DBLoadNonCPU", "Count"),
-    Metric("EBSByteBalance%", "Percent"),
-    Metric("EBSIOBalance%", "Percent"),
+    Metric("DBLoad", "Count", while_loaded=True, default=True),
+    Metric("DBLoadCPU", "Count", while_loaded=True),
+    Metric("DBLoadNonCPU", "Count", while_loaded=True),
+    Metric("DBLoadRelativeToNumVCPUs", "None", while_loaded=True, default=True),
+    Metric("EBSByteBalance%", "Percent", published_by=OUTSIDE_AURORA),
+    Metric("EBSIOBalance%", "Percent", published_by=OUTSIDE_AURORA),
     Metric("FreeLocalStorage", "Bytes"),
     Metric("MaximumUsedTransactionIDs", "Count"),
     Metric("NetworkThroughput", "Bytes/Second"),
     Metric("OldestReplicationSlotLag", "Bytes"),
-    Metric("ReplicaLag", "Seconds"),
+    Metric("ReplicaLag", "Seconds", published_by=OUTSIDE_AURORA),
     Metric("ReplicationSlotDiskUsage", "Bytes"),
     Metric("TransactionLogsDiskUsage", "Bytes"),
-    Metric("TransactionLogsGeneration", "Bytes/Second"),
+    Metric("TransactionLogsGeneration", "Bytes/Second", published_by=OUTSIDE_AURORA),
+    # Aurora's own instance metrics (AWS's "Amazon CloudWatch metrics for Amazon Aurora").
+    _aurora("AuroraReplicaLag", "Milliseconds", role=READER, default=True),
+    _aurora("AuroraReplicaLagMaximum", "Milliseconds", role=WRITER),
+    _aurora("AuroraReplicaLagMinimum", "Milliseconds", role=WRITER),
+    _aurora("BufferCacheHitRatio", "Percent", default=True),
+    _aurora("CommitLatency", "Milliseconds", default=True),
+    _aurora("CommitThroughput", "Count/Second"),
+    _aurora("Deadlocks", "Count/Second", default=True),
+    _aurora("DMLLatency", "Milliseconds", engine=AURORA_MYSQL, default=True),
+    _aurora("DMLThroughput", "Count/Second", engine=AURORA_MYSQL),
+    _aurora("SelectLatency", "Milliseconds", engine=AURORA_MYSQL),
+    _aurora("Queries", "Count/Second", engine=AURORA_MYSQL),
+    _aurora("EngineUptime", "Seconds"),
+    _aurora("StorageNetworkThroughput", "Bytes/Second"),
+    _aurora("ServerlessDatabaseCapacity", "Count", serverless=True, default=True),
+    _aurora("ACUUtilization", "Percent", serverless=True, default=True),
 )
 
 RDS_METRIC_UNITS: dict[str, str] = {m.name: m.unit for m in CATALOG}
-DEFAULT_METRICS: tuple[str, ...] = tuple(m.name for m in CATALOG if m.wide_column)
+METRICS_BY_NAME: dict[str, Metric] = {m.name: m for m in CATALOG}
+# What a plain RDS instance (outside Aurora, without Performance Insights) publishes by default.
+RDS_INSTANCE_DEFAULTS: tuple[str, ...] = tuple(m.name for m in CATALOG if m.wide_column)
+DEFAULT_METRICS: tuple[str, ...] = tuple(m.name for m in CATALOG if m.wide_column or m.default)
 WIDE_VIEW_COLUMNS: dict[str, str] = {m.name: m.wide_column for m in CATALOG if m.wide_column}
 HEALTH_METRICS: tuple[str, ...] = tuple(m.name for m in CATALOG if m.health)
+
+
+def published_metrics(metrics: Sequence[str], kind: InstanceKind) -> tuple[str, ...]:
+    """Those of `metrics` an instance of `kind` publishes: what is worth asking CloudWatch."""
+    return tuple(name for name in metrics if METRICS_BY_NAME[name].published(kind))
+
+
+def expected_metrics(metrics: Sequence[str], kind: InstanceKind) -> tuple[str, ...]:
+    """Those it publishes every period: the ones whose absence is a gap."""
+    return tuple(
+        name for name in published_metrics(metrics, kind) if not METRICS_BY_NAME[name].while_loaded
+    )
+
 
 # CloudWatch statistic name -> rds_metrics column.
 STATISTIC_COLUMNS: dict[str, str] = {

@@ -50,6 +50,56 @@ def create_instance(
     rds_backends[ACCOUNT_ID][region].databases[instance_id].instance_create_time = created
 
 
+def create_aurora_cluster(
+    region: str,
+    cluster_id: str,
+    members: dict[str, str],
+    engine: str = "aurora-postgresql",
+    instance_class: str = "db.r6g.large",
+    serverless_acu: tuple[float, float] | None = None,
+    insights_days: dict[str, int] | None = None,
+    created: datetime = A_MONTH_AGO,
+) -> None:
+    """An Aurora cluster and its members (identifier to writer or reader, the writer first),
+    with Performance Insights on for `insights_days`' members (their retention in days).
+
+    moto keeps no Performance Insights settings of an instance; its answer reads them from
+    the model, where they are set as RDS would report them."""
+    client = boto3.client("rds", region_name=region)
+    scaling = (
+        {
+            "ServerlessV2ScalingConfiguration": {
+                "MinCapacity": serverless_acu[0],
+                "MaxCapacity": serverless_acu[1],
+            }
+        }
+        if serverless_acu
+        else {}
+    )
+    client.create_db_cluster(
+        DBClusterIdentifier=cluster_id,
+        Engine=engine,
+        MasterUsername="admin",
+        MasterUserPassword="password-123",
+        **scaling,
+    )
+    backend = rds_backends[ACCOUNT_ID][region]
+    backend.clusters[cluster_id].cluster_create_time = created
+    for instance_id, role in members.items():
+        client.create_db_instance(
+            DBInstanceIdentifier=instance_id,
+            DBInstanceClass="db.serverless" if serverless_acu else instance_class,
+            Engine=engine,
+            DBClusterIdentifier=cluster_id,
+        )
+        model = backend.databases[instance_id]
+        model.instance_create_time = created
+        setattr(model, "is_cluster_writer", role == "writer")  # noqa: B010
+        days = (insights_days or {}).get(instance_id)
+        setattr(model, "performance_insights_enabled", days is not None)  # noqa: B010
+        setattr(model, "performance_insights_retention_period", days)  # noqa: B010
+
+
 def raw_values(instance_id: str, metric: str, period_start: datetime) -> list[float]:
     """Two datapoints per period, distinct for every instance, metric and period."""
     base = (sum(map(ord, instance_id)) % 97) * 10 + (sum(map(ord, metric)) % 89)

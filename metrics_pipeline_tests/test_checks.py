@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetChecksDefinition, AssetCheckSeverity
 
+from metrics_pipeline.catalog import InstanceKind
 from metrics_pipeline.collection.store import replace_metrics, upsert_instances
 from metrics_pipeline.hours import healing_hours
 from metrics_pipeline.quality.checks import build_checks, completeness
@@ -34,11 +35,54 @@ def test_completeness_counts_running_instances_only() -> None:
         InventoryEntry(C, datetime(2026, 11, 20, 2, 30), NOW, NOW, "available"),  # hours 2, 3
     ]
     rows = {(A, H[0]): 24, (A, H[1]): 12, (A, H[3]): 24, (C, H[2]): 10, (C, H[3]): 24}
-    report = completeness(H, inventory, rows, {(A, H[2]), (B, H[0])}, rows_per_hour=24)
+    report = completeness(H, inventory, rows, {(A, H[2]), (B, H[0])}, lambda _: 24)
     # a: 4 hours, c: 2 hours -> 6 x 24 expected; present 24 + 12 + 0 + 24 + 10 + 24.
     assert report.expected_rows == 144
     assert report.share == pytest.approx(94 / 144)
     assert report.empty_hours == [(A, H[2])]  # b is stopped: its empty hour is expected
+
+
+def test_each_instance_is_expected_to_hold_what_its_kind_publishes() -> None:
+    """By AWS's metric pages, of the 23 default metrics at 12 periods an hour: a plain RDS
+    instance publishes the 14 of the wide view; an Aurora PostgreSQL writer 13 of them (no
+    FreeStorageSpace) and BufferCacheHitRatio, CommitLatency and Deadlocks, its DB load only
+    while loaded; an Aurora MySQL Serverless v2 reader also DMLLatency, AuroraReplicaLag,
+    ServerlessDatabaseCapacity and ACUUtilization."""
+    plain = InventoryEntry(A, LONG_AGO, LONG_AGO, NOW, "available", InstanceKind("postgres"))
+    writer = InventoryEntry(
+        B,
+        LONG_AGO,
+        LONG_AGO,
+        NOW,
+        "available",
+        InstanceKind("aurora-postgresql", "db.r6g.large", "writer", performance_insights=True),
+    )
+    reader = InventoryEntry(
+        C,
+        LONG_AGO,
+        LONG_AGO,
+        NOW,
+        "available",
+        InstanceKind("aurora-mysql", "db.serverless", "reader"),
+    )
+    [raw, hourly] = SOURCES
+    fleet = (plain, writer, reader)
+    assert [raw.expected_rows_per_subject_hour(TEST_SETTINGS, e) for e in fleet] == [
+        12 * 14, 12 * 16, 12 * 20
+    ]  # fmt: skip
+    assert [hourly.expected_rows_per_subject_hour(TEST_SETTINGS, e) for e in fleet] == [14, 16, 20]
+    # The reader's 20 metrics are the most a healing run asks of one of them.
+    assert raw.datapoints_per_subject_hour(TEST_SETTINGS, [plain, writer, reader]) == 20 * 5 * 12
+    rows = {(A, H[0]): 12 * 14, (B, H[0]): 12 * 16 + 24, (C, H[0]): 12 * 19}
+    report = completeness(
+        H[:1],
+        [plain, writer, reader],
+        rows,
+        set(),
+        lambda entry: raw.expected_rows_per_subject_hour(TEST_SETTINGS, entry),
+    )
+    assert report.expected_rows == 12 * (14 + 16 + 20)
+    assert report.share == pytest.approx(12 * (14 + 16 + 19) / (12 * (14 + 16 + 20)))
 
 
 def now() -> datetime:

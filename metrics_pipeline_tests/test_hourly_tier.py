@@ -186,7 +186,15 @@ def test_complete_days_need_every_fetchable_hour() -> None:
 # reports-db (created 80 days and 90 minutes ago); legacy-db is stopped since two days ago.
 FLEET = default_fleet(NOW_UTC - timedelta(days=80))
 HISTORY_METRICS = ["CPUUtilization", "FreeStorageSpace"]
-EVERYONE = {"orders-db", "catalog-db", "analytics-db", "users-db", "legacy-db", "reports-db"}
+AURORA = {"shop-aurora-1", "shop-aurora-2", "events-aurora-1"}
+EVERYONE = {
+    "orders-db", "catalog-db", "analytics-db", "users-db", "legacy-db", "reports-db", *AURORA
+}  # fmt: skip
+
+
+def history_metrics(instance_id: str) -> list[str]:
+    """What each instance is asked for: Aurora's instances have no storage of their own."""
+    return ["CPUUtilization"] if instance_id in AURORA else HISTORY_METRICS
 
 
 @pytest.fixture
@@ -274,7 +282,7 @@ def test_a_settled_day_holds_cloudwatchs_hourly_statistics(
     assert sorted(rows) == sorted(
         (instance_id, metric, 24, 24, day, last_hour)
         for instance_id in existing
-        for metric in HISTORY_METRICS
+        for metric in history_metrics(instance_id)
     )
     orders = next(i for i in FLEET if i.instance_id == "orders-db")
     expected = expected_hours(orders, "CPUUtilization", day, day + DAY)
@@ -284,11 +292,12 @@ def test_a_settled_day_holds_cloudwatchs_hourly_statistics(
             expected[hour]
         ), hour
         assert values[4] == 60  # SampleCount: an hour of one-minute samples
-    # Every hour settled, each with 2 metrics x 9 statistics.
+    # Every hour settled, each with its metrics x 9 statistics.
     assert sorted(fetches) == sorted(
-        (instance_id, 24, 24, 24 * 2 * 9, day, last_hour) for instance_id in existing
+        (instance_id, 24, 24, 24 * len(history_metrics(instance_id)) * 9, day, last_hour)
+        for instance_id in existing
     )
-    rows_written = len(existing) * 2 * 24
+    rows_written = sum(len(history_metrics(i)) for i in existing) * 24
     assert runs == [
         ("rds_metrics_hourly", day, day + DAY, len(existing), rows_written, rows_written * 9, 24)
     ]

@@ -12,7 +12,14 @@ from metrics_pipeline.collection.store import record_history, upsert_instances
 from metrics_pipeline.warehouse.migrations import SCHEMA_VERSION
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import VERSION_TABLE
-from metrics_pipeline.warehouse.tables import DBI_RESOURCE_ID, INSTANCE_HISTORY, INSTANCES
+from metrics_pipeline.warehouse.tables import (
+    CLUSTER_PLACE,
+    CLUSTERS,
+    DBI_RESOURCE_ID,
+    INSTANCE_HISTORY,
+    INSTANCES,
+    PERFORMANCE_INSIGHTS,
+)
 
 pytestmark = pytest.mark.storage_neutral
 
@@ -98,9 +105,11 @@ def test_a_version_2_warehouse_starts_the_history_with_what_its_inventory_knows(
     with warehouse.connect() as conn:
         upsert_instances(conn, [described("orders-db", None)], first)
         upsert_instances(conn, [described("orders-db", None)], last)
-        # As schema version 2 left it: no identifier, no history.
+        # As schema version 2 left it: no identifier, no history, no cluster.
         conn.execute(f"DROP TABLE {INSTANCE_HISTORY.name}")
-        conn.execute(f"ALTER TABLE {INSTANCES.name} DROP COLUMN {DBI_RESOURCE_ID.name}")
+        conn.execute(f"DROP TABLE {CLUSTERS.name}")
+        for column in (DBI_RESOURCE_ID, *CLUSTER_PLACE, *PERFORMANCE_INSIGHTS):
+            conn.execute(f"ALTER TABLE {INSTANCES.name} DROP COLUMN {column.name}")
         conn.execute(f"DELETE FROM {VERSION_TABLE} WHERE version > 2")
 
     warehouse.prepare()
@@ -109,7 +118,7 @@ def test_a_version_2_warehouse_starts_the_history_with_what_its_inventory_knows(
     assert history(warehouse) == [("orders-db", None, old, "db.r6g.large", "16.4", first, last)]
     with warehouse.connect() as conn:
         [(version,)] = conn.execute(f"SELECT max(version) FROM {VERSION_TABLE}").fetchall()
-        assert version == SCHEMA_VERSION == 4
+        assert version == SCHEMA_VERSION == 5
         # The next discovery brings the identifier into the same version.
         upsert_instances(conn, [described("orders-db", "db-A")], last + timedelta(hours=1))
     assert history(warehouse) == [

@@ -10,6 +10,7 @@ import pytest
 from dagster import DagsterEventType, Failure, materialize
 
 from metrics_pipeline.collection.resources import CollectionResource
+from metrics_pipeline.collection.store import upsert_instances
 from metrics_pipeline.hours import floor_hour, partition_key, utc_now
 from metrics_pipeline.warehouse.migrations import SCHEMA_VERSION, structure_problems
 from metrics_pipeline.warehouse.resources import WarehouseResource
@@ -18,6 +19,13 @@ from metrics_pipeline.warehouse.schema import (
     RUN_PARTS_TABLE,
     VERSION_TABLE,
     schema_sql,
+)
+from metrics_pipeline.warehouse.tables import (
+    CLUSTER_PLACE,
+    CLUSTERS,
+    INSTANCE_HISTORY,
+    INSTANCES,
+    PERFORMANCE_INSIGHTS,
 )
 from metrics_pipeline_tests.helpers import make_aws, rds_metrics
 from metrics_pipeline_tests.moto_fleet import create_instance
@@ -238,13 +246,77 @@ def test_a_version_3_warehouse_trades_its_rollups_for_the_hourly_tier(
     with warehouse.connect() as conn:
         assert structure_problems(conn) == []
         [(version,)] = conn.execute(f"SELECT max(version) FROM {VERSION_TABLE}").fetchall()
-        assert version == SCHEMA_VERSION == 4
+        assert version == SCHEMA_VERSION
         counts = conn.execute(
             f"SELECT (SELECT count(*) FROM {METRICS_TABLE}), "
             "(SELECT count(*) FROM rds_metrics_hourly), (SELECT count(*) FROM rds_metrics_daily)"
         ).fetchall()
         assert counts == [(len(ROWS), 0, 0)]
     if not warehouse.lake_catalog:  # a file is copied first (a lake is its catalog's backups)
-        [backup] = warehouse.backups_path.glob("before-schema-v4-from-v3-*.duckdb")
+        [backup] = warehouse.backups_path.glob(f"before-schema-v{SCHEMA_VERSION}-from-v3-*.duckdb")
         with duckdb.connect(str(backup), read_only=True) as conn:
             assert conn.execute("SELECT periods FROM rds_metrics_hourly").fetchall() == [(2,)]
+
+
+def test_a_version_4_warehouse_learns_aurora_clusters_and_performance_insights(
+    warehouse: WarehouseResource,
+) -> None:
+    """Version 5 adds the instances' cluster, role and Performance Insights settings (unknown
+    until the next discovery), their history's cluster and role, and rds_clusters; the
+    inventory and its history keep their rows."""
+    seen = datetime(2026, 11, 20, 10, 0)
+    orders = {
+        "account_id": "123456789012", "region": "us-east-1", "instance_id": "orders-db",
+        "engine": "aurora-postgresql", "instance_class": "db.r6g.large", "tags": {},
+        "dbi_resource_id": "db-A",
+    }  # fmt: skip
+    warehouse.prepare()
+    with warehouse.connect() as conn:
+        upsert_instances(conn, [orders], seen)
+        conn.execute(f"DROP TABLE {CLUSTERS.name}")
+        for table, columns in (
+            (INSTANCES, (*CLUSTER_PLACE, *PERFORMANCE_INSIGHTS)),
+            (INSTANCE_HISTORY, CLUSTER_PLACE),
+        ):
+            for column in columns:
+                conn.execute(f"ALTER TABLE {table.name} DROP COLUMN {column.name}")
+        conn.execute(f"DELETE FROM {VERSION_TABLE}")
+        conn.execute(
+            f"INSERT INTO {VERSION_TABLE} SELECT v, TIMESTAMP '2026-11-01' FROM range(1, 5) t(v)"
+        )
+        assert structure_problems(conn)
+
+    warehouse.prepare()
+
+    with warehouse.connect() as conn:
+        assert structure_problems(conn) == []
+        [(version,)] = conn.execute(f"SELECT max(version) FROM {VERSION_TABLE}").fetchall()
+        assert version == SCHEMA_VERSION == 5
+        assert conn.execute(
+            "SELECT instance_id, dbi_resource_id, cluster_id, cluster_role, "
+            "performance_insights_enabled FROM rds_instances"
+        ).fetchall() == [("orders-db", "db-A", None, None, None)]
+        assert conn.execute("SELECT count(*) FROM rds_clusters").fetchall() == [(0,)]
+        # The next discovery says where it stands: a new version of the instance.
+        later = seen + timedelta(hours=1)
+        upsert_instances(
+            conn,
+            [{**orders, "cluster_id": "shop-aurora", "cluster_role": "writer"}],
+            later,
+            clusters=[
+                {"account_id": "123456789012", "region": "us-east-1",
+                 "cluster_id": "shop-aurora", "writer_instance_id": "orders-db", "tags": {}}
+            ],
+        )  # fmt: skip
+        assert conn.execute(
+            "SELECT valid_from, cluster_id, cluster_role FROM rds_instance_history ORDER BY 1"
+        ).fetchall() == [(seen, None, None), (later, "shop-aurora", "writer")]
+        assert conn.execute(
+            "SELECT cluster_id, writer_instance_id, first_seen FROM rds_clusters"
+        ).fetchall() == [("shop-aurora", "orders-db", later)]
+    if not warehouse.lake_catalog:
+        [backup] = warehouse.backups_path.glob("before-schema-v5-from-v4-*.duckdb")
+        with duckdb.connect(str(backup), read_only=True) as conn:
+            assert "cluster_id" not in {
+                row[0] for row in conn.execute("DESCRIBE rds_instances").fetchall()
+            }

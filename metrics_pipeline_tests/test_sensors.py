@@ -242,9 +242,10 @@ def test_a_long_history_comes_in_bounded_ticks_that_follow_each_other(
     now: datetime,
     hours: list[datetime],
 ) -> None:
-    # The default settings ask 14 metrics x 5 statistics x 12 periods = 840 datapoints per
-    # instance-hour: a budget of 20 instance-hours, for a history of 3 x 72 hours.
-    per_instance_hour = CLOUDWATCH_RDS.datapoints_per_subject_hour(TEST_SETTINGS)
+    # The default settings ask a plain RDS instance 14 metrics x 5 statistics x 12 periods =
+    # 840 datapoints per instance-hour: a budget of 20 instance-hours, for 3 x 72 hours.
+    plain = [InventoryEntry(i, None, now, now) for i in (A, B, STOPPED)]
+    per_instance_hour = CLOUDWATCH_RDS.datapoints_per_subject_hour(TEST_SETTINGS, plain)
     assert per_instance_hour == 840
     budget = dataclasses.replace(
         TEST_SETTINGS, backfill_max_datapoints_per_tick=20 * per_instance_hour

@@ -34,7 +34,15 @@ def test_defaults() -> None:
     # Under the working directory, whatever the package's location (site-packages, say).
     assert settings.duckdb_path == Path.cwd() / "data" / "metrics.duckdb"
     assert settings.period_seconds == 300
-    assert settings.metrics == DEFAULT_METRICS and len(DEFAULT_METRICS) == 14
+    assert settings.metrics == DEFAULT_METRICS
+    # The wide view's 14 of every RDS instance, Aurora's (each asked only of Aurora instances
+    # that publish it) and DB load (of instances with Performance Insights on).
+    assert DEFAULT_METRICS[14:] == (
+        "DBLoad", "DBLoadRelativeToNumVCPUs", "AuroraReplicaLag", "BufferCacheHitRatio",
+        "CommitLatency", "Deadlocks", "DMLLatency", "ServerlessDatabaseCapacity",
+        "ACUUtilization",
+    )  # fmt: skip
+    assert len(DEFAULT_METRICS) == 23
     assert settings.statistics == ("Average", "Minimum", "Maximum", "Sum", "SampleCount")
     assert settings.settle_minutes == 15
     assert settings.backups_path == Path.cwd() / "data" / "backups"

@@ -100,7 +100,9 @@ class Probe(Source):
     ) -> list[InventoryEntry]:
         return read_inventory(conn, regions)
 
-    def datapoints_per_subject_hour(self, settings: Settings) -> int:
+    def datapoints_per_subject_hour(
+        self, settings: Settings, subjects: Sequence[InventoryEntry]
+    ) -> int:
         return 1
 
     def datapoints_per_tick(self, settings: Settings, subjects: Sequence[InventoryEntry]) -> int:
@@ -121,7 +123,7 @@ class Probe(Source):
         ).fetchall()
         return {(Instance(*row[:3]), row[3]): row[4] for row in rows}
 
-    def expected_rows_per_subject_hour(self, settings: Settings) -> int:
+    def expected_rows_per_subject_hour(self, settings: Settings, subject: InventoryEntry) -> int:
         return 1
 
     def newest_period(

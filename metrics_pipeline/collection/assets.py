@@ -32,7 +32,7 @@ from metrics_pipeline.collection.cloudwatch import (
     RequestStats,
     align_window,
 )
-from metrics_pipeline.collection.inventory import describe_instances, hours_before_creation
+from metrics_pipeline.collection.inventory import describe, hours_before_creation
 from metrics_pipeline.collection.keys import RDS_INSTANCES, RDS_METRICS
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource, aws_errors
 from metrics_pipeline.collection.runs import (
@@ -145,6 +145,7 @@ def discover(
     finding none leaves the warehouse alone (no lock taken)."""
     seen_at = utc_now()
     records = []
+    clusters = []
     described: list[str] = []
     failed: dict[str, str] = {}
     for account in accounts:
@@ -152,9 +153,14 @@ def discover(
             for region in regions:
                 with aws_errors("DescribeDBInstances", where(region, account, accounts)):
                     client = aws.client("rds", region, stats, account)
-                    found = describe_instances(client, account.account_id, region)
-                context.log.info(f"{account.account_id}/{region}: {len(found)} instance(s)")
-                records.extend(found)
+                    found = describe(client, account.account_id, region)
+                in_clusters = f" in {len(found.clusters)} Aurora cluster(s) and outside"
+                context.log.info(
+                    f"{account.account_id}/{region}: {len(found.instances)} instance(s)"
+                    + (in_clusters if found.clusters else "")
+                )
+                records.extend(found.instances)
+                clusters.extend(found.clusters)
             described.append(account.account_id)
         except AccountUnavailable as error:
             failed[account.account_id] = str(error)
@@ -166,7 +172,7 @@ def discover(
     if records or write_if_empty:
         with warehouse.connect() as conn:
             known_before = {entry.instance for entry in read_inventory(conn, regions)}
-            upsert_instances(conn, records, seen_at)
+            upsert_instances(conn, records, seen_at, clusters)
             [(table_rows,)] = conn.execute(f"SELECT count(*) FROM {INSTANCES_TABLE}").fetchall()
         found_keys = (Instance(r["account_id"], r["region"], r["instance_id"]) for r in records)
         new_instances = sorted(key for key in found_keys if key not in known_before)
@@ -358,6 +364,7 @@ def collect_window(
             warehouse,
             destination=destination,
             period_seconds=period_seconds,
+            kinds={entry.instance: entry.kind for entry in inventory},
         )
         outcomes = run.collect([t for t in targets if t not in done_before], context.log.info)
         figures = run.figures(outcomes, targets, lock_wait_seconds, cpu_started, started)

@@ -8,7 +8,7 @@ by one page whatever the length of the window.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -159,9 +159,12 @@ def build_queries(
     metrics: Sequence[str],
     statistics: Sequence[str],
     namespace: Namespace = RDS_INSTANCE_NAMESPACE,
+    metrics_of: Mapping[Instance, Sequence[str]] | None = None,
 ) -> list[MetricQuery]:
-    """One query per instance, metric and statistic; ids are unique across the whole run."""
-    combos = ((i, m, s) for i in instances for m in metrics for s in statistics)
+    """One query per instance, metric (its own in `metrics_of`, else `metrics`) and statistic;
+    ids are unique across the whole run."""
+    chosen = metrics_of or {}
+    combos = ((i, m, s) for i in instances for m in chosen.get(i, metrics) for s in statistics)
     return [
         MetricQuery(f"q{n}", instance, metric, statistic, namespace)
         for n, (instance, metric, statistic) in enumerate(combos)

@@ -7,13 +7,14 @@ from __future__ import annotations
 import resource
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from dagster import Failure, MetadataValue
 
+from metrics_pipeline.catalog import InstanceKind, published_metrics
 from metrics_pipeline.collection.accounts import Account
 from metrics_pipeline.collection.bounds import Deadline, bounded_by
 from metrics_pipeline.collection.budget import DatapointBudget, datapoints_per_second
@@ -82,9 +83,11 @@ class CollectionRun:
         clock: Callable[[], float] = time.monotonic,
         destination: Destination = RAW_DESTINATION,
         period_seconds: int | None = None,
+        kinds: Mapping[Instance, InstanceKind] | None = None,
     ) -> None:
         """Writes to `destination` the statistics it has columns for, at `period_seconds` (the
-        collection period when None)."""
+        collection period when None), asking each instance for the metrics its kind publishes
+        (`kinds`; an instance without one is taken for a plain RDS instance)."""
         self.aws, self.collection = aws, collection
         self.destination = destination
         self.period_seconds = period_seconds or collection.period_seconds
@@ -99,17 +102,22 @@ class CollectionRun:
         self.start, self.end, self.fetched_at, self.run_id = start, end, fetched_at, run_id
         self.conn, self.warehouse = conn, warehouse
         self.points_per_query = datapoints_per_query(start, end, self.period_seconds)
-        self.series_per_instance = len(collection.metrics) * len(self.statistics)
+        self.kinds = kinds or {}
         self.stats: dict[tuple[str, str], RequestStats] = {}
         self.budgets: dict[tuple[str, str], DatapointBudget] = {}
         self.clients: dict[tuple[str, str], Any] = {}
         self.write_seconds = 0.0
         self._lock = threading.Lock()
 
+    def metrics_of(self, instance: Instance) -> tuple[str, ...]:
+        return published_metrics(self.collection.metrics, self.kinds.get(instance, InstanceKind()))
+
     def collect(self, targets: Sequence[Instance], log: Any) -> dict[tuple[str, str], UnitOutcome]:
+        # Chunks are sized for the instance that asks most.
+        most = max((len(self.metrics_of(target)) for target in targets), default=1)
         chunks = plan_chunks(
             targets,
-            self.series_per_instance,
+            max(1, most) * len(self.statistics),
             self.points_per_query,
             self.collection.chunk_datapoints,
             max_datapoints=self.aws.max_datapoints_per_request,
@@ -154,7 +162,12 @@ class CollectionRun:
         ):
             deadline.check(f"chunk {chunk.number}/{chunk.of} not started")
             client, budget = self._unit(chunk)
-            queries = build_queries(chunk.instances, self.collection.metrics, self.statistics)
+            queries = build_queries(
+                chunk.instances,
+                self.collection.metrics,
+                self.statistics,
+                metrics_of={i: self.metrics_of(i) for i in chunk.instances},
+            )
             pages = [
                 page
                 for batch in plan_batches(

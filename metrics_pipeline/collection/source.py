@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import duckdb
 from dagster import AssetChecksDefinition, Definitions, RunRequest
 
+from metrics_pipeline.catalog import expected_metrics, published_metrics
 from metrics_pipeline.collection.assets import build_collection_assets
 from metrics_pipeline.collection.checks import sanity_check
 from metrics_pipeline.collection.jobs import fresh_collection_job
@@ -56,8 +57,14 @@ class CloudWatchRds(Source):
     ) -> list[InventoryEntry]:
         return read_inventory(conn, regions)
 
-    def datapoints_per_subject_hour(self, settings: Settings) -> int:
-        return len(settings.metrics) * len(settings.statistics) * (3600 // settings.period_seconds)
+    def datapoints_per_subject_hour(
+        self, settings: Settings, subjects: Sequence[InventoryEntry]
+    ) -> int:
+        return (
+            most_metrics(settings, subjects)
+            * len(settings.statistics)
+            * (3600 // settings.period_seconds)
+        )
 
     def datapoints_per_tick(self, settings: Settings, subjects: Sequence[InventoryEntry]) -> int:
         """METRICS_BACKFILL_MAX_DATAPOINTS_PER_TICK, or CloudWatch's quota over two ticks for
@@ -87,9 +94,11 @@ class CloudWatchRds(Source):
         ).fetchall()
         return {(Instance(*row[:3]), row[3]): int(row[4]) for row in rows}
 
-    def expected_rows_per_subject_hour(self, settings: Settings) -> int:
-        """A row per metric and period: the statistics are its columns."""
-        return (3600 // settings.period_seconds) * len(settings.metrics)
+    def expected_rows_per_subject_hour(self, settings: Settings, subject: InventoryEntry) -> int:
+        """A row per metric the instance publishes every period, and period: the statistics
+        are its columns."""
+        expected = expected_metrics(settings.metrics, subject.kind)
+        return (3600 // settings.period_seconds) * len(expected)
 
     def newest_period(
         self, conn: duckdb.DuckDBPyConnection, settings: Settings
@@ -112,6 +121,14 @@ class CloudWatchRds(Source):
 
     def checks(self, settings: Settings, clock: Clock) -> list[AssetChecksDefinition]:
         return [sanity_check(self.asset, settings, clock)]
+
+
+def most_metrics(settings: Settings, subjects: Sequence[InventoryEntry]) -> int:
+    """The most metrics any of `subjects` is asked for (one at least)."""
+    return max(
+        (len(published_metrics(settings.metrics, subject.kind)) for subject in subjects),
+        default=1,
+    )
 
 
 CLOUDWATCH_RDS = CloudWatchRds()

@@ -26,13 +26,14 @@ from metrics_pipeline.collection.cloudwatch import SPOOL_SCHEMA
 from metrics_pipeline.hours import hour_starts, is_settled
 from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline.warehouse.schema import (
-    INSTANCES_TABLE,
     RUN_PARTS_TABLE,
     RUNS_TABLE,
 )
 from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
 from metrics_pipeline.warehouse.tables import (
     ARROW_TYPES,
+    CLUSTER_KEY,
+    CLUSTERS,
     DBI_RESOURCE_ID,
     FETCHES,
     HISTORY_TRACKED,
@@ -66,44 +67,66 @@ class Destination:
 RAW_DESTINATION = Destination(METRICS, FETCHES, STATISTIC_COLUMNS)
 HOURLY_DESTINATION = Destination(HOURLY, HOURLY_FETCHES, HOURLY_STATISTIC_COLUMNS)
 
-# What discovery reports of an instance: every column but those the warehouse keeps itself.
+# What discovery reports: every column but those the warehouse keeps itself.
 SEEN_COLUMNS = ("first_seen", "last_seen")
-INVENTORY_SCHEMA = INSTANCES.arrow_schema(
-    name for name in INSTANCES.column_names if name not in SEEN_COLUMNS
-)
 INSTANCE_KEY_SCHEMA = INSTANCES.arrow_schema(INSTANCE_KEY)
 
 
-def upsert_instances(
-    conn: duckdb.DuckDBPyConnection, records: Sequence[dict[str, Any]], seen_at: datetime
-) -> int:
-    """Adds new instances and refreshes known ones; first_seen never moves, last_seen does."""
-    discovered = pa.Table.from_pylist(
-        [{**r, "tags": list(r["tags"].items())} for r in records], schema=INVENTORY_SCHEMA
+def discovered_schema(table: Table) -> pa.Schema:
+    return table.arrow_schema(name for name in table.column_names if name not in SEEN_COLUMNS)
+
+
+def _merge_seen(
+    conn: duckdb.DuckDBPyConnection, table: Table, key: Sequence[str], seen_at: datetime
+) -> None:
+    """Adds the new rows of the registered `discovered` and refreshes the known ones;
+    first_seen never moves, last_seen does."""
+    names = discovered_schema(table).names
+    keys = " AND ".join(f"i.{c} = d.{c}" for c in key)
+    updates = ", ".join(f"{c} = d.{c}" for c in names if c not in key)
+    columns = ", ".join((*names, *SEEN_COLUMNS))
+    values = ", ".join(f"d.{c}" for c in names)
+    # MERGE rather than INSERT ... ON CONFLICT: a DuckLake table has no key to conflict on.
+    conn.execute(
+        f"""
+        MERGE INTO {table.name} i USING discovered d ON ({keys})
+        WHEN MATCHED THEN UPDATE SET {updates}, last_seen = $seen
+        WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values}, $seen, $seen)
+        """,
+        {"seen": seen_at},
     )
-    conn.register("discovered", discovered)
-    keys = " AND ".join(f"i.{c} = d.{c}" for c in INSTANCE_KEY)
-    updates = ", ".join(f"{c} = d.{c}" for c in INVENTORY_SCHEMA.names if c not in INSTANCE_KEY)
-    columns = ", ".join((*INVENTORY_SCHEMA.names, *SEEN_COLUMNS))
-    values = ", ".join(f"d.{c}" for c in INVENTORY_SCHEMA.names)
+
+
+def _discovered(table: Table, records: Sequence[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(
+        [{**r, "tags": list(r["tags"].items())} for r in records], schema=discovered_schema(table)
+    )
+
+
+def upsert_instances(
+    conn: duckdb.DuckDBPyConnection,
+    instances: Sequence[dict[str, Any]],
+    seen_at: datetime,
+    clusters: Sequence[dict[str, Any]] = (),
+) -> int:
+    """Adds new instances and clusters and refreshes known ones, and extends the instances'
+    history, in one transaction; returns the instances written."""
 
     def write() -> int:
-        # MERGE rather than INSERT ... ON CONFLICT: a DuckLake table has no key to conflict on.
-        conn.execute(
-            f"""
-            MERGE INTO {INSTANCES_TABLE} i USING discovered d ON ({keys})
-            WHEN MATCHED THEN UPDATE SET {updates}, last_seen = $seen
-            WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values}, $seen, $seen)
-            """,
-            {"seen": seen_at},
-        )
-        record_history(conn, seen_at)
-        return len(records)
+        for table, key, records in (
+            (INSTANCES, INSTANCE_KEY, instances),
+            (CLUSTERS, CLUSTER_KEY, clusters),
+        ):
+            conn.register("discovered", _discovered(table, records))
+            try:
+                _merge_seen(conn, table, key, seen_at)
+                if table is INSTANCES:
+                    record_history(conn, seen_at)
+            finally:
+                conn.unregister("discovered")
+        return len(instances)
 
-    try:
-        return in_transaction(conn, write)
-    finally:
-        conn.unregister("discovered")
+    return in_transaction(conn, write)
 
 
 def record_history(conn: duckdb.DuckDBPyConnection, seen_at: datetime) -> None:

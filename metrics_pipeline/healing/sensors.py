@@ -132,7 +132,7 @@ def look_at_source(
         gaps,
         subjects,
         source.datapoints_per_tick(settings, subjects),
-        source.datapoints_per_subject_hour(settings) * int(source.step / HOUR),
+        source.datapoints_per_subject_hour(settings, subjects) * int(source.step / HOUR),
         source.step,
     )
     message = (

@@ -13,9 +13,9 @@ from dagster import (
     TimeWindowPartitionsDefinition,
 )
 
-from metrics_pipeline.catalog import HOURLY_STATISTIC_COLUMNS
+from metrics_pipeline.catalog import HOURLY_STATISTIC_COLUMNS, expected_metrics
 from metrics_pipeline.collection.checks import sanity_check
-from metrics_pipeline.collection.source import CloudWatchRds
+from metrics_pipeline.collection.source import CloudWatchRds, most_metrics
 from metrics_pipeline.collection.store import HOURLY_DESTINATION
 from metrics_pipeline.history.assets import HOURLY_PERIOD_SECONDS, build_history_assets
 from metrics_pipeline.history.keys import RDS_METRICS_HOURLY
@@ -37,7 +37,7 @@ from metrics_pipeline.partitions import Partitions
 from metrics_pipeline.settings import Settings
 from metrics_pipeline.sources.jobs import healing_job_for
 from metrics_pipeline.warehouse.fetch_log import FetchLog
-from metrics_pipeline.warehouse.instances import Instance
+from metrics_pipeline.warehouse.instances import Instance, InventoryEntry
 from metrics_pipeline.warehouse.schema import HOURLY_FETCHES_TABLE, HOURLY_TABLE
 
 # Below the raw tier's healing: a new deployment's recent hours come before its past year.
@@ -104,8 +104,10 @@ class CloudWatchRdsHourly(CloudWatchRds):
         """A day is fetched once it has ended: its newest hour is a day old before the next."""
         return DAY + timedelta(minutes=settings.freshness_minutes)
 
-    def datapoints_per_subject_hour(self, settings: Settings) -> int:
-        return len(settings.metrics) * len(HOURLY_STATISTIC_COLUMNS)
+    def datapoints_per_subject_hour(
+        self, settings: Settings, subjects: Sequence[InventoryEntry]
+    ) -> int:
+        return most_metrics(settings, subjects) * len(HOURLY_STATISTIC_COLUMNS)
 
     def rows_per_subject_hour(
         self, conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime
@@ -119,9 +121,10 @@ class CloudWatchRdsHourly(CloudWatchRds):
         ).fetchall()
         return {(Instance(*row[:3]), row[3]): int(row[4]) for row in rows}
 
-    def expected_rows_per_subject_hour(self, settings: Settings) -> int:
-        """A row per metric: the statistics are its columns."""
-        return len(settings.metrics)
+    def expected_rows_per_subject_hour(self, settings: Settings, subject: InventoryEntry) -> int:
+        """A row per metric the instance publishes every hour: the statistics are its
+        columns."""
+        return len(expected_metrics(settings.metrics, subject.kind))
 
     def newest_period(
         self, conn: duckdb.DuckDBPyConnection, settings: Settings

@@ -7,6 +7,14 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from metrics_pipeline.catalog import (
+    AURORA_MYSQL,
+    AURORA_POSTGRESQL,
+    READER,
+    SERVERLESS_CLASS,
+    WRITER,
+    InstanceKind,
+)
 from metrics_pipeline.local_aws.signals import Profile, stable_key, uniform
 
 ACCOUNT_ID = "123456789012"  # moto's default account: the pipeline's own
@@ -32,13 +40,44 @@ MEMORY_GIB = {
     "db.m5.xlarge": 16,
     "db.r6g.2xlarge": 64,
 }
-MAX_CONNECTIONS = {"postgres": 500, "mysql": 600, "mariadb": 600, "sqlserver-ex": 300}
+VCPUS = {
+    "db.t3.micro": 2,
+    "db.t3.medium": 2,
+    "db.m6g.large": 2,
+    "db.r6g.large": 2,
+    "db.m5.xlarge": 4,
+    "db.r6g.2xlarge": 8,
+}
+MAX_CONNECTIONS = {
+    "postgres": 500,
+    "mysql": 600,
+    "mariadb": 600,
+    "sqlserver-ex": 300,
+    AURORA_POSTGRESQL: 1000,
+    AURORA_MYSQL: 1000,
+}
 ENGINE_VERSIONS = {
     "postgres": "16.4",
     "mysql": "8.0.39",
     "mariadb": "10.11.9",
     "sqlserver-ex": "16.00",
+    AURORA_POSTGRESQL: "16.4",
+    AURORA_MYSQL: "8.0.mysql_aurora.3.08.0",
 }
+# One Aurora capacity unit is about 2 GiB of memory and its share of CPU.
+GIB_PER_ACU = 2
+
+
+@dataclass(frozen=True)
+class SimulatedCluster:
+    """An Aurora cluster: its members are SimulatedInstances naming it."""
+
+    cluster_id: str
+    region: str
+    engine: str
+    created_at: datetime
+    serverless_acu: tuple[float, float] | None = None  # Serverless v2 (min, max) capacity
+    account_id: str = ACCOUNT_ID
 
 
 @dataclass(frozen=True)
@@ -53,6 +92,25 @@ class SimulatedInstance:
     stopped: bool = False
     multi_az: bool = False
     account_id: str = ACCOUNT_ID
+    cluster: SimulatedCluster | None = None
+    cluster_role: str | None = None  # writer or reader
+    performance_insights_days: int | None = None  # PI's retention, None when PI is off
+
+    @property
+    def kind(self) -> InstanceKind:
+        return InstanceKind(
+            self.engine,
+            self.instance_class,
+            self.cluster_role,
+            self.performance_insights_days is not None,
+        )
+
+    @property
+    def memory(self) -> float:
+        """Its memory in GiB (a Serverless v2 instance's at its maximum capacity)."""
+        if self.cluster and self.cluster.serverless_acu:
+            return self.cluster.serverless_acu[1] * GIB_PER_ACU
+        return MEMORY_GIB.get(self.instance_class, 8)
 
     @property
     def signal_key(self) -> str:
@@ -75,7 +133,7 @@ class SimulatedInstance:
         return Profile(
             instance_id=self.signal_key,
             seed=seed,
-            memory_gib=MEMORY_GIB.get(self.instance_class, 8),
+            memory_gib=self.memory,
             storage_gib=self.storage_gib,
             cpu_base=5 + 20 * float(knobs[0]),
             cpu_swing=25 + 45 * float(knobs[1]),
@@ -84,6 +142,9 @@ class SimulatedInstance:
             storage_leak_gib_per_day=0.05 + 2.0 * float(knobs[3]),
             created_at=self.created_at,
             stopped_at=stopped_at,
+            kind=self.kind,
+            vcpus=VCPUS.get(self.instance_class, 2),
+            serverless_acu=self.cluster.serverless_acu if self.cluster else None,
         )
 
 
@@ -94,8 +155,9 @@ def default_fleet(
 ) -> list[SimulatedInstance]:
     """A handful of databases in two regions: different engines and classes, one stopped,
     one created 90 minutes before `start`, one older than the 455 days CloudWatch keeps (its
-    hourly history is as long as CloudWatch's). Each further account holds two more, one of
-    them named like an instance of the first account (a different instance all the same)."""
+    hourly history is as long as CloudWatch's), and two Aurora clusters in the first region
+    (`aurora_clusters`). Each further account holds two more, one of them named like an
+    instance of the first account (a different instance all the same)."""
     long_ago = start - timedelta(days=30)
     before_cloudwatchs_history = start - timedelta(days=500)
     first, second = regions
@@ -184,7 +246,52 @@ def default_fleet(
         ),
     ]
 
-    return [*own, *others]
+    return [*own, *aurora_clusters(first, long_ago), *others]
+
+
+def aurora_clusters(region: str, created_at: datetime) -> list[SimulatedInstance]:
+    """A provisioned Aurora PostgreSQL cluster (a writer with Performance Insights on for its
+    free 7 days, and a reader), and an Aurora MySQL Serverless v2 cluster of one writer."""
+    shop = SimulatedCluster("shop-aurora", region, AURORA_POSTGRESQL, created_at)
+    events = SimulatedCluster(
+        "events-aurora", region, AURORA_MYSQL, created_at, serverless_acu=(0.5, 16.0)
+    )
+    return [
+        SimulatedInstance(
+            "shop-aurora-1",
+            engine=AURORA_POSTGRESQL,
+            instance_class="db.r6g.large",
+            tags={"team": "shop", "env": "prod"},
+            cluster=shop,
+            cluster_role=WRITER,
+            performance_insights_days=7,
+            region=region,
+            storage_gib=0,
+            created_at=created_at,
+        ),
+        SimulatedInstance(
+            "shop-aurora-2",
+            engine=AURORA_POSTGRESQL,
+            instance_class="db.r6g.large",
+            tags={"team": "shop", "env": "prod"},
+            cluster=shop,
+            cluster_role=READER,
+            region=region,
+            storage_gib=0,
+            created_at=created_at,
+        ),
+        SimulatedInstance(
+            "events-aurora-1",
+            engine=AURORA_MYSQL,
+            instance_class=SERVERLESS_CLASS,
+            tags={"team": "events", "env": "prod"},
+            cluster=events,
+            cluster_role=WRITER,
+            region=region,
+            storage_gib=0,
+            created_at=created_at,
+        ),
+    ]
 
 
 def generated_fleet(

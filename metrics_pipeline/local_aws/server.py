@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from moto.server import ThreadedMotoServer
 
-from metrics_pipeline.local_aws import cloudwatch
+from metrics_pipeline.local_aws import cloudwatch, rds
 from metrics_pipeline.local_aws.fleet import (
     MAX_ACCOUNTS,
     SimulatedInstance,
@@ -54,6 +54,7 @@ def start(
     (by `clock`, the wall clock unless given: what CloudWatch keeps is judged by it too)."""
     simulator = Simulator(fleet, seed=seed, faults=faults, clock=clock)
     cloudwatch.install(simulator)
+    rds.install()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, bound_port = server.get_host_and_port()

@@ -9,10 +9,12 @@ storage leak, connections and I/O that follow CPU.
 import functools
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+
+from metrics_pipeline.catalog import METRICS_BY_NAME, InstanceKind
 
 MINUTE = 60
 DAY_MINUTES = 24 * 60
@@ -60,6 +62,9 @@ class Profile:
     storage_leak_gib_per_day: float
     created_at: datetime
     stopped_at: datetime | None = None
+    kind: InstanceKind = field(default_factory=InstanceKind)
+    vcpus: int = 2
+    serverless_acu: tuple[float, float] | None = None  # Serverless v2 (min, max)
 
 
 def _minutes(start: datetime, end: datetime) -> np.ndarray:
@@ -121,7 +126,37 @@ def minute_values(profile: Profile, metric: str, minutes: np.ndarray) -> np.ndar
         return np.maximum(0.02 + 3.5 * level**3 + 0.05 * jitter, 0.0)
     if metric == "SwapUsage":
         return np.maximum(level - 0.85, 0.0) * memory * 0.2
+    if metric in ("DBLoad", "DBLoadCPU", "DBLoadNonCPU", "DBLoadRelativeToNumVCPUs"):
+        sessions = active_sessions(profile, level, jitter)
+        if metric == "DBLoadCPU":
+            return sessions * cpu / 100
+        if metric == "DBLoadNonCPU":
+            return sessions * (1 - cpu / 100)
+        return sessions / profile.vcpus if metric == "DBLoadRelativeToNumVCPUs" else sessions
+    if metric == "BufferCacheHitRatio":
+        return np.clip(99.6 - 4 * level**2 + 0.2 * jitter, 0.0, 100.0)
+    if metric in ("CommitLatency", "DMLLatency", "SelectLatency"):
+        return 1.5 + 6 * level**2 + 0.3 * jitter
+    if metric == "Deadlocks":
+        return np.where(jitter > 0.49, 0.02 * level, 0.0)
+    if metric.startswith("AuroraReplicaLag"):
+        return 12 + 40 * level + 4 * jitter
+    if metric in ("ServerlessDatabaseCapacity", "ACUUtilization"):
+        low, high = profile.serverless_acu or (0.5, 1.0)
+        capacity = np.round(np.clip(low + (high - low) * level * 0.8, low, high) * 2) / 2
+        return capacity if metric == "ServerlessDatabaseCapacity" else 100 * capacity / high
     return np.maximum(level * 100 * (1 + 0.05 * jitter), 0.0)
+
+
+def active_sessions(profile: Profile, level: np.ndarray, jitter: np.ndarray) -> np.ndarray:
+    """Average active sessions (Performance Insights' DB load): none while the database is
+    quiet, up to about twice its vCPUs at the peak."""
+    return np.maximum(2 * profile.vcpus * (level - QUIET_LOAD) + 0.05 * jitter, 0.0)
+
+
+# Below this utilisation a database has no active session: Performance Insights publishes no
+# load, and CloudWatch's DBLoad metrics have no datapoint.
+QUIET_LOAD = 0.15
 
 
 STATISTICS = ("Average", "Minimum", "Maximum", "Sum", "SampleCount")
@@ -165,9 +200,14 @@ def series(
     minutes = minutes[:usable]
     if usable == 0:
         return np.empty(0, np.int64), np.empty(0)
+    described = METRICS_BY_NAME.get(metric)
+    if described is not None and not described.published(profile.kind):
+        return np.empty(0, np.int64), np.empty(0)
     values = _recent_minute_values(profile, metric, int(minutes[0]), len(minutes))
     seconds = minutes * MINUTE
     present = (seconds >= profile.created_at.timestamp()) & (seconds < published_before.timestamp())
+    if described is not None and described.while_loaded:
+        present &= values > 0
     if profile.stopped_at is not None:
         present &= seconds < profile.stopped_at.timestamp()
     grid = values.reshape(-1, per_period)

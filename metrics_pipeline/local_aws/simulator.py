@@ -12,9 +12,11 @@ from typing import Any, NotRequired, TypedDict
 import boto3
 from moto.rds.models import rds_backends
 
+from metrics_pipeline.catalog import WRITER
 from metrics_pipeline.local_aws.fleet import (
     ACCOUNT_ID,
     ENGINE_VERSIONS,
+    SimulatedCluster,
     SimulatedInstance,
     reader_role_arn,
 )
@@ -72,6 +74,7 @@ class Simulator:
         self.fleet = {(i.account_id, i.region, i.instance_id): i for i in fleet}
         self.accounts = sorted({ACCOUNT_ID} | {i.account_id for i in fleet})
         self._created: set[tuple[str, str, str]] = set()
+        self._created_clusters: set[tuple[str, str, str]] = set()
         self._requests: dict[tuple[str, str], RateWindow] = {}
         self._datapoints: dict[tuple[str, str], RateWindow] = {}
         self._lock = threading.Lock()
@@ -183,25 +186,68 @@ class Simulator:
                 endpoint_url=endpoint_url,
                 **account_credentials(endpoint_url, instance.account_id),
             )
-            client.create_db_instance(
-                DBInstanceIdentifier=instance.instance_id,
-                DBInstanceClass=instance.instance_class,
-                Engine=instance.engine,
-                EngineVersion=ENGINE_VERSIONS.get(instance.engine, "1.0"),
-                AllocatedStorage=instance.storage_gib,
-                MultiAZ=instance.multi_az,
-                MasterUsername="admin",
-                MasterUserPassword="local-password",
-                Tags=[{"Key": k, "Value": v} for k, v in instance.tags.items()],
-            )
             backend = rds_backends[instance.account_id][instance.region]
+            if instance.cluster is not None:
+                self._create_cluster(client, instance.cluster)
+                client.create_db_instance(
+                    DBInstanceIdentifier=instance.instance_id,
+                    DBInstanceClass=instance.instance_class,
+                    Engine=instance.engine,
+                    DBClusterIdentifier=instance.cluster.cluster_id,
+                    Tags=[{"Key": k, "Value": v} for k, v in instance.tags.items()],
+                )
+            else:
+                client.create_db_instance(
+                    DBInstanceIdentifier=instance.instance_id,
+                    DBInstanceClass=instance.instance_class,
+                    Engine=instance.engine,
+                    EngineVersion=ENGINE_VERSIONS.get(instance.engine, "1.0"),
+                    AllocatedStorage=instance.storage_gib,
+                    MultiAZ=instance.multi_az,
+                    MasterUsername="admin",
+                    MasterUserPassword="local-password",
+                    Tags=[{"Key": k, "Value": v} for k, v in instance.tags.items()],
+                )
             model = backend.databases[instance.instance_id]
             model.instance_create_time = instance.created_at
             model.dbi_resource_id = instance.dbi_resource_id
+            if instance.cluster is not None:  # moto makes the first member the writer
+                setattr(model, "is_cluster_writer", instance.cluster_role == WRITER)  # noqa: B010
+            # moto keeps no Performance Insights settings: its answer reads these attributes.
+            insights = instance.performance_insights_days
+            setattr(model, "performance_insights_enabled", insights is not None)  # noqa: B010
+            setattr(model, "performance_insights_retention_period", insights)  # noqa: B010
             if instance.stopped:
                 client.stop_db_instance(DBInstanceIdentifier=instance.instance_id)
             self._created.add((instance.account_id, instance.region, instance.instance_id))
         return due
+
+    def _create_cluster(self, client: Any, cluster: SimulatedCluster) -> None:
+        """Creates an Aurora cluster in moto's RDS the first time a member is due."""
+        key = (cluster.account_id, cluster.region, cluster.cluster_id)
+        if key in self._created_clusters:
+            return
+        scaling = (
+            {
+                "ServerlessV2ScalingConfiguration": {
+                    "MinCapacity": cluster.serverless_acu[0],
+                    "MaxCapacity": cluster.serverless_acu[1],
+                }
+            }
+            if cluster.serverless_acu
+            else {}
+        )
+        client.create_db_cluster(
+            DBClusterIdentifier=cluster.cluster_id,
+            Engine=cluster.engine,
+            EngineVersion=ENGINE_VERSIONS[cluster.engine],
+            MasterUsername="admin",
+            MasterUserPassword="local-password",
+            **scaling,
+        )
+        model = rds_backends[cluster.account_id][cluster.region].clusters[cluster.cluster_id]
+        model.cluster_create_time = cluster.created_at
+        self._created_clusters.add(key)
 
 
 class ClientKeys(TypedDict):

@@ -1,7 +1,7 @@
 """The checks every source gets, shown in the UI after each collection: completeness over the
 healing window and freshness of the newest period; a source adds its own (`Source.checks`)."""
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,18 +26,27 @@ def completeness(
     inventory: Sequence[InventoryEntry],
     rows: Mapping[tuple[Instance, datetime], int],
     empty_fetches: Collection[tuple[Instance, datetime]],
-    rows_per_hour: int,
+    rows_per_hour: Callable[[InventoryEntry], int],
 ) -> Completeness:
-    """Only instances that were running count: a stopped instance rightly has no data."""
+    """Only instances that were running count: a stopped instance rightly has no data. Each
+    expects `rows_per_hour` of its own (what its kind publishes every period)."""
     pairs = [
-        (entry.instance, hour)
+        (entry, hour)
         for hour in hours
         for entry in inventory
         if entry.status == "available" and entry.existed_during(hour, hour + HOUR)
     ]
-    expected = len(pairs) * rows_per_hour
-    present = sum(min(rows.get(pair, 0), rows_per_hour) for pair in pairs)
-    empty = sorted(pair for pair in pairs if pair in empty_fetches and not rows.get(pair))
+    expected_of = {entry.instance: rows_per_hour(entry) for entry, _ in pairs}
+    expected = sum(expected_of[entry.instance] for entry, _ in pairs)
+    present = sum(
+        min(rows.get((entry.instance, hour), 0), expected_of[entry.instance])
+        for entry, hour in pairs
+    )
+    empty = sorted(
+        (entry.instance, hour)
+        for entry, hour in pairs
+        if (entry.instance, hour) in empty_fetches and not rows.get((entry.instance, hour))
+    )
     return Completeness(present / expected if expected else 1.0, expected, empty)
 
 
@@ -63,7 +72,11 @@ def completeness_check(source: Source, settings: Settings, clock: Clock) -> Asse
             rows = source.rows_per_subject_hour(conn, *window)
             empty = source.fetch_log.empty_settled(conn, *window)
         report = completeness(
-            hours, subjects, rows, empty, source.expected_rows_per_subject_hour(settings)
+            hours,
+            subjects,
+            rows,
+            empty,
+            lambda subject: source.expected_rows_per_subject_hour(settings, subject),
         )
         failed = bool(report.empty_hours)
         warned = report.share < settings.completeness_warn

@@ -69,8 +69,11 @@ class Source(ABC):
         """Every subject of the collected regions (all when None) with when it existed."""
 
     @abstractmethod
-    def datapoints_per_subject_hour(self, settings: Settings) -> int:
-        """What one subject-hour costs to fetch, in the unit of the tick's budget."""
+    def datapoints_per_subject_hour(
+        self, settings: Settings, subjects: Sequence[InventoryEntry]
+    ) -> int:
+        """What one subject-hour of `subjects` costs to fetch at most, in the unit of the
+        tick's budget."""
 
     @abstractmethod
     def datapoints_per_tick(self, settings: Settings, subjects: Sequence[InventoryEntry]) -> int:
@@ -87,7 +90,7 @@ class Source(ABC):
         """Rows stored per (subject, hour) of [start, end)."""
 
     @abstractmethod
-    def expected_rows_per_subject_hour(self, settings: Settings) -> int:
+    def expected_rows_per_subject_hour(self, settings: Settings, subject: InventoryEntry) -> int:
         """Rows a running subject's complete hour holds."""
 
     @abstractmethod

@@ -5,12 +5,13 @@ analysts' API as much as the collection that writes them."""
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import duckdb
 
-from metrics_pipeline.warehouse.schema import INSTANCES_TABLE, table_exists
+from metrics_pipeline.catalog import InstanceKind
+from metrics_pipeline.warehouse.schema import INSTANCES_TABLE, column_names, table_exists
 
 
 @dataclass(frozen=True, order=True)
@@ -47,6 +48,7 @@ class InventoryEntry:
     first_seen: datetime
     last_seen: datetime
     status: str | None = None
+    kind: InstanceKind = field(default_factory=InstanceKind)
 
     def existed_during(self, start: datetime, end: datetime) -> bool:
         born = self.create_time or self.first_seen
@@ -67,20 +69,37 @@ def instances_existing(
     ]
 
 
+# What the inventory says of an instance's kind, as InstanceKind's fields.
+KIND_COLUMNS = ("engine", "instance_class", "cluster_role", "performance_insights_enabled")
+
+
 def read_inventory(
     conn: duckdb.DuckDBPyConnection, regions: Sequence[str] | None = None
 ) -> list[InventoryEntry]:
     """The inventory of the collected regions (all when None), oldest key first; empty before
-    discovery."""
+    discovery. A kind the warehouse does not hold yet (before its migration) is unknown."""
     if not table_exists(conn, INSTANCES_TABLE):
         return []
+    held = column_names(conn, INSTANCES_TABLE)
+    kind = ", ".join(column if column in held else "NULL" for column in KIND_COLUMNS)
     rows = conn.execute(
         f"""
-        SELECT account_id, region, instance_id, create_time, first_seen, last_seen, status
+        SELECT account_id, region, instance_id, create_time, first_seen, last_seen, status,
+               {kind}
         FROM {INSTANCES_TABLE}
         WHERE $regions::VARCHAR[] IS NULL OR list_contains($regions::VARCHAR[], region)
         ORDER BY region, account_id, instance_id
         """,
         {"regions": None if regions is None else list(regions)},
     ).fetchall()
-    return [InventoryEntry(Instance(*row[:3]), *row[3:]) for row in rows]
+    return [
+        InventoryEntry(
+            Instance(*row[:3]),
+            create_time=row[3],
+            first_seen=row[4],
+            last_seen=row[5],
+            status=row[6],
+            kind=InstanceKind(row[7], row[8], row[9], bool(row[10])),
+        )
+        for row in rows
+    ]

@@ -23,6 +23,7 @@ from metrics_pipeline.warehouse.schema import (
 )
 from metrics_pipeline.warehouse.sql import in_transaction
 from metrics_pipeline.warehouse.tables import (
+    CLUSTER_PLACE,
     DAILY,
     DBI_RESOURCE_ID,
     DERIVED_TABLES,
@@ -30,11 +31,13 @@ from metrics_pipeline.warehouse.tables import (
     HOURLY_FETCHES,
     INSTANCE_HISTORY,
     INSTANCES,
+    PERFORMANCE_INSIGHTS,
     TABLES,
     VERSIONS,
+    Column,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class SchemaError(Exception):
@@ -63,10 +66,10 @@ def _add_instance_history(conn: duckdb.DuckDBPyConnection) -> None:
         f"{DBI_RESOURCE_ID.name} {DBI_RESOURCE_ID.type}"
     )
     ensure_schema(conn, views=False)
-    columns = ", ".join(INSTANCE_HISTORY.column_names)
-    known = ", ".join(
-        "first_seen" if name == "valid_from" else name for name in INSTANCE_HISTORY.column_names
-    )
+    # The columns the inventory had then: those of an instance's cluster came in version 5.
+    then = [c for c in INSTANCE_HISTORY.column_names if c not in _names(CLUSTER_PLACE)]
+    columns = ", ".join(then)
+    known = ", ".join("first_seen" if name == "valid_from" else name for name in then)
     conn.execute(
         f"INSERT INTO {INSTANCE_HISTORY.name} ({columns}) SELECT {known} FROM {INSTANCES.name}"
     )
@@ -84,6 +87,24 @@ def _add_hourly_tier(conn: duckdb.DuckDBPyConnection) -> None:
         partition_lake_tables(conn, [HOURLY.name, HOURLY_FETCHES.name, DAILY.name])
 
 
+def _add_aurora_and_performance_insights(conn: duckdb.DuckDBPyConnection) -> None:
+    """The inventory gains each instance's Aurora cluster and role and its Performance
+    Insights settings (learnt at the next discovery), and the clusters get their own table."""
+    for table, columns in (
+        (INSTANCES, (*CLUSTER_PLACE, *PERFORMANCE_INSIGHTS)),
+        (INSTANCE_HISTORY, CLUSTER_PLACE),
+    ):
+        for column in columns:
+            conn.execute(
+                f"ALTER TABLE {table.name} ADD COLUMN IF NOT EXISTS {column.name} {column.type}"
+            )
+    ensure_schema(conn, views=False)
+
+
+def _names(columns: tuple[Column, ...]) -> set[str]:
+    return {column.name for column in columns}
+
+
 MIGRATIONS = [
     Migration(1, "records the schema version; creates derived tables older builds lacked",
               _create_missing_derived_tables),
@@ -93,6 +114,8 @@ MIGRATIONS = [
               _add_instance_history),
     Migration(4, "rds_metrics_hourly becomes CloudWatch's hourly tier, rds_metrics_daily its days",
               _add_hourly_tier),
+    Migration(5, "adds the instances' Aurora cluster, role and Performance Insights settings, "
+                 "and rds_clusters", _add_aurora_and_performance_insights),
 ]  # fmt: skip
 
 

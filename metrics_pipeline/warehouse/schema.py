@@ -156,3 +156,14 @@ def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
         "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
     ).fetchone()
     return bool(found and found[0])
+
+
+def column_names(conn: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    """The columns the warehouse's table has: a snapshot from before a migration lacks the
+    newest until the next writer migrates it."""
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_catalog = current_database() AND table_name = ?",
+        [table],
+    ).fetchall()
+    return {row[0] for row in rows}

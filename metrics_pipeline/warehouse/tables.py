@@ -160,6 +160,36 @@ LAST_SEEN = Column(
     "last discovery that listed it, UTC (a deleted instance keeps its last)",
     nullable=False,
 )
+# An Aurora instance's place in its cluster (DescribeDBClusters' members): a failover or a
+# reader added is a new version of the instance.
+CLUSTER_ID = Column(
+    "cluster_id",
+    "VARCHAR",
+    "the Aurora DB cluster (DBClusterIdentifier) the instance belongs to; NULL outside one",
+)
+CLUSTER_ROLE = Column(
+    "cluster_role",
+    "VARCHAR",
+    "writer or reader in its Aurora cluster (DBClusterMembers.IsClusterWriter); NULL outside one",
+)
+CLUSTER_PLACE = (CLUSTER_ID, CLUSTER_ROLE)
+PERFORMANCE_INSIGHTS = (
+    Column(
+        "performance_insights_enabled",
+        "BOOLEAN",
+        "whether Performance Insights is on for the instance",
+    ),
+    Column(
+        "performance_insights_retention_days",
+        "INTEGER",
+        "how long Performance Insights keeps the instance's data, in days (7 free, up to 731 "
+        "paid); NULL when it is off",
+    ),
+)
+TAGS = Column("tags", "MAP(VARCHAR, VARCHAR)", "its tags, key to value: `tags['team']`")
+FIRST_SEEN = Column(
+    "first_seen", "TIMESTAMP", "first discovery that listed it, UTC", nullable=False
+)
 
 # The RDS inventory: every instance seen in the collected accounts and regions, as last seen.
 INSTANCES = Table(
@@ -169,13 +199,13 @@ INSTANCES = Table(
         *DESCRIPTION,
         Column("status", "VARCHAR", "RDS status at the last discovery, e.g. available"),
         CREATE_TIME,
-        Column(
-            "tags", "MAP(VARCHAR, VARCHAR)", "the instance's tags, key to value: `tags['team']`"
-        ),
-        Column("first_seen", "TIMESTAMP", "first discovery that listed it, UTC", nullable=False),
+        TAGS,
+        FIRST_SEEN,
         LAST_SEEN,
-        # Last: a warehouse from before it gains it at the end (schema version 3).
+        # Last: a warehouse from before them gains them at the end (schema versions 3 and 5).
         DBI_RESOURCE_ID,
+        *CLUSTER_PLACE,
+        *PERFORMANCE_INSIGHTS,
     ),
     primary_key=INSTANCE_KEY,
 )
@@ -203,12 +233,66 @@ INSTANCE_HISTORY = Table(
             "or the instance's deletion)",
             nullable=False,
         ),
+        # Last: a warehouse from before them gains them at the end (schema version 5).
+        *CLUSTER_PLACE,
     ),
     primary_key=(*INSTANCE_KEY, "valid_from"),
     added_in=3,
 )
 # What a new version of an instance is a change of (status and tags change too often to say).
-HISTORY_TRACKED = tuple(column.name for column in (DBI_RESOURCE_ID, CREATE_TIME, *DESCRIPTION))
+HISTORY_TRACKED = tuple(
+    column.name for column in (DBI_RESOURCE_ID, CREATE_TIME, *DESCRIPTION, *CLUSTER_PLACE)
+)
+
+# The Aurora clusters of the collected accounts and regions, as last seen by DescribeDBClusters.
+CLUSTER_KEY_COLUMNS = (
+    ACCOUNT,
+    REGION,
+    Column("cluster_id", "VARCHAR", "Aurora DB cluster identifier (DBClusterIdentifier)", False),
+)
+CLUSTER_KEY = tuple(column.name for column in CLUSTER_KEY_COLUMNS)
+CLUSTERS = Table(
+    "rds_clusters",
+    (
+        *CLUSTER_KEY_COLUMNS,
+        Column("engine", "VARCHAR", "aurora-postgresql or aurora-mysql"),
+        Column("engine_version", "VARCHAR", "engine version as RDS reports it"),
+        Column("engine_mode", "VARCHAR", "provisioned (Serverless v2 included) or serverless (v1)"),
+        Column("status", "VARCHAR", "RDS status at the last discovery, e.g. available"),
+        Column(
+            "serverless_min_acu",
+            "DOUBLE",
+            "Serverless v2 minimum capacity, in Aurora capacity units (ACU); NULL without it",
+        ),
+        Column(
+            "serverless_max_acu",
+            "DOUBLE",
+            "Serverless v2 maximum capacity, in ACU; NULL without Serverless v2",
+        ),
+        Column(
+            "writer_instance_id",
+            "VARCHAR",
+            "the member instance that is the writer (rds_instances.instance_id); NULL if none",
+        ),
+        Column("reader_count", "INTEGER", "member instances that are readers (a count)"),
+        Column(
+            "global_cluster_id",
+            "VARCHAR",
+            "the Aurora Global Database it belongs to (GlobalClusterIdentifier); NULL if none",
+        ),
+        Column(
+            "db_cluster_resource_id",
+            "VARCHAR",
+            "RDS's own identifier of the cluster (DbClusterResourceId)",
+        ),
+        Column("create_time", "TIMESTAMP", "when the cluster was created, UTC"),
+        TAGS,
+        FIRST_SEEN,
+        LAST_SEEN,
+    ),
+    primary_key=CLUSTER_KEY,
+    added_in=5,
+)
 
 # One row per instance, metric and CloudWatch period, a column per statistic.
 METRICS = Table(
@@ -544,6 +628,7 @@ TABLES: dict[str, Table] = {
     for table in (
         INSTANCES,
         INSTANCE_HISTORY,
+        CLUSTERS,
         METRICS,
         FETCHES,
         RUNS,
