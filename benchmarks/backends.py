@@ -32,7 +32,7 @@ from pathlib import Path
 
 import duckdb
 
-from metrics_pipeline.catalog import DEFAULT_METRICS, DEFAULT_STATISTICS
+from metrics_pipeline.catalog import DEFAULT_STATISTICS, RDS_INSTANCE_DEFAULTS
 from metrics_pipeline.collection.store import record_run, replace_metrics
 from metrics_pipeline.local_postgres import server as local_postgres
 from metrics_pipeline.warehouse.instances import Instance
@@ -47,7 +47,7 @@ ACCOUNT = "123456789012"
 def spool_hour(folder: Path, instances: int, hour: datetime, seed: int) -> Path:
     """One hour of every instance, metric and statistic, as the fetch spools it."""
     path = folder / f"hour-{hour:%Y%m%d%H}-{seed}.parquet"
-    metrics = ", ".join(sql_literal(m) for m in DEFAULT_METRICS)
+    metrics = ", ".join(sql_literal(m) for m in RDS_INSTANCE_DEFAULTS)
     stats = ", ".join(sql_literal(s) for s in DEFAULT_STATISTICS)
     with duckdb.connect() as conn:
         conn.execute(
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
             )
     file_figures = results["DuckDB file"]
     print(
-        f"{args.instances} instances × {len(DEFAULT_METRICS)} metrics × {args.hours} h "
+        f"{args.instances} instances × {len(RDS_INSTANCE_DEFAULTS)} metrics × {args.hours} h "
         f"({file_figures['rows']:,.0f} rows); medians in seconds, the lake's also as a ratio "
         "to the file's"
     )

@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 
 from benchmarks.backends import lake_servers
-from metrics_pipeline.catalog import DEFAULT_METRICS, RDS_METRIC_UNITS
+from metrics_pipeline.catalog import RDS_INSTANCE_DEFAULTS, RDS_METRIC_UNITS
 from metrics_pipeline.settings import DEFAULT_CHUNK_DATAPOINTS, duckdb_memory_limit_for
 from metrics_pipeline.warehouse.resources import WarehouseResource
 
@@ -36,8 +36,9 @@ def generate(warehouse: WarehouseResource, rows: int, instances: int) -> None:
     values, a transaction per million rows (the primary key's memory), then published."""
     with warehouse.connect():
         pass  # the schema
-    metrics = ", ".join(f"('{m}', '{RDS_METRIC_UNITS[m]}')" for m in DEFAULT_METRICS)
-    series = instances * len(DEFAULT_METRICS)
+    metrics = ", ".join(f"('{m}', '{RDS_METRIC_UNITS[m]}')" for m in RDS_INSTANCE_DEFAULTS)
+    per_instance = len(RDS_INSTANCE_DEFAULTS)
+    series = instances * per_instance
     with duckdb.connect(warehouse.database) as conn:
         for first in range(0, rows, GENERATED_PER_TRANSACTION):
             last = min(rows, first + GENERATED_PER_TRANSACTION)
@@ -45,12 +46,12 @@ def generate(warehouse: WarehouseResource, rows: int, instances: int) -> None:
                 f"""
                 INSERT INTO rds_metrics
                 SELECT TIMESTAMP '2026-10-01' + to_minutes((n // $series) * 5), '123456789012',
-                       'us-east-1', 'db-' || (n % $series // {len(DEFAULT_METRICS)}), m.metric,
+                       'us-east-1', 'db-' || (n % $series // {per_instance}), m.metric,
                        m.unit, random() * 100, random(), random() * 100, random() * 500, 5,
                        TIMESTAMP '2026-11-01'
                 FROM range($first, $last) r(n)
                 JOIN (SELECT row_number() OVER () - 1 AS k, * FROM (VALUES {metrics})
-                      v(metric, unit)) m ON m.k = n % {len(DEFAULT_METRICS)}
+                      v(metric, unit)) m ON m.k = n % {per_instance}
                 """,
                 {"series": series, "first": first, "last": last},
             )
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
             results.append(("migrate-to-lake", *measured([CLI, "migrate-to-lake"], lake_env)))
     print(
         f"\n{args.rows:,} rows of rds_metrics ({args.instances} instances × "
-        f"{len(DEFAULT_METRICS)} metrics), METRICS_DUCKDB_MEMORY_LIMIT={args.memory_limit}"
+        f"{len(RDS_INSTANCE_DEFAULTS)} metrics), METRICS_DUCKDB_MEMORY_LIMIT={args.memory_limit}"
     )
     print("| command | seconds | peak resident memory (MiB) |")
     print("|---|---|---|")

@@ -31,7 +31,7 @@ from benchmarks.analyst_queries import measure_queries
 from benchmarks.collect import REGIONS
 from benchmarks.local_fleet import PROJECT_ROOT, local_aws
 from benchmarks.tick_growth import measure_storage
-from metrics_pipeline.catalog import DEFAULT_METRICS
+from metrics_pipeline.catalog import RDS_INSTANCE_DEFAULTS
 from metrics_pipeline.collection.budget import OLDER_DATAPOINTS_PER_SECOND
 from metrics_pipeline.warehouse.schema import HOURLY_TABLE, METRICS_TABLE, schema_sql
 
@@ -74,11 +74,11 @@ SIZES = {
         6, ("CPUUtilization", "FreeStorageSpace"), (1, 6), 2, HistorySize(4, 3, 4, 1, 3, 3, 1, 2, 1)
     ),
     "small": Size(
-        100, DEFAULT_METRICS, (1, 24, 72), 6, HistorySize(100, 60, 50, 3, 60, 50, 3, 30, 3)
+        100, RDS_INSTANCE_DEFAULTS, (1, 24, 72), 6, HistorySize(100, 60, 50, 3, 60, 50, 3, 30, 3)
     ),
     "full": Size(
         500,
-        DEFAULT_METRICS,
+        RDS_INSTANCE_DEFAULTS,
         (1, 24, 72),
         6,
         HistorySize(500, 455, 200, 30, 455, 200, 7, 90, 3),

@@ -44,7 +44,11 @@ import pyarrow as pa
 
 from benchmarks.collect import REGIONS, window_hours
 from benchmarks.local_fleet import PROJECT_ROOT, local_aws
-from metrics_pipeline.catalog import DEFAULT_METRICS, DEFAULT_STATISTICS, HOURLY_STATISTIC_COLUMNS
+from metrics_pipeline.catalog import (
+    DEFAULT_STATISTICS,
+    HOURLY_STATISTIC_COLUMNS,
+    RDS_INSTANCE_DEFAULTS,
+)
 from metrics_pipeline.collection.store import (
     HOURLY_DESTINATION,
     RAW_DESTINATION,
@@ -131,7 +135,7 @@ def spool_day(
                      range({86400 // period}) d(p)
             ) TO '{path}' (FORMAT parquet)
             """,
-            [day, day, list(DEFAULT_METRICS), list(statistics)],
+            [day, day, list(RDS_INSTANCE_DEFAULTS), list(statistics)],
         )
     return path
 

@@ -27,7 +27,11 @@ from pathlib import Path
 
 import duckdb
 
-from metrics_pipeline.catalog import DEFAULT_METRICS, DEFAULT_STATISTICS, HOURLY_STATISTIC_COLUMNS
+from metrics_pipeline.catalog import (
+    DEFAULT_STATISTICS,
+    HOURLY_STATISTIC_COLUMNS,
+    RDS_INSTANCE_DEFAULTS,
+)
 from metrics_pipeline.collection.store import (
     HOURLY_DESTINATION,
     RAW_DESTINATION,
@@ -49,7 +53,7 @@ def spool_day(
 ) -> Path:
     """A day of every instance, metric and statistic at `period`, as the fetch spools it."""
     path = folder / f"{day:%Y%m%d}-{period}.parquet"
-    metrics = ", ".join(sql_literal(m) for m in DEFAULT_METRICS)
+    metrics = ", ".join(sql_literal(m) for m in RDS_INSTANCE_DEFAULTS)
     stats = ", ".join(sql_literal(s) for s in statistics)
     with duckdb.connect() as conn:
         conn.execute(
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         empty = empty_file.stat().st_size
         # A daily row keeps 8 values: the 5 statistics and 3 peaks (and its count of hours).
         daily = daily_rows * 8
-        print(f"{args.instances} instances x {len(DEFAULT_METRICS)} metrics (random values)")
+        print(f"{args.instances} instances x {len(RDS_INSTANCE_DEFAULTS)} metrics (random values)")
         print("| tier | datapoints stored | bytes | bytes per datapoint |")
         print("|---|---|---|---|")
         for tier, name, datapoints in (

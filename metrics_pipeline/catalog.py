@@ -180,6 +180,73 @@ def expected_metrics(metrics: Sequence[str], kind: InstanceKind) -> tuple[str, .
     )
 
 
+# Aurora's cluster-level metrics: AWS/RDS by DBClusterIdentifier, collected into
+# rds_cluster_metrics.
+RDS_CLUSTER_NAMESPACE = Namespace("AWS/RDS", "DBClusterIdentifier")
+
+
+@dataclass(frozen=True)
+class ClusterKind:
+    """What decides which metrics an Aurora cluster publishes."""
+
+    engine: str | None = None
+    serverless: bool = False  # Serverless v2 capacity configured
+    global_database: bool = False  # a member of an Aurora Global Database
+
+
+@dataclass(frozen=True)
+class ClusterMetric:
+    name: str
+    unit: str
+    engine: str | None = None  # only this Aurora engine's clusters publish it
+    serverless: bool = False  # only clusters with Serverless v2 capacity
+    # Only a Global Database's clusters, and of those only the secondary regions' publish it:
+    # an absent period is not a gap.
+    global_database: bool = False
+    default: bool = True
+
+    def published(self, kind: ClusterKind) -> bool:
+        return (
+            (self.engine is None or kind.engine == self.engine)
+            and (not self.serverless or kind.serverless)
+            and (not self.global_database or kind.global_database)
+        )
+
+
+# AWS's "Cluster-level metrics for Amazon Aurora".
+CLUSTER_CATALOG: tuple[ClusterMetric, ...] = (
+    ClusterMetric("VolumeBytesUsed", "Bytes"),
+    ClusterMetric("VolumeReadIOPs", "Count"),
+    ClusterMetric("VolumeWriteIOPs", "Count"),
+    ClusterMetric("ServerlessDatabaseCapacity", "Count", serverless=True),
+    ClusterMetric("AuroraVolumeBytesLeftTotal", "Bytes", engine=AURORA_MYSQL, default=False),
+    ClusterMetric("AuroraGlobalDBReplicationLag", "Milliseconds", global_database=True),
+    ClusterMetric("AuroraGlobalDBRPOLag", "Milliseconds", global_database=True),
+    ClusterMetric("AuroraGlobalDBReplicatedWriteIO", "Count", global_database=True, default=False),
+    ClusterMetric("AuroraGlobalDBDataTransferBytes", "Bytes", global_database=True, default=False),
+    ClusterMetric("BackupRetentionPeriodStorageUsed", "Bytes", default=False),
+    ClusterMetric("SnapshotStorageUsed", "Bytes", default=False),
+    ClusterMetric("TotalBackupStorageBilled", "Bytes", default=False),
+)
+CLUSTER_METRIC_UNITS: dict[str, str] = {m.name: m.unit for m in CLUSTER_CATALOG}
+CLUSTER_METRICS_BY_NAME: dict[str, ClusterMetric] = {m.name: m for m in CLUSTER_CATALOG}
+DEFAULT_CLUSTER_METRICS: tuple[str, ...] = tuple(m.name for m in CLUSTER_CATALOG if m.default)
+
+
+def published_cluster_metrics(metrics: Sequence[str], kind: ClusterKind) -> tuple[str, ...]:
+    return tuple(name for name in metrics if CLUSTER_METRICS_BY_NAME[name].published(kind))
+
+
+def expected_cluster_metrics(metrics: Sequence[str], kind: ClusterKind) -> tuple[str, ...]:
+    """Those a cluster of `kind` publishes every period: a Global Database's lag is published
+    in its secondary regions only."""
+    return tuple(
+        name
+        for name in published_cluster_metrics(metrics, kind)
+        if not CLUSTER_METRICS_BY_NAME[name].global_database
+    )
+
+
 # CloudWatch statistic name -> rds_metrics column.
 STATISTIC_COLUMNS: dict[str, str] = {
     "Average": "average",

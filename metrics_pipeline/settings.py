@@ -16,7 +16,7 @@ import grp
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -28,6 +28,8 @@ import botocore.session
 import pydantic
 
 from metrics_pipeline.catalog import (
+    CLUSTER_METRIC_UNITS,
+    DEFAULT_CLUSTER_METRICS,
     DEFAULT_METRICS,
     DEFAULT_STATISTICS,
     RDS_METRIC_UNITS,
@@ -409,6 +411,16 @@ class Settings(StorageSettings):
         lambda name, text: parse_metrics(name, text),
         DEFAULT_METRICS,
         default_text=f"the {len(DEFAULT_METRICS)} below",
+    )
+    cluster_metrics: tuple[str, ...] = setting(
+        "METRICS_CLUSTER_METRICS",
+        "comma-separated Aurora cluster-level metric names (AWS/RDS by DBClusterIdentifier), "
+        "each asked only of the clusters that publish it",
+        lambda name, text: parse_metrics(
+            name, text, CLUSTER_METRIC_UNITS, "Aurora cluster-level metrics"
+        ),
+        DEFAULT_CLUSTER_METRICS,
+        default_text=", ".join(f"`{m}`" for m in DEFAULT_CLUSTER_METRICS),
     )
     statistics: tuple[str, ...] = setting(
         "METRICS_STATISTICS",
@@ -987,13 +999,15 @@ def parse_fresh_interval(name: str, raw: str) -> int:
     return minutes
 
 
-def parse_metrics(name: str, raw: str) -> tuple[str, ...]:
+def parse_metrics(
+    name: str, raw: str, known: Collection[str] = RDS_METRIC_UNITS, what: str = "AWS/RDS metrics"
+) -> tuple[str, ...]:
     metrics = _split_list(raw)
-    unknown = [metric for metric in metrics if metric not in RDS_METRIC_UNITS]
+    unknown = [metric for metric in metrics if metric not in known]
     if unknown or not metrics:
         raise ConfigError(
             f"{name}: unknown metric(s) {', '.join(repr(m) for m in unknown)}; "
-            f"known AWS/RDS metrics are: {', '.join(RDS_METRIC_UNITS)}."
+            f"known {what} are: {', '.join(known)}."
         )
     return tuple(dict.fromkeys(metrics))
 

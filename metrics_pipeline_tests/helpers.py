@@ -16,6 +16,7 @@ import duckdb
 from dagster import Definitions
 
 from metrics_pipeline.collection.assets import build_collection_assets
+from metrics_pipeline.collection.clusters import build_cluster_assets
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
 from metrics_pipeline.collection.source import CLOUDWATCH_RDS
 from metrics_pipeline.definitions import build_definitions
@@ -50,10 +51,14 @@ TEST_PARTITIONS = Partitions.starting(TEST_SETTINGS.partitions_start)
 rds_instances, rds_metrics = build_collection_assets(TEST_SETTINGS, TEST_PARTITIONS.hourly)
 [rds_metrics_hourly] = build_history_assets(TEST_SETTINGS, TEST_PARTITIONS.days)
 [rds_metrics_daily] = build_rollup_assets(TEST_PARTITIONS)
+[rds_cluster_metrics] = build_cluster_assets(TEST_SETTINGS, TEST_PARTITIONS.hourly)
 (
     rds_metrics_completeness,
     rds_metrics_freshness,
     rds_metrics_sanity,
+    rds_cluster_metrics_completeness,
+    rds_cluster_metrics_freshness,
+    rds_cluster_metrics_sanity,
     rds_metrics_hourly_completeness,
     rds_metrics_hourly_freshness,
     rds_metrics_hourly_sanity,

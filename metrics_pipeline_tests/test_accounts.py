@@ -267,7 +267,8 @@ def test_three_accounts_are_collected_and_a_refused_role_fails_only_its_account(
 
     by_part = {(a, r): rest for a, r, *rest in parts}
     periods = len(METRICS) * 12
-    assert by_part[(OWN, "us-east-1")] == ["collected", 3, 3, 3 * periods]
+    # Its three Aurora instances have no FreeStorageSpace of their own: CPU only.
+    assert by_part[(OWN, "us-east-1")] == ["collected", 6, 6, 3 * periods + 3 * 12]
     assert by_part[(SECOND, "us-east-1")] == ["collected", 1, 1, periods]
     assert by_part[(THIRD, "us-east-1")] == ["failed", 1, 0, 0]
     assert by_part[(THIRD, "eu-west-1")] == ["failed", 1, 0, 0]

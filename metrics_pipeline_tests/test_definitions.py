@@ -41,6 +41,7 @@ def test_definitions_load_with_every_asset(defs: Definitions) -> None:
         for name in (
             "rds_instances",
             "rds_metrics",
+            "rds_cluster_metrics",
             "rds_metrics_hourly",
             "rds_metrics_daily",
             "pipeline_health",
@@ -99,14 +100,21 @@ def test_schedules_sensor_and_jobs_are_loaded(defs: Definitions) -> None:
     # What each job runs: the collection jobs their assets (with their checks), the
     # maintenance jobs their one op; and what the schedules and the gap sensor start.
     runs = {}
-    jobs = ("fresh_collection_job", "healing_job", "hourly_history_job", "retention_job")
+    jobs = (
+        "fresh_collection_job",
+        "healing_job",
+        "cluster_healing_job",
+        "hourly_history_job",
+        "retention_job",
+    )
     for job in (*jobs, "backup_job"):
         definition = defs.resolve_job_def(job)
         assets = sorted(key.to_user_string() for key in definition.asset_layer.selected_asset_keys)
         runs[job] = assets or sorted(node.name for node in definition.graph.node_defs)
     assert runs == {
-        "fresh_collection_job": ["rds_instances", "rds_metrics"],
+        "fresh_collection_job": ["rds_cluster_metrics", "rds_instances", "rds_metrics"],
         "healing_job": ["rds_metrics"],
+        "cluster_healing_job": ["rds_cluster_metrics"],
         "hourly_history_job": ["rds_metrics_hourly"],
         "retention_job": ["drop_expired_rows"],
         "backup_job": ["back_up_warehouse"],
@@ -118,6 +126,7 @@ def test_schedules_sensor_and_jobs_are_loaded(defs: Definitions) -> None:
     }
     [healing] = [s for s in defs.sensors if s.name == "gap_healing_sensor"]
     assert sorted(job.name for job in healing.jobs) == [
+        "cluster_healing_job",
         "fresh_collection_job",
         "healing_job",
         "hourly_history_job",
@@ -162,6 +171,7 @@ def test_the_definitions_are_what_the_docs_describe(defs: Definitions) -> None:
     assert assets == {
         "rds_instances": (None, pool, (), None),
         "rds_metrics": ("HourlyPartitionsDefinition", pool, ("rds_instances",), None),
+        "rds_cluster_metrics": ("HourlyPartitionsDefinition", pool, ("rds_instances",), None),
         "rds_metrics_hourly": ("DailyPartitionsDefinition", pool, ("rds_instances",), None),
         "rds_metrics_daily": (
             "DailyPartitionsDefinition",
@@ -185,6 +195,7 @@ def test_the_definitions_are_what_the_docs_describe(defs: Definitions) -> None:
     assert {job.name for job in defs.jobs} == {
         "fresh_collection_job",
         "healing_job",
+        "cluster_healing_job",
         "hourly_history_job",
         "retention_job",
         "backup_job",
@@ -230,6 +241,7 @@ def test_table_assets_show_the_columns_of_the_real_tables(
     assert set(shown) == {
         "rds_instances",
         "rds_metrics",
+        "rds_cluster_metrics",
         "rds_metrics_hourly",
         "rds_metrics_daily",
         "rds_rightsizing",

@@ -10,7 +10,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from metrics_pipeline.catalog import DEFAULT_METRICS, RDS_METRIC_UNITS
+from metrics_pipeline.catalog import RDS_INSTANCE_DEFAULTS, RDS_METRIC_UNITS
 from metrics_pipeline.hours import floor_hour, utc_now
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import METRICS_TABLE, schema_sql
@@ -22,7 +22,7 @@ WEEK = ("--start", FIRST.isoformat(), "--end", floor_hour(utc_now()).isoformat()
 
 INSTANCES = 500
 PERIODS = (7 * 24 - 1) * 12  # the 7 days of 5-minute periods up to the current hour
-ROWS = INSTANCES * len(DEFAULT_METRICS) * PERIODS
+ROWS = INSTANCES * len(RDS_INSTANCE_DEFAULTS) * PERIODS
 CLI = str(Path(sys.executable).with_name("metrics-pipeline"))
 PEAK_MIB = 500
 
@@ -39,7 +39,7 @@ def big_warehouse(tmp_path_factory: pytest.TempPathFactory) -> WarehouseResource
     """A snapshot as the pipeline would publish it after a week of the fleet, generated in
     one statement (its table without the writer's primary key, which readers never use)."""
     warehouse = WarehouseResource(database=str(tmp_path_factory.mktemp("big") / "metrics.duckdb"))
-    metrics = ", ".join(f"('{m}', '{RDS_METRIC_UNITS[m]}')" for m in DEFAULT_METRICS)
+    metrics = ", ".join(f"('{m}', '{RDS_METRIC_UNITS[m]}')" for m in RDS_INSTANCE_DEFAULTS)
     with duckdb.connect(str(warehouse.snapshot_path)) as conn:
         conn.execute(
             f"""
@@ -97,7 +97,7 @@ def test_an_export_of_the_whole_week_stays_under_500_mib(
     else:
         with output.open() as lines:
             written = sum(1 for _ in lines) - 1
-    expected = ROWS // len(DEFAULT_METRICS) if "--wide" in args else ROWS
+    expected = ROWS // len(RDS_INSTANCE_DEFAULTS) if "--wide" in args else ROWS
     print(f"{args[0]} {output.name}: {written:,} rows, peak {peak:.0f} MiB")
     assert written == expected
     assert peak < PEAK_MIB

@@ -48,6 +48,7 @@ def test_summary_reports_cost_failures_and_freshness(warehouse: WarehouseResourc
             record_run_parts(
                 conn,
                 f"run-{n}-0000000000",
+                "rds_metrics",
                 [
                     {"account_id": "111111111111", "region": "us-east-1", "status": "collected",
                      "instances": 2, "instances_written": 2, "rows_written": 100 * (n + 1),

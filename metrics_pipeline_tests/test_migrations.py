@@ -1,6 +1,7 @@
 """The warehouse's schema version: an older warehouse is backed up and migrated, a newer or a
 tampered one is refused with one line before AWS is asked anything."""
 
+import dataclasses
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import pytest
 from dagster import DagsterEventType, Failure, materialize
 
 from metrics_pipeline.collection.resources import CollectionResource
-from metrics_pipeline.collection.store import upsert_instances
+from metrics_pipeline.collection.store import record_run, upsert_instances
 from metrics_pipeline.hours import floor_hour, partition_key, utc_now
 from metrics_pipeline.warehouse.migrations import SCHEMA_VERSION, structure_problems
 from metrics_pipeline.warehouse.resources import WarehouseResource
@@ -26,6 +27,8 @@ from metrics_pipeline.warehouse.tables import (
     INSTANCE_HISTORY,
     INSTANCES,
     PERFORMANCE_INSIGHTS,
+    RUN_PARTS,
+    RUNS,
 )
 from metrics_pipeline_tests.helpers import make_aws, rds_metrics
 from metrics_pipeline_tests.moto_fleet import create_instance
@@ -270,9 +273,29 @@ def test_a_version_4_warehouse_learns_aurora_clusters_and_performance_insights(
         "engine": "aurora-postgresql", "instance_class": "db.r6g.large", "tags": {},
         "dbi_resource_id": "db-A",
     }  # fmt: skip
+    # Version 4 kept one row of figures per run, and its parts had no asset.
+    runs_v4 = dataclasses.replace(RUNS, primary_key=("run_id",))
+    parts_v4 = dataclasses.replace(
+        RUN_PARTS,
+        columns=RUN_PARTS.columns[:-1],
+        primary_key=("run_id", "account_id", "region"),
+    )
     warehouse.prepare()
     with warehouse.connect() as conn:
         upsert_instances(conn, [orders], seen)
+        keys = not warehouse.lake_catalog
+        conn.execute(f"DROP TABLE {RUN_PARTS.name}")
+        conn.execute(f"DROP TABLE {RUNS.name}")
+        conn.execute(runs_v4.create_sql(keys=keys) + parts_v4.create_sql(keys=keys))
+        conn.execute(
+            f"INSERT INTO {RUNS.name} (run_id, asset, window_start, window_end, finished_at) "
+            "VALUES ('r1', 'rds_metrics_hourly', $t, $t, $t)",
+            {"t": seen},
+        )
+        conn.execute(
+            f"INSERT INTO {RUN_PARTS.name} VALUES "
+            "('r1', '123456789012', 'us-east-1', 'collected', 1, 1, 24, 216, 1, 0, NULL)"
+        )
         conn.execute(f"DROP TABLE {CLUSTERS.name}")
         for table, columns in (
             (INSTANCES, (*CLUSTER_PLACE, *PERFORMANCE_INSIGHTS)),
@@ -297,6 +320,19 @@ def test_a_version_4_warehouse_learns_aurora_clusters_and_performance_insights(
             "performance_insights_enabled FROM rds_instances"
         ).fetchall() == [("orders-db", "db-A", None, None, None)]
         assert conn.execute("SELECT count(*) FROM rds_clusters").fetchall() == [(0,)]
+        # The run's parts name its asset; the same run may now record a second asset.
+        assert conn.execute(
+            f"SELECT run_id, asset, rows_written FROM {RUN_PARTS.name}"
+        ).fetchall() == [("r1", "rds_metrics_hourly", 24)]
+        record_run(
+            conn,
+            {"run_id": "r1", "asset": "rds_cluster_metrics", "window_start": seen,
+             "window_end": seen, "finished_at": seen},
+        )  # fmt: skip
+        assert conn.execute(f"SELECT asset FROM {RUNS.name} ORDER BY 1").fetchall() == [
+            ("rds_cluster_metrics",),
+            ("rds_metrics_hourly",),
+        ]
         # The next discovery says where it stands: a new version of the instance.
         later = seen + timedelta(hours=1)
         upsert_instances(

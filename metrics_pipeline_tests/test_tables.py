@@ -113,7 +113,7 @@ def test_every_table_asset_describes_each_column_of_its_table(tmp_path: Path) ->
         if "dagster/table_name" in node.metadata
     }
 
-    assert len(shown) == 5
+    assert len(shown) == 6
     for table, schema in shown.items():
         assert [(c.name, c.type, c.constraints.nullable) for c in schema.columns] == real[table]
         undescribed = [c.name for c in schema.columns if not (c.description or "").strip()]
@@ -159,6 +159,8 @@ def test_retention_trims_the_time_series_of_the_tiers_it_is_given_and_only_those
     assert with_time == {
         "rds_metrics",
         "rds_metric_fetches",
+        "rds_cluster_metrics",
+        "rds_cluster_metric_fetches",
         "rds_metrics_hourly",
         "rds_metric_hourly_fetches",
         "rds_metrics_daily",
@@ -177,12 +179,12 @@ def test_a_figure_without_a_column_is_refused_by_name(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=r"^pipeline_runs has no column cache_hits$"):
             record_run(conn, figures)
         part = {
-            **dict.fromkeys(RUN_PARTS.column_names[1:], 1),
+            **dict.fromkeys(RUN_PARTS.column_names[1:-1], 1),
             "error": None,
             "retries": 1,
         }
         with pytest.raises(ValueError, match=r"^pipeline_run_parts has no column retries$"):
-            record_run_parts(conn, "r1", [part])
+            record_run_parts(conn, "r1", "rds_metrics", [part])
         assert conn.execute("SELECT count(*) FROM pipeline_runs").fetchall() == [(0,)]
 
 

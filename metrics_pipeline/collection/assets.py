@@ -5,11 +5,12 @@ with Dagster's partitions, config, logging and metadata.
 """
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import duckdb
 from dagster import (
     AssetExecutionContext,
     AssetMaterialization,
@@ -32,6 +33,7 @@ from metrics_pipeline.collection.cloudwatch import (
     RequestStats,
     align_window,
 )
+from metrics_pipeline.collection.collected import INSTANCE_METRICS, Collected
 from metrics_pipeline.collection.inventory import describe, hours_before_creation
 from metrics_pipeline.collection.keys import RDS_INSTANCES, RDS_METRICS
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource, aws_errors
@@ -43,8 +45,6 @@ from metrics_pipeline.collection.runs import (
     where,
 )
 from metrics_pipeline.collection.store import (
-    RAW_DESTINATION,
-    Destination,
     fully_written_by_run,
     record_run,
     record_run_parts,
@@ -219,10 +219,13 @@ def read_or_discover_inventory(
     warehouse: WarehouseResource,
     accounts: Sequence[Account],
     stats: RequestStats,
+    read: Callable[
+        [duckdb.DuckDBPyConnection, Sequence[str] | None], list[InventoryEntry]
+    ] = read_inventory,
 ) -> list[InventoryEntry]:
-    """The inventory of the collected accounts and regions, discovering first the ones it
-    lacks (a new deployment, a region or account just added), so that a first backfill from
-    the UI just works."""
+    """The inventory (`read`: of instances, or of clusters) of the collected accounts and
+    regions, discovering first the ones it lacks (a new deployment, a region or account just
+    added), so that a first backfill from the UI just works."""
     account_ids = {account.account_id for account in accounts}
 
     def collected(entries: list[InventoryEntry]) -> list[InventoryEntry]:
@@ -230,7 +233,7 @@ def read_or_discover_inventory(
 
     try:
         with warehouse.reader() as conn:
-            inventory = collected(read_inventory(conn, aws.regions))
+            inventory = collected(read(conn, aws.regions))
     except SnapshotMissingError:
         inventory = []
     # A region can hold no instance: the latest discovery that covered it is what counts, so
@@ -268,10 +271,12 @@ def read_or_discover_inventory(
         )
     )
     with warehouse.reader() as conn:
-        return collected(read_inventory(conn, aws.regions))
+        return collected(read(conn, aws.regions))
 
 
-def check_collectable(start: datetime, now: datetime, retention_days: int, period: int) -> None:
+def check_collectable(
+    start: datetime, now: datetime, retention_days: int, period: int, table: str = METRICS_TABLE
+) -> None:
     """Refuses hours that retention would delete at once, or that CloudWatch no longer has."""
     cloudwatch_days = cloudwatch_retention_days(period)
     oldest = max(oldest_kept_hour(now, retention_days), oldest_kept_hour(now, cloudwatch_days))
@@ -283,7 +288,7 @@ def check_collectable(start: datetime, now: datetime, retention_days: int, perio
         )
         raise Failure(
             description=(
-                f"rds_metrics: the window starts at {start:%Y-%m-%d %H:%M} UTC, before "
+                f"{table}: the window starts at {start:%Y-%m-%d %H:%M} UTC, before "
                 f"{oldest:%Y-%m-%d %H:%M} UTC, the oldest hour that can be collected "
                 f"({limit}). Choose hours from {oldest:%Y-%m-%d %H:%M} UTC on."
             ),
@@ -297,7 +302,7 @@ class CollectionConfig(Config):
         description=(
             "Collect only these instances (and replace only their rows), by id, or as "
             "account_id/id for one account's; empty means every instance that existed in "
-            "the window."
+            "the window. For rds_cluster_metrics: Aurora clusters, by DBClusterIdentifier."
         ),
     )
 
@@ -309,14 +314,22 @@ def materialize_rds_metrics(
     collection: CollectionResource,
     warehouse: WarehouseResource,
     clock: Clock = utc_now,
+    collected: Collected = INSTANCE_METRICS,
 ) -> MaterializeResult:
+    """A partition of rds_metrics (or of what `collected` says: the clusters' metrics)."""
     warehouse.prepare()
     window = context.partition_time_window
     start, end = align_window(
         naive_utc(window.start), naive_utc(window.end), collection.period_seconds
     )
-    check_collectable(start, clock(), warehouse.retention_days, collection.period_seconds)
-    return collect_window(context, config, aws, collection, warehouse, start, end, clock)
+    check_collectable(
+        start,
+        clock(),
+        warehouse.retention_days,
+        collection.period_seconds,
+        collected.destination.table.name,
+    )
+    return collect_window(context, config, aws, collection, warehouse, start, end, clock, collected)
 
 
 def collect_window(
@@ -328,18 +341,21 @@ def collect_window(
     start: datetime,
     end: datetime,
     clock: Clock,
-    destination: Destination = RAW_DESTINATION,
+    collected: Collected = INSTANCE_METRICS,
     period_seconds: int | None = None,
 ) -> MaterializeResult:
-    """Collects [start, end) of the instances that existed then (or those `config` names) into
-    `destination` at `period_seconds` (the collection period when None), and reports what it
-    did; fails as `raise_unless_collected` says."""
+    """Collects [start, end) of the subjects (`collected`: instances, clusters) that existed
+    then (or those `config` names) at `period_seconds` (the collection period when None), and
+    reports what it did; fails as `raise_unless_collected` says."""
+    destination = collected.destination
     stats = RequestStats()
     accounts = aws.accounts(stats)
-    inventory = read_or_discover_inventory(context, aws, warehouse, accounts, stats)
-    targets, before_creation = choose_targets(context, config, inventory, start, end)
+    inventory = read_or_discover_inventory(context, aws, warehouse, accounts, stats, collected.read)
+    targets, before_creation = choose_targets(
+        context, config, inventory, start, end, collected.inventory_table
+    )
     context.log.info(
-        f"Collecting {start} to {end} UTC for {len(targets)} instance(s) in "
+        f"Collecting {start} to {end} UTC for {len(targets)} {collected.noun}(s) in "
         f"{len({t.account_id for t in targets})} account(s) into {destination.table.name}"
     )
     started = time.monotonic()
@@ -364,12 +380,13 @@ def collect_window(
             warehouse,
             destination=destination,
             period_seconds=period_seconds,
-            kinds={entry.instance: entry.kind for entry in inventory},
+            metrics_of={e.instance: collected.metrics(collection, e) for e in inventory},
+            namespace=collected.namespace,
         )
         outcomes = run.collect([t for t in targets if t not in done_before], context.log.info)
         figures = run.figures(outcomes, targets, lock_wait_seconds, cpu_started, started)
         record_run(conn, figures)
-        record_run_parts(conn, context.run.run_id, run.parts(outcomes))
+        record_run_parts(conn, context.run.run_id, destination.table.name, run.parts(outcomes))
         [(table_rows,)] = conn.execute(f"SELECT count(*) FROM {destination.table.name}").fetchall()
     written = figures["rows_written"]
     context.log.info(
@@ -415,8 +432,10 @@ def choose_targets(
     inventory: Sequence[InventoryEntry],
     start: datetime,
     end: datetime,
+    inventory_table: str = INSTANCES_TABLE,
 ) -> tuple[list[Instance], dict[str, int]]:
-    """The instances the run collects, and how many hours asked precede a named one's creation."""
+    """The subjects the run collects, and how many hours asked precede a named one's
+    creation."""
     unknown = sorted(
         name
         for name in config.instances
@@ -425,8 +444,8 @@ def choose_targets(
     if unknown:
         raise Failure(
             description=(
-                f"instances: unknown instance id(s) {', '.join(unknown)}; "
-                f"the inventory ({INSTANCES_TABLE}) does not list them."
+                f"instances: unknown id(s) {', '.join(unknown)}; "
+                f"the inventory ({inventory_table}) does not list them."
             ),
             allow_retries=False,
         )

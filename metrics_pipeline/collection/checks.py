@@ -1,4 +1,5 @@
-"""The check of a CloudWatch tier's own invariants (rds_metrics, rds_metrics_hourly), beside
+"""The check of a CloudWatch table's own invariants (rds_metrics, rds_metrics_hourly,
+rds_cluster_metrics), beside
 the completeness and freshness checks every source gets (quality/checks.py)."""
 
 from datetime import datetime, timedelta
@@ -21,10 +22,10 @@ def sanity_counts(
 ) -> dict[str, int]:
     """Rows of `destination` since `start` that break an invariant; every count should be 0."""
     statistics = ", ".join(destination.statistic_columns.values())
-    ts, table = destination.time_column, destination.table.name
+    ts, table, subject = destination.time_column, destination.table.name, destination.subject_column
     [row] = conn.execute(
         f"""
-        SELECT count(*) - count(DISTINCT (account_id, region, instance_id, metric, {ts})),
+        SELECT count(*) - count(DISTINCT (account_id, region, {subject}, metric, {ts})),
                count(*) FILTER (unit = 'Percent' AND (minimum < 0 OR maximum > 100
                                                       OR average < 0 OR average > 100)),
                count(*) FILTER (least({statistics}) < 0),

@@ -87,6 +87,7 @@ class CollectionResource(ConfigurableResource):
 
     period_seconds: int = resource_field("period_seconds")
     metrics: list[str] = resource_field("metrics")
+    cluster_metrics: list[str] = resource_field("cluster_metrics")
     statistics: list[str] = resource_field("statistics")
     settle_minutes: int = resource_field("settle_minutes")
     chunk_datapoints: int = resource_field("chunk_datapoints")

@@ -14,7 +14,7 @@ from typing import Any
 
 from dagster import Failure, MetadataValue
 
-from metrics_pipeline.catalog import InstanceKind, published_metrics
+from metrics_pipeline.catalog import RDS_INSTANCE_NAMESPACE, Namespace
 from metrics_pipeline.collection.accounts import Account
 from metrics_pipeline.collection.bounds import Deadline, bounded_by
 from metrics_pipeline.collection.budget import DatapointBudget, datapoints_per_second
@@ -83,11 +83,12 @@ class CollectionRun:
         clock: Callable[[], float] = time.monotonic,
         destination: Destination = RAW_DESTINATION,
         period_seconds: int | None = None,
-        kinds: Mapping[Instance, InstanceKind] | None = None,
+        metrics_of: Mapping[Instance, Sequence[str]] | None = None,
+        namespace: Namespace = RDS_INSTANCE_NAMESPACE,
     ) -> None:
         """Writes to `destination` the statistics it has columns for, at `period_seconds` (the
-        collection period when None), asking each instance for the metrics its kind publishes
-        (`kinds`; an instance without one is taken for a plain RDS instance)."""
+        collection period when None), asking each subject in `namespace` for its metrics
+        (`metrics_of`; the collection's metrics for a subject it lacks)."""
         self.aws, self.collection = aws, collection
         self.destination = destination
         self.period_seconds = period_seconds or collection.period_seconds
@@ -102,19 +103,20 @@ class CollectionRun:
         self.start, self.end, self.fetched_at, self.run_id = start, end, fetched_at, run_id
         self.conn, self.warehouse = conn, warehouse
         self.points_per_query = datapoints_per_query(start, end, self.period_seconds)
-        self.kinds = kinds or {}
+        self.metrics_of = metrics_of or {}
+        self.namespace = namespace
         self.stats: dict[tuple[str, str], RequestStats] = {}
         self.budgets: dict[tuple[str, str], DatapointBudget] = {}
         self.clients: dict[tuple[str, str], Any] = {}
         self.write_seconds = 0.0
         self._lock = threading.Lock()
 
-    def metrics_of(self, instance: Instance) -> tuple[str, ...]:
-        return published_metrics(self.collection.metrics, self.kinds.get(instance, InstanceKind()))
+    def metrics(self, subject: Instance) -> Sequence[str]:
+        return self.metrics_of.get(subject, self.collection.metrics)
 
     def collect(self, targets: Sequence[Instance], log: Any) -> dict[tuple[str, str], UnitOutcome]:
-        # Chunks are sized for the instance that asks most.
-        most = max((len(self.metrics_of(target)) for target in targets), default=1)
+        # Chunks are sized for the subject that asks most.
+        most = max((len(self.metrics(target)) for target in targets), default=1)
         chunks = plan_chunks(
             targets,
             max(1, most) * len(self.statistics),
@@ -166,7 +168,8 @@ class CollectionRun:
                 chunk.instances,
                 self.collection.metrics,
                 self.statistics,
-                metrics_of={i: self.metrics_of(i) for i in chunk.instances},
+                self.namespace,
+                metrics_of={i: self.metrics(i) for i in chunk.instances},
             )
             pages = [
                 page

@@ -97,7 +97,7 @@ class CloudWatchRds(Source):
     def expected_rows_per_subject_hour(self, settings: Settings, subject: InventoryEntry) -> int:
         """A row per metric the instance publishes every period, and period: the statistics
         are its columns."""
-        expected = expected_metrics(settings.metrics, subject.kind)
+        expected = expected_metrics(settings.metrics, subject.instance_kind)
         return (3600 // settings.period_seconds) * len(expected)
 
     def newest_period(
@@ -126,7 +126,7 @@ class CloudWatchRds(Source):
 def most_metrics(settings: Settings, subjects: Sequence[InventoryEntry]) -> int:
     """The most metrics any of `subjects` is asked for (one at least)."""
     return max(
-        (len(published_metrics(settings.metrics, subject.kind)) for subject in subjects),
+        (len(published_metrics(settings.metrics, s.instance_kind)) for s in subjects),
         default=1,
     )
 

@@ -9,7 +9,7 @@ ones, never a mix.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from metrics_pipeline.catalog import (
+    CLUSTER_METRIC_UNITS,
     HOURLY_STATISTIC_COLUMNS,
     RDS_METRIC_UNITS,
     STATISTIC_COLUMNS,
@@ -32,7 +33,9 @@ from metrics_pipeline.warehouse.schema import (
 from metrics_pipeline.warehouse.sql import in_transaction, sql_literal
 from metrics_pipeline.warehouse.tables import (
     ARROW_TYPES,
+    CLUSTER_FETCHES,
     CLUSTER_KEY,
+    CLUSTER_METRICS,
     CLUSTERS,
     DBI_RESOURCE_ID,
     FETCHES,
@@ -51,21 +54,27 @@ from metrics_pipeline.warehouse.tables import (
 
 @dataclass(frozen=True)
 class Destination:
-    """Where a collection writes: a table with a row per instance, metric and period and a
-    column per statistic, and its fetch log."""
+    """Where a collection writes: a table with a row per subject (an instance, a cluster),
+    metric and period and a column per statistic, and its fetch log."""
 
     table: Table
     fetches: Table
     statistic_columns: Mapping[str, str]  # CloudWatch statistic -> column
+    units: Mapping[str, str] = field(default_factory=lambda: RDS_METRIC_UNITS)  # metric -> unit
+    subject_column: str = "instance_id"  # what names the subject beside account and region
 
     @property
     def time_column(self) -> str:
         return self.table.time_column or ""
 
 
-# The raw tier (the collection period) and the hourly tier (CloudWatch's hourly statistics).
+# The raw tier (the collection period) and the hourly tier (CloudWatch's hourly statistics),
+# and the Aurora clusters' metrics at the collection period.
 RAW_DESTINATION = Destination(METRICS, FETCHES, STATISTIC_COLUMNS)
 HOURLY_DESTINATION = Destination(HOURLY, HOURLY_FETCHES, HOURLY_STATISTIC_COLUMNS)
+CLUSTER_DESTINATION = Destination(
+    CLUSTER_METRICS, CLUSTER_FETCHES, STATISTIC_COLUMNS, CLUSTER_METRIC_UNITS, "cluster_id"
+)
 
 # What discovery reports: every column but those the warehouse keeps itself.
 SEEN_COLUMNS = ("first_seen", "last_seen")
@@ -257,14 +266,14 @@ def replace_metrics(
             }
         ),
     )
-    conn.register(
-        "metric_units",
-        pa.table({"metric": list(RDS_METRIC_UNITS), "unit": list(RDS_METRIC_UNITS.values())}),
-    )
+    units = destination.units
+    conn.register("metric_units", pa.table({"metric": list(units), "unit": list(units.values())}))
     statistic_columns = destination.statistic_columns
     columns = ", ".join(statistic_columns.values())
     cells = " + ".join(f"({column} IS NOT NULL)::INT" for column in statistic_columns.values())
     table, fetches, ts = destination.table.name, destination.fetches.name, destination.time_column
+    # The spool and the targets name every subject instance_id; the tables, their own way.
+    subject = destination.subject_column
 
     def write() -> MetricsWrite:
         conn.execute(f"CREATE OR REPLACE TEMP VIEW received AS {_received_sql(spool_files)}")
@@ -276,14 +285,14 @@ def replace_metrics(
             f"""
             DELETE FROM {table} m USING targets t
             WHERE m.account_id = t.account_id AND m.region = t.region
-              AND m.instance_id = t.instance_id AND m.{ts} >= $start AND m.{ts} < $end
+              AND m.{subject} = t.instance_id AND m.{ts} >= $start AND m.{ts} < $end
             """,
             {"start": start, "end": end},
         ).fetchone()
         written = conn.execute(
             f"""
             INSERT INTO {table}
-                ({ts}, account_id, region, instance_id, metric, unit, {columns}, collected_at)
+                ({ts}, account_id, region, {subject}, metric, unit, {columns}, collected_at)
             SELECT ts, account_id, region, instance_id, metric, u.unit, {columns}, $collected_at
             FROM chunk_rows LEFT JOIN metric_units u USING (metric)
             """,
@@ -293,7 +302,7 @@ def replace_metrics(
             f"""
             DELETE FROM {fetches} f USING targets t
             WHERE f.account_id = t.account_id AND f.region = t.region
-              AND f.instance_id = t.instance_id AND f.hour >= $start AND f.hour < $end
+              AND f.{subject} = t.instance_id AND f.hour >= $start AND f.hour < $end
             """,
             {"start": start, "end": end},
         )
@@ -347,15 +356,16 @@ def replace_metrics(
 
 
 def record_run(conn: duckdb.DuckDBPyConnection, figures: dict[str, Any]) -> None:
-    """One row of the run's own figures in pipeline_runs (a re-executed run replaces its row);
-    a figure the table has no column for is refused rather than lost."""
+    """One row of the run's own figures for one asset in pipeline_runs (a re-executed run
+    replaces its row); a figure the table has no column for is refused rather than lost."""
     RUNS.check_row(figures)
     columns = ", ".join(figures)
     placeholders = ", ".join(f"${name}" for name in figures)
 
     def replace() -> None:
         conn.execute(
-            f"DELETE FROM {RUNS_TABLE} WHERE run_id = $run_id", {"run_id": figures["run_id"]}
+            f"DELETE FROM {RUNS_TABLE} WHERE run_id = $run_id AND asset = $asset",
+            {"run_id": figures["run_id"], "asset": figures["asset"]},
         )
         conn.execute(f"INSERT INTO {RUNS_TABLE} ({columns}) VALUES ({placeholders})", figures)
 
@@ -363,20 +373,24 @@ def record_run(conn: duckdb.DuckDBPyConnection, figures: dict[str, Any]) -> None
 
 
 def record_run_parts(
-    conn: duckdb.DuckDBPyConnection, run_id: str, parts: Sequence[dict[str, Any]]
+    conn: duckdb.DuckDBPyConnection, run_id: str, asset: str, parts: Sequence[dict[str, Any]]
 ) -> None:
-    """The run's figures per account and region in pipeline_run_parts (replacing a re-executed
-    run's)."""
+    """The run's figures for `asset` per account and region in pipeline_run_parts (replacing a
+    re-executed run's)."""
     for part in parts:
         RUN_PARTS.check_row(part)
     rows = pa.Table.from_pylist(
-        [{"run_id": run_id, **part} for part in parts], schema=RUN_PARTS.arrow_schema()
+        [{"run_id": run_id, "asset": asset, **part} for part in parts],
+        schema=RUN_PARTS.arrow_schema(),
     )
     conn.register("run_parts", rows)
+    columns = ", ".join(RUN_PARTS.column_names)
 
     def replace() -> None:
-        conn.execute(f"DELETE FROM {RUN_PARTS_TABLE} WHERE run_id = ?", [run_id])
-        conn.execute(f"INSERT INTO {RUN_PARTS_TABLE} SELECT * FROM run_parts")
+        conn.execute(
+            f"DELETE FROM {RUN_PARTS_TABLE} WHERE run_id = ? AND asset = ?", [run_id, asset]
+        )
+        conn.execute(f"INSERT INTO {RUN_PARTS_TABLE} ({columns}) SELECT {columns} FROM run_parts")
 
     try:
         in_transaction(conn, replace)
@@ -396,7 +410,7 @@ def fully_written_by_run(
     hours = len(hour_starts(start, end))
     rows = conn.execute(
         f"""
-        SELECT account_id, region, instance_id FROM {destination.fetches.name}
+        SELECT account_id, region, {destination.subject_column} FROM {destination.fetches.name}
         WHERE run_id = $run_id AND hour >= $start AND hour < $end
         GROUP BY ALL HAVING count(*) = $hours
         """,

@@ -13,9 +13,9 @@ from dagster import (
 )
 
 from metrics_pipeline.collection.assets import CollectionConfig, aws_retry_policy, collect_window
+from metrics_pipeline.collection.collected import INSTANCE_HOURLY_METRICS
 from metrics_pipeline.collection.keys import RDS_INSTANCES
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource
-from metrics_pipeline.collection.store import HOURLY_DESTINATION
 from metrics_pipeline.history.keys import RDS_METRICS_HOURLY
 from metrics_pipeline.history.window import fetch_window, oldest_fetchable_hour
 from metrics_pipeline.hours import Clock, naive_utc, utc_now
@@ -63,7 +63,7 @@ def materialize_rds_metrics_hourly(
         start,
         end,
         clock,
-        HOURLY_DESTINATION,
+        INSTANCE_HOURLY_METRICS,
         HOURLY_PERIOD_SECONDS,
     )
 

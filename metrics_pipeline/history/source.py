@@ -124,7 +124,7 @@ class CloudWatchRdsHourly(CloudWatchRds):
     def expected_rows_per_subject_hour(self, settings: Settings, subject: InventoryEntry) -> int:
         """A row per metric the instance publishes every hour: the statistics are its
         columns."""
-        return len(expected_metrics(settings.metrics, subject.kind))
+        return len(expected_metrics(settings.metrics, subject.instance_kind))
 
     def newest_period(
         self, conn: duckdb.DuckDBPyConnection, settings: Settings

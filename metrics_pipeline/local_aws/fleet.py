@@ -13,6 +13,7 @@ from metrics_pipeline.catalog import (
     READER,
     SERVERLESS_CLASS,
     WRITER,
+    ClusterKind,
     InstanceKind,
 )
 from metrics_pipeline.local_aws.signals import Profile, stable_key, uniform
@@ -78,6 +79,33 @@ class SimulatedCluster:
     created_at: datetime
     serverless_acu: tuple[float, float] | None = None  # Serverless v2 (min, max) capacity
     account_id: str = ACCOUNT_ID
+    global_database: bool = False
+
+    @property
+    def kind(self) -> ClusterKind:
+        return ClusterKind(self.engine, self.serverless_acu is not None, self.global_database)
+
+    def profile(self, seed: int) -> Profile:
+        """How its volume and capacity behave: the load of a database of its own name."""
+        knobs = uniform(stable_key(seed, self.signal_key, "profile"), np.arange(4))
+        return Profile(
+            instance_id=self.signal_key,
+            seed=seed,
+            memory_gib=(self.serverless_acu or (0, 8))[1] * GIB_PER_ACU,
+            storage_gib=0,
+            cpu_base=5 + 20 * float(knobs[0]),
+            cpu_swing=25 + 45 * float(knobs[1]),
+            max_connections=MAX_CONNECTIONS.get(self.engine, 1000),
+            iops_scale=0.5 + float(knobs[2]),
+            storage_leak_gib_per_day=0.05 + 2.0 * float(knobs[3]),
+            created_at=self.created_at,
+            kind=InstanceKind(self.engine, SERVERLESS_CLASS if self.serverless_acu else None),
+            serverless_acu=self.serverless_acu,
+        )
+
+    @property
+    def signal_key(self) -> str:
+        return f"{self.account_id}/cluster/{self.cluster_id}"
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,10 @@ def minute_values(profile: Profile, metric: str, minutes: np.ndarray) -> np.ndar
         return np.where(jitter > 0.49, 0.02 * level, 0.0)
     if metric.startswith("AuroraReplicaLag"):
         return 12 + 40 * level + 4 * jitter
+    if metric == "VolumeBytesUsed":  # the cluster's volume: 20 GiB, then its growth
+        return (20 + profile.storage_leak_gib_per_day * np.maximum(age_days, 0)) * GIB
+    if metric in ("VolumeReadIOPs", "VolumeWriteIOPs"):  # billed I/Os per 5 minutes
+        return 300 * (read_iops if metric == "VolumeReadIOPs" else write_iops)
     if metric in ("ServerlessDatabaseCapacity", "ACUUtilization"):
         low, high = profile.serverless_acu or (0.5, 1.0)
         capacity = np.round(np.clip(low + (high - low) * level * 0.8, low, high) * 2) / 2

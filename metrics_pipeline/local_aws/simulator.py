@@ -12,7 +12,7 @@ from typing import Any, NotRequired, TypedDict
 import boto3
 from moto.rds.models import rds_backends
 
-from metrics_pipeline.catalog import WRITER
+from metrics_pipeline.catalog import CLUSTER_METRICS_BY_NAME, WRITER
 from metrics_pipeline.local_aws.fleet import (
     ACCOUNT_ID,
     ENGINE_VERSIONS,
@@ -72,6 +72,11 @@ class Simulator:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.started_at = self.clock()
         self.fleet = {(i.account_id, i.region, i.instance_id): i for i in fleet}
+        self.clusters = {
+            (i.cluster.account_id, i.cluster.region, i.cluster.cluster_id): i.cluster
+            for i in fleet
+            if i.cluster is not None
+        }
         self.accounts = sorted({ACCOUNT_ID} | {i.account_id for i in fleet})
         self._created: set[tuple[str, str, str]] = set()
         self._created_clusters: set[tuple[str, str, str]] = set()
@@ -98,12 +103,26 @@ class Simulator:
     def knows(self, account_id: str, region: str, query: dict[str, Any]) -> bool:
         metric = query.get("MetricStat", {}).get("Metric", {})
         dimensions = metric.get("Dimensions", [])
-        return (
-            metric.get("Namespace") == "AWS/RDS"
-            and len(dimensions) == 1
-            and dimensions[0].get("Name") == "DBInstanceIdentifier"
-            and (account_id, region, dimensions[0].get("Value")) in self.fleet
+        if metric.get("Namespace") != "AWS/RDS" or len(dimensions) != 1:
+            return False
+        key = (account_id, region, dimensions[0].get("Value"))
+        name = dimensions[0].get("Name")
+        return (name == "DBInstanceIdentifier" and key in self.fleet) or (
+            name == "DBClusterIdentifier" and key in self.clusters
         )
+
+    def _subject_profile(
+        self, account_id: str, region: str, dimension: dict[str, str], metric: str
+    ) -> Profile | None:
+        """The profile whose values answer a query, None when its subject publishes nothing
+        of the metric (an Aurora cluster's metric that is not of its kind)."""
+        if dimension["Name"] == "DBInstanceIdentifier":
+            return self.profile(account_id, region, dimension["Value"])
+        cluster = self.clusters[(account_id, region, dimension["Value"])]
+        described = CLUSTER_METRICS_BY_NAME.get(metric)
+        if described is not None and not described.published(cluster.kind):
+            return None
+        return cluster.profile(self.seed)
 
     def answer(
         self,
@@ -115,12 +134,8 @@ class Simulator:
     ) -> dict[str, Any]:
         stat = query["MetricStat"]
         metric = stat["Metric"]
-        instance_id = metric["Dimensions"][0]["Value"]
         period = int(stat["Period"])
         now = self.clock()
-        profile = self.profile(account_id, region, instance_id)
-        if profile is None:  # the caller asks only about queries this fleet knows
-            raise KeyError(f"{account_id}/{region}/{instance_id} is not a simulated instance")
         answer: dict[str, Any] = {
             "id": query["Id"],
             "label": query.get("Label") or f"{metric['MetricName']} {stat['Stat']}",
@@ -128,6 +143,12 @@ class Simulator:
             "timestamps": [],
             "status_code": "Complete",
         }
+        # The caller asks only about queries this fleet knows.
+        profile = self._subject_profile(
+            account_id, region, metric["Dimensions"][0], metric["MetricName"]
+        )
+        if profile is None:
+            return answer
         # moto parses StartTime and EndTime into naive datetimes in UTC.
         start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
         kept_start = answerable_start(start, period, now)

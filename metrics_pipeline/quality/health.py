@@ -78,7 +78,7 @@ def pipeline_health(
             SELECT p.account_id, p.region, count(*),
                    count(*) FILTER (p.status <> 'collected'), sum(p.cloudwatch_requests),
                    sum(p.rows_written), arg_max(p.error, r.finished_at)
-            FROM {RUN_PARTS_TABLE} p JOIN {RUNS_TABLE} r USING (run_id)
+            FROM {RUN_PARTS_TABLE} p JOIN {RUNS_TABLE} r USING (run_id, asset)
             WHERE r.finished_at >= $since GROUP BY ALL ORDER BY 1, 2
             """,
             {"since": since},

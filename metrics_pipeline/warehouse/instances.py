@@ -10,8 +10,13 @@ from datetime import datetime, timedelta
 
 import duckdb
 
-from metrics_pipeline.catalog import InstanceKind
-from metrics_pipeline.warehouse.schema import INSTANCES_TABLE, column_names, table_exists
+from metrics_pipeline.catalog import ClusterKind, InstanceKind
+from metrics_pipeline.warehouse.schema import (
+    CLUSTERS_TABLE,
+    INSTANCES_TABLE,
+    column_names,
+    table_exists,
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -48,7 +53,20 @@ class InventoryEntry:
     first_seen: datetime
     last_seen: datetime
     status: str | None = None
-    kind: InstanceKind = field(default_factory=InstanceKind)
+    # What decides which metrics it publishes: an instance's kind, or a cluster's.
+    kind: InstanceKind | ClusterKind = field(default_factory=InstanceKind)
+
+    @property
+    def instance_kind(self) -> InstanceKind:
+        if not isinstance(self.kind, InstanceKind):
+            raise TypeError(f"{self.instance} is an Aurora cluster, not an instance")
+        return self.kind
+
+    @property
+    def cluster_kind(self) -> ClusterKind:
+        if not isinstance(self.kind, ClusterKind):
+            raise TypeError(f"{self.instance} is an instance, not an Aurora cluster")
+        return self.kind
 
     def existed_during(self, start: datetime, end: datetime) -> bool:
         born = self.create_time or self.first_seen
@@ -100,6 +118,36 @@ def read_inventory(
             last_seen=row[5],
             status=row[6],
             kind=InstanceKind(row[7], row[8], row[9], bool(row[10])),
+        )
+        for row in rows
+    ]
+
+
+def read_clusters(
+    conn: duckdb.DuckDBPyConnection, regions: Sequence[str] | None = None
+) -> list[InventoryEntry]:
+    """The Aurora clusters of the collected regions (all when None), as inventory entries keyed
+    (account, region, cluster identifier); empty before the first discovery that lists them."""
+    if not table_exists(conn, CLUSTERS_TABLE):
+        return []
+    rows = conn.execute(
+        f"""
+        SELECT account_id, region, cluster_id, create_time, first_seen, last_seen, status,
+               engine, serverless_max_acu IS NOT NULL, global_cluster_id IS NOT NULL
+        FROM {CLUSTERS_TABLE}
+        WHERE $regions::VARCHAR[] IS NULL OR list_contains($regions::VARCHAR[], region)
+        ORDER BY region, account_id, cluster_id
+        """,
+        {"regions": None if regions is None else list(regions)},
+    ).fetchall()
+    return [
+        InventoryEntry(
+            Instance(*row[:3]),
+            create_time=row[3],
+            first_seen=row[4],
+            last_seen=row[5],
+            status=row[6],
+            kind=ClusterKind(row[7], bool(row[8]), bool(row[9])),
         )
         for row in rows
     ]

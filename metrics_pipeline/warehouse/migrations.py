@@ -23,6 +23,8 @@ from metrics_pipeline.warehouse.schema import (
 )
 from metrics_pipeline.warehouse.sql import in_transaction
 from metrics_pipeline.warehouse.tables import (
+    CLUSTER_FETCHES,
+    CLUSTER_METRICS,
     CLUSTER_PLACE,
     DAILY,
     DBI_RESOURCE_ID,
@@ -32,6 +34,8 @@ from metrics_pipeline.warehouse.tables import (
     INSTANCE_HISTORY,
     INSTANCES,
     PERFORMANCE_INSIGHTS,
+    RUN_PARTS,
+    RUNS,
     TABLES,
     VERSIONS,
     Column,
@@ -89,7 +93,8 @@ def _add_hourly_tier(conn: duckdb.DuckDBPyConnection) -> None:
 
 def _add_aurora_and_performance_insights(conn: duckdb.DuckDBPyConnection) -> None:
     """The inventory gains each instance's Aurora cluster and role and its Performance
-    Insights settings (learnt at the next discovery), and the clusters get their own table."""
+    Insights settings (learnt at the next discovery); the clusters get their own table, and
+    their metrics theirs with its fetch log."""
     for table, columns in (
         (INSTANCES, (*CLUSTER_PLACE, *PERFORMANCE_INSIGHTS)),
         (INSTANCE_HISTORY, CLUSTER_PLACE),
@@ -99,6 +104,42 @@ def _add_aurora_and_performance_insights(conn: duckdb.DuckDBPyConnection) -> Non
                 f"ALTER TABLE {table.name} ADD COLUMN IF NOT EXISTS {column.name} {column.type}"
             )
     ensure_schema(conn, views=False)
+    if is_lake(conn):
+        partition_lake_tables(conn, [CLUSTER_METRICS.name, CLUSTER_FETCHES.name])
+    _key_runs_by_asset(conn)
+
+
+def _key_runs_by_asset(conn: duckdb.DuckDBPyConnection) -> None:
+    """A run's figures become one row per asset it collected (the fresh run collects the
+    instances and the clusters): pipeline_run_parts gains the asset, its run's. A DuckDB file's
+    keys cannot change in place: its two tables are built again with the new keys, rows and
+    all; a lake's tables have no keys."""
+    asset = f"coalesce((SELECT r.asset FROM {RUNS.name} r WHERE r.run_id = p.run_id), "
+    asset += "'rds_metrics')"
+    if is_lake(conn):
+        conn.execute(f"ALTER TABLE {RUN_PARTS.name} ADD COLUMN IF NOT EXISTS asset VARCHAR")
+        conn.execute(f"UPDATE {RUN_PARTS.name} p SET asset = {asset} WHERE asset IS NULL")
+        return
+    for table in (RUNS, RUN_PARTS):
+        conn.execute(f"ALTER TABLE {table.name} RENAME TO {table.name}{REKEYED_SUFFIX}")
+        conn.execute(table.create_sql(keys=True))
+    runs = ", ".join(RUNS.column_names)
+    conn.execute(f"INSERT INTO {RUNS.name} ({runs}) SELECT {runs} FROM {RUNS.name}{REKEYED_SUFFIX}")
+    parts = ", ".join(RUN_PARTS.column_names)
+    known = ", ".join(
+        asset.replace(f"{RUNS.name} r", f"{RUNS.name}{REKEYED_SUFFIX} r") if c == "asset" else c
+        for c in RUN_PARTS.column_names
+    )
+    conn.execute(
+        f"INSERT INTO {RUN_PARTS.name} ({parts}) "
+        f"SELECT {known} FROM {RUN_PARTS.name}{REKEYED_SUFFIX} p"
+    )
+    for table in (RUN_PARTS, RUNS):
+        conn.execute(f"DROP TABLE {table.name}{REKEYED_SUFFIX}")
+
+
+# The old tables a migration builds again under the name of, until it drops them.
+REKEYED_SUFFIX = "__before_v5"
 
 
 def _names(columns: tuple[Column, ...]) -> set[str]:
@@ -115,7 +156,7 @@ MIGRATIONS = [
     Migration(4, "rds_metrics_hourly becomes CloudWatch's hourly tier, rds_metrics_daily its days",
               _add_hourly_tier),
     Migration(5, "adds the instances' Aurora cluster, role and Performance Insights settings, "
-                 "and rds_clusters", _add_aurora_and_performance_insights),
+                 "rds_clusters and rds_cluster_metrics", _add_aurora_and_performance_insights),
 ]  # fmt: skip
 
 

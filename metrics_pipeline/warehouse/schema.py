@@ -9,6 +9,9 @@ import duckdb
 
 from metrics_pipeline.catalog import STATISTIC_COLUMNS, WIDE_VIEW_COLUMNS
 from metrics_pipeline.warehouse.tables import (
+    CLUSTER_FETCHES,
+    CLUSTER_METRICS,
+    CLUSTERS,
     DAILY,
     FETCHES,
     HOURLY,
@@ -31,6 +34,9 @@ from metrics_pipeline.warehouse.tables import (
 STORAGE_COMPATIBILITY_VERSION = "v1.2.0"
 
 INSTANCES_TABLE = INSTANCES.name
+CLUSTERS_TABLE = CLUSTERS.name
+CLUSTER_METRICS_TABLE = CLUSTER_METRICS.name
+CLUSTER_FETCHES_TABLE = CLUSTER_FETCHES.name
 METRICS_TABLE = METRICS.name
 FETCHES_TABLE = FETCHES.name
 RUNS_TABLE = RUNS.name

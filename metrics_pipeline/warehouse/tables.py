@@ -321,13 +321,20 @@ METRICS = Table(
 )
 
 
-def _fetch_log(name: str, tier: str, what: str, added_in: int = 0) -> Table:
-    """A fetch log: which hour of which instance was fetched, when, and whether settled."""
+def _fetch_log(
+    name: str,
+    tier: str,
+    what: str,
+    added_in: int = 0,
+    subject: tuple[Column, ...] = INSTANCE,
+) -> Table:
+    """A fetch log: which hour of which subject (an instance) was fetched, when, and whether
+    settled."""
     return Table(
         name,
         (
             Column("hour", "TIMESTAMP", "the hour fetched (its start), UTC", nullable=False),
-            *INSTANCE,
+            *subject,
             Column("fetched_at", "TIMESTAMP", "when it was fetched, UTC", nullable=False),
             Column(
                 "datapoints",
@@ -343,7 +350,7 @@ def _fetch_log(name: str, tier: str, what: str, added_in: int = 0) -> Table:
             ),
             Column("run_id", "VARCHAR", "Dagster run that fetched it"),
         ),
-        primary_key=(*INSTANCE_KEY, "hour"),
+        primary_key=(*(column.name for column in subject), "hour"),
         time_column="hour",
         lake_files_per_day=True,
         added_in=added_in,
@@ -352,6 +359,28 @@ def _fetch_log(name: str, tier: str, what: str, added_in: int = 0) -> Table:
 
 
 FETCHES = _fetch_log("rds_metric_fetches", RAW_TIER, "rds_metrics")
+
+# One row per Aurora cluster, metric and CloudWatch period (AWS/RDS by DBClusterIdentifier: its
+# volume, its I/O, its Serverless v2 capacity), a column per statistic, as rds_metrics.
+CLUSTER_METRICS = Table(
+    "rds_cluster_metrics",
+    (
+        METRICS.columns[0],
+        *CLUSTER_KEY_COLUMNS,
+        *METRICS.columns[1 + len(INSTANCE) :],
+    ),
+    primary_key=(*CLUSTER_KEY, "metric", "ts"),
+    time_column="ts",
+    lake_files_per_day=True,
+    added_in=5,
+)
+CLUSTER_FETCHES = _fetch_log(
+    "rds_cluster_metric_fetches",
+    RAW_TIER,
+    CLUSTER_METRICS.name,
+    added_in=5,
+    subject=CLUSTER_KEY_COLUMNS,
+)
 
 # Each collection run's own figures: its window, work, requests, cost and time.
 RUNS = Table(
@@ -386,7 +415,8 @@ RUNS = Table(
         Column("peak_memory_mib", "DOUBLE", "peak resident memory of the run's process, in MiB"),
         Column("skipped_datapoints", "BIGINT", "datapoints received but not stored (a count)"),
     ),
-    primary_key=("run_id",),
+    # A run can collect several assets (the fresh run: the instances and the clusters).
+    primary_key=("run_id", "asset"),
     time_column="finished_at",
     derived=True,
 )
@@ -415,8 +445,15 @@ RUN_PARTS = Table(
             "throttled_calls", "INTEGER", "calls CloudWatch throttled (a count)", nullable=False
         ),
         Column("error", "VARCHAR", "why the account and region failed, if it did"),
+        # Last: a warehouse from before it gains it at the end (schema version 5).
+        Column(
+            "asset",
+            "VARCHAR",
+            "the asset the run materialized (pipeline_runs.asset)",
+            nullable=False,
+        ),
     ),
-    primary_key=("run_id", ACCOUNT.name, REGION.name),
+    primary_key=("run_id", "asset", ACCOUNT.name, REGION.name),
     derived=True,
 )
 
@@ -631,6 +668,8 @@ TABLES: dict[str, Table] = {
         CLUSTERS,
         METRICS,
         FETCHES,
+        CLUSTER_METRICS,
+        CLUSTER_FETCHES,
         RUNS,
         RUN_PARTS,
         HOURLY,
