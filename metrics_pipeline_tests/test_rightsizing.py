@@ -720,3 +720,104 @@ def test_weekdays_and_the_peak_hour_are_read_in_the_time_zone_set(
     local = busy[0] + timedelta(hours=9)  # Tokyo keeps no daylight saving time
     assert f"| {local:%Y-%m-%d %H:%M} | 90.0 | Mon |" in row
     assert "peak hour (Asia/Tokyo)" in windows_markdown([tokyo], "Asia/Tokyo").splitlines()[0]
+
+
+# --- Aurora: Serverless v2 capacity, readers, and no storage of their own ----------------------
+
+
+def test_a_serverless_instance_at_its_maximum_capacity_is_under_provisioned() -> None:
+    at_max = evidence(
+        instance_class="db.serverless", serverless_min_acu=0.5, serverless_max_acu=16.0,
+        acu_p95=15.5, acu_utilization_p95=96.9, free_storage_gib=None,
+    )  # fmt: skip
+    assert assess(at_max, RightsizingConfig()) == Finding(
+        Verdict.UNDER, False, ("ACU utilization p95 96.9% > 90%: raise the maximum ACU (16)",)
+    )
+
+
+def test_a_serverless_instance_is_judged_by_its_range_not_by_idle_cpu() -> None:
+    """A db.serverless instance has no class to shrink: idle, it is over-provisioned only
+    when its capacity never rose above a minimum that could be lower."""
+    idle = {"cpu_p95": 4.0, "connections_p95": 2.0, "serverless_max_acu": 16.0,
+            "acu_utilization_p95": 12.5, "instance_class": "db.serverless"}  # fmt: skip
+    at_floor = evidence(**idle, serverless_min_acu=2.0, acu_p95=2.0)
+    lowest = evidence(**idle, serverless_min_acu=0.5, acu_p95=0.5)
+    assert assess(at_floor, RightsizingConfig()) == Finding(
+        Verdict.OVER, False, ("ACU p95 2 at its minimum 2: lower the minimum ACU",)
+    )
+    assert assess(lowest, RightsizingConfig()) == Finding(Verdict.OK, False, ())
+
+
+def test_a_reader_that_takes_no_load_is_over_provisioned() -> None:
+    unused = evidence(cluster_role="reader", cpu_p95=3.0, connections_p95=0.0)
+    used = evidence(cluster_role="reader", cpu_p95=3.0, connections_p95=30.0)
+    assert assess(unused, RightsizingConfig()) == Finding(
+        Verdict.OVER, False, ("reader takes no load: connections p95 0.0 < 1, CPU p95 3.0% < 20%",)
+    )
+    assert assess(used, RightsizingConfig()).verdict is Verdict.OK
+
+
+def test_the_report_judges_aurora_instances_by_their_cluster(warehouse: WarehouseResource) -> None:
+    """Seeded through the writer: a Serverless v2 writer at its maximum, an idle reader, and
+    neither has FreeStorageSpace (Aurora's storage is the cluster volume): no storage flag."""
+    anchor = newest_period(now())
+    rows = [
+        {"ts": anchor - int(k) * PERIOD, "account_id": "1", "region": "us-east-1",
+         "instance_id": instance, "metric": metric, "average": float(value),
+         "collected_at": anchor}
+        for instance, metric, values in (
+            ("events-1", "CPUUtilization", 50.0 + K % 10),
+            ("events-1", "DatabaseConnections", 40.0 + K % 5),
+            ("events-1", "ServerlessDatabaseCapacity", 15.0 + (K % 3) * 0.5),
+            ("events-1", "ACUUtilization", (15.0 + (K % 3) * 0.5) / 16 * 100),
+            ("shop-2", "CPUUtilization", IDLE_CPU),
+            ("shop-2", "DatabaseConnections", np.zeros(K.size)),
+        )
+        for k, value in enumerate(values)
+    ]  # fmt: skip
+    discovered = anchor - timedelta(minutes=3)
+    with warehouse.connect() as conn:
+        ensure_schema(conn)
+        conn.register("seeded", pa.Table.from_pylist(rows))
+        conn.execute("INSERT INTO rds_metrics BY NAME SELECT * FROM seeded")
+        for instance, klass, cluster, role in [
+            ("events-1", "db.serverless", "events", "writer"),
+            ("shop-2", "db.r6g.large", "shop", "reader"),
+        ]:
+            conn.execute(
+                "INSERT INTO rds_instances (account_id, region, instance_id, engine, "
+                "instance_class, status, first_seen, last_seen, cluster_id, cluster_role) "
+                "VALUES ('1', 'us-east-1', ?, 'aurora-mysql', ?, 'available', ?, ?, ?, ?)",
+                [instance, klass, anchor - timedelta(days=30), discovered, cluster, role],
+            )
+        conn.execute(
+            "INSERT INTO rds_clusters (account_id, region, cluster_id, serverless_min_acu, "
+            "serverless_max_acu, first_seen, last_seen) VALUES "
+            "('1', 'us-east-1', 'events', 0.5, 16, $t, $t), "
+            "('1', 'us-east-1', 'shop', NULL, NULL, $t, $t)",
+            {"t": discovered},
+        )
+
+    result = materialize(
+        [rightsizing_report], resources={"collection": make_collection(), "warehouse": warehouse}
+    )
+
+    assert result.success
+    with warehouse.reader() as conn:
+        report = conn.execute(
+            "SELECT instance_id, cluster_role, verdict, storage_at_risk, reasons, "
+            "serverless_min_acu, serverless_max_acu, acu_p95, acu_utilization_p95, "
+            "free_storage_gib FROM rds_rightsizing ORDER BY 1"
+        ).fetchall()
+    acu = 15.0 + (K % 3) * 0.5
+    utilization = p95(acu / 16 * 100)
+    assert report[0][:5] == (
+        "events-1", "writer", "under-provisioned", False,
+        f"ACU utilization p95 {utilization:.1f}% > 90%: raise the maximum ACU (16)",
+    )  # fmt: skip
+    assert report[0][5:] == pytest.approx((0.5, 16.0, p95(acu), utilization, None))
+    assert report[1] == (
+        "shop-2", "reader", "over-provisioned", False,
+        f"reader takes no load: connections p95 0.0 < 1, CPU p95 {p95(IDLE_CPU):.1f}% < 20%",
+        None, None, None, None, None,
+    )  # fmt: skip

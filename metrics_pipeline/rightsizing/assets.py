@@ -25,6 +25,7 @@ from dagster import (
 from pydantic import Field
 
 from metrics_pipeline.automation import on_cron_and_once_inputs_exist
+from metrics_pipeline.catalog import READER
 from metrics_pipeline.collection.keys import RDS_INSTANCES, RDS_METRICS
 from metrics_pipeline.collection.resources import CollectionResource
 from metrics_pipeline.history.keys import RDS_METRICS_HOURLY
@@ -39,6 +40,7 @@ from metrics_pipeline.rightsizing.windows import (
 )
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import (
+    CLUSTERS_TABLE,
     METRICS_TABLE,
     RIGHTSIZING_TABLE,
     RIGHTSIZING_WINDOWS_TABLE,
@@ -90,6 +92,20 @@ class RightsizingConfig(Config):
         default=14.0,
         description="Storage is at risk when, at the window's trend, it fills within these days.",
     )
+    acu_high_pct: float = Field(
+        default=90.0,
+        description=(
+            "An Aurora Serverless v2 instance is under-provisioned when its ACU utilization "
+            "p95 (capacity used of the cluster's maximum) is above this (%)."
+        ),
+    )
+    reader_idle_connections: float = Field(
+        default=1.0,
+        description=(
+            "An Aurora reader takes no load when its connections p95 is below this (and its "
+            "CPU p95 below cpu_low_pct)."
+        ),
+    )
 
 
 def days_until_full(free_gib: float | None, trend_gib_per_day: float | None) -> float | None:
@@ -118,6 +134,16 @@ class Evidence:
     disk_queue_p95: float | None
     free_storage_gib: float | None  # the newest period's
     storage_trend_gib_per_day: float | None  # least-squares slope; negative when filling
+    cluster_role: str | None = None  # writer or reader in an Aurora cluster
+    serverless_min_acu: float | None = None  # its Serverless v2 cluster's range
+    serverless_max_acu: float | None = None
+    acu_p95: float | None = None  # ServerlessDatabaseCapacity
+    acu_utilization_p95: float | None = None  # ACUUtilization, % of the maximum
+
+    @property
+    def serverless(self) -> bool:
+        """A db.serverless instance has no fixed size: its range is what can change."""
+        return self.serverless_max_acu is not None
 
     @property
     def storage_days_left(self) -> float | None:
@@ -179,11 +205,17 @@ def assess(evidence: Evidence, thresholds: RightsizingConfig) -> Finding:
         )
         if reason
     ]
+    at_max = _above("ACU utilization p95", e.acu_utilization_p95, t.acu_high_pct, "%")
+    if at_max:
+        pressure.append(f"{at_max}: raise the maximum ACU ({e.serverless_max_acu:g})")
     idle_cpu = _below("CPU p95", e.cpu_p95, t.cpu_low_pct, "%")
     few_connections = _below("connections p95", e.connections_p95, t.connections_low)
+    idle = aurora_idle(e, t, idle_cpu) if e.cluster_role or e.serverless else None
     if pressure:
         verdict, reasons = Verdict.UNDER, pressure
-    elif idle_cpu and few_connections:
+    elif idle is not None:
+        verdict, reasons = Verdict.OVER, [idle]
+    elif idle_cpu and few_connections and not e.serverless:
         verdict, reasons = Verdict.OVER, [idle_cpu, few_connections]
     else:
         verdict, reasons = Verdict.OK, []
@@ -191,6 +223,25 @@ def assess(evidence: Evidence, thresholds: RightsizingConfig) -> Finding:
     if filling:
         reasons.append(filling)
     return Finding(verdict, filling is not None, tuple(reasons))
+
+
+def aurora_idle(e: Evidence, t: RightsizingConfig, idle_cpu: str | None) -> str | None:
+    """What an Aurora instance's idleness says to change: a reader that takes no load is not
+    needed (or not used: reads go elsewhere); a Serverless v2 instance that never rises above
+    its minimum capacity could have a lower one. A db.serverless instance has no class to make
+    smaller, so idle CPU alone says nothing of it."""
+    if e.cluster_role == READER and idle_cpu:
+        unused = _below("connections p95", e.connections_p95, t.reader_idle_connections)
+        if unused:
+            return f"reader takes no load: {unused}, {idle_cpu}"
+    floor = e.serverless_min_acu or MIN_ACU
+    if idle_cpu and floor > MIN_ACU and e.acu_p95 is not None and e.acu_p95 <= floor:
+        return f"ACU p95 {e.acu_p95:g} at its minimum {floor:g}: lower the minimum ACU"
+    return None
+
+
+# The lowest minimum capacity of Aurora Serverless v2 that keeps an instance running.
+MIN_ACU = 0.5
 
 
 def read_evidence(
@@ -224,8 +275,14 @@ def read_evidence(
                    AS free_storage_gib,
                regr_slope(m.average, date_diff('second', $start, m.ts))
                    FILTER (m.metric = 'FreeStorageSpace') * 86400 / $gib
-                   AS storage_trend_gib_per_day
+                   AS storage_trend_gib_per_day,
+               s.cluster_role, c.serverless_min_acu, c.serverless_max_acu,
+               quantile_cont(m.average, 0.95) FILTER (m.metric = 'ServerlessDatabaseCapacity')
+                   AS acu_p95,
+               quantile_cont(m.average, 0.95) FILTER (m.metric = 'ACUUtilization')
+                   AS acu_utilization_p95
         FROM serving s LEFT JOIN windowed m USING (account_id, region, instance_id)
+        LEFT JOIN {CLUSTERS_TABLE} c USING (account_id, region, cluster_id)
         GROUP BY ALL ORDER BY s.region, s.account_id, s.instance_id
         """,
         {
@@ -306,6 +363,10 @@ def flagged_markdown(assessed: Sequence[tuple[Evidence, Finding]]) -> str:
         "one row per serving instance): over-provisioned (low CPU p95 and connections), "
         "under-provisioned (high CPU p95, low freeable memory, swap, high disk queue), "
         "storage that fills within the horizon at its trend, each with its evidence. "
+        "Aurora: a Serverless v2 instance (db.serverless, no fixed size) is judged by its "
+        "capacity range (ACU utilization p95 near the maximum; never above a minimum that "
+        "could be lower), a reader by whether it takes load; Aurora's instances have no "
+        "storage of their own (the cluster volume is in rds_cluster_metrics). "
         f"Beside it, table `{RIGHTSIZING_WINDOWS_TABLE}`: each serving instance's evidence over "
         f"the trailing {', '.join(map(str, WINDOW_DAYS))} days of the hourly tier (CPU p95 and "
         "p99, peak hour, busiest and quietest weekday), with the days of history each holds. "

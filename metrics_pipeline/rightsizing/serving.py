@@ -10,7 +10,8 @@ NOT_SERVING = ("stopped", "stopping", "deleting")
 # A query's `serving` CTE (parameter $not_serving: list(NOT_SERVING)).
 SERVING_CTE = f"""
         serving AS (
-            SELECT account_id, region, instance_id, instance_class, engine
+            SELECT account_id, region, instance_id, instance_class, engine, cluster_id,
+                   cluster_role
             FROM {INSTANCES_TABLE}
             WHERE last_seen = (SELECT max(last_seen) FROM {INSTANCES_TABLE})
               AND coalesce(status, '') NOT IN (SELECT unnest($not_serving))

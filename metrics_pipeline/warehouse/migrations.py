@@ -34,6 +34,8 @@ from metrics_pipeline.warehouse.tables import (
     INSTANCE_HISTORY,
     INSTANCES,
     PERFORMANCE_INSIGHTS,
+    RIGHTSIZING,
+    RIGHTSIZING_AURORA,
     RUN_PARTS,
     RUNS,
     TABLES,
@@ -94,10 +96,11 @@ def _add_hourly_tier(conn: duckdb.DuckDBPyConnection) -> None:
 def _add_aurora_and_performance_insights(conn: duckdb.DuckDBPyConnection) -> None:
     """The inventory gains each instance's Aurora cluster and role and its Performance
     Insights settings (learnt at the next discovery); the clusters get their own table, and
-    their metrics theirs with its fetch log."""
+    their metrics theirs with its fetch log; the rightsizing report, Aurora's evidence."""
     for table, columns in (
         (INSTANCES, (*CLUSTER_PLACE, *PERFORMANCE_INSIGHTS)),
         (INSTANCE_HISTORY, CLUSTER_PLACE),
+        (RIGHTSIZING, RIGHTSIZING_AURORA),
     ):
         for column in columns:
             conn.execute(

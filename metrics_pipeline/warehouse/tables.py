@@ -560,10 +560,35 @@ RIGHTSIZING = Table(
             "least-squares trend of FreeStorageSpace, in GiB per day",
         ),
         Column("storage_days_left", "DOUBLE", "days until storage is full at the trend"),
+        # Last: a warehouse from before them gains them at the end (schema version 5).
+        CLUSTER_ROLE,
+        Column(
+            "serverless_min_acu",
+            "DOUBLE",
+            "its Aurora Serverless v2 cluster's minimum capacity, in ACU; NULL without one",
+        ),
+        Column(
+            "serverless_max_acu",
+            "DOUBLE",
+            "its Aurora Serverless v2 cluster's maximum capacity, in ACU; NULL without one",
+        ),
+        Column(
+            "acu_p95",
+            "DOUBLE",
+            "95th percentile of ServerlessDatabaseCapacity's period averages, in ACU",
+        ),
+        Column(
+            "acu_utilization_p95",
+            "DOUBLE",
+            "95th percentile of ACUUtilization's period averages: capacity used of the "
+            "maximum, in percent",
+        ),
     ),
     primary_key=INSTANCE_KEY,
     derived=True,
 )
+# What version 5 added to the report.
+RIGHTSIZING_AURORA = RIGHTSIZING.columns[-5:]
 
 # The latest rightsizing report's longer evidence: one row per serving instance and window
 # (14, 30, 90 days) in which the hourly tier holds CPU data, with how much of the window it holds.
