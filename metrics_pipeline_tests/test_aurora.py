@@ -8,7 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from dagster import DagsterInstance, build_sensor_context, instance_for_test, materialize
 
-from metrics_pipeline.catalog import RDS_INSTANCE_DEFAULTS
+from metrics_pipeline.catalog import (
+    RDS_INSTANCE_DEFAULTS,
+    ClusterKind,
+    expected_cluster_metrics,
+    published_cluster_metrics,
+)
 from metrics_pipeline.collection.clusters import CLOUDWATCH_RDS_CLUSTERS
 from metrics_pipeline.collection.source import CLOUDWATCH_RDS
 from metrics_pipeline.dagster_runs import HEALING_RUN_TAGS, RANGE_END_TAG, RANGE_START_TAG
@@ -230,3 +235,18 @@ def test_the_gap_sensor_heals_the_clusters_metrics(
         for cluster_id in CLUSTER_PUBLISHED
         for hour in hours
     }
+
+
+def test_a_cluster_is_asked_what_its_kind_publishes() -> None:
+    """A Global Database's clusters are asked its lag (published in its secondary regions
+    only, so never expected); a Serverless v2 cluster its capacity; Aurora MySQL's alone the
+    volume left."""
+    every = ("VolumeBytesUsed", "ServerlessDatabaseCapacity", "AuroraGlobalDBReplicationLag",
+             "AuroraVolumeBytesLeftTotal")  # fmt: skip
+    provisioned = ClusterKind("aurora-postgresql")
+    serverless_global = ClusterKind("aurora-mysql", serverless=True, global_database=True)
+    assert published_cluster_metrics(every, provisioned) == ("VolumeBytesUsed",)
+    assert published_cluster_metrics(every, serverless_global) == every
+    assert expected_cluster_metrics(every, serverless_global) == (
+        "VolumeBytesUsed", "ServerlessDatabaseCapacity", "AuroraVolumeBytesLeftTotal"
+    )  # fmt: skip
