@@ -25,8 +25,10 @@ class Namespace:
 RDS_INSTANCE_NAMESPACE = Namespace("AWS/RDS", "DBInstanceIdentifier")
 
 
-# Which instances publish a metric (AWS's RDS and Aurora metrics pages): every instance, those
-# outside Aurora, or Aurora's.
+# Which instances publish a metric: every instance, those outside Aurora, or Aurora's. From
+# AWS's "Amazon CloudWatch metrics for Amazon RDS" and "... for Amazon Aurora" (its instance-
+# and cluster-level tables: engine, writer or reader, Serverless v2), and "CloudWatch metrics
+# for Performance Insights" (the DB load metrics).
 EVERY, OUTSIDE_AURORA, AURORA = "every instance", "outside Aurora", "Aurora"
 AURORA_MYSQL, AURORA_POSTGRESQL = "aurora-mysql", "aurora-postgresql"
 WRITER, READER = "writer", "reader"  # an Aurora instance's role in its cluster
