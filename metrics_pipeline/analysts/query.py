@@ -57,8 +57,10 @@ from metrics_pipeline.warehouse.schema import (
     RUNS_TABLE,
     STORAGE_COMPATIBILITY_VERSION,
     WIDE_VIEW,
+    column_names,
 )
 from metrics_pipeline.warehouse.tables import (
+    CLUSTER_PLACE,
     DAILY,
     DAILY_TIER,
     HOURLY,
@@ -303,12 +305,17 @@ def _check_known(argument: str, asked: Sequence[str], known: Sequence[str]) -> N
 
 
 def list_instances(storage: StorageSettings | None = None) -> pd.DataFrame:
-    """The inventory, with the span of metrics held for each instance."""
+    """The inventory, with each Aurora instance's cluster and role (unknown in a warehouse the
+    pipeline has not migrated yet) and the span of metrics held for each instance."""
     with connect(storage) as conn:
+        held = column_names(conn, INSTANCES_TABLE)
+        cluster = ", ".join(
+            f"i.{c.name}" if c.name in held else f"NULL::VARCHAR AS {c.name}" for c in CLUSTER_PLACE
+        )
         return conn.execute(
             f"""
             SELECT i.account_id, i.region, i.instance_id, i.engine, i.engine_version,
-                   i.instance_class, i.allocated_storage_gb, i.multi_az, i.status,
+                   i.instance_class, i.allocated_storage_gb, i.multi_az, {cluster}, i.status,
                    i.create_time, i.last_seen, m.first_ts AS first_data, m.last_ts AS last_data
             FROM {INSTANCES_TABLE} i LEFT JOIN (
                 SELECT account_id, region, instance_id, min(ts) AS first_ts, max(ts) AS last_ts
