@@ -49,14 +49,9 @@ VCPUS = {
     "db.m5.xlarge": 4,
     "db.r6g.2xlarge": 8,
 }
-MAX_CONNECTIONS = {
-    "postgres": 500,
-    "mysql": 600,
-    "mariadb": 600,
-    "sqlserver-ex": 300,
-    AURORA_POSTGRESQL: 1000,
-    AURORA_MYSQL: 1000,
-}
+# The engines of instances outside Aurora, whose connections peak at these.
+RDS_MAX_CONNECTIONS = {"postgres": 500, "mysql": 600, "mariadb": 600, "sqlserver-ex": 300}
+MAX_CONNECTIONS = {**RDS_MAX_CONNECTIONS, AURORA_POSTGRESQL: 1000, AURORA_MYSQL: 1000}
 ENGINE_VERSIONS = {
     "postgres": "16.4",
     "mysql": "8.0.39",
@@ -332,7 +327,7 @@ def generated_fleet(
     """`size` instances spread over the regions and accounts, for load and speed tests, each
     created `age` before `start`."""
     classes = list(MEMORY_GIB)
-    engines = list(MAX_CONNECTIONS)
+    engines = list(RDS_MAX_CONNECTIONS)
     return [
         SimulatedInstance(
             f"db-{n:04d}",
