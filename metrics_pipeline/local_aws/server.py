@@ -1,4 +1,5 @@
-"""Starts the local AWS: a moto server on loopback whose CloudWatch knows a simulated fleet.
+"""Starts the local AWS: a moto server on loopback whose CloudWatch knows a simulated fleet,
+with the fleet's Performance Insights in front of it (moto has none).
 
     python -m metrics_pipeline.local_aws --port 5055
 
@@ -14,7 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from moto.server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from metrics_pipeline.local_aws import cloudwatch, rds
 from metrics_pipeline.local_aws.fleet import (
@@ -25,6 +31,7 @@ from metrics_pipeline.local_aws.fleet import (
     reader_role_arn,
     simulated_accounts,
 )
+from metrics_pipeline.local_aws.performance_insights import PerformanceInsights
 from metrics_pipeline.local_aws.simulator import Faults, Simulator
 
 FLEET_CHECK_SECONDS = 5.0
@@ -34,12 +41,15 @@ FLEET_CHECK_SECONDS = 5.0
 class LocalAws:
     url: str
     simulator: Simulator
-    server: ThreadedMotoServer
+    server: BaseWSGIServer
+    serving: threading.Thread
     stopping: threading.Event
 
     def stop(self) -> None:
         self.stopping.set()
-        self.server.stop()
+        self.server.shutdown()
+        self.server.server_close()
+        self.serving.join()
         cloudwatch.install(None)
 
 
@@ -55,10 +65,12 @@ def start(
     simulator = Simulator(fleet, seed=seed, faults=faults, clock=clock)
     cloudwatch.install(simulator)
     rds.install()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    host, bound_port = server.get_host_and_port()
-    url = f"http://{host}:{bound_port}"
+    # moto's server as ThreadedMotoServer builds it, behind Performance Insights.
+    app = PerformanceInsights(DomainDispatcherApplication(create_backend_app), simulator)
+    server = make_server("127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler)
+    serving = threading.Thread(target=server.serve_forever, daemon=True, name="local-aws")
+    serving.start()
+    url = f"http://127.0.0.1:{server.server_port}"
     urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
     simulator.create_due_instances(url)
     stopping = threading.Event()
@@ -69,13 +81,14 @@ def start(
                 print(f"local AWS: created {instance.instance_id} in {instance.region}", flush=True)
 
     threading.Thread(target=add_instances_when_due, daemon=True, name="fleet-clock").start()
-    return LocalAws(url, simulator, server, stopping)
+    return LocalAws(url, simulator, server, serving, stopping)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m metrics_pipeline.local_aws",
-        description="A local AWS (moto) with a simulated RDS fleet and its CloudWatch metrics.",
+        description="A local AWS (moto) with a simulated RDS fleet, its CloudWatch metrics "
+        "and its Performance Insights.",
     )
     parser.add_argument("--port", type=int, default=5055, help="loopback port (default 5055)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the metric values")
