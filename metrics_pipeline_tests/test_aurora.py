@@ -22,7 +22,7 @@ from metrics_pipeline.hours import HOUR, floor_hour, healing_hours, partition_ke
 from metrics_pipeline.local_aws.fleet import SimulatedCluster, SimulatedInstance, aurora_clusters
 from metrics_pipeline.local_aws.server import LocalAws, start
 from metrics_pipeline.local_aws.signals import series
-from metrics_pipeline.quality.checks import completeness
+from metrics_pipeline.quality.checks import build_checks, completeness
 from metrics_pipeline.warehouse.instances import Instance, read_clusters, read_inventory
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import (
@@ -250,3 +250,52 @@ def test_a_cluster_is_asked_what_its_kind_publishes() -> None:
     assert expected_cluster_metrics(every, serverless_global) == (
         "VolumeBytesUsed", "ServerlessDatabaseCapacity", "AuroraVolumeBytesLeftTotal"
     )  # fmt: skip
+
+
+@pytest.fixture
+def plain_aws() -> Iterator[LocalAws]:
+    local = start([FLEET[-1]])  # orders-db alone: no Aurora cluster
+    yield local
+    local.stop()
+
+
+def test_a_fleet_without_clusters_pays_nothing_for_them(
+    plain_aws: LocalAws, warehouse: WarehouseResource, instance: DagsterInstance
+) -> None:
+    """Their step of the fresh run writes nothing (no lock, no commit), their freshness check
+    passes with nothing to be fresh, and the gap sensor looks at them at its usual interval."""
+    resources = {
+        "aws": make_aws(endpoint_url=plain_aws.url),
+        "collection": make_collection(),
+        "warehouse": warehouse,
+    }
+    hour = floor_hour(NOW) - timedelta(days=1)
+    result = materialize(
+        [rds_instances, rds_metrics, rds_cluster_metrics],
+        partition_key=partition_key(hour),
+        instance=instance,
+        resources=resources,
+    )
+    assert result.success
+    with warehouse.reader() as conn:
+        runs = conn.execute("SELECT asset FROM pipeline_runs").fetchall()
+    assert runs == [("rds_metrics",)]
+    [event] = result.asset_materializations_for_node("rds_cluster_metrics")
+    assert event.metadata["instances"].value == 0
+
+    [freshness] = [
+        check
+        for check in build_checks(TEST_SETTINGS, [CLOUDWATCH_RDS_CLUSTERS], clock=lambda: NOW)
+        if any(key.name == "rds_cluster_metrics_freshness" for key in check.check_keys)
+    ]
+    assert freshness(warehouse=warehouse).passed
+
+    now = utc_now()
+    sensor = build_gap_healing_sensor(
+        TEST_SETTINGS, (CLOUDWATCH_RDS_CLUSTERS,), TEST_PARTITIONS, clock=lambda: now
+    )
+    context = build_sensor_context(instance=instance, resources={"warehouse": warehouse})
+    skipped = sensor(context)
+    assert skipped.skip_message == "cloudwatch_rds_clusters: nothing discovered to collect."
+    later = now + timedelta(minutes=TEST_SETTINGS.backfill_interval_minutes)
+    assert context.cursor == later.isoformat()

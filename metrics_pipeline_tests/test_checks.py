@@ -8,7 +8,9 @@ import pytest
 from dagster import AssetChecksDefinition, AssetCheckSeverity
 
 from metrics_pipeline.catalog import InstanceKind
+from metrics_pipeline.collection.source import CLOUDWATCH_RDS
 from metrics_pipeline.collection.store import replace_metrics, upsert_instances
+from metrics_pipeline.history.source import CLOUDWATCH_RDS_HOURLY
 from metrics_pipeline.hours import healing_hours
 from metrics_pipeline.quality.checks import build_checks, completeness
 from metrics_pipeline.source_registry import SOURCES
@@ -65,7 +67,7 @@ def test_each_instance_is_expected_to_hold_what_its_kind_publishes() -> None:
         "available",
         InstanceKind("aurora-mysql", "db.serverless", "reader"),
     )
-    [raw, hourly] = SOURCES
+    raw, hourly = CLOUDWATCH_RDS, CLOUDWATCH_RDS_HOURLY
     fleet = (plain, writer, reader)
     assert [raw.expected_rows_per_subject_hour(TEST_SETTINGS, e) for e in fleet] == [
         12 * 14, 12 * 16, 12 * 20

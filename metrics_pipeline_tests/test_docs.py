@@ -591,6 +591,7 @@ NOT_IN_THE_PROJECT = {
     "data/metrics.duckdb": "the DuckDB file warehouse, of earlier versions",
     "data/metrics.ducklake": "the lake's catalog, made by the first write",
     "Europe/Berlin": "a time zone's name, not a path",
+    "db.sql": "a Performance Insights dimension group, not a path",
     "data/metrics.ducklake.files/": "the lake's data folder, made by the first write",
     "data/metrics.snapshot.ducklake": "the readers' copy of the default lake's catalog",
     "metrics.snapshot.duckdb": "the readers' snapshot",

@@ -73,8 +73,8 @@ def test_a_new_lake_has_partitioned_tables_and_nothing_to_read(
             "WHERE t.end_snapshot IS NULL GROUP BY ALL ORDER BY 1"
         ).fetchall()
     assert [name for name, _ in partitioned] == [
-        "rds_metric_fetches", "rds_metric_hourly_fetches", "rds_metrics", "rds_metrics_daily",
-        "rds_metrics_hourly",
+        "rds_cluster_metric_fetches", "rds_cluster_metrics", "rds_metric_fetches",
+        "rds_metric_hourly_fetches", "rds_metrics", "rds_metrics_daily", "rds_metrics_hourly",
     ]  # fmt: skip
 
 

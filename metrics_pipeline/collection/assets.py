@@ -352,8 +352,16 @@ def collect_window(
     accounts = aws.accounts(stats)
     inventory = read_or_discover_inventory(context, aws, warehouse, accounts, stats, collected.read)
     targets, before_creation = choose_targets(
-        context, config, inventory, start, end, collected.inventory_table
+        context, config, inventory, start, end, collected.inventory_table, collected.noun
     )
+    if not targets:
+        # Nothing to fetch nor to record: no lock taken, no commit, no snapshot published (a
+        # deployment without Aurora clusters pays nothing for their step of the fresh run).
+        context.log.info(
+            f"No {collected.noun} existed from {start} to {end} UTC: nothing to collect into "
+            f"{destination.table.name}"
+        )
+        return MaterializeResult(metadata={"instances": 0, "rows_written": 0})
     context.log.info(
         f"Collecting {start} to {end} UTC for {len(targets)} {collected.noun}(s) in "
         f"{len({t.account_id for t in targets})} account(s) into {destination.table.name}"
@@ -433,6 +441,7 @@ def choose_targets(
     start: datetime,
     end: datetime,
     inventory_table: str = INSTANCES_TABLE,
+    noun: str = "instance",
 ) -> tuple[list[Instance], dict[str, int]]:
     """The subjects the run collects, and how many hours asked precede a named one's
     creation."""
@@ -444,7 +453,7 @@ def choose_targets(
     if unknown:
         raise Failure(
             description=(
-                f"instances: unknown id(s) {', '.join(unknown)}; "
+                f"instances: unknown {noun} id(s) {', '.join(unknown)}; "
                 f"the inventory ({inventory_table}) does not list them."
             ),
             allow_retries=False,

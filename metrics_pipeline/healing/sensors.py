@@ -104,7 +104,10 @@ def look_at_source(
             [], f"The warehouse could not be read ({error}); trying again next tick.", True
         )
     if not subjects:
-        return SourceLook([], f"{source.name}: nothing discovered to collect yet.", True)
+        # The first collection has discovered the inventory (the warehouse has data): a
+        # source with no subject, such as Aurora clusters in a fleet without any, is looked
+        # at again at the usual interval, not every wake.
+        return SourceLook([], f"{source.name}: nothing discovered to collect.", False)
     in_flight = healing_runs_in_flight(context.instance, source.healing_job.name)
     progress = history_progress(hours, subjects, settled, in_flight, source.step).line()
     if in_flight:

@@ -113,6 +113,9 @@ def freshness_check(source: Source, settings: Settings, clock: Clock) -> AssetCh
     def check(warehouse: WarehouseResource) -> AssetCheckResult:
         with warehouse.reader() as conn:
             newest = source.newest_period(conn, settings)
+            subjects = source.subjects(conn, settings.regions)
+        if not subjects:  # nothing to be fresh: a fleet without Aurora clusters, say
+            return AssetCheckResult(passed=True, metadata={"newest_period": "none", "subjects": 0})
         if newest is None:
             return AssetCheckResult(passed=False, metadata={"newest_period": "none"})
         start, end = newest
