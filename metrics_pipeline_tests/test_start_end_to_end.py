@@ -57,6 +57,7 @@ class Stack:
     output: Path
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     started_at: datetime = dataclasses.field(default_factory=lambda: datetime.now(UTC))
+    tests: list[str] = dataclasses.field(default_factory=list)  # that ran on it, in order
 
     @property
     def snapshot(self) -> Path:
@@ -151,6 +152,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         # The services run in process groups of their own, all in the script's session.
         stop_whatever_is_left(stack.process)
+
+
+@pytest.fixture(autouse=True)
+def _name_the_test_on_the_stack(stack: Stack, request: pytest.FixtureRequest) -> None:
+    stack.tests.append(request.node.name)
 
 
 def test_banner_says_where_everything_is(stack: Stack) -> None:
@@ -573,7 +579,9 @@ def test_ctrl_c_stops_everything(stack: Stack) -> None:
     """With the output piped through tee, which Ctrl-C stops too (start.sh's writes then
     fail), and under load. Everything start.sh started (the local AWS, dagster dev and its
     webserver, daemon, code servers and runs) ran in the script's session: none of it may be
-    left once the pipeline has exited."""
+    left once the pipeline has exited. A stack of its own (the module's other tests ran
+    elsewhere) is stopped once it has written, so that a restart has a warehouse to resume."""
+    wait_for(stack.catalog.exists, 300, "the first write")
     assert ctrl_c_under_load(stack.process) == []
 
 
@@ -584,7 +592,10 @@ def test_a_restart_resumes_and_stops_again(stack: Stack) -> None:
         wait_for(stack.catalog.exists, 300, "the first write")
         assert ctrl_c_under_load(stack.process) == []
     kept = sorted(path.name for path in stack.catalog.parent.iterdir())
-    assert stack.catalog.exists(), f"the first start left no lake catalog, only {kept}"
+    assert stack.catalog.exists(), (
+        f"the first start left no lake catalog, only {kept}, after {stack.tests}; "
+        f"its output: {stack.output.read_text()[-2000:]}"
+    )
     output = stack.output.with_name("restart.log")
     stack.process = start(stack.env, output)  # the fixture stops this one if the test fails
     wait_for(lambda: "Press Ctrl-C to stop." in output.read_text(), 300, "the restart banner")
