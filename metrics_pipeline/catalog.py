@@ -266,3 +266,37 @@ HOURLY_STATISTIC_COLUMNS: dict[str, str] = {
     **STATISTIC_COLUMNS,
     **{percentile: percentile for percentile in HOURLY_PERCENTILES},
 }
+
+
+# Performance Insights (the `pi` API): its load metric, the periods GetResourceMetrics offers
+# that fit in an hour's partition (it also offers 86400), and the dimension groups collected,
+# each with the dimension that names a key and the one that says its type (if any). From
+# AWS's Performance Insights API reference and "Dimensions for Amazon RDS".
+PI_LOAD_METRIC = "db.load.avg"
+PI_PERIODS = (1, 60, 300, 3600)
+PI_TOTAL = "total"  # the dimension_group of an instance's whole load
+PI_OTHER = "other"  # the dimension_key of a group's load beyond the keys PI returned
+
+
+@dataclass(frozen=True)
+class PiGroup:
+    name: str
+    key: str  # the dimension whose value is the key's identity
+    key_type: str | None = None  # the dimension giving its type, if the group has one
+    extra: tuple[str, ...] = ()  # further dimensions asked for
+    personal: bool = False  # names people: kept and exported apart
+
+    @property
+    def dimensions(self) -> list[str]:
+        return [self.key, *([self.key_type] if self.key_type else []), *self.extra]
+
+
+PI_STATEMENT_GROUP = "db.sql_tokenized"
+PI_DIGEST_DIMENSIONS = ("db.sql_tokenized.db_id", "db.sql_tokenized.statement")
+PI_GROUPS = (
+    PiGroup("db.wait_event", "db.wait_event.name", "db.wait_event.type"),
+    PiGroup(PI_STATEMENT_GROUP, "db.sql_tokenized.id", extra=PI_DIGEST_DIMENSIONS),
+    PiGroup("db", "db.name"),
+    PiGroup("db.user", "db.user.name", personal=True),
+    PiGroup("db.host", "db.host.name", personal=True),
+)

@@ -24,6 +24,7 @@ from metrics_pipeline.rollups.assets import build_rollup_assets
 from metrics_pipeline.settings import ConfigError, Settings, load_settings
 from metrics_pipeline.source_registry import SOURCES
 from metrics_pipeline.sources.source import Source
+from metrics_pipeline.warehouse.tables import INSIGHTS_TIER, PERSONAL_TIER
 
 
 class InvalidSettingsError(DagsterError):
@@ -38,7 +39,14 @@ def build_definitions(settings: Settings, sources: Sequence[Source] = SOURCES) -
         assets=[*build_rollup_assets(partitions), pipeline_health, rightsizing_report],
         asset_checks=build_checks(settings, sources),
         jobs=[
-            build_retention_job(partitions.hourly, settings.hourly_retention_days),
+            build_retention_job(
+                partitions.hourly,
+                settings.hourly_retention_days,
+                {
+                    INSIGHTS_TIER: settings.pi_retention_days,
+                    PERSONAL_TIER: settings.pi_personal_retention_days,
+                },
+            ),
             backup_job,
         ],
         schedules=[retention_schedule, backup_schedule],

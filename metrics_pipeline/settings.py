@@ -16,7 +16,7 @@ import grp
 import math
 import os
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -32,6 +32,7 @@ from metrics_pipeline.catalog import (
     DEFAULT_CLUSTER_METRICS,
     DEFAULT_METRICS,
     DEFAULT_STATISTICS,
+    PI_PERIODS,
     RDS_METRIC_UNITS,
     STATISTIC_COLUMNS,
 )
@@ -81,6 +82,9 @@ EXTERNAL_ID = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
 # amount of work per tick, so that a history comes in at the quota's pace.
 BACKFILL_QUOTA_DATAPOINTS_PER_TICK = 396_000 * 120
 DEFAULT_RETENTION_DAYS = 7
+# Performance Insights' own free retention; longer costs rows (docs/architecture.md).
+DEFAULT_PI_RETENTION_DAYS = 7
+DEFAULT_PI_PERSONAL_RETENTION_DAYS = 7
 # How long CloudWatch keeps hourly datapoints: what the hourly tier backfills.
 CLOUDWATCH_HOURLY_DAYS = 455
 MAX_QUERY_TIMEOUT_SECONDS = 86_400.0
@@ -269,6 +273,19 @@ class StorageSettings:
         None,
         default_text="forever",
     )
+    pi_retention_days: int = setting(
+        "METRICS_PI_RETENTION_DAYS",
+        "days of Performance Insights load (`rds_pi_load`) kept, {bounds}",
+        Whole(1, MAX_RETENTION_DAYS),
+        DEFAULT_PI_RETENTION_DAYS,
+    )
+    pi_personal_retention_days: int = setting(
+        "METRICS_PI_PERSONAL_RETENTION_DAYS",
+        "days kept of what Performance Insights says of people: SQL text "
+        "(`rds_pi_statements`) and the load by user and host (`rds_pi_load_personal`), {bounds}",
+        Whole(1, MAX_RETENTION_DAYS),
+        DEFAULT_PI_PERSONAL_RETENTION_DAYS,
+    )
     backup_dir: Path | None = setting(
         "METRICS_BACKUP_DIR",
         "a folder for backups",
@@ -421,6 +438,20 @@ class Settings(StorageSettings):
         ),
         DEFAULT_CLUSTER_METRICS,
         default_text=", ".join(f"`{m}`" for m in DEFAULT_CLUSTER_METRICS),
+    )
+    pi_period_seconds: int = setting(
+        "METRICS_PI_PERIOD_SECONDS",
+        "the Performance Insights period, one of PI's within an hour: "
+        + ", ".join(map(str, PI_PERIODS)),
+        lambda name, text: parse_choice(name, text, PI_PERIODS),
+        60,
+    )
+    pi_requests_per_second: float = setting(
+        "METRICS_PI_REQUESTS_PER_SECOND",
+        "client-side cap on Performance Insights calls per account and region, {bounds} (PI "
+        "publishes no rate; it throttles above its own)",
+        Number(minimum=0.5, maximum=1000),
+        5.0,
     )
     statistics: tuple[str, ...] = setting(
         "METRICS_STATISTICS",
@@ -973,6 +1004,18 @@ def parse_fraction(name: str, raw: str) -> float:
         value = -1.0
     if not 0.0 <= value <= 1.0:
         raise ConfigError(f"{name}: '{raw}' is not allowed; expected a fraction from 0 to 1.")
+    return value
+
+
+def parse_choice(name: str, raw: str, allowed: Sequence[int]) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = -1
+    if value not in allowed:
+        raise ConfigError(
+            f"{name}: '{raw}' is not allowed; expected one of {', '.join(map(str, allowed))}."
+        )
     return value
 
 

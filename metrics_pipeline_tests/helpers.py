@@ -22,6 +22,7 @@ from metrics_pipeline.collection.source import CLOUDWATCH_RDS
 from metrics_pipeline.definitions import build_definitions
 from metrics_pipeline.healing.sensors import build_gap_healing_sensor
 from metrics_pipeline.history.assets import build_history_assets
+from metrics_pipeline.insights.assets import build_pi_assets
 from metrics_pipeline.maintenance.jobs import build_retention_job
 from metrics_pipeline.partitions import Partitions
 from metrics_pipeline.quality.checks import build_checks
@@ -52,6 +53,7 @@ rds_instances, rds_metrics = build_collection_assets(TEST_SETTINGS, TEST_PARTITI
 [rds_metrics_hourly] = build_history_assets(TEST_SETTINGS, TEST_PARTITIONS.days)
 [rds_metrics_daily] = build_rollup_assets(TEST_PARTITIONS)
 [rds_cluster_metrics] = build_cluster_assets(TEST_SETTINGS, TEST_PARTITIONS.hourly)
+[rds_pi_load] = build_pi_assets(TEST_SETTINGS, TEST_PARTITIONS.hourly)
 (
     rds_metrics_completeness,
     rds_metrics_freshness,
@@ -59,6 +61,9 @@ rds_instances, rds_metrics = build_collection_assets(TEST_SETTINGS, TEST_PARTITI
     rds_cluster_metrics_completeness,
     rds_cluster_metrics_freshness,
     rds_cluster_metrics_sanity,
+    rds_pi_load_completeness,
+    rds_pi_load_freshness,
+    rds_pi_load_balance,
     rds_metrics_hourly_completeness,
     rds_metrics_hourly_freshness,
     rds_metrics_hourly_sanity,

@@ -97,6 +97,7 @@ def test_the_policies_grant_exactly_what_the_pipeline_calls(
         for command in (
             [DAGSTER, *module, "rds_instances"],
             [DAGSTER, *module, "rds_metrics", "--partition", partition_key(hour)],
+            [DAGSTER, *module, "rds_pi_load", "--partition", partition_key(hour)],
             [CLI, "query", "SELECT sum(average) FROM rds_metrics"],
         ):
             done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -118,16 +119,17 @@ def test_the_policies_grant_exactly_what_the_pipeline_calls(
         if path.startswith(lake_prefix.rstrip("/"))
     }
     # Every kind of call happened: the scenario covers the policy.
-    assert {"rds:DescribeDBInstances", "cloudwatch:GetMetricData", "sts:AssumeRole",
-            "organizations:ListAccounts"} <= recorded  # fmt: skip
+    assert {"rds:DescribeDBInstances", "cloudwatch:GetMetricData", "pi:GetResourceMetrics",
+            "sts:AssumeRole", "organizations:ListAccounts"} <= recorded  # fmt: skip
     assert {"s3:GetObject", "s3:PutObject"} <= s3_actions <= LAKE_WRITER_S3_ACTIONS
 
     assert (
         policy_actions("pipeline-policy.json")
         == (recorded - NEEDS_NO_PERMISSION) | LAKE_WRITER_S3_ACTIONS
     )
-    # In another account, the assumed role only discovers and collects.
+    # In another account, the assumed role only discovers and collects (Performance Insights'
+    # load included).
     assert policy_actions("member-account-policy.json") == {
-        action for action in recorded if action.startswith(("rds:", "cloudwatch:"))
+        action for action in recorded if action.startswith(("rds:", "cloudwatch:", "pi:"))
     }
     assert policy_actions("analyst-policy.json") == LAKE_READER_S3_ACTIONS

@@ -261,20 +261,21 @@ def test_a_version_3_warehouse_trades_its_rollups_for_the_hourly_tier(
             assert conn.execute("SELECT periods FROM rds_metrics_hourly").fetchall() == [(2,)]
 
 
-def test_a_version_4_warehouse_learns_aurora_clusters_and_performance_insights(
+def test_a_version_4_warehouse_learns_aurora_clusters_and_performance_insights_load(
     warehouse: WarehouseResource,
 ) -> None:
     """Version 5 adds the instances' cluster, role and Performance Insights settings (unknown
-    until the next discovery), their history's cluster and role, and rds_clusters; the
-    inventory and its history keep their rows."""
+    until the next discovery), their history's cluster and role, and rds_clusters; version 6
+    Performance Insights' load tables. The inventory and its history keep their rows."""
     seen = datetime(2026, 11, 20, 10, 0)
     orders = {
         "account_id": "123456789012", "region": "us-east-1", "instance_id": "orders-db",
         "engine": "aurora-postgresql", "instance_class": "db.r6g.large", "tags": {},
         "dbi_resource_id": "db-A",
     }  # fmt: skip
-    # Version 4 kept one row of figures per run, and its parts had no asset.
-    runs_v4 = dataclasses.replace(RUNS, primary_key=("run_id",))
+    # Version 4 kept one row of figures per run (without PI's requests), and its parts had no
+    # asset.
+    runs_v4 = dataclasses.replace(RUNS, columns=RUNS.columns[:-1], primary_key=("run_id",))
     parts_v4 = dataclasses.replace(
         RUN_PARTS,
         columns=RUN_PARTS.columns[:-1],
@@ -297,6 +298,8 @@ def test_a_version_4_warehouse_learns_aurora_clusters_and_performance_insights(
             "('r1', '123456789012', 'us-east-1', 'collected', 1, 1, 24, 216, 1, 0, NULL)"
         )
         conn.execute(f"DROP TABLE {CLUSTERS.name}")
+        for name in ("rds_pi_load", "rds_pi_load_personal", "rds_pi_statements", "rds_pi_fetches"):
+            conn.execute(f"DROP TABLE {name}")  # version 6's
         for table, columns in (
             (INSTANCES, (*CLUSTER_PLACE, *PERFORMANCE_INSIGHTS)),
             (INSTANCE_HISTORY, CLUSTER_PLACE),
@@ -314,7 +317,9 @@ def test_a_version_4_warehouse_learns_aurora_clusters_and_performance_insights(
     with warehouse.connect() as conn:
         assert structure_problems(conn) == []
         [(version,)] = conn.execute(f"SELECT max(version) FROM {VERSION_TABLE}").fetchall()
-        assert version == SCHEMA_VERSION == 5
+        assert version == SCHEMA_VERSION == 6
+        for name in ("rds_pi_load", "rds_pi_load_personal", "rds_pi_statements", "rds_pi_fetches"):
+            assert conn.execute(f"SELECT count(*) FROM {name}").fetchall() == [(0,)]
         assert conn.execute(
             "SELECT instance_id, dbi_resource_id, cluster_id, cluster_role, "
             "performance_insights_enabled FROM rds_instances"
@@ -351,7 +356,7 @@ def test_a_version_4_warehouse_learns_aurora_clusters_and_performance_insights(
             "SELECT cluster_id, writer_instance_id, first_seen FROM rds_clusters"
         ).fetchall() == [("shop-aurora", "orders-db", later)]
     if not warehouse.lake_catalog:
-        [backup] = warehouse.backups_path.glob("before-schema-v5-from-v4-*.duckdb")
+        [backup] = warehouse.backups_path.glob("before-schema-v6-from-v4-*.duckdb")
         with duckdb.connect(str(backup), read_only=True) as conn:
             assert "cluster_id" not in {
                 row[0] for row in conn.execute("DESCRIBE rds_instances").fetchall()

@@ -49,7 +49,7 @@ from metrics_pipeline.collection.cloudwatch import (
 from metrics_pipeline.settings import resource_field
 
 # The AWS services the pipeline calls.
-AwsService = Literal["cloudwatch", "organizations", "rds", "sts"]
+AwsService = Literal["cloudwatch", "organizations", "pi", "rds", "sts"]
 
 
 _loaders: dict[Any, Loader] = {}
@@ -88,6 +88,7 @@ class CollectionResource(ConfigurableResource):
     period_seconds: int = resource_field("period_seconds")
     metrics: list[str] = resource_field("metrics")
     cluster_metrics: list[str] = resource_field("cluster_metrics")
+    pi_period_seconds: int = resource_field("pi_period_seconds")
     statistics: list[str] = resource_field("statistics")
     settle_minutes: int = resource_field("settle_minutes")
     chunk_datapoints: int = resource_field("chunk_datapoints")
@@ -116,6 +117,7 @@ class AwsResource(ResourceWithBoto3Configuration):
     external_id: str = resource_field("external_id")
     role_session_name: str = resource_field("role_session_name")
     max_requests_per_second: float = resource_field("max_requests_per_second")
+    pi_requests_per_second: float = resource_field("pi_requests_per_second")
     max_datapoints_per_request: int = Field(
         default=MAX_DATAPOINTS_PER_RESPONSE,
         description="GetMetricData page size (MaxDatapoints); CloudWatch's maximum by default.",
@@ -125,7 +127,7 @@ class AwsResource(ResourceWithBoto3Configuration):
     connect_timeout_seconds: float = resource_field("aws_connect_timeout_seconds")
     read_timeout_seconds: float = resource_field("aws_read_timeout_seconds")
 
-    _buckets: dict[tuple[str | None, str], TokenBucket] = PrivateAttr(default_factory=dict)
+    _buckets: dict[tuple[str | None, str, str], TokenBucket] = PrivateAttr(default_factory=dict)
     _role_credentials: dict[str, Any] = PrivateAttr(default_factory=dict)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
@@ -222,10 +224,13 @@ class AwsResource(ResourceWithBoto3Configuration):
             verify=self.verify,
             config=self._botocore_config(),
         )
+        # Performance Insights' calls have a pace of their own: its quota is not CloudWatch's.
+        pace = "pi" if service == "pi" else "other"
+        rate = self.pi_requests_per_second if service == "pi" else self.max_requests_per_second
         with self._lock:
             bucket = self._buckets.setdefault(
-                (account.account_id if account else None, region),
-                TokenBucket(max_rate=self.max_requests_per_second, clock=Clock()),
+                (account.account_id if account else None, region, pace),
+                TokenBucket(max_rate=rate, clock=Clock()),
             )
 
         def wait_for_token(**_: Any) -> None:  # returning a value would replace the response

@@ -1,5 +1,7 @@
 """Retention and backup jobs, launched daily by their schedules or from the UI."""
 
+from collections.abc import Mapping
+
 from dagster import (
     AssetObservation,
     Failure,
@@ -31,6 +33,7 @@ def drop_expired_rows(
     warehouse: WarehouseResource,
     hourly_partitions: HourlyPartitionsDefinition,
     hourly_retention_days: int | None = None,
+    insights_retention_days: Mapping[str, int] | None = None,
 ) -> Output[int]:
     """Deletes each tier's rows older than its retention (the raw tier's METRICS_RETENTION_DAYS,
     the hourly tier's `hourly_retention_days`, kept forever when None), then checkpoints so the
@@ -45,6 +48,8 @@ def drop_expired_rows(
     cutoffs = {RAW_TIER: cutoff}
     if hourly_retention_days is not None:
         cutoffs[HOURLY_TIER] = oldest_kept_hour(now, hourly_retention_days)
+    for tier, days in (insights_retention_days or {}).items():
+        cutoffs[tier] = oldest_kept_hour(now, days)
     compaction = None
     with warehouse.connect() as conn:
         bytes_before = warehouse.stored_bytes(conn)
@@ -96,20 +101,27 @@ def drop_expired_rows(
 
 
 def build_retention_job(
-    hourly_partitions: HourlyPartitionsDefinition, hourly_retention_days: int | None = None
+    hourly_partitions: HourlyPartitionsDefinition,
+    hourly_retention_days: int | None = None,
+    insights_retention_days: Mapping[str, int] | None = None,
 ) -> JobDefinition:
-    """The retention job; observations go to the hours that `hourly_partitions` still lists."""
+    """The retention job; observations go to the hours that `hourly_partitions` still lists.
+    `insights_retention_days`: Performance Insights' tiers' days (kept when not named)."""
 
     @op(name="drop_expired_rows", pool=WAREHOUSE_POOL)
     def drop_expired_rows_op(
         context: OpExecutionContext, warehouse: WarehouseResource
     ) -> Output[int]:
-        return drop_expired_rows(context, warehouse, hourly_partitions, hourly_retention_days)
+        return drop_expired_rows(
+            context, warehouse, hourly_partitions, hourly_retention_days, insights_retention_days
+        )
 
     @job(
         description=(
-            "Drops the raw tier's rows older than METRICS_RETENTION_DAYS and the hourly tier's "
-            "older than METRICS_HOURLY_RETENTION_DAYS (when set); the daily tier is kept."
+            "Drops the raw tier's rows older than METRICS_RETENTION_DAYS, the hourly tier's "
+            "older than METRICS_HOURLY_RETENTION_DAYS (when set), Performance Insights' load "
+            "older than METRICS_PI_RETENTION_DAYS and its SQL text, users and hosts older than "
+            "METRICS_PI_PERSONAL_RETENTION_DAYS; the daily tier is kept."
         )
     )
     def retention_job() -> None:

@@ -34,6 +34,10 @@ from metrics_pipeline.warehouse.tables import (
     INSTANCE_HISTORY,
     INSTANCES,
     PERFORMANCE_INSIGHTS,
+    PI_FETCHES,
+    PI_LOAD,
+    PI_PERSONAL_LOAD,
+    PI_REQUESTS,
     RIGHTSIZING,
     RIGHTSIZING_AURORA,
     RUN_PARTS,
@@ -43,7 +47,7 @@ from metrics_pipeline.warehouse.tables import (
     Column,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class SchemaError(Exception):
@@ -126,7 +130,8 @@ def _key_runs_by_asset(conn: duckdb.DuckDBPyConnection) -> None:
     for table in (RUNS, RUN_PARTS):
         conn.execute(f"ALTER TABLE {table.name} RENAME TO {table.name}{REKEYED_SUFFIX}")
         conn.execute(table.create_sql(keys=True))
-    runs = ", ".join(RUNS.column_names)
+    # The columns the runs had then: PI's requests came in version 6.
+    runs = ", ".join(c for c in RUNS.column_names if c != PI_REQUESTS.name)
     conn.execute(f"INSERT INTO {RUNS.name} ({runs}) SELECT {runs} FROM {RUNS.name}{REKEYED_SUFFIX}")
     parts = ", ".join(RUN_PARTS.column_names)
     known = ", ".join(
@@ -139,6 +144,17 @@ def _key_runs_by_asset(conn: duckdb.DuckDBPyConnection) -> None:
     )
     for table in (RUN_PARTS, RUNS):
         conn.execute(f"DROP TABLE {table.name}{REKEYED_SUFFIX}")
+
+
+def _add_performance_insights_load(conn: duckdb.DuckDBPyConnection) -> None:
+    """Performance Insights' load per dimension key, its SQL digests and its fetch log; the
+    runs' figures gain PI's requests."""
+    conn.execute(
+        f"ALTER TABLE {RUNS.name} ADD COLUMN IF NOT EXISTS {PI_REQUESTS.name} {PI_REQUESTS.type}"
+    )
+    ensure_schema(conn, views=False)
+    if is_lake(conn):
+        partition_lake_tables(conn, [PI_LOAD.name, PI_PERSONAL_LOAD.name, PI_FETCHES.name])
 
 
 # The old tables a migration builds again under the name of, until it drops them.
@@ -160,6 +176,8 @@ MIGRATIONS = [
               _add_hourly_tier),
     Migration(5, "adds the instances' Aurora cluster, role and Performance Insights settings, "
                  "rds_clusters and rds_cluster_metrics", _add_aurora_and_performance_insights),
+    Migration(6, "adds Performance Insights' load (rds_pi_load, rds_pi_load_personal), its SQL "
+                 "digests (rds_pi_statements) and its fetch log", _add_performance_insights_load),
 ]  # fmt: skip
 
 

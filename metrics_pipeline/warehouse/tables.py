@@ -32,6 +32,10 @@ ARROW_TYPES: dict[str, pa.DataType] = {
 # and days computed from those hours. Each has its own retention setting.
 RAW_TIER, HOURLY_TIER, DAILY_TIER = "raw", "hourly", "daily"
 TIERS = (RAW_TIER, HOURLY_TIER, DAILY_TIER)
+# Performance Insights' load, and what of it names people (SQL text, users, hosts): each kept
+# as long as its own retention setting says.
+INSIGHTS_TIER, PERSONAL_TIER = "insights", "insights_personal"
+RETENTION_TIERS = (*TIERS, INSIGHTS_TIER, PERSONAL_TIER)
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,8 @@ class Table:
             raise ValueError(f"table {self.name}: unknown or repeated columns {unknown or names}")
         if self.lake_files_per_day and not self.time_column:
             raise ValueError(f"table {self.name}: files per day need a time column")
-        if self.tier not in TIERS:
-            raise ValueError(f"table {self.name}: tier {self.tier} is not one of {TIERS}")
+        if self.tier not in RETENTION_TIERS:
+            raise ValueError(f"table {self.name}: tier {self.tier} is not one of {RETENTION_TIERS}")
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -382,7 +386,84 @@ CLUSTER_FETCHES = _fetch_log(
     subject=CLUSTER_KEY_COLUMNS,
 )
 
+# Performance Insights: the average active sessions (db.load.avg) of each instance with PI on,
+# per period, in total and per key of its dimension groups.
+PI_GROUP = Column(
+    "dimension_group",
+    "VARCHAR",
+    "the dimension group of the key: total (the instance's whole load), db.wait_event, "
+    "db.sql_tokenized, db (databases), db.user or db.host",
+    nullable=False,
+)
+PI_KEY = Column(
+    "dimension_key",
+    "VARCHAR",
+    "the key in its group: the wait event, the SQL digest's id (rds_pi_statements), the "
+    "database, the user or the host; '' for the total, 'other' for the load of the keys "
+    "beyond PI's limit per group",
+    nullable=False,
+)
+PI_LOAD_COLUMNS = (
+    Column("ts", "TIMESTAMP", "start of the PI period, UTC", nullable=False),
+    *INSTANCE,
+    PI_GROUP,
+    PI_KEY,
+    Column("key_type", "VARCHAR", "the wait event's type (CPU, IO, Lock…); NULL in other groups"),
+    Column(
+        "active_sessions",
+        "DOUBLE",
+        "average active sessions over the period (db.load.avg), in sessions",
+        nullable=False,
+    ),
+    Column("collected_at", "TIMESTAMP", "when the run that wrote it fetched it, UTC", False),
+)
+PI_LOAD = Table(
+    "rds_pi_load",
+    PI_LOAD_COLUMNS,
+    primary_key=(*INSTANCE_KEY, PI_GROUP.name, PI_KEY.name, "ts"),
+    time_column="ts",
+    lake_files_per_day=True,
+    added_in=6,
+    tier=INSIGHTS_TIER,
+)
+# The load by user and by host names people: kept by its own retention setting, and left out
+# of exports unless asked.
+PI_PERSONAL_LOAD = Table(
+    "rds_pi_load_personal",
+    PI_LOAD_COLUMNS,
+    primary_key=PI_LOAD.primary_key,
+    time_column="ts",
+    lake_files_per_day=True,
+    added_in=6,
+    tier=PERSONAL_TIER,
+)
+# Each SQL digest once per instance, not per row of its load.
+PI_STATEMENTS = Table(
+    "rds_pi_statements",
+    (
+        *INSTANCE,
+        Column("digest_id", "VARCHAR", "PI's id of the digest (db.sql_tokenized.id)", False),
+        Column("db_id", "VARCHAR", "the engine's own id of the digest, or PI's stand-in"),
+        Column(
+            "statement",
+            "VARCHAR",
+            "the digest's text with placeholders for its literals, at most 500 bytes as PI "
+            "returns it",
+        ),
+        Column("first_seen", "TIMESTAMP", "the first period it had load in, UTC", False),
+        Column("last_seen", "TIMESTAMP", "the last period it had load in, UTC", False),
+    ),
+    primary_key=(*INSTANCE_KEY, "digest_id"),
+    time_column="last_seen",
+    added_in=6,
+    tier=PERSONAL_TIER,
+)
+PI_FETCHES = _fetch_log("rds_pi_fetches", INSIGHTS_TIER, PI_LOAD.name, added_in=6)
+
 # Each collection run's own figures: its window, work, requests, cost and time.
+PI_REQUESTS = Column(
+    "pi_requests", "INTEGER", "Performance Insights calls made, pages included (a count)"
+)
 RUNS = Table(
     "pipeline_runs",
     (
@@ -414,6 +495,8 @@ RUNS = Table(
         Column("cpu_seconds", "DOUBLE", "CPU time of the run's process, in s"),
         Column("peak_memory_mib", "DOUBLE", "peak resident memory of the run's process, in MiB"),
         Column("skipped_datapoints", "BIGINT", "datapoints received but not stored (a count)"),
+        # Last: a warehouse from before it gains it at the end (schema version 6).
+        PI_REQUESTS,
     ),
     # A run can collect several assets (the fresh run: the instances and the clusters).
     primary_key=("run_id", "asset"),
@@ -695,6 +778,10 @@ TABLES: dict[str, Table] = {
         FETCHES,
         CLUSTER_METRICS,
         CLUSTER_FETCHES,
+        PI_LOAD,
+        PI_PERSONAL_LOAD,
+        PI_STATEMENTS,
+        PI_FETCHES,
         RUNS,
         RUN_PARTS,
         HOURLY,

@@ -1,0 +1,1 @@
+"""Performance Insights: what each instance with PI on was waiting on and running, hour by hour."""

@@ -1,0 +1,213 @@
+"""The Performance Insights asset: rds_pi_load, one partition per UTC hour, of every instance
+the inventory says has PI on. Each instance-hour is one GetResourceMetrics request (its pages
+aside) and one transaction."""
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+from botocore.exceptions import ClientError
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    BackfillPolicy,
+    HourlyPartitionsDefinition,
+    MaterializeResult,
+    asset,
+)
+
+from metrics_pipeline.collection.assets import (
+    CollectionConfig,
+    aws_retry_policy,
+    choose_targets,
+    read_or_discover_inventory,
+)
+from metrics_pipeline.collection.cloudwatch import RequestStats
+from metrics_pipeline.collection.keys import RDS_INSTANCES, RDS_PI_LOAD
+from metrics_pipeline.collection.resources import AwsResource, CollectionResource, aws_errors
+from metrics_pipeline.collection.store import record_run
+from metrics_pipeline.hours import Clock, hour_starts, naive_utc, utc_now
+from metrics_pipeline.insights.answers import Answer, read_answer, sum_problems
+from metrics_pipeline.insights.fetch import (
+    estimated_pi_cost_usd,
+    fetch_load,
+    plan_hours,
+    read_pi_instances,
+)
+from metrics_pipeline.insights.store import replace_pi_hours
+from metrics_pipeline.metadata import row_count_of_partition, table_asset
+from metrics_pipeline.settings import Settings
+from metrics_pipeline.warehouse.instances import InventoryEntry, read_inventory
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline.warehouse.tables import PI_FETCHES, PI_LOAD, PI_STATEMENTS
+
+# What PI answers for an instance whose PI is off (or not this account's).
+NOT_AUTHORIZED = "NotAuthorizedException"
+
+
+def read_pi_inventory(
+    conn: duckdb.DuckDBPyConnection, regions: Sequence[str] | None
+) -> list[InventoryEntry]:
+    """The instances with Performance Insights on."""
+    return [e for e in read_inventory(conn, regions) if e.instance_kind.performance_insights]
+
+
+def collect_pi_load(
+    context: AssetExecutionContext,
+    config: CollectionConfig,
+    aws: AwsResource,
+    collection: CollectionResource,
+    warehouse: WarehouseResource,
+    clock: Clock,
+) -> MaterializeResult:
+    warehouse.prepare()
+    window = context.partition_time_window
+    start, end = naive_utc(window.start), naive_utc(window.end)
+    stats = RequestStats()
+    accounts = {a.account_id: a for a in aws.accounts(stats)}
+    inventory = read_or_discover_inventory(
+        context, aws, warehouse, list(accounts.values()), stats, read_pi_inventory
+    )
+    targets, _ = choose_targets(context, config, inventory, start, end)
+    if not targets:
+        context.log.info(
+            f"No instance with Performance Insights on existed from {start} to {end} UTC: "
+            f"nothing to collect into {PI_LOAD.name}"
+        )
+        return MaterializeResult(metadata={"instances": 0, "rows_written": 0})
+    started = time.monotonic()
+    now = clock()
+    hours = hour_starts(start, end)
+    totals = {"rows_written": 0, "rows_replaced": 0, "settled_hours": 0, "digests": 0}
+    without_pi: list[str] = []
+    with warehouse.connect() as conn:
+        lock_wait_seconds = time.monotonic() - started
+        subjects = read_pi_instances(conn, targets)
+        for number, instance in enumerate(sorted(subjects), start=1):
+            subject = subjects[instance]
+            client = aws.client("pi", instance.region, stats, accounts[instance.account_id])
+            planned = plan_hours(hours, now, subject.retention_days, collection.pi_period_seconds)
+            answer = Answer()
+            try:
+                for request in planned:
+                    if request.window is None:
+                        continue
+                    first, last = request.window
+                    with aws_errors("GetResourceMetrics", instance.region):
+                        try:
+                            entries = fetch_load(
+                                client, subject.resource_id, first, last,
+                                collection.pi_period_seconds,
+                            )  # fmt: skip
+                        except ClientError as error:
+                            if error.response.get("Error", {}).get("Code") == NOT_AUTHORIZED:
+                                raise PiUnavailable from None
+                            raise
+                    part = read_answer(entries, first, last)
+                    answer.rows += part.rows
+                    answer.digests += part.digests
+            except PiUnavailable:
+                without_pi.append(str(instance))
+                continue
+            problems = sum_problems(answer.rows)
+            if problems:
+                context.log.warning(
+                    f"{instance}: Performance Insights' keys add up to more than the total: "
+                    + "; ".join(problems[:5])
+                )
+            written = replace_pi_hours(
+                conn,
+                instance,
+                [request.hour for request in planned],
+                answer,
+                now,
+                collection.settle_delay,
+                context.run.run_id,
+            )
+            totals["rows_written"] += written.rows_written
+            totals["rows_replaced"] += written.rows_replaced
+            totals["settled_hours"] += written.settled_hours
+            totals["digests"] += written.digests
+            context.log.info(
+                f"{instance}: wrote {written.rows_written:,} row(s) of Performance Insights "
+                f"load, {written.digests} digest(s) ({number}/{len(subjects)})"
+            )
+        figures: dict[str, Any] = {
+            "run_id": context.run.run_id,
+            "asset": PI_LOAD.name,
+            "window_start": start,
+            "window_end": end,
+            "finished_at": naive_utc(clock()),
+            "instances": len(subjects),
+            "rows_written": totals["rows_written"],
+            "rows_replaced": totals["rows_replaced"],
+            "datapoints": totals["rows_written"],
+            "settled_hours": totals["settled_hours"],
+            "pi_requests": stats.by_operation.get("GetResourceMetrics", 0),
+            "estimated_cost_usd": estimated_pi_cost_usd(stats.api_calls),
+            "throttled_calls": stats.throttled,
+            "retried_calls": stats.retried,
+            "lock_wait_seconds": round(lock_wait_seconds, 3),
+        }
+        record_run(conn, figures)
+    if without_pi:
+        context.log.warning(
+            f"Performance Insights is off for {', '.join(without_pi)} (NotAuthorized): the "
+            "next discovery updates the inventory; nothing was written for them"
+        )
+    requests = stats.by_operation.get("GetResourceMetrics", 0)
+    context.log.info(
+        f"Wrote {totals['rows_written']:,} row(s) of Performance Insights load for "
+        f"{len(subjects) - len(without_pi)} instance(s) in {requests} request(s)"
+    )
+    return MaterializeResult(
+        metadata={
+            "instances": len(subjects),
+            "instances_without_pi": len(without_pi),
+            "rows_written": totals["rows_written"],
+            "rows_replaced": totals["rows_replaced"],
+            "digests": totals["digests"],
+            "settled_hours": totals["settled_hours"],
+            "pi_requests": requests,
+            "throttled_calls": stats.throttled,
+            "estimated_cost_usd": figures["estimated_cost_usd"],
+            **row_count_of_partition(context, totals["rows_written"]),
+        }
+    )
+
+
+class PiUnavailable(Exception):
+    """PI answers NotAuthorized for an instance the inventory says has it on."""
+
+
+def build_pi_assets(
+    settings: Settings, hourly_partitions: HourlyPartitionsDefinition, clock: Clock = utc_now
+) -> list[AssetsDefinition]:
+    def rds_pi_load(
+        context: AssetExecutionContext,
+        config: CollectionConfig,
+        aws: AwsResource,
+        collection: CollectionResource,
+        warehouse: WarehouseResource,
+    ) -> MaterializeResult:
+        return collect_pi_load(context, config, aws, collection, warehouse, clock)
+
+    return [
+        asset(
+            key=RDS_PI_LOAD,
+            **table_asset(PI_LOAD.name, reads_aws=True),
+            partitions_def=hourly_partitions,
+            backfill_policy=BackfillPolicy.single_run(),
+            retry_policy=aws_retry_policy(settings),
+            deps=[RDS_INSTANCES],
+            description=(
+                "Performance Insights' load (db.load.avg, average active sessions) of every "
+                "instance with PI on, one partition per UTC hour at METRICS_PI_PERIOD_SECONDS: "
+                "in total and by wait event, SQL digest and database (DuckDB table "
+                f"`{PI_LOAD.name}`), by user and host (`rds_pi_load_personal`), the digests' "
+                f"text once each (`{PI_STATEMENTS.name}`), fetch log `{PI_FETCHES.name}`. "
+                "Healed by the gap sensor as far as each instance's PI retention goes."
+            ),
+        )(rds_pi_load)
+    ]

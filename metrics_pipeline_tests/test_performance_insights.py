@@ -1,0 +1,234 @@
+"""Performance Insights' load: what an answer becomes (the total once, a group's remainder
+beyond PI's limit as `other`, digests once), which hours are asked within PI's retention, and
+a collection against the local AWS whose stored load equals what it served."""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from dagster import DagsterInstance, instance_for_test, materialize
+
+from metrics_pipeline.catalog import PI_GROUPS, PI_OTHER, PI_TOTAL
+from metrics_pipeline.hours import HOUR, floor_hour, partition_key, utc_now
+from metrics_pipeline.insights.answers import GROUP_LIMIT, read_answer, sum_problems
+from metrics_pipeline.insights.checks import unbalanced_groups
+from metrics_pipeline.insights.fetch import plan_hours
+from metrics_pipeline.insights.source import PERFORMANCE_INSIGHTS_LOAD
+from metrics_pipeline.local_aws.fleet import SimulatedInstance, aurora_clusters
+from metrics_pipeline.local_aws.server import LocalAws, start
+from metrics_pipeline.local_aws.signals import MINUTE
+from metrics_pipeline.local_aws.workload import load, split_keys, workload
+from metrics_pipeline.warehouse.resources import WarehouseResource
+from metrics_pipeline_tests.helpers import (
+    make_aws,
+    make_collection,
+    rds_instances,
+    rds_pi_load,
+    rds_pi_load_balance,
+)
+
+pytestmark = pytest.mark.storage_neutral
+
+HOUR_START = datetime(2026, 11, 30, 14)
+
+
+def entry(points: dict[int, float], dimension: str = "", value: str = "") -> dict[str, Any]:
+    """A MetricList entry: values by minute of HOUR_START, of a key when `dimension`."""
+    key: dict[str, Any] = {"Metric": "db.load.avg"}
+    if dimension:
+        key["Dimensions"] = {dimension: value}
+    return {
+        "Key": key,
+        "DataPoints": [
+            {"Timestamp": (HOUR_START + timedelta(minutes=m)).replace(tzinfo=UTC), "Value": v}
+            for m, v in points.items()
+        ],
+    }
+
+
+def test_an_answer_keeps_the_total_once_and_the_remainder_beyond_the_limit_as_other() -> None:
+    total = {0: 30.0, 1: 28.0}
+    waits = [entry({0: 1.0, 1: 1.0}, "db.wait_event.name", f"w{n}") for n in range(GROUP_LIMIT)]
+    users = [
+        entry({0: 20.0, 1: 10.0}, "db.user.name", "app"),
+        entry({0: 10.0}, "db.user.name", "ro"),
+    ]
+    # Each query answers with the total first; a period PI has no value for is left out.
+    entries = [
+        entry(total), *waits, entry(total), *users,
+        {"Key": {"Metric": "db.load.avg", "Dimensions": {"db.user.name": "x"}},
+         "DataPoints": [{"Timestamp": HOUR_START.replace(tzinfo=UTC)}]},
+    ]  # fmt: skip
+    answer = read_answer(entries, HOUR_START, HOUR_START + HOUR)
+    by_group: dict[str, list[tuple[str, int, float]]] = {}
+    for row in answer.rows:
+        minute = (row.ts - HOUR_START) // timedelta(minutes=1)
+        by_group.setdefault(row.group, []).append((row.key, minute, row.active_sessions))
+    assert by_group[PI_TOTAL] == [("", 0, 30.0), ("", 1, 28.0)]
+    # The wait events returned the limit: what the total holds beyond them is `other`.
+    assert sorted(k for k in by_group["db.wait_event"] if k[0] == PI_OTHER) == [
+        (PI_OTHER, 0, 5.0),
+        (PI_OTHER, 1, 3.0),
+    ]
+    assert len(by_group["db.wait_event"]) == 2 * GROUP_LIMIT + 2
+    # The users returned fewer than the limit: they are the whole load, no `other`; the
+    # period without a value is not stored.
+    assert by_group["db.user"] == [("app", 0, 20.0), ("app", 1, 10.0), ("ro", 0, 10.0)]
+    assert [row.group for row in answer.of(personal=True)] == ["db.user"] * 3
+    assert sum_problems(answer.rows) == []
+
+
+def test_keys_adding_up_to_more_than_the_total_are_named() -> None:
+    entries = [entry({0: 1.0}), entry({0: 0.75}, "db.name", "a"), entry({0: 0.5}, "db.name", "b")]
+    answer = read_answer(entries, HOUR_START, HOUR_START + HOUR)
+    assert sum_problems(answer.rows) == ["db at 2026-11-30 14:00: keys 1.25 > total 1"]
+
+
+def test_hours_are_asked_only_as_far_as_pi_keeps_them_and_as_far_as_they_happened() -> None:
+    now = datetime(2026, 12, 8, 10, 30, 20)
+    hours = [datetime(2026, 12, 1, 9), datetime(2026, 12, 1, 10), datetime(2026, 12, 8, 10)]
+    planned = plan_hours(hours, now, retention_days=7, period_seconds=60)
+    # Older than the retention: final, nothing to ask; partly kept: from the first kept period.
+    assert [(p.hour.start, p.hour.kept, p.window) for p in planned] == [
+        (hours[0], False, None),
+        (hours[1], True, (datetime(2026, 12, 1, 10, 31), datetime(2026, 12, 1, 11))),
+        (hours[2], True, (hours[2], datetime(2026, 12, 8, 10, 30))),
+    ]
+
+
+NOW = utc_now()
+CREATED = (NOW - timedelta(days=30)).replace(tzinfo=UTC)
+FLEET = [
+    *aurora_clusters("us-east-1", CREATED),
+    SimulatedInstance("orders-db", "us-east-1", "postgres", "db.r6g.large", 100, CREATED),
+]
+
+
+@pytest.fixture(scope="module")
+def local_aws() -> Iterator[LocalAws]:
+    local = start(FLEET)
+    yield local
+    local.stop()
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    with instance_for_test() as test_instance:
+        yield test_instance
+
+
+def served(
+    simulated: SimulatedInstance, hour: datetime
+) -> dict[str, dict[tuple[str, datetime], float]]:
+    """What the local AWS's workload holds for the hour, per group and (key, minute): its
+    generator read directly, not through PI's API."""
+    first = int(hour.replace(tzinfo=UTC).timestamp()) // MINUTE
+    minutes = np.arange(first, first + 60, dtype=np.int64)
+    work = workload(simulated.profile(7), simulated.engine, minutes, np.ones(60, dtype=bool))
+    stamps = [hour + timedelta(minutes=m) for m in range(60)]
+    keys = split_keys(simulated.engine)
+    splits = {"db.wait_event": "waits", "db.sql_tokenized": "sql", "db": "databases",
+              "db.user": "users", "db.host": "hosts"}  # fmt: skip
+    expected: dict[str, dict[tuple[str, datetime], float]] = {
+        PI_TOTAL: {("", ts): float(v) for ts, v in zip(stamps, work.total, strict=True)}
+    }
+    for group in PI_GROUPS:
+        split = splits[group.name]
+        expected[group.name] = {}
+        for n, key in enumerate(keys[split]):
+            mask = np.zeros(len(keys[split]), dtype=bool)
+            mask[n] = True
+            values = load(work, {split: mask})
+            for ts, value in zip(stamps, values, strict=True):
+                expected[group.name][(key[group.key], ts)] = float(value)
+    return expected
+
+
+def test_pi_load_is_what_the_local_aws_served_once_per_instance_hour(
+    local_aws: LocalAws, warehouse: WarehouseResource, instance: DagsterInstance
+) -> None:
+    hour = floor_hour(NOW) - timedelta(hours=5)
+    resources = {
+        "aws": make_aws(endpoint_url=local_aws.url, pi_requests_per_second=1000),
+        "collection": make_collection(),
+        "warehouse": warehouse,
+    }
+    assert materialize([rds_instances], instance=instance, resources=resources).success
+    for _ in range(2):  # again: the same rows, replaced
+        result = materialize(
+            [rds_pi_load, rds_pi_load_balance],
+            partition_key=partition_key(hour),
+            instance=instance,
+            resources=resources,
+        )
+        assert result.success
+    # Each group's keys add up to the total in every period.
+    [balance] = result.get_asset_check_evaluations()
+    assert balance.passed, balance.metadata
+    [materialization] = result.asset_materializations_for_node("rds_pi_load")
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    with warehouse.reader() as conn:
+        rows = conn.execute(
+            "SELECT instance_id, dimension_group, dimension_key, ts, active_sessions "
+            "FROM rds_pi_load UNION ALL SELECT instance_id, dimension_group, dimension_key, "
+            "ts, active_sessions FROM rds_pi_load_personal"
+        ).fetchall()
+        statements = conn.execute(
+            "SELECT instance_id, digest_id, statement FROM rds_pi_statements ORDER BY ALL"
+        ).fetchall()
+        fetches = conn.execute(
+            "SELECT instance_id, hour, datapoints, settled FROM rds_pi_fetches"
+        ).fetchall()
+        counted = PERFORMANCE_INSIGHTS_LOAD.rows_per_subject_hour(conn, hour, hour + HOUR)
+    # Only the writer with PI on was asked; its every group's every key and minute is stored.
+    writer = FLEET[0]
+    assert writer.performance_insights_days is not None
+    assert {instance_id for instance_id, *_ in rows} == {writer.instance_id}
+    expected = served(writer, hour)
+    stored: dict[str, dict[tuple[str, datetime], float]] = {}
+    for _, group, key, ts, value in rows:
+        stored.setdefault(group, {})[(key, ts)] = value
+    assert set(stored) == set(expected)
+    for group, values in expected.items():
+        assert stored[group] == pytest.approx(values), group
+    assert len(rows) == sum(len(values) for values in expected.values())
+    assert metadata["rows_written"] == len(rows) and metadata["rows_replaced"] == len(rows)
+    # One request a run, paged: 5 groups × (the total and ≤ 7 keys) in pages of 25.
+    entries = len(PI_GROUPS) + sum(len(v) for v in split_keys(writer.engine).values())
+    assert metadata["pi_requests"] == -(-entries // 25)
+    # Each digest once, with at most the 500 bytes PI returns of its text.
+    digests = {key for key, _ in expected["db.sql_tokenized"]}
+    assert [(i, d) for i, d, _ in statements] == sorted((writer.instance_id, d) for d in digests)
+    assert max(len(text.encode()) for *_, text in statements) == 500
+    assert fetches == [(writer.instance_id, hour, len(rows), True)]
+    assert list(counted.values()) == [60]
+
+
+def test_the_balance_check_counts_keys_that_do_not_add_up_to_the_total(
+    warehouse: WarehouseResource,
+) -> None:
+    warehouse.prepare()
+    now = datetime(2026, 12, 1, 12)
+    rows = [
+        # ts, group, key, sessions: the users add up to more, the databases to less.
+        (now - HOUR, PI_TOTAL, "", 2.0),
+        (now - HOUR, "db.wait_event", "CPU", 2.0),
+        (now - HOUR, "db", "shop", 1.5),
+        (now - HOUR, "db.user", "app", 2.5),
+        (now + HOUR, PI_TOTAL, "", 1.0),
+    ]
+    with warehouse.connect() as conn:
+        for ts, group, key, sessions in rows:
+            table = "rds_pi_load_personal" if group == "db.user" else "rds_pi_load"
+            conn.execute(
+                f"INSERT INTO {table} VALUES (?, '1', 'us-east-1', 'a', ?, ?, NULL, ?, ?)",
+                [ts, group, key, sessions, now],
+            )
+    with warehouse.reader() as conn:
+        assert unbalanced_groups(conn, now - timedelta(days=1), now) == {
+            "keys_above_total": 1,
+            "keys_below_total": 1,
+            "periods_ahead": 1,
+        }
