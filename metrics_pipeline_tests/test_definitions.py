@@ -42,6 +42,7 @@ def test_definitions_load_with_every_asset(defs: Definitions) -> None:
             "rds_instances",
             "rds_metrics",
             "rds_cluster_metrics",
+            "rds_pi_load",
             "rds_metrics_hourly",
             "rds_metrics_daily",
             "pipeline_health",
@@ -104,6 +105,7 @@ def test_schedules_sensor_and_jobs_are_loaded(defs: Definitions) -> None:
         "fresh_collection_job",
         "healing_job",
         "cluster_healing_job",
+        "pi_healing_job",
         "hourly_history_job",
         "retention_job",
     )
@@ -112,9 +114,15 @@ def test_schedules_sensor_and_jobs_are_loaded(defs: Definitions) -> None:
         assets = sorted(key.to_user_string() for key in definition.asset_layer.selected_asset_keys)
         runs[job] = assets or sorted(node.name for node in definition.graph.node_defs)
     assert runs == {
-        "fresh_collection_job": ["rds_cluster_metrics", "rds_instances", "rds_metrics"],
+        "fresh_collection_job": [
+            "rds_cluster_metrics",
+            "rds_instances",
+            "rds_metrics",
+            "rds_pi_load",
+        ],
         "healing_job": ["rds_metrics"],
         "cluster_healing_job": ["rds_cluster_metrics"],
+        "pi_healing_job": ["rds_pi_load"],
         "hourly_history_job": ["rds_metrics_hourly"],
         "retention_job": ["drop_expired_rows"],
         "backup_job": ["back_up_warehouse"],
@@ -130,6 +138,7 @@ def test_schedules_sensor_and_jobs_are_loaded(defs: Definitions) -> None:
         "fresh_collection_job",
         "healing_job",
         "hourly_history_job",
+        "pi_healing_job",
     ]
 
 
@@ -172,6 +181,7 @@ def test_the_definitions_are_what_the_docs_describe(defs: Definitions) -> None:
         "rds_instances": (None, pool, (), None),
         "rds_metrics": ("HourlyPartitionsDefinition", pool, ("rds_instances",), None),
         "rds_cluster_metrics": ("HourlyPartitionsDefinition", pool, ("rds_instances",), None),
+        "rds_pi_load": ("HourlyPartitionsDefinition", pool, ("rds_instances",), None),
         "rds_metrics_hourly": ("DailyPartitionsDefinition", pool, ("rds_instances",), None),
         "rds_metrics_daily": (
             "DailyPartitionsDefinition",
@@ -196,6 +206,7 @@ def test_the_definitions_are_what_the_docs_describe(defs: Definitions) -> None:
         "fresh_collection_job",
         "healing_job",
         "cluster_healing_job",
+        "pi_healing_job",
         "hourly_history_job",
         "retention_job",
         "backup_job",
@@ -242,6 +253,7 @@ def test_table_assets_show_the_columns_of_the_real_tables(
         "rds_instances",
         "rds_metrics",
         "rds_cluster_metrics",
+        "rds_pi_load",
         "rds_metrics_hourly",
         "rds_metrics_daily",
         "rds_rightsizing",

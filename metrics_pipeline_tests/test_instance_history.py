@@ -118,7 +118,7 @@ def test_a_version_2_warehouse_starts_the_history_with_what_its_inventory_knows(
     assert history(warehouse) == [("orders-db", None, old, "db.r6g.large", "16.4", first, last)]
     with warehouse.connect() as conn:
         [(version,)] = conn.execute(f"SELECT max(version) FROM {VERSION_TABLE}").fetchall()
-        assert version == SCHEMA_VERSION == 5
+        assert version == SCHEMA_VERSION == 6
         # The next discovery brings the identifier into the same version.
         upsert_instances(conn, [described("orders-db", "db-A")], last + timedelta(hours=1))
     assert history(warehouse) == [

@@ -75,6 +75,7 @@ def test_a_new_lake_has_partitioned_tables_and_nothing_to_read(
     assert [name for name, _ in partitioned] == [
         "rds_cluster_metric_fetches", "rds_cluster_metrics", "rds_metric_fetches",
         "rds_metric_hourly_fetches", "rds_metrics", "rds_metrics_daily", "rds_metrics_hourly",
+        "rds_pi_fetches", "rds_pi_load", "rds_pi_load_personal",
     ]  # fmt: skip
 
 

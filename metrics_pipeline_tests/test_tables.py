@@ -18,6 +18,8 @@ from metrics_pipeline.warehouse.migrations import prepare_schema
 from metrics_pipeline.warehouse.schema import ensure_schema
 from metrics_pipeline.warehouse.tables import (
     HOURLY_TIER,
+    INSIGHTS_TIER,
+    PERSONAL_TIER,
     RAW_TIER,
     RIGHTSIZING,
     RUN_PARTS,
@@ -113,7 +115,7 @@ def test_every_table_asset_describes_each_column_of_its_table(tmp_path: Path) ->
         if "dagster/table_name" in node.metadata
     }
 
-    assert len(shown) == 6
+    assert len(shown) == 7
     for table, schema in shown.items():
         assert [(c.name, c.type, c.constraints.nullable) for c in schema.columns] == real[table]
         undescribed = [c.name for c in schema.columns if not (c.description or "").strip()]
@@ -165,10 +167,43 @@ def test_retention_trims_the_time_series_of_the_tiers_it_is_given_and_only_those
         "rds_metric_hourly_fetches",
         "rds_metrics_daily",
         "pipeline_runs",
+        "rds_pi_load",
+        "rds_pi_load_personal",
+        "rds_pi_statements",
+        "rds_pi_fetches",
     }
-    with_time -= {"rds_metrics_daily"}  # the daily tier's retention is forever
+    # The daily tier's retention is forever; Performance Insights' tiers are not given.
+    with_time -= {
+        "rds_metrics_daily",
+        *(t.name for t in TABLES.values() if t.tier in (INSIGHTS_TIER, PERSONAL_TIER)),
+    }
     assert {(trim.table, trim.rows) for trim in trims} == {(name, 1) for name in with_time}
     assert kept == {name: 1 if name in with_time else 2 for name in TABLES}
+
+
+def test_performance_insights_retention_trims_its_load_and_what_names_people_apart(
+    tmp_path: Path,
+) -> None:
+    """METRICS_PI_RETENTION_DAYS's tier holds the load by wait event, digest and database and
+    its fetch log; METRICS_PI_PERSONAL_RETENTION_DAYS's the load by user and host and the SQL
+    text: each cutoff trims its own tables only."""
+    old, recent, cutoff = datetime(2020, 1, 1), datetime(2026, 11, 20), datetime(2026, 1, 1)
+    with duckdb.connect(str(tmp_path / "metrics.duckdb")) as conn:
+        ensure_schema(conn)
+        for table in TABLES.values():
+            for moment, label in ((old, "old"), (recent, "recent")):
+                conn.execute(
+                    f"INSERT INTO {table.name} VALUES ({', '.join('?' for _ in table.columns)})",
+                    [_value(column, moment, label) for column in table.columns],
+                )
+        insights = {trim.table for trim in drop_rows_before(conn, {INSIGHTS_TIER: cutoff})}
+        personal = {trim.table for trim in drop_rows_before(conn, {PERSONAL_TIER: cutoff})}
+        kept = {
+            name: conn.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0] for name in TABLES
+        }
+    assert insights == {"rds_pi_load", "rds_pi_fetches"}
+    assert personal == {"rds_pi_load_personal", "rds_pi_statements"}
+    assert kept == {name: 1 if name in insights | personal else 2 for name in TABLES}
 
 
 def test_a_figure_without_a_column_is_refused_by_name(tmp_path: Path) -> None:
