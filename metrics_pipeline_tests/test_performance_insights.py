@@ -8,11 +8,20 @@ from typing import Any
 
 import numpy as np
 import pytest
-from dagster import DagsterInstance, instance_for_test, materialize
+from dagster import DagsterInstance, build_sensor_context, instance_for_test, materialize
 
 from metrics_pipeline.catalog import PI_GROUPS, PI_OTHER, PI_TOTAL
-from metrics_pipeline.hours import HOUR, floor_hour, partition_key, utc_now
-from metrics_pipeline.insights.answers import GROUP_LIMIT, read_answer, sum_problems
+from metrics_pipeline.collection.source import CLOUDWATCH_RDS
+from metrics_pipeline.dagster_runs import HEALING_RUN_TAGS, RANGE_END_TAG, RANGE_START_TAG
+from metrics_pipeline.healing.sensors import build_gap_healing_sensor
+from metrics_pipeline.hours import HOUR, floor_hour, healing_hours, partition_key, utc_now
+from metrics_pipeline.insights.answers import (
+    GROUP_LIMIT,
+    Answer,
+    Digest,
+    read_answer,
+    sum_problems,
+)
 from metrics_pipeline.insights.checks import unbalanced_groups
 from metrics_pipeline.insights.fetch import plan_hours
 from metrics_pipeline.insights.source import PERFORMANCE_INSIGHTS_LOAD
@@ -20,14 +29,18 @@ from metrics_pipeline.local_aws.fleet import SimulatedInstance, aurora_clusters
 from metrics_pipeline.local_aws.server import LocalAws, start
 from metrics_pipeline.local_aws.signals import MINUTE
 from metrics_pipeline.local_aws.workload import load, split_keys, workload
+from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import (
+    TEST_PARTITIONS,
+    TEST_SETTINGS,
     make_aws,
     make_collection,
     rds_instances,
     rds_pi_load,
     rds_pi_load_balance,
 )
+from metrics_pipeline_tests.moto_fleet import ACCOUNT_ID
 
 pytestmark = pytest.mark.storage_neutral
 
@@ -78,6 +91,29 @@ def test_an_answer_keeps_the_total_once_and_the_remainder_beyond_the_limit_as_ot
     assert by_group["db.user"] == [("app", 0, 20.0), ("app", 1, 10.0), ("ro", 0, 10.0)]
     assert [row.group for row in answer.of(personal=True)] == ["db.user"] * 3
     assert sum_problems(answer.rows) == []
+
+
+def test_a_digest_of_several_hours_is_kept_once_from_its_first_to_its_last_load() -> None:
+    def hour_of(start: datetime, loads: dict[int, float]) -> Answer:
+        digest = {"db.sql_tokenized.id": "D1", "db.sql_tokenized.statement": "SELECT ?"}
+        key = {"Metric": "db.load.avg", "Dimensions": digest}
+        points = [{"Timestamp": start + timedelta(minutes=m), "Value": v} for m, v in loads.items()]
+        return read_answer([{"Key": key, "DataPoints": points}], start, start + HOUR)
+
+    answer = Answer()
+    answer.add(hour_of(HOUR_START, {0: 0.0, 5: 0.5, 59: 0.25}))
+    answer.add(hour_of(HOUR_START + HOUR, {0: 0.5, 30: 0.0}))
+    # A period without load is not when it was seen.
+    assert answer.digests == [
+        Digest(
+            "D1",
+            None,
+            "SELECT ?",
+            HOUR_START + timedelta(minutes=5),
+            HOUR_START + HOUR,
+        )
+    ]
+    assert len(answer.rows) == 5
 
 
 def test_keys_adding_up_to_more_than_the_total_are_named() -> None:
@@ -232,3 +268,79 @@ def test_the_balance_check_counts_keys_that_do_not_add_up_to_the_total(
             "keys_below_total": 1,
             "periods_ahead": 1,
         }
+
+
+def test_the_gap_sensor_heals_pi_load_of_the_look_back_and_a_gap_in_it(
+    local_aws: LocalAws, warehouse: WarehouseResource, instance: DagsterInstance
+) -> None:
+    """PI's source registered beside the instances': its hours lacking a settled fetch get a
+    healing run of their own, which settles every hour of the look-back for the instance
+    with PI on; an hour lost afterwards is asked for, and healed, alone."""
+    resources = {
+        "aws": make_aws(endpoint_url=local_aws.url, pi_requests_per_second=1000),
+        "collection": make_collection(),
+        "warehouse": warehouse,
+    }
+    assert materialize([rds_instances], instance=instance, resources=resources).success
+    now = utc_now()
+    sensor = build_gap_healing_sensor(
+        TEST_SETTINGS, (CLOUDWATCH_RDS, PERFORMANCE_INSIGHTS_LOAD), TEST_PARTITIONS, lambda: now
+    )
+    hours = healing_hours(now, TEST_SETTINGS.backfill_days, TEST_SETTINGS.settle_delay)
+    writer = Instance(ACCOUNT_ID, "us-east-1", FLEET[0].instance_id)
+
+    def heal() -> tuple[str, str]:
+        result = sensor(build_sensor_context(instance=instance, resources={"warehouse": warehouse}))
+        [request] = [r for r in result.run_requests if r.job_name == "pi_healing_job"]
+        healed = materialize(
+            [rds_pi_load],
+            instance=instance,
+            resources=resources,
+            tags={**request.tags, **HEALING_RUN_TAGS},
+        )
+        assert healed.success
+        return request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]
+
+    assert heal() == (partition_key(hours[0]), partition_key(hours[-1]))
+    with warehouse.reader() as conn:
+        settled = PERFORMANCE_INSIGHTS_LOAD.fetch_log.settled(conn, hours[0], hours[-1] + HOUR)
+    assert settled == {(writer, hour) for hour in hours}
+
+    lost = hours[len(hours) // 2]
+    with warehouse.connect() as conn:
+        for table in ("rds_pi_fetches", "rds_pi_load"):
+            column = "hour" if table == "rds_pi_fetches" else "date_trunc('hour', ts)"
+            conn.execute(f"DELETE FROM {table} WHERE {column} = ?", [lost])
+    assert heal() == (partition_key(lost), partition_key(lost))
+    with warehouse.reader() as conn:
+        counted = PERFORMANCE_INSIGHTS_LOAD.rows_per_subject_hour(conn, lost, lost + HOUR)
+    assert counted == {(writer, lost): 60}
+
+
+def test_an_instance_whose_pi_was_turned_off_is_named_and_nothing_is_written_for_it(
+    local_aws: LocalAws, warehouse: WarehouseResource, instance: DagsterInstance
+) -> None:
+    """The inventory says PI is on, PI answers NotAuthorized: no retry, no failure, no rows,
+    no fetch log (the next discovery says PI is off); the other instances are collected."""
+    resources = {
+        "aws": make_aws(endpoint_url=local_aws.url, pi_requests_per_second=1000),
+        "collection": make_collection(),
+        "warehouse": warehouse,
+    }
+    assert materialize([rds_instances], instance=instance, resources=resources).success
+    with warehouse.connect() as conn:
+        conn.execute(
+            "UPDATE rds_instances SET performance_insights_enabled = true, "
+            "performance_insights_retention_days = 7 WHERE instance_id = 'orders-db'"
+        )
+    hour = floor_hour(NOW) - timedelta(hours=3)
+    result = materialize(
+        [rds_pi_load], partition_key=partition_key(hour), instance=instance, resources=resources
+    )
+    assert result.success
+    [materialization] = result.asset_materializations_for_node("rds_pi_load")
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    assert (metadata["instances"], metadata["instances_without_pi"]) == (2, 1)
+    with warehouse.reader() as conn:
+        fetched = conn.execute("SELECT DISTINCT instance_id FROM rds_pi_fetches").fetchall()
+    assert fetched == [(FLEET[0].instance_id,)]

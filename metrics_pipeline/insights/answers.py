@@ -64,6 +64,26 @@ class Answer:
     rows: list[LoadRow] = field(default_factory=list)
     digests: list[Digest] = field(default_factory=list)
 
+    def add(self, part: Answer) -> None:
+        """`part`'s rows, and its digests merged with those already seen (a digest once, from
+        its first to its last period with load)."""
+        self.rows += part.rows
+        seen = {d.digest_id: d for d in self.digests}
+        for digest in part.digests:
+            known = seen.get(digest.digest_id)
+            seen[digest.digest_id] = (
+                digest
+                if known is None
+                else Digest(
+                    digest.digest_id,
+                    digest.db_id or known.db_id,
+                    digest.statement or known.statement,
+                    min(known.first_seen, digest.first_seen),
+                    max(known.last_seen, digest.last_seen),
+                )
+            )
+        self.digests = list(seen.values())
+
     def of(self, personal: bool) -> list[LoadRow]:
         """The rows of the groups that name people, or of the others (the total included)."""
         return [row for row in self.rows if (row.group in PERSONAL_GROUPS) == personal]

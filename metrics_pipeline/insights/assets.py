@@ -104,9 +104,7 @@ def collect_pi_load(
                             if error.response.get("Error", {}).get("Code") == NOT_AUTHORIZED:
                                 raise PiUnavailable from None
                             raise
-                    part = read_answer(entries, first, last)
-                    answer.rows += part.rows
-                    answer.digests += part.digests
+                    answer.add(read_answer(entries, first, last))
             except PiUnavailable:
                 without_pi.append(str(instance))
                 continue
