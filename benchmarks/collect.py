@@ -6,7 +6,8 @@ memory, VmHWM, from the figures it prints).
 
 MODE is `window` (one single-run backfill, as the gap sensor launches), `partitions` (one
 run per hourly partition: plain Dagster), `fresh` (what a fresh tick does: the
-fresh_collection_job over the two latest hours), `history` (the hourly tier's backfill of
+fresh_collection_job over the two latest hours), `pi` (Performance Insights' load of the
+window in one run, as the gap sensor launches it), `history` (the hourly tier's backfill of
 the N days before today, N = hours / 24, as the gap sensor launches it on a new deployment:
 one run of hourly_history_job, into a lake on this machine, the default storage) or
 `old-system` (the Go system's way: one GetMetricData round per hour, 100 ms between calls; it
@@ -54,8 +55,9 @@ def settings_env(args: argparse.Namespace) -> dict[str, str]:
         else {"METRICS_DUCKDB_PATH": str(args.folder / "metrics.duckdb"), "METRICS_WAREHOUSE": ""}
     )
     return {
-        # As in production, within CloudWatch's 50 requests per second.
+        # As in production, within CloudWatch's 50 requests per second; PI publishes no rate.
         "METRICS_MAX_REQUESTS_PER_SECOND": "50",
+        "METRICS_PI_REQUESTS_PER_SECOND": "50",
         **os.environ,
         "METRICS_AWS_REGIONS": REGIONS,
         **storage,
@@ -92,7 +94,7 @@ def run_figures(settings: Settings) -> list[dict[str, Any]]:
 def totals(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("datapoints", "rows_written", "cloudwatch_requests", "minimum_requests",
             "fetch_seconds", "write_seconds", "lock_wait_seconds", "cpu_seconds",
-            "estimated_cost_usd")  # fmt: skip
+            "estimated_cost_usd", "pi_requests", "throttled_calls")  # fmt: skip
     return {key: sum(run[key] or 0 for run in runs) for key in keys}
 
 
@@ -151,6 +153,24 @@ def hourly_backfill(
     phases["collection"] = time.perf_counter() - began
 
 
+def performance_insights_window(
+    settings: Settings, instance: DagsterInstance, hours: int, phases: dict[str, float]
+) -> None:
+    """The inventory, then `hours` settled hours of Performance Insights' load in one run of
+    the job the gap sensor launches for it."""
+    defs = build_definitions(settings)
+    began = time.perf_counter()
+    assert materialize([defs.resolve_assets_def(RDS_INSTANCES)], instance=instance).success
+    phases["inventory"] = time.perf_counter() - began
+    first, last = window_hours(hours, newest_settled=False)
+    began = time.perf_counter()
+    result = defs.resolve_job_def("pi_healing_job").execute_in_process(
+        instance=instance, tags=range_tags(first, last)
+    )
+    assert result.success
+    phases["collection"] = time.perf_counter() - began
+
+
 def collect_with_dagster(args: argparse.Namespace) -> dict[str, Any]:
     settings = load_settings(settings_env(args))
     instance = dagster_instance(args.folder)
@@ -161,6 +181,8 @@ def collect_with_dagster(args: argparse.Namespace) -> dict[str, Any]:
         fresh_tick(settings, instance, phases)
     elif args.mode == "history":
         hourly_backfill(settings, instance, args.hours // 24, phases)
+    elif args.mode == "pi":
+        performance_insights_window(settings, instance, args.hours, phases)
     else:
         partitions = Partitions.starting(settings.partitions_start)
         rds_instances, rds_metrics = build_collection_assets(settings, partitions.hourly)
@@ -236,7 +258,9 @@ def collect_like_the_old_system(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["window", "partitions", "fresh", "history", "old-system"])
+    parser.add_argument(
+        "mode", choices=["window", "partitions", "fresh", "history", "pi", "old-system"]
+    )
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--folder", type=Path, required=True)
     parser.add_argument("--hours", type=int, required=True)

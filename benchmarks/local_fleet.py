@@ -35,15 +35,19 @@ class LocalAws:
 
 
 @contextmanager
-def local_aws(instances: int, folder: Path, age_days: int = 30) -> Iterator[LocalAws]:
-    """The local AWS serving `instances` generated instances created `age_days` ago."""
+def local_aws(
+    instances: int, folder: Path, age_days: int = 30, pi_days: int | None = None
+) -> Iterator[LocalAws]:
+    """The local AWS serving `instances` generated instances created `age_days` ago, with
+    Performance Insights on (kept `pi_days`) when set."""
     port = free_port()
     log = folder / f"local_aws_{instances}.log"
     with log.open("wb") as output:
         server = subprocess.Popen(
             [sys.executable, "-m", "metrics_pipeline.local_aws", "--port", str(port),
              "--fleet-size", str(instances), "--fleet-age-days", str(age_days),
-             "--new-instance-after", "0", "--late-minutes", "0"],
+             "--new-instance-after", "0", "--late-minutes", "0",
+             *(["--fleet-pi-days", str(pi_days)] if pi_days else [])],
             cwd=PROJECT_ROOT, stdout=output, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:

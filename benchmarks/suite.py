@@ -33,6 +33,7 @@ from benchmarks.local_fleet import PROJECT_ROOT, local_aws
 from benchmarks.tick_growth import measure_storage
 from metrics_pipeline.catalog import RDS_INSTANCE_DEFAULTS
 from metrics_pipeline.collection.budget import OLDER_DATAPOINTS_PER_SECOND
+from metrics_pipeline.insights.source import REQUESTS_PER_INSTANCE_HOUR
 from metrics_pipeline.warehouse.schema import HOURLY_TABLE, METRICS_TABLE, schema_sql
 
 # CloudWatch's quota for data older than three hours, per account and region.
@@ -66,15 +67,26 @@ class Size:
     windows: tuple[int, ...]  # hours
     baseline_hours: int
     history: HistorySize
+    pi_window: tuple[int, int]  # (instances with PI on, hours) of Performance Insights' load
     extra_fleet: tuple[int, int] | None = None  # (instances, hours): memory at another shape
 
 
 SIZES = {
     "ci": Size(
-        6, ("CPUUtilization", "FreeStorageSpace"), (1, 6), 2, HistorySize(4, 3, 4, 1, 3, 3, 1, 2, 1)
+        6,
+        ("CPUUtilization", "FreeStorageSpace"),
+        (1, 6),
+        2,
+        HistorySize(4, 3, 4, 1, 3, 3, 1, 2, 1),
+        pi_window=(4, 2),
     ),
     "small": Size(
-        100, RDS_INSTANCE_DEFAULTS, (1, 24, 72), 6, HistorySize(100, 60, 50, 3, 60, 50, 3, 30, 3)
+        100,
+        RDS_INSTANCE_DEFAULTS,
+        (1, 24, 72),
+        6,
+        HistorySize(100, 60, 50, 3, 60, 50, 3, 30, 3),
+        pi_window=(100, 3),
     ),
     "full": Size(
         500,
@@ -82,9 +94,11 @@ SIZES = {
         (1, 24, 72),
         6,
         HistorySize(500, 455, 200, 30, 455, 200, 7, 90, 3),
+        pi_window=(500, 3),
         extra_fleet=(2000, 24),
     ),
 }
+PI_FREE_RETENTION_DAYS = 7
 # How much older than the backfill the generated fleet is: every day asked has data.
 FLEET_OLDER_BY_DAYS = 30
 
@@ -176,6 +190,10 @@ def run_suite(size_name: str, folder: Path, log: Any = print) -> Results:
             results.runs[f"baseline {mode}"] = measure(
                 mode, endpoint, size.baseline_hours, size.metrics, folder / f"baseline-{mode}"
             )
+    instances, hours = size.pi_window
+    with local_aws(instances, folder, pi_days=PI_FREE_RETENTION_DAYS) as aws:
+        log(f"Performance Insights' load: {hours} h of {instances} instances")
+        results.runs["pi"] = measure("pi", aws.endpoint, hours, size.metrics, folder / "pi")
     run_history(size, folder, results, log)
     if size.extra_fleet:
         instances, hours = size.extra_fleet
@@ -357,7 +375,25 @@ def table(results: Results) -> list[tuple[str, str, str, str]]:
             f"{other.figures['cloudwatch_requests'] / ours.figures['cloudwatch_requests']:.1f}x "
             "our requests",
         ))  # fmt: skip
-    return rows + history_rows(results)
+    return [*rows, pi_row(results), *history_rows(results)]
+
+
+def pi_row(results: Results) -> tuple[str, str, str, str]:
+    """Performance Insights' calls per instance-hour against the most its limits make of one:
+    a request's pages of 25 entries for 5 groups of a total and 25 keys."""
+    instances, hours = SIZES[results.size].pi_window
+    run = results.runs["pi"]
+    figures = run.figures
+    per_instance_hour = figures["pi_requests"] / (instances * hours)
+    rows_per_cpu_second = figures["rows_written"] / run.cpu_seconds
+    return (
+        f"Performance Insights calls per instance-hour, {hours} h of {instances} instances",
+        f"{per_instance_hour:.2f} ({figures['pi_requests']:,} calls, "
+        f"{figures['throttled_calls']} throttled, ${figures['estimated_cost_usd']:.4f}; "
+        f"{figures['rows_written']:,} rows, {rows_per_cpu_second:,.0f} per CPU-second)",
+        f"<= {REQUESTS_PER_INSTANCE_HOUR} (PI's limits: 25 keys a group, 25 entries a page)",
+        "met" if per_instance_hour <= REQUESTS_PER_INSTANCE_HOUR else "missed",
+    )
 
 
 def machine() -> str:

@@ -3,13 +3,18 @@ AWS and every collection in processes of their own) and its table has every row.
 behaviour is checked (requests against their floor, the memory bound), never a time."""
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from benchmarks import analyst_queries, tiers
+from benchmarks.collect import REGIONS
 from benchmarks.suite import SIZES, TARGET_PEAK_RSS_MIB, markdown, run_suite, table
+from metrics_pipeline.catalog import PI_GROUPS
+from metrics_pipeline.local_aws.fleet import generated_fleet
+from metrics_pipeline.local_aws.workload import split_keys
 
 
 @pytest.mark.e2e
@@ -60,9 +65,20 @@ def test_the_ci_size_runs_and_meets_the_request_and_memory_bounds(tmp_path: Path
         analyst_queries.QUERIES
     )
 
+    # Performance Insights: one request an instance-hour, in pages of 25 of its entries (each
+    # group's total and keys, as the local AWS's workload has them for the instance's engine).
+    pi_instances, pi_hours = size.pi_window
+    fleet = generated_fleet(datetime.now(UTC), pi_instances, tuple(REGIONS.split(",")))
+    entries = [
+        len(PI_GROUPS) + sum(len(keys) for keys in split_keys(i.engine).values()) for i in fleet
+    ]
+    pi = results.runs["pi"].figures
+    assert pi["pi_requests"] == pi_hours * sum(-(-n // 25) for n in entries)
+    assert pi["rows_written"] == pi_hours * 60 * sum(n - len(PI_GROUPS) + 1 for n in entries)
+
     rows_of_table = table(results)
     history_rows = 2 + 2 + 3 + len(analyst_queries.QUERIES)
-    assert len(rows_of_table) == 3 + len(size.windows) + 1 + 2 + history_rows
+    assert len(rows_of_table) == 3 + len(size.windows) + 1 + 2 + 1 + history_rows
     assert all(any(ch.isdigit() for ch in measured) for _, measured, _, _ in rows_of_table)
     assert markdown(results).count("\n| ") == len(rows_of_table) + 1
 

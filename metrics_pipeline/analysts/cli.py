@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from metrics_pipeline.analysts import health_text, query
+from metrics_pipeline.analysts.load import DEFAULT_GROUP, GROUPS, top_load
 from metrics_pipeline.analysts.outputs import Output, OutputRefused, checked_target
 from metrics_pipeline.analysts.query import (
     FORMATS,
@@ -55,7 +56,7 @@ USAGE_ERROR = 2  # what was typed cannot be done, as argparse's own errors
 FAILED = 1
 INTERRUPTED = 130
 # The commands that only read, whose process is held to the query memory bound.
-READING_COMMANDS = ("instances", "metrics", "extract", "health", "query")
+READING_COMMANDS = ("instances", "metrics", "extract", "health", "load", "query")
 
 
 class CommandFailed(Exception):
@@ -187,6 +188,33 @@ def build_parser() -> argparse.ArgumentParser:
         "health",
         parents=[_range_options("now-3d"), output],
         help="per instance: min/avg/max/p95 of the main metrics and the hours missing",
+    )
+
+    load = commands.add_parser(
+        "load",
+        parents=[_range_options("now-1h"), output],
+        help="Performance Insights: each instance's top wait events, SQL digests, databases, "
+        "users or hosts by average active sessions",
+    )
+    load.add_argument(
+        "--by",
+        default=DEFAULT_GROUP,
+        choices=list(GROUPS),
+        help=f"the dimension group (default {DEFAULT_GROUP})",
+    )
+    load.add_argument(
+        "--top", type=int, default=10, help="keys per instance, 1 to 1000 (default 10)"
+    )
+    load.add_argument(
+        "--baseline-start",
+        help="with --baseline-end: compare with this window (before a deploy); the keys that "
+        "changed most come first",
+    )
+    load.add_argument("--baseline-end", help="the baseline window's end")
+    load.add_argument(
+        "--personal",
+        action="store_true",
+        help="also what names people: the SQL digests' text, the load by user or host",
     )
 
     sql = commands.add_parser(
@@ -446,6 +474,8 @@ def run(args: argparse.Namespace, own_process: bool = False) -> None:
             args,
             storage,
         )
+    elif args.command == "load":
+        _emit(_load(args, storage), args)
     elif args.command == "query":
         fmt = query.format_for(args.output, args.format)
         _print(query.export_sql(args.sql, fmt, output, storage))
@@ -455,6 +485,18 @@ def run(args: argparse.Namespace, own_process: bool = False) -> None:
         _backup(args, storage)
     if args.command in READING_COMMANDS:
         print(f"{PROG}: {what_was_read(storage, args)}", file=sys.stderr)
+
+
+def _load(args: argparse.Namespace, storage: StorageSettings) -> pd.DataFrame:
+    given = [args.baseline_start is not None, args.baseline_end is not None]
+    if any(given) and not all(given):
+        missing = "--baseline-end" if given[0] else "--baseline-start"
+        raise QueryError(f"{missing}: give --baseline-start and --baseline-end together.")
+    return top_load(
+        args.start, args.end, args.by, args.instances, args.accounts, args.top,
+        (args.baseline_start, args.baseline_end) if all(given) else None,
+        args.personal, storage,
+    )  # fmt: skip
 
 
 def _health(summary: pd.DataFrame, args: argparse.Namespace, storage: StorageSettings) -> None:

@@ -323,9 +323,11 @@ def generated_fleet(
     regions: tuple[str, ...],
     accounts: Sequence[str] = (ACCOUNT_ID,),
     age: timedelta = timedelta(days=30),
+    performance_insights_days: int | None = None,
 ) -> list[SimulatedInstance]:
     """`size` instances spread over the regions and accounts, for load and speed tests, each
-    created `age` before `start`."""
+    created `age` before `start`, with Performance Insights on (kept this many days) when
+    `performance_insights_days` is set."""
     classes = list(MEMORY_GIB)
     engines = list(RDS_MAX_CONNECTIONS)
     return [
@@ -338,6 +340,7 @@ def generated_fleet(
             start - age,
             {"fleet": "generated"},
             account_id=accounts[(n // len(regions)) % len(accounts)],
+            performance_insights_days=performance_insights_days,
         )
         for n in range(size)
     ]

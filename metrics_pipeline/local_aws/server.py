@@ -105,6 +105,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the generated instances were created this many days ago (default 30)",
     )
     parser.add_argument(
+        "--fleet-pi-days",
+        type=int,
+        metavar="DAYS",
+        help="the generated instances have Performance Insights on, kept this many days (7 "
+        "is PI's free retention; default: off)",
+    )
+    parser.add_argument(
         "--regions", default="us-east-1,eu-west-1", help="two or more comma-separated regions"
     )
     parser.add_argument(
@@ -142,6 +149,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             "--fleet-size, --fleet-age-days, --late-minutes and --new-instance-after must not "
             "be negative"
         )
+    if args.fleet_pi_days is not None and args.fleet_pi_days < 1:
+        parser.error("--fleet-pi-days: expected a number of days, 1 or more")
     if not 0 < args.port < 65536:
         parser.error("--port: expected 1 to 65535")
     if not 1 <= args.accounts <= MAX_ACCOUNTS:
@@ -154,7 +163,12 @@ def build_fleet(args: argparse.Namespace, now: datetime) -> list[SimulatedInstan
     accounts = simulated_accounts(args.accounts)
     fleet = (
         generated_fleet(
-            now, args.fleet_size, args.regions, accounts, timedelta(days=args.fleet_age_days)
+            now,
+            args.fleet_size,
+            args.regions,
+            accounts,
+            timedelta(days=args.fleet_age_days),
+            args.fleet_pi_days,
         )
         if args.fleet_size
         else default_fleet(now, args.regions[:2], accounts)
