@@ -821,3 +821,59 @@ def test_the_report_judges_aurora_instances_by_their_cluster(warehouse: Warehous
         f"reader takes no load: connections p95 0.0 < 1, CPU p95 {p95(IDLE_CPU):.1f}% < 20%",
         None, None, None, None, None,
     )  # fmt: skip
+
+
+def test_the_report_weighs_db_load_against_the_vcpus(warehouse: WarehouseResource) -> None:
+    """DBLoadRelativeToNumVCPUs (an instance with Performance Insights on) is published only
+    while there is load: its p95 counts the CPU periods without it as 0. More active sessions
+    than vCPUs at p95 is pressure, whatever the CPU says; an instance without the metric has
+    no figure."""
+    anchor = newest_period(now())
+    # Loaded in 3 periods of 4, 1.2 to 2.4 sessions per vCPU; none in the others.
+    loaded = [(k, 1.2 + 1.2 * ((k * 5) % 7) / 6) for k in K.tolist() if k % 4]
+    series = np.zeros(K.size)
+    for k, value in loaded:
+        series[k] = value
+    rows = [
+        {"ts": anchor - int(k) * PERIOD, "account_id": "1", "region": "us-east-1",
+         "instance_id": instance, "metric": metric, "average": float(value),
+         "collected_at": anchor}
+        for instance, metric, values in (
+            ("pi-db", "CPUUtilization", list(enumerate(50.0 + K % 10))),
+            ("pi-db", "DatabaseConnections", list(enumerate(BUSY_CONNECTIONS))),
+            ("pi-db", "DBLoadRelativeToNumVCPUs", loaded),
+            ("plain-db", "CPUUtilization", list(enumerate(50.0 + K % 10))),
+            ("plain-db", "DatabaseConnections", list(enumerate(BUSY_CONNECTIONS))),
+        )
+        for k, value in values
+    ]  # fmt: skip
+    discovered = anchor - timedelta(minutes=3)
+    with warehouse.connect() as conn:
+        ensure_schema(conn)
+        conn.register("seeded", pa.Table.from_pylist(rows))
+        conn.execute("INSERT INTO rds_metrics BY NAME SELECT * FROM seeded")
+        for instance in ("pi-db", "plain-db"):
+            conn.execute(
+                "INSERT INTO rds_instances (account_id, region, instance_id, engine, "
+                "instance_class, status, first_seen, last_seen) "
+                "VALUES ('1', 'us-east-1', ?, 'postgres', 'db.r6g.large', 'available', ?, ?)",
+                [instance, anchor - timedelta(days=30), discovered],
+            )
+
+    result = materialize(
+        [rightsizing_report], resources={"collection": make_collection(), "warehouse": warehouse}
+    )
+
+    assert result.success
+    with warehouse.reader() as conn:
+        report = conn.execute(
+            "SELECT instance_id, verdict, reasons, db_load_per_vcpu_p95 FROM rds_rightsizing "
+            "ORDER BY 1"
+        ).fetchall()
+    load = p95(series)
+    assert load > 1
+    assert report[0][:3] == (
+        "pi-db", "under-provisioned", f"DB load p95 {load:.1f} sessions/vCPU > 1 sessions/vCPU"
+    )  # fmt: skip
+    assert report[0][3] == pytest.approx(load)
+    assert report[1] == ("plain-db", "ok", "", None)

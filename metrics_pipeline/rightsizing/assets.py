@@ -99,6 +99,13 @@ class RightsizingConfig(Config):
             "p95 (capacity used of the cluster's maximum) is above this (%)."
         ),
     )
+    db_load_high_per_vcpu: float = Field(
+        default=1.0,
+        description=(
+            "An instance with Performance Insights on is under-provisioned when its DB load "
+            "p95 is above this many active sessions per vCPU (sessions wait for a CPU)."
+        ),
+    )
     reader_idle_connections: float = Field(
         default=1.0,
         description=(
@@ -139,6 +146,8 @@ class Evidence:
     serverless_max_acu: float | None = None
     acu_p95: float | None = None  # ServerlessDatabaseCapacity
     acu_utilization_p95: float | None = None  # ACUUtilization, % of the maximum
+    # DBLoadRelativeToNumVCPUs (Performance Insights on), a period without load counting 0.
+    db_load_per_vcpu_p95: float | None = None
 
     @property
     def serverless(self) -> bool:
@@ -202,6 +211,9 @@ def assess(evidence: Evidence, thresholds: RightsizingConfig) -> Finding:
             ),
             _above("swap max", e.swap_max_mib, t.swap_high_mib, " MiB"),
             _above("disk queue p95", e.disk_queue_p95, t.disk_queue_high),
+            _above(
+                "DB load p95", e.db_load_per_vcpu_p95, t.db_load_high_per_vcpu, " sessions/vCPU"
+            ),
         )
         if reason
     ]
@@ -257,6 +269,15 @@ def read_evidence(
         f"""
         WITH {SERVING_CTE}, windowed AS (
             SELECT * FROM {METRICS_TABLE} WHERE ts >= $start AND ts < $end
+        ), vcpu_load AS (
+            -- DB load is published only while there is some: a CPU period without it is 0.
+            SELECT c.account_id, c.region, c.instance_id,
+                   quantile_cont(coalesce(l.average, 0), 0.95) AS db_load_per_vcpu_p95
+            FROM windowed c LEFT JOIN windowed l
+              ON l.metric = 'DBLoadRelativeToNumVCPUs' AND l.account_id = c.account_id
+             AND l.region = c.region AND l.instance_id = c.instance_id AND l.ts = c.ts
+            WHERE c.metric = 'CPUUtilization'
+            GROUP BY ALL HAVING count(l.average) > 0
         )
         SELECT s.account_id, s.region, s.instance_id, s.instance_class, s.engine,
                count(m.average) FILTER (m.metric = 'CPUUtilization') AS periods,
@@ -280,8 +301,10 @@ def read_evidence(
                quantile_cont(m.average, 0.95) FILTER (m.metric = 'ServerlessDatabaseCapacity')
                    AS acu_p95,
                quantile_cont(m.average, 0.95) FILTER (m.metric = 'ACUUtilization')
-                   AS acu_utilization_p95
+                   AS acu_utilization_p95,
+               v.db_load_per_vcpu_p95
         FROM serving s LEFT JOIN windowed m USING (account_id, region, instance_id)
+        LEFT JOIN vcpu_load v USING (account_id, region, instance_id)
         LEFT JOIN {CLUSTERS_TABLE} c USING (account_id, region, cluster_id)
         GROUP BY ALL ORDER BY s.region, s.account_id, s.instance_id
         """,

@@ -40,6 +40,7 @@ from metrics_pipeline.warehouse.tables import (
     PI_REQUESTS,
     RIGHTSIZING,
     RIGHTSIZING_AURORA,
+    RIGHTSIZING_DB_LOAD,
     RUN_PARTS,
     RUNS,
     TABLES,
@@ -148,10 +149,11 @@ def _key_runs_by_asset(conn: duckdb.DuckDBPyConnection) -> None:
 
 def _add_performance_insights_load(conn: duckdb.DuckDBPyConnection) -> None:
     """Performance Insights' load per dimension key, its SQL digests and its fetch log; the
-    runs' figures gain PI's requests."""
-    conn.execute(
-        f"ALTER TABLE {RUNS.name} ADD COLUMN IF NOT EXISTS {PI_REQUESTS.name} {PI_REQUESTS.type}"
-    )
+    runs' figures gain PI's requests, the rightsizing report the DB load per vCPU."""
+    for table, column in ((RUNS, PI_REQUESTS), (RIGHTSIZING, RIGHTSIZING_DB_LOAD)):
+        conn.execute(
+            f"ALTER TABLE {table.name} ADD COLUMN IF NOT EXISTS {column.name} {column.type}"
+        )
     ensure_schema(conn, views=False)
     if is_lake(conn):
         partition_lake_tables(conn, [PI_LOAD.name, PI_PERSONAL_LOAD.name, PI_FETCHES.name])

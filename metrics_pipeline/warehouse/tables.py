@@ -666,12 +666,20 @@ RIGHTSIZING = Table(
             "95th percentile of ACUUtilization's period averages: capacity used of the "
             "maximum, in percent",
         ),
+        # Last: version 6 added it.
+        Column(
+            "db_load_per_vcpu_p95",
+            "DOUBLE",
+            "95th percentile of DBLoadRelativeToNumVCPUs (Performance Insights on; a period "
+            "without load counts 0), in active sessions per vCPU",
+        ),
     ),
     primary_key=INSTANCE_KEY,
     derived=True,
 )
-# What version 5 added to the report.
-RIGHTSIZING_AURORA = RIGHTSIZING.columns[-5:]
+# What versions 5 and 6 added to the report.
+RIGHTSIZING_AURORA = RIGHTSIZING.columns[-6:-1]
+RIGHTSIZING_DB_LOAD = RIGHTSIZING.columns[-1]
 
 # The latest rightsizing report's longer evidence: one row per serving instance and window
 # (14, 30, 90 days) in which the hourly tier holds CPU data, with how much of the window it holds.
