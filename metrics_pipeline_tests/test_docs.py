@@ -152,6 +152,7 @@ PLACEHOLDERS = {
     "NAME": "a backup the test made",
     "N": "a fleet size",
     "analysts": "a group of this machine",
+    "shop-aurora-1": "an instance of the local fleet",
 }
 
 # Program name → what the tests call it by, for COVERED's check.
@@ -409,6 +410,7 @@ def documented_warehouse(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
         "20261126T004000Z": made,
         "NAME": made,
         "analysts": grp.getgrgid(os.getgid()).gr_name,
+        "shop-aurora-1": "orders-db",
     }
 
 

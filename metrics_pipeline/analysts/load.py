@@ -181,5 +181,7 @@ def top_load(
     )
     if statements is not None:
         frame = frame.merge(statements, on=KEY_COLUMNS, how="left")
+    if GROUPS[group].key_type is None:  # only wait events have a type
+        frame = frame.drop(columns=["key_type"])
     frame.insert(3, "dimension_group", group)
     return frame.reset_index(drop=True)
