@@ -300,3 +300,14 @@ PI_GROUPS = (
     PiGroup("db.user", "db.user.name", personal=True),
     PiGroup("db.host", "db.host.name", personal=True),
 )
+# The statements with their literals (opt-in: METRICS_PI_FULL_SQL_TEXT), whose whole text
+# GetDimensionKeyDetails gives (PI's other calls cut a statement at 500 bytes).
+PI_SQL_GROUP = PiGroup(
+    "db.sql", "db.sql.id", extra=("db.sql.tokenized_id", "db.sql.statement"), personal=True
+)
+PI_STATEMENT_BYTES = 500  # what GetResourceMetrics returns of a statement at most
+
+
+def pi_groups(full_sql_text: bool) -> tuple[PiGroup, ...]:
+    """The groups collected: the statements with literals only when asked."""
+    return (*PI_GROUPS, PI_SQL_GROUP) if full_sql_text else PI_GROUPS

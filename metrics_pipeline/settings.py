@@ -446,6 +446,14 @@ class Settings(StorageSettings):
         lambda name, text: parse_choice(name, text, PI_PERIODS),
         60,
     )
+    pi_full_sql_text: bool = setting(
+        "METRICS_PI_FULL_SQL_TEXT",
+        "`true` to also keep the top statements with their literals and their whole text "
+        "(`rds_pi_sql`, by GetDimensionKeyDetails); their literals may be personal data",
+        lambda name, text: parse_switch(name, text),
+        False,
+        default_text="`false`",
+    )
     pi_requests_per_second: float = setting(
         "METRICS_PI_REQUESTS_PER_SECOND",
         "client-side cap on Performance Insights calls per account and region, {bounds} (PI "
@@ -1016,6 +1024,16 @@ def parse_choice(name: str, raw: str, allowed: Sequence[int]) -> int:
         raise ConfigError(
             f"{name}: '{raw}' is not allowed; expected one of {', '.join(map(str, allowed))}."
         )
+    return value
+
+
+SWITCH_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def parse_switch(name: str, raw: str) -> bool:
+    value = SWITCH_WORDS.get(raw.strip().lower())
+    if value is None:
+        raise ConfigError(f"{name}: '{raw}' is not allowed; expected true or false.")
     return value
 
 

@@ -124,8 +124,9 @@ def test_what_changed_after_a_deploy_by_sql_digest(storage: StorageSettings) -> 
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"group": "db.sql"}, "group: 'db.sql' is not a Performance Insights group kept here; "
-         "choose one of db.wait_event, db.sql_tokenized, db, db.user, db.host."),
+        ({"group": "db.lock_snapshot"}, "group: 'db.lock_snapshot' is not a Performance "
+         "Insights group kept here; choose one of db.wait_event, db.sql_tokenized, db, "
+         "db.user, db.host, db.sql."),
         ({"group": "db.host"}, "group: db.host names people; ask for it with personal=True "
          "(--personal on the command line)."),
         ({"top": 0}, "top: 0 is not allowed; expected 1 to 1000."),

@@ -84,6 +84,8 @@ def test_the_policies_grant_exactly_what_the_pipeline_calls(
             endpoint,
             METRICS_AWS_REGIONS="us-east-1,eu-west-1",
             METRICS_CLOUDWATCH_METRICS="CPUUtilization",
+            # Every call the code can make: the statements' whole text too.
+            METRICS_PI_FULL_SQL_TEXT="true",
             METRICS_AWS_ROLE_ARNS=reader_role_arn(second),
             METRICS_AWS_ORGANIZATION_ROLE="metrics-reader",
             METRICS_WAREHOUSE=lake.catalog,
@@ -120,7 +122,8 @@ def test_the_policies_grant_exactly_what_the_pipeline_calls(
     }
     # Every kind of call happened: the scenario covers the policy.
     assert {"rds:DescribeDBInstances", "cloudwatch:GetMetricData", "pi:GetResourceMetrics",
-            "sts:AssumeRole", "organizations:ListAccounts"} <= recorded  # fmt: skip
+            "pi:GetDimensionKeyDetails", "sts:AssumeRole",
+            "organizations:ListAccounts"} <= recorded  # fmt: skip
     assert {"s3:GetObject", "s3:PutObject"} <= s3_actions <= LAKE_WRITER_S3_ACTIONS
 
     assert (

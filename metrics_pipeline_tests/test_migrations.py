@@ -261,6 +261,10 @@ def test_a_version_3_warehouse_trades_its_rollups_for_the_hourly_tier(
             assert conn.execute("SELECT periods FROM rds_metrics_hourly").fetchall() == [(2,)]
 
 
+PI_TABLES = ("rds_pi_load", "rds_pi_load_personal", "rds_pi_statements", "rds_pi_sql",
+             "rds_pi_fetches")  # fmt: skip
+
+
 def test_a_version_4_warehouse_learns_aurora_clusters_and_performance_insights_load(
     warehouse: WarehouseResource,
 ) -> None:
@@ -298,7 +302,7 @@ def test_a_version_4_warehouse_learns_aurora_clusters_and_performance_insights_l
             "('r1', '123456789012', 'us-east-1', 'collected', 1, 1, 24, 216, 1, 0, NULL)"
         )
         conn.execute(f"DROP TABLE {CLUSTERS.name}")
-        for name in ("rds_pi_load", "rds_pi_load_personal", "rds_pi_statements", "rds_pi_fetches"):
+        for name in PI_TABLES:
             conn.execute(f"DROP TABLE {name}")  # version 6's
         for table, columns in (
             (INSTANCES, (*CLUSTER_PLACE, *PERFORMANCE_INSIGHTS)),
@@ -318,7 +322,7 @@ def test_a_version_4_warehouse_learns_aurora_clusters_and_performance_insights_l
         assert structure_problems(conn) == []
         [(version,)] = conn.execute(f"SELECT max(version) FROM {VERSION_TABLE}").fetchall()
         assert version == SCHEMA_VERSION == 6
-        for name in ("rds_pi_load", "rds_pi_load_personal", "rds_pi_statements", "rds_pi_fetches"):
+        for name in PI_TABLES:
             assert conn.execute(f"SELECT count(*) FROM {name}").fetchall() == [(0,)]
         assert conn.execute(
             "SELECT instance_id, dbi_resource_id, cluster_id, cluster_role, "

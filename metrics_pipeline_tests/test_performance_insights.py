@@ -218,6 +218,7 @@ def test_pi_load_is_what_the_local_aws_served_once_per_instance_hour(
             "SELECT instance_id, hour, datapoints, settled FROM rds_pi_fetches"
         ).fetchall()
         counted = PERFORMANCE_INSIGHTS_LOAD.rows_per_subject_hour(conn, hour, hour + HOUR)
+        whole_texts = conn.execute("SELECT count(*) FROM rds_pi_sql").fetchall()
     # Only the writer with PI on was asked; its every group's every key and minute is stored.
     writer = FLEET[0]
     assert writer.performance_insights_days is not None
@@ -240,6 +241,7 @@ def test_pi_load_is_what_the_local_aws_served_once_per_instance_hour(
     assert max(len(text.encode()) for *_, text in statements) == 500
     assert fetches == [(writer.instance_id, hour, len(rows), True)]
     assert list(counted.values()) == [60]
+    assert whole_texts == [(0,)]  # statements with their literals only when asked
 
 
 def test_the_balance_check_counts_keys_that_do_not_add_up_to_the_total(
@@ -344,3 +346,46 @@ def test_an_instance_whose_pi_was_turned_off_is_named_and_nothing_is_written_for
     with warehouse.reader() as conn:
         fetched = conn.execute("SELECT DISTINCT instance_id FROM rds_pi_fetches").fetchall()
     assert fetched == [(FLEET[0].instance_id,)]
+
+
+def test_statements_with_their_literals_and_whole_text_only_when_asked(
+    local_aws: LocalAws, warehouse: WarehouseResource, instance: DagsterInstance
+) -> None:
+    """METRICS_PI_FULL_SQL_TEXT: the load by statement with its literals (db.sql) is kept
+    beside the others, and the whole text of a statement PI cut at 500 bytes is asked once
+    (GetDimensionKeyDetails), not again for the next hour."""
+    resources = {
+        "aws": make_aws(endpoint_url=local_aws.url, pi_requests_per_second=1000),
+        "collection": make_collection(pi_full_sql_text=True),
+        "warehouse": warehouse,
+    }
+    assert materialize([rds_instances], instance=instance, resources=resources).success
+    first = floor_hour(NOW) - timedelta(hours=4)
+    asked = []
+    for hour in (first, first + HOUR):
+        result = materialize(
+            [rds_pi_load], partition_key=partition_key(hour), instance=instance, resources=resources
+        )
+        assert result.success
+        [materialization] = result.asset_materializations_for_node("rds_pi_load")
+        asked.append(materialization.metadata["pi_whole_text_requests"].value)
+    writer = FLEET[0]
+    statements = {
+        key["db.sql.id"]: (key["db.sql.tokenized_id"], key["db.sql.statement"])
+        for key in split_keys(writer.engine)["sql"]
+    }
+    long_ones = [sql_id for sql_id, (_, text) in statements.items() if len(text.encode()) > 500]
+    assert len(long_ones) == 1 and asked == [1, 0]
+    with warehouse.reader() as conn:
+        stored = conn.execute(
+            "SELECT sql_id, digest_id, statement, first_seen, last_seen FROM rds_pi_sql"
+        ).fetchall()
+        sql_rows = conn.execute(
+            "SELECT count(*), count(DISTINCT dimension_key) FROM rds_pi_load_personal "
+            "WHERE dimension_group = 'db.sql'"
+        ).fetchall()
+    assert {sql_id: (digest, text) for sql_id, digest, text, *_ in stored} == statements
+    assert {(first_seen, last_seen) for *_, first_seen, last_seen in stored} == {
+        (first, first + HOUR + timedelta(minutes=59))
+    }
+    assert sql_rows == [(2 * 60 * len(statements), len(statements))]

@@ -170,6 +170,7 @@ def test_retention_trims_the_time_series_of_the_tiers_it_is_given_and_only_those
         "rds_pi_load",
         "rds_pi_load_personal",
         "rds_pi_statements",
+        "rds_pi_sql",
         "rds_pi_fetches",
     }
     # The daily tier's retention is forever; Performance Insights' tiers are not given.
@@ -202,7 +203,7 @@ def test_performance_insights_retention_trims_its_load_and_what_names_people_apa
             name: conn.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0] for name in TABLES
         }
     assert insights == {"rds_pi_load", "rds_pi_fetches"}
-    assert personal == {"rds_pi_load_personal", "rds_pi_statements"}
+    assert personal == {"rds_pi_load_personal", "rds_pi_statements", "rds_pi_sql"}
     assert kept == {name: 1 if name in insights | personal else 2 for name in TABLES}
 
 

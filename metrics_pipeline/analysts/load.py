@@ -23,15 +23,20 @@ from metrics_pipeline.analysts.query import (
     connect,
     parse_time,
 )
-from metrics_pipeline.catalog import PI_GROUPS, PI_STATEMENT_GROUP, PI_TOTAL
+from metrics_pipeline.catalog import PI_GROUPS, PI_SQL_GROUP, PI_STATEMENT_GROUP, PI_TOTAL
 from metrics_pipeline.hours import naive_utc, utc_now
 from metrics_pipeline.settings import StorageSettings
 from metrics_pipeline.warehouse.instances import read_inventory
 from metrics_pipeline.warehouse.schema import table_exists
-from metrics_pipeline.warehouse.tables import PI_LOAD, PI_PERSONAL_LOAD, PI_STATEMENTS
+from metrics_pipeline.warehouse.tables import PI_LOAD, PI_PERSONAL_LOAD, PI_SQL, PI_STATEMENTS
 
-GROUPS = {group.name: group for group in PI_GROUPS}
+GROUPS = {group.name: group for group in (*PI_GROUPS, PI_SQL_GROUP)}
 DEFAULT_GROUP = "db.wait_event"
+# The groups whose keys have a text: its table and the column of the key.
+TEXTS = {
+    PI_STATEMENT_GROUP: (PI_STATEMENTS.name, "digest_id"),
+    PI_SQL_GROUP.name: (PI_SQL.name, "sql_id"),
+}
 MAX_TOP = 1000
 KEY_COLUMNS = ["account_id", "region", "instance_id", "dimension_key"]
 
@@ -145,12 +150,13 @@ def top_load(
             _key_averages(conn, group, first, last, instances or [], accounts or [])
             for first, last in windows
         ]
+        texts = TEXTS.get(group) if personal else None
         statements = (
             conn.execute(
-                f"SELECT account_id, region, instance_id, digest_id AS dimension_key, statement "
-                f"FROM {PI_STATEMENTS.name}"
+                f"SELECT account_id, region, instance_id, {texts[1]} AS dimension_key, "
+                f"statement FROM {texts[0]}"
             ).df()
-            if group == PI_STATEMENT_GROUP and personal
+            if texts and table_exists(conn, texts[0])
             else None
         )
     frame = frames[0]

@@ -89,6 +89,7 @@ class CollectionResource(ConfigurableResource):
     metrics: list[str] = resource_field("metrics")
     cluster_metrics: list[str] = resource_field("cluster_metrics")
     pi_period_seconds: int = resource_field("pi_period_seconds")
+    pi_full_sql_text: bool = resource_field("pi_full_sql_text")
     statistics: list[str] = resource_field("statistics")
     settle_minutes: int = resource_field("settle_minutes")
     chunk_datapoints: int = resource_field("chunk_datapoints")

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from metrics_pipeline.catalog import (
-    PI_DIGEST_DIMENSIONS,
     PI_GROUPS,
     PI_LOAD_METRIC,
     PI_OTHER,
+    PI_SQL_GROUP,
     PI_STATEMENT_GROUP,
     PI_TOTAL,
     PiGroup,
@@ -57,39 +57,61 @@ class Digest:
     last_seen: datetime
 
 
+@dataclass(frozen=True)
+class SqlText:
+    """A statement with its literals (the group db.sql), under its digest."""
+
+    sql_id: str
+    digest_id: str | None
+    statement: str | None
+    first_seen: datetime
+    last_seen: datetime
+
+
+T = TypeVar("T", Digest, SqlText)
+
+
+def _merged(known: Sequence[T], new: Sequence[T]) -> list[T]:
+    """Each text once (by its id, the first field), from its first to its last period with
+    load; the longer text kept."""
+    seen: dict[str, T] = {getattr(t, fields(t)[0].name): t for t in known}
+    for text in new:
+        key = getattr(text, fields(text)[0].name)
+        old = seen.get(key)
+        seen[key] = (
+            text
+            if old is None
+            else replace(
+                text,
+                statement=max(text.statement or "", old.statement or "", key=len) or None,
+                first_seen=min(old.first_seen, text.first_seen),
+                last_seen=max(old.last_seen, text.last_seen),
+            )
+        )
+    return list(seen.values())
+
+
 @dataclass
 class Answer:
-    """An instance's load over a window as rows, and the digests that had load in it."""
+    """An instance's load over a window as rows, and the digests (and statements with their
+    literals, when collected) that had load in it."""
 
     rows: list[LoadRow] = field(default_factory=list)
     digests: list[Digest] = field(default_factory=list)
+    sql: list[SqlText] = field(default_factory=list)
 
     def add(self, part: Answer) -> None:
-        """`part`'s rows, and its digests merged with those already seen (a digest once, from
-        its first to its last period with load)."""
+        """`part`'s rows, and its texts merged with those already seen (each once)."""
         self.rows += part.rows
-        seen = {d.digest_id: d for d in self.digests}
-        for digest in part.digests:
-            known = seen.get(digest.digest_id)
-            seen[digest.digest_id] = (
-                digest
-                if known is None
-                else Digest(
-                    digest.digest_id,
-                    digest.db_id or known.db_id,
-                    digest.statement or known.statement,
-                    min(known.first_seen, digest.first_seen),
-                    max(known.last_seen, digest.last_seen),
-                )
-            )
-        self.digests = list(seen.values())
+        self.digests = _merged(self.digests, part.digests)
+        self.sql = _merged(self.sql, part.sql)
 
     def of(self, personal: bool) -> list[LoadRow]:
         """The rows of the groups that name people, or of the others (the total included)."""
         return [row for row in self.rows if (row.group in PERSONAL_GROUPS) == personal]
 
 
-PERSONAL_GROUPS = frozenset(g.name for g in PI_GROUPS if g.personal)
+PERSONAL_GROUPS = frozenset(g.name for g in (*PI_GROUPS, PI_SQL_GROUP) if g.personal)
 
 
 def _naive(moment: datetime) -> datetime:
@@ -151,28 +173,34 @@ def read_answer(
                 if value - summed[ts] > SUM_TOLERANCE
             ]
         if group.name == PI_STATEMENT_GROUP:
-            answer.digests += _digests(listed, group)
+            answer.digests += _texts(listed, group, Digest)
+        elif group.name == PI_SQL_GROUP.name:
+            answer.sql += _texts(listed, group, SqlText)
     return answer
 
 
-def _digests(
-    listed: Sequence[tuple[Mapping[str, str], Mapping[datetime, float]]], group: PiGroup
-) -> list[Digest]:
-    db_id, statement = PI_DIGEST_DIMENSIONS
-    digests = []
+def _texts(
+    listed: Sequence[tuple[Mapping[str, str], Mapping[datetime, float]]],
+    group: PiGroup,
+    kind: type[T],
+) -> list[T]:
+    """The group's texts that had load: its key, its other dimension (a digest's engine id,
+    a statement's digest) and its text (the group's last dimension)."""
+    other, statement = group.extra
+    texts = []
     for dimensions, points in listed:
         loaded = sorted(ts for ts, value in points.items() if value > 0)
         if loaded:
-            digests.append(
-                Digest(
+            texts.append(
+                kind(
                     dimensions[group.key],
-                    dimensions.get(db_id),
+                    dimensions.get(other),
                     dimensions.get(statement),
                     loaded[0],
                     loaded[-1],
                 )
             )
-    return digests
+    return texts
 
 
 def sum_problems(rows: Sequence[LoadRow]) -> list[str]:

@@ -3,7 +3,9 @@ the inventory says has PI on. Each instance-hour is one GetResourceMetrics reque
 aside) and one transaction."""
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import duckdb
@@ -17,6 +19,7 @@ from dagster import (
     asset,
 )
 
+from metrics_pipeline.catalog import pi_groups
 from metrics_pipeline.collection.assets import (
     CollectionConfig,
     aws_retry_policy,
@@ -28,10 +31,13 @@ from metrics_pipeline.collection.keys import RDS_INSTANCES, RDS_PI_LOAD
 from metrics_pipeline.collection.resources import AwsResource, CollectionResource, aws_errors
 from metrics_pipeline.collection.store import record_run
 from metrics_pipeline.hours import Clock, hour_starts, naive_utc, utc_now
-from metrics_pipeline.insights.answers import Answer, read_answer, sum_problems
+from metrics_pipeline.insights.answers import Answer, SqlText, read_answer, sum_problems
 from metrics_pipeline.insights.fetch import (
+    PiInstance,
+    cut_statements,
     estimated_pi_cost_usd,
     fetch_load,
+    fetch_whole_text,
     plan_hours,
     read_pi_instances,
 )
@@ -40,7 +46,7 @@ from metrics_pipeline.metadata import row_count_of_partition, table_asset
 from metrics_pipeline.settings import Settings
 from metrics_pipeline.warehouse.instances import InventoryEntry, read_inventory
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.tables import PI_FETCHES, PI_LOAD, PI_STATEMENTS
+from metrics_pipeline.warehouse.tables import PI_FETCHES, PI_LOAD, PI_SQL, PI_STATEMENTS
 
 # What PI answers for an instance whose PI is off (or not this account's).
 NOT_AUTHORIZED = "NotAuthorizedException"
@@ -79,6 +85,7 @@ def collect_pi_load(
     started = time.monotonic()
     now = clock()
     hours = hour_starts(start, end)
+    groups = pi_groups(collection.pi_full_sql_text)
     totals = {"rows_written": 0, "rows_replaced": 0, "settled_hours": 0, "digests": 0}
     without_pi: list[str] = []
     with warehouse.connect() as conn:
@@ -94,17 +101,14 @@ def collect_pi_load(
                     if request.window is None:
                         continue
                     first, last = request.window
-                    with aws_errors("GetResourceMetrics", instance.region):
-                        try:
-                            entries = fetch_load(
-                                client, subject.resource_id, first, last,
-                                collection.pi_period_seconds,
-                            )  # fmt: skip
-                        except ClientError as error:
-                            if error.response.get("Error", {}).get("Code") == NOT_AUTHORIZED:
-                                raise PiUnavailable from None
-                            raise
-                    answer.add(read_answer(entries, first, last))
+                    with pi_errors("GetResourceMetrics", instance.region):
+                        entries = fetch_load(
+                            client, subject.resource_id, first, last,
+                            collection.pi_period_seconds, groups,
+                        )  # fmt: skip
+                    answer.add(read_answer(entries, first, last, groups))
+                if collection.pi_full_sql_text:
+                    answer.sql = with_whole_texts(conn, client, subject, answer.sql)
             except PiUnavailable:
                 without_pi.append(str(instance))
                 continue
@@ -142,8 +146,8 @@ def collect_pi_load(
             "rows_replaced": totals["rows_replaced"],
             "datapoints": totals["rows_written"],
             "settled_hours": totals["settled_hours"],
-            "pi_requests": stats.by_operation.get("GetResourceMetrics", 0),
-            "estimated_cost_usd": estimated_pi_cost_usd(stats.api_calls),
+            "pi_requests": pi_calls(stats),
+            "estimated_cost_usd": estimated_pi_cost_usd(pi_calls(stats)),
             "throttled_calls": stats.throttled,
             "retried_calls": stats.retried,
             "lock_wait_seconds": round(lock_wait_seconds, 3),
@@ -168,6 +172,7 @@ def collect_pi_load(
             "digests": totals["digests"],
             "settled_hours": totals["settled_hours"],
             "pi_requests": requests,
+            "pi_whole_text_requests": stats.by_operation.get("GetDimensionKeyDetails", 0),
             "throttled_calls": stats.throttled,
             "estimated_cost_usd": figures["estimated_cost_usd"],
             **row_count_of_partition(context, totals["rows_written"]),
@@ -175,8 +180,49 @@ def collect_pi_load(
     )
 
 
+def pi_calls(stats: RequestStats) -> int:
+    """The calls of Performance Insights' API (pages included): what PI bills."""
+    return sum(stats.by_operation.get(name, 0) for name in PI_OPERATIONS)
+
+
+PI_OPERATIONS = ("GetResourceMetrics", "GetDimensionKeyDetails")
+
+
 class PiUnavailable(Exception):
     """PI answers NotAuthorized for an instance the inventory says has it on."""
+
+
+@contextmanager
+def pi_errors(operation: str, region: str) -> Iterator[None]:
+    """PiUnavailable for NotAuthorized; other errors as every AWS call's (aws_errors)."""
+    with aws_errors(operation, region):
+        try:
+            yield
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == NOT_AUTHORIZED:
+                raise PiUnavailable from None
+            raise
+
+
+def with_whole_texts(
+    conn: duckdb.DuckDBPyConnection, client: Any, subject: PiInstance, sql: list[SqlText]
+) -> list[SqlText]:
+    """`sql` with the whole text of each statement PI cut that the warehouse lacks."""
+    instance = subject.instance
+    whole = dict(
+        conn.execute(
+            f"SELECT sql_id, strlen(statement) FROM {PI_SQL.name} "
+            "WHERE account_id = ? AND region = ? AND instance_id = ? AND statement IS NOT NULL",
+            [instance.account_id, instance.region, instance.instance_id],
+        ).fetchall()
+    )
+    texts = {}
+    for text in cut_statements(sql, whole):
+        with pi_errors("GetDimensionKeyDetails", instance.region):
+            fetched = fetch_whole_text(client, subject.resource_id, text.sql_id)
+        if fetched is not None:
+            texts[text.sql_id] = fetched
+    return [replace(t, statement=texts.get(t.sql_id, t.statement)) for t in sql]
 
 
 def build_pi_assets(

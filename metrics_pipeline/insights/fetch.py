@@ -3,15 +3,16 @@ of each request, and the pages of each answer."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
 
+from metrics_pipeline.catalog import PI_GROUPS, PI_SQL_GROUP, PI_STATEMENT_BYTES, PiGroup
 from metrics_pipeline.hours import HOUR
-from metrics_pipeline.insights.answers import MAX_RESULTS, metric_queries
+from metrics_pipeline.insights.answers import MAX_RESULTS, SqlText, metric_queries
 from metrics_pipeline.insights.store import HourFetched
 from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline.warehouse.tables import INSTANCES
@@ -20,6 +21,7 @@ from metrics_pipeline.warehouse.tables import INSTANCES
 # requests beyond the free ones, from AWS's Performance Insights pricing page.
 USD_PER_1000_PI_REQUESTS = 0.01
 PI_SERVICE_TYPE = "RDS"
+WHOLE_TEXT_DIMENSION = "db.sql.statement"
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,12 @@ def plan_hours(
 
 
 def fetch_load(
-    client: Any, resource_id: str, start: datetime, end: datetime, period_seconds: int
+    client: Any,
+    resource_id: str,
+    start: datetime,
+    end: datetime,
+    period_seconds: int,
+    groups: Sequence[PiGroup] = PI_GROUPS,
 ) -> list[dict[str, Any]]:
     """Every page's MetricList of one GetResourceMetrics request, periods aligned to their
     start as CloudWatch's are."""
@@ -85,7 +92,7 @@ def fetch_load(
     request: dict[str, Any] = {
         "ServiceType": PI_SERVICE_TYPE,
         "Identifier": resource_id,
-        "MetricQueries": metric_queries(),
+        "MetricQueries": metric_queries(groups),
         "StartTime": start,
         "EndTime": end,
         "PeriodInSeconds": period_seconds,
@@ -99,6 +106,39 @@ def fetch_load(
         if not token:
             return entries
         request["NextToken"] = token
+
+
+def cut_statements(sql: Sequence[SqlText], whole: Mapping[str, int]) -> list[SqlText]:
+    """The statements PI cut at its 500 bytes whose whole text the warehouse lacks (`whole`:
+    the bytes stored of each)."""
+    return [
+        text
+        for text in sql
+        if text.statement is not None
+        and len(text.statement.encode()) >= PI_STATEMENT_BYTES
+        and whole.get(text.sql_id, 0) <= PI_STATEMENT_BYTES
+    ]
+
+
+def fetch_whole_text(client: Any, resource_id: str, sql_id: str) -> str | None:
+    """A statement's whole text (GetDimensionKeyDetails); None while PI has it not ready."""
+    answer = client.get_dimension_key_details(
+        ServiceType=PI_SERVICE_TYPE,
+        Identifier=resource_id,
+        Group=PI_SQL_GROUP.name,
+        GroupIdentifier=sql_id,
+        RequestedDimensions=[WHOLE_TEXT_DIMENSION],
+    )
+    return next(
+        (
+            dimension["Value"]
+            for dimension in answer.get("Dimensions", [])
+            if dimension.get("Dimension") == WHOLE_TEXT_DIMENSION
+            and dimension.get("Status") == "AVAILABLE"
+            and dimension.get("Value")
+        ),
+        None,
+    )
 
 
 def estimated_pi_cost_usd(requests: int) -> float:

@@ -15,7 +15,14 @@ from metrics_pipeline.hours import HOUR, is_settled
 from metrics_pipeline.insights.answers import Answer, LoadRow
 from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline.warehouse.sql import in_transaction
-from metrics_pipeline.warehouse.tables import PI_FETCHES, PI_LOAD, PI_PERSONAL_LOAD, PI_STATEMENTS
+from metrics_pipeline.warehouse.tables import (
+    PI_FETCHES,
+    PI_LOAD,
+    PI_PERSONAL_LOAD,
+    PI_SQL,
+    PI_STATEMENTS,
+    Table,
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,35 @@ def _load_table(instance: Instance, rows: Sequence[LoadRow], collected_at: datet
     )
 
 
+def _merge_texts(conn: duckdb.DuckDBPyConnection, table: Table, rows: str) -> None:
+    """Merges `rows` into `table` (keyed by the instance and its fifth column, the text's id):
+    a text seen before keeps its first period, gains the later last one, and keeps the
+    longer text (a whole one over the 500 bytes PI cut it at)."""
+    key, other, text = table.column_names[3:6]
+    columns = ", ".join(table.column_names)
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE pi_merged_texts AS
+        SELECT n.account_id, n.region, n.instance_id, n.{key},
+               coalesce(n.{other}, o.{other}) AS {other},
+               CASE WHEN length(coalesce(o.{text}, '')) > length(coalesce(n.{text}, ''))
+                    THEN o.{text} ELSE n.{text} END AS {text},
+               least(n.first_seen, coalesce(o.first_seen, n.first_seen)) AS first_seen,
+               greatest(n.last_seen, coalesce(o.last_seen, n.last_seen)) AS last_seen
+        FROM {rows} n LEFT JOIN {table.name} o USING (account_id, region, instance_id, {key})
+        """
+    )
+    conn.execute(
+        f"""
+        DELETE FROM {table.name} s USING pi_merged_texts m
+        WHERE s.account_id = m.account_id AND s.region = m.region
+          AND s.instance_id = m.instance_id AND s.{key} = m.{key}
+        """
+    )
+    conn.execute(f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM pi_merged_texts")
+    conn.execute("DROP TABLE pi_merged_texts")
+
+
 def replace_pi_hours(
     conn: duckdb.DuckDBPyConnection,
     instance: Instance,
@@ -86,19 +122,20 @@ def replace_pi_hours(
         ],
         schema=PI_FETCHES.arrow_schema(),
     )
-    digests = pa.Table.from_pylist(
-        [{**vars(instance), **vars(d)} for d in answer.digests],
-        schema=PI_STATEMENTS.arrow_schema(),
-    )
     tables = {
         "pi_load_rows": _load_table(instance, answer.of(personal=False), fetched_at),
         "pi_personal_rows": _load_table(instance, answer.of(personal=True), fetched_at),
         "pi_fetched_hours": fetches,
-        "pi_digests": digests,
+        "pi_digests": pa.Table.from_pylist(
+            [{**vars(instance), **vars(d)} for d in answer.digests],
+            schema=PI_STATEMENTS.arrow_schema(),
+        ),
+        "pi_sql_texts": pa.Table.from_pylist(
+            [{**vars(instance), **vars(t)} for t in answer.sql], schema=PI_SQL.arrow_schema()
+        ),
     }
     for name, table in tables.items():
         conn.register(name, table)
-    statement_columns = ", ".join(PI_STATEMENTS.column_names)
 
     def write() -> PiWrite:
         replaced = written = 0
@@ -112,31 +149,8 @@ def replace_pi_hours(
             f"DELETE FROM {PI_FETCHES.name} WHERE {where} AND hour >= $start AND hour < $end", key
         )
         conn.execute(f"INSERT INTO {PI_FETCHES.name} SELECT * FROM pi_fetched_hours")
-        # A digest seen before keeps its first period and gains the later last one.
-        conn.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE pi_merged_digests AS
-            SELECT n.account_id, n.region, n.instance_id, n.digest_id,
-                   coalesce(n.db_id, o.db_id) AS db_id,
-                   coalesce(n.statement, o.statement) AS statement,
-                   least(n.first_seen, coalesce(o.first_seen, n.first_seen)) AS first_seen,
-                   greatest(n.last_seen, coalesce(o.last_seen, n.last_seen)) AS last_seen
-            FROM pi_digests n LEFT JOIN {PI_STATEMENTS.name} o
-              USING (account_id, region, instance_id, digest_id)
-            """
-        )
-        conn.execute(
-            f"""
-            DELETE FROM {PI_STATEMENTS.name} s USING pi_merged_digests m
-            WHERE s.account_id = m.account_id AND s.region = m.region
-              AND s.instance_id = m.instance_id AND s.digest_id = m.digest_id
-            """
-        )
-        conn.execute(
-            f"INSERT INTO {PI_STATEMENTS.name} ({statement_columns}) "
-            f"SELECT {statement_columns} FROM pi_merged_digests"
-        )
-        conn.execute("DROP TABLE pi_merged_digests")
+        _merge_texts(conn, PI_STATEMENTS, "pi_digests")
+        _merge_texts(conn, PI_SQL, "pi_sql_texts")
         return PiWrite(int(written), int(replaced), len(answer.digests), sum(settled))
 
     try:

@@ -458,6 +458,28 @@ PI_STATEMENTS = Table(
     added_in=6,
     tier=PERSONAL_TIER,
 )
+# Each statement with its literals once per instance (METRICS_PI_FULL_SQL_TEXT only): its
+# whole text, which can hold personal data.
+PI_SQL = Table(
+    "rds_pi_sql",
+    (
+        *INSTANCE,
+        Column("sql_id", "VARCHAR", "PI's id of the statement (db.sql.id)", False),
+        Column("digest_id", "VARCHAR", "its digest's id (db.sql.tokenized_id)"),
+        Column(
+            "statement",
+            "VARCHAR",
+            "the statement's whole text with its literals (GetDimensionKeyDetails when PI's "
+            "500 bytes cut it)",
+        ),
+        Column("first_seen", "TIMESTAMP", "the first period it had load in, UTC", False),
+        Column("last_seen", "TIMESTAMP", "the last period it had load in, UTC", False),
+    ),
+    primary_key=(*INSTANCE_KEY, "sql_id"),
+    time_column="last_seen",
+    added_in=6,
+    tier=PERSONAL_TIER,
+)
 PI_FETCHES = _fetch_log("rds_pi_fetches", INSIGHTS_TIER, PI_LOAD.name, added_in=6)
 
 # Each collection run's own figures: its window, work, requests, cost and time.
@@ -789,6 +811,7 @@ TABLES: dict[str, Table] = {
         PI_LOAD,
         PI_PERSONAL_LOAD,
         PI_STATEMENTS,
+        PI_SQL,
         PI_FETCHES,
         RUNS,
         RUN_PARTS,
