@@ -3,7 +3,8 @@ the inventory says has PI on. Each instance-hour is one GetResourceMetrics reque
 aside) and one transaction."""
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -33,6 +34,7 @@ from metrics_pipeline.collection.store import record_run
 from metrics_pipeline.hours import Clock, hour_starts, naive_utc, utc_now
 from metrics_pipeline.insights.answers import Answer, SqlText, read_answer, sum_problems
 from metrics_pipeline.insights.fetch import (
+    HourRequest,
     PiInstance,
     cut_statements,
     estimated_pi_cost_usd,
@@ -44,7 +46,7 @@ from metrics_pipeline.insights.fetch import (
 from metrics_pipeline.insights.store import replace_pi_hours
 from metrics_pipeline.metadata import row_count_of_partition, table_asset
 from metrics_pipeline.settings import Settings
-from metrics_pipeline.warehouse.instances import InventoryEntry, read_inventory
+from metrics_pipeline.warehouse.instances import Instance, InventoryEntry, read_inventory
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.tables import PI_FETCHES, PI_LOAD, PI_SQL, PI_STATEMENTS
 
@@ -91,9 +93,16 @@ def collect_pi_load(
     with warehouse.connect() as conn:
         lock_wait_seconds = time.monotonic() - started
         subjects = read_pi_instances(conn, targets)
-        for number, instance in enumerate(sorted(subjects), start=1):
-            subject = subjects[instance]
-            client = aws.client("pi", instance.region, stats, accounts[instance.account_id])
+        whole = whole_text_bytes(conn) if collection.pi_full_sql_text else {}
+        clients = {
+            (i.account_id, i.region): aws.client("pi", i.region, stats, accounts[i.account_id])
+            for i in subjects
+        }
+
+        def fetch(subject: PiInstance) -> tuple[list[HourRequest], Answer | None]:
+            """Its hours' requests and their answer; None when PI says it is off."""
+            instance = subject.instance
+            client = clients[(instance.account_id, instance.region)]
             planned = plan_hours(hours, now, subject.retention_days, collection.pi_period_seconds)
             answer = Answer()
             try:
@@ -108,33 +117,53 @@ def collect_pi_load(
                         )  # fmt: skip
                     answer.add(read_answer(entries, first, last, groups))
                 if collection.pi_full_sql_text:
-                    answer.sql = with_whole_texts(conn, client, subject, answer.sql)
+                    answer.sql = with_whole_texts(
+                        client, subject, answer.sql, whole.get(instance, {})
+                    )
             except PiUnavailable:
-                without_pi.append(str(instance))
-                continue
-            problems = sum_problems(answer.rows)
-            if problems:
-                context.log.warning(
-                    f"{instance}: Performance Insights' keys add up to more than the total: "
-                    + "; ".join(problems[:5])
-                )
-            written = replace_pi_hours(
-                conn,
-                instance,
-                [request.hour for request in planned],
-                answer,
-                now,
-                collection.settle_delay,
-                context.run.run_id,
-            )
-            totals["rows_written"] += written.rows_written
-            totals["rows_replaced"] += written.rows_replaced
-            totals["settled_hours"] += written.settled_hours
-            totals["digests"] += written.digests
-            context.log.info(
-                f"{instance}: wrote {written.rows_written:,} row(s) of Performance Insights "
-                f"load, {written.digests} digest(s) ({number}/{len(subjects)})"
-            )
+                return planned, None
+            return planned, answer
+
+        # Fetched side by side (each account and region within its own request rate), written
+        # here one instance at a time, each in its own transaction, as they come.
+        with ThreadPoolExecutor(
+            max_workers=max(1, collection.fetch_threads), thread_name_prefix="pi"
+        ) as pool:
+            futures = {pool.submit(fetch, subjects[i]): i for i in sorted(subjects)}
+            try:
+                for number, future in enumerate(as_completed(futures), start=1):
+                    instance = futures[future]
+                    planned, answer = future.result()
+                    if answer is None:
+                        without_pi.append(str(instance))
+                        continue
+                    problems = sum_problems(answer.rows)
+                    if problems:
+                        context.log.warning(
+                            f"{instance}: Performance Insights' keys add up to more than the "
+                            "total: " + "; ".join(problems[:5])
+                        )
+                    written = replace_pi_hours(
+                        conn,
+                        instance,
+                        [request.hour for request in planned],
+                        answer,
+                        now,
+                        collection.settle_delay,
+                        context.run.run_id,
+                    )
+                    totals["rows_written"] += written.rows_written
+                    totals["rows_replaced"] += written.rows_replaced
+                    totals["settled_hours"] += written.settled_hours
+                    totals["digests"] += written.digests
+                    context.log.info(
+                        f"{instance}: wrote {written.rows_written:,} row(s) of Performance "
+                        f"Insights load, {written.digests} digest(s) ({number}/{len(subjects)})"
+                    )
+            except BaseException:
+                for pending in futures:
+                    pending.cancel()
+                raise
         figures: dict[str, Any] = {
             "run_id": context.run.run_id,
             "asset": PI_LOAD.name,
@@ -204,21 +233,25 @@ def pi_errors(operation: str, region: str) -> Iterator[None]:
             raise
 
 
+def whole_text_bytes(conn: duckdb.DuckDBPyConnection) -> dict[Instance, dict[str, int]]:
+    """The bytes of text stored of each instance's statements (rds_pi_sql)."""
+    stored: dict[Instance, dict[str, int]] = {}
+    for account_id, region, instance_id, sql_id, size in conn.execute(
+        f"SELECT account_id, region, instance_id, sql_id, strlen(statement) FROM {PI_SQL.name} "
+        "WHERE statement IS NOT NULL"
+    ).fetchall():
+        stored.setdefault(Instance(account_id, region, instance_id), {})[sql_id] = size
+    return stored
+
+
 def with_whole_texts(
-    conn: duckdb.DuckDBPyConnection, client: Any, subject: PiInstance, sql: list[SqlText]
+    client: Any, subject: PiInstance, sql: list[SqlText], whole: Mapping[str, int]
 ) -> list[SqlText]:
-    """`sql` with the whole text of each statement PI cut that the warehouse lacks."""
-    instance = subject.instance
-    whole = dict(
-        conn.execute(
-            f"SELECT sql_id, strlen(statement) FROM {PI_SQL.name} "
-            "WHERE account_id = ? AND region = ? AND instance_id = ? AND statement IS NOT NULL",
-            [instance.account_id, instance.region, instance.instance_id],
-        ).fetchall()
-    )
+    """`sql` with the whole text of each statement PI cut that the warehouse lacks (`whole`:
+    the bytes stored of each)."""
     texts = {}
     for text in cut_statements(sql, whole):
-        with pi_errors("GetDimensionKeyDetails", instance.region):
+        with pi_errors("GetDimensionKeyDetails", subject.instance.region):
             fetched = fetch_whole_text(client, subject.resource_id, text.sql_id)
         if fetched is not None:
             texts[text.sql_id] = fetched
