@@ -249,6 +249,14 @@ def test_first_fresh_run_collects_the_simulated_fleet(stack: Stack) -> None:
             "SELECT count(*) FROM rds_metrics WHERE instance_id = 'legacy-db' AND ts >= ?",
             [fetched_hour],
         ).fetchone()
+        # Performance Insights' load of the instances with PI on, and of no other.
+        pi_loaded = conn.execute(
+            "SELECT DISTINCT account_id, instance_id FROM rds_pi_load ORDER BY ALL"
+        ).fetchall()
+        pi_on = conn.execute(
+            "SELECT account_id, instance_id FROM rds_instances "
+            "WHERE performance_insights_enabled ORDER BY ALL"
+        ).fetchall()
     # start.sh simulates two accounts and assumes the second one's role.
     accounts = simulated_accounts(2)
     fleet = {
@@ -257,6 +265,7 @@ def test_first_fresh_run_collects_the_simulated_fleet(stack: Stack) -> None:
     }
     assert set(instances) == set(fleet)  # newcomer-db is created 20 minutes in
     assert instances[(accounts[0], "legacy-db")] == "stopped"
+    assert pi_loaded == pi_on == [(accounts[0], "shop-aurora-1")]  # the own account's
     assert stopped_rows == (0,)
     # The values are the simulator's, deterministic for its seed (7) and the time: every
     # period complete when it was collected matches, for each account's own orders-db.
