@@ -4,12 +4,14 @@ a collection against the local AWS whose stored load equals what it served."""
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from dagster import DagsterInstance, build_sensor_context, instance_for_test, materialize
 
+from metrics_pipeline.analysts.query import list_instances
 from metrics_pipeline.catalog import PI_GROUPS, PI_OTHER, PI_TOTAL
 from metrics_pipeline.collection.source import CLOUDWATCH_RDS
 from metrics_pipeline.dagster_runs import HEALING_RUN_TAGS, RANGE_END_TAG, RANGE_START_TAG
@@ -29,6 +31,7 @@ from metrics_pipeline.local_aws.fleet import SimulatedInstance, aurora_clusters
 from metrics_pipeline.local_aws.server import LocalAws, start
 from metrics_pipeline.local_aws.signals import MINUTE
 from metrics_pipeline.local_aws.workload import load, split_keys, workload
+from metrics_pipeline.settings import StorageSettings
 from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import (
@@ -242,6 +245,20 @@ def test_pi_load_is_what_the_local_aws_served_once_per_instance_hour(
     assert fetches == [(writer.instance_id, hour, len(rows), True)]
     assert list(counted.values()) == [60]
     assert whole_texts == [(0,)]  # statements with their literals only when asked
+    # The instances are listed with PI on or off, and how long PI keeps their data.
+    storage = StorageSettings(
+        duckdb_path=Path(warehouse.database),
+        warehouse=warehouse.lake_catalog or None,
+        lake_data_path=warehouse.lake_data_path or None,
+    )
+    listed = list_instances(storage).astype(object).where(lambda f: f.notna(), None)
+    assert {
+        (row.instance_id, row.performance_insights_enabled, row.performance_insights_retention_days)
+        for row in listed.itertuples()
+    } == {
+        (i.instance_id, i.performance_insights_days is not None, i.performance_insights_days)
+        for i in FLEET
+    }
 
 
 def test_the_balance_check_counts_keys_that_do_not_add_up_to_the_total(

@@ -66,6 +66,7 @@ from metrics_pipeline.warehouse.tables import (
     HOURLY,
     HOURLY_TIER,
     METRICS,
+    PERFORMANCE_INSIGHTS,
     RAW_TIER,
     TIERS,
     Table,
@@ -305,12 +306,14 @@ def _check_known(argument: str, asked: Sequence[str], known: Sequence[str]) -> N
 
 
 def list_instances(storage: StorageSettings | None = None) -> pd.DataFrame:
-    """The inventory, with each Aurora instance's cluster and role (unknown in a warehouse the
-    pipeline has not migrated yet) and the span of metrics held for each instance."""
+    """The inventory, with each Aurora instance's cluster and role and whether Performance
+    Insights is on (unknown in a warehouse the pipeline has not migrated yet), and the span
+    of metrics held for each instance."""
     with connect(storage) as conn:
         held = column_names(conn, INSTANCES_TABLE)
         cluster = ", ".join(
-            f"i.{c.name}" if c.name in held else f"NULL::VARCHAR AS {c.name}" for c in CLUSTER_PLACE
+            f"i.{c.name}" if c.name in held else f"NULL::{c.type} AS {c.name}"
+            for c in (*CLUSTER_PLACE, *PERFORMANCE_INSIGHTS)
         )
         return conn.execute(
             f"""
