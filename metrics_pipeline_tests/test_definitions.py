@@ -114,12 +114,7 @@ def test_schedules_sensor_and_jobs_are_loaded(defs: Definitions) -> None:
         assets = sorted(key.to_user_string() for key in definition.asset_layer.selected_asset_keys)
         runs[job] = assets or sorted(node.name for node in definition.graph.node_defs)
     assert runs == {
-        "fresh_collection_job": [
-            "rds_cluster_metrics",
-            "rds_instances",
-            "rds_metrics",
-            "rds_pi_load",
-        ],
+        "fresh_collection_job": ["rds_cluster_metrics", "rds_instances", "rds_metrics"],
         "healing_job": ["rds_metrics"],
         "cluster_healing_job": ["rds_cluster_metrics"],
         "pi_healing_job": ["rds_pi_load"],

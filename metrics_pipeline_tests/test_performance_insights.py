@@ -31,6 +31,7 @@ from metrics_pipeline.local_aws.fleet import SimulatedInstance, aurora_clusters
 from metrics_pipeline.local_aws.server import LocalAws, start
 from metrics_pipeline.local_aws.signals import MINUTE
 from metrics_pipeline.local_aws.workload import load, split_keys, workload
+from metrics_pipeline.quality.checks import build_checks
 from metrics_pipeline.settings import StorageSettings
 from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline.warehouse.resources import WarehouseResource
@@ -138,6 +139,7 @@ def test_hours_are_asked_only_as_far_as_pi_keeps_them_and_as_far_as_they_happene
 
 
 NOW = utc_now()
+MINUTE_DELTA = timedelta(minutes=1)
 CREATED = (NOW - timedelta(days=30)).replace(tzinfo=UTC)
 FLEET = [
     *aurora_clusters("us-east-1", CREATED),
@@ -324,6 +326,22 @@ def test_the_gap_sensor_heals_pi_load_of_the_look_back_and_a_gap_in_it(
     with warehouse.reader() as conn:
         settled = PERFORMANCE_INSIGHTS_LOAD.fetch_log.settled(conn, hours[0], hours[-1] + HOUR)
     assert settled == {(writer, hour) for hour in hours}
+    # An hour comes in once settled: the freshness check waits for the next one until it is
+    # due (an hour and the settle delay later) and METRICS_FRESHNESS_MINUTES more.
+    with warehouse.reader() as conn:
+        newest = PERFORMANCE_INSIGHTS_LOAD.newest_period(conn, TEST_SETTINGS)
+    assert newest is not None and newest[1] == hours[-1] + HOUR
+    next_due = newest[1] + HOUR + TEST_SETTINGS.settle_delay
+    grace = timedelta(minutes=TEST_SETTINGS.freshness_minutes)
+    for moment, fresh in ((next_due + grace, True), (next_due + grace + MINUTE_DELTA, False)):
+        [freshness] = [
+            check
+            for check in build_checks(
+                TEST_SETTINGS, [PERFORMANCE_INSIGHTS_LOAD], clock=lambda at=moment: at
+            )
+            if any(key.name == "rds_pi_load_freshness" for key in check.check_keys)
+        ]
+        assert freshness(warehouse=warehouse).passed is fresh
 
     lost = hours[len(hours) // 2]
     with warehouse.connect() as conn:

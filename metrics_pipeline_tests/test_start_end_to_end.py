@@ -22,7 +22,7 @@ from dagster import AssetCheckKey, AssetKey, DagsterInstance, DagsterRunStatus, 
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from metrics_pipeline.catalog import HOURLY_STATISTIC_COLUMNS
-from metrics_pipeline.dagster_runs import UNFINISHED
+from metrics_pipeline.dagster_runs import RANGE_END_TAG, RANGE_START_TAG, UNFINISHED
 from metrics_pipeline.history.window import oldest_fetchable_hour, settled_days
 from metrics_pipeline.hours import DAY, HOUR, floor_hour, healing_hours, naive_utc
 from metrics_pipeline.lake_catalog import Lake
@@ -249,14 +249,6 @@ def test_first_fresh_run_collects_the_simulated_fleet(stack: Stack) -> None:
             "SELECT count(*) FROM rds_metrics WHERE instance_id = 'legacy-db' AND ts >= ?",
             [fetched_hour],
         ).fetchone()
-        # Performance Insights' load of the instances with PI on, and of no other.
-        pi_loaded = conn.execute(
-            "SELECT DISTINCT account_id, instance_id FROM rds_pi_load ORDER BY ALL"
-        ).fetchall()
-        pi_on = conn.execute(
-            "SELECT account_id, instance_id FROM rds_instances "
-            "WHERE performance_insights_enabled ORDER BY ALL"
-        ).fetchall()
     # start.sh simulates two accounts and assumes the second one's role.
     accounts = simulated_accounts(2)
     fleet = {
@@ -265,7 +257,6 @@ def test_first_fresh_run_collects_the_simulated_fleet(stack: Stack) -> None:
     }
     assert set(instances) == set(fleet)  # newcomer-db is created 20 minutes in
     assert instances[(accounts[0], "legacy-db")] == "stopped"
-    assert pi_loaded == pi_on == [(accounts[0], "shop-aurora-1")]  # the own account's
     assert stopped_rows == (0,)
     # The values are the simulator's, deterministic for its seed (7) and the time: every
     # period complete when it was collected matches, for each account's own orders-db.
@@ -291,6 +282,36 @@ def test_first_fresh_run_collects_the_simulated_fleet(stack: Stack) -> None:
     assert {
         (row["account_id"], row["instance_id"]): row["status"] for row in json.loads(listed.stdout)
     } == instances
+
+
+def test_the_gap_sensor_collects_performance_insights_load_once_settled(stack: Stack) -> None:
+    """Of the instances with PI on, and of no other; every settled hour of the look-back."""
+    instance = DagsterInstance.from_config(str(stack.home))
+    done = RunsFilter(job_name="pi_healing_job", statuses=[DagsterRunStatus.SUCCESS])
+    wait_for(lambda: bool(instance.get_runs(done)), 600, "the first Performance Insights run")
+    first_run = instance.get_runs(done)[-1]
+    first, last = (
+        datetime.strptime(first_run.tags[tag], "%Y-%m-%d-%H:%M")
+        for tag in (RANGE_START_TAG, RANGE_END_TAG)
+    )
+    with open_reader(stack.lake) as conn:
+        loaded = conn.execute(
+            "SELECT DISTINCT account_id, instance_id FROM rds_pi_load ORDER BY ALL"
+        ).fetchall()
+        pi_on = conn.execute(
+            "SELECT account_id, instance_id FROM rds_instances "
+            "WHERE performance_insights_enabled ORDER BY ALL"
+        ).fetchall()
+        [(hours,)] = conn.execute(
+            "SELECT count(DISTINCT hour) FROM rds_pi_fetches "
+            "WHERE settled AND hour >= ? AND hour <= ?",
+            [first, last],
+        ).fetchall()
+    own_account = simulated_accounts(2)[0]
+    assert loaded == pi_on == [(own_account, "shop-aurora-1")]
+    # The look-back: every hour of the first run's range settled.
+    assert (last - first) // HOUR + 1 >= 3 * 24 - 1
+    assert hours == (last - first) // HOUR + 1
 
 
 def test_ui_shows_the_asset_and_its_partition_in_a_browser(stack: Stack) -> None:

@@ -5,12 +5,7 @@ from dagster import (
     define_asset_job,
 )
 
-from metrics_pipeline.collection.keys import (
-    RDS_CLUSTER_METRICS,
-    RDS_INSTANCES,
-    RDS_METRICS,
-    RDS_PI_LOAD,
-)
+from metrics_pipeline.collection.keys import RDS_CLUSTER_METRICS, RDS_INSTANCES, RDS_METRICS
 
 # Run-queue priorities: a fresh tick goes ahead of healing backfills waiting in the queue.
 FRESH_PRIORITY = "10"
@@ -18,10 +13,10 @@ FRESH_PRIORITY = "10"
 
 fresh_collection_job = define_asset_job(
     "fresh_collection_job",
-    selection=AssetSelection.assets(RDS_INSTANCES, RDS_METRICS, RDS_CLUSTER_METRICS, RDS_PI_LOAD),
+    selection=AssetSelection.assets(RDS_INSTANCES, RDS_METRICS, RDS_CLUSTER_METRICS),
     description=(
-        "Refreshes the inventory, then collects the newest hours of the instances, the "
-        "Aurora clusters and Performance Insights' load (one run per tick)."
+        "Refreshes the inventory, then collects the newest hours of the instances and the "
+        "Aurora clusters (one run per tick)."
     ),
     tags={"dagster/priority": FRESH_PRIORITY},
 )

@@ -1,6 +1,7 @@
-"""Performance Insights' load as a source: the instances with PI on, an hour at a time, healed
-by the gap sensor like CloudWatch's metrics, at the pace METRICS_PI_REQUESTS_PER_SECOND sets
-(PI publishes no quota)."""
+"""Performance Insights' load as a source: the instances with PI on, an hour at a time once it
+has settled, collected by the gap sensor at the pace METRICS_PI_REQUESTS_PER_SECOND sets (PI
+publishes no quota). Not by the fresh tick: it would fetch the hour in progress again every
+tick, and at PI's pace a large fleet's tick would outlast its interval."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dagster import AssetChecksDefinition, Definitions
 
 from metrics_pipeline.catalog import PI_GROUPS, PI_TOTAL
 from metrics_pipeline.collection.keys import RDS_PI_LOAD
-from metrics_pipeline.hours import Clock
+from metrics_pipeline.hours import HOUR, Clock
 from metrics_pipeline.insights.answers import GROUP_LIMIT, MAX_RESULTS
 from metrics_pipeline.insights.assets import build_pi_assets, read_pi_inventory
 from metrics_pipeline.insights.checks import balance_check
@@ -86,6 +87,11 @@ class PerformanceInsightsLoad(Source):
         if newest is None:
             return None
         return newest, newest + timedelta(seconds=settings.pi_period_seconds)
+
+    def freshness_bound(self, settings: Settings) -> timedelta:
+        """An hour comes in once settled: its newest period may be an hour and the settle
+        delay older than the freshness the fresh tick keeps."""
+        return HOUR + settings.settle_delay + super().freshness_bound(settings)
 
     def checks(self, settings: Settings, clock: Clock) -> list[AssetChecksDefinition]:
         return [balance_check(self.asset, settings, clock)]
