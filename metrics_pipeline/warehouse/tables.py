@@ -437,48 +437,52 @@ PI_PERSONAL_LOAD = Table(
     added_in=6,
     tier=PERSONAL_TIER,
 )
-# Each SQL digest once per instance, not per row of its load.
-PI_STATEMENTS = Table(
-    "rds_pi_statements",
-    (
-        *INSTANCE,
-        Column("digest_id", "VARCHAR", "PI's id of the digest (db.sql_tokenized.id)", False),
-        Column("db_id", "VARCHAR", "the engine's own id of the digest, or PI's stand-in"),
-        Column(
-            "statement",
-            "VARCHAR",
-            "the digest's text with placeholders for its literals, at most 500 bytes as PI "
-            "returns it",
+
+
+def _pi_texts(name: str, key: Column, related: Column, text: Column) -> Table:
+    """SQL texts once per instance and key, with the first and last period that had load
+    (kept by the personal tier's retention, by the last): its text's id, a related id, the
+    text, in that order (insights/store.py merges them by position)."""
+    return Table(
+        name,
+        (
+            *INSTANCE,
+            key,
+            related,
+            text,
+            Column("first_seen", "TIMESTAMP", "the first period it had load in, UTC", False),
+            Column("last_seen", "TIMESTAMP", "the last period it had load in, UTC", False),
         ),
-        Column("first_seen", "TIMESTAMP", "the first period it had load in, UTC", False),
-        Column("last_seen", "TIMESTAMP", "the last period it had load in, UTC", False),
+        primary_key=(*INSTANCE_KEY, key.name),
+        time_column="last_seen",
+        added_in=6,
+        tier=PERSONAL_TIER,
+    )
+
+
+# Each SQL digest once per instance, not per row of its load.
+PI_STATEMENTS = _pi_texts(
+    "rds_pi_statements",
+    Column("digest_id", "VARCHAR", "PI's id of the digest (db.sql_tokenized.id)", False),
+    Column("db_id", "VARCHAR", "the engine's own id of the digest, or PI's stand-in"),
+    Column(
+        "statement",
+        "VARCHAR",
+        "the digest's text with placeholders for its literals, at most 500 bytes as PI returns it",
     ),
-    primary_key=(*INSTANCE_KEY, "digest_id"),
-    time_column="last_seen",
-    added_in=6,
-    tier=PERSONAL_TIER,
 )
 # Each statement with its literals once per instance (METRICS_PI_FULL_SQL_TEXT only): its
 # whole text, which can hold personal data.
-PI_SQL = Table(
+PI_SQL = _pi_texts(
     "rds_pi_sql",
-    (
-        *INSTANCE,
-        Column("sql_id", "VARCHAR", "PI's id of the statement (db.sql.id)", False),
-        Column("digest_id", "VARCHAR", "its digest's id (db.sql.tokenized_id)"),
-        Column(
-            "statement",
-            "VARCHAR",
-            "the statement's whole text with its literals (GetDimensionKeyDetails when PI's "
-            "500 bytes cut it)",
-        ),
-        Column("first_seen", "TIMESTAMP", "the first period it had load in, UTC", False),
-        Column("last_seen", "TIMESTAMP", "the last period it had load in, UTC", False),
+    Column("sql_id", "VARCHAR", "PI's id of the statement (db.sql.id)", False),
+    Column("digest_id", "VARCHAR", "its digest's id (db.sql.tokenized_id)"),
+    Column(
+        "statement",
+        "VARCHAR",
+        "the statement's whole text with its literals (GetDimensionKeyDetails when PI's "
+        "500 bytes cut it)",
     ),
-    primary_key=(*INSTANCE_KEY, "sql_id"),
-    time_column="last_seen",
-    added_in=6,
-    tier=PERSONAL_TIER,
 )
 PI_FETCHES = _fetch_log("rds_pi_fetches", INSIGHTS_TIER, PI_LOAD.name, added_in=6)
 
