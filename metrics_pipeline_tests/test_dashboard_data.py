@@ -1,0 +1,77 @@
+"""What the dashboard reads, through the analysts' reader: a metric from the tier that holds
+the range, and the inventory's moments (creation, class changes)."""
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from metrics_pipeline.analysts.query import QueryError
+from metrics_pipeline.dashboard.data import inventory_markers, metric_series
+from metrics_pipeline.dashboard.figures import Marker
+from metrics_pipeline.settings import StorageSettings
+from metrics_pipeline.warehouse.instances import Instance
+from metrics_pipeline.warehouse.resources import WarehouseResource
+
+pytestmark = pytest.mark.storage_neutral
+
+NOW = datetime(2026, 12, 1, 12, 7)
+ORDERS = Instance("123456789012", "us-east-1", "orders-db")
+CREATED = datetime(2026, 10, 1, 9, 30)
+RESIZED = datetime(2026, 11, 30, 8, 0)
+
+
+@pytest.fixture
+def storage(warehouse: WarehouseResource) -> StorageSettings:
+    warehouse.prepare()
+    key = vars(ORDERS)
+    with warehouse.connect() as conn:
+        conn.execute(
+            "INSERT INTO rds_instances (account_id, region, instance_id, instance_class, "
+            "create_time, first_seen, last_seen) VALUES "
+            "($account_id, $region, $instance_id, 'db.r6g.xlarge', $created, $created, $now)",
+            {**key, "created": CREATED, "now": NOW},
+        )
+        for valid_from, klass in ((CREATED, "db.r6g.large"), (RESIZED, "db.r6g.xlarge")):
+            conn.execute(
+                "INSERT INTO rds_instance_history (account_id, region, instance_id, "
+                "instance_class, valid_from, last_seen) VALUES "
+                "($account_id, $region, $instance_id, $class, $from, $from)",
+                {**key, "class": klass, "from": valid_from},
+            )
+        for n in range(3):
+            conn.execute(
+                "INSERT INTO rds_metrics (ts, account_id, region, instance_id, metric, unit, "
+                "average, minimum, maximum, collected_at) VALUES "
+                "($ts, $account_id, $region, $instance_id, 'CPUUtilization', 'Percent', "
+                "$avg, $avg - 1, $avg + 1, $now)",
+                {**key, "ts": NOW - timedelta(minutes=65 - 5 * n), "avg": 10.0 * n, "now": NOW},
+            )
+    return StorageSettings(
+        duckdb_path=Path(warehouse.database),
+        warehouse=warehouse.lake_catalog or None,
+        lake_data_path=warehouse.lake_data_path or None,
+    )
+
+
+def test_a_recent_range_is_read_from_the_raw_tier_in_time_order(storage: StorageSettings) -> None:
+    read = metric_series(ORDERS, "CPUUtilization", "now-2h", "now", storage, NOW)
+    assert read.choice.tier == "raw" and read.unit == "Percent"
+    assert read.frame.to_dict("list") == {
+        "ts": [NOW - timedelta(minutes=m) for m in (65, 60, 55)],
+        "average": [0.0, 10.0, 20.0],
+        "minimum": [-1.0, 9.0, 19.0],
+        "maximum": [1.0, 11.0, 21.0],
+    }
+
+
+def test_the_inventory_says_when_it_was_created_and_resized(storage: StorageSettings) -> None:
+    assert inventory_markers(ORDERS, storage) == [
+        Marker(CREATED, "created"),
+        Marker(RESIZED, "db.r6g.large → db.r6g.xlarge"),
+    ]
+
+
+def test_a_range_outside_every_tier_is_refused_by_name(storage: StorageSettings) -> None:
+    with pytest.raises(QueryError, match=r"end \(2026-11-01 00:00\) must be after start"):
+        metric_series(ORDERS, "CPUUtilization", "2026-11-02", "2026-11-01", storage, NOW)
