@@ -75,3 +75,25 @@ def test_the_inventory_says_when_it_was_created_and_resized(storage: StorageSett
 def test_a_range_outside_every_tier_is_refused_by_name(storage: StorageSettings) -> None:
     with pytest.raises(QueryError, match=r"end \(2026-11-01 00:00\) must be after start"):
         metric_series(ORDERS, "CPUUtilization", "2026-11-02", "2026-11-01", storage, NOW)
+
+
+def test_the_instance_page_draws_the_stored_values_and_says_what_it_read(
+    storage: StorageSettings,
+) -> None:
+    from metrics_pipeline.dashboard.app import instance_graph, instance_options
+
+    [option] = instance_options(storage)
+    assert option == {
+        "label": "orders-db (123456789012, us-east-1)",
+        "value": "123456789012/us-east-1/orders-db",
+    }
+    figure, line = instance_graph(storage, option["value"], "CPUUtilization", "day", NOW)
+    assert {trace.name: list(trace.y) for trace in figure.data}["average"] == [0.0, 10.0, 20.0]
+    assert line.startswith("read the raw tier (rds_metrics)")
+    # The resize of yesterday is within the week, the creation is not.
+    figure, _ = instance_graph(storage, option["value"], "CPUUtilization", "week", NOW)
+    assert [a.text for a in figure.layout.annotations] == ["db.r6g.large → db.r6g.xlarge"]
+    assert instance_graph(storage, None, "CPUUtilization", "day", NOW) == (
+        {},
+        "Choose an instance.",
+    )
