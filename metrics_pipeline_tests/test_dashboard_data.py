@@ -4,6 +4,8 @@ the range, and the inventory's moments (creation, class changes)."""
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from metrics_pipeline.analysts.query import QueryError
@@ -97,3 +99,48 @@ def test_the_instance_page_draws_the_stored_values_and_says_what_it_read(
         {},
         "Choose an instance.",
     )
+
+
+def test_the_fleet_heatmap_holds_each_instances_daily_p95(warehouse: WarehouseResource) -> None:
+    """Two accounts each with an orders-db (labelled with account and region), one users-db;
+    each cell the p95 of that day's period averages, computed here from what was stored."""
+    from metrics_pipeline.dashboard.data import daily_p95
+    from metrics_pipeline.dashboard.figures import heatmap_figure
+
+    warehouse.prepare()
+    stored: dict[tuple[str, datetime], list[float]] = {}
+    days = [datetime(2026, 11, 30), datetime(2026, 12, 1)]
+    subjects = [("111111111111", "orders-db"), ("222222222222", "orders-db"),
+                ("111111111111", "users-db")]  # fmt: skip
+    with warehouse.connect() as conn:
+        for s, (account, instance_id) in enumerate(subjects):
+            for d, day in enumerate(days):
+                for n in range(12):
+                    value = float((s + 1) * 10 + d * 5 + n)
+                    ts = day + timedelta(minutes=5 * n)
+                    stored.setdefault((f"{account}/{instance_id}", day), []).append(value)
+                    conn.execute(
+                        "INSERT INTO rds_metrics (ts, account_id, region, instance_id, metric, "
+                        "average, collected_at) VALUES (?, ?, 'us-east-1', ?, "
+                        "'CPUUtilization', ?, ?)",
+                        [ts, account, instance_id, value, NOW],
+                    )
+    storage = StorageSettings(
+        duckdb_path=Path(warehouse.database),
+        warehouse=warehouse.lake_catalog or None,
+        lake_data_path=warehouse.lake_data_path or None,
+    )
+    frame = daily_p95("CPUUtilization", 2, storage, NOW)
+    figure = heatmap_figure(frame, "CPUUtilization", "Percent")
+    [heatmap] = figure.data
+    assert list(heatmap.y) == [
+        "orders-db (111111111111, us-east-1)",
+        "orders-db (222222222222, us-east-1)",
+        "users-db",
+    ]
+    assert [pd.Timestamp(x) for x in heatmap.x] == days
+    expected = [
+        [float(np.percentile(stored[(f"{a}/{i}", day)], 95)) for day in days] for a, i in subjects
+    ]
+    assert np.allclose(heatmap.z, expected)
+    assert heatmap.z.shape == (3, 2)

@@ -5,7 +5,7 @@ inventory history records."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import pairwise
 
 import pandas as pd
@@ -89,3 +89,29 @@ def inventory_markers(instance: Instance, storage: StorageSettings | None = None
         if before != after:
             markers.append(Marker(at, f"{before} → {after}"))
     return markers
+
+
+def daily_p95(
+    metric: str,
+    days: int,
+    storage: StorageSettings | None = None,
+    now: datetime | None = None,
+) -> pd.DataFrame:
+    """Per instance and UTC day of the last `days` (today included), the p95 of the metric's
+    period averages in the raw tier: the fleet's heatmap. Columns account_id, region,
+    instance_id, day, p95."""
+    storage = storage or StorageSettings.from_env()
+    now = naive_utc(now) if now else utc_now()
+    first_day = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days - 1)
+    choice = choose_tier(first_day, now, "raw", storage, now)
+    with connect(storage) as conn:
+        return conn.execute(
+            f"""
+            SELECT account_id, region, instance_id, date_trunc('day', ts) AS day,
+                   quantile_cont(average, 0.95) AS p95
+            FROM {choice.table.name}
+            WHERE metric = $metric AND ts >= $start AND ts < $end
+            GROUP BY ALL ORDER BY account_id, region, instance_id, day
+            """,
+            {"metric": metric, "start": choice.start, "end": choice.end},
+        ).df()

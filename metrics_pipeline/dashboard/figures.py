@@ -64,3 +64,34 @@ def metric_figure(
         title=metric, yaxis_title=unit or "", margin={"l": 40, "r": 10, "t": 40, "b": 30}
     )
     return figure
+
+
+def heatmap_figure(frame: pd.DataFrame, metric: str, unit: str | None) -> go.Figure:
+    """Instances by day, coloured by the day's p95: `frame` as data.daily_p95 returns it. An
+    instance is labelled by its id, with its account and region when the id repeats."""
+    repeated = frame.groupby("instance_id")[["account_id", "region"]].nunique().max(axis=1) > 1
+    labels = pd.Series(
+        [
+            f"{instance_id} ({account_id}, {region})" if repeated.get(instance_id, False)
+            else str(instance_id)
+            for account_id, region, instance_id in zip(
+                frame["account_id"], frame["region"], frame["instance_id"], strict=True
+            )
+        ],
+        index=frame.index,
+        dtype="string",
+    )  # fmt: skip
+    grid = frame.assign(label=labels).pivot_table(
+        index="label", columns="day", values="p95", aggfunc="max"
+    )
+    figure = go.Figure(
+        go.Heatmap(
+            z=grid.to_numpy(),
+            x=list(grid.columns),
+            y=list(grid.index),
+            colorbar={"title": unit or ""},
+            hovertemplate="%{y}<br>%{x|%Y-%m-%d}: %{z:.1f}<extra></extra>",
+        )
+    )
+    figure.update_layout(title=f"{metric}, p95 per day", margin={"l": 120, "r": 10, "t": 40})
+    return figure
