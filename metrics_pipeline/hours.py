@@ -47,8 +47,16 @@ def floor_day(moment: datetime) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+# How an hourly partition is named (Dagster's hourly partitions' format).
+PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"
+
+
 def partition_key(hour: datetime) -> str:
-    return hour.strftime("%Y-%m-%d-%H:%M")
+    return hour.strftime(PARTITION_KEY_FORMAT)
+
+
+def parse_partition_key(key: str) -> datetime:
+    return datetime.strptime(key, PARTITION_KEY_FORMAT)
 
 
 def day_partition_key(day: datetime) -> str:

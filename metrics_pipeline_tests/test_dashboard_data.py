@@ -59,7 +59,7 @@ def storage(warehouse: WarehouseResource) -> StorageSettings:
 def test_a_recent_range_is_read_from_the_raw_tier_in_time_order(storage: StorageSettings) -> None:
     read = metric_series(ORDERS, "CPUUtilization", "now-2h", "now", storage, NOW)
     assert read.choice.tier == "raw" and read.unit == "Percent"
-    assert read.frame.to_dict("list") == {
+    assert read.of("CPUUtilization").to_dict("list") == {
         "ts": [NOW - timedelta(minutes=m) for m in (65, 60, 55)],
         "average": [0.0, 10.0, 20.0],
         "minimum": [-1.0, 9.0, 19.0],
@@ -82,23 +82,49 @@ def test_a_range_outside_every_tier_is_refused_by_name(storage: StorageSettings)
 def test_the_instance_page_draws_the_stored_values_and_says_what_it_read(
     storage: StorageSettings,
 ) -> None:
-    from metrics_pipeline.dashboard.app import instance_graph, instance_options
+    from metrics_pipeline.dashboard.app import instance_charts
 
-    [option] = instance_options(storage)
-    assert option == {
-        "label": "orders-db (123456789012, us-east-1)",
-        "value": "123456789012/us-east-1/orders-db",
-    }
-    figure, line = instance_graph(storage, option["value"], "CPUUtilization", "day", NOW)
-    assert {trace.name: list(trace.y) for trace in figure.data}["average"] == [0.0, 10.0, 20.0]
+    key = "123456789012/us-east-1/orders-db"
+    [chart], line = instance_charts(storage, key, "day", NOW)
+    assert chart.id == "metric-CPUUtilization"
+    assert {trace.name: list(trace.y) for trace in chart.figure.data}["average"] == [
+        0.0,
+        10.0,
+        20.0,
+    ]
     assert line.startswith("read the raw tier (rds_metrics)")
     # The resize of yesterday is within the week, the creation is not.
-    figure, _ = instance_graph(storage, option["value"], "CPUUtilization", "week", NOW)
-    assert [a.text for a in figure.layout.annotations] == ["db.r6g.large → db.r6g.xlarge"]
-    assert instance_graph(storage, None, "CPUUtilization", "day", NOW) == (
-        {},
-        "Choose an instance.",
-    )
+    [chart], _ = instance_charts(storage, key, "week", NOW)
+    assert [a.text for a in chart.figure.layout.annotations] == ["db.r6g.large → db.r6g.xlarge"]
+
+
+@pytest.mark.parametrize(
+    ("instance", "span", "refused"),
+    [
+        (None, "day", "instance: choose one (account/region/id)."),
+        ("123456789012/us-east-1/orders-db' OR '1'='1", "day", "is not in the inventory"),
+        ("123456789012/us-east-1/orders-db; DROP TABLE rds_metrics", "day", "not in the inventory"),
+        ("../../../etc/passwd", "day", "is not in the inventory"),
+        ("123456789012/us-east-1/" + "x" * 10_000, "day", "…' is not in the inventory"),
+        ("123456789012/us-east-1/orders-db", "now-1y", "range: 'now-1y' is not offered"),
+        ("123456789012/us-east-1/orders-db", None, "range: 'None' is not offered"),
+    ],
+)
+def test_hostile_parameters_get_one_line_and_read_nothing(
+    storage: StorageSettings, instance: str | None, span: str | None, refused: str
+) -> None:
+    from metrics_pipeline.dashboard.app import instance_charts
+
+    [shown], line = instance_charts(storage, instance, span, NOW)
+    assert refused in shown.children and len(shown.children) < 200
+    assert line == ""
+    # The table is still there, as it was.
+    [again], _ = instance_charts(storage, "123456789012/us-east-1/orders-db", "day", NOW)
+    assert {trace.name: list(trace.y) for trace in again.figure.data}["average"] == [
+        0.0,
+        10.0,
+        20.0,
+    ]
 
 
 def test_the_fleet_heatmap_holds_each_instances_daily_p95(warehouse: WarehouseResource) -> None:

@@ -9,6 +9,7 @@ from datetime import datetime
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 BAND_COLOUR = "rgba(31, 119, 180, 0.18)"
 LINE_COLOUR = "rgb(31, 119, 180)"
@@ -87,11 +88,136 @@ def heatmap_figure(frame: pd.DataFrame, metric: str, unit: str | None) -> go.Fig
     figure = go.Figure(
         go.Heatmap(
             z=grid.to_numpy(),
-            x=list(grid.columns),
+            x=[f"{day:%Y-%m-%d}" for day in grid.columns],
             y=list(grid.index),
             colorbar={"title": unit or ""},
-            hovertemplate="%{y}<br>%{x|%Y-%m-%d}: %{z:.1f}<extra></extra>",
+            hovertemplate="%{y}<br>%{x}: %{z:.1f}<extra></extra>",
         )
     )
-    figure.update_layout(title=f"{metric}, p95 per day", margin={"l": 120, "r": 10, "t": 40})
+    figure.update_layout(
+        title=f"{metric}, p95 per day",
+        margin={"l": 120, "r": 10, "t": 40},
+        xaxis={"type": "category"},
+        yaxis={"autorange": "reversed"},  # the first instance on top, as in the table
+        height=max(300, 18 * len(grid.index) + 120),
+    )
+    return figure
+
+
+def sparkline_figure(frame: pd.DataFrame) -> go.Figure:
+    """A small line of `frame`'s average by hour, without axes: the fleet page's last day."""
+    figure = go.Figure(
+        go.Scatter(
+            x=frame["hour"], y=frame["average"], mode="lines", line={"color": LINE_COLOUR},
+            hovertemplate="%{x|%H:%M}: %{y:.1f}<extra></extra>",
+        )
+    )  # fmt: skip
+    figure.update_layout(
+        height=40, width=220, margin={"l": 0, "r": 0, "t": 0, "b": 0}, showlegend=False,
+        xaxis={"visible": False}, yaxis={"visible": False}, plot_bgcolor="white",
+    )  # fmt: skip
+    return figure
+
+
+def stacked_load_figure(frame: pd.DataFrame) -> go.Figure:
+    """Performance Insights' load as areas stacked by wait event (the largest at the bottom):
+    `frame` as data.wait_event_load returns it."""
+    figure = go.Figure()
+    order = frame.groupby("dimension_key")["active_sessions"].sum().sort_values(ascending=False)
+    for key in order.index:
+        rows = frame[frame["dimension_key"] == key]
+        figure.add_trace(
+            go.Scatter(
+                x=rows["ts"], y=rows["active_sessions"], name=key, mode="lines",
+                stackgroup="load", line={"width": 0.5},
+            )
+        )  # fmt: skip
+    figure.update_layout(
+        title="DB load by wait event", yaxis_title="average active sessions",
+        margin={"l": 40, "r": 10, "t": 40, "b": 30},
+    )  # fmt: skip
+    return figure
+
+
+# The coverage page's colours, in the order of the cells' codes.
+CELL_COLOURS = {
+    "collected": "#2ca02c",
+    "empty": "#c7c7c7",
+    "missing": "#d62728",
+    "being healed": "#ff7f0e",
+}
+
+
+def coverage_figure(cells: pd.DataFrame) -> go.Figure:
+    """Instances by hour, each cell coloured by what the gap sensor sees: `cells` as
+    coverage.coverage returns them. A cell's value is its position in CELL_COLOURS."""
+    codes = {cell: code for code, cell in enumerate(CELL_COLOURS)}
+    labelled = cells.assign(
+        label=cells["instance_id"] + " (" + cells["account_id"] + ", " + cells["region"] + ")",
+        code=cells["cell"].map(codes),
+    )
+    grid = labelled.pivot_table(index="label", columns="hour", values="code", aggfunc="max")
+    steps = len(CELL_COLOURS)
+    scale = []
+    for code, colour in enumerate(CELL_COLOURS.values()):
+        scale += [[code / steps, colour], [(code + 1) / steps, colour]]
+    figure = go.Figure(
+        go.Heatmap(
+            z=grid.to_numpy(), x=list(grid.columns), y=list(grid.index), zmin=0, zmax=steps,
+            colorscale=scale, xgap=1, ygap=1,
+            customdata=[[list(CELL_COLOURS)[int(v)] if v == v else "" for v in row]
+                        for row in grid.to_numpy()],
+            hovertemplate="%{y}<br>%{x|%Y-%m-%d %H:00}: %{customdata}<extra></extra>",
+            colorbar={
+                "tickvals": [code + 0.5 for code in range(steps)],
+                "ticktext": list(CELL_COLOURS),
+            },
+        )
+    )  # fmt: skip
+    figure.update_layout(
+        title="Coverage of the look-back window", margin={"l": 200, "r": 10, "t": 40, "b": 30},
+        height=max(300, 22 * len(grid.index) + 120), yaxis={"autorange": "reversed"},
+    )  # fmt: skip
+    return figure
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What an instance class offers, as a line to draw a use against."""
+
+    label: str  # e.g. "db.r6g.large (now)"
+    vcpus: int
+    memory_gib: float
+
+
+def rightsizing_figure(
+    evidence: pd.DataFrame, capacities: Sequence[Capacity], title: str
+) -> go.Figure:
+    """The evidence of a rightsizing verdict, hour by hour: the vCPUs in use at the CPU's p95
+    and the memory in use at its least freeable, each against what the current class and the
+    suggested one offer. `evidence` has the columns hour, vcpus_used, memory_used_gib."""
+    figure = make_subplots(
+        rows=1, cols=2, subplot_titles=("vCPUs in use (CPU p95)", "memory in use, GiB")
+    )
+    for col, (column, name) in enumerate(
+        (("vcpus_used", "vCPUs in use"), ("memory_used_gib", "memory in use")), start=1
+    ):
+        figure.add_trace(
+            go.Scatter(
+                x=evidence["hour"], y=evidence[column], name=name, mode="lines",
+                line={"color": LINE_COLOUR},
+            ),
+            row=1, col=col,
+        )  # fmt: skip
+        for dash, capacity in zip(("solid", "dash"), capacities, strict=False):
+            limit = capacity.vcpus if col == 1 else capacity.memory_gib
+            figure.add_trace(
+                go.Scatter(
+                    x=[evidence["hour"].min(), evidence["hour"].max()], y=[limit, limit],
+                    name=f"{capacity.label}: {limit:g}", mode="lines",
+                    line={"color": P95_COLOUR if dash == "solid" else "grey", "dash": dash},
+                ),
+                row=1, col=col,
+            )  # fmt: skip
+    figure.update_layout(title=title, margin={"l": 40, "r": 10, "t": 60, "b": 30}, height=320)
     return figure
