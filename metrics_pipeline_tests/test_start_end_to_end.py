@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pytest
@@ -31,12 +30,15 @@ from metrics_pipeline.local_aws.signals import series
 from metrics_pipeline.local_aws.simulator import STOPPED_DAYS_AGO
 from metrics_pipeline.settings import load_settings, snapshot_path_for
 from metrics_pipeline.warehouse.readers import open_reader
+from metrics_pipeline_tests.browser import ARTIFACTS, chromium
 from metrics_pipeline_tests.helpers import PROJECT_ROOT, free_port, wait_for
+
+if TYPE_CHECKING:
+    from selenium.webdriver import Chrome
 
 # One stack a module, its tests in order (a restart follows a Ctrl-C): on one worker.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("start_stack")]
 
-ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 AUTOMATION = (
     "fresh_collection_schedule",
     "retention_schedule",
@@ -55,6 +57,7 @@ class Stack:
     catalog: Path  # the lake's catalog file: the default warehouse is a lake on this machine
     home: Path
     output: Path
+    dashboard: str = ""
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     started_at: datetime = dataclasses.field(default_factory=lambda: datetime.now(UTC))
     tests: list[str] = dataclasses.field(default_factory=list)  # that ran on it, in order
@@ -121,13 +124,14 @@ def stop_whatever_is_left(process: subprocess.Popen[str]) -> None:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("stack")
-    ui_port = free_port()
+    ui_port, dashboard_port = free_port(), free_port()
     # As an earlier start.sh left it: readable by everyone.
     (folder / "dagster_home").mkdir(mode=0o755)
     (folder / "dagster_home" / "dagster.log").touch(mode=0o644)
     env = {
         **os.environ,
         "DAGSTER_PORT": str(ui_port),
+        "DASHBOARD_PORT": str(dashboard_port),
         "LOCAL_AWS_PORT": str(free_port()),
         "DAGSTER_HOME": str(folder / "dagster_home"),
         "METRICS_WAREHOUSE": f"ducklake:{folder / 'metrics.ducklake'}",
@@ -146,6 +150,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         output,
     )
     stack.env = env
+    stack.dashboard = f"http://127.0.0.1:{dashboard_port}"
     try:
         wait_for(lambda: "Press Ctrl-C to stop." in output.read_text(), 300, "the start banner")
         yield stack
@@ -162,6 +167,7 @@ def _name_the_test_on_the_stack(stack: Stack, request: pytest.FixtureRequest) ->
 def test_banner_says_where_everything_is(stack: Stack) -> None:
     banner = stack.output.read_text()
     assert f"Dagster UI:  {stack.ui}" in banner
+    assert f"Dashboard:   {stack.dashboard} (charts; this machine only, no login)" in banner
     assert (
         f"Warehouse:   DuckLake catalog {stack.catalog}, data in {stack.catalog}.files/" in banner
     )
@@ -315,36 +321,18 @@ def test_the_gap_sensor_collects_performance_insights_load_once_settled(stack: S
 
 
 def test_ui_shows_the_asset_and_its_partition_in_a_browser(stack: Stack) -> None:
-    chromium = shutil.which("chromium")
-    driver_path = shutil.which("chromedriver")
-    if not (chromium and driver_path):
-        if os.environ.get("CI"):
-            pytest.fail(
-                "Debian's chromium and chromium-driver are required (scripts/test.sh installs them)"
-            )
-        pytest.skip("chromium/chromedriver not installed (scripts/test.sh installs them as root)")
-    from selenium import webdriver
     from selenium.common.exceptions import TimeoutException
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--window-size=1400,900",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(driver_path), options=options)
-
-    def page_text(path: str, showing: str, screenshot: str, unless: str = "\0") -> str:
+    def page_text(
+        browser: Chrome, path: str, showing: str, screenshot: str, unless: str = "\0"
+    ) -> str:
         """The page's text once it shows `showing` (and not `unless`); a screenshot of it in
         test-artifacts/."""
         browser.get(f"{stack.ui}{path}")
 
-        def shown(b: webdriver.Chrome) -> str:
+        def shown(b: Chrome) -> str:
             body = b.find_element(By.TAG_NAME, "body").text
             if showing in body and unless in body:
                 b.get(f"{stack.ui}{path}")  # loaded, with what it has to wait for: look again
@@ -356,29 +344,27 @@ def test_ui_shows_the_asset_and_its_partition_in_a_browser(stack: Stack) -> None
         browser.save_screenshot(str(ARTIFACTS / screenshot))
         return text
 
-    try:
+    def switched_on(b: Chrome) -> int:
+        """Each row has a selection box (unticked) and its on/off switch, also a checkbox; the
+        switches render after the names."""
+        return sum(box.is_selected() for box in b.find_elements(By.CSS_SELECTOR, "input"))
+
+    with chromium() as browser:
         # The snapshot is published as the run writes, a moment before Dagster records the
         # materialization: wait for the UI to count it.
         page = page_text(
+            browser,
             "/assets/rds_metrics?view=partitions",
             "Materialized",
             "rds_metrics_partitions.png",
             unless="Materialized (0)",
         )
         # Everything that runs on its own is listed and on, with no click needed.
-        automation = page_text("/automation", "run_failure_alert", "automation.png")
-
-        def switched_on(b: webdriver.Chrome) -> int:
-            """Each row has a selection box (unticked) and its on/off switch, also a checkbox;
-            the switches render after the names."""
-            return sum(box.is_selected() for box in b.find_elements(By.CSS_SELECTOR, "input"))
-
+        automation = page_text(browser, "/automation", "run_failure_alert", "automation.png")
         with contextlib.suppress(TimeoutException):
             WebDriverWait(browser, 30).until(lambda b: switched_on(b) >= len(AUTOMATION))
         ticked = switched_on(browser)
         browser.save_screenshot(str(ARTIFACTS / "automation.png"))
-    finally:
-        browser.quit()
     for name in AUTOMATION:
         assert name in automation
     assert ticked == len(AUTOMATION)
@@ -387,6 +373,45 @@ def test_ui_shows_the_asset_and_its_partition_in_a_browser(stack: Stack) -> None
         [(hour,)] = conn.execute("SELECT max(hour) FROM rds_metric_fetches").fetchall()
     assert hour.strftime("%Y-%m-%d-%H:00") in page
     assert "Materialized (0)" not in page
+
+
+def test_the_dashboard_draws_the_fleet_within_a_minute_of_the_first_data(stack: Stack) -> None:
+    """The newcomer's first look: once the first collection is in, the banner's dashboard
+    draws every instance of the inventory in the fleet's heatmap (its process reading with
+    the stack's reader settings), with no request beyond loopback."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from metrics_pipeline_tests.browser import beyond_loopback, console_errors, requested_urls
+
+    wait_for(stack.snapshot.exists, 300, "the first snapshot")
+
+    def with_cpu() -> set[str]:
+        with open_reader(stack.lake) as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT instance_id FROM rds_metrics WHERE metric = 'CPUUtilization'"
+            ).fetchall()
+        return {instance_id for (instance_id,) in rows}
+
+    wait_for(lambda: bool(with_cpu()), 300, "the first data")
+    collected = with_cpu()  # the data only grows from here
+    with open_reader(stack.lake) as conn:
+        inventory = {i for (i,) in conn.execute("SELECT instance_id FROM rds_instances").fetchall()}
+    script = """
+    const plot = document.querySelector('#fleet-heatmap .js-plotly-plot');
+    return plot && plot._fullData && plot._fullData.length ? Array.from(plot._fullData[0].y) : null;
+    """
+    with chromium() as browser:
+        browser.get(stack.dashboard)
+        drawn = WebDriverWait(browser, 60, poll_frequency=1).until(
+            lambda b: b.execute_script(script)
+        )
+        browser.save_screenshot(str(ARTIFACTS / "dashboard_on_the_stack.png"))
+        errors = console_errors(browser)
+        leaving = beyond_loopback(requested_urls(browser))
+    # The heatmap labels an instance by its id, with its account and region where it repeats.
+    assert collected <= {label.split(" (")[0] for label in drawn} <= inventory
+    assert errors == []
+    assert leaving == []
 
 
 def test_the_terminal_says_how_far_the_look_back_has_come(stack: Stack) -> None:

@@ -195,11 +195,19 @@ for _ in $(seq 1 300); do
   sleep 0.5
 done
 
+# The dashboard reads as an analyst in another shell would: with this stack's reader settings
+# (the read-only role and keys of the scale-out stack), on loopback, without login.
+dashboard_port=${DASHBOARD_PORT:-8050}
+spawn bash -c '. "$0" && exec .venv/bin/python -u -m metrics_pipeline.dashboard --port "$1"' \
+  "$reader_env" "$dashboard_port" >"$DAGSTER_HOME/dashboard.log" 2>&1
+wait_for_banner "$DAGSTER_HOME/dashboard.log" "dashboard on"
+
 interval=${METRICS_FRESH_INTERVAL_MINUTES:-15}
 if [ "$interval" = 1 ]; then every="every minute"; else every="every $interval minutes"; fi
 cat <<EOT
 metrics_pipeline is running.
   Dagster UI:  http://127.0.0.1:$ui_port
+  Dashboard:   http://127.0.0.1:$dashboard_port (charts; this machine only, no login)
   $warehouse_line
   Read it:     . $(printf %q "$reader_env") && $(printf %q "$project")/.venv/bin/metrics-pipeline instances
                (from any shell; never blocks collection${reader_note:-})

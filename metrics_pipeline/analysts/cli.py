@@ -21,10 +21,12 @@ import pandas as pd
 import pyarrow as pa
 
 from metrics_pipeline.analysts import health_text, query
+from metrics_pipeline.analysts.charts import FILE_FORMATS, MAX_LINES, chart_format, write_chart
 from metrics_pipeline.analysts.load import DEFAULT_GROUP, GROUPS, top_load
-from metrics_pipeline.analysts.outputs import Output, OutputRefused, checked_target
+from metrics_pipeline.analysts.outputs import Output, OutputRefused, checked_target, open_output
 from metrics_pipeline.analysts.query import (
     FORMATS,
+    TIER_TABLES,
     QueryError,
     QueryStopped,
     WarehouseUnavailable,
@@ -56,7 +58,7 @@ USAGE_ERROR = 2  # what was typed cannot be done, as argparse's own errors
 FAILED = 1
 INTERRUPTED = 130
 # The commands that only read, whose process is held to the query memory bound.
-READING_COMMANDS = ("instances", "metrics", "extract", "health", "load", "query")
+READING_COMMANDS = ("instances", "metrics", "extract", "plot", "health", "load", "query")
 
 
 class CommandFailed(Exception):
@@ -183,6 +185,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="the tier to read: raw periods, CloudWatch's hourly statistics, or days (default: "
         "raw when the range starts within METRICS_RETENTION_DAYS, else hourly)",
     )
+
+    plot = commands.add_parser(
+        "plot",
+        parents=[_range_options("now-24h"), _warehouse_option()],
+        help="a chart of a metric over a time range as an SVG or PNG file (no browser, no "
+        "network): each instance's average over its minimum-to-maximum band",
+    )
+    plot.add_argument("-m", "--metric", required=True, help="the metric to draw")
+    plot.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="the new file to write (owner-only); its folder must exist",
+    )
+    plot.add_argument(
+        "-f", "--format", choices=FILE_FORMATS, help="svg or png; default: from the --output suffix"
+    )
+    plot.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the --output file if it exists (never the warehouse, its snapshot, "
+        "a backup or a DuckDB file; never through a symbolic link)",
+    )
+    plot.add_argument("--tier", choices=TIERS, help="as for extract")
 
     commands.add_parser(
         "health",
@@ -466,6 +493,8 @@ def run(args: argparse.Namespace, own_process: bool = False) -> None:
         )  # fmt: skip
         _print(text)
         print(f"{PROG}: extract {choice.line()}", file=sys.stderr)
+    elif args.command == "plot":
+        _plot(args, storage, output)
     elif args.command == "health":
         _health(
             query.health_summary(
@@ -485,6 +514,47 @@ def run(args: argparse.Namespace, own_process: bool = False) -> None:
         _backup(args, storage)
     if args.command in READING_COMMANDS:
         print(f"{PROG}: {what_was_read(storage, args)}", file=sys.stderr)
+
+
+def _plot(args: argparse.Namespace, storage: StorageSettings, output: Output | None) -> None:
+    """The chart of the selection, refused by name before anything is written when it cannot
+    be drawn: an unknown format, nothing to draw, too many instances for one chart."""
+    if output is None:
+        raise QueryError("output: name the chart's file with --output (.svg or .png).")
+    try:
+        fmt = chart_format(args.output, args.format)
+    except ValueError as error:
+        raise QueryError(str(error)) from None
+    frame = query.extract_metrics(
+        args.start, args.end, args.instances, [args.metric], storage=storage,
+        accounts=args.accounts, tier=args.tier,
+    )  # fmt: skip
+    tier = str(frame.attrs["tier"])
+    if frame.empty:
+        raise QueryError(
+            f"metric: no {args.metric} in the {tier} tier for this range and selection; "
+            "nothing to draw."
+        )
+    time_column = TIER_TABLES[tier].time_column or "ts"
+    keys = ["account_id", "region", "instance_id"]
+    grouped = {key: part for key, part in frame.groupby(keys)}
+    if len(grouped) > MAX_LINES:
+        raise QueryError(
+            f"instance: the selection holds {len(grouped)} instances; a chart draws at most "
+            f"{MAX_LINES}; choose them with --instance (and --account)."
+        )
+    repeated = len({instance_id for _, _, instance_id in grouped}) < len(grouped)
+    lines = {
+        (f"{i} ({a}, {r})" if repeated else str(i)): part.rename(columns={time_column: "ts"})
+        for (a, r, i), part in grouped.items()
+    }
+    unit = frame["unit"].dropna().iloc[0] if frame["unit"].notna().any() else None
+    with open_output(output) as out:
+        write_chart(lines, f"{args.metric} ({tier} tier)", unit, out, fmt)
+    print(
+        f"{PROG}: wrote {args.output} ({len(lines)} instance(s), {len(frame)} periods)",
+        file=sys.stderr,
+    )
 
 
 def _load(args: argparse.Namespace, storage: StorageSettings) -> pd.DataFrame:

@@ -35,11 +35,11 @@ from metrics_pipeline.warehouse.tables import (
     RUNS,
 )
 
-# Each tier's time column and the columns a chart draws (the percentiles where it has them).
+# The columns a chart draws of each tier (the percentiles where it has them).
 TIER_COLUMNS = {
-    "raw": ("ts", ("average", "minimum", "maximum")),
-    HOURLY_TIER: ("hour", ("average", "minimum", "maximum", "p95", "p99")),
-    DAILY_TIER: ("day", ("average", "minimum", "maximum", "max_hourly_p95")),
+    "raw": ("average", "minimum", "maximum"),
+    HOURLY_TIER: ("average", "minimum", "maximum", "p95", "p99"),
+    DAILY_TIER: ("average", "minimum", "maximum", "max_hourly_p95"),
 }
 
 
@@ -87,7 +87,7 @@ def metric_series(
     choice = choose_tier(
         parse_time("start", start, now), parse_time("end", end, now), None, storage, now
     )
-    time_column, columns = TIER_COLUMNS[choice.tier]
+    time_column, columns = choice.table.time_column, TIER_COLUMNS[choice.tier]
     step = drawn_step(choice.start, choice.end) if choice.tier == "raw" else None
     if step is None:
         ts = f"{time_column} AS ts"
