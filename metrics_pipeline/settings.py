@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import botocore.session
@@ -481,6 +482,14 @@ class Settings(StorageSettings):
         "`Europe/Berlin`; the warehouse's times stay UTC",
         lambda name, text: parse_time_zone(name, text),
         "UTC",
+    )
+    dashboard_url: str = setting(
+        "METRICS_DASHBOARD_URL",
+        "the address of the dashboard (`python -m metrics_pipeline.dashboard`, which "
+        "`scripts/start.sh` serves), linked from `pipeline_health` and `rightsizing_report` in "
+        "the Dagster UI",
+        lambda name, text: parse_http_url(name, text),
+        "http://127.0.0.1:8050",
     )
     partitions_start: datetime = setting(
         "METRICS_PARTITIONS_START",
@@ -1001,6 +1010,17 @@ def parse_webhook_url(name: str, raw: str) -> str:
         raise ConfigError(
             f"{name}: '{value}' is not allowed; expected the https:// URL of "
             "a Slack incoming webhook."
+        )
+    return value
+
+
+def parse_http_url(name: str, raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ConfigError(
+            f"{name}: '{value}' is not allowed; expected an http:// or https:// address such as "
+            "http://127.0.0.1:8050."
         )
     return value
 

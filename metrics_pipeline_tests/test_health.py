@@ -11,7 +11,7 @@ from metrics_pipeline.collection.store import record_run, record_run_parts
 from metrics_pipeline.quality.health import pipeline_health
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline.warehouse.schema import ensure_schema
-from metrics_pipeline_tests.helpers import definitions_for_tests
+from metrics_pipeline_tests.helpers import definitions_for_tests, make_collection
 
 pytestmark = pytest.mark.storage_neutral
 
@@ -23,6 +23,12 @@ def test_summary_reports_cost_failures_and_freshness(warehouse: WarehouseResourc
     now = datetime.now(UTC).replace(tzinfo=None)
     with warehouse.connect() as conn:
         ensure_schema(conn)
+        conn.execute(
+            "INSERT INTO rds_metrics (ts, account_id, region, instance_id, metric, unit, average, "
+            "collected_at) VALUES ($ts, '111111111111', 'us-east-1', 'orders-db', "
+            "'CPUUtilization', 'Percent', 1.0, $now)",
+            {"ts": now - timedelta(minutes=20), "now": now},
+        )
         # The hourly tier's day of yesterday, fetched at once: its cost is shown on its own row.
         record_run(
             conn,
@@ -75,9 +81,16 @@ def test_summary_reports_cost_failures_and_freshness(warehouse: WarehouseResourc
             else:
                 instance.handle_run_event(run.run_id, run_success_event(run.job_name))
         result = materialize(
-            [pipeline_health], resources={"warehouse": warehouse}, instance=instance
+            [pipeline_health],
+            resources={
+                "collection": make_collection(dashboard_url="http://127.0.0.1:9999"),
+                "warehouse": warehouse,
+            },
+            instance=instance,
         )
     metadata = result.asset_materializations_for_node("pipeline_health")[0].metadata
+    assert metadata["dashboard"].value == "http://127.0.0.1:9999/coverage"
+    assert metadata["newest_data_minutes_behind"].value == pytest.approx(20, abs=1)
     assert metadata["collection_runs"].value == 4
     assert metadata["failed_runs"].value == 1
     assert metadata["failure_rate"].value == 0.25

@@ -325,6 +325,7 @@ def test_report_flags_the_seeded_fleet_with_its_evidence(warehouse: WarehouseRes
     with warehouse.reader() as conn:
         [(rows,)] = conn.execute("SELECT count(*) FROM rds_rightsizing").fetchall()
     assert metadata["dagster/row_count"].value == rows == 5
+    assert metadata["dashboard"].value == "http://127.0.0.1:8050/rightsizing"  # the default
     table = metadata["flagged"].value.splitlines()
     assert table[0].startswith("| instance | region | class | verdict | storage at risk |")
     assert table[2:] == [

@@ -133,6 +133,11 @@ def test_aws_region_wins_over_default_region() -> None:
         ),
         ({"METRICS_PARTITIONS_START": "2026-11-01T06:30"}, "must fall on a whole hour"),
         ({"METRICS_COMPLETENESS_WARN": "1.5"}, "METRICS_COMPLETENESS_WARN: '1.5' is not allowed"),
+        (
+            {"METRICS_DASHBOARD_URL": "javascript:alert(1)"},
+            "METRICS_DASHBOARD_URL: 'javascript:alert(1)' is not allowed; expected an http://",
+        ),
+        ({"METRICS_DASHBOARD_URL": "http://"}, "METRICS_DASHBOARD_URL: 'http:' is not allowed"),
         ({"METRICS_FRESHNESS_MINUTES": "0"}, "METRICS_FRESHNESS_MINUTES: 0 is not allowed"),
         ({"METRICS_LOCK_TIMEOUT_SECONDS": "0"}, "METRICS_LOCK_TIMEOUT_SECONDS: 0 is not allowed"),
         (

@@ -97,6 +97,7 @@ class CollectionResource(ConfigurableResource):
     chunk_timeout_seconds: float = resource_field("chunk_timeout_seconds")
     run_timeout_seconds: float = resource_field("run_timeout_seconds")
     time_zone: str = resource_field("time_zone")
+    dashboard_url: str = resource_field("dashboard_url")
 
     @property
     def settle_delay(self) -> timedelta:

@@ -17,13 +17,21 @@ from dagster import (
 from metrics_pipeline.automation import on_cron_and_once_inputs_exist
 from metrics_pipeline.collection.jobs import fresh_collection_job
 from metrics_pipeline.collection.keys import RDS_METRICS
+from metrics_pipeline.collection.resources import CollectionResource
 from metrics_pipeline.metadata import GROUP, OWNERS, markdown_table
 from metrics_pipeline.source_registry import SOURCES
 from metrics_pipeline.warehouse.readers import SnapshotMissingError
 from metrics_pipeline.warehouse.resources import WarehouseResource
-from metrics_pipeline.warehouse.schema import RUN_PARTS_TABLE, RUNS_TABLE
+from metrics_pipeline.warehouse.schema import METRICS_TABLE, RUN_PARTS_TABLE, RUNS_TABLE
 
 LOOKBACK = timedelta(days=7)
+
+
+def since_epoch(moment: datetime) -> float:
+    """Seconds since the epoch of an aware time, or of a naive one in UTC (the warehouse's)."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
 FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
 
 
@@ -46,13 +54,14 @@ FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
     ),
 )
 def pipeline_health(
-    context: AssetExecutionContext, warehouse: WarehouseResource
+    context: AssetExecutionContext, collection: CollectionResource, warehouse: WarehouseResource
 ) -> MaterializeResult:
     now = datetime.now(UTC)
     since = (now - LOOKBACK).replace(tzinfo=None)
     per_day: list[Any] = []
     slowest: list[Any] = []
     per_account: list[Any] = []
+    newest: datetime | None = None
     # Before the first write there is nothing to read: the empty tables below say so.
     with suppress(SnapshotMissingError), warehouse.reader() as conn:
         # Per tier: the hourly tier's backfill is a first-day cost, its daily fetch an ongoing one.
@@ -73,6 +82,7 @@ def pipeline_health(
             """,
             {"since": since},
         ).fetchall()
+        [(newest,)] = conn.execute(f"SELECT max(ts) FROM {METRICS_TABLE}").fetchall()
         per_account = conn.execute(
             f"""
             SELECT p.account_id, p.region, count(*),
@@ -100,7 +110,20 @@ def pipeline_health(
     minutes_since_fresh = round((now.timestamp() - ended) / 60, 1) if ended else None
     return MaterializeResult(
         metadata={
+            # The coverage page shows what these figures sum up, hour by hour.
+            "dashboard": MetadataValue.url(f"{collection.dashboard_url}/coverage"),
             "collection_runs": len(finished),
+            # How far behind the clock the newest period held is: plotted over the hours, the
+            # lag an outage leaves and how fast it heals.
+            **(
+                {
+                    "newest_data_minutes_behind": round(
+                        (since_epoch(now) - since_epoch(newest)) / 60, 1
+                    )
+                }
+                if newest is not None
+                else {}
+            ),
             "failed_runs": failed,
             "failure_rate": round(failed / len(finished), 4) if finished else 0.0,
             "minutes_since_last_fresh_success": minutes_since_fresh

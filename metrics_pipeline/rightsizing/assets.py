@@ -436,6 +436,8 @@ def rightsizing_report(
     return MaterializeResult(
         metadata={
             "dagster/row_count": len(rows),  # the report replaces the whole table
+            # Each finding with the chart that justifies it.
+            "dashboard": MetadataValue.url(f"{collection.dashboard_url}/rightsizing"),
             **counts,
             "window_start": start.isoformat(),
             "window_end": report_time.isoformat(),
