@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -14,6 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from benchmarks.browser import chromium_paths, start_chromium
 from metrics_pipeline_tests.helpers import PROJECT_ROOT
 
 if TYPE_CHECKING:
@@ -25,27 +25,13 @@ LOOPBACK = ("127.0.0.1", "localhost")
 
 @contextmanager
 def chromium(width: int = 1400, height: int = 900) -> Iterator[Chrome]:
-    binary = shutil.which("chromium")
-    driver_path = shutil.which("chromedriver")
-    if not (binary and driver_path):
+    if chromium_paths() is None:
         if os.environ.get("CI"):
             pytest.fail(
                 "Debian's chromium and chromium-driver are required (scripts/test.sh installs them)"
             )
         pytest.skip("chromium/chromedriver not installed (scripts/test.sh installs them as root)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--window-size={width},{height}",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    browser = webdriver.Chrome(service=Service(driver_path), options=options)
+    browser = start_chromium(width, height)
     try:
         yield browser
     finally:

@@ -6,16 +6,26 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 
 from metrics_pipeline.analysts.query import QueryError
-from metrics_pipeline.dashboard.data import inventory_markers, metric_series
+from metrics_pipeline.dashboard.data import Reader, SharedReader, inventory_markers, metric_series
 from metrics_pipeline.dashboard.figures import Marker
 from metrics_pipeline.settings import StorageSettings
 from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline.warehouse.resources import WarehouseResource
 
 pytestmark = pytest.mark.storage_neutral
+
+
+def storage_of(warehouse: WarehouseResource) -> StorageSettings:
+    return StorageSettings(
+        duckdb_path=Path(warehouse.database),
+        warehouse=warehouse.lake_catalog or None,
+        lake_data_path=warehouse.lake_data_path or None,
+    )
+
 
 NOW = datetime(2026, 12, 1, 12, 7)
 ORDERS = Instance("123456789012", "us-east-1", "orders-db")
@@ -24,7 +34,7 @@ RESIZED = datetime(2026, 11, 30, 8, 0)
 
 
 @pytest.fixture
-def storage(warehouse: WarehouseResource) -> StorageSettings:
+def reader(warehouse: WarehouseResource) -> Reader:
     warehouse.prepare()
     key = vars(ORDERS)
     with warehouse.connect() as conn:
@@ -49,15 +59,11 @@ def storage(warehouse: WarehouseResource) -> StorageSettings:
                 "$avg, $avg - 1, $avg + 1, $now)",
                 {**key, "ts": NOW - timedelta(minutes=65 - 5 * n), "avg": 10.0 * n, "now": NOW},
             )
-    return StorageSettings(
-        duckdb_path=Path(warehouse.database),
-        warehouse=warehouse.lake_catalog or None,
-        lake_data_path=warehouse.lake_data_path or None,
-    )
+    return Reader(storage_of(warehouse))
 
 
-def test_a_recent_range_is_read_from_the_raw_tier_in_time_order(storage: StorageSettings) -> None:
-    read = metric_series(ORDERS, "CPUUtilization", "now-2h", "now", storage, NOW)
+def test_a_recent_range_is_read_from_the_raw_tier_in_time_order(reader: Reader) -> None:
+    read = metric_series(ORDERS, "CPUUtilization", "now-2h", "now", reader, NOW)
     assert read.choice.tier == "raw" and read.unit == "Percent"
     assert read.of("CPUUtilization").to_dict("list") == {
         "ts": [NOW - timedelta(minutes=m) for m in (65, 60, 55)],
@@ -67,35 +73,37 @@ def test_a_recent_range_is_read_from_the_raw_tier_in_time_order(storage: Storage
     }
 
 
-def test_the_inventory_says_when_it_was_created_and_resized(storage: StorageSettings) -> None:
-    assert inventory_markers(ORDERS, storage) == [
+def test_the_inventory_says_when_it_was_created_and_resized(reader: Reader) -> None:
+    assert inventory_markers(ORDERS, reader) == [
         Marker(CREATED, "created"),
         Marker(RESIZED, "db.r6g.large → db.r6g.xlarge"),
     ]
 
 
-def test_a_range_outside_every_tier_is_refused_by_name(storage: StorageSettings) -> None:
+def test_a_range_outside_every_tier_is_refused_by_name(reader: Reader) -> None:
     with pytest.raises(QueryError, match=r"end \(2026-11-01 00:00\) must be after start"):
-        metric_series(ORDERS, "CPUUtilization", "2026-11-02", "2026-11-01", storage, NOW)
+        metric_series(ORDERS, "CPUUtilization", "2026-11-02", "2026-11-01", reader, NOW)
 
 
 def test_the_instance_page_draws_the_stored_values_and_says_what_it_read(
-    storage: StorageSettings,
+    reader: Reader,
 ) -> None:
     from metrics_pipeline.dashboard.app import instance_charts
 
     key = "123456789012/us-east-1/orders-db"
-    [chart], line = instance_charts(storage, key, "day", NOW)
+    [chart], line = instance_charts(reader, key, "day", NOW)
     assert chart.id == "metric-CPUUtilization"
-    assert {trace.name: list(trace.y) for trace in chart.figure.data}["average"] == [
+    assert {trace.name: list(trace.y) for trace in go.Figure(chart.figure).data}["average"] == [
         0.0,
         10.0,
         20.0,
     ]
     assert line.startswith("read the raw tier (rds_metrics)")
     # The resize of yesterday is within the week, the creation is not.
-    [chart], _ = instance_charts(storage, key, "week", NOW)
-    assert [a.text for a in chart.figure.layout.annotations] == ["db.r6g.large → db.r6g.xlarge"]
+    [chart], _ = instance_charts(reader, key, "week", NOW)
+    assert [a.text for a in go.Figure(chart.figure).layout.annotations] == [
+        "db.r6g.large → db.r6g.xlarge"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -111,16 +119,16 @@ def test_the_instance_page_draws_the_stored_values_and_says_what_it_read(
     ],
 )
 def test_hostile_parameters_get_one_line_and_read_nothing(
-    storage: StorageSettings, instance: str | None, span: str | None, refused: str
+    reader: Reader, instance: str | None, span: str | None, refused: str
 ) -> None:
     from metrics_pipeline.dashboard.app import instance_charts
 
-    [shown], line = instance_charts(storage, instance, span, NOW)
+    [shown], line = instance_charts(reader, instance, span, NOW)
     assert refused in shown.children and len(shown.children) < 200
     assert line == ""
     # The table is still there, as it was.
-    [again], _ = instance_charts(storage, "123456789012/us-east-1/orders-db", "day", NOW)
-    assert {trace.name: list(trace.y) for trace in again.figure.data}["average"] == [
+    [again], _ = instance_charts(reader, "123456789012/us-east-1/orders-db", "day", NOW)
+    assert {trace.name: list(trace.y) for trace in go.Figure(again.figure).data}["average"] == [
         0.0,
         10.0,
         20.0,
@@ -151,12 +159,7 @@ def test_the_fleet_heatmap_holds_each_instances_daily_p95(warehouse: WarehouseRe
                         "'CPUUtilization', ?, ?)",
                         [ts, account, instance_id, value, NOW],
                     )
-    storage = StorageSettings(
-        duckdb_path=Path(warehouse.database),
-        warehouse=warehouse.lake_catalog or None,
-        lake_data_path=warehouse.lake_data_path or None,
-    )
-    frame = daily_p95("CPUUtilization", 2, storage, NOW)
+    frame = daily_p95("CPUUtilization", 2, Reader(storage_of(warehouse)), NOW)
     figure = heatmap_figure(frame, "CPUUtilization", "Percent")
     [heatmap] = figure.data
     assert list(heatmap.y) == [
@@ -170,3 +173,31 @@ def test_the_fleet_heatmap_holds_each_instances_daily_p95(warehouse: WarehouseRe
     ]
     assert np.allclose(heatmap.z, expected)
     assert heatmap.z.shape == (3, 2)
+
+
+def test_the_shared_reader_sees_a_write_once_it_is_older_than_its_age(
+    warehouse: WarehouseResource, reader: Reader
+) -> None:
+    clock = [0.0]
+    shared = SharedReader(reader.storage, timedelta(seconds=30), clock=lambda: clock[0])
+
+    def rows() -> int:
+        with shared.cursor() as conn:
+            [(count,)] = conn.execute("SELECT count(*) FROM rds_metrics").fetchall()
+        return int(count)
+
+    try:
+        before = rows()
+        with warehouse.connect() as conn:
+            conn.execute(
+                "INSERT INTO rds_metrics (ts, account_id, region, instance_id, metric, average, "
+                "collected_at) VALUES ($now, '123456789012', 'us-east-1', 'orders-db', "
+                "'FreeableMemory', 1.0, $now)",
+                {"now": NOW},
+            )
+        clock[0] = 30.0
+        assert rows() == before  # still the reader opened at 0
+        clock[0] = 30.5
+        assert rows() == before + 1
+    finally:
+        shared.close()

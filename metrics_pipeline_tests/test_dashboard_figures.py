@@ -4,10 +4,16 @@ maximum, the p95 where the tier has one, and the inventory's moments."""
 from datetime import datetime, timedelta
 
 import pandas as pd
+import plotly.graph_objects as go
 
 from metrics_pipeline.dashboard.figures import Marker, metric_figure
 
 START = datetime(2026, 12, 1)
+
+
+def checked(figure: dict[str, object]) -> go.Figure:
+    """The figure as plotly reads it: a key or value its schema does not know is an error."""
+    return go.Figure(figure)
 
 
 def frame(**columns: list[float]) -> pd.DataFrame:
@@ -18,10 +24,12 @@ def frame(**columns: list[float]) -> pd.DataFrame:
 
 
 def test_the_average_is_drawn_between_its_minimum_and_maximum() -> None:
-    figure = metric_figure(
-        frame(average=[2.0, 3.0, 4.0], minimum=[1.0, 2.5, 3.0], maximum=[5.0, 3.5, 9.0]),
-        "CPUUtilization",
-        "Percent",
+    figure = checked(
+        metric_figure(
+            frame(average=[2.0, 3.0, 4.0], minimum=[1.0, 2.5, 3.0], maximum=[5.0, 3.5, 9.0]),
+            "CPUUtilization",
+            "Percent",
+        )
     )
     drawn = {trace.name: (list(trace.x), list(trace.y)) for trace in figure.data}
     stamps = [START + timedelta(minutes=5 * n) for n in range(3)]
@@ -38,11 +46,13 @@ def test_the_average_is_drawn_between_its_minimum_and_maximum() -> None:
 
 def test_a_tier_with_percentiles_adds_its_p95_and_the_inventory_its_moments() -> None:
     created = START - timedelta(hours=1)
-    figure = metric_figure(
-        frame(average=[2.0, 3.0], p95=[2.5, 3.5]),
-        "DatabaseConnections",
-        None,
-        [Marker(created, "created"), Marker(START, "db.r6g.large → db.r6g.xlarge")],
+    figure = checked(
+        metric_figure(
+            frame(average=[2.0, 3.0], p95=[2.5, 3.5]),
+            "DatabaseConnections",
+            None,
+            [Marker(created, "created"), Marker(START, "db.r6g.large → db.r6g.xlarge")],
+        )
     )
     assert [(t.name, list(t.y)) for t in figure.data] == [
         ("average", [2.0, 3.0]),

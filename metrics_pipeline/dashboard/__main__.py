@@ -33,8 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dashboard: {error}", file=sys.stderr)
         return 2
     from metrics_pipeline.dashboard.app import build_app
+    from metrics_pipeline.dashboard.data import SharedReader
 
-    app = build_app(storage, look_back)
+    app = build_app(SharedReader(storage), look_back)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
     print(f"dashboard on http://{HOST}:{args.port}", flush=True)
     app.run(host=HOST, port=args.port, debug=False)

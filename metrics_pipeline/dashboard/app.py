@@ -22,6 +22,7 @@ from metrics_pipeline.analysts.load import top_load
 from metrics_pipeline.analysts.query import QueryError
 from metrics_pipeline.catalog import RDS_METRIC_UNITS
 from metrics_pipeline.dashboard import data
+from metrics_pipeline.dashboard.data import Reader
 from metrics_pipeline.dashboard.figures import (
     Capacity,
     coverage_figure,
@@ -34,7 +35,6 @@ from metrics_pipeline.dashboard.figures import (
 from metrics_pipeline.dashboard.healing import raw_healing_ranges
 from metrics_pipeline.hours import Clock, utc_now
 from metrics_pipeline.rightsizing.classes import instance_class, suggested_class
-from metrics_pipeline.settings import StorageSettings
 from metrics_pipeline.warehouse.instances import Instance
 
 # The ranges an instance's page offers, as the analysts' relative times say them.
@@ -58,10 +58,10 @@ def instance_key(instance: Instance) -> str:
     return f"{instance.account_id}/{instance.region}/{instance.instance_id}"
 
 
-def known_instance(value: str | None, storage: StorageSettings) -> Instance:
+def known_instance(value: str | None, reader: Reader) -> Instance:
     """The inventory's instance a page was asked for ("account/region/id"), or a QueryError
     naming what was asked; nothing else reaches a reader."""
-    keys = {instance_key(i): i for i in data.instances_of(data.fleet_inventory(storage))}
+    keys = {instance_key(i): i for i in data.instances_of(data.fleet_inventory(reader))}
     if not value:
         raise QueryError("instance: choose one (account/region/id).")
     if value not in keys:
@@ -124,8 +124,37 @@ def filter_fleet(fleet: pd.DataFrame, chosen: dict[str, list[str] | None]) -> pd
     return fleet[keep]
 
 
-def fleet_page(storage: StorageSettings) -> html.Div:
-    fleet = data.fleet_inventory(storage)
+def fleet_content(
+    reader: Reader,
+    fleet: pd.DataFrame,
+    chosen: dict[str, list[str] | None],
+    metric: str | None,
+    page: int | None,
+    now: datetime,
+) -> tuple[Any, html.Table, list[dict[str, Any]]]:
+    """The heatmap, the table's page and the pages the filters leave of the fleet."""
+    metric = metric if metric in RDS_METRIC_UNITS else DEFAULT_METRIC
+    shown = filter_fleet(fleet, chosen)
+    keys = set(zip(shown["account_id"], shown["region"], shown["instance_id"], strict=True))
+
+    def of_shown(frame: pd.DataFrame) -> pd.DataFrame:
+        held = zip(frame["account_id"], frame["region"], frame["instance_id"], strict=True)
+        return frame[[key in keys for key in held]]
+
+    heat = of_shown(data.daily_p95(metric, HEATMAP_DAYS, reader, now))
+    last_day = of_shown(data.last_day(metric, reader, now))
+    pages = page_options(len(shown))
+    page = page if isinstance(page, int) and 0 <= page < len(pages) else 0
+    return (
+        heatmap_figure(heat, metric, RDS_METRIC_UNITS[metric]),
+        fleet_rows(shown, last_day, page, metric),
+        pages,
+    )
+
+
+def fleet_page(reader: Reader, now: datetime) -> html.Div:
+    """The fleet drawn at once (the filters redraw it): a page in one request."""
+    fleet = data.fleet_inventory(reader)
     if fleet.empty:
         return html.Div([html.H2("Fleet"), message("No instance yet: the first collection runs.")])
     options = fleet_filters(fleet)
@@ -133,6 +162,7 @@ def fleet_page(storage: StorageSettings) -> html.Div:
         dcc.Dropdown(id=f"fleet-{name}", options=values, multi=True, placeholder=name)
         for name, values in options.items()
     ]
+    heatmap, rows, pages = fleet_content(reader, fleet, {}, DEFAULT_METRIC, 0, now)
     return html.Div(
         [
             html.H2("Fleet"),
@@ -143,20 +173,15 @@ def fleet_page(storage: StorageSettings) -> html.Div:
                 value=DEFAULT_METRIC,
                 clearable=False,
             ),
-            dcc.Graph(id="fleet-heatmap"),
+            dcc.Graph(id="fleet-heatmap", figure=heatmap),
             html.Div(
                 [
                     html.Span("Page "),
-                    dcc.Dropdown(
-                        id="fleet-page",
-                        options=page_options(len(fleet)),
-                        value=0,
-                        clearable=False,
-                    ),
+                    dcc.Dropdown(id="fleet-page", options=pages, value=0, clearable=False),
                 ],
                 style={"width": "12em"},
             ),
-            html.Div(id="fleet-table"),
+            html.Div(rows, id="fleet-table"),
         ]
     )
 
@@ -192,8 +217,8 @@ def fleet_rows(fleet: pd.DataFrame, last_day: pd.DataFrame, page: int, metric: s
 # --- Instance ------------------------------------------------------------------------------
 
 
-def instance_page(storage: StorageSettings, query: dict[str, str]) -> html.Div:
-    fleet = data.fleet_inventory(storage)
+def instance_page(reader: Reader, query: dict[str, str], now: datetime) -> html.Div:
+    fleet = data.fleet_inventory(reader)
     options = [
         {"label": f"{r.instance_id} ({r.account_id}, {r.region})", "value": f"{r.account_id}/"
          f"{r.region}/{r.instance_id}"}
@@ -202,7 +227,7 @@ def instance_page(storage: StorageSettings, query: dict[str, str]) -> html.Div:
     asked, refused = query.get("instance"), []
     if asked is not None:
         try:
-            known_instance(asked, storage)
+            known_instance(asked, reader)
         except QueryError as error:
             asked, refused = None, [message(str(error))]
     span = query.get("range", DEFAULT_RANGE)
@@ -210,33 +235,34 @@ def instance_page(storage: StorageSettings, query: dict[str, str]) -> html.Div:
         known_range(span)
     except QueryError as error:
         span, refused = DEFAULT_RANGE, [*refused, message(str(error))]
+    charts, line = ([], "") if refused else instance_charts(reader, asked, span, now)
     return html.Div(
         [
             html.H2("Instance"),
             *refused,
             dcc.Dropdown(id="instance", options=options, value=asked),
             dcc.RadioItems(id="span", options=list(RANGES), value=span, inline=True),
-            html.P(id="read"),
-            html.Div(id="instance-charts"),
+            html.P(line, id="read"),
+            html.Div(charts, id="instance-charts"),
         ]
     )
 
 
 def instance_charts(
-    storage: StorageSettings, value: str | None, span: str | None, now: datetime
+    reader: Reader, value: str | None, span: str | None, now: datetime
 ) -> tuple[list[Any], str]:
     """Each collected metric of the instance over the span, then its Performance Insights load
     by wait event beside its top statements (where PI is on); and a line saying what was read,
     or why nothing could be."""
     try:
-        instance = known_instance(value, storage)
+        instance = known_instance(value, reader)
         start = RANGES[known_range(span)]
-        read = data.metric_series(instance, None, start, "now", storage, now)
+        read = data.metric_series(instance, None, start, "now", reader, now)
     except QueryError as error:
         return [message(str(error))], ""
     markers = [
         m
-        for m in data.inventory_markers(instance, storage)
+        for m in data.inventory_markers(instance, reader)
         if read.choice.start <= m.at < read.choice.end
     ]
     charts: list[Any] = [
@@ -248,22 +274,20 @@ def instance_charts(
     ]
     if not charts:
         charts.append(message("No metric of this instance in the range."))
-    charts += load_charts(storage, instance, start, now)
+    charts += load_charts(reader, instance, start, now)
     return charts, read.choice.line()
 
 
-def load_charts(
-    storage: StorageSettings, instance: Instance, start: str, now: datetime
-) -> list[Any]:
+def load_charts(reader: Reader, instance: Instance, start: str, now: datetime) -> list[Any]:
     try:
-        load = data.wait_event_load(instance, start, "now", storage, now)
+        load = data.wait_event_load(instance, start, "now", reader, now)
     except QueryError:
         return []  # the range is older than Performance Insights keeps
     if load.empty:
         return []
     top = top_load(
         start, "now", group="db.sql_tokenized", instances=[instance.instance_id],
-        accounts=[instance.account_id], top=10, storage=storage, now=now,
+        accounts=[instance.account_id], top=10, storage=reader.storage, now=now,
     )  # fmt: skip
     top = top[top["region"] == instance.region][["dimension_key", "active_sessions", "share"]]
     return [
@@ -280,12 +304,10 @@ def load_charts(
 # --- Coverage ------------------------------------------------------------------------------
 
 
-def coverage_page(
-    storage: StorageSettings, now: datetime, look_back: tuple[int, timedelta]
-) -> html.Div:
+def coverage_page(reader: Reader, now: datetime, look_back: tuple[int, timedelta]) -> html.Div:
     backfill_days, settle_delay = look_back
-    cells = data.coverage_cells(storage, now, backfill_days, settle_delay, raw_healing_ranges())
-    runs = data.recent_runs(storage)
+    cells = data.coverage_cells(reader, now, backfill_days, settle_delay, raw_healing_ranges())
+    runs = data.recent_runs(reader)
     counts = cells["cell"].value_counts()
     summary = ", ".join(f"{cell}: {counts.get(cell, 0)}" for cell in cells["cell"].unique())
     parts: list[Any] = [html.H2("Coverage")]
@@ -303,8 +325,8 @@ def coverage_page(
 # --- Rightsizing ---------------------------------------------------------------------------
 
 
-def rightsizing_page(storage: StorageSettings, query: dict[str, str]) -> html.Div:
-    findings = data.rightsizing_findings(storage)
+def rightsizing_page(reader: Reader, query: dict[str, str]) -> html.Div:
+    findings = data.rightsizing_findings(reader)
     if findings.empty:
         return html.Div(
             [html.H2("Rightsizing"), message("No rightsizing report yet: it runs hourly.")]
@@ -338,14 +360,14 @@ def rightsizing_page(storage: StorageSettings, query: dict[str, str]) -> html.Di
     )
 
 
-def evidence_chart(storage: StorageSettings, value: str | None) -> list[Any]:
+def evidence_chart(reader: Reader, value: str | None) -> list[Any]:
     """The chart that justifies the finding: the vCPUs and memory in use, hour by hour over
     the report's window, against the class's and the suggested class's."""
     try:
-        instance = known_instance(value, storage)
+        instance = known_instance(value, reader)
     except QueryError as error:
         return [message(str(error))]
-    findings = data.rightsizing_findings(storage)
+    findings = data.rightsizing_findings(reader)
     mine = findings[
         (findings["account_id"] == instance.account_id)
         & (findings["region"] == instance.region)
@@ -358,7 +380,7 @@ def evidence_chart(storage: StorageSettings, value: str | None) -> list[Any]:
     if current is None:
         return [message(f"{finding['instance_class']}: not in the class table; no chart.")]
     suggested = suggested_class(current.name, finding["verdict"])
-    hourly = data.hourly_evidence(instance, finding["window_start"], finding["window_end"], storage)
+    hourly = data.hourly_evidence(instance, finding["window_start"], finding["window_end"], reader)
     evidence = pd.DataFrame(
         {
             "hour": hourly["hour"],
@@ -379,7 +401,7 @@ def evidence_chart(storage: StorageSettings, value: str | None) -> list[Any]:
 
 
 def build_app(
-    storage: StorageSettings,
+    reader: Reader,
     look_back: tuple[int, timedelta],
     clock: Clock = utc_now,
 ) -> Dash:
@@ -388,6 +410,8 @@ def build_app(
         title="metrics_pipeline",
         suppress_callback_exceptions=True,  # a page's controls exist only on its page
         serve_locally=True,  # every script from this server: it works offline
+        # Plotly's script loads with the page, not after the first chart's data arrives.
+        eager_loading=True,
     )
     nav = html.Nav(
         [dcc.Link(name, href=path, style={"marginRight": "1.5em"}) for path, name in PAGES.items()]
@@ -401,10 +425,10 @@ def build_app(
     def page(path: str | None, search: str | None) -> Any:
         query = {k: v[0] for k, v in parse_qs((search or "").lstrip("?")).items()}
         pages: dict[str, Callable[[], Any]] = {
-            "/": lambda: fleet_page(storage),
-            "/instance": lambda: instance_page(storage, query),
-            "/coverage": lambda: coverage_page(storage, clock(), look_back),
-            "/rightsizing": lambda: rightsizing_page(storage, query),
+            "/": lambda: fleet_page(reader, clock()),
+            "/instance": lambda: instance_page(reader, query, clock()),
+            "/coverage": lambda: coverage_page(reader, clock(), look_back),
+            "/rightsizing": lambda: rightsizing_page(reader, query),
         }
         if path not in pages:
             return message(f"No page {str(path)[:80]!r}: see {', '.join(PAGES)}.")
@@ -423,6 +447,7 @@ def build_app(
         Input("fleet-tag", "value"),
         Input("fleet-metric", "value"),
         Input("fleet-page", "value"),
+        prevent_initial_call=True,  # the page came drawn
     )
     def fleet(
         accounts: list[str] | None,
@@ -432,37 +457,21 @@ def build_app(
         metric: str | None,
         page: int | None,
     ) -> tuple[Any, Any, list[dict[str, Any]]]:
-        now = clock()
-        metric = metric if metric in RDS_METRIC_UNITS else DEFAULT_METRIC
         chosen = {"account": accounts, "region": regions, "engine": engines, "tag": tags}
-        shown = filter_fleet(data.fleet_inventory(storage), chosen)
-        keys = set(zip(shown["account_id"], shown["region"], shown["instance_id"], strict=True))
-
-        def of_shown(frame: pd.DataFrame) -> pd.DataFrame:
-            held = zip(frame["account_id"], frame["region"], frame["instance_id"], strict=True)
-            return frame[[key in keys for key in held]]
-
-        heat = of_shown(data.daily_p95(metric, HEATMAP_DAYS, storage, now))
-        last_day = of_shown(data.last_day(metric, storage, now))
-        pages = page_options(len(shown))
-        page = page if isinstance(page, int) and 0 <= page < len(pages) else 0
-        return (
-            heatmap_figure(heat, metric, RDS_METRIC_UNITS[metric]),
-            fleet_rows(shown, last_day, page, metric),
-            pages,
-        )
+        return fleet_content(reader, data.fleet_inventory(reader), chosen, metric, page, clock())
 
     @app.callback(
         Output("instance-charts", "children"),
         Output("read", "children"),
         Input("instance", "value"),
         Input("span", "value"),
+        prevent_initial_call=True,  # the page came drawn
     )
     def instance(value: str | None, span: str | None) -> tuple[list[Any], str]:
-        return instance_charts(storage, value, span, clock())
+        return instance_charts(reader, value, span, clock())
 
     @app.callback(Output("evidence", "children"), Input("finding", "value"))
     def evidence(value: str | None) -> list[Any]:
-        return evidence_chart(storage, value)
+        return evidence_chart(reader, value)
 
     return app

@@ -4,10 +4,16 @@ inventory history records."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
+from typing import Any, TypeVar, cast
 
+import duckdb
 import pandas as pd
 
 from metrics_pipeline.analysts.query import (
@@ -35,6 +41,101 @@ from metrics_pipeline.warehouse.tables import (
     RUNS,
 )
 
+T = TypeVar("T")
+
+
+class Reader:
+    """How the dashboard reads the warehouse: a new sandboxed reader (the analysts' `connect`)
+    for each read, which sees the warehouse as it is then."""
+
+    def __init__(self, storage: StorageSettings) -> None:
+        self.storage = storage
+
+    @contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with connect(self.storage) as conn:
+            yield conn
+
+    def remembered(self, key: Hashable, read: Callable[[], T]) -> T:
+        """What `read` returns; a shared reader keeps it as long as the reader it read."""
+        return read()
+
+
+@dataclass
+class _Opened:
+    at: float
+    conn: duckdb.DuckDBPyConnection
+    closing: ExitStack
+    database: str
+    remembered: dict[Hashable, Any]
+
+
+class SharedReader(Reader):
+    """One sandboxed reader for every request, opened again once it is older than `max_age`.
+    Opening one costs about a third of a second on a lake (its catalog copied and attached),
+    more than most of a page's queries; a page sees what the warehouse held at most `max_age`
+    ago, and what it asks again of the same reader (the inventory) is answered from memory.
+    Each read gets its own cursor: DuckDB's connections are one per thread."""
+
+    def __init__(
+        self,
+        storage: StorageSettings,
+        max_age: timedelta = timedelta(seconds=30),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(storage)
+        self.max_age, self.clock = max_age.total_seconds(), clock
+        self._lock = threading.Lock()
+        self._opened: _Opened | None = None
+
+    def _current(self) -> _Opened:
+        """The reader, opened again if it is too old (the caller holds the lock)."""
+        if self._opened is None or self.clock() - self._opened.at > self.max_age:
+            self.close()
+            closing = ExitStack()
+            conn = closing.enter_context(connect(self.storage))
+            [(database,)] = conn.execute("SELECT current_database()").fetchall()
+            self._opened = _Opened(self.clock(), conn, closing, database, {})
+        return self._opened
+
+    @contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._lock:
+            opened = self._current()
+            cursor = opened.conn.cursor()
+            quoted = opened.database.replace('"', '""')
+            cursor.execute(f'USE "{quoted}"')  # the database its parent reads
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+
+    def remembered(self, key: Hashable, read: Callable[[], T]) -> T:
+        with self._lock:
+            remembered = self._current().remembered
+            if key in remembered:
+                return cast(T, remembered[key])
+        value = read()
+        with self._lock:
+            if self._opened is not None and self._opened.remembered is remembered:
+                remembered[key] = value
+        return value
+
+    def close(self) -> None:
+        """Closes the shared reader (a cursor in use keeps the database it reads open)."""
+        if self._opened is not None:
+            self._opened.closing.close()
+            self._opened = None
+
+
+def has_table(reader: Reader, table: str) -> bool:
+    def read() -> bool:
+        with reader.cursor() as conn:
+            return table_exists(conn, table)
+
+    return reader.remembered(("table", table), read)
+
+
 # The columns a chart draws of each tier (the percentiles where it has them).
 TIER_COLUMNS = {
     "raw": ("average", "minimum", "maximum"),
@@ -58,16 +159,20 @@ class MetricSeries:
         return next(iter(self.units.values())) if len(self.units) == 1 else None
 
 
-# The finest step a chart draws over a range this long: finer points would not show.
-STEPS = ((timedelta(days=2), None), (timedelta(days=8), timedelta(minutes=10)))
+# A chart draws at most about this many points of a line: a chart is some 1,000 pixels wide,
+# and the browser's time grows with the points.
+MAX_POINTS = 600
+# The steps a long range of the raw tier is drawn at: multiples of every CloudWatch period the
+# pipeline collects at (60 s, 300 s), so that a step holds whole periods.
+STEPS = tuple(timedelta(minutes=m) for m in (5, 10, 15, 30, 60, 120, 360))
 
 
 def drawn_step(start: datetime, end: datetime) -> timedelta | None:
-    """None to draw every stored period; else the step the raw tier is drawn at."""
-    for longest, step in STEPS:
-        if end - start <= longest:
-            return step
-    return HOUR
+    """None to draw every stored period (a range of at most MAX_POINTS minutes); else the
+    smallest step that draws the range in at most MAX_POINTS points."""
+    if end - start <= MAX_POINTS * timedelta(minutes=1):
+        return None
+    return next((step for step in STEPS if (end - start) / step <= MAX_POINTS), STEPS[-1])
 
 
 def metric_series(
@@ -75,17 +180,16 @@ def metric_series(
     metric: str | None,
     start: str | datetime,
     end: str | datetime,
-    storage: StorageSettings | None = None,
+    reader: Reader,
     now: datetime | None = None,
 ) -> MetricSeries:
     """The metric (every metric when None) of the instance over [start, end) from the tier the
     analysts' extract would read (raw within its retention, else hourly); refused by name like
     the extract. A long range of the raw tier is drawn in steps (drawn_step): each step's mean
     of the averages, and the least minimum and greatest maximum."""
-    storage = storage or StorageSettings.from_env()
     now = naive_utc(now) if now else utc_now()
     choice = choose_tier(
-        parse_time("start", start, now), parse_time("end", end, now), None, storage, now
+        parse_time("start", start, now), parse_time("end", end, now), None, reader.storage, now
     )
     time_column, columns = choice.table.time_column, TIER_COLUMNS[choice.tier]
     step = drawn_step(choice.start, choice.end) if choice.tier == "raw" else None
@@ -100,7 +204,7 @@ def metric_series(
         drawn = "avg(average) AS average, min(minimum) AS minimum, max(maximum) AS maximum"
         group = "GROUP BY metric, 1, unit"
     only = "AND metric = $metric" if metric else ""
-    with connect(storage) as conn:
+    with reader.cursor() as conn:
         frame = conn.execute(
             f"""
             SELECT {ts}, metric, {drawn}, unit FROM {choice.table.name}
@@ -122,20 +226,22 @@ def metric_series(
     return MetricSeries(frame.drop(columns=["unit"]), units, choice)
 
 
-def inventory_markers(instance: Instance, storage: StorageSettings | None = None) -> list[Marker]:
+def inventory_markers(instance: Instance, reader: Reader) -> list[Marker]:
     """The instance's creation and each change of its class, from the inventory's history."""
-    storage = storage or StorageSettings.from_env()
-    key = vars(instance)
     where = "account_id = $account_id AND region = $region AND instance_id = $instance_id"
-    with connect(storage) as conn:
-        created = conn.execute(
-            f"SELECT create_time FROM {INSTANCES.name} WHERE {where}", key
+    with reader.cursor() as conn:
+        rows = conn.execute(
+            f"""
+            SELECT 0 AS version, create_time AS moment, NULL AS instance_class
+            FROM {INSTANCES.name} WHERE {where}
+            UNION ALL
+            SELECT 1, valid_from, instance_class FROM {INSTANCE_HISTORY.name} WHERE {where}
+            ORDER BY version, moment
+            """,
+            vars(instance),
         ).fetchall()
-        versions = conn.execute(
-            f"SELECT valid_from, instance_class FROM {INSTANCE_HISTORY.name} WHERE {where} "
-            "ORDER BY valid_from",
-            key,
-        ).fetchall()
+    created = [(at,) for version, at, _ in rows if version == 0]
+    versions = [(at, instance_class) for version, at, instance_class in rows if version == 1]
     markers = [Marker(at, "created") for (at,) in created if at is not None]
     for (_, before), (at, after) in pairwise(versions):
         if before != after:
@@ -146,17 +252,16 @@ def inventory_markers(instance: Instance, storage: StorageSettings | None = None
 def daily_p95(
     metric: str,
     days: int,
-    storage: StorageSettings | None = None,
+    reader: Reader,
     now: datetime | None = None,
 ) -> pd.DataFrame:
     """Per instance and UTC day of the last `days` (today included), the p95 of the metric's
     period averages in the raw tier: the fleet's heatmap. Columns account_id, region,
     instance_id, day, p95."""
-    storage = storage or StorageSettings.from_env()
     now = naive_utc(now) if now else utc_now()
     first_day = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days - 1)
-    choice = choose_tier(first_day, now, "raw", storage, now)
-    with connect(storage) as conn:
+    choice = choose_tier(first_day, now, "raw", reader.storage, now)
+    with reader.cursor() as conn:
         return conn.execute(
             f"""
             SELECT account_id, region, instance_id, date_trunc('day', ts) AS day,
@@ -169,21 +274,28 @@ def daily_p95(
         ).df()
 
 
-def fleet_inventory(storage: StorageSettings | None = None) -> pd.DataFrame:
+def fleet_inventory(reader: Reader) -> pd.DataFrame:
     """Every instance the inventory knows, with what the fleet page filters by: account,
     region, engine, class, status and tags (a dict)."""
-    with connect(storage) as conn:
-        rows = conn.execute(
-            f"""
-            SELECT account_id, region, instance_id, engine, instance_class, status, tags
-            FROM {INSTANCES.name} ORDER BY account_id, region, instance_id
-            """
-        ).fetchall()
-    columns = ["account_id", "region", "instance_id", "engine", "instance_class", "status"]
-    return pd.DataFrame(
-        [{**dict(zip(columns, row, strict=False)), "tags": dict(row[-1] or {})} for row in rows],
-        columns=[*columns, "tags"],
-    )
+
+    def read() -> pd.DataFrame:
+        with reader.cursor() as conn:
+            rows = conn.execute(
+                f"""
+                SELECT account_id, region, instance_id, engine, instance_class, status, tags
+                FROM {INSTANCES.name} ORDER BY account_id, region, instance_id
+                """
+            ).fetchall()
+        columns = ["account_id", "region", "instance_id", "engine", "instance_class", "status"]
+        return pd.DataFrame(
+            [
+                {**dict(zip(columns, row, strict=False)), "tags": dict(row[-1] or {})}
+                for row in rows
+            ],
+            columns=[*columns, "tags"],
+        )
+
+    return reader.remembered("fleet", read)
 
 
 def instances_of(frame: pd.DataFrame) -> list[Instance]:
@@ -194,16 +306,13 @@ def instances_of(frame: pd.DataFrame) -> list[Instance]:
     ]
 
 
-def last_day(
-    metric: str, storage: StorageSettings | None = None, now: datetime | None = None
-) -> pd.DataFrame:
+def last_day(metric: str, reader: Reader, now: datetime | None = None) -> pd.DataFrame:
     """Each instance's hourly mean of the metric's period averages over the last 24 hours, from
     the raw tier: the fleet page's small charts. Columns account_id, region, instance_id, hour,
     average."""
-    storage = storage or StorageSettings.from_env()
     now = naive_utc(now) if now else utc_now()
-    choice = choose_tier(now - timedelta(days=1), now, "raw", storage, now)
-    with connect(storage) as conn:
+    choice = choose_tier(now - timedelta(days=1), now, "raw", reader.storage, now)
+    with reader.cursor() as conn:
         return conn.execute(
             f"""
             SELECT account_id, region, instance_id, date_trunc('hour', ts) AS hour,
@@ -220,24 +329,23 @@ def wait_event_load(
     instance: Instance,
     start: str | datetime,
     end: str | datetime,
-    storage: StorageSettings | None = None,
+    reader: Reader,
     now: datetime | None = None,
 ) -> pd.DataFrame:
     """The instance's Performance Insights load by wait event over [start, end), within PI's
     retention: columns ts, dimension_key (the wait event), key_type, active_sessions. Empty
     for an instance without PI."""
-    storage = storage or StorageSettings.from_env()
     now = naive_utc(now) if now else utc_now()
     first, last = check_range(
         parse_time("start", start, now),
         parse_time("end", end, now),
-        storage.pi_retention_days,
+        reader.storage.pi_retention_days,
         now,
         "METRICS_PI_RETENTION_DAYS",
     )
-    with connect(storage) as conn:
-        if not table_exists(conn, PI_LOAD.name):
-            return pd.DataFrame(columns=["ts", "dimension_key", "key_type", "active_sessions"])
+    if not has_table(reader, PI_LOAD.name):  # a warehouse the pipeline has not migrated
+        return pd.DataFrame(columns=["ts", "dimension_key", "key_type", "active_sessions"])
+    with reader.cursor() as conn:
         return conn.execute(
             f"""
             SELECT ts, dimension_key, key_type, active_sessions FROM {PI_LOAD.name}
@@ -251,7 +359,7 @@ def wait_event_load(
 
 
 def coverage_cells(
-    storage: StorageSettings,
+    reader: Reader,
     now: datetime,
     backfill_days: int,
     settle_delay: timedelta,
@@ -263,7 +371,7 @@ def coverage_cells(
     hours = healing_hours(naive_utc(now), backfill_days, settle_delay)
     if not hours:
         return coverage([], [], {}, [])
-    with connect(storage) as conn:
+    with reader.cursor() as conn:
         inventory = read_inventory(conn)
         rows = conn.execute(
             f"""
@@ -276,9 +384,9 @@ def coverage_cells(
     return coverage(hours, inventory, settled, healing)
 
 
-def recent_runs(storage: StorageSettings | None = None, limit: int = 20) -> pd.DataFrame:
+def recent_runs(reader: Reader, limit: int = 20) -> pd.DataFrame:
     """The last runs' figures, newest first."""
-    with connect(storage) as conn:
+    with reader.cursor() as conn:
         return conn.execute(
             f"""
             SELECT finished_at, asset, window_start, window_end, instances, rows_written,
@@ -290,12 +398,12 @@ def recent_runs(storage: StorageSettings | None = None, limit: int = 20) -> pd.D
         ).df()
 
 
-def rightsizing_findings(storage: StorageSettings | None = None) -> pd.DataFrame:
+def rightsizing_findings(reader: Reader) -> pd.DataFrame:
     """The last rightsizing report, the instances to act on first (under-provisioned, then
     over-provisioned, then storage at risk)."""
-    with connect(storage) as conn:
-        if not table_exists(conn, RIGHTSIZING.name):
-            return pd.DataFrame(columns=RIGHTSIZING.column_names)
+    if not has_table(reader, RIGHTSIZING.name):  # a warehouse the pipeline has not migrated
+        return pd.DataFrame(columns=RIGHTSIZING.column_names)
+    with reader.cursor() as conn:
         return conn.execute(
             f"""
             SELECT * FROM {RIGHTSIZING.name}
@@ -310,12 +418,12 @@ def hourly_evidence(
     instance: Instance,
     start: datetime,
     end: datetime,
-    storage: StorageSettings | None = None,
+    reader: Reader,
 ) -> pd.DataFrame:
     """Per hour of [start, end) of the raw tier: the p95 of the CPU's period averages (%) and
     the least freeable memory (bytes), the two figures a rightsizing verdict rests on most.
     Columns hour, cpu_p95, freeable_memory_min."""
-    with connect(storage) as conn:
+    with reader.cursor() as conn:
         return conn.execute(
             f"""
             SELECT date_trunc('hour', ts) AS hour,
