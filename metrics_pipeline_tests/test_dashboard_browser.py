@@ -6,28 +6,17 @@ errors and no request may leave loopback."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import numpy as np
 import pytest
-from dagster import materialize
 
-from metrics_pipeline.hours import HOUR, floor_hour, partition_key, utc_now
-from metrics_pipeline.local_aws.fleet import SimulatedInstance, default_fleet
-from metrics_pipeline.local_aws.server import LocalAws, start
-from metrics_pipeline.local_aws.signals import series
+from metrics_pipeline.hours import HOUR
 from metrics_pipeline.local_aws.workload import workload
-from metrics_pipeline.rightsizing.assets import rightsizing_report
 from metrics_pipeline.rightsizing.classes import instance_class
-from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.browser import (
     ARTIFACTS,
     beyond_loopback,
@@ -35,104 +24,19 @@ from metrics_pipeline_tests.browser import (
     console_errors,
     requested_urls,
 )
-from metrics_pipeline_tests.helpers import (
-    free_port,
-    make_aws,
-    make_collection,
-    rds_instances,
-    rds_metrics,
-    rds_pi_load,
-    wait_for,
-)
+from metrics_pipeline_tests.dashboard_stack import PERIOD, Served, dashboard_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("dashboard_browser")]
 
-PERIOD = make_collection().period_seconds  # the tests' collection period
 MINUTE = 60
-
-
-@dataclass
-class Served:
-    """The dashboard's process, and what its warehouse was collected from."""
-
-    url: str
-    local: LocalAws
-    hours: list[datetime]  # the hours collected, oldest first
-    folder: Path
-
-    def simulated(self, instance_id: str) -> SimulatedInstance:
-        [found] = [s for s in self.local.simulator.fleet.values() if s.instance_id == instance_id]
-        return found
-
-    def averages(self, instance_id: str, metric: str) -> dict[datetime, float]:
-        """The period averages the local AWS serves for the collected hours."""
-        simulated = self.simulated(instance_id)
-        profile = self.local.simulator.profile(
-            simulated.account_id, simulated.region, simulated.instance_id
-        )
-        seconds, values = series(
-            profile, metric, "Average", PERIOD, self.hours[0], self.hours[-1] + HOUR,
-            datetime.now(UTC),
-        )  # fmt: skip
-        return {
-            datetime.fromtimestamp(s, UTC).replace(tzinfo=None): v
-            for s, v in zip(seconds.tolist(), values.tolist(), strict=True)
-        }
-
-
-# An instance of the default fleet with Performance Insights on, and its key.
+# An instance of the default fleet with Performance Insights on.
 WRITER = "shop-aurora-1"
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    folder = tmp_path_factory.mktemp("dashboard")
-    local = start(default_fleet(datetime.now(UTC)))
-    now = floor_hour(utc_now())
-    hours = [now - timedelta(hours=3), now - timedelta(hours=2)]
-    database = str(folder / "metrics.duckdb")
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "METRICS_DUCKDB_PATH": database,
-    }
-    env.pop("METRICS_WAREHOUSE", None)
-    env.pop("DAGSTER_HOME", None)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_ACCESS_KEY_ID", "local")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "local")
-        resources = {
-            "aws": make_aws(endpoint_url=local.url, pi_requests_per_second=1000),
-            "collection": make_collection(),
-            "warehouse": WarehouseResource(database=database),
-        }
-        assert materialize([rds_instances], resources=resources).success
-        for hour in hours:
-            assert materialize(
-                [rds_metrics, rds_pi_load], partition_key=partition_key(hour), resources=resources
-            ).success
-        # Two hours of three days decide nothing by default: judged on what there is, with
-        # thresholds that find every database outside Aurora too big.
-        thresholds = {"min_coverage": 0.01, "cpu_low_pct": 99.0, "connections_low": 1e6}
-        config = {"ops": {"rightsizing_report": {"config": thresholds}}}
-        assert materialize([rightsizing_report], resources=resources, run_config=config).success
-    port = free_port()
-    log = folder / "dashboard.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "metrics_pipeline.dashboard", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for(lambda: "dashboard on" in log.read_text(), 60, "the dashboard's banner")
-        yield Served(f"http://127.0.0.1:{port}", local, hours, folder)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        local.stop()
+    with dashboard_stack(tmp_path_factory.mktemp("dashboard"), hours=2) as stack:
+        yield stack
 
 
 PLOTTED = """
