@@ -116,7 +116,7 @@ def measure_pages(root: Path, instances: int, days: int, repeats: int) -> dict[s
                     "#instance-charts",
                     metrics,
                     repeats,
-                ),  # fmt: skip
+                ),
             }
         finally:
             browser.quit()
@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="dashboard-pages-") as folder:
-        print(json.dumps(measure_pages(Path(folder), args.instances, args.days, args.repeats)))
+        measured = measure_pages(Path(folder), args.instances, args.days, args.repeats)
+    print(json.dumps(measured))
 
 
 if __name__ == "__main__":

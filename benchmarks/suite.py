@@ -29,6 +29,8 @@ import duckdb
 
 from benchmarks.analyst_queries import measure_queries
 from benchmarks.collect import REGIONS
+from benchmarks.dashboard_pages import TARGET_SECONDS as TARGET_DASHBOARD_SECONDS
+from benchmarks.dashboard_pages import measure_pages
 from benchmarks.local_fleet import PROJECT_ROOT, local_aws
 from benchmarks.tick_growth import measure_storage
 from metrics_pipeline.catalog import RDS_INSTANCE_DEFAULTS
@@ -68,6 +70,7 @@ class Size:
     baseline_hours: int
     history: HistorySize
     pi_window: tuple[int, int]  # (instances with PI on, hours) of Performance Insights' load
+    dashboard: tuple[int, int]  # (instances, days of the raw tier) the dashboard's pages show
     extra_fleet: tuple[int, int] | None = None  # (instances, hours): memory at another shape
 
 
@@ -79,6 +82,7 @@ SIZES = {
         2,
         HistorySize(4, 3, 4, 1, 3, 3, 1, 2, 1),
         pi_window=(4, 2),
+        dashboard=(6, 1),
     ),
     "small": Size(
         100,
@@ -87,6 +91,7 @@ SIZES = {
         6,
         HistorySize(100, 60, 50, 3, 60, 50, 3, 30, 3),
         pi_window=(100, 3),
+        dashboard=(100, 7),
     ),
     "full": Size(
         500,
@@ -95,6 +100,7 @@ SIZES = {
         6,
         HistorySize(500, 455, 200, 30, 455, 200, 7, 90, 3),
         pi_window=(500, 3),
+        dashboard=(500, 7),
         extra_fleet=(2000, 24),
     ),
 }
@@ -121,6 +127,7 @@ class Results:
     tick_growth: dict[str, Any] = field(default_factory=dict)  # tick_growth.measure_storage
     queries: list[dict[str, Any]] = field(default_factory=list)  # analyst_queries
     history_server_cpu_seconds: float = 0.0  # the local AWS's, during the hourly backfill
+    dashboard: dict[str, Any] = field(default_factory=dict)  # dashboard_pages.measure_pages
 
 
 def measure(
@@ -195,6 +202,10 @@ def run_suite(size_name: str, folder: Path, log: Any = print) -> Results:
         log(f"Performance Insights' load: {hours} h of {instances} instances")
         results.runs["pi"] = measure("pi", aws.endpoint, hours, size.metrics, folder / "pi")
     run_history(size, folder, results, log)
+    instances, days = size.dashboard
+    log(f"the dashboard's pages: {instances} instances, {days} days")
+    (folder / "dashboard").mkdir()
+    results.dashboard = measure_pages(folder / "dashboard", instances, days, repeats=5)
     if size.extra_fleet:
         instances, hours = size.extra_fleet
         with local_aws(instances, folder) as aws:
@@ -375,7 +386,23 @@ def table(results: Results) -> list[tuple[str, str, str, str]]:
             f"{other.figures['cloudwatch_requests'] / ours.figures['cloudwatch_requests']:.1f}x "
             "our requests",
         ))  # fmt: skip
-    return [*rows, pi_row(results), *history_rows(results)]
+    return [*rows, pi_row(results), *history_rows(results), dashboard_row(results)]
+
+
+def dashboard_row(results: Results) -> tuple[str, str, str, str]:
+    """The fleet's and an instance's week drawn in Chromium, against the app's page without a
+    chart measured beside them."""
+    pages = results.dashboard
+    slowest = max(pages["fleet_seconds"], pages["instance_seconds"])
+    return (
+        f"dashboard drawn in a browser, {pages['instances']} instances × {pages['days']} days "
+        f"({pages['rows']:,} rows; median of 5 warm loads)",
+        f"fleet {pages['fleet_seconds']:.2f} s ({pages['fleet_to_baseline']}x the chartless "
+        f"page), an instance's week {pages['instance_seconds']:.2f} s "
+        f"({pages['instance_to_baseline']}x)",
+        f"<= {TARGET_DASHBOARD_SECONDS:g} s each",
+        "met" if slowest <= TARGET_DASHBOARD_SECONDS else "missed",
+    )
 
 
 def pi_row(results: Results) -> tuple[str, str, str, str]:

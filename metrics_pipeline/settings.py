@@ -485,7 +485,7 @@ class Settings(StorageSettings):
     )
     dashboard_url: str = setting(
         "METRICS_DASHBOARD_URL",
-        "the address of the dashboard (`python -m metrics_pipeline.dashboard`, which "
+        "the address of the dashboard (the module `metrics_pipeline.dashboard`, which "
         "`scripts/start.sh` serves), linked from `pipeline_health` and `rightsizing_report` in "
         "the Dagster UI",
         lambda name, text: parse_http_url(name, text),

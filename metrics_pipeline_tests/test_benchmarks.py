@@ -76,9 +76,14 @@ def test_the_ci_size_runs_and_meets_the_request_and_memory_bounds(tmp_path: Path
     assert pi["pi_requests"] == pi_hours * sum(-(-n // 25) for n in entries)
     assert pi["rows_written"] == pi_hours * 60 * sum(n - len(PI_GROUPS) + 1 for n in entries)
 
+    # The dashboard: the fleet of 6 instances with a day of 300 s periods, its pages drawn.
+    dashboard = results.dashboard
+    assert dashboard["rows"] == 6 * 14 * 288 and dashboard["metrics"] == 14
+    assert all(dashboard[f"{page}_seconds"] > 0 for page in ("baseline", "fleet", "instance"))
+
     rows_of_table = table(results)
     history_rows = 2 + 2 + 3 + len(analyst_queries.QUERIES)
-    assert len(rows_of_table) == 3 + len(size.windows) + 1 + 2 + 1 + history_rows
+    assert len(rows_of_table) == 3 + len(size.windows) + 1 + 2 + 1 + history_rows + 1
     assert all(any(ch.isdigit() for ch in measured) for _, measured, _, _ in rows_of_table)
     assert markdown(results).count("\n| ") == len(rows_of_table) + 1
 

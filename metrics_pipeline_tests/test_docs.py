@@ -203,6 +203,13 @@ COVERED = {
 }
 
 EXEMPT = {
+    ".venv/bin/python -m metrics_pipeline.dashboard --port 8050": "serves until stopped: "
+    "test_dashboard_browser.py starts it (metrics_pipeline_tests/dashboard_stack.py) and "
+    "test_start_end_to_end.py reads the one start.sh starts",
+    ".venv/bin/python scripts/dashboard_screenshots.py": "rewrites docs/images/dashboard-*.png "
+    "from test_dashboard_browser.py's stack, which runs in CI",
+    ".venv/bin/python -m benchmarks.dashboard_pages": "a benchmark of several minutes; "
+    "test_benchmarks.py runs it at the ci size within the suite",
     ". .dagster/reader.env": "the banner's read command, which "
     "test_the_banners_read_command_reads_this_stacks_warehouse_from_any_shell runs from "
     "another shell with the stack's own DAGSTER_HOME",

@@ -1,7 +1,7 @@
 """The dashboard's pages as images for docs/analysts.md, from the browser test's stack (the
 local AWS's default fleet, its last six settled hours collected):
 
-    .venv/bin/python scripts/dashboard_screenshots.py        # writes docs/images/dashboard-*.png
+    .venv/bin/python scripts/dashboard_screenshots.py   # the pages' images, into docs/images/
 """
 
 from __future__ import annotations
