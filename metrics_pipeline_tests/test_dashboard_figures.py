@@ -44,11 +44,11 @@ def test_the_average_is_drawn_between_its_minimum_and_maximum() -> None:
     assert figure.layout.yaxis.title.text == "Percent"
 
 
-def test_a_tier_with_percentiles_adds_its_p95_and_the_inventory_its_moments() -> None:
+def test_a_tier_with_percentiles_adds_its_p95_and_p99_and_the_inventory_its_moments() -> None:
     created = START - timedelta(hours=1)
     figure = checked(
         metric_figure(
-            frame(average=[2.0, 3.0], p95=[2.5, 3.5]),
+            frame(average=[2.0, 3.0], p95=[2.5, 3.5], p99=[2.9, 3.9]),
             "DatabaseConnections",
             None,
             [Marker(created, "created"), Marker(START, "db.r6g.large → db.r6g.xlarge")],
@@ -57,7 +57,9 @@ def test_a_tier_with_percentiles_adds_its_p95_and_the_inventory_its_moments() ->
     assert [(t.name, list(t.y)) for t in figure.data] == [
         ("average", [2.0, 3.0]),
         ("p95", [2.5, 3.5]),
+        ("p99", [2.9, 3.9]),
     ]
+    assert [t.line.dash for t in figure.data[1:]] == ["dash", "dot"]
     assert [(shape.x0, shape.type) for shape in figure.layout.shapes] == [
         (created, "line"),
         (START, "line"),

@@ -28,11 +28,12 @@ class Marker:
 def metric_figure(
     frame: pd.DataFrame, metric: str, unit: str | None, markers: Sequence[Marker] = ()
 ) -> dict[str, Any]:
-    """A metric over time: its average as a line, the minimum to maximum as a band around it, the
-    p95 (where the tier has it) as a dashed line, and the inventory's moments as vertical
-    lines. `frame` has the columns ts and average, and optionally minimum, maximum, p95. A
-    plain figure dictionary (the tests check it against plotly's schema): an instance's page
-    draws a chart per metric, and building a checked Figure takes plotly some 17 ms each."""
+    """A metric over time: its average as a line, the minimum to maximum as a band around it,
+    the p95 and p99 (where the tier has them) as dashed and dotted lines, and the inventory's
+    moments as vertical lines. `frame` has the columns ts and average, and optionally minimum,
+    maximum, p95, p99. A plain figure dictionary (the tests check it against plotly's schema):
+    an instance's page draws a chart per metric, and building a checked Figure takes plotly
+    some 17 ms each."""
     frame = frame.sort_values("ts")
     x = list(frame["ts"])
     traces: list[dict[str, Any]] = []
@@ -48,11 +49,12 @@ def metric_figure(
         {"type": "scatter", "x": x, "y": list(frame["average"]), "name": "average",
          "mode": "lines", "line": {"color": LINE_COLOUR}}
     )  # fmt: skip
-    if "p95" in frame.columns and frame["p95"].notna().any():
-        traces.append(
-            {"type": "scatter", "x": x, "y": list(frame["p95"]), "name": "p95", "mode": "lines",
-             "line": {"color": P95_COLOUR, "dash": "dash"}}
-        )  # fmt: skip
+    for percentile, dash in (("p95", "dash"), ("p99", "dot")):
+        if percentile in frame.columns and frame[percentile].notna().any():
+            traces.append(
+                {"type": "scatter", "x": x, "y": list(frame[percentile]), "name": percentile,
+                 "mode": "lines", "line": {"color": P95_COLOUR, "dash": dash}}
+            )  # fmt: skip
     layout = {
         "title": {"text": metric},
         "yaxis": {"title": {"text": unit or ""}},
