@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -62,6 +63,7 @@ def stack() -> Iterator[ScaleOutStack]:
     env = {
         **os.environ,
         "DAGSTER_PORT": str(free_port()),
+        "DASHBOARD_PORT": str(free_port()),
         "LOCAL_AWS_PORT": str(aws_port),
         "POSTGRES_PORT": str(postgres_port),
         "LAKE_S3_PORT": str(free_port()),
@@ -218,6 +220,58 @@ def test_the_banners_read_command_reads_the_lake_from_any_shell(
         f"metrics-pipeline: read the lake {lake.label} (METRICS_WAREHOUSE)"
     ]
     assert "orders-db" in done.stdout
+
+
+def test_the_dashboard_draws_the_lake_read_with_the_readers_role(stack: ScaleOutStack) -> None:
+    """The banner's dashboard reads the lake as an analyst does (the read-only role and S3
+    keys of reader.env) and draws every instance with data in the fleet's heatmap."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from metrics_pipeline_tests.browser import (
+        beyond_loopback,
+        chromium,
+        console_errors,
+        requested_urls,
+    )
+
+    [url] = [
+        line.split("Dashboard:", 1)[1].split()[0]
+        for line in stack.output.read_text().splitlines()
+        if "Dashboard:" in line
+    ]
+
+    def with_cpu() -> set[str]:
+        return set(
+            stack.query(
+                "SELECT DISTINCT instance_id FROM rds_metrics WHERE metric = 'CPUUtilization'"
+            )
+        )
+
+    wait_for(lambda: bool(with_cpu()), 600, "the first data in the lake")
+    collected = with_cpu()
+    script = """
+    const plot = document.querySelector('#fleet-heatmap .js-plotly-plot');
+    return plot && plot._fullData && plot._fullData.length ? Array.from(plot._fullData[0].y) : null;
+    """
+    with chromium() as browser:
+        # The dashboard's reader is at most 30 s old: it shows the first data within that.
+        def drawn(b: Any) -> list[str] | None:
+            b.get(url)
+            labels = WebDriverWait(b, 30, poll_frequency=1).until(
+                lambda d: d.execute_script(script)
+            )
+            return labels if collected <= {label.split(" (")[0] for label in labels} else None
+
+        # A page drawn from a reader older than the first data shows no heatmap: load again.
+        labels = WebDriverWait(
+            browser, 180, poll_frequency=5, ignored_exceptions=(TimeoutException,)
+        ).until(drawn)
+        errors = console_errors(browser)
+        leaving = beyond_loopback(requested_urls(browser))
+    assert collected <= {label.split(" (")[0] for label in labels}
+    assert errors == []
+    assert leaving == []
 
 
 def test_ctrl_c_stops_everything_postgresql_too(stack: ScaleOutStack) -> None:

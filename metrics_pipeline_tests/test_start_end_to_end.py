@@ -1,6 +1,8 @@
 """The README's one command, driven as a new user would: start, see data arrive, look at the
 UI in a real browser, stop with Ctrl-C, nothing left running."""
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import json

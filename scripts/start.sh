@@ -198,8 +198,11 @@ done
 # The dashboard reads as an analyst in another shell would: with this stack's reader settings
 # (the read-only role and keys of the scale-out stack), on loopback, without login.
 dashboard_port=${DASHBOARD_PORT:-8050}
-spawn bash -c '. "$0" && exec .venv/bin/python -u -m metrics_pipeline.dashboard --port "$1"' \
-  "$reader_env" "$dashboard_port" >"$DAGSTER_HOME/dashboard.log" 2>&1
+# Dagster's run records tell it the hours being healed; the scale-out stack's database has no
+# read-only role to read them with, so there it does without.
+spawn bash -c '. "$0" || exit; if [ "$2" = 1 ]; then unset DAGSTER_HOME; fi
+exec .venv/bin/python -u -m metrics_pipeline.dashboard --port "$1"' \
+  "$reader_env" "$dashboard_port" "$scale_out" >"$DAGSTER_HOME/dashboard.log" 2>&1
 wait_for_banner "$DAGSTER_HOME/dashboard.log" "dashboard on"
 
 interval=${METRICS_FRESH_INTERVAL_MINUTES:-15}
