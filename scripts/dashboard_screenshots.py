@@ -40,26 +40,28 @@ def settled_charts(browser: object, seconds: float = 1.5) -> int:
 
 def main() -> None:
     IMAGES.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="dashboard-screenshots-") as folder:
-        with dashboard_stack(Path(folder), hours=6) as stack:
-            writer = stack.simulated(WRITER)
-            key = f"{writer.account_id}/{writer.region}/{WRITER}"
-            pages = {
-                "fleet": "/",
-                "instance": "/instance?" + urlencode({"instance": key, "range": "day"}),
-                "coverage": "/coverage",
-                "rightsizing": "/rightsizing",
-            }
-            browser = start_chromium(1280, 1400)
-            try:
-                for name, path in pages.items():
-                    browser.get(stack.url + path)
-                    charts = settled_charts(browser)
-                    image = IMAGES / f"dashboard-{name}.png"
-                    browser.save_screenshot(str(image))
-                    print(f"{image.relative_to(PROJECT_ROOT)}: {charts} chart(s)")
-            finally:
-                browser.quit()
+    with (
+        tempfile.TemporaryDirectory(prefix="dashboard-screenshots-") as folder,
+        dashboard_stack(Path(folder), hours=6) as stack,
+    ):
+        writer = stack.simulated(WRITER)
+        key = f"{writer.account_id}/{writer.region}/{WRITER}"
+        pages = {
+            "fleet": "/",
+            "instance": "/instance?" + urlencode({"instance": key, "range": "day"}),
+            "coverage": "/coverage",
+            "rightsizing": "/rightsizing",
+        }
+        browser = start_chromium(1280, 1400)
+        try:
+            for name, path in pages.items():
+                browser.get(stack.url + path)
+                charts = settled_charts(browser)
+                image = IMAGES / f"dashboard-{name}.png"
+                browser.save_screenshot(str(image))
+                print(f"{image.relative_to(PROJECT_ROOT)}: {charts} chart(s)")
+        finally:
+            browser.quit()
 
 
 if __name__ == "__main__":
