@@ -283,11 +283,13 @@ def test_without_a_period_one_is_chosen_for_at_most_200_datapoints(
     )
     timestamps, _ = points(answer["MetricList"][0])
     assert timestamps == [PEAK + timedelta(minutes=n) for n in range(1, 61)]
+    # A whole day that has passed whatever the time of day the test runs at.
+    day_start = NOW - 25 * HOUR
     day = metrics(
         pi,
         resource_ids["orders-pg"],
-        PEAK,
-        PEAK + 24 * HOUR,
+        day_start,
+        day_start + 24 * HOUR,
         MetricQueries=[{"Metric": "db.load.avg"}],
     )
     assert len(day["MetricList"][0]["DataPoints"]) == 24

@@ -242,11 +242,12 @@ def test_the_dashboard_draws_the_lake_read_with_the_readers_role(stack: ScaleOut
     ]
 
     def with_cpu() -> set[str]:
-        return set(
-            stack.query(
-                "SELECT DISTINCT instance_id FROM rds_metrics WHERE metric = 'CPUUtilization'"
-            )
+        """The instances with CPU data in the lake; none before its first write."""
+        sql = "SELECT DISTINCT instance_id FROM rds_metrics WHERE metric = 'CPUUtilization'"
+        done = subprocess.run(
+            [CLI, "query", sql, "-f", "csv"], env=stack.env, capture_output=True, text=True
         )
+        return set(done.stdout.splitlines()[1:]) if done.returncode == 0 else set()
 
     wait_for(lambda: bool(with_cpu()), 600, "the first data in the lake")
     collected = with_cpu()
