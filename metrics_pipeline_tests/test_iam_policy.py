@@ -8,7 +8,7 @@ import json
 import re
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
@@ -18,7 +18,14 @@ from metrics_pipeline.hours import partition_key
 from metrics_pipeline.local_aws.fleet import reader_role_arn, simulated_accounts
 from metrics_pipeline.warehouse.lake import Lake
 from metrics_pipeline_tests.conftest import S3Server
-from metrics_pipeline_tests.helpers import DAGSTER, PROJECT_ROOT, free_port, pipeline_env, wait_for
+from metrics_pipeline_tests.helpers import (
+    DAGSTER,
+    PROJECT_ROOT,
+    busy_hour,
+    free_port,
+    pipeline_env,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.scale_out]
 
@@ -94,7 +101,7 @@ def test_the_policies_grant_exactly_what_the_pipeline_calls(
             PYTHONPATH=str(RECORDER),
         )
         logged_before = s3_server.request_log.stat().st_size
-        hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+        hour = busy_hour(datetime.now(UTC))  # load: statements to ask the whole text of
         module = ["asset", "materialize", "-m", "metrics_pipeline.definitions", "--select"]
         for command in (
             [DAGSTER, *module, "rds_instances"],

@@ -38,6 +38,7 @@ from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import (
     TEST_PARTITIONS,
     TEST_SETTINGS,
+    busy_hour,
     make_aws,
     make_collection,
     rds_instances,
@@ -190,7 +191,7 @@ def served(
 def test_pi_load_is_what_the_local_aws_served_once_per_instance_hour(
     local_aws: LocalAws, warehouse: WarehouseResource, instance: DagsterInstance
 ) -> None:
-    hour = floor_hour(NOW) - timedelta(hours=5)
+    hour = busy_hour(NOW, ago=5 * HOUR)  # load: every group has keys
     resources = {
         "aws": make_aws(endpoint_url=local_aws.url, pi_requests_per_second=1000),
         "collection": make_collection(),
@@ -395,7 +396,7 @@ def test_statements_with_their_literals_and_whole_text_only_when_asked(
         "warehouse": warehouse,
     }
     assert materialize([rds_instances], instance=instance, resources=resources).success
-    first = floor_hour(NOW) - timedelta(hours=4)
+    first = busy_hour(NOW, ago=5 * HOUR) - HOUR  # the statements have load in every minute
     asked = []
     for hour in (first, first + HOUR):
         result = materialize(

@@ -15,11 +15,12 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from metrics_pipeline.collection.cloudwatch import build_queries
-from metrics_pipeline.local_aws.fleet import SimulatedInstance, default_fleet
+from metrics_pipeline.local_aws.fleet import SimulatedInstance, default_fleet, simulated_accounts
 from metrics_pipeline.local_aws.server import LocalAws, start
-from metrics_pipeline.local_aws.signals import series
+from metrics_pipeline.local_aws.signals import MINUTE, minute_values, series
 from metrics_pipeline.local_aws.simulator import Faults
 from metrics_pipeline.warehouse.instances import Instance
+from metrics_pipeline_tests.helpers import busy_hour
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 HOUR = NOW.replace(minute=0) - timedelta(hours=3)
@@ -136,6 +137,28 @@ def test_shapes_look_like_databases() -> None:
     _, free = series(profile, "FreeStorageSpace", "Average", 3600, week_start, week_end, week_end)
     assert free[-1] < free[0]  # a slow storage leak
     assert np.all((cpu >= 0) & (cpu <= 100))
+
+
+@pytest.mark.parametrize(
+    "now",
+    [datetime(2026, 12, 7, 2, 40, tzinfo=UTC), datetime(2026, 12, 5, 23, 5, tzinfo=UTC), NOW],
+    ids=["monday-night", "saturday-night", "now"],
+)
+def test_every_database_has_load_in_each_minute_of_the_busy_hour_and_the_one_before(
+    now: datetime,
+) -> None:
+    """What the tests that need load (statements, wait events) rely on, whatever the hour
+    they run at: a recent hour may be a night without any."""
+    hour = busy_hour(now)
+    assert now - timedelta(hours=26) < hour <= now - timedelta(hours=2)
+    first = int((hour - timedelta(hours=1)).timestamp()) // MINUTE
+    minutes = np.arange(first, first + 120, dtype=np.int64)
+    fleet = default_fleet(now, accounts=simulated_accounts(2))
+    for simulated in fleet:
+        assert (minute_values(simulated.profile(7), "DBLoad", minutes) > 0).all(), simulated
+    night = minutes - 12 * 60
+    quiet = [s for s in fleet if (minute_values(s.profile(7), "DBLoad", night) == 0).any()]
+    assert quiet  # the hours the helper avoids
 
 
 def test_stopped_and_new_instances_have_data_only_when_alive(local_aws: LocalAws) -> None:

@@ -73,11 +73,16 @@ def _minutes(start: datetime, end: datetime) -> np.ndarray:
     return np.arange(first, last, dtype=np.int64)
 
 
+# Every simulated database is busiest at this hour (UTC) and quiet around midnight, with no
+# active session (no DB load) on most nights.
+PEAK_HOUR_UTC = 14
+
+
 def load(profile: Profile, minutes: np.ndarray) -> np.ndarray:
-    """Utilisation in [0, ~1.3]: daily peak mid-afternoon UTC, quieter weekends, noise, spikes."""
+    """Utilisation in [0, ~1.3]: daily peak at PEAK_HOUR_UTC, quieter weekends, noise, spikes."""
     key = stable_key(profile.seed, profile.instance_id, "load")
     minute_of_day = minutes % DAY_MINUTES
-    daily = 0.5 + 0.5 * np.sin(2 * np.pi * (minute_of_day / DAY_MINUTES - 8 / 24))
+    daily = 0.5 + 0.5 * np.cos(2 * np.pi * (minute_of_day / DAY_MINUTES - PEAK_HOUR_UTC / 24))
     weekday = ((minutes // DAY_MINUTES) + 3) % 7  # 1970-01-01 was a Thursday: 0 = Monday
     weekly = np.where(weekday >= 5, 0.6, 1.0)
     noise = 0.12 * (uniform(key, minutes) - 0.5)
