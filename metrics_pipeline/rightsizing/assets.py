@@ -9,7 +9,6 @@ over the trailing 3 days; the verdicts are pure functions of it (`assess`,
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 import duckdb
@@ -32,6 +31,7 @@ from metrics_pipeline.history.keys import RDS_METRICS_HOURLY
 from metrics_pipeline.hours import utc_now
 from metrics_pipeline.metadata import markdown_table, table_asset
 from metrics_pipeline.rightsizing.serving import NOT_SERVING, SERVING_CTE
+from metrics_pipeline.rightsizing.verdicts import Verdict
 from metrics_pipeline.rightsizing.windows import (
     WINDOW_DAYS,
     read_windows,
@@ -51,13 +51,6 @@ from metrics_pipeline.warehouse.tables import RIGHTSIZING
 WINDOW = timedelta(days=3)
 MIB = 1024**2
 GIB = 1024**3
-
-
-class Verdict(StrEnum):
-    OVER = "over-provisioned"
-    UNDER = "under-provisioned"
-    OK = "ok"
-    INSUFFICIENT_DATA = "insufficient data"
 
 
 class RightsizingConfig(Config):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from metrics_pipeline.rightsizing.verdicts import Verdict
+
 # Each size's vCPUs in the m and r families.
 _SIZES = {
     "large": 2, "xlarge": 4, "2xlarge": 8, "4xlarge": 16, "8xlarge": 32,
@@ -72,9 +74,9 @@ def suggested_class(name: str | None, verdict: str) -> InstanceClass | None:
     in its own family; None when the class is unknown, the family has no such size, or the
     verdict asks for no change of class."""
     current = instance_class(name)
-    if current is None or verdict not in ("over-provisioned", "under-provisioned"):
+    if current is None or verdict not in (Verdict.OVER, Verdict.UNDER):
         return None
     family = current.name.rsplit(".", 1)[0]
     sizes = [c for c in CLASSES.values() if c.name.rsplit(".", 1)[0] == family]
-    at = sizes.index(current) + (-1 if verdict == "over-provisioned" else 1)
+    at = sizes.index(current) + (-1 if verdict == Verdict.OVER else 1)
     return sizes[at] if 0 <= at < len(sizes) else None
