@@ -11,6 +11,7 @@ The load by user and by host, and the SQL text, name people: they are read only 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import datetime
 
 import duckdb
@@ -107,11 +108,13 @@ def top_load(
     personal: bool = False,
     storage: StorageSettings | None = None,
     now: datetime | None = None,
+    reader: duckdb.DuckDBPyConnection | None = None,
 ) -> pd.DataFrame:
     """Each instance's `top` keys of `group` over [start, end) by average active sessions,
     with their share of its load; with `baseline` (a window's start and end), the average
     then and the change, the top keys being those that changed most. SQL digests come with
-    their text when `personal`."""
+    their text when `personal`. Read with `reader`, a sandboxed reader already open (the
+    dashboard's), or else a new one."""
     storage = storage or StorageSettings.from_env()
     now = naive_utc(now) if now else utc_now()
     _check_group(group, personal)
@@ -137,7 +140,7 @@ def top_load(
                 setting,
             )
         )
-    with connect(storage) as conn:
+    with nullcontext(reader) if reader is not None else connect(storage) as conn:
         if not table_exists(conn, PI_LOAD.name):
             raise QueryError(
                 f"the warehouse has no {PI_LOAD.name} yet: the pipeline creates it when it "

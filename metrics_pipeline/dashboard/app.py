@@ -285,10 +285,11 @@ def load_charts(reader: Reader, instance: Instance, start: str, now: datetime) -
         return []  # the range is older than Performance Insights keeps
     if load.empty:
         return []
-    top = top_load(
-        start, "now", group="db.sql_tokenized", instances=[instance.instance_id],
-        accounts=[instance.account_id], top=10, storage=reader.storage, now=now,
-    )  # fmt: skip
+    with reader.cursor() as conn:
+        top = top_load(
+            start, "now", group="db.sql_tokenized", instances=[instance.instance_id],
+            accounts=[instance.account_id], top=10, storage=reader.storage, now=now, reader=conn,
+        )  # fmt: skip
     top = top[top["region"] == instance.region][["dimension_key", "active_sessions", "share"]]
     return [
         html.Div(
