@@ -1,12 +1,12 @@
 """The hours being healed: the ranges of the raw tier's healing runs queued or running in the
-Dagster instance of DAGSTER_HOME, read from its run records and never written."""
+deployment's Dagster instance, read from its run records and never written."""
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from metrics_pipeline.healing.progress import read_deployment_runs
 from metrics_pipeline.hours import parse_partition_key
 
 if TYPE_CHECKING:
@@ -36,16 +36,6 @@ def healing_ranges(instance: DagsterInstance) -> list[tuple[datetime, datetime]]
 
 
 def raw_healing_ranges() -> list[tuple[datetime, datetime]]:
-    """healing_ranges of the Dagster instance of DAGSTER_HOME; none without one (an analyst's
-    machine) or when it cannot be read (the scale-out stack's reader may not read Dagster's
-    database): the coverage page then shows those hours missing."""
-    if not os.environ.get("DAGSTER_HOME"):
-        return []
-    # Dagster is imported here only: the dashboard's readers start without it.
-    from dagster import DagsterError, DagsterInstance
-
-    try:
-        with DagsterInstance.get() as instance:
-            return healing_ranges(instance)
-    except (DagsterError, OSError):
-        return []
+    """healing_ranges of the deployment's Dagster instance; none where its run records cannot
+    be read: the coverage page then shows those hours missing."""
+    return read_deployment_runs(healing_ranges) or []

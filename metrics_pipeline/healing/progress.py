@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from metrics_pipeline.healing.gaps import HistoryProgress, history_progress
 from metrics_pipeline.hours import HOUR, healing_hours, utc_now
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from dagster import DagsterInstance
 
 WAITING_LINE = "history: waiting for the first collection"
+
+T = TypeVar("T")
 
 
 def healing_runs_in_flight(instance: DagsterInstance, job_name: str | None = None) -> int:
@@ -48,23 +50,29 @@ def healing_runs_in_flight(instance: DagsterInstance, job_name: str | None = Non
     return instance.get_runs_count(runs)
 
 
-def deployment_healing_runs() -> int | None:
-    """The raw look-back's healing runs queued or running in the Dagster instance of
-    DAGSTER_HOME (not the hourly tier's, whose days this progress does not count); None
-    without one (an analyst's machine) or when it cannot be read: the progress is told
-    without them."""
+def read_deployment_runs(read: Callable[[DagsterInstance], T]) -> T | None:
+    """What `read` finds in the run records of the Dagster instance of DAGSTER_HOME; None
+    without one (an analyst's machine) or when they cannot be read (the scale-out stack's
+    reader role may not read Dagster's database)."""
     if not os.environ.get("DAGSTER_HOME"):
         return None
-    # Dagster is imported here only: the analysts' commands start without it.
+    # Dagster is imported here only: the analysts' commands and the dashboard start without it.
     from dagster import DagsterError, DagsterInstance
-
-    from metrics_pipeline.dagster_runs import RAW_HEALING_JOB
 
     try:
         with DagsterInstance.get() as instance:
-            return healing_runs_in_flight(instance, RAW_HEALING_JOB)
+            return read(instance)
     except (DagsterError, OSError):
         return None
+
+
+def deployment_healing_runs() -> int | None:
+    """The raw look-back's healing runs queued or running in the deployment (not the hourly
+    tier's, whose days this progress does not count); None where they cannot be read: the
+    progress is told without them."""
+    from metrics_pipeline.dagster_runs import RAW_HEALING_JOB
+
+    return read_deployment_runs(lambda instance: healing_runs_in_flight(instance, RAW_HEALING_JOB))
 
 
 def read_progress(
