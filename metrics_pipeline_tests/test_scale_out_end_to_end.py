@@ -21,6 +21,7 @@ import pytest
 
 from metrics_pipeline.local_aws.fleet import default_fleet, simulated_accounts
 from metrics_pipeline.local_aws.signals import series
+from metrics_pipeline.local_postgres.server import start as start_postgres
 from metrics_pipeline.warehouse.lake import Lake
 from metrics_pipeline_tests.helpers import PROJECT_ROOT, free_port, wait_for
 
@@ -277,7 +278,10 @@ def test_the_dashboard_draws_the_lake_read_with_the_readers_role(stack: ScaleOut
 
 def test_ctrl_c_stops_everything_postgresql_too(stack: ScaleOutStack) -> None:
     """The local PostgreSQL's postmaster is in its launcher's process group: stopping the
-    stack stops it, and nothing of the session is left."""
+    stack stops it, and nothing of the session is left. It stops after Dagster: the runs
+    Ctrl-C interrupts record how they ended in its run storage."""
+    in_flight = "SELECT count(*) FROM runs WHERE status IN ('STARTING', 'STARTED')"
+    wait_for(lambda: stack.dagster_rows(in_flight)[0][0] > 0, 300, "a run in flight")
     os.killpg(stack.process.pid, signal.SIGINT)
     stack.process.wait(timeout=120)
     left = subprocess.run(
@@ -289,3 +293,8 @@ def test_ctrl_c_stops_everything_postgresql_too(stack: ScaleOutStack) -> None:
     assert [line for line in left if line.split()[1][0] != "Z"] == []
     with pytest.raises(psycopg2.OperationalError):
         psycopg2.connect(f"host=127.0.0.1 port={stack.postgres_port} user=metrics dbname=lake")
+    postgres = start_postgres(stack.folder / "postgres", stack.postgres_port)
+    try:
+        assert stack.dagster_rows(in_flight) == [(0,)]
+    finally:
+        postgres.stop()

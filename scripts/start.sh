@@ -68,10 +68,16 @@ groups_alive() {  # whether a process of the services' groups is left (not count
   ps -A -o pgid=,stat= | awk -v groups=" ${children[*]} " \
     'index(groups, " " $1 " ") && $2 !~ /^Z/ { alive = 1 } END { exit !alive }'
 }
+group_alive() {  # whether a process of the service group $1 is left (not counting zombies)
+  ps -A -o pgid=,stat= | awk -v group="$1" '$1 == group && $2 !~ /^Z/ { alive = 1 } END { exit !alive }'
+}
+signal_group() {
+  kill "-$1" -- "-$2" 2>/dev/null || kill "-$1" "$2" 2>/dev/null || true
+}
 signal_groups() {
   local pid
   for pid in "${children[@]}"; do
-    kill "-$1" -- "-$pid" 2>/dev/null || kill "-$1" "$pid" 2>/dev/null || true
+    signal_group "$1" "$pid"
   done
 }
 stop() {
@@ -82,13 +88,16 @@ stop() {
   hurry=0
   # Each whole group, as Ctrl-C in a terminal would signal a `dagster dev` of its own: the
   # webserver, the daemon, the code servers and the runs' processes stop as Dagster intends.
-  signal_groups INT
+  # The last started first: the runs Dagster interrupts record how they ended in its run
+  # storage and the warehouse before PostgreSQL and S3 stop (its code servers wait for them).
   say
   say "Stopping..."
-  for _ in $(seq 1 120); do
-    groups_alive || break
-    [ "$hurry" = 1 ] && break
-    sleep 0.5
+  local n deadline=$((SECONDS + 60))
+  for ((n = ${#children[@]} - 1; n >= 0; n--)); do
+    signal_group INT "${children[n]}"
+    while group_alive "${children[n]}" && [ "$hurry" = 0 ] && [ "$SECONDS" -lt "$deadline" ]; do
+      sleep 0.2
+    done
   done
   exec 2>/dev/null  # no "Killed" notice for each service that had to be killed
   for _ in $(seq 1 50); do
