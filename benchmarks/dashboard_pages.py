@@ -30,6 +30,7 @@ from urllib.parse import urlencode
 
 from benchmarks.analyst_queries import seed_inventory
 from benchmarks.browser import start_chromium
+from benchmarks.local_fleet import free_port
 from benchmarks.tick_growth import fill, storage_env, warehouse_of
 from metrics_pipeline.analysts.query import list_metrics
 from metrics_pipeline.dashboard.app import FLEET_PAGE_ROWS
@@ -44,14 +45,6 @@ const drawn = plots.filter((p) => p._fullData && p.querySelector('.main-svg')).l
 const messages = document.querySelectorAll('.message').length;
 return drawn >= arguments[1] || (arguments[1] === 0 && messages > 0);
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager
