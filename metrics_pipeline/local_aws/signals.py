@@ -10,7 +10,7 @@ import functools
 import re
 import warnings
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -76,6 +76,14 @@ def _minutes(start: datetime, end: datetime) -> np.ndarray:
 # Every simulated database is busiest at this hour (UTC) and quiet around midnight, with no
 # active session (no DB load) on most nights.
 PEAK_HOUR_UTC = 14
+
+
+def latest_peak_hour(moment: datetime) -> datetime:
+    """The start of the latest peak hour (PEAK_HOUR_UTC) begun at or before `moment`: what
+    tests and benchmarks ask for when they need load (statements, wait events) whatever the
+    hour they run at."""
+    hour = moment.replace(minute=0, second=0, microsecond=0)
+    return hour - timedelta(hours=(hour.hour - PEAK_HOUR_UTC) % 24)
 
 
 def load(profile: Profile, minutes: np.ndarray) -> np.ndarray:
