@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from metrics_pipeline.catalog import METRICS_BY_NAME, InstanceKind
+from metrics_pipeline.hours import floor_hour
 
 MINUTE = 60
 DAY_MINUTES = 24 * 60
@@ -82,7 +83,7 @@ def latest_peak_hour(moment: datetime) -> datetime:
     """The start of the latest peak hour (PEAK_HOUR_UTC) begun at or before `moment`: what
     tests and benchmarks ask for when they need load (statements, wait events) whatever the
     hour they run at."""
-    hour = moment.replace(minute=0, second=0, microsecond=0)
+    hour = floor_hour(moment)
     return hour - timedelta(hours=(hour.hour - PEAK_HOUR_UTC) % 24)
 
 
