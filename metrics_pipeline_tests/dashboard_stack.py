@@ -14,13 +14,14 @@ import pytest
 from dagster import materialize
 
 from benchmarks.dashboard_pages import served
-from metrics_pipeline.hours import HOUR, floor_hour, partition_key, utc_now
+from metrics_pipeline.hours import HOUR, partition_key, utc_now
 from metrics_pipeline.local_aws.fleet import SimulatedInstance, default_fleet
 from metrics_pipeline.local_aws.server import LocalAws, start
 from metrics_pipeline.local_aws.signals import series
 from metrics_pipeline.rightsizing.assets import rightsizing_report
 from metrics_pipeline.warehouse.resources import WarehouseResource
 from metrics_pipeline_tests.helpers import (
+    busy_hour,
     make_aws,
     make_collection,
     rds_instances,
@@ -65,12 +66,13 @@ class Served:
 
 @contextmanager
 def dashboard_stack(folder: Path, hours: int) -> Iterator[Served]:
-    """The local AWS's default fleet, its last `hours` settled hours collected (CloudWatch and
+    """The local AWS's default fleet, `hours` settled hours collected (CloudWatch and
     Performance Insights) into a DuckDB file with a rightsizing report, and the dashboard
-    serving it from its own process."""
+    serving it from its own process. The hours end with the latest busy one, so that the last
+    day has Performance Insights load to chart whatever the time of day."""
     local = start(default_fleet(datetime.now(UTC)))
-    now = floor_hour(utc_now())
-    collected = [now - timedelta(hours=n) for n in range(hours + 1, 1, -1)]
+    last = busy_hour(utc_now())
+    collected = [last - timedelta(hours=n) for n in range(hours - 1, -1, -1)]
     database = str(folder / "metrics.duckdb")
     try:
         with pytest.MonkeyPatch.context() as patch:

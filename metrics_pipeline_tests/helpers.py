@@ -25,7 +25,7 @@ from metrics_pipeline.healing.sensors import build_gap_healing_sensor
 from metrics_pipeline.history.assets import build_history_assets
 from metrics_pipeline.hours import HOUR
 from metrics_pipeline.insights.assets import build_pi_assets
-from metrics_pipeline.local_aws.signals import latest_peak_hour
+from metrics_pipeline.local_aws.signals import latest_busy_hour
 from metrics_pipeline.maintenance.jobs import build_retention_job
 from metrics_pipeline.partitions import Partitions
 from metrics_pipeline.quality.checks import build_checks
@@ -89,10 +89,10 @@ DAGSTER_WEBSERVER = str(Path(sys.executable).with_name("dagster-webserver"))
 
 
 def busy_hour(now: datetime, ago: timedelta = 2 * HOUR) -> datetime:
-    """The start of the latest simulated peak hour (PEAK_HOUR_UTC) begun at least `ago`
-    before `now`: every simulated database has load in each of its minutes and the hour
-    before, on weekends too, where a recent hour may be a quiet night without any."""
-    return latest_peak_hour(now - ago)
+    """The start of the latest simulated busy hour begun at least `ago` before `now`: every
+    simulated database has load in each of its minutes and the hour before, on weekends too,
+    where a recent hour may be a quiet night without any."""
+    return latest_busy_hour(now - ago)
 
 
 def free_port() -> int:

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from metrics_pipeline.collection.cloudwatch import build_queries
 from metrics_pipeline.local_aws.fleet import SimulatedInstance, default_fleet, simulated_accounts
 from metrics_pipeline.local_aws.server import LocalAws, start
-from metrics_pipeline.local_aws.signals import MINUTE, minute_values, series
+from metrics_pipeline.local_aws.signals import MINUTE, latest_peak_hour, minute_values, series
 from metrics_pipeline.local_aws.simulator import Faults
 from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline_tests.helpers import busy_hour
@@ -140,24 +140,28 @@ def test_shapes_look_like_databases() -> None:
 
 
 @pytest.mark.parametrize(
-    "now",
-    [datetime(2026, 12, 7, 2, 40, tzinfo=UTC), datetime(2026, 12, 5, 23, 5, tzinfo=UTC), NOW],
-    ids=["monday-night", "saturday-night", "now"],
+    "day",
+    [datetime(2026, 12, 7, 0, 25, tzinfo=UTC), datetime(2026, 12, 5, 0, 25, tzinfo=UTC), NOW],
+    ids=["monday", "saturday", "now"],
 )
 def test_every_database_has_load_in_each_minute_of_the_busy_hour_and_the_one_before(
-    now: datetime,
+    day: datetime,
 ) -> None:
     """What the tests that need load (statements, wait events) rely on, whatever the hour
-    they run at: a recent hour may be a night without any."""
-    hour = busy_hour(now)
-    assert now - timedelta(hours=26) < hour <= now - timedelta(hours=2)
-    first = int((hour - timedelta(hours=1)).timestamp()) // MINUTE
-    minutes = np.arange(first, first + 120, dtype=np.int64)
-    fleet = default_fleet(now, accounts=simulated_accounts(2))
-    for simulated in fleet:
-        assert (minute_values(simulated.profile(7), "DBLoad", minutes) > 0).all(), simulated
-    night = minutes - 12 * 60
-    quiet = [s for s in fleet if (minute_values(s.profile(7), "DBLoad", night) == 0).any()]
+    they run at, each hour of a weekday and of a weekend: a recent hour may be a night
+    without any, and the busy hour is recent enough for a dashboard's last day."""
+    for now in (day + timedelta(hours=n) for n in range(24)):
+        fleet = default_fleet(now, accounts=simulated_accounts(2))
+        hour = busy_hour(now)
+        assert now - timedelta(hours=16) < hour <= now - timedelta(hours=2)
+        first = int((hour - timedelta(hours=1)).timestamp()) // MINUTE
+        minutes = np.arange(first, first + 120, dtype=np.int64)
+        for simulated in fleet:
+            load = minute_values(simulated.profile(7), "DBLoad", minutes)
+            assert (load > 0).all(), (now, simulated)
+    night = int((latest_peak_hour(day) - timedelta(hours=12)).timestamp()) // MINUTE
+    minutes = np.arange(night, night + 120, dtype=np.int64)
+    quiet = [s for s in fleet if (minute_values(s.profile(7), "DBLoad", minutes) == 0).any()]
     assert quiet  # the hours the helper avoids
 
 

@@ -87,6 +87,20 @@ def latest_peak_hour(moment: datetime) -> datetime:
     return hour - timedelta(hours=(hour.hour - PEAK_HOUR_UTC) % 24)
 
 
+# Hours that start at most this far from the peak are busy: every simulated database has load
+# in each of their minutes and in the hour before, on weekends too.
+BUSY_HOURS_FROM_PEAK = 5
+
+
+def latest_busy_hour(moment: datetime) -> datetime:
+    """The start of the latest busy hour begun at or before `moment`: what tests ask for when
+    they need load and recent hours too (a dashboard's last day), whatever the hour they run
+    at; it begins less than 14 hours before `moment`."""
+    hour = floor_hour(moment)
+    since_first = (hour.hour - PEAK_HOUR_UTC + BUSY_HOURS_FROM_PEAK) % 24
+    return hour - timedelta(hours=max(0, since_first - 2 * BUSY_HOURS_FROM_PEAK))
+
+
 def load(profile: Profile, minutes: np.ndarray) -> np.ndarray:
     """Utilisation in [0, ~1.3]: daily peak at PEAK_HOUR_UTC, quieter weekends, noise, spikes."""
     key = stable_key(profile.seed, profile.instance_id, "load")
