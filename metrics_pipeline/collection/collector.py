@@ -111,9 +111,9 @@ def collect_chunks(
     threads: int = DEFAULT_FETCH_THREADS,
     log: Callable[[str], Any] = print,
 ) -> dict[tuple[str, str], UnitOutcome]:
-    """Fetches `chunks` on `threads` threads and writes each as it arrives (of those arrived
-    together, the one asked first first); returns what was done per account and region. A
-    write that fails stops the run (its error is raised, chunks already written stay written)."""
+    """Fetches `chunks` on `threads` threads and writes each as it arrives (those that arrive
+    together in the order asked); returns what was done per account and region. A write that
+    fails stops the run (its error is raised, chunks already written stay written)."""
     outcomes: dict[tuple[str, str], UnitOutcome] = {}
     for chunk in chunks:
         outcome = outcomes.setdefault(
@@ -155,7 +155,7 @@ def collect_chunks(
                 if not pending:
                     continue
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in [f for f in pending if f in done]:  # in the order fetched
+                for future in [f for f in pending if f in done]:  # in the order asked
                     chunk = pending.pop(future)
                     outcome = outcomes[(chunk.account_id, chunk.region)]
                     folder = spool_root / f"{chunk.account_id}-{chunk.region}-{chunk.number}"
