@@ -7,7 +7,7 @@ that moment; importing this module (or any other) reads no environment.
 import sys
 from collections.abc import Sequence
 
-from dagster import DagsterError, Definitions, definitions
+from dagster import DagsterError, Definitions, definitions, multiprocess_executor
 
 from metrics_pipeline.automation import derived_assets_automation
 from metrics_pipeline.healing.sensors import build_gap_healing_sensor
@@ -25,6 +25,13 @@ from metrics_pipeline.settings import ConfigError, Settings, load_settings
 from metrics_pipeline.source_registry import SOURCES
 from metrics_pipeline.sources.source import Source
 from metrics_pipeline.warehouse.tables import INSIGHTS_TIER, PERSONAL_TIER
+
+# Each step in a process of its own, as with Dagster's default executor, but forked from a
+# server that imported the pipeline once for the run, not a new interpreter importing it for
+# every step (about 1.5 s of each step's start on 2 cores; a run is 9 steps and more).
+STEP_EXECUTOR = multiprocess_executor.configured(
+    {"start_method": {"forkserver": {"preload_modules": [__name__]}}}
+)
 
 
 class InvalidSettingsError(DagsterError):
@@ -57,6 +64,7 @@ def build_definitions(settings: Settings, sources: Sequence[Source] = SOURCES) -
             build_run_liveness_check(),
         ],
         resources=build_resources(settings),
+        executor=STEP_EXECUTOR,
     )
     return Definitions.merge(
         *(source.definitions(settings, partitions) for source in sources), pipeline
