@@ -34,7 +34,7 @@ from metrics_pipeline.collection.runs import peak_memory_mib
 from metrics_pipeline.dagster_runs import range_tags
 from metrics_pipeline.definitions import build_definitions
 from metrics_pipeline.hours import day_partition_key, floor_day, floor_hour
-from metrics_pipeline.local_aws.signals import latest_peak_hour
+from metrics_pipeline.local_aws.signals import latest_busy_hour
 from metrics_pipeline.partitions import Partitions
 from metrics_pipeline.resources import build_resources
 from metrics_pipeline.settings import Settings, load_settings
@@ -164,7 +164,7 @@ def performance_insights_window(
     assert materialize([defs.resolve_assets_def(RDS_INSTANCES)], instance=instance).success
     phases["inventory"] = time.perf_counter() - began
     # The simulated fleet's busiest hours: the most keys to page through (a night has none).
-    last = latest_peak_hour(window_hours(1, newest_settled=False)[1])
+    last = latest_busy_hour(window_hours(1, newest_settled=False)[1], hours_from_peak=0)
     first = last - timedelta(hours=hours - 1)
     began = time.perf_counter()
     result = defs.resolve_job_def("pi_healing_job").execute_in_process(

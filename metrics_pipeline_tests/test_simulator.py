@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from metrics_pipeline.collection.cloudwatch import build_queries
 from metrics_pipeline.local_aws.fleet import SimulatedInstance, default_fleet, simulated_accounts
 from metrics_pipeline.local_aws.server import LocalAws, start
-from metrics_pipeline.local_aws.signals import MINUTE, latest_peak_hour, minute_values, series
+from metrics_pipeline.local_aws.signals import MINUTE, latest_busy_hour, minute_values, series
 from metrics_pipeline.local_aws.simulator import Faults
 from metrics_pipeline.warehouse.instances import Instance
 from metrics_pipeline_tests.helpers import busy_hour
@@ -159,7 +159,9 @@ def test_every_database_has_load_in_each_minute_of_the_busy_hour_and_the_one_bef
         for simulated in fleet:
             load = minute_values(simulated.profile(7), "DBLoad", minutes)
             assert (load > 0).all(), (now, simulated)
-    night = int((latest_peak_hour(day) - timedelta(hours=12)).timestamp()) // MINUTE
+    night = (
+        int((latest_busy_hour(day, hours_from_peak=0) - timedelta(hours=12)).timestamp()) // MINUTE
+    )
     minutes = np.arange(night, night + 120, dtype=np.int64)
     quiet = [s for s in fleet if (minute_values(s.profile(7), "DBLoad", minutes) == 0).any()]
     assert quiet  # the hours the helper avoids

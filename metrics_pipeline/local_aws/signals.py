@@ -79,26 +79,19 @@ def _minutes(start: datetime, end: datetime) -> np.ndarray:
 PEAK_HOUR_UTC = 14
 
 
-def latest_peak_hour(moment: datetime) -> datetime:
-    """The start of the latest peak hour (PEAK_HOUR_UTC) begun at or before `moment`: what
-    tests and benchmarks ask for when they need load (statements, wait events) whatever the
-    hour they run at."""
-    hour = floor_hour(moment)
-    return hour - timedelta(hours=(hour.hour - PEAK_HOUR_UTC) % 24)
-
-
 # Hours that start at most this far from the peak are busy: every simulated database has load
 # in each of their minutes and in the hour before, on weekends too.
 BUSY_HOURS_FROM_PEAK = 5
 
 
-def latest_busy_hour(moment: datetime) -> datetime:
-    """The start of the latest busy hour begun at or before `moment`: what tests ask for when
-    they need load and recent hours too (a dashboard's last day), whatever the hour they run
-    at; it begins less than 14 hours before `moment`."""
+def latest_busy_hour(moment: datetime, hours_from_peak: int = BUSY_HOURS_FROM_PEAK) -> datetime:
+    """The start of the latest hour begun at or before `moment` and at most `hours_from_peak`
+    from PEAK_HOUR_UTC: what tests and benchmarks ask for when they need load (statements,
+    wait events) whatever the hour they run at. With the default it begins less than 14
+    hours before `moment` (recent enough for a dashboard's last day); with 0 it is the peak."""
     hour = floor_hour(moment)
-    since_first = (hour.hour - PEAK_HOUR_UTC + BUSY_HOURS_FROM_PEAK) % 24
-    return hour - timedelta(hours=max(0, since_first - 2 * BUSY_HOURS_FROM_PEAK))
+    since_first = (hour.hour - PEAK_HOUR_UTC + hours_from_peak) % 24
+    return hour - timedelta(hours=max(0, since_first - 2 * hours_from_peak))
 
 
 def load(profile: Profile, minutes: np.ndarray) -> np.ndarray:
